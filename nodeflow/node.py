@@ -1,0 +1,144 @@
+"""The typed node API.
+
+A node type is one small class::
+
+    class Add(Node):
+        type = "Add"
+        category = "math"
+        description = "Sum of two numbers."
+
+        a = Float(0.0, tooltip="first term")
+        b = Float(0.0)
+        outputs = (Output("sum", "FLOAT"),)
+
+        def run(self, ctx, a, b):
+            return {"sum": a + b}
+
+Inputs are the class attributes that are :class:`~nodeflow.fields.Input` objects, in
+declaration order; ``outputs`` lists the results. ``run`` receives every input by
+name (an unconnected optional socket arrives as ``None``) and returns a dict keyed by
+output name, a tuple in output order, or, for a single output, the bare value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+from .fields import Input, Output, Widget
+
+
+class Interrupted(Exception):
+    """Raised inside a run when the user asked to stop; the executor turns it into exit 130."""
+
+
+class NodeError(Exception):
+    """A failure a node reports on purpose, with a message meant for the user."""
+
+
+ProgressCallback = Callable[[int, int, Any], None]
+
+
+@dataclass
+class RunContext:
+    """What the executor hands a running node besides its inputs.
+
+    ``settings`` carries host configuration by name (e.g. ``"models"`` folders) so the
+    core does not need to know what packs use.
+    """
+
+    node_id: str = ""
+    device: str = "cpu"
+    output_dir: Path = field(default_factory=lambda: Path("output"))
+    input_dir: Path = field(default_factory=lambda: Path("input"))
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    on_progress: ProgressCallback | None = None
+    is_interrupted: Callable[[], bool] = lambda: False
+
+    def progress(self, step: int, total: int, preview: Any = None) -> None:
+        """Report step ``step`` of ``total`` (1-based), with an optional preview image;
+        also the natural place to stop, so it checks for interruption first."""
+        self.check_interrupted()
+        if self.on_progress is not None:
+            self.on_progress(step, total, preview)
+
+    def check_interrupted(self) -> None:
+        if self.is_interrupted():
+            raise Interrupted(f"interrupted in node {self.node_id}")
+
+
+class Node:
+    """Base class of every node type. Subclasses declare; they hold no state."""
+
+    type: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    category: ClassVar[str] = "misc"
+    description: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    output_node: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = True
+
+    inputs: ClassVar[dict[str, Input]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared: dict[str, Input] = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, Input):
+                    declared[name] = value
+        cls.inputs = declared
+        cls.outputs = tuple(cls.outputs)
+        if not cls.display_name and cls.type:
+            cls.display_name = cls.type
+        names = [o.name for o in cls.outputs]
+        if len(set(names)) != len(names):
+            raise TypeError(f"{cls.__name__}: duplicate output names {names}")
+
+    def run(self, ctx: RunContext, **inputs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.run")
+
+    # -- declaration helpers, read by the validator, editor, schema and CLI --
+
+    @classmethod
+    def widgets(cls) -> dict[str, Widget]:
+        return {n: i for n, i in cls.inputs.items() if isinstance(i, Widget)}
+
+    @classmethod
+    def output(cls, name: str) -> Output | None:
+        return next((o for o in cls.outputs if o.name == name), None)
+
+    @classmethod
+    def default_values(cls) -> dict[str, Any]:
+        return {n: w.default for n, w in cls.widgets().items()}
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "type": cls.type,
+            "display_name": cls.display_name,
+            "category": cls.category,
+            "description": cls.description,
+            "version": cls.version,
+            "inputs": [i.describe() for i in cls.inputs.values()],
+            "outputs": [o.describe() for o in cls.outputs],
+            "output_node": cls.output_node,
+            "deterministic": cls.deterministic,
+        }
+
+    @classmethod
+    def normalize_result(cls, result: Any) -> dict[str, Any]:
+        """Turn what ``run`` returned into ``{output name: value}``, checking its shape."""
+        names = [o.name for o in cls.outputs]
+        if isinstance(result, dict) and set(result) == set(names) and (names or not result):
+            return dict(result)
+        if not names:
+            if result is None:
+                return {}
+        elif isinstance(result, tuple) and len(result) == len(names):
+            return dict(zip(names, result))
+        elif len(names) == 1 and not isinstance(result, dict):
+            return {names[0]: result}
+        raise TypeError(f"node type {cls.type} returned {type(result).__name__}; expected outputs {names}")
