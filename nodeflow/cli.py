@@ -1,0 +1,275 @@
+"""The ``nodeflow`` command line: run, validate, list nodes, edit, train the demo model.
+
+Exit codes: 0 ok, 1 failure while running, 2 invalid workflow or arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad arguments; exit code 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        return _edit(args)
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"nodeflow: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("nodeflow: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nodeflow", description="Node-graph diffusion image generation.")
+    parser.add_argument(
+        "--user-nodes",
+        metavar="DIR",
+        default=os.environ.get("NODEFLOW_USER_NODES"),
+        help="also load node types from the .py files in DIR (off unless given; env NODEFLOW_USER_NODES)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a workflow headless")
+    run.add_argument("workflow", help="workflow JSON file")
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NODE.FIELD=VALUE",
+        help="set a value before running (NODE is an id or a unique title; VALUE is JSON or plain text)",
+    )
+    run.add_argument("--output-dir", "-o", default="output", help="folder for saved images (default: output)")
+    run.add_argument("--input-dir", default="input", help="folder LoadImage reads from (default: input)")
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    run.add_argument("--report", choices=["text", "json"], default="text", help="summary format on stdout")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    run.add_argument("--verbose", "-v", action="store_true", help="print tracebacks of failures")
+    run.set_defaults(handler=_run)
+
+    validate = sub.add_parser("validate", help="check a workflow without running it")
+    validate.add_argument("workflow")
+    validate.add_argument("--json", action="store_true", help="print problems as JSON")
+    validate.set_defaults(handler=_validate)
+
+    nodes = sub.add_parser("nodes", help="list the node types and their declarations")
+    fmt = nodes.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="every declaration as JSON")
+    fmt.add_argument("--markdown", action="store_true", help="the node reference as Markdown")
+    nodes.set_defaults(handler=_nodes)
+
+    edit = sub.add_parser("edit", help="open the desktop editor (the default with no command)")
+    edit.add_argument("workflow", nargs="?")
+    edit.set_defaults(handler=_edit)
+
+    train = sub.add_parser("train-demo", help="retrain the bundled demo model from scratch", add_help=False)
+    train.add_argument("train_args", nargs=argparse.REMAINDER)
+    train.set_defaults(handler=_train_demo)
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+def _registry(args: argparse.Namespace):
+    from .registry import default_registry
+
+    registry = default_registry(args.user_nodes)
+    for message in registry.load_errors:
+        print(f"nodeflow: warning: {message}", file=sys.stderr)
+    return registry
+
+
+def _load(args: argparse.Namespace):
+    from .workflow import WorkflowError, load_workflow
+
+    try:
+        return load_workflow(args.workflow, _registry(args))
+    except FileNotFoundError:
+        raise UsageError(f"no such workflow file: {args.workflow}") from None
+    except WorkflowError as exc:
+        raise UsageError(f"{args.workflow}: {exc}") from None
+
+
+def _parse_override(text: str) -> tuple[str, str, Any]:
+    target, sep, raw = text.partition("=")
+    node, dot, field = target.rpartition(".")
+    if not sep or not dot or not node or not field:
+        raise UsageError(f"--set expects NODE.FIELD=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # plain text, e.g. --set 6.text=a red circle
+    return node, field, value
+
+
+def _find_node(graph, ref: str) -> str:
+    if ref in graph.nodes:
+        return ref
+    titled = [nid for nid, node in graph.nodes.items() if node.title == ref]
+    if len(titled) == 1:
+        return titled[0]
+    if titled:
+        raise UsageError(f"more than one node is titled {ref!r}: {', '.join(titled)}")
+    raise UsageError(f"there is no node with id or title {ref!r}")
+
+
+def _print_problems(problems, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"valid": not problems, "problems": [p.to_dict() for p in problems]}, indent=2))
+        return
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- commands
+def _validate(args: argparse.Namespace) -> int:
+    from .validation import validate
+
+    workflow = _load(args)
+    problems = validate(workflow.graph, extra_problems=workflow.problems)
+    if args.json:
+        _print_problems(problems, as_json=True)
+    elif problems:
+        print(f"{args.workflow}: {len(problems)} problem(s):", file=sys.stderr)
+        _print_problems(problems, as_json=False)
+    else:
+        print(f"{args.workflow}: valid")
+    return EXIT_INVALID if problems else EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .executor import Executor
+    from .graph import GraphError
+    from .progress import ConsoleProgress
+    from .validation import validate
+
+    workflow = _load(args)
+    graph = workflow.graph
+    for text in args.overrides:
+        node, field, value = _parse_override(text)
+        try:
+            graph.set_value(_find_node(graph, node), field, value)
+        except GraphError as exc:
+            raise UsageError(f"--set {text}: {exc}") from None
+
+    problems = validate(graph, extra_problems=workflow.problems)
+    if problems:
+        if args.report == "json":
+            _print_problems(problems, as_json=True)
+        else:
+            print(f"{args.workflow}: not runnable, {len(problems)} problem(s):", file=sys.stderr)
+            _print_problems(problems, as_json=False)
+        return EXIT_INVALID
+
+    try:
+        executor = Executor(graph.registry, device=args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    written: list[str] = []
+    show_bar = not args.quiet and sys.stderr.isatty()
+    progress = ConsoleProgress(graph, enabled=show_bar)
+    settings = {"on_file_written": lambda path: written.append(str(path))}
+
+    # Ctrl+C asks the executor to stop at the next step instead of killing the process
+    # mid-write; a second Ctrl+C falls through to Python's default.
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        executor.interrupt()
+        signal.signal(signal.SIGINT, previous)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = executor.run(
+            graph,
+            on_event=progress,
+            output_dir=Path(args.output_dir),
+            input_dir=Path(args.input_dir),
+            settings=settings,
+        )
+    finally:
+        progress.close()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+
+    summary = {
+        "status": result.status,
+        "seconds": round(sum(result.timings.values()), 4),
+        "executed": list(result.executed),
+        "cached": list(result.cached),
+        "timings": {k: round(v, 4) for k, v in result.timings.items()},
+        "output_files": written,
+        "error": result.error,
+    }
+    if args.report == "json":
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_text_summary(summary)
+    if result.status == "error" and args.verbose and getattr(result, "traceback", None):
+        print(result.traceback, file=sys.stderr)
+    return {"ok": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+
+
+def _print_text_summary(summary: dict[str, Any]) -> None:
+    status = summary["status"]
+    counts = f"{len(summary['executed'])} node(s) run, {len(summary['cached'])} from cache"
+    if status == "ok":
+        print(f"done in {summary['seconds']:.2f} s: {counts}")
+        for path in summary["output_files"]:
+            print(f"wrote {path}")
+    elif status == "interrupted":
+        print(f"interrupted: {counts}", file=sys.stderr)
+    else:
+        print(f"failed: {summary['error']}", file=sys.stderr)
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    from .docs import node_reference_markdown
+
+    registry = _registry(args)
+    if args.json:
+        print(json.dumps([cls.describe() for cls in registry.types()], indent=2, default=str))
+    elif args.markdown:
+        print(node_reference_markdown(registry))
+    else:
+        category = None
+        for cls in registry.types():
+            if cls.category != category:
+                category = cls.category
+                print(f"\n{category}")
+            summary = cls.description.strip().splitlines()[0] if cls.description.strip() else ""
+            print(f"  {cls.type:<24} {summary}")
+    return EXIT_OK
+
+
+def _edit(args: argparse.Namespace) -> int:
+    from .editor import launch
+
+    return launch(getattr(args, "workflow", None), registry=_registry(args))
+
+
+def _train_demo(args: argparse.Namespace) -> int:
+    from nodes.bundled._train import main as train_main
+
+    return train_main(list(args.train_args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
