@@ -48,6 +48,9 @@ class NodeInstance:
     mode: str = "normal"
     pos: tuple[float, float] = (0.0, 0.0)
     size: tuple[float, float] | None = None
+    # The node type version its values follow, as read from a file; None means the
+    # installed class's version. Kept so a re-save writes unknown types back unchanged.
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,10 @@ class Graph:
     def copy(self) -> "Graph":
         other = Graph(self.registry)
         for node in self.nodes.values():
-            other.add_node(node.type, copy.deepcopy(node.values), node.id, node.title, node.mode, node.pos, node.size, check=False)
+            added = other.add_node(
+                node.type, copy.deepcopy(node.values), node.id, node.title, node.mode, node.pos, node.size, check=False
+            )
+            added.version = node.version
         for link in self.links.values():
             other.connect(link.source, link.output, link.target, link.input, check=False)
         return other

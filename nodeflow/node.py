@@ -115,6 +115,16 @@ class Node:
         return {n: w.default for n, w in cls.widgets().items()}
 
     @classmethod
+    def migrate_values(cls, values: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Upgrade ``values`` saved under an older ``version`` of this node type.
+
+        Called when a workflow is loaded whose node says ``"version": from_version`` and
+        ``from_version < cls.version``. Override when a release renames, removes or
+        re-scales a field; return a new dict (the argument is the loader's copy).
+        """
+        return values
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "type": cls.type,
