@@ -51,7 +51,7 @@ class Progress:
 
 @dataclass(frozen=True)
 class RunFinished:
-    status: Literal["ok", "error", "interrupted"]
+    status: Literal["ok", "error", "interrupted", "invalid"]
     seconds: float
     executed: tuple[str, ...] = ()
     cached: tuple[str, ...] = ()
