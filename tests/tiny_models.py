@@ -1,0 +1,237 @@
+"""A tiny Stable-Diffusion-1.x-architecture model, built in code for tests.
+
+Same component types and wiring as SD 1.5 (UNet2DConditionModel with cross-attention,
+AutoencoderKL with 4 latent channels, CLIP text encoder with the real CLIP vocabulary,
+PNDM scheduler with SD's scaled-linear betas) but a few hundred kB of weights, from
+fixed seeds, so every test that builds it gets the same model.
+
+- :func:`build_tiny_sd` writes it as a diffusers folder that
+  ``StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None)`` loads.
+- :func:`save_single_file` writes the same weights as one ``.safetensors`` file in the
+  original (LDM) key layout that SD 1.x checkpoints are distributed in.
+- :func:`shared_tiny_sd` builds it once per test process, for session fixtures::
+
+      @pytest.fixture(scope="session")
+      def tiny_sd(tmp_path_factory):
+          return shared_tiny_sd(tmp_path_factory)
+
+Head counts follow the real families' rules (SD 1.x UNet: 8 heads; CLIP: 64-dim heads,
+at least one), so a single-file loader that reads the architecture from the weights can
+rebuild it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+UNET_CHANNELS = (32, 64)
+VAE_CHANNELS = (32, 64)
+TEXT_HIDDEN = 32
+TEXT_LAYERS = 3
+CROSS_ATTENTION_DIM = TEXT_HIDDEN
+SAMPLE_SIZE = 16  # latent side; images are SAMPLE_SIZE * 2 pixels (VAE factor 2)
+
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "_class_name": "PNDMScheduler",
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "clip_sample": False,
+    "prediction_type": "epsilon",
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+}
+
+
+def build_tiny_sd(path: Path | str) -> Path:
+    """Write the tiny model as a diffusers folder at ``path`` (kept if already there)."""
+    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from nodes.diffusion._tokenizer import clip_tokenizer
+
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return path
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=SAMPLE_SIZE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=UNET_CHANNELS,
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=CROSS_ATTENTION_DIM,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(1)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=VAE_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=SAMPLE_SIZE * 2,
+        scaling_factor=0.18215,
+    )
+    tokenizer = clip_tokenizer()
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_HIDDEN,
+            intermediate_size=37,
+            num_hidden_layers=TEXT_LAYERS,
+            num_attention_heads=1,
+            max_position_embeddings=77,
+            hidden_act="quick_gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            projection_dim=TEXT_HIDDEN,
+        )
+    )
+    scheduler = PNDMScheduler.from_config(SCHEDULER_CONFIG)
+
+    path.mkdir(parents=True, exist_ok=True)
+    unet.save_pretrained(path / "unet")
+    vae.save_pretrained(path / "vae")
+    text_encoder.save_pretrained(path / "text_encoder")
+    tokenizer.save_pretrained(path / "tokenizer")
+    scheduler.save_pretrained(path / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "PNDMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    # Written last: its presence marks a complete folder.
+    (path / "model_index.json").write_text(json.dumps(index, indent=2))
+    return path
+
+
+_SHARED: dict[str, Path] = {}
+
+
+def shared_tiny_sd(tmp_path_factory: Any) -> Path:
+    """The tiny model, built once per test process under pytest's base temp dir."""
+    if "sd" not in _SHARED:
+        _SHARED["sd"] = build_tiny_sd(tmp_path_factory.getbasetemp() / "tiny-sd")
+    return _SHARED["sd"]
+
+
+# -- diffusers -> original (LDM) key layout ---------------------------------------------
+
+
+def save_single_file(diffusers_dir: Path | str, out_file: Path | str) -> Path:
+    """Save the folder's UNet, VAE and text encoder as one SD-1.x-layout ``.safetensors``."""
+    from safetensors.torch import load_file, save_file
+
+    diffusers_dir, out_file = Path(diffusers_dir), Path(out_file)
+    unet_config = json.loads((diffusers_dir / "unet" / "config.json").read_text())
+    state: dict[str, torch.Tensor] = {}
+    for key, value in load_file(diffusers_dir / "unet" / "diffusion_pytorch_model.safetensors").items():
+        state["model.diffusion_model." + unet_key_to_ldm(key, unet_config)] = value
+    for key, value in load_file(diffusers_dir / "vae" / "diffusion_pytorch_model.safetensors").items():
+        state["first_stage_model." + vae_key_to_ldm(key, len(_vae_blocks(diffusers_dir)))] = _vae_value_to_ldm(key, value)
+    for key, value in load_file(diffusers_dir / "text_encoder" / "model.safetensors").items():
+        # transformers >= 5.6 dropped the ``text_model.`` level from CLIPTextModel's keys.
+        key = key if key.startswith("text_model.") else "text_model." + key
+        state["cond_stage_model.transformer." + key] = value
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out_file)
+    return out_file
+
+
+def _vae_blocks(diffusers_dir: Path) -> list[int]:
+    return json.loads((diffusers_dir / "vae" / "config.json").read_text())["block_out_channels"]
+
+
+_RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0",
+                  "conv2": "out_layers.3", "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+_UNET_TOP_TO_LDM = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+                    "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+                    "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+
+
+def unet_key_to_ldm(key: str, config: dict[str, Any]) -> str:
+    """One diffusers UNet2DConditionModel key -> its name in the original SD UNet."""
+    per_block = config["layers_per_block"]
+    for new, old in _UNET_TOP_TO_LDM.items():
+        if key.startswith(new + "."):
+            return old + key[len(new):]
+
+    def resnet(rest: str) -> str:
+        part, tail = rest.split(".", 1)
+        return _RESNET_TO_LDM.get(part, part) + "." + tail
+
+    if m := re.match(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
+        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = 1 + block * (per_block + 1) + layer
+        return f"input_blocks.{index}.0.{resnet(rest)}" if kind == "resnets" else f"input_blocks.{index}.1.{rest}"
+    if m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
+        return f"input_blocks.{1 + int(m[1]) * (per_block + 1) + per_block}.0.op.{m[2]}"
+    if m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
+        return f"middle_block.{2 * int(m[1])}.{resnet(m[2])}"
+    if m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
+        return f"middle_block.1.{m[1]}"
+    if m := re.match(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.*)", key):
+        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = block * (per_block + 1) + layer
+        return f"output_blocks.{index}.0.{resnet(rest)}" if kind == "resnets" else f"output_blocks.{index}.1.{rest}"
+    if m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
+        block = int(m[1])
+        # The upsampler follows the attention when the block has one.
+        slot = 2 if "CrossAttn" in config["up_block_types"][block] else 1
+        return f"output_blocks.{block * (per_block + 1) + per_block}.{slot}.conv.{m[2]}"
+    raise KeyError(f"no LDM name for UNet key {key!r}")
+
+
+_VAE_ATTN_TO_LDM = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def vae_key_to_ldm(key: str, num_blocks: int) -> str:
+    """One diffusers AutoencoderKL key -> its name in the original SD autoencoder."""
+    key = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+    if m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", key):
+        return f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
+    if m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*)\.(weight|bias)", key):
+        return f"{m[1]}.mid.attn_1.{_VAE_ATTN_TO_LDM[m[2]]}.{m[3]}"
+    if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(.*)", key):
+        return f"encoder.down.{m[1]}.block.{m[2]}"
+    if m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.(.*)", key):
+        return f"encoder.down.{m[1]}.downsample.{m[2]}"
+    # The original decoder numbers its levels from the bottom up.
+    if m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(.*)", key):
+        return f"decoder.up.{num_blocks - 1 - int(m[1])}.block.{m[2]}"
+    if m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.*)", key):
+        return f"decoder.up.{num_blocks - 1 - int(m[1])}.upsample.{m[2]}"
+    return key
+
+
+def _vae_value_to_ldm(key: str, value: torch.Tensor) -> torch.Tensor:
+    # The original mid-block attention uses 1x1 convolutions where diffusers uses linears.
+    if ".mid_block.attentions." in key and key.endswith(".weight") and value.ndim == 2:
+        return value[:, :, None, None]
+    return value
