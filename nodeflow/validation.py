@@ -1,0 +1,220 @@
+"""Is a graph runnable? Every problem at once, before anything runs.
+
+:func:`validate` walks the graph (or only the requested output nodes and their
+ancestors) once and returns a list of :class:`Problem` records; an empty list means
+runnable. Each problem names the node, its type and the field, so the CLI can print
+it and the editor can put a marker on the right socket.
+
+Codes:
+
+- ``unknown_node_type``  the node's type is not installed
+- ``missing_input``      a required socket has no link (or its link brings nothing)
+- ``type_mismatch``      a link's data types do not fit, or it names an output/input
+                         the node does not have
+- ``invalid_value``      a widget value the widget refuses, a value for a field the
+                         node does not have, or an unknown mode
+- ``cycle``              the links form a loop (the message names its nodes)
+- ``no_output_node``     nothing would be run (or a requested output does not exist)
+
+Loading a file adds its own problems (``dangling_link``, ``newer_node_version``,
+``migration_failed``), passed in as ``extra_problems``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable
+
+import networkx as nx
+
+from .fields import FieldError, Socket, Widget
+from .graph import MODES, Graph
+from .node import Node
+from .types import is_compatible
+
+UNKNOWN_NODE_TYPE = "unknown_node_type"
+MISSING_INPUT = "missing_input"
+TYPE_MISMATCH = "type_mismatch"
+INVALID_VALUE = "invalid_value"
+CYCLE = "cycle"
+NO_OUTPUT_NODE = "no_output_node"
+# Found while loading a file (see nodeflow.workflow).
+DANGLING_LINK = "dangling_link"
+NEWER_NODE_VERSION = "newer_node_version"
+MIGRATION_FAILED = "migration_failed"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a graph cannot run. ``message`` says what, the other fields say where."""
+
+    code: str
+    message: str
+    node_id: str | None = None
+    node_type: str | None = None
+    field: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        where = []
+        if self.node_id is not None:
+            where.append(f"node {self.node_id}" + (f" ({self.node_type})" if self.node_type else ""))
+        if self.field is not None:
+            where.append(f'field "{self.field}"')
+        return f"{' '.join(where)}: {self.message}" if where else self.message
+
+
+class ValidationError(Exception):
+    """Raised by :func:`check` when a graph is not runnable; ``problems`` lists why."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"the workflow cannot run, {len(self.problems)} problem(s):\n{lines}")
+
+
+def validate(
+    graph: Graph, outputs: Iterable[str] | None = None, extra_problems: Iterable[Problem] = ()
+) -> list[Problem]:
+    """Every problem that stops ``graph`` (or just ``outputs`` and their ancestors) from running.
+
+    ``extra_problems`` (load-time problems of a :class:`~nodeflow.workflow.Workflow`)
+    come first; with ``outputs`` given, those about nodes outside the checked part are
+    left out.
+    """
+    problems: list[Problem] = []
+    scope = _scope(graph, outputs, problems)
+    extra = [p for p in extra_problems if p.node_id is None or p.node_id in scope or p.node_id not in graph.nodes]
+    for node_id in graph.nodes:
+        if node_id in scope:
+            problems.extend(_node_problems(graph, node_id))
+    problems.extend(_cycle_problems(graph, scope))
+    return extra + problems
+
+
+def check(graph: Graph, outputs: Iterable[str] | None = None, extra_problems: Iterable[Problem] = ()) -> None:
+    """Raise :class:`ValidationError` unless :func:`validate` finds nothing."""
+    problems = validate(graph, outputs, extra_problems)
+    if problems:
+        raise ValidationError(problems)
+
+
+# --------------------------------------------------------------------------- scope
+def _scope(graph: Graph, outputs: Iterable[str] | None, problems: list[Problem]) -> set[str]:
+    """The node ids to check; records a problem when nothing would be run."""
+    if outputs is None:
+        if not graph.output_nodes():
+            problems.append(Problem(NO_OUTPUT_NODE, "the workflow has no output node, so running it would do nothing"))
+        return set(graph.nodes)
+    requested = list(dict.fromkeys(outputs))
+    present = [nid for nid in requested if nid in graph.nodes]
+    for nid in requested:
+        if nid not in graph.nodes:
+            problems.append(Problem(NO_OUTPUT_NODE, "a requested output node does not exist", nid))
+    if not any(_node_class(graph, nid) is not None and _node_class(graph, nid).output_node for nid in present):
+        named = ", ".join(requested) or "none"
+        problems.append(Problem(NO_OUTPUT_NODE, f"the requested outputs ({named}) contain no output node"))
+    return graph.ancestors(present)
+
+
+def _node_class(graph: Graph, node_id: str) -> type[Node] | None:
+    return graph.registry.get(graph.nodes[node_id].type)
+
+
+# ----------------------------------------------------------------------- per node
+def _node_problems(graph: Graph, node_id: str) -> list[Problem]:
+    node = graph.nodes[node_id]
+    cls = graph.registry.get(node.type)
+
+    def problem(code: str, message: str, field: str | None = None) -> Problem:
+        return Problem(code, message, node_id, node.type, field)
+
+    if cls is None:
+        return [problem(UNKNOWN_NODE_TYPE, f"node type {node.type!r} is not installed (is its node pack missing?)")]
+    found: list[Problem] = []
+    if node.mode not in MODES:
+        found.append(problem(INVALID_VALUE, f"mode {node.mode!r} is not one of: {', '.join(MODES)}", "mode"))
+    bypassed = node.mode == "bypass"
+
+    # A bypassed node does not run: its values and missing inputs do not matter.
+    if not bypassed:
+        for name, value in node.values.items():
+            declared = cls.inputs.get(name)
+            if declared is None:
+                found.append(problem(INVALID_VALUE, f"{cls.type} has no field {name!r}", name))
+            elif not isinstance(declared, Widget):
+                found.append(problem(INVALID_VALUE, "this input is a socket; it takes a link, not a value", name))
+            elif graph.link_into(node_id, name) is None:  # a linked widget takes the link's value
+                try:
+                    declared.validate(value)
+                except FieldError as exc:
+                    found.append(problem(INVALID_VALUE, str(exc), name))
+        for name, declared in cls.inputs.items():
+            if isinstance(declared, Socket) and not declared.optional and graph.link_into(node_id, name) is None:
+                found.append(problem(MISSING_INPUT, f"required input ({declared.data_type}) is not connected", name))
+
+    for link in graph.links_into(node_id):
+        found.extend(_link_problems(graph, link.source, link.output, cls, link.input, problem))
+    return found
+
+
+def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], input_name: str, problem) -> list[Problem]:
+    src_cls = _node_class(graph, source)
+    if src_cls is None:
+        return []  # the source node's own problem says its type is unknown
+    src_name = f"node {source} ({src_cls.type})"
+    out = src_cls.output(output)
+    if out is None:
+        return [problem(TYPE_MISMATCH, f"linked from output {output!r}, which {src_name} does not have", input_name)]
+    declared = cls.inputs.get(input_name)
+    if declared is None:
+        return [problem(TYPE_MISMATCH, f"{cls.type} has no input {input_name!r} (linked from {src_name})", input_name)]
+    if not is_compatible(out.type, declared.data_type):
+        return [
+            problem(
+                TYPE_MISMATCH,
+                f"takes {declared.data_type}, but is linked to {src_name} output {output!r}, which gives {out.type}",
+                input_name,
+            )
+        ]
+    if graph.nodes[source].mode == "bypass" and not _passes_through(graph, source, src_cls, out.type):
+        return [
+            problem(
+                MISSING_INPUT,
+                f"gets nothing: {src_name} is bypassed and has no linked {out.type} input to pass on",
+                input_name,
+            )
+        ]
+    return []
+
+
+def _passes_through(graph: Graph, node_id: str, cls: type[Node], data_type: str) -> bool:
+    """Whether a bypassed node can hand something on for an output of ``data_type``:
+    the executor passes its first input of the same data type, which must hold a value."""
+    for name, declared in cls.inputs.items():
+        if declared.data_type == data_type:
+            return isinstance(declared, Widget) or graph.link_into(node_id, name) is not None
+    return False
+
+
+# -------------------------------------------------------------------------- cycles
+def _cycle_problems(graph: Graph, scope: set[str]) -> list[Problem]:
+    """One problem per knot of nodes that feed each other, naming a loop through it."""
+    view = graph.dag.subgraph(scope)
+    found = []
+    for component in nx.strongly_connected_components(view):
+        start = min(component, key=node_order_key)
+        if len(component) == 1 and not view.has_edge(start, start):
+            continue
+        loop = [edge[0] for edge in nx.find_cycle(view.subgraph(component), source=start)]
+        names = " -> ".join(f"{nid} ({graph.nodes[nid].type})" for nid in loop + loop[:1])
+        found.append(Problem(CYCLE, f"the links form a loop: {names}", start, graph.nodes[start].type))
+    found.sort(key=lambda p: node_order_key(p.node_id or ""))
+    return found
+
+
+def node_order_key(node_id: str) -> tuple[int, int, str]:
+    """Sort key for node ids: "2" before "10", numeric ids before others."""
+    return (0, int(node_id), "") if node_id.isascii() and node_id.isdigit() else (1, 0, node_id)
