@@ -105,15 +105,18 @@ def check(graph: Graph, outputs: Iterable[str] | None = None, extra_problems: It
 def _scope(graph: Graph, outputs: Iterable[str] | None, problems: list[Problem]) -> set[str]:
     """The node ids to check; records a problem when nothing would be run."""
     if outputs is None:
-        if not graph.output_nodes():
+        output_nodes = graph.output_nodes()
+        if not output_nodes:
             problems.append(Problem(NO_OUTPUT_NODE, "the workflow has no output node, so running it would do nothing"))
+        elif all(graph.nodes[nid].mode == "bypass" for nid in output_nodes):
+            problems.append(Problem(NO_OUTPUT_NODE, "every output node is bypassed, so running would do nothing"))
         return set(graph.nodes)
     requested = list(dict.fromkeys(outputs))
     present = [nid for nid in requested if nid in graph.nodes]
     for nid in requested:
         if nid not in graph.nodes:
             problems.append(Problem(NO_OUTPUT_NODE, "a requested output node does not exist", nid))
-    if not any(_node_class(graph, nid) is not None and _node_class(graph, nid).output_node for nid in present):
+    if not any(getattr(_node_class(graph, nid), "output_node", False) for nid in present):
         named = ", ".join(requested) or "none"
         problems.append(Problem(NO_OUTPUT_NODE, f"the requested outputs ({named}) contain no output node"))
     return graph.ancestors(present)
@@ -136,21 +139,20 @@ def _node_problems(graph: Graph, node_id: str) -> list[Problem]:
     found: list[Problem] = []
     if node.mode not in MODES:
         found.append(problem(INVALID_VALUE, f"mode {node.mode!r} is not one of: {', '.join(MODES)}", "mode"))
-    bypassed = node.mode == "bypass"
-
-    # A bypassed node does not run: its values and missing inputs do not matter.
-    if not bypassed:
-        for name, value in node.values.items():
-            declared = cls.inputs.get(name)
-            if declared is None:
-                found.append(problem(INVALID_VALUE, f"{cls.type} has no field {name!r}", name))
-            elif not isinstance(declared, Widget):
-                found.append(problem(INVALID_VALUE, "this input is a socket; it takes a link, not a value", name))
-            elif graph.link_into(node_id, name) is None:  # a linked widget takes the link's value
-                try:
-                    declared.validate(value)
-                except FieldError as exc:
-                    found.append(problem(INVALID_VALUE, str(exc), name))
+    for name, value in node.values.items():
+        declared = cls.inputs.get(name)
+        if declared is None:
+            found.append(problem(INVALID_VALUE, f"{cls.type} has no field {name!r}", name))
+        elif not isinstance(declared, Widget):
+            found.append(problem(INVALID_VALUE, "this input is a socket; it takes a link, not a value", name))
+        elif graph.link_into(node_id, name) is None:  # a linked widget takes the link's value
+            try:
+                declared.validate(value)
+            except FieldError as exc:
+                found.append(problem(INVALID_VALUE, str(exc), name))
+    # A bypassed node does not run, so it needs no inputs; what it passes on is checked
+    # where it is used (see _link_problems).
+    if node.mode != "bypass":
         for name, declared in cls.inputs.items():
             if isinstance(declared, Socket) and not declared.optional and graph.link_into(node_id, name) is None:
                 found.append(problem(MISSING_INPUT, f"required input ({declared.data_type}) is not connected", name))
@@ -179,7 +181,8 @@ def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], inpu
                 input_name,
             )
         ]
-    if graph.nodes[source].mode == "bypass" and not _passes_through(graph, source, src_cls, out.type):
+    needs_value = isinstance(declared, Widget) or not declared.optional
+    if needs_value and graph.nodes[source].mode == "bypass" and not _passes_through(graph, source, src_cls, out.type):
         return [
             problem(
                 MISSING_INPUT,
@@ -191,8 +194,9 @@ def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], inpu
 
 
 def _passes_through(graph: Graph, node_id: str, cls: type[Node], data_type: str) -> bool:
-    """Whether a bypassed node can hand something on for an output of ``data_type``:
-    the executor passes its first input of the same data type, which must hold a value."""
+    """Whether a bypassed node hands on a value for an output of ``data_type``: the
+    executor passes its first input of that data type, a link or a widget's value
+    (see nodeflow.plan)."""
     for name, declared in cls.inputs.items():
         if declared.data_type == data_type:
             return isinstance(declared, Widget) or graph.link_into(node_id, name) is not None
