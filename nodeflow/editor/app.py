@@ -1,0 +1,305 @@
+"""The editor window: menus, shortcuts, dialogs and the render loop.
+
+Each frame drains the run's event queue, recolours nodes, refreshes the previews and
+reads back what only the node editor knows (selection, dragged positions). All
+editing goes through :class:`~nodeflow.editor.controller.EditorController`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import dearpygui.dearpygui as dpg
+
+from ..fields import FileChoice
+from ..registry import NodeRegistry, default_registry
+from .canvas import Canvas, list_files
+from .controller import EditorController
+from .palette import ContextMenu, Palette
+from .panels import PREVIEW_SIZE, SidePanel
+from .testhook import TestHook
+from .theme import global_theme
+
+WINDOW_SIZE = (1600, 1000)
+SIDE_WIDTH = PREVIEW_SIZE + 24
+NEW_NODE_STEP = (260.0, 0.0)
+
+
+def model_folders(field: FileChoice) -> list[Path]:
+    """Where files for a FileChoice of kind ``field.folder`` are looked for."""
+    roots = [Path(p) for p in os.environ.get("NODEFLOW_MODELS_DIR", "").split(os.pathsep) if p] + [Path("models")]
+    return [root / field.folder for root in roots]
+
+
+class EditorApp:
+    def __init__(self, controller: EditorController):
+        self.c = controller
+        self._text_inputs_cache: list[int] | None = None
+        self._context_pos = (40.0, 40.0)
+        self._last_title = ""
+        self.frames = 0
+        dpg.create_viewport(title=controller.title, width=WINDOW_SIZE[0], height=WINDOW_SIZE[1], disable_close=True)
+        dpg.set_exit_callback(lambda: self.request(self.quit))
+        dpg.bind_theme(global_theme())
+        self.textures = dpg.add_texture_registry()
+        self._build_window()
+        self._build_dialogs()
+        self._build_shortcuts()
+        controller.subscribe(self._on_event)
+
+    # ------------------------------------------------------------------ layout
+    def _build_window(self) -> None:
+        with dpg.window(tag="main", no_scrollbar=True) as self.window:
+            with dpg.menu_bar():
+                with dpg.menu(label="File"):
+                    dpg.add_menu_item(label="New", shortcut="Ctrl+N", callback=lambda: self.request(self.c.new))
+                    dpg.add_menu_item(label="Open...", shortcut="Ctrl+O", callback=lambda: self.request(self.ask_open))
+                    self.recent_menu = dpg.add_menu(label="Open recent")
+                    dpg.add_menu_item(label="Save", shortcut="Ctrl+S", callback=self.save)
+                    dpg.add_menu_item(label="Save as...", shortcut="Ctrl+Shift+S", callback=self.ask_save_as)
+                    dpg.add_separator()
+                    dpg.add_menu_item(label="Quit", callback=lambda: self.request(self.quit))
+                with dpg.menu(label="Edit"):
+                    for label, keys, action in self._edit_actions():
+                        dpg.add_menu_item(label=label, shortcut=keys, callback=lambda s, a, u: u(), user_data=action)
+                with dpg.menu(label="Run"):
+                    dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=self.run)
+                    dpg.add_menu_item(label="Interrupt", shortcut="Esc", callback=self.c.interrupt)
+                dpg.add_button(label="  Run  ", callback=self.run)
+                dpg.add_button(label="Stop", callback=self.c.interrupt)
+            with dpg.group(horizontal=True):
+                with dpg.child_window(width=236, height=-28, border=False) as left:
+                    self.palette = Palette(self.c, left, self.place_new_node)
+                with dpg.child_window(width=-SIDE_WIDTH, height=-28, border=False, no_scrollbar=True) as center:
+                    self.canvas = Canvas(self.c, center, lambda f: list_files(model_folders(f), tuple(f.extensions)))
+                with dpg.child_window(width=-1, height=-28, border=False) as right:
+                    self.side = SidePanel(self.c, right, self.textures)
+            self.status = dpg.add_text("", color=(170, 175, 190))
+        dpg.set_primary_window(self.window, True)
+        self.context_menu = ContextMenu(self.c, self._place_at_context)
+        self._refresh_recent()
+
+    def _edit_actions(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        return [
+            ("Undo", "Ctrl+Z", self.c.undo),
+            ("Redo", "Ctrl+Y", self.c.redo),
+            ("Copy", "Ctrl+C", self.c.copy),
+            ("Paste", "Ctrl+V", self.c.paste),
+            ("Duplicate", "Ctrl+D", self.c.duplicate),
+            ("Delete", "Del", self.c.delete),
+            ("Select all", "Ctrl+A", self.c.select_all),
+            ("Bypass", "Ctrl+B", self.c.toggle_bypass),
+        ]
+
+    def _build_dialogs(self) -> None:
+        with dpg.file_dialog(show=False, modal=True, width=760, height=460, callback=self._on_file_chosen) as self.file_dialog:
+            dpg.add_file_extension(".json", color=(150, 220, 150))
+            dpg.add_file_extension(".*")
+        self._file_purpose = "open"
+        with dpg.window(modal=True, show=False, no_title_bar=True, autosize=True) as self.confirm:
+            self.confirm_text = dpg.add_text("")
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Discard changes", callback=self._confirmed)
+                dpg.add_button(label="Cancel", callback=lambda: dpg.configure_item(self.confirm, show=False))
+        self._pending: Callable[[], Any] | None = None
+        with dpg.window(modal=True, show=False, no_title_bar=True, autosize=True) as self.recovery_window:
+            self.recovery_text = dpg.add_text("")
+            with dpg.group(horizontal=True):
+                dpg.add_button(label="Restore", callback=lambda: self._answer_recovery(True))
+                dpg.add_button(label="Discard", callback=lambda: self._answer_recovery(False))
+
+    def _build_shortcuts(self) -> None:
+        ctrl: dict[int, Callable[[], Any]] = {
+            dpg.mvKey_Z: self.c.undo, dpg.mvKey_Y: self.c.redo, dpg.mvKey_C: self.c.copy,
+            dpg.mvKey_V: self.c.paste, dpg.mvKey_D: self.c.duplicate, dpg.mvKey_A: self.c.select_all,
+            dpg.mvKey_B: self.c.toggle_bypass, dpg.mvKey_S: self.save, dpg.mvKey_O: lambda: self.request(self.ask_open),
+            dpg.mvKey_N: lambda: self.request(self.c.new), dpg.mvKey_F: self.palette.focus,
+            dpg.mvKey_Return: self.run,
+        }
+        plain: dict[int, Callable[[], Any]] = {dpg.mvKey_Delete: self.c.delete, dpg.mvKey_Escape: self.c.interrupt}
+
+        def on_key(sender: int, key: int) -> None:
+            ctrl_down = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
+            if key == dpg.mvKey_Return and not ctrl_down:
+                self.palette.on_enter()
+                return
+            if self._typing() and key != dpg.mvKey_Escape and not (ctrl_down and key in (dpg.mvKey_S, dpg.mvKey_Return)):
+                return  # the key belongs to the text box
+            if ctrl_down and key == dpg.mvKey_S and dpg.is_key_down(dpg.mvKey_LShift):
+                self.ask_save_as()
+            elif ctrl_down and key in ctrl:
+                ctrl[key]()
+            elif not ctrl_down and key in plain:
+                plain[key]()
+
+        def on_right_click() -> None:
+            if dpg.is_item_hovered(self.canvas.editor):
+                mx, my = dpg.get_mouse_pos(local=False)
+                ex, ey = dpg.get_item_rect_min(self.canvas.editor)
+                self._context_pos = (mx - ex, my - ey)
+                self.context_menu.open_at([mx, my])
+
+        with dpg.handler_registry():
+            dpg.add_key_press_handler(callback=on_key)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=on_right_click)
+
+    def _typing(self) -> bool:
+        """Whether a text box has the keyboard (then Del, Ctrl+C... edit the text)."""
+        boxes = [self.palette.filter, self.side.title_input] + [
+            w for w in self.canvas.widgets.values() if dpg.get_item_type(w).endswith("mvInputText")
+        ]
+        return any(dpg.is_item_active(w) for w in boxes)
+
+    # ----------------------------------------------------------------- actions
+    def place_new_node(self, type_name: str) -> None:
+        """Palette: next to the selected node, or right of the rightmost one."""
+        graph = self.c.graph
+        anchor = next((graph.nodes[n].pos for n in sorted(self.c.selection) if n in graph.nodes), None)
+        if anchor is None and graph.nodes:
+            anchor = max((n.pos for n in graph.nodes.values()), key=lambda p: p[0])
+        pos = (anchor[0] + NEW_NODE_STEP[0], anchor[1]) if anchor else (40.0, 40.0)
+        self.c.add_node(type_name, pos)
+
+    def _place_at_context(self, type_name: str) -> None:
+        self.c.add_node(type_name, self._context_pos)
+
+    def run(self) -> None:
+        self.c.run()
+
+    def save(self) -> None:
+        if self.c.path is None:
+            self.ask_save_as()
+            return
+        try:
+            self.c.save()
+        except OSError as exc:
+            self.c.say(f"could not save: {exc}")
+
+    def ask_open(self) -> None:
+        self._file_purpose = "open"
+        dpg.configure_item(self.file_dialog, label="Open workflow", default_filename="", show=True)
+
+    def ask_save_as(self) -> None:
+        self._file_purpose = "save"
+        name = self.c.path.stem if self.c.path else "workflow"
+        dpg.configure_item(self.file_dialog, label="Save workflow as", default_filename=name, show=True)
+
+    def _on_file_chosen(self, sender: int, app_data: dict[str, Any]) -> None:
+        path = app_data.get("file_path_name") or ""
+        if not path:
+            return
+        if self._file_purpose == "save":
+            if not path.endswith(".json"):
+                path += ".json"
+            try:
+                self.c.save(path)
+            except OSError as exc:
+                self.c.say(f"could not save {path}: {exc}")
+        else:
+            self.open_file(path)
+
+    def open_file(self, path: str) -> None:
+        try:
+            self.c.open(path)
+        except Exception as exc:
+            self.c.say(f"could not open {path}: {exc}")
+        self._refresh_recent()
+
+    def _refresh_recent(self) -> None:
+        dpg.delete_item(self.recent_menu, children_only=True)
+        for path in self.c.recent_files():
+            dpg.add_menu_item(label=path, parent=self.recent_menu, user_data=path,
+                              callback=lambda s, a, u: self.request(lambda: self.open_file(u)))
+
+    def request(self, action: Callable[[], Any]) -> None:
+        """Do ``action`` now, or after the user agrees to discard unsaved changes."""
+        if not self.c.dirty:
+            action()
+            return
+        self._pending = action
+        name = self.c.path.name if self.c.path else "this workflow"
+        dpg.set_value(self.confirm_text, f"{name} has unsaved changes. Discard them?")
+        dpg.configure_item(self.confirm, show=True)
+
+    def _confirmed(self) -> None:
+        dpg.configure_item(self.confirm, show=False)
+        action, self._pending = self._pending, None
+        if action is not None:
+            action()
+
+    def quit(self) -> None:
+        self.c.close()
+        dpg.stop_dearpygui()
+
+    def offer_recovery(self) -> None:
+        record = self.c.recovery_offer()
+        if record is None:
+            return
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.get("saved_at", 0)))
+        source = record.get("source_path") or "an unsaved workflow"
+        dpg.set_value(self.recovery_text, f"nodeflow did not close cleanly last time.\nRestore the unsaved changes to {source} from {when}?")
+        dpg.configure_item(self.recovery_window, show=True)
+
+    def _answer_recovery(self, restore: bool) -> None:
+        dpg.configure_item(self.recovery_window, show=False)
+        if restore:
+            self.c.restore_recovery()
+        else:
+            self.c.recovery.discard()
+
+    # ------------------------------------------------------------------ events
+    def _on_event(self, event: str, details: dict[str, Any]) -> None:
+        if event == "status":
+            message = details["message"]
+            refused = message.startswith(("cannot", "could not", "failed", "nothing to run"))
+            dpg.set_value(self.status, message)
+            dpg.configure_item(self.status, color=(240, 110, 100) if refused else (170, 175, 190))
+        elif event in ("saved", "graph_replaced"):
+            self._refresh_recent()
+
+    def frame(self) -> None:
+        """Per-frame work besides drawing."""
+        self.frames += 1
+        self.palette.track_focus()
+        if self.c.poll() or self.c.runner.view.status == "running":
+            view = self.c.runner.view
+            self.side.show_run(view)
+            self.canvas.show_states(view.node_states)
+        if not dpg.is_mouse_button_down(dpg.mvMouseButton_Left) and self.frames % 3 == 0:
+            self.canvas.sync_from_view()
+        self.side.show_selection()
+        self.c.tick()
+        title = self.c.title
+        if title != self._last_title:
+            self._last_title = title
+            dpg.set_viewport_title(title)
+
+
+def run_app(path: str | None = None, registry: NodeRegistry | None = None, controller: EditorController | None = None) -> int:
+    registry = registry or default_registry()
+    controller = controller or EditorController(registry)
+    dpg.create_context()
+    try:
+        app = EditorApp(controller)
+        hook = TestHook.from_env(app)
+        dpg.setup_dearpygui()
+        dpg.show_viewport()
+        had_recovery = controller.recovery_offer() is not None
+        try:
+            controller.open_startup(path)
+        except Exception as exc:
+            controller.new()
+            controller.say(f"could not open {path}: {exc}")
+        if had_recovery:
+            app.offer_recovery()
+        while dpg.is_dearpygui_running():
+            app.frame()
+            if hook is not None:
+                hook.poll()
+            dpg.render_dearpygui_frame()
+    finally:
+        dpg.destroy_context()
+    return 0

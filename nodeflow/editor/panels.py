@@ -1,0 +1,136 @@
+"""Side panels: run progress, result and live previews, the per-step x0 strip, the
+selected node's properties and its insight plot."""
+
+from __future__ import annotations
+
+import dearpygui.dearpygui as dpg
+import numpy as np
+from PIL import Image
+
+from ..insight import Insight
+from .controller import EditorController
+from .images import fit_rgba
+from .runner import RunView
+
+PREVIEW_SIZE = 340
+LIVE_SIZE = 164
+STRIP_FRAMES, STRIP_THUMB = 6, 56
+
+
+class ImageSlot:
+    """A dynamic texture showing one picture, refreshed only when the picture changes."""
+
+    def __init__(self, registry: int, width: int, height: int, parent: int | str):
+        self.width, self.height = width, height
+        blank = np.full(width * height * 4, 0.1, dtype=np.float32)
+        blank[3::4] = 1.0
+        self.texture = dpg.add_dynamic_texture(width, height, blank, parent=registry)
+        self.item = dpg.add_image(self.texture, parent=parent)
+        self._shown: int | None = None
+
+    def show(self, image: Image.Image | None) -> None:
+        if image is None or id(image) == self._shown:
+            return
+        self._shown = id(image)
+        dpg.set_value(self.texture, fit_rgba(image, self.width, self.height))
+
+
+def strip_image(frames: list[Image.Image], count: int = STRIP_FRAMES, thumb: int = STRIP_THUMB) -> Image.Image | None:
+    """``count`` evenly spaced frames of a run's x0 estimates side by side, last one included."""
+    if not frames:
+        return None
+    picks = sorted({round(i * (len(frames) - 1) / max(count - 1, 1)) for i in range(count)})
+    strip = Image.new("RGB", (thumb * count, thumb), (24, 24, 28))
+    for slot, index in enumerate(picks):
+        strip.paste(frames[index].convert("RGB").resize((thumb, thumb)), (slot * thumb, 0))
+    return strip
+
+
+class SidePanel:
+    def __init__(self, controller: EditorController, parent: int | str, textures: int):
+        self.c = controller
+        self._shown_node: str | None = None
+        self._shown_values: object = None
+        self._strip_len = -1
+        with dpg.group(parent=parent):
+            dpg.add_text("Run")
+            self.progress = dpg.add_progress_bar(default_value=0.0, width=PREVIEW_SIZE, overlay="idle")
+            self.run_text = dpg.add_text("", wrap=PREVIEW_SIZE)
+            dpg.add_separator()
+            dpg.add_text("Result")
+            self.result = ImageSlot(textures, PREVIEW_SIZE, PREVIEW_SIZE, dpg.last_container())
+            self.result_caption = dpg.add_text("press Run (Ctrl+Enter) to make an image", wrap=PREVIEW_SIZE)
+            dpg.add_separator()
+            with dpg.group(horizontal=True):
+                with dpg.group():
+                    dpg.add_text("Live preview (x0)")
+                    self.live = ImageSlot(textures, LIVE_SIZE, LIVE_SIZE, dpg.last_container())
+                with dpg.group():
+                    dpg.add_text("Selected node")
+                    self.title_input = dpg.add_input_text(width=LIVE_SIZE, hint="title", on_enter=True, callback=self._on_rename)
+                    self.node_text = dpg.add_text("", wrap=LIVE_SIZE)
+            dpg.add_text("x0 estimate per step (last run)")
+            self.strip = ImageSlot(textures, STRIP_FRAMES * STRIP_THUMB, STRIP_THUMB, dpg.last_container())
+            dpg.add_separator()
+            with dpg.plot(label="Noise schedule", height=200, width=PREVIEW_SIZE, no_menus=True) as self.plot:
+                self.x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="step")
+                self.y_axis = dpg.add_plot_axis(dpg.mvYAxis, label="")
+            self.insight_text = dpg.add_text("select a node that explains its settings (e.g. a sampler)", wrap=PREVIEW_SIZE)
+
+    # ------------------------------------------------------------------ run
+    def show_run(self, view: RunView) -> None:
+        dpg.set_value(self.progress, view.fraction)
+        step = f"  step {view.step[1]}/{view.step[2]}" if view.step else ""
+        done = f"{view.finished_nodes}/{len(view.planned)} nodes" if view.planned else ""
+        dpg.configure_item(self.progress, overlay=f"{view.status}  {done}{step}  {view.elapsed:.1f} s")
+        dpg.set_value(self.run_text, view.error or "")
+        self.live.show(view.live_preview)
+        if len(view.x0_strip) != self._strip_len:
+            self._strip_len = len(view.x0_strip)
+            self.strip.show(strip_image(view.x0_strip))
+        if view.images:
+            node_id, image = view.images[0]
+            self.result.show(image)
+            more = f" (+{len(view.images) - 1} more)" if len(view.images) > 1 else ""
+            dpg.set_value(self.result_caption, f"{image.width}x{image.height} from node #{node_id}{more}")
+
+    # -------------------------------------------------------- selected node
+    def show_selection(self) -> None:
+        selected = sorted(self.c.selection)
+        node_id = selected[0] if len(selected) == 1 else None
+        node = self.c.graph.nodes.get(node_id) if node_id else None
+        values = (node.title, node.mode, dict(node.values)) if node else None
+        if node_id == self._shown_node and values == self._shown_values:
+            return
+        self._shown_node, self._shown_values = node_id, values
+        if node is None:
+            dpg.set_value(self.title_input, "")
+            dpg.set_value(self.node_text, f"{len(selected)} nodes selected" if selected else "")
+            self._show_insight(None)
+            return
+        cls = self.c.registry.get(node.type)
+        dpg.set_value(self.title_input, node.title)
+        dpg.set_value(self.node_text, f"{node.type} #{node.id}\n{cls.description if cls else 'not installed'}")
+        self._show_insight(self.c.insight(node.id))
+
+    def _show_insight(self, insight: Insight | None) -> None:
+        dpg.delete_item(self.y_axis, children_only=True)
+        if insight is None or (not insight.plots and not insight.error):
+            dpg.set_value(self.insight_text, "select a node that explains its settings (e.g. a sampler)")
+            return
+        if insight.error:
+            dpg.set_value(self.insight_text, insight.error)
+            return
+        plot = insight.plots[0]
+        dpg.configure_item(self.plot, label=plot.title)
+        dpg.configure_item(self.x_axis, label=plot.x_label)
+        dpg.configure_item(self.y_axis, label=plot.y_label)
+        for series in plot.series:
+            dpg.add_line_series(list(series.x), list(series.y), label=series.label, parent=self.y_axis)
+        dpg.fit_axis_data(self.x_axis)
+        dpg.fit_axis_data(self.y_axis)
+        dpg.set_value(self.insight_text, "\n".join(insight.notes))
+
+    def _on_rename(self, sender: int, title: str) -> None:
+        if self._shown_node in self.c.graph.nodes:
+            self.c.rename(self._shown_node, title)

@@ -1,0 +1,171 @@
+"""Running a graph from the editor: the executor works in a worker thread and its
+events come back through a queue that the render loop drains with :meth:`Runner.poll`.
+
+No execution logic lives here: this only starts the executor, forwards interrupt
+and keeps what the view shows (node states, progress, previews, result pictures).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from PIL import Image
+
+from ..events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunFinished, RunStarted
+from ..graph import Graph
+from .images import images_in_outputs, to_pil_images
+
+# What the view colours a node by. "idle" means "not part of the last run".
+NODE_STATES = ("idle", "queued", "running", "cached", "done", "error")
+STRIP_LIMIT = 64  # per-step x0 previews kept from the last run
+
+
+@dataclass
+class RunView:
+    """Everything about the current (or last) run that the editor displays."""
+
+    status: str = "idle"  # idle | running | ok | error | interrupted
+    node_states: dict[str, str] = field(default_factory=dict)
+    planned: tuple[str, ...] = ()
+    finished_nodes: int = 0
+    step: tuple[str, int, int] | None = None  # (node id, step, total) of the node sampling now
+    started_at: float = 0.0
+    ended_at: float | None = None
+    live_preview: Image.Image | None = None
+    x0_strip: list[Image.Image] = field(default_factory=list)
+    images: list[tuple[str, Image.Image]] = field(default_factory=list)
+    error: str | None = None
+    error_node: str | None = None
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def elapsed(self) -> float:
+        if not self.started_at:
+            return 0.0
+        return (self.ended_at or time.monotonic()) - self.started_at
+
+    @property
+    def fraction(self) -> float:
+        """Overall progress in [0, 1]: finished nodes plus the running node's steps."""
+        if not self.planned:
+            return 1.0 if self.status in ("ok",) else 0.0
+        partial = self.step[1] / self.step[2] if self.step and self.step[2] else 0.0
+        return min(1.0, (self.finished_nodes + partial) / len(self.planned))
+
+
+ExecutorFactory = Callable[[Any], Any]
+
+
+def _default_executor(registry: Any) -> Any:
+    from ..executor import Executor  # imported on first run: opening the editor stays fast
+
+    return Executor(registry)
+
+
+class Runner:
+    def __init__(self, registry: Any, executor_factory: ExecutorFactory | None = None, run_options: dict | None = None):
+        self.registry = registry
+        self._factory = executor_factory or _default_executor
+        self._executor: Any = None  # kept across runs so its cache makes re-runs fast
+        self._events: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.run_options = dict(run_options or {})
+        self.view = RunView()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() or self.view.status == "running"
+
+    def start(self, graph: Graph, outputs: list[str] | None = None) -> None:
+        """Run a snapshot of ``graph`` (later edits do not touch the running copy)."""
+        if self.running:
+            raise RuntimeError("a run is already in progress")
+        if self._executor is None:
+            self._executor = self._factory(self.registry)
+        snapshot = graph.copy()
+        self.view = RunView(status="running", started_at=time.monotonic())
+        self._thread = threading.Thread(target=self._work, args=(snapshot, outputs), name="nodeflow-run", daemon=True)
+        self._thread.start()
+
+    def interrupt(self) -> None:
+        if self._executor is not None and self.running:
+            self._executor.interrupt()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the worker ends and apply its events (for scripts and tests)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.poll()
+
+    def _work(self, graph: Graph, outputs: list[str] | None) -> None:
+        try:
+            result = self._executor.run(graph, outputs, on_event=self._events.put, **self.run_options)
+        except Exception as exc:  # e.g. a graph that does not validate
+            self._events.put(("failed", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)))
+        else:
+            self._events.put(("result", result))
+
+    def poll(self, limit: int = 1000) -> bool:
+        """Apply queued events to :attr:`view`; True if anything changed."""
+        changed = False
+        for _ in range(limit):
+            try:
+                item = self._events.get_nowait()
+            except queue.Empty:
+                break
+            self._apply(item)
+            changed = True
+        return changed
+
+    # ----------------------------------------------------------------- events
+    def _apply(self, event: Any) -> None:
+        view = self.view
+        states = view.node_states
+        if isinstance(event, RunStarted):
+            view.planned = tuple(event.planned)
+            for node_id in event.planned:
+                states[node_id] = "queued"
+        elif isinstance(event, NodeStarted):
+            states[event.node_id] = "running"
+            view.step = None
+        elif isinstance(event, NodeCached):
+            states[event.node_id] = "cached"
+            view.finished_nodes += 1
+        elif isinstance(event, NodeFinished):
+            states[event.node_id] = "done"
+            view.finished_nodes += 1
+            view.step = None
+        elif isinstance(event, NodeFailed):
+            states[event.node_id] = "error"
+            view.error, view.error_node = event.message, event.node_id
+        elif isinstance(event, Progress):
+            view.step = (event.node_id, event.step, event.total)
+            pictures = to_pil_images(event.preview) if event.preview is not None else []
+            if pictures:
+                view.live_preview = pictures[0]
+                view.x0_strip.append(pictures[0])
+                del view.x0_strip[:-STRIP_LIMIT]
+        elif isinstance(event, RunFinished):
+            self._finish(event.status, event.error)
+        elif isinstance(event, tuple) and event[0] == "result":
+            result = event[1]
+            view.outputs = dict(result.outputs)
+            view.images = images_in_outputs(view.outputs, order=getattr(result, "executed", ()))
+            self._finish(result.status, getattr(result, "error", None))
+        elif isinstance(event, tuple) and event[0] == "failed":
+            self._finish("error", event[1])
+
+    def _finish(self, status: str, error: str | None) -> None:
+        view = self.view
+        view.status = status
+        view.ended_at = view.ended_at or time.monotonic()
+        view.step = None
+        if error and not view.error:
+            view.error = error
+        for node_id, state in view.node_states.items():
+            if state in ("queued", "running"):
+                view.node_states[node_id] = "idle"

@@ -1,0 +1,82 @@
+"""Colours and Dear PyGui themes of the canvas, made once and shared by every item."""
+
+from __future__ import annotations
+
+import dearpygui.dearpygui as dpg
+
+from ..types import data_type
+
+# Title bar colour of a node by its run state (see runner.NODE_STATES).
+STATE_COLORS: dict[str, tuple[int, int, int]] = {
+    "idle": (62, 66, 78),
+    "queued": (120, 104, 40),
+    "running": (40, 110, 190),
+    "cached": (70, 90, 110),
+    "done": (46, 130, 70),
+    "error": (180, 50, 50),
+}
+BYPASS_ALPHA = 90  # bypassed nodes are drawn see-through
+
+
+def _lift(rgb: tuple[int, int, int], amount: int) -> tuple[int, ...]:
+    return tuple(min(255, c + amount) for c in rgb)
+
+
+class Themes:
+    def __init__(self) -> None:
+        self._node: dict[tuple[str, bool], int] = {}
+        self._pin: dict[str, int] = {}
+        self._link: dict[str, int] = {}
+
+    def node(self, state: str, bypassed: bool) -> int:
+        key = (state, bypassed)
+        if key not in self._node:
+            r, g, b = STATE_COLORS.get(state, STATE_COLORS["idle"])
+            alpha = BYPASS_ALPHA if bypassed else 255
+            with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
+                nodes = dpg.mvThemeCat_Nodes
+                dpg.add_theme_color(dpg.mvNodeCol_TitleBar, (r, g, b, alpha), category=nodes)
+                dpg.add_theme_color(dpg.mvNodeCol_TitleBarHovered, (*_lift((r, g, b), 20), alpha), category=nodes)
+                dpg.add_theme_color(dpg.mvNodeCol_TitleBarSelected, (*_lift((r, g, b), 35), alpha), category=nodes)
+                dpg.add_theme_color(dpg.mvNodeCol_NodeBackground, (38, 40, 46, 110 if bypassed else 245), category=nodes)
+                dpg.add_theme_color(dpg.mvNodeCol_NodeBackgroundHovered, (46, 48, 56, 120 if bypassed else 250), category=nodes)
+                dpg.add_theme_color(dpg.mvNodeCol_NodeBackgroundSelected, (54, 56, 66, 130 if bypassed else 255), category=nodes)
+                if bypassed:
+                    dpg.add_theme_color(dpg.mvThemeCol_Text, (200, 200, 200, 110))
+            self._node[key] = theme
+        return self._node[key]
+
+    def pin(self, type_name: str) -> int:
+        if type_name not in self._pin:
+            r, g, b = data_type(type_name).color
+            with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
+                dpg.add_theme_color(dpg.mvNodeCol_Pin, (r, g, b, 255), category=dpg.mvThemeCat_Nodes)
+                dpg.add_theme_color(dpg.mvNodeCol_PinHovered, (*_lift((r, g, b), 50), 255), category=dpg.mvThemeCat_Nodes)
+            self._pin[type_name] = theme
+        return self._pin[type_name]
+
+    def link(self, type_name: str) -> int:
+        if type_name not in self._link:
+            r, g, b = data_type(type_name).color
+            with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
+                dpg.add_theme_color(dpg.mvNodeCol_Link, (r, g, b, 220), category=dpg.mvThemeCat_Nodes)
+                dpg.add_theme_color(dpg.mvNodeCol_LinkHovered, (255, 255, 255, 255), category=dpg.mvThemeCat_Nodes)
+            self._link[type_name] = theme
+        return self._link[type_name]
+
+
+def global_theme() -> int:
+    """A calm dark look with rounder corners than Dear PyGui's default."""
+    with dpg.theme() as theme:
+        with dpg.theme_component(dpg.mvAll):
+            dpg.add_theme_style(dpg.mvStyleVar_FrameRounding, 4)
+            dpg.add_theme_style(dpg.mvStyleVar_WindowRounding, 4)
+            dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 6, 3)
+            dpg.add_theme_color(dpg.mvThemeCol_WindowBg, (28, 29, 34))
+            dpg.add_theme_color(dpg.mvThemeCol_ChildBg, (32, 33, 39))
+            dpg.add_theme_color(dpg.mvNodeCol_GridBackground, (24, 25, 30), category=dpg.mvThemeCat_Nodes)
+            dpg.add_theme_color(dpg.mvNodeCol_GridLine, (40, 42, 50), category=dpg.mvThemeCat_Nodes)
+            dpg.add_theme_style(dpg.mvNodeStyleVar_NodeCornerRounding, 6, category=dpg.mvThemeCat_Nodes)
+            dpg.add_theme_style(dpg.mvNodeStyleVar_LinkThickness, 3, category=dpg.mvThemeCat_Nodes)
+            dpg.add_theme_style(dpg.mvNodeStyleVar_PinCircleRadius, 5, category=dpg.mvThemeCat_Nodes)
+    return theme

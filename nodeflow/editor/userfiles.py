@@ -1,0 +1,87 @@
+"""The editor's small files in the user's config folder: recent workflows and the
+crash-recovery copy of unsaved work.
+
+The folder is ``$NODEFLOW_CONFIG_DIR`` if set (tests point it at a temporary folder),
+else ``$XDG_CONFIG_HOME/nodeflow`` or ``~/.config/nodeflow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+RECENT_LIMIT = 10
+
+
+def config_dir() -> Path:
+    explicit = os.environ.get("NODEFLOW_CONFIG_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "nodeflow"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write through a temporary file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # missing or damaged: start afresh rather than refuse to open
+
+
+class RecentFiles:
+    def __init__(self, folder: Path):
+        self.path = folder / "recent.json"
+
+    def list(self) -> list[str]:
+        data = _read_json(self.path)
+        return [p for p in data if isinstance(p, str)] if isinstance(data, list) else []
+
+    def add(self, workflow: str | Path) -> list[str]:
+        entry = str(Path(workflow).resolve())
+        items = [entry] + [p for p in self.list() if p != entry]
+        write_json_atomic(self.path, items[:RECENT_LIMIT])
+        return items[:RECENT_LIMIT]
+
+    def remove(self, workflow: str | Path) -> None:
+        entry = str(Path(workflow).resolve())
+        write_json_atomic(self.path, [p for p in self.list() if p != entry])
+
+
+class Recovery:
+    """Unsaved work written every few seconds; removed on a clean exit, so finding it
+    at start means the last session ended abnormally."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / "recovery.json"
+
+    def save(self, workflow: dict[str, Any], source_path: str | None) -> None:
+        write_json_atomic(self.path, {"saved_at": time.time(), "source_path": source_path, "workflow": workflow})
+
+    def load(self) -> dict[str, Any] | None:
+        data = _read_json(self.path)
+        if isinstance(data, dict) and isinstance(data.get("workflow"), dict):
+            return data
+        return None
+
+    def exists(self) -> bool:
+        return self.load() is not None
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
