@@ -63,7 +63,7 @@ from .events import (
 )
 from .graph import Graph, GraphError
 from .node import Interrupted, NodeError, RunContext
-from .plan import Plan, Step, ValueRef, build_plan, producer, resolve, snapshot_graph
+from .plan import Plan, SignatureMemo, Step, ValueRef, build_plan, producer, resolve
 from .registry import NodeRegistry
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ class Executor:
         self.device = resolve_device(device)  # raises DeviceError (a ValueError) before any run
         self._busy = threading.Lock()
         self._interrupt = threading.Event()
+        self._signatures = SignatureMemo()
 
     # ---------------------------------------------------------------- public API
     def run(
@@ -186,7 +187,8 @@ class Executor:
     ) -> _Prepared:
         from .validation import validate  # lazily: validation imports the graph model, not the reverse
 
-        snapshot = snapshot_graph(graph, self.registry)
+        snapshot = graph.copy()
+        snapshot.registry = self.registry
         requested = None if outputs is None else list(outputs)
         device = self.device if device is None else resolve_device(device)
         output_dir, input_dir = Path(output_dir), Path(input_dir)
@@ -200,6 +202,7 @@ class Executor:
                     salt=device,
                     nonce=uuid.uuid4().hex,
                     output_dir=os.path.abspath(output_dir),
+                    memo=self._signatures,
                 )
             except GraphError as exc:  # only if validation missed it; report it the same way
                 problems = [str(exc)]

@@ -27,6 +27,7 @@ from .registry import NodeRegistry
 from .types import is_compatible
 
 Mode = Literal["normal", "bypass"]
+_ATOMIC = (str, int, float, bool, type(None))  # values that copying may share
 MODES: tuple[str, ...] = ("normal", "bypass")
 
 
@@ -279,14 +280,28 @@ class Graph:
         return old
 
     def copy(self) -> "Graph":
+        """An independent copy (values deep-copied), e.g. the executor's snapshot of a run.
+
+        Built in bulk rather than edit by edit (it is on the path of every run). The node
+        and link tables are each read in one step (``list`` of a dict holds the GIL), so
+        copying from a worker thread while the GUI edits cannot fail half-way; a link whose
+        node vanished in between is left out.
+        """
+        nodes, links = list(self.nodes.values()), list(self.links.values())
         other = Graph(self.registry)
-        for node in self.nodes.values():
-            added = other.add_node(
-                node.type, copy.deepcopy(node.values), node.id, node.title, node.mode, node.pos, node.size, check=False
+        for node in nodes:
+            values = node.values
+            values = dict(values) if all(type(v) in _ATOMIC for v in values.values()) else copy.deepcopy(values)
+            other.nodes[node.id] = NodeInstance(
+                node.id, node.type, values, node.title, node.mode, node.pos, node.size, node.version
             )
-            added.version = node.version
-        for link in self.links.values():
-            other.connect(link.source, link.output, link.target, link.input, check=False)
+        other.dag.add_nodes_from(other.nodes)
+        edges: dict[tuple[str, str], set[Link]] = {}
+        for link in links:
+            if link.source in other.nodes and link.target in other.nodes:
+                other.links[(link.target, link.input)] = link
+                edges.setdefault((link.source, link.target), set()).add(link)
+        other.dag.add_edges_from((source, target, {"links": group}) for (source, target), group in edges.items())
         return other
 
     # ---------------------------------------------------------------- listeners

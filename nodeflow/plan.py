@@ -23,27 +23,30 @@ Bypass
     required input downstream depends on it). Only the nodes feeding the passed-on
     inputs are needed.
 
-The plan is built from a snapshot of the graph, so editing the graph during a run
-does not affect it.
+The plan is built from a snapshot of the graph (``graph.copy()``) and holds its own
+values, so editing the graph during a run does not affect the run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from .fields import FieldError, Widget
 from .graph import Graph, GraphError, Link, NodeInstance
 from .node import Node
-from .registry import NodeRegistry
 
 @dataclass(frozen=True)
 class Const:
     """A literal value standing in for an output (a bypassed node passing on a widget value)."""
 
     value: Any
+    kind: type = field(init=False, repr=False)  # so that Const(1) != Const(True) != Const(1.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", type(self.value))
 
 
 # Where a value comes from: (signature of the producing step, output name), a constant,
@@ -81,35 +84,26 @@ class Plan:
     outputs: dict[str, dict[str, ValueRef]]  # requested node id -> output name -> value
 
 
-def snapshot_graph(graph: Graph, registry: NodeRegistry | None = None) -> Graph:
-    """A private copy of ``graph`` for one run (over ``registry``, default the graph's).
-
-    ``list(dict.values())`` copies under the GIL in one step, so a GUI thread editing
-    the graph meanwhile cannot break the iteration (it can at worst produce a link to
-    a node removed in between, which validation then reports).
-    """
-    nodes, links = list(graph.nodes.values()), list(graph.links.values())
-    copy = Graph(registry or graph.registry)
-    for node in nodes:
-        copy.add_node(node.type, dict(node.values), node.id, node.title, node.mode, node.pos, node.size, check=False)
-    for link in links:
-        if link.source in copy.nodes and link.target in copy.nodes:
-            copy.connect(link.source, link.output, link.target, link.input, check=False)
-    return copy
-
-
 def default_outputs(graph: Graph) -> list[str]:
     """Every output node that is not bypassed."""
     return [nid for nid in graph.output_nodes() if graph.nodes[nid].mode != "bypass"]
 
 
-def build_plan(graph: Graph, outputs: Iterable[str] | None = None, salt: str = "", nonce: str = "",
-               output_dir: str = "") -> Plan:
+def build_plan(
+    graph: Graph,
+    outputs: Iterable[str] | None = None,
+    salt: str = "",
+    nonce: str = "",
+    output_dir: str = "",
+    memo: SignatureMemo | None = None,
+) -> Plan:
     """Plan the run of ``outputs`` (default: :func:`default_outputs`) on a validated graph.
 
     ``salt`` goes into every signature (the device), ``nonce`` into those of
-    non-deterministic nodes, ``output_dir`` into those of output nodes.
+    non-deterministic nodes, ``output_dir`` into those of output nodes. A ``memo`` kept
+    between runs saves re-hashing nodes whose inputs did not change.
     """
+    memo = memo if memo is not None else SignatureMemo()
     requested = list(dict.fromkeys(default_outputs(graph) if outputs is None else outputs))
     for node_id in requested:
         if node_id not in graph.nodes:
@@ -137,7 +131,6 @@ def build_plan(graph: Graph, outputs: Iterable[str] | None = None, salt: str = "
     order = _topological_order(requested, feeding_links)
     refs: dict[str, dict[str, ValueRef]] = {}
     steps: list[Step] = []
-    class_keys: dict[type[Node], list[Any]] = {}
     for node_id in order:
         cls = class_of(node_id)
         if node_id in passthrough:
@@ -150,19 +143,16 @@ def build_plan(graph: Graph, outputs: Iterable[str] | None = None, salt: str = "
         linked = links_into.get(node_id, {})
         literals: dict[str, Any] = {}
         sources: dict[str, ValueRef] = {}
-        for name, field in cls.inputs.items():
+        for name, declared in cls.inputs.items():
             link = linked.get(name)
             if link is not None:
                 sources[name] = refs[link.source].get(link.output)
-            elif isinstance(field, Widget):
-                literals[name] = _canonical(field, node.values.get(name, field.default))
+            elif isinstance(declared, Widget):
+                literals[name] = _canonical(declared, node.values.get(name, declared.default))
             else:
                 sources[name] = None
-        key = class_keys.get(cls)
-        if key is None:
-            key = class_keys[cls] = [cls.type, cls.version, [o.name for o in cls.outputs]]
-        extra = [salt, "" if cls.deterministic else f"{nonce}/{node_id}", output_dir if cls.output_node else ""]
-        signature = _digest([key, literals, sources, extra])
+        extra = (salt, "" if cls.deterministic else f"{nonce}/{node_id}", output_dir if cls.output_node else "")
+        signature = memo.signature(cls, literals, sources, extra)
         steps.append(Step(node_id, cls.type, cls, signature, literals, sources))
         refs[node_id] = {o.name: (signature, o.name) for o in cls.outputs}
     return Plan(tuple(steps), {nid: refs[nid] for nid in requested})
@@ -180,11 +170,11 @@ def _bypass_choices(cls: type[Node], node: NodeInstance, linked: dict[str, Link]
     choices: dict[str, Link | Const | None] = {}
     for output in cls.outputs:
         choice: Link | Const | None = None
-        for name, field in cls.inputs.items():
-            if field.data_type == output.type:
+        for name, declared in cls.inputs.items():
+            if declared.data_type == output.type:
                 choice = linked.get(name)
-                if choice is None and isinstance(field, Widget):
-                    choice = Const(_canonical(field, node.values.get(name, field.default)))
+                if choice is None and isinstance(declared, Widget):
+                    choice = Const(_canonical(declared, node.values.get(name, declared.default)))
                 break
         choices[output.name] = choice
     return choices
@@ -218,14 +208,40 @@ def _topological_order(roots: list[str], feeding_links) -> list[str]:
     return order
 
 
-def _canonical(field: Widget, value: Any) -> Any:
+class SignatureMemo:
+    """Remembers the signature of each (node class, literals, sources, extras) seen, so an
+    unchanged node costs a dict lookup instead of a JSON dump and a hash."""
+
+    MAX_ENTRIES = 100_000  # about 20 MB at worst; cleared when full
+
+    def __init__(self) -> None:
+        self._known: dict[tuple, str] = {}
+
+    def signature(self, cls: type[Node], literals: dict[str, Any], sources: dict[str, ValueRef], extra: tuple) -> str:
+        try:
+            key = (cls, tuple(literals.items()), tuple(sources.items()), extra)
+            known = self._known.get(key)
+        except TypeError:  # an unhashable literal (only in unchecked files): just compute
+            return _digest(_class_key(cls), literals, sources, extra)
+        if known is None:
+            if len(self._known) >= self.MAX_ENTRIES:
+                self._known.clear()
+            known = self._known[key] = _digest(_class_key(cls), literals, sources, extra)
+        return known
+
+
+def _class_key(cls: type[Node]) -> list[Any]:
+    return [cls.type, cls.version, [o.name for o in cls.outputs]]
+
+
+def _canonical(declared: Widget, value: Any) -> Any:
     try:
-        return field.validate(value)
+        return declared.validate(value)
     except FieldError:
         return value  # validation reports it; the signature just has to be stable
 
 
-def _digest(parts: Any) -> str:
+def _digest(*parts: Any) -> str:
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=_encode)
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
