@@ -28,7 +28,7 @@ from typing import Any, Iterable
 import networkx as nx
 
 from .fields import FieldError, Socket, Widget
-from .graph import MODES, Graph
+from .graph import MODES, Graph, Link
 from .node import Node
 from .types import is_compatible
 
@@ -87,9 +87,12 @@ def validate(
     problems: list[Problem] = []
     scope = _scope(graph, outputs, problems)
     extra = [p for p in extra_problems if p.node_id is None or p.node_id in scope or p.node_id not in graph.nodes]
+    links_into: dict[str, list[Link]] = {}
+    for link in graph.links.values():
+        links_into.setdefault(link.target, []).append(link)
     for node_id in graph.nodes:
         if node_id in scope:
-            problems.extend(_node_problems(graph, node_id))
+            problems.extend(_node_problems(graph, node_id, links_into.get(node_id, [])))
     problems.extend(_cycle_problems(graph, scope))
     return extra + problems
 
@@ -127,7 +130,7 @@ def _node_class(graph: Graph, node_id: str) -> type[Node] | None:
 
 
 # ----------------------------------------------------------------------- per node
-def _node_problems(graph: Graph, node_id: str) -> list[Problem]:
+def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[Problem]:
     node = graph.nodes[node_id]
     cls = graph.registry.get(node.type)
 
@@ -157,7 +160,7 @@ def _node_problems(graph: Graph, node_id: str) -> list[Problem]:
             if isinstance(declared, Socket) and not declared.optional and graph.link_into(node_id, name) is None:
                 found.append(problem(MISSING_INPUT, f"required input ({declared.data_type}) is not connected", name))
 
-    for link in graph.links_into(node_id):
+    for link in links_into:
         found.extend(_link_problems(graph, link.source, link.output, cls, link.input, problem))
     return found
 
@@ -206,7 +209,7 @@ def _passes_through(graph: Graph, node_id: str, cls: type[Node], data_type: str)
 # -------------------------------------------------------------------------- cycles
 def _cycle_problems(graph: Graph, scope: set[str]) -> list[Problem]:
     """One problem per knot of nodes that feed each other, naming a loop through it."""
-    view = graph.dag.subgraph(scope)
+    view = graph.dag if len(scope) == len(graph.nodes) else graph.dag.subgraph(scope)
     found = []
     for component in nx.strongly_connected_components(view):
         start = min(component, key=node_order_key)
