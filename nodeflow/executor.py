@@ -129,11 +129,16 @@ class Executor:
         input_dir: str | os.PathLike = "input",
         settings: Mapping[str, Any] | None = None,
         device: str | None = None,
+        extra_problems: Iterable[Any] = (),
     ) -> RunResult:
-        """Run ``outputs`` (node ids; default: the output nodes) of ``graph`` and wait for the result."""
+        """Run ``outputs`` (node ids; default: the output nodes) of ``graph`` and wait for the result.
+
+        ``device`` overrides the executor's for this run; ``extra_problems`` are a loaded
+        workflow's load-time problems, judged together with validation's own.
+        """
         self._acquire()
         try:
-            prepared = self._prepare(graph, outputs, on_event, output_dir, input_dir, settings, device)
+            prepared = self._prepare(graph, outputs, on_event, output_dir, input_dir, settings, device, extra_problems)
             return self._execute(prepared)
         finally:
             self._busy.release()
@@ -184,6 +189,7 @@ class Executor:
         input_dir: str | os.PathLike = "input",
         settings: Mapping[str, Any] | None = None,
         device: str | None = None,
+        extra_problems: Iterable[Any] = (),
     ) -> _Prepared:
         from .validation import validate  # lazily: validation imports the graph model, not the reverse
 
@@ -192,7 +198,7 @@ class Executor:
         requested = None if outputs is None else list(outputs)
         device = self.device if device is None else resolve_device(device)
         output_dir, input_dir = Path(output_dir), Path(input_dir)
-        problems = list(validate(snapshot, requested))
+        problems = list(validate(snapshot, requested, extra_problems))
         plan = None
         if not problems:
             try:
