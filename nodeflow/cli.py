@@ -157,7 +157,6 @@ def _run(args: argparse.Namespace) -> int:
     from .executor import Executor
     from .graph import GraphError
     from .progress import ConsoleProgress
-    from .validation import validate
 
     workflow = _load(args)
     graph = workflow.graph
@@ -167,15 +166,6 @@ def _run(args: argparse.Namespace) -> int:
             graph.set_value(_find_node(graph, node), field, value)
         except GraphError as exc:
             raise UsageError(f"--set {text}: {exc}") from None
-
-    problems = validate(graph, extra_problems=workflow.problems)
-    if problems:
-        if args.report == "json":
-            _print_problems(problems, as_json=True)
-        else:
-            print(f"{args.workflow}: not runnable, {len(problems)} problem(s):", file=sys.stderr)
-            _print_problems(problems, as_json=False)
-        return EXIT_INVALID
 
     try:
         executor = Executor(graph.registry, device=args.device)
@@ -203,15 +193,24 @@ def _run(args: argparse.Namespace) -> int:
             output_dir=Path(args.output_dir),
             input_dir=Path(args.input_dir),
             settings=settings,
+            extra_problems=workflow.problems,
         )
     finally:
         progress.close()
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
 
+    if result.status == "invalid":  # the executor validates before it runs anything
+        if args.report == "json":
+            _print_problems(result.problems, as_json=True)
+        else:
+            print(f"{args.workflow}: not runnable, {len(result.problems)} problem(s):", file=sys.stderr)
+            _print_problems(result.problems, as_json=False)
+        return EXIT_INVALID
+
     summary = {
         "status": result.status,
-        "seconds": round(sum(result.timings.values()), 4),
+        "seconds": round(result.seconds, 4),
         "executed": list(result.executed),
         "cached": list(result.cached),
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
