@@ -67,9 +67,15 @@ class Workflow:
 
 # ============================================================================ reading
 def load_workflow(path: str | os.PathLike[str], registry: NodeRegistry) -> Workflow:
-    """Read a workflow file. Raises FileNotFoundError, or WorkflowError for a malformed file."""
-    with open(path, "rb") as file:
-        data = file.read(MAX_FILE_BYTES + 1)
+    """Read a workflow file. Raises FileNotFoundError when there is no such file, and
+    WorkflowError for anything else that stops it loading (unreadable, malformed)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise WorkflowError(f"cannot read the file: {exc.strerror or exc}") from None
     return workflow_from_json(data, registry)
 
 
@@ -83,25 +89,27 @@ def workflow_from_json(text: str | bytes, registry: NodeRegistry) -> Workflow:
         except UnicodeDecodeError as exc:
             raise WorkflowError(f"the file is not UTF-8 text (bad byte at offset {exc.start})") from None
     data = _parse_json(text)
-    _check_top_level(data)
-    return _build(data, registry)  # the parsed data is ours: no need to copy it
+    version = _check_document(data)
+    return _build(data, version, registry)  # the parsed data is ours: no need to copy it
 
 
 def workflow_from_dict(data: Any, registry: NodeRegistry) -> Workflow:
     """Build a :class:`Workflow` from parsed JSON (any version); ``data`` is not modified."""
-    _check_top_level(data)
-    return _build(_copy_json(data), registry)
+    version = _check_document(data)
+    return _build(_copy_json(data), version, registry)
 
 
-def _check_top_level(data: Any) -> None:
+def _check_document(data: Any) -> int:
+    """The format version of ``data``, once it is known to be a workflow within limits."""
     if not isinstance(data, dict):
         raise WorkflowError(f"the top level must be a JSON object, not {_json_type(data)}")
-    _check_limits(data)
-
-
-def _build(data: dict[str, Any], registry: NodeRegistry) -> Workflow:
-    """The workflow in ``data``, which it may take parts of (the caller gives up ``data``)."""
     version = _check_format(data)
+    _check_limits(data)
+    return version
+
+
+def _build(data: dict[str, Any], version: int, registry: NodeRegistry) -> Workflow:
+    """The workflow in ``data`` (at format ``version``); takes parts of ``data`` over as they are."""
     try:
         data = migrate(data, WORKFLOW_VERSION)
     except MigrationError as exc:

@@ -253,6 +253,13 @@ def test_files_that_are_not_text_or_too_large_are_refused(registry, tmp_path, mo
         load_workflow(big, registry)
 
 
+def test_a_folder_is_not_a_workflow(registry, tmp_path):
+    with pytest.raises(WorkflowError, match="cannot read the file: Is a directory"):
+        load_workflow(tmp_path, registry)
+    with pytest.raises(FileNotFoundError):
+        load_workflow(tmp_path / "missing.json", registry)
+
+
 def test_node_and_link_counts_are_limited(registry, monkeypatch):
     monkeypatch.setattr(wf_module, "MAX_NODES", 1)
     with pytest.raises(WorkflowError, match="the workflow has 2 nodes; the limit is 1"):
