@@ -229,23 +229,21 @@ def _read_placements(ui: dict[str, Any]) -> dict[str, tuple[tuple[float, float],
     entries = _get(ui, "nodes", dict, {}, "'ui'")
     placements = {}
     for node_id, entry in entries.items():
-        where = f"ui.nodes[{node_id!r}]"
         if not isinstance(entry, dict):
-            raise WorkflowError(f"{where} must be an object, not {_json_type(entry)}")
-        pos = _pair(entry.get("pos", (0, 0)), f"{where}.pos", "[x, y]")
+            raise WorkflowError(f"ui.nodes[{node_id!r}] must be an object, not {_json_type(entry)}")
+        pos = _pair(entry.get("pos", (0, 0)), node_id, "pos")
         size = entry.get("size")
-        placements[node_id] = (pos, None if size is None else _pair(size, f"{where}.size", "[width, height]"))
+        placements[node_id] = (pos, None if size is None else _pair(size, node_id, "size"))
     return placements
 
 
-def _pair(value: Any, where: str, shape: str) -> tuple[float, float]:
-    if (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        return (value[0], value[1])
-    raise WorkflowError(f"{where} must be two numbers {shape}, not {_show(value)}")
+def _pair(value: Any, node_id: str, key: str) -> tuple[float, float]:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        x, y = value
+        if type(x) in (int, float) and type(y) in (int, float):  # not bool, a subclass of int
+            return (x, y)
+    shape = "[x, y]" if key == "pos" else "[width, height]"
+    raise WorkflowError(f"ui.nodes[{node_id!r}].{key} must be two numbers {shape}, not {_show(value)}")
 
 
 def _add_node(graph: Graph, index: int, raw: Any, placements: dict, problems: list[Problem]) -> str:
