@@ -287,7 +287,7 @@ class _Run:
                 return failure.status, failure.error, failure.trace
             self.values[signature] = outputs
             self.cache.put(signature, outputs)
-        self._release([signature, *filter(None, map(producer, step.sources.values()))])
+        self._release((signature, *step.reads))
         return None
 
     def _run_node(self, step: Step) -> dict[str, Any]:
@@ -328,7 +328,7 @@ class _Run:
     def _value(self, ref: ValueRef) -> Any:
         return resolve(ref, self.values)
 
-    def _release(self, signatures: list[str]) -> None:
+    def _release(self, signatures: Iterable[str]) -> None:
         """One use of each signature is done; drop values (and pins) nobody needs any more."""
         done = []
         for signature in signatures:
@@ -353,7 +353,7 @@ def _remaining_uses(plan: Plan) -> Counter[str]:
     uses: Counter[str] = Counter()
     for step in plan.steps:
         uses[step.signature] += 1
-        uses.update(filter(None, map(producer, step.sources.values())))
+        uses.update(step.reads)
     for refs in plan.outputs.values():
         uses.update(filter(None, map(producer, refs.values())))
     return uses

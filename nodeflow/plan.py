@@ -29,6 +29,7 @@ values, so editing the graph during a run does not affect the run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -76,6 +77,7 @@ class Step:
     signature: str
     literals: dict[str, Any]  # widget values not fed by a link
     sources: dict[str, ValueRef]  # every other input: linked ones and unconnected sockets (None)
+    reads: tuple[str, ...]  # signatures of the steps whose outputs it reads
 
 
 @dataclass(frozen=True)
@@ -143,19 +145,31 @@ def build_plan(
         linked = links_into.get(node_id, {})
         literals: dict[str, Any] = {}
         sources: dict[str, ValueRef] = {}
-        for name, declared in cls.inputs.items():
+        for name, widget in _input_widgets(cls):
             link = linked.get(name)
             if link is not None:
                 sources[name] = refs[link.source].get(link.output)
-            elif isinstance(declared, Widget):
-                literals[name] = _canonical(declared, node.values.get(name, declared.default))
+            elif widget is not None:
+                literals[name] = _canonical(widget, node.values.get(name, widget.default))
             else:
                 sources[name] = None
         extra = (salt, "" if cls.deterministic else f"{nonce}/{node_id}", output_dir if cls.output_node else "")
         signature = memo.signature(cls, literals, sources, extra)
-        steps.append(Step(node_id, cls.type, cls, signature, literals, sources))
-        refs[node_id] = {o.name: (signature, o.name) for o in cls.outputs}
+        reads = tuple(ref[0] for ref in sources.values() if type(ref) is tuple)
+        steps.append(Step(node_id, cls.type, cls, signature, literals, sources, reads))
+        refs[node_id] = {name: (signature, name) for name in _output_names(cls)}
     return Plan(tuple(steps), {nid: refs[nid] for nid in requested})
+
+
+@functools.cache
+def _input_widgets(cls: type[Node]) -> tuple[tuple[str, Widget | None], ...]:
+    """Each input's name with its widget declaration, or None for a socket."""
+    return tuple((name, declared if isinstance(declared, Widget) else None) for name, declared in cls.inputs.items())
+
+
+@functools.cache
+def _output_names(cls: type[Node]) -> tuple[str, ...]:
+    return tuple(o.name for o in cls.outputs)
 
 
 def _node_class(graph: Graph, node_id: str) -> type[Node]:
