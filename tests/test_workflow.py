@@ -17,6 +17,7 @@ from nodeflow import Float, Node, Output
 from nodeflow import workflow as wf_module
 from nodeflow.graph import Graph
 from nodeflow.migrations import migrate
+from nodeflow.registry import default_registry
 from nodeflow.schema import registry_schema, schema_text, workflow_schema
 from nodeflow.validation import validate
 from nodeflow.workflow import (
@@ -554,13 +555,13 @@ def test_the_registry_schema_checks_each_node_types_values(registry):
     assert validator.is_valid(with_node(type="Format", values={"case": "upper"}))
 
 
-def test_the_example_in_the_format_document_is_a_saved_file_verbatim(registry):
+def test_the_example_in_the_format_document_is_a_valid_saved_file_verbatim():
     text = (ROOT / "docs" / "workflow-format.md").read_text(encoding="utf-8")
     example = text.split("```json\n", 1)[1].split("```", 1)[0]
-    loaded = workflow_from_json(example, registry)  # diffusion types unknown here: kept as they are
-    assert loaded.problems == []
-    assert workflow_to_json(loaded.graph, loaded.ui, loaded.meta) == example
     jsonschema.validate(json.loads(example), workflow_schema())
+    loaded = workflow_from_json(example, default_registry())
+    assert loaded.problems == [] and validate(loaded.graph) == []
+    assert workflow_to_json(loaded.graph, loaded.ui, loaded.meta) == example
 
 
 def test_the_schema_module_prints_the_shipped_file():
