@@ -106,6 +106,13 @@ def build_tiny_sd(path: Path | str) -> Path:
             projection_dim=TEXT_HIDDEN,
         )
     )
+    # Fresh layer norms are exactly weight 1, bias 0, which makes every token embedding
+    # zero-mean; trained encoders are not like that (prompt weighting relies on the mean).
+    with torch.no_grad():
+        for module in text_encoder.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.1)
+                module.bias.normal_(0.0, 0.1)
     scheduler = PNDMScheduler.from_config(SCHEDULER_CONFIG)
 
     path.mkdir(parents=True, exist_ok=True)
