@@ -1,0 +1,126 @@
+"""Prompt text -> weighted token windows, the way SD users know it from A1111 / ComfyUI.
+
+Emphasis syntax (weights multiply when nested):
+
+=================  =========================================
+``(word)``         weight x 1.1
+``((word))``       x 1.21
+``[word]``         / 1.1
+``(word:1.3)``     x 1.3 (any number, also below 1 or negative)
+``\\(`` ``\\)`` ``\\[`` ``\\]`` ``\\\\``   literal brackets / backslash
+``BREAK``          start a new 75-token window here
+=================  =========================================
+
+A bracket that is never closed weights the rest of the prompt; a closing bracket with
+no opening one, and a ``:`` that is not a ``:number)``, are plain text.
+
+CLIP reads 77 tokens: a start token, 75 tokens of text, an end token. Longer prompts
+are cut into windows of 75 tokens, each wrapped in start/end and padded; the encoder
+runs once per window and the windows' embeddings are concatenated along the token axis.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+WINDOW = 75  # text tokens per 77-token CLIP window
+EMPHASIS = 1.1
+BREAK = "BREAK"
+
+_TOKEN = re.compile(
+    r"""
+    (?P<escape>\\[()\[\]\\])
+    | (?P<weight>:\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*\))
+    | (?P<open_round>\()
+    | (?P<open_square>\[)
+    | (?P<close_round>\))
+    | (?P<close_square>\])
+    | (?P<text>[^\\()\[\]:]+|[\\:])
+    """,
+    re.VERBOSE,
+)
+_BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*")
+
+
+def parse_weights(text: str) -> list[tuple[str, float]]:
+    """``text`` (one ``BREAK``-free part) as (piece, weight) runs, adjacent equal weights merged."""
+    runs: list[list[Any]] = []
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def scale(start: int, factor: float) -> None:
+        for run in runs[start:]:
+            run[1] *= factor
+
+    for match in _TOKEN.finditer(text):
+        kind = match.lastgroup if match.lastgroup != "number" else "weight"
+        piece = match.group(0)
+        if kind == "escape":
+            runs.append([piece[1], 1.0])
+        elif kind == "open_round":
+            round_open.append(len(runs))
+        elif kind == "open_square":
+            square_open.append(len(runs))
+        elif kind == "weight" and round_open:
+            scale(round_open.pop(), float(match.group("number")))
+        elif kind == "close_round" and round_open:
+            scale(round_open.pop(), EMPHASIS)
+        elif kind == "close_square" and square_open:
+            scale(square_open.pop(), 1 / EMPHASIS)
+        else:  # text, or a bracket / weight with nothing to close: plain text
+            runs.append([piece, 1.0])
+    for start in round_open:
+        scale(start, EMPHASIS)
+    for start in square_open:
+        scale(start, 1 / EMPHASIS)
+
+    merged: list[tuple[str, float]] = []
+    for piece, weight in runs:
+        if merged and merged[-1][1] == weight:
+            merged[-1] = (merged[-1][0] + piece, weight)
+        else:
+            merged.append((piece, weight))
+    return merged or [("", 1.0)]
+
+
+@dataclass
+class Window:
+    """One 77-token encoder input and the weight of each position."""
+
+    ids: list[int]
+    weights: list[float]
+
+
+def weighted_tokens(tokenizer: Any, text: str) -> list[list[tuple[int, float]]]:
+    """Token ids with weights, without start/end tokens, split into the parts ``BREAK`` separates."""
+    parts: list[list[tuple[int, float]]] = []
+    for part in _BREAK_SPLIT.split(text):
+        tokens: list[tuple[int, float]] = []
+        for piece, weight in parse_weights(part):
+            if piece.strip():
+                ids = tokenizer(piece, add_special_tokens=False, truncation=False, verbose=False).input_ids
+                tokens.extend((token, weight) for token in ids)
+        parts.append(tokens)
+    return parts
+
+
+def windows(parts: Sequence[Sequence[tuple[int, float]]], bos: int, eos: int, pad: int) -> list[Window]:
+    """Cut weighted tokens into 77-token windows: start, up to 75 tokens, end, padding.
+
+    The end token follows the text directly and padding comes after it, as diffusers'
+    pipelines tokenize (``padding="max_length"``), so a short prompt gives exactly their
+    input ids. Each ``BREAK`` part starts a new window; an empty prompt is one window."""
+    out: list[Window] = []
+    for tokens in parts:
+        for start in range(0, max(len(tokens), 1), WINDOW):
+            chunk = list(tokens[start : start + WINDOW])
+            filler = WINDOW - len(chunk)
+            out.append(
+                Window(
+                    ids=[bos] + [t for t, _ in chunk] + [eos] + [pad] * filler,
+                    weights=[1.0] + [w for _, w in chunk] + [1.0] + [1.0] * filler,
+                )
+            )
+    return out

@@ -1,0 +1,140 @@
+"""Nodes that load models from disk: a whole checkpoint, or only its UNet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nodeflow.fields import Choice, FileChoice, Output
+from nodeflow.node import Node, NodeError, RunContext
+
+from ._paths import MODEL_EXTENSIONS
+
+_DTYPE = Choice(
+    ("auto", "fp32", "fp16", "bf16"),
+    default="auto",
+    tooltip="Precision of the weights. auto: fp16 on a CUDA GPU, fp32 on the CPU and Apple GPUs.",
+)
+_PREDICTION = Choice(
+    ("auto", "epsilon", "v_prediction"),
+    default="auto",
+    tooltip="What the UNet predicts. auto reads it from the model; set it when an SD 2.x file is "
+    "guessed wrong (768-v models predict v, 512-base models epsilon).",
+)
+
+
+class Checkpoint(Node):
+    type = "Checkpoint"
+    display_name = "Load Checkpoint"
+    category = "loaders"
+    description = (
+        "Loads a Stable Diffusion model (SD 1.x, SD 2.x, SDXL, or the bundled model) from a "
+        "single .safetensors file or a diffusers folder: its UNet, text encoder(s) and VAE."
+    )
+
+    checkpoint = FileChoice(
+        folder="checkpoints",
+        extensions=MODEL_EXTENSIONS["checkpoints"],
+        default="shapes",
+        tooltip="A checkpoint file or diffusers folder in a checkpoints folder; 'shapes' is the bundled model.",
+    )
+    dtype = _DTYPE
+    prediction = _PREDICTION
+    outputs = (
+        Output("model", "MODEL", "The denoising UNet and its noise schedule"),
+        Output("clip", "CLIP", "Tokenizer(s) and text encoder(s)"),
+        Output("vae", "VAE", "The autoencoder between pixels and latents"),
+    )
+
+    def run(self, ctx: RunContext, checkpoint: str, dtype: str, prediction: str) -> dict[str, Any]:
+        from ._loading import load_checkpoint, resolve_dtype
+        from ._types import Autoencoder, DiffusionModel, TextEncoders
+
+        path = _resolve(checkpoint, "checkpoints", ctx)
+        loaded = _load(load_checkpoint, path, "checkpoint", resolve_dtype(dtype, ctx.device), ctx.device, prediction)
+        source = str(path)
+        vae_config = loaded.vae.config
+        return {
+            "model": DiffusionModel(loaded.unet, loaded.family, loaded.scheduler_config, loaded.dtype, source),
+            "clip": TextEncoders(
+                loaded.tokenizers, loaded.text_encoders, loaded.family, loaded.pad_token_ids, loaded.vision, source
+            ),
+            "vae": Autoencoder(
+                loaded.vae,
+                loaded.family,
+                scaling_factor=float(vae_config.get("scaling_factor") or 0.18215),
+                shift_factor=float(vae_config.get("shift_factor") or 0.0),
+                latent_rgb=_latent_rgb(loaded),
+                source=source,
+            ),
+        }
+
+
+class UNet(Node):
+    type = "UNet"
+    display_name = "Load UNet"
+    category = "loaders"
+    description = (
+        "Loads only the denoising UNet (a single file, full checkpoint or UNet alone, or a diffusers "
+        "folder), to pair with the text encoders and VAE of another checkpoint."
+    )
+
+    unet = FileChoice(
+        folder="unet",
+        extensions=MODEL_EXTENSIONS["unet"],
+        default="",
+        tooltip="A UNet file or diffusers (unet) folder in a unet folder.",
+    )
+    dtype = _DTYPE
+    prediction = _PREDICTION
+    outputs = (Output("model", "MODEL", "The denoising UNet and its noise schedule"),)
+
+    def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:
+        from ._loading import load_unet, resolve_dtype
+        from ._types import DiffusionModel
+
+        path = _resolve(unet, "unet", ctx)
+        torch_dtype = resolve_dtype(dtype, ctx.device)
+        loaded = _load(load_unet, path, "unet", torch_dtype, ctx.device, prediction)
+        return DiffusionModel(loaded.unet, loaded.family, loaded.scheduler_config, torch_dtype, str(path))
+
+
+def _resolve(value: str, kind: str, ctx: RunContext) -> Path:
+    from ._paths import resolve_model_path
+
+    try:
+        return resolve_model_path(value, kind, ctx.settings)
+    except NodeError as error:
+        raise NodeError(f'field "{_FIELD[kind]}": {error}') from None
+
+
+_FIELD = {"checkpoints": "checkpoint", "unet": "unet"}
+
+
+def _load(loader: Any, path: Path, field: str, dtype: Any, device: str, prediction: str) -> Any:
+    from ._ldm import CheckpointError
+
+    try:
+        return loader(path, dtype, device, prediction)
+    except CheckpointError as error:
+        raise NodeError(f'field "{field}": {path.name}: {error}') from None
+
+
+def _latent_rgb(loaded: Any) -> Any:
+    """The preview map: the model's own fit when its folder ships one, else the family's."""
+    import json
+
+    import torch
+
+    from ._preview import latent_rgb_map
+
+    channels = loaded.family.latent_channels
+    own = loaded.folder / "vae" / "latent_rgb.json" if loaded.folder is not None else None
+    if own is not None and own.is_file():
+        table = torch.tensor(json.loads(own.read_text()), dtype=torch.float32)
+        if table.shape == (channels + 1, 3):
+            # The file maps to RGB in [0, 1]; previews use [-1, 1] like the family maps.
+            table = table * 2.0
+            table[-1] -= 1.0
+            return table
+    return latent_rgb_map(loaded.family, channels)
