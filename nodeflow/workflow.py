@@ -392,8 +392,19 @@ def workflow_to_dict(
 
 
 def workflow_to_json(graph: Graph, ui: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> str:
-    """The file text for ``graph``: :func:`workflow_to_dict`, laid out for readable diffs."""
-    return _render(workflow_to_dict(graph, ui, meta)) + "\n"
+    """The file text for ``graph``: :func:`workflow_to_dict`, laid out for readable diffs.
+    Raises WorkflowError naming the node and field of a value JSON cannot hold."""
+    document = workflow_to_dict(graph, ui, meta)
+    try:
+        return _render(document) + "\n"
+    except _Unwritable as exc:
+        path = exc.path
+        if len(path) >= 4 and path[0] == "nodes" and path[2] == "values":
+            node = document["nodes"][path[1]]
+            where = f'node {node["id"]} ({node["type"]}) field "{path[3]}"'
+        else:
+            where = _path_text(path)
+        raise WorkflowError(f"cannot save {where}: {exc.reason}") from None
 
 
 def save_workflow(
@@ -438,7 +449,14 @@ def _ui_entry(graph: Graph, order: list[str], ui: dict[str, Any]) -> dict[str, A
 
 def _number(value: float) -> float | int:
     """120.0 is written as 120: shorter, and equal when read back."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+    value = float(value)  # also turns numpy scalars from a GUI into plain numbers
+    return int(value) if value.is_integer() else value
+
+
+class _Unwritable(Exception):
+    def __init__(self, path: tuple[Any, ...], reason: str):
+        super().__init__(reason)
+        self.path, self.reason = path, reason
 
 
 # Subtrees written on one line: a link, a node's ui entry, each value.
@@ -457,11 +475,11 @@ def _render(value: Any, path: tuple[Any, ...] = (), level: int = 0) -> str:
         try:
             return json.dumps(value, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise WorkflowError(f"cannot save {_path_text(path)}: {exc}") from None
+            raise _Unwritable(path, str(exc)) from None
     inner, outer = "  " * (level + 1), "  " * level
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
-            raise WorkflowError(f"cannot save {_path_text(path)}: object keys must be strings")
+            raise _Unwritable(path, "object keys must be strings")
         items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_render(v, path + (k,), level + 1)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + "\n" + outer + "}"
     items = [f"{inner}{_render(v, path + (i,), level + 1)}" for i, v in enumerate(value)]
