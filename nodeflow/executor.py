@@ -47,7 +47,7 @@ from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NoReturn
 
 from .cache import OutputCache
 from .device import resolve_device
@@ -191,7 +191,7 @@ class Executor:
         device: str | None = None,
         extra_problems: Iterable[Any] = (),
     ) -> _Prepared:
-        from .validation import validate  # lazily: validation imports the graph model, not the reverse
+        from .validation import Problem, validate  # lazily: validation imports the graph model, not the reverse
 
         snapshot = graph.copy()
         snapshot.registry = self.registry
@@ -211,7 +211,7 @@ class Executor:
                     memo=self._signatures,
                 )
             except GraphError as exc:  # only if validation missed it; report it the same way
-                problems = [str(exc)]
+                problems = [Problem("invalid_graph", str(exc), exc.node_id)]
         return _Prepared(plan, problems, device, output_dir, input_dir, dict(settings or {}), on_event)
 
     def _execute(self, prepared: _Prepared) -> RunResult:
@@ -244,20 +244,18 @@ class _Run:
         self.cache.pin(list(self.uses))  # each needed signature once, released by _release
         self.emit(RunStarted(tuple(step.node_id for step in plan.steps)))
         status, error, failed, trace = "ok", None, None, None
+        outputs: dict[str, dict[str, Any]] = {}
         try:
             for step in plan.steps:
                 if self.interrupted.is_set():
-                    status, error = "interrupted", f"interrupted before node {step.node_id} ({step.node_type})"
-                    break
-                outcome = self._step(step)
-                if outcome is not None:
-                    status, error, trace = outcome
-                    failed = step.node_id
-                    break
-            outputs = {} if status != "ok" else {
+                    raise _Stop("interrupted", f"interrupted before node {step.node_id} ({step.node_type})")
+                self._step(step)
+            outputs = {
                 node_id: {name: self._value(ref) for name, ref in refs.items()}
                 for node_id, refs in plan.outputs.items()
             }
+        except _Stop as stop:
+            status, error, failed, trace = stop.status, stop.error, stop.failed_node, stop.trace
         finally:
             self.cache.unpin(list(self.uses))
             self.values.clear()
@@ -269,9 +267,8 @@ class _Run:
         self.emit(RunFinished(status, seconds, result.executed, result.cached, error, dict(self.timings)))  # type: ignore[arg-type]
         return result
 
-    def _step(self, step: Step) -> tuple[str, str, str | None] | None:
-        """Produce the step's outputs from this run, the cache or by running it; on
-        failure return (status, error, traceback)."""
+    def _step(self, step: Step) -> None:
+        """Produce the step's outputs: from this run, from the cache, or by running it."""
         signature = step.signature
         outputs = self.values.get(signature)
         if outputs is None:
@@ -281,14 +278,10 @@ class _Run:
             self.cached.append(step.node_id)
             self.emit(NodeCached(step.node_id, step.node_type))
         else:
-            try:
-                outputs = self._run_node(step)
-            except _NodeFailure as failure:
-                return failure.status, failure.error, failure.trace
+            outputs = self._run_node(step)
             self.values[signature] = outputs
             self.cache.put(signature, outputs)
         self._release((signature, *step.reads))
-        return None
 
     def _run_node(self, step: Step) -> dict[str, Any]:
         inputs = dict(step.literals)
@@ -310,9 +303,9 @@ class _Run:
         try:
             outputs = step.cls.normalize_result(step.cls().run(ctx, **inputs))
         except Interrupted:
-            raise _NodeFailure("interrupted", f"interrupted in node {node_id} ({node_type})") from None
+            raise _Stop("interrupted", f"interrupted in node {node_id} ({node_type})") from None
         except NodeError as exc:
-            self._failed(step, str(exc))
+            self._failed(step, str(exc) or type(exc).__name__)
         except Exception as exc:
             self._failed(step, f"{type(exc).__name__}: {exc}", traceback_module.format_exc())
         seconds = time.perf_counter() - started
@@ -321,9 +314,9 @@ class _Run:
         self.emit(NodeFinished(node_id, node_type, seconds))
         return outputs
 
-    def _failed(self, step: Step, message: str, trace: str | None = None) -> None:
+    def _failed(self, step: Step, message: str, trace: str | None = None) -> NoReturn:
         self.emit(NodeFailed(step.node_id, step.node_type, message))
-        raise _NodeFailure("error", f"node {step.node_id} ({step.node_type}) failed: {message}", trace)
+        raise _Stop("error", f"node {step.node_id} ({step.node_type}) failed: {message}", step.node_id, trace)
 
     def _value(self, ref: ValueRef) -> Any:
         return resolve(ref, self.values)
@@ -341,10 +334,12 @@ class _Run:
             self.cache.unpin(done)
 
 
-class _NodeFailure(Exception):
-    def __init__(self, status: str, error: str, trace: str | None = None):
+class _Stop(Exception):
+    """Ends a run early: a node failed or the user interrupted."""
+
+    def __init__(self, status: str, error: str, failed_node: str | None = None, trace: str | None = None):
         super().__init__(error)
-        self.status, self.error, self.trace = status, error, trace
+        self.status, self.error, self.failed_node, self.trace = status, error, failed_node, trace
 
 
 def _remaining_uses(plan: Plan) -> Counter[str]:
