@@ -1,0 +1,123 @@
+"""Sampler and schedule names -> configured diffusers schedulers.
+
+A *sampler* names a diffusers scheduler class (plus a few settings, e.g. DPM-Solver's
+algorithm); a *schedule* names how the noise levels of the run are spaced. Both are
+applied to the checkpoint's own scheduler config with ``from_config``, exactly as a
+diffusers user would, so a nodeflow run and a pipeline run use the same numbers.
+
+Whether a combination is supported is read off the scheduler class itself: a schedule
+is offered for a sampler only when the class accepts every setting the schedule needs
+(diffusers' ``from_config`` would otherwise drop an unknown setting silently and run
+something else). Known gaps in diffusers 0.42: ddpm, ddim, euler_ancestral and lcm
+take no sigma schedule (karras / exponential); diffusers' ``use_beta_sigmas`` is not
+offered because it does not match the "beta" schedule other tools use.
+
+Scheduler instances are stateful (step index, solver history): make a new one for
+every run with :func:`make_scheduler`, never cache or share one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Mapping
+
+# The sigma options a schedule switches on or off; "normal" turns them all off so
+# that a checkpoint config which enables one cannot change what "normal" means.
+_SIGMA_OPTIONS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    scheduler_class: str  # a class name in the diffusers package
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    takes_eta: bool = False  # eta is a parameter of the class's step() (DDIM)
+    description: str = ""
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec("DDPMScheduler", description="ancestral DDPM (stochastic)"),
+    "ddim": SamplerSpec("DDIMScheduler", takes_eta=True, description="DDIM; eta 0 is deterministic, 1 is DDPM-like"),
+    "euler": SamplerSpec("EulerDiscreteScheduler", description="Euler (deterministic)"),
+    "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", description="Euler ancestral (stochastic)"),
+    "heun": SamplerSpec("HeunDiscreteScheduler", description="Heun, 2 model calls per step"),
+    "dpm_2": SamplerSpec("KDPM2DiscreteScheduler", description="DPM-Solver-2, 2 model calls per step"),
+    "dpm_2_ancestral": SamplerSpec("KDPM2AncestralDiscreteScheduler", description="DPM-Solver-2 ancestral"),
+    "lms": SamplerSpec("LMSDiscreteScheduler", description="linear multistep"),
+    "dpmpp_2m": SamplerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2},
+        description="DPM-Solver++(2M)",
+    ),
+    "dpmpp_2m_sde": SamplerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
+        description="DPM-Solver++(2M) SDE (stochastic)",
+    ),
+    "dpmpp_sde": SamplerSpec("DPMSolverSDEScheduler", description="DPM-Solver++ SDE, Brownian-tree noise"),
+    "unipc": SamplerSpec("UniPCMultistepScheduler", description="UniPC multistep"),
+    "lcm": SamplerSpec("LCMScheduler", description="LCM, for latent-consistency-distilled models"),
+}
+
+SCHEDULES: dict[str, dict[str, Any]] = {
+    "normal": {},  # the checkpoint's own timestep spacing (what diffusers' pipelines use)
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+    "simple": {"timestep_spacing": "trailing"},  # evenly spaced, ending at the last train step
+    "linear": {"timestep_spacing": "linspace"},
+}
+
+
+class UnsupportedCombination(ValueError):
+    """A sampler/schedule pair that diffusers cannot express; the message is for the user."""
+
+
+@lru_cache(maxsize=None)
+def _scheduler_class(name: str) -> type:
+    import diffusers
+
+    return getattr(diffusers, name)
+
+
+@lru_cache(maxsize=None)
+def _accepted_settings(name: str) -> frozenset[str]:
+    return frozenset(inspect.signature(_scheduler_class(name).__init__).parameters)
+
+
+def schedules_for(sampler: str) -> list[str]:
+    """The schedules ``sampler`` supports, in declaration order."""
+    accepted = _accepted_settings(SAMPLERS[sampler].scheduler_class)
+    return [name for name, settings in SCHEDULES.items() if set(settings) <= accepted]
+
+
+def scheduler_overrides(sampler: str, schedule: str) -> dict[str, Any]:
+    """The ``from_config`` keyword arguments for ``sampler`` with ``schedule``."""
+    if sampler not in SAMPLERS:
+        raise UnsupportedCombination(f"unknown sampler {sampler!r}; known: {', '.join(SAMPLERS)}")
+    if schedule not in SCHEDULES:
+        raise UnsupportedCombination(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+    spec = SAMPLERS[sampler]
+    if schedule not in schedules_for(sampler):
+        raise UnsupportedCombination(
+            f"the {sampler} sampler cannot use the {schedule} schedule (diffusers' {spec.scheduler_class} "
+            f"does not support it); choose one of: {', '.join(schedules_for(sampler))}"
+        )
+    accepted = _accepted_settings(spec.scheduler_class)
+    overrides = {option: False for option in _SIGMA_OPTIONS if option in accepted}
+    overrides.update(spec.settings)
+    overrides.update(SCHEDULES[schedule])
+    return overrides
+
+
+def make_scheduler(sampler: str, schedule: str, scheduler_config: Mapping[str, Any], **extra: Any) -> Any:
+    """A fresh diffusers scheduler for one run."""
+    overrides = scheduler_overrides(sampler, schedule)
+    overrides.update(extra)
+    return _scheduler_class(SAMPLERS[sampler].scheduler_class).from_config(dict(scheduler_config), **overrides)
+
+
+@lru_cache(maxsize=None)
+def step_parameters(name: str) -> frozenset[str]:
+    """The keyword parameters of a scheduler class's ``step`` (eta, generator, ...)."""
+    return frozenset(inspect.signature(_scheduler_class(name).step).parameters)

@@ -1,0 +1,134 @@
+"""Images in and out: load from the input folder, save PNGs, preview without saving.
+
+Written files are reported to the host through ``ctx.settings["on_file_written"]`` (a
+callable taking the path) when present; the CLI uses it to list what a run wrote. Save
+and preview nodes also pass their images on as an output, so a run's result (and the
+editor) can show them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from nodeflow.fields import FileChoice, Output, Socket, String
+from nodeflow.node import Node, NodeError, RunContext
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class LoadImage(Node):
+    type = "LoadImage"
+    display_name = "Load Image"
+    category = "image"
+    description = "Reads an image from the input folder as RGB (any alpha channel is dropped)."
+
+    image = FileChoice(folder="input", extensions=IMAGE_EXTENSIONS, tooltip="a file in the input folder")
+    outputs = (Output("image", "IMAGE"),)
+
+    def run(self, ctx: RunContext, image: str) -> Any:
+        import numpy as np
+        import torch
+        from PIL import Image, ImageOps
+
+        path = _inside(Path(ctx.input_dir), image)
+        try:
+            with Image.open(path) as picture:
+                rgb = ImageOps.exif_transpose(picture).convert("RGB")
+        except FileNotFoundError:
+            raise NodeError(f'field "image": {image!r} is not in the input folder {ctx.input_dir}') from None
+        except OSError as exc:
+            raise NodeError(f'field "image": cannot read {image!r} as an image: {exc}') from None
+        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
+        return pixels[None]
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refusing names that lead out of ``folder``."""
+    root = folder.resolve()
+    path = (root / name).resolve()
+    if not name or Path(name).is_absolute() or not path.is_relative_to(root):
+        raise NodeError(f'field "image": {name!r} is not a file inside the input folder')
+    return path
+
+
+class SaveImage(Node):
+    type = "SaveImage"
+    display_name = "Save Image"
+    category = "image"
+    description = (
+        "Saves each image as a PNG in the output folder, named prefix_00001.png, "
+        "prefix_00002.png, ...; an existing file is never overwritten."
+    )
+    output_node = True
+
+    images = Socket("IMAGE")
+    filename_prefix = String("nodeflow", tooltip="start of the file names; no folders or '..'")
+    outputs = (Output("images", "IMAGE", tooltip="the saved images, passed on"),)
+
+    def run(self, ctx: RunContext, images: Any, filename_prefix: str) -> Any:
+        _check_prefix(filename_prefix)
+        folder = Path(ctx.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        report = ctx.settings.get("on_file_written")
+        for picture in _to_pil(images):
+            path = _write_new_png(folder, filename_prefix, picture)
+            if callable(report):
+                report(path)
+        return images
+
+
+class PreviewImage(Node):
+    type = "PreviewImage"
+    display_name = "Preview Image"
+    category = "image"
+    description = "Shows the images in the editor and in the run's result without saving them."
+    output_node = True
+
+    images = Socket("IMAGE")
+    outputs = (Output("images", "IMAGE", tooltip="the previewed images, passed on"),)
+
+    def run(self, ctx: RunContext, images: Any) -> Any:
+        return images
+
+
+def _check_prefix(prefix: str) -> None:
+    separators = {"/", "\\", os.sep, os.altsep or "/"}
+    if not prefix.strip():
+        raise NodeError('field "filename_prefix": give a file name prefix')
+    if any(sep in prefix for sep in separators) or ".." in prefix or "\x00" in prefix or ":" in prefix:
+        raise NodeError(
+            f'field "filename_prefix": {prefix!r} may not contain folder separators, ":" or ".."; '
+            "files are always written into the output folder"
+        )
+
+
+def _write_new_png(folder: Path, prefix: str, picture: Any) -> Path:
+    """Write ``picture`` to the first unused ``prefix_NNNNN.png``; exclusive creation
+    means a file that appears meanwhile (another run) is skipped, never replaced."""
+    import glob
+
+    numbered = re.compile(re.escape(prefix) + r"_(\d{5,})\.png")
+    taken = [int(m[1]) for p in folder.glob(glob.escape(prefix) + "_*.png") if (m := numbered.fullmatch(p.name))]
+    counter = max(taken, default=0) + 1
+    while True:
+        path = folder / f"{prefix}_{counter:05d}.png"
+        try:
+            with open(path, "xb") as handle:
+                picture.save(handle, format="PNG")
+            return path
+        except FileExistsError:
+            counter += 1
+
+
+def _to_pil(images: Any) -> list[Any]:
+    import numpy as np
+    from PIL import Image
+
+    array = images.detach().float().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if array.ndim == 3:
+        array = array[None]
+    frames = (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return [Image.fromarray(frame) for frame in frames]
