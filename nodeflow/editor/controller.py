@@ -83,6 +83,7 @@ class EditorController:
         self._saved_revision = 0
         self._autosaved_revision = 0
         self._last_change = 0.0
+        self._run_unreported = False  # a run ended whose outcome the status bar has not said yet
         self.graph = Graph(registry)
         self._unsubscribe = self.graph.subscribe(self._on_graph_event)
 
@@ -359,6 +360,7 @@ class EditorController:
         if not self.graph.output_nodes() and not outputs:
             return self._refuse("nothing to run: add an output node (e.g. Save Image or Preview Image)")
         self.runner.start(self.graph, outputs)
+        self._run_unreported = True
         self.say("running...")
         self._emit("run_started")
         return None
@@ -374,10 +376,10 @@ class EditorController:
 
     def poll(self) -> bool:
         """Apply the worker's events (call from the render loop); True if any arrived."""
-        was_running = self.runner.view.status == "running"
         changed = self.runner.poll()
         view = self.runner.view
-        if was_running and view.status != "running":
+        if self._run_unreported and view.status != "running":
+            self._run_unreported = False
             seconds = f"{view.elapsed:.1f} s"
             if view.status == "ok":
                 self.say(f"finished in {seconds}")
