@@ -411,7 +411,9 @@ def save_workflow(
     path: str | os.PathLike[str], graph: Graph, ui: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
 ) -> None:
     """Write ``graph`` to ``path`` atomically: the previous file survives any failure."""
-    write_atomically(path, workflow_to_json(graph, ui, meta).encode("utf-8"))
+    # A lone surrogate (JSON allows "\ud800") has no UTF-8 form; written as that same
+    # escape, it reads back unchanged.
+    write_atomically(path, workflow_to_json(graph, ui, meta).encode("utf-8", "backslashreplace"))
 
 
 def _node_entry(graph: Graph, node: NodeInstance) -> dict[str, Any]:

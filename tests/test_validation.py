@@ -8,7 +8,7 @@ import pytest
 
 from nodeflow.graph import Graph
 from nodeflow.validation import Problem, ValidationError, check, validate
-from nodeflow.workflow import workflow_from_json
+from nodeflow.workflow import load_workflow, workflow_from_json
 from testpack import make_registry
 
 
@@ -56,6 +56,11 @@ def test_every_problem_is_reported_at_once_with_node_type_and_field(graph):
     link("5", "value", "3", "value")                                 # INT into FLOAT: fine
     link("n", "missing", "2", "value")                               # no such output
     link("n", "value", "3", "nothing")                               # no such input
+    add("Multiply", node_id="6")                                     # required "a" not linked
+    add("Add", node_id="7")
+    add("Add", node_id="8")
+    link("7", "sum", "8", "a")
+    link("8", "sum", "7", "a")                                       # a loop
 
     problems = validate(graph)
     assert where(problems) == [
@@ -69,6 +74,8 @@ def test_every_problem_is_reported_at_once_with_node_type_and_field(graph):
         ("type_mismatch", "3", "Format", "nothing"),
         ("invalid_value", "4", "Multiply", "b"),
         ("type_mismatch", "4", "Multiply", "a"),
+        ("missing_input", "6", "Multiply", "a"),
+        ("cycle", "7", "Add", None),
     ]
     text = [str(p) for p in problems]
     assert "'Upscale' is not installed" in text[0]
@@ -82,6 +89,30 @@ def test_every_problem_is_reported_at_once_with_node_type_and_field(graph):
     assert "above the maximum 100" in text[8]
     assert text[9] == ('node 4 (Multiply) field "a": takes FLOAT, but is linked to node 3 (Format) '
                        "output 'text', which gives STRING")
+    assert text[10] == 'node 6 (Multiply) field "a": required input (FLOAT) is not connected'
+    assert text[11] == "node 7 (Add): the links form a loop: 7 (Add) -> 8 (Add) -> 7 (Add)"
+
+
+def test_a_file_with_problems_loads_and_reports_them_all(registry, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps({"format": "nodeflow.workflow", "version": 1, "nodes": [
+        {"id": "1", "type": "Number", "values": {"value": "two"}},
+        {"id": "2", "type": "Sharpen", "values": {"amount": 3}},
+        {"id": "3", "type": "Sink"},
+    ], "links": [
+        {"from": {"node": "1", "output": "value"}, "to": {"node": "2", "input": "image"}},
+        {"from": {"node": "4", "output": "image"}, "to": {"node": "3", "input": "value"}},
+    ]}))
+    workflow = load_workflow(path, registry)
+    problems = validate(workflow.graph, extra_problems=workflow.problems)
+    assert where(problems) == [
+        ("dangling_link", "3", "Sink", "value"),
+        ("invalid_value", "1", "Number", "value"),
+        ("unknown_node_type", "2", "Sharpen", None),
+        ("missing_input", "3", "Sink", "value"),
+    ]
+    assert str(problems[0]) == ('node 3 (Sink) field "value": the link 4.image -> 3.value was dropped: '
+                                "there is no node '4'")
 
 
 def test_required_sockets_must_be_linked_but_optional_ones_and_widgets_need_not(graph):

@@ -142,6 +142,47 @@ def test_any_json_value_on_an_unknown_node_survives_a_round_trip(value):
     assert workflow_from_json(text, registry).graph.nodes["1"].values == {"anything": value}
 
 
+NODE_TYPES = ["Number", "Integer", "Add", "Multiply", "Format", "Slow", "Sink", "NotInstalled"]
+INPUTS = ["a", "b", "value", "template", "steps", "optional_note", "elsewhere"]
+OUTPUTS = ["value", "sum", "product", "text", "nothing"]
+
+
+@st.composite
+def random_graphs(draw):
+    """Anything a graph loaded with check=False can hold: any types, links, modes, titles."""
+    graph = Graph(make_registry())
+    ids = draw(st.lists(st.text(min_size=1, max_size=4), min_size=1, max_size=8, unique=True))
+    coordinate = st.integers(-5000, 5000) | st.floats(-5000, 5000, allow_nan=False)
+    for node_id in ids:
+        graph.add_node(
+            draw(st.sampled_from(NODE_TYPES)),
+            draw(st.dictionaries(st.sampled_from(INPUTS), st.integers(-10, 10) | st.text(max_size=5), max_size=2)),
+            node_id,
+            title=draw(st.text(max_size=8)),
+            mode=draw(st.sampled_from(["normal", "bypass", "muted"])),
+            pos=(draw(coordinate), draw(coordinate)),
+            size=draw(st.none() | st.tuples(coordinate, coordinate)),
+            check=False,
+        )
+    for _ in range(draw(st.integers(0, 10))):
+        source, target = draw(st.sampled_from(ids)), draw(st.sampled_from(ids))
+        graph.connect(source, draw(st.sampled_from(OUTPUTS)), target, draw(st.sampled_from(INPUTS)), check=False)
+    return graph
+
+
+@settings(max_examples=80, deadline=None)
+@given(random_graphs(), st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5), max_size=3))
+def test_any_graph_survives_save_and_load_exactly(tmp_path_factory, graph, meta):
+    path = tmp_path_factory.mktemp("round") / "flow.json"
+    save_workflow(path, graph, {"viewport": {"zoom": 1.5}}, meta)
+    loaded = load_workflow(path, graph.registry)
+    assert graph_state(loaded.graph) == graph_state(graph)
+    assert (loaded.ui, loaded.meta, loaded.problems) == ({"viewport": {"zoom": 1.5}}, meta, [])
+    before = path.read_bytes()
+    loaded.save(path)
+    assert path.read_bytes() == before
+
+
 # ------------------------------------------------------------------------ unknown node types
 UNKNOWN_NODE = {
     "id": "7",
