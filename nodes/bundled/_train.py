@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from nodes.diffusion.clip_similarity import CLIP_MEAN, CLIP_STD
+
 from . import CLASSIFIER_PATH, MODEL_DIR
 from ._classifier import ShapeClassifier, save_classifier
 from ._dataset import (COLOUR_NAMES, HELD_OUT_SEED, SHAPES, TRAIN_SEED, WORDS, Scene, caption,
@@ -51,12 +53,10 @@ _DEPENDENTS = {
     "latent_rgb": ["export"],
     "export": [],
 }
-DEFAULT_MINUTES = {"vae": 10.0, "clip": 10.0, "classifier": 4.0, "unet": 80.0}
-DEFAULT_BATCH = {"vae": 32, "clip": 256, "classifier": 128, "unet": 64}
+DEFAULT_MINUTES = {"vae": 16.0, "clip": 8.0, "classifier": 3.0, "unet": 77.0}
+DEFAULT_BATCH = {"vae": 32, "clip": 256, "classifier": 128, "unet": 32}
 CLIP_TEXT_LENGTH = 16  # training length; the pooled (EOS) output does not depend on padding
 CAPTION_DROPOUT = 0.1  # empty prompts, so classifier-free guidance has an unconditional model
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the OpenAI CLIP pixel normalisation
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass
@@ -376,7 +376,7 @@ def stage_unet(settings: Settings) -> dict[str, Any]:
     unet = build_unet()
     ema = build_unet().requires_grad_(False)
     ema.load_state_dict(unet.state_dict())
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=0.01)
     loop = Loop(settings, "unet", {"unet": unet, "ema": ema, "optimizer": optimizer}, save_every=180)
     batch = min(settings.batch["unet"], len(latents))
     probe = {"a": embeds[text_index["a red circle on a blue background"]][None],
@@ -393,7 +393,7 @@ def stage_unet(settings: Settings) -> dict[str, Any]:
         t = torch.randint(0, len(alphas), (batch,), generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        _set_lr(optimizer, _lr(i, 5e-4, warmup=200))
+        _set_lr(optimizer, _lr(i, 1e-3, warmup=200))
         prediction = unet(noisy, t, encoder_hidden_states=context).sample
         # Min-SNR-5 weighting: stop easy, low-noise steps from dominating the gradient.
         weight = snr[t].clamp(max=5.0) / snr[t]
@@ -402,7 +402,7 @@ def stage_unet(settings: Settings) -> dict[str, Any]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         optimizer.step()
-        decay = min(0.999, (1 + i) / (10 + i))
+        decay = min(0.995, (1 + i) / (10 + i))  # short memory: the run is short
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), unet.parameters()):
                 p_ema.lerp_(p, 1 - decay)
