@@ -1,0 +1,277 @@
+"""Loading models: the Checkpoint and UNet nodes, family detection, model paths, safety."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from nodeflow.node import NodeError, RunContext  # noqa: E402
+from nodes.diffusion import _loading  # noqa: E402
+from nodes.diffusion._ldm import CheckpointError  # noqa: E402
+from nodes.diffusion._paths import BUNDLED_DIR, list_models, resolve_model_path  # noqa: E402
+from nodes.diffusion.loaders import Checkpoint, UNet  # noqa: E402
+from tiny_models import save_single_file, shared_tiny_sd  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    return shared_tiny_sd(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def models_dir(tiny_sd, tmp_path_factory) -> Path:
+    """A checkpoints folder holding the tiny model twice: as a diffusers folder and as one file."""
+    folder = tmp_path_factory.mktemp("checkpoints")
+    (folder / "tiny").symlink_to(tiny_sd, target_is_directory=True)
+    save_single_file(tiny_sd, folder / "sd1" / "tiny.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def pipe(tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(tiny_sd, local_files_only=True, safety_checker=None)
+
+
+def ctx_for(models_dir: Path) -> RunContext:
+    return RunContext(node_id="1", settings={"model_folders": {"checkpoints": [str(models_dir)], "unet": [str(models_dir)]}})
+
+
+def load(models_dir: Path, value: str, **values):
+    return Checkpoint().run(ctx_for(models_dir), checkpoint=value, **{"dtype": "auto", "prediction": "auto", **values})
+
+
+# -- the tiny model, from a folder and from a single file, equals diffusers' own ----------------
+
+
+@pytest.mark.parametrize("value", ["tiny", "sd1/tiny.safetensors"])
+def test_checkpoint_components_compute_what_the_diffusers_pipeline_computes(models_dir, pipe, value):
+    out = load(models_dir, value)
+    model, clip, vae = out["model"], out["clip"], out["vae"]
+    assert model.family.name == "sd1" and model.family.vae_scale_factor == 2 and not model.family.uses_pooled
+    assert model.dtype == torch.float32 and model.unet.dtype == torch.float32
+    assert model.scheduler_config["prediction_type"] == "epsilon"
+    assert model.scheduler_config["beta_schedule"] == "scaled_linear"
+
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 8, 8, generator=generator)
+    context = torch.randn(1, 77, 32, generator=generator)
+    with torch.no_grad():
+        assert torch.equal(model.unet(latents, 500, context).sample, pipe.unet(latents, 500, context).sample)
+        assert torch.equal(vae.vae.decode(latents).sample, pipe.vae.decode(latents).sample)
+        ids = pipe.tokenizer("a red square", padding="max_length", max_length=77, return_tensors="pt").input_ids
+        assert torch.equal(clip.encoders[0](ids).last_hidden_state, pipe.text_encoder(ids).last_hidden_state)
+    assert clip.tokenizers[0]("a red square").input_ids == pipe.tokenizer("a red square").input_ids
+    assert clip.pad_token_ids == [pipe.tokenizer.pad_token_id] == [49407]  # SD 1.x pads with the end token
+    assert vae.scaling_factor == pytest.approx(0.18215) and vae.shift_factor == 0.0
+    assert vae.latent_rgb.shape == (5, 3)
+    assert {type(p).__name__ for p in model.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+
+
+def test_single_file_architecture_is_read_from_the_weights(models_dir, pipe):
+    model = load(models_dir, "sd1/tiny.safetensors")["model"]
+    for key in ("block_out_channels", "layers_per_block", "down_block_types", "up_block_types",
+                "cross_attention_dim", "attention_head_dim", "in_channels", "out_channels"):
+        assert tuple(_listify(model.unet.config[key])) == tuple(_listify(pipe.unet.config[key])), key
+
+
+def _listify(value):
+    return value if isinstance(value, (list, tuple)) else [value]
+
+
+def test_fp16_dtype_choice_loads_half_weights(models_dir):
+    out = load(models_dir, "sd1/tiny.safetensors", dtype="fp16")
+    assert out["model"].unet.dtype == torch.float16 and out["model"].dtype == torch.float16
+    assert out["clip"].encoders[0].dtype == torch.float16
+
+
+def test_dtype_auto_is_fp16_only_on_cuda():
+    assert _loading.resolve_dtype("auto", "cpu") == torch.float32
+    assert _loading.resolve_dtype("auto", "mps") == torch.float32
+    assert _loading.resolve_dtype("auto", "cuda:0") == torch.float16
+    assert _loading.resolve_dtype("bf16", "cpu") == torch.bfloat16
+
+
+def test_prediction_widget_overrides_the_schedule(models_dir):
+    out = load(models_dir, "sd1/tiny.safetensors", prediction="v_prediction")
+    assert out["model"].scheduler_config["prediction_type"] == "v_prediction"
+
+
+def test_unet_node_loads_from_file_and_folder_alike(models_dir, pipe):
+    ctx = ctx_for(models_dir)
+    from_file = UNet().run(ctx, unet="sd1/tiny.safetensors", dtype="fp32", prediction="auto")
+    from_folder = UNet().run(ctx, unet="tiny", dtype="fp32", prediction="auto")
+    latents, context = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
+    with torch.no_grad():
+        expected = pipe.unet(latents, 10, context).sample
+        assert torch.equal(from_file.unet(latents, 10, context).sample, expected)
+        assert torch.equal(from_folder.unet(latents, 10, context).sample, expected)
+    assert from_file.family.name == from_folder.family.name == "sd1"
+
+
+def test_model_folder_latent_rgb_json_is_used(tiny_sd, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "withmap"
+    shutil.copytree(tiny_sd, folder)
+    rows = [[0.1, 0.2, 0.3], [0.0, 0.1, 0.0], [0.2, 0.0, 0.1], [0.0, 0.0, 0.2], [0.5, 0.5, 0.5]]
+    (folder / "vae" / "latent_rgb.json").write_text(json.dumps(rows))
+    vae = load(tmp_path, "withmap")["vae"]
+    # The file maps to [0, 1]; the VAE record carries the [-1, 1] form previews use.
+    assert torch.allclose(vae.latent_rgb[:-1], 2 * torch.tensor(rows[:-1]))
+    assert torch.allclose(vae.latent_rgb[-1], torch.zeros(3))
+
+
+def test_checkpoint_runs_in_the_executor_with_configured_model_folders(models_dir):
+    from nodeflow.executor import Executor
+    from nodeflow.graph import Graph
+    from nodeflow.registry import default_registry
+
+    from testpack import Sink
+
+    registry = default_registry()
+    registry.register(Sink)
+    graph = Graph(registry)
+    ckpt = graph.add_node("Checkpoint", {"checkpoint": "sd1/tiny.safetensors"})
+    text = graph.add_node("TextEncoder", {"text": "a blue circle"})
+    sink = graph.add_node("Sink")
+    graph.connect(ckpt.id, "clip", text.id, "clip")
+    graph.connect(text.id, "conditioning", sink.id, "value")
+    settings = {"model_folders": {"checkpoints": [str(models_dir)]}}
+    executor = Executor(registry, device="cpu")
+    result = executor.run(graph, settings=settings)
+    assert result.ok, result.error
+    assert Sink.received[-1].embeds.shape == (1, 77, 32)
+    graph.set_value(text.id, "text", "a green star")
+    again = executor.run(graph, settings=settings)
+    assert again.ok and ckpt.id in again.cached and text.id in again.executed  # the model is not reloaded
+
+
+# -- family and prediction detection -------------------------------------------------------------
+
+
+def shapes(**named) -> dict[str, torch.Tensor]:
+    return {key.replace("__", "."): torch.empty(shape, device="meta") for key, shape in named.items()}
+
+
+def unet_keys(context_dim: int, label_emb: bool = False) -> dict[str, torch.Tensor]:
+    keys = {"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": torch.empty(320, context_dim, device="meta")}
+    if label_emb:
+        keys["model.diffusion_model.label_emb.0.0.weight"] = torch.empty(1280, 2816, device="meta")
+    return keys
+
+
+def test_family_of_the_tiny_sd1_file(models_dir):
+    state = _loading.read_state_dict(models_dir / "sd1" / "tiny.safetensors")
+    assert _loading.detect_family(state) == "sd1"
+
+
+@pytest.mark.parametrize(
+    "state, family",
+    [
+        ({**unet_keys(768), "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.empty(49408, 768, device="meta")}, "sd1"),
+        ({**unet_keys(1024), "cond_stage_model.model.token_embedding.weight": torch.empty(49408, 1024, device="meta")}, "sd2"),
+        ({**unet_keys(2048, True), "conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight": torch.empty(49408, 768, device="meta"),
+          "conditioner.embedders.1.model.positional_embedding": torch.empty(77, 1280, device="meta")}, "sdxl"),
+        (unet_keys(768), "sd1"),  # UNet-only files: decided by cross-attention width
+        (unet_keys(1024), "sd2"),
+        (unet_keys(2048, True), "sdxl"),
+    ],
+    ids=["sd1", "sd2", "sdxl", "sd1-unet", "sd2-unet", "sdxl-unet"],
+)
+def test_family_detection_from_keys_and_shapes(state, family):
+    assert _loading.detect_family(state) == family
+
+
+def test_refiner_and_foreign_files_are_refused_with_a_reason():
+    with pytest.raises(CheckpointError, match="refiner"):
+        _loading.detect_family({"conditioner.embedders.0.model.text_projection": torch.empty(1280, 1280, device="meta")})
+    with pytest.raises(CheckpointError, match="not a Stable Diffusion checkpoint"):
+        _loading.detect_family({"encoder.weight": torch.empty(2, 2)})
+
+
+def test_sd2_prediction_type_detection():
+    key = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
+    generator = torch.Generator().manual_seed(0)
+    wide = {key: torch.randn(320, generator=generator) * 0.2}
+    narrow = {key: torch.randn(320, generator=generator) * 0.01}
+    assert _loading.detect_prediction(wide, "sd2") == "v_prediction"
+    assert _loading.detect_prediction(narrow, "sd2") == "epsilon"
+    assert _loading.detect_prediction(wide, "sd1") == "epsilon"  # SD 1.x is always epsilon
+    assert _loading.detect_prediction({"v_pred": torch.tensor([])}, "sdxl") == "v_prediction"
+
+
+# -- model paths -------------------------------------------------------------------------------
+
+
+def test_missing_model_names_the_value_and_every_folder_searched(tmp_path):
+    folders = [tmp_path / "a", tmp_path / "b"]
+    ctx = RunContext(node_id="7", settings={"model_folders": {"checkpoints": [str(f) for f in folders]}})
+    with pytest.raises(NodeError) as error:
+        Checkpoint().run(ctx, checkpoint="nope.safetensors", dtype="auto", prediction="auto")
+    message = str(error.value)
+    assert 'field "checkpoint"' in message and "'nope.safetensors'" in message
+    for folder in [*folders, BUNDLED_DIR]:
+        assert str(folder) in message
+
+
+def test_resolution_order_and_absolute_paths(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "m.safetensors").write_bytes(b"x")
+    settings = {"model_folders": {"checkpoints": [str(first), str(second)]}}
+    assert resolve_model_path("m.safetensors", "checkpoints", settings) == first / "m.safetensors"
+    assert resolve_model_path(str(second / "m.safetensors"), "checkpoints", settings) == second / "m.safetensors"
+    with pytest.raises(NodeError, match="no checkpoint chosen"):
+        resolve_model_path("", "checkpoints", settings)
+
+
+def test_list_models_offers_files_and_diffusers_folders(tmp_path):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "a.safetensors").write_bytes(b"x")
+    (tmp_path / "sub" / "b.ckpt").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not a model")
+    pipeline = tmp_path / "sub" / "deeper" / "pipe"
+    (pipeline / "unet").mkdir(parents=True)
+    (pipeline / "model_index.json").write_text("{}")
+    (pipeline / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"x")
+    listed = list_models("checkpoints", {"model_folders": {"checkpoints": [str(tmp_path)]}})
+    mine = [value for value in listed if not (BUNDLED_DIR / value).exists()]
+    assert mine == ["a.safetensors", "sub/b.ckpt", "sub/deeper/pipe"]
+
+
+# -- pickle safety -------------------------------------------------------------------------------
+
+
+class _Payload:
+    marker: Path
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickled_checkpoint_with_code_is_refused_without_running_it(models_dir, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = _Payload()
+    payload.marker = marker
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "evil": payload}, tmp_path / "evil.ckpt")
+    ctx = RunContext(settings={"model_folders": {"checkpoints": [str(tmp_path)]}})
+    with pytest.raises(NodeError, match="never run"):
+        Checkpoint().run(ctx, checkpoint="evil.ckpt", dtype="auto", prediction="auto")
+    assert not marker.exists()
+
+
+def test_plain_pickled_state_dict_loads(models_dir, tmp_path):
+    state = _loading.read_state_dict(models_dir / "sd1" / "tiny.safetensors")
+    torch.save({"state_dict": state}, tmp_path / "tiny.ckpt")
+    ctx = RunContext(settings={"model_folders": {"checkpoints": [str(tmp_path)]}})
+    out = Checkpoint().run(ctx, checkpoint="tiny.ckpt", dtype="auto", prediction="auto")
+    assert out["model"].family.name == "sd1"
