@@ -312,7 +312,9 @@ def _upgrade_values(
     return upgraded, None
 
 
-def _add_link(graph: Graph, index: int, raw: Any, link_index: dict[tuple[str, str], int], problems: list[Problem]) -> None:
+def _add_link(
+    graph: Graph, index: int, raw: Any, link_index: dict[tuple[str, str], int], problems: list[Problem]
+) -> None:
     if not isinstance(raw, dict):
         raise WorkflowError(f"links[{index}] must be an object with 'from' and 'to', not {_json_type(raw)}")
     if raw.keys() != {"from", "to"}:
@@ -482,7 +484,9 @@ def _render(value: Any, path: tuple[Any, ...] = (), level: int = 0) -> str:
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise _Unwritable(path, "object keys must be strings")
-        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_render(v, path + (k,), level + 1)}" for k, v in value.items()]
+        items = [
+            f"{inner}{json.dumps(k, ensure_ascii=False)}: {_render(v, path + (k,), level + 1)}" for k, v in value.items()
+        ]
         return "{\n" + ",\n".join(items) + "\n" + outer + "}"
     items = [f"{inner}{_render(v, path + (i,), level + 1)}" for i, v in enumerate(value)]
     return "[\n" + ",\n".join(items) + "\n" + outer + "]"

@@ -253,7 +253,8 @@ MALFORMED = {
     "link list": (doc(links=[["1", "value", "2", "a"]]), "links[0] must be an object with 'from' and 'to', not a list"),
     "link end": (doc(links=[{"from": {"node": "1", "output": "value"}, "to": {"node": "2"}}]),
                  "links[0]: 'to' must be an object"),
-    "two links one input": (doc(links=[{"from": {"node": "1", "output": "value"}, "to": {"node": "2", "input": "a"}}] * 2),
+    "two links one input": (doc(links=[{"from": {"node": "1", "output": "value"},
+                                         "to": {"node": "2", "input": "a"}}] * 2),
                             "links[1]: input 'a' of node '2' already has a link (links[0])"),
     "ui pos": (doc(ui={"nodes": {"1": {"pos": [1]}}}), "ui.nodes['1'].pos must be two numbers [x, y]"),
     "ui not object": (doc(ui=[]), "the top level: 'ui' must be an object, not a list"),
@@ -565,7 +566,8 @@ def test_a_crash_mid_save_never_destroys_the_previous_file(registry, previous_fi
 # ---------------------------------------------------------------------------------- schema
 def test_the_shipped_schema_is_the_generated_one():
     shipped = ROOT / "docs" / "workflow.schema.json"
-    assert shipped.read_text(encoding="utf-8") == schema_text(), "run: python -m nodeflow.schema > docs/workflow.schema.json"
+    regenerate = "run: python -m nodeflow.schema > docs/workflow.schema.json"
+    assert shipped.read_text(encoding="utf-8") == schema_text(), regenerate
     jsonschema.Draft202012Validator.check_schema(workflow_schema())
 
 
