@@ -108,8 +108,8 @@ class EditorApp:
         with dpg.window(modal=True, show=False, no_title_bar=True, autosize=True) as self.recovery_window:
             self.recovery_text = dpg.add_text("")
             with dpg.group(horizontal=True):
-                dpg.add_button(label="Restore", callback=lambda: self._answer_recovery(True))
-                dpg.add_button(label="Discard", callback=lambda: self._answer_recovery(False))
+                dpg.add_button(label="Restore", callback=lambda: self.answer_recovery(True))
+                dpg.add_button(label="Discard", callback=lambda: self.answer_recovery(False))
 
     def _build_shortcuts(self) -> None:
         ctrl: dict[int, Callable[[], Any]] = {
@@ -243,7 +243,7 @@ class EditorApp:
         dpg.set_value(self.recovery_text, f"nodeflow did not close cleanly last time.\nRestore the unsaved changes to {source} from {when}?")
         dpg.configure_item(self.recovery_window, show=True)
 
-    def _answer_recovery(self, restore: bool) -> None:
+    def answer_recovery(self, restore: bool) -> None:
         dpg.configure_item(self.recovery_window, show=False)
         if restore:
             self.c.restore_recovery()

@@ -4,7 +4,7 @@ Enabled only when ``NODEFLOW_EDITOR_HOOK`` names a folder. A client writes
 ``request-<n>.json`` (``{"cmd": ...}``) there; the render loop answers with
 ``response-<n>.json``. Commands: ``state`` (graph, selection, run, on-screen pin and
 node positions, frame rate), ``run``, ``screenshot`` (``path``), ``open`` (``path``),
-``quit`` (clean exit), ``crash`` (exit without cleaning up, as a crash would).
+``answer_recovery`` (``restore``: bool), ``quit`` (clean exit, no questions).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class TestHook:
         self.app = app
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        dpg.set_viewport_pos([0, 0])  # screen coordinates = window coordinates for xdotool
         self._frame_times: list[float] = []
 
     @classmethod
@@ -70,8 +71,9 @@ class TestHook:
         if cmd == "quit":
             self.app.quit()
             return {"ok": True}
-        if cmd == "crash":
-            os._exit(3)
+        if cmd == "answer_recovery":
+            self.app.answer_recovery(bool(data.get("restore")))
+            return {"ok": True}
         return {"error": f"unknown command {cmd!r}"}
 
     def _state(self) -> dict[str, Any]:
@@ -97,6 +99,7 @@ class TestHook:
             "node_rects": {nid: [*dpg.get_item_rect_min(item), *dpg.get_item_rect_size(item)] for nid, item in canvas.nodes.items()},
             "preview_rect": [*dpg.get_item_rect_min(self.app.side.result.item), *dpg.get_item_rect_size(self.app.side.result.item)],
             "viewport": [dpg.get_viewport_client_width(), dpg.get_viewport_client_height()],
+            "recovery_offered": dpg.is_item_shown(self.app.recovery_window),
             "fps": fps,
             "frames": self.app.frames,
         }
