@@ -39,6 +39,7 @@ from .fields import FieldError, Widget
 from .graph import Graph, GraphError, Link, NodeInstance
 from .node import Node
 
+
 @dataclass(frozen=True)
 class Const:
     """A literal value standing in for an output (a bypassed node passing on a widget value)."""

@@ -271,6 +271,20 @@ def test_bypassed_node_passes_a_widget_literal_and_needs_only_that_input(graph, 
     assert result.executed == (sink,)
 
 
+def test_bypass_passes_through_a_chain_of_bypassed_nodes(graph, executor):
+    number, first, second, sink = chain(
+        graph, ("Number", {"value": 4}), ("Multiply", {"b": 2}), ("Multiply", {"b": 3}), ("Sink", {})
+    )
+    graph.set_mode(first, "bypass")
+    graph.set_mode(second, "bypass")
+    result = run_ok(executor, graph, outputs=[sink, second])
+    assert Sink.received == [4.0] and result.outputs[second] == {"product": 4.0}
+
+    graph.set_mode(first, "normal")  # un-bypassing runs the node and what it feeds
+    assert run_ok(executor, graph).executed == (first, sink)
+    assert Sink.received == [4.0, 8.0]
+
+
 def test_bypassed_output_node_does_not_run(graph, executor):
     chain(graph, ("Number", {"value": 1}), ("Sink", {}))
     kept = chain(graph, ("Number", {"value": 2}), ("Sink", {}))
