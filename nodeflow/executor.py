@@ -8,13 +8,14 @@ What runs
 Caching
     A node whose signature is in the cache is not run: its stored outputs are used
     and a ``NodeCached`` event is sent. So an unchanged graph re-runs nothing, a
-    changed value re-runs exactly that node and its downstream, identical subgraphs
-    are computed once (also within one run), and a non-deterministic node re-runs
-    every time along with its downstream. Output nodes follow the same rule: pressing
-    Run again on an unchanged graph does not write the same image twice (it is
-    reported as cached: the file exists); a changed input or a different output folder
+    changed value re-runs exactly that node and its downstream, and identical
+    subgraphs are computed once (also within one run). A non-deterministic node
+    re-runs every time, with its downstream; their results are not stored, as they
+    could never be reused. Output nodes follow the same rule as the rest: pressing
+    Run again on an unchanged graph does not write the same image twice (they are
+    reported as cached: the file exists); a changed input or another output folder
     runs them again. Cached values stay on the device they were made on, and the
-    device is part of the signature.
+    device is part of the signature. Memory: see :mod:`nodeflow.cache`.
 
 Failure and interruption
     A node's outputs are stored only after its ``run`` returned and its result had the
@@ -280,7 +281,8 @@ class _Run:
         else:
             outputs = self._run_node(step)
             self.values[signature] = outputs
-            self.cache.put(signature, outputs)
+            if step.reusable:  # results of non-deterministic nodes and their downstream never recur
+                self.cache.put(signature, outputs)
         self._release((signature, *step.reads))
 
     def _run_node(self, step: Step) -> dict[str, Any]:

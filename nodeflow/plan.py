@@ -79,6 +79,7 @@ class Step:
     literals: dict[str, Any]  # widget values not fed by a link
     sources: dict[str, ValueRef]  # every other input: linked ones and unconnected sockets (None)
     reads: tuple[str, ...]  # signatures of the steps whose outputs it reads
+    reusable: bool = True  # False when the signature depends on this run's nonce: never seen again
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ def build_plan(
     order = _topological_order(requested, feeding_links)
     refs: dict[str, dict[str, ValueRef]] = {}
     steps: list[Step] = []
+    volatile: set[str] = set()
     for node_id in order:
         cls = class_of(node_id)
         if node_id in passthrough:
@@ -154,10 +156,14 @@ def build_plan(
                 literals[name] = node.values.get(name, widget.default)
             else:
                 sources[name] = None
-        extra = (salt, "" if cls.deterministic else f"{nonce}/{node_id}", output_dir if cls.output_node else "")
-        signature, literals = memo.signature(cls, literals, sources, extra)
         reads = tuple(ref[0] for ref in sources.values() if type(ref) is tuple)
-        steps.append(Step(node_id, cls.type, cls, signature, literals, sources, reads))
+        extra = (salt, "" if cls.deterministic else f"{nonce}/{node_id}", output_dir if cls.output_node else "")
+        # A signature that depends on this run's nonce never recurs: not worth remembering.
+        fresh = not cls.deterministic or any(read in volatile for read in reads)
+        signature, literals = memo.signature(cls, literals, sources, extra, remember=not fresh)
+        if fresh:
+            volatile.add(signature)
+        steps.append(Step(node_id, cls.type, cls, signature, literals, sources, reads, reusable=not fresh))
         refs[node_id] = {name: (signature, name) for name in _output_names(cls)}
     return Plan(tuple(steps), {nid: refs[nid] for nid in requested})
 
@@ -234,9 +240,16 @@ class SignatureMemo:
         self._known: dict[tuple, tuple[str, dict[str, Any]]] = {}
 
     def signature(
-        self, cls: type[Node], literals: dict[str, Any], sources: dict[str, ValueRef], extra: tuple
+        self,
+        cls: type[Node],
+        literals: dict[str, Any],
+        sources: dict[str, ValueRef],
+        extra: tuple,
+        remember: bool = True,
     ) -> tuple[str, dict[str, Any]]:
         """The signature and the literals in canonical form (shared: do not modify them)."""
+        if not remember:
+            return _signature(cls, literals, sources, extra)
         try:
             key = (cls, tuple(literals.items()), tuple(sources.items()), extra)
             known = self._known.get(key)

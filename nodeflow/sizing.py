@@ -42,7 +42,7 @@ class _Meter:
             return 0
         self.seen.add(id(value))
         if isinstance(value, (str, bytes, bytearray, memoryview)):
-            return sys.getsizeof(value)
+            return _shallow(value)
         if _is_tensor(value):
             return self._tensor(value)
         if _is_module(value):
@@ -53,19 +53,19 @@ class _Meter:
             width, height = value.size
             return width * height * len(value.getbands()) * _PIL_WIDE_MODES.get(value.mode, 1)
         if depth >= _MAX_DEPTH:
-            return sys.getsizeof(value)
+            return _shallow(value)
         depth += 1
         if isinstance(value, dict):
-            return sys.getsizeof(value) + sum(
+            return _shallow(value) + sum(
                 self.measure(k, depth) + self.measure(v, depth) for k, v in value.items()
             )
         if isinstance(value, (list, tuple, set, frozenset)):
-            return sys.getsizeof(value) + sum(self.measure(item, depth) for item in value)
+            return _shallow(value) + sum(self.measure(item, depth) for item in value)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return sys.getsizeof(value) + sum(
+            return _shallow(value) + sum(
                 self.measure(getattr(value, f.name, None), depth) for f in dataclasses.fields(value)
             )
-        return sys.getsizeof(value)
+        return _shallow(value)
 
     def _tensor(self, tensor: Any) -> int:
         try:
@@ -78,6 +78,10 @@ class _Meter:
             return int(storage.nbytes())
         except (AttributeError, RuntimeError, NotImplementedError):
             return int(tensor.element_size() * tensor.nelement())
+
+
+def _shallow(value: Any) -> int:
+    return sys.getsizeof(value, 0)  # 0 for objects whose __sizeof__ misbehaves
 
 
 def _is_tensor(value: Any) -> bool:

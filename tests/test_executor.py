@@ -201,6 +201,7 @@ def test_non_deterministic_nodes_and_their_downstream_always_rerun(graph, execut
     assert set(first.executed) == {random_id, multiply, sink, *constant}
     assert set(second.executed) == {random_id, multiply, sink}
     assert set(second.cached) == set(constant)
+    assert executor.cache.stats().entries == 2  # results that can never be reused are not kept
 
 
 def test_two_random_nodes_are_not_merged(graph, executor):
