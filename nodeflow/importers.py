@@ -1,0 +1,134 @@
+"""Workflows from elsewhere: other tools' formats and images that carry a workflow.
+
+:func:`nodeflow.workflow.load_workflow` hands over what is not a native document:
+
+- a PNG image: its ``nodeflow`` text chunk is the workflow itself; failing that, an
+  importer that knows one of its chunks (e.g. ComfyUI's ``workflow`` / ``prompt``)
+  converts it;
+- a JSON object without ``"format"``: the importer that recognises it converts it.
+
+Importers come from node packs, since only a pack knows how another tool's nodes map to
+its own. A pack lists them in its package's ``IMPORTERS`` (``"module:attribute"``
+strings, imported only when a foreign document is opened); a plugin declares them in
+the ``nodeflow.importers`` entry point group; a script may call :func:`register_importer`.
+An importer is data in, data out: it returns a native workflow dict and never runs code
+the document names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+from importlib.metadata import entry_points
+from typing import Any, Protocol, Sequence
+
+from .pngmeta import WORKFLOW_KEY, PngMetadataError, read_text_chunks
+from .registry import BUILTIN_PACKAGE, NodeRegistry
+from .workflow import Workflow, WorkflowError, save_workflow, workflow_from_json
+
+ENTRY_POINT_GROUP = "nodeflow.importers"
+
+
+class Importer(Protocol):
+    """Converts one foreign format to a native workflow document."""
+
+    name: str  # e.g. "ComfyUI"
+    png_keys: Sequence[str]  # PNG text chunk keywords holding its documents, preferred first
+
+    def sniff(self, data: Any) -> str | None:
+        """A description of the format (e.g. "ComfyUI API format") if ``data`` (parsed
+        JSON) is one this importer reads, else None. Must not raise."""
+
+    def convert(self, data: Any, registry: NodeRegistry) -> dict[str, Any]:
+        """The native workflow dict for ``data``; raises WorkflowError naming every
+        part it cannot convert."""
+
+
+_registered: list[Importer] = []
+_discovered: list[Importer] | None = None
+
+
+def register_importer(importer: Importer) -> None:
+    """Make ``importer`` available to every load in this process."""
+    if importer not in _registered:
+        _registered.append(importer)
+
+
+def importers() -> list[Importer]:
+    """Registered importers, then those of the built-in packs and plugins."""
+    global _discovered
+    if _discovered is None:
+        _discovered = _discover()
+    return [*_registered, *(i for i in _discovered if i not in _registered)]
+
+
+def _discover() -> list[Importer]:
+    specs: list[str] = []
+    root = importlib.import_module(BUILTIN_PACKAGE)
+    for info in pkgutil.iter_modules(getattr(root, "__path__", []), prefix=BUILTIN_PACKAGE + "."):
+        if info.ispkg and not info.name.rsplit(".", 1)[-1].startswith("_"):
+            specs.extend(getattr(importlib.import_module(info.name), "IMPORTERS", ()))
+    specs.extend(ep.value for ep in entry_points(group=ENTRY_POINT_GROUP))
+    found = []
+    for spec in specs:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            found.append(getattr(importlib.import_module(module_name), attribute))
+        except (ImportError, AttributeError) as exc:  # a broken plugin must not stop native loads
+            import warnings
+
+            warnings.warn(f"workflow importer {spec!r} failed to load: {exc}", stacklevel=2)
+    return found
+
+
+# ----------------------------------------------------------------------------- loading
+def convert_foreign(data: Any, registry: NodeRegistry) -> dict[str, Any]:
+    """The native document for parsed JSON ``data`` that has no ``"format"`` key."""
+    for importer in importers():
+        described = importer.sniff(data)
+        if described:
+            converted = importer.convert(data, registry)
+            meta = converted.setdefault("meta", {})
+            meta.setdefault("imported_from", described)
+            return converted
+    raise WorkflowError("not a nodeflow workflow: the 'format' key is missing (expected 'nodeflow.workflow')")
+
+
+def workflow_from_png(data: bytes, registry: NodeRegistry) -> Workflow:
+    """The workflow an image carries: nodeflow's own chunk, else one an importer reads."""
+    try:
+        texts = read_text_chunks(data)
+    except PngMetadataError as exc:
+        raise WorkflowError(f"cannot read the image's metadata: {exc}") from None
+    if WORKFLOW_KEY in texts:
+        return workflow_from_json(texts[WORKFLOW_KEY], registry)
+    first_error: WorkflowError | None = None
+    for importer in importers():
+        for key in importer.png_keys:
+            if key not in texts:
+                continue
+            try:  # the same checks as a file: limits, duplicate keys, then the importer
+                return workflow_from_json(texts[key], registry)
+            except WorkflowError as exc:  # e.g. an unreadable "workflow": try "prompt"
+                first_error = first_error or WorkflowError(f"the image's {key!r} metadata: {exc}")
+    if first_error is not None:
+        raise first_error
+    known = ", ".join(sorted(texts)) or "none"
+    raise WorkflowError(f"the image carries no workflow (its text chunks: {known})")
+
+
+def convert_file(source: str | os.PathLike[str], target: str | os.PathLike[str], registry: NodeRegistry) -> Workflow:
+    """``nodeflow import``: read ``source`` (any format load_workflow reads, e.g. a ComfyUI
+    JSON file or PNG) and write it to ``target`` as a native workflow file."""
+    from .workflow import load_workflow
+
+    workflow = load_workflow(source, registry)
+    save_workflow(target, workflow.graph, workflow.ui, workflow.meta)
+    return workflow
+
+
+def describe_importers() -> list[str]:
+    """One line per importer, for help texts."""
+    return [f"{importer.name}: PNG chunks {', '.join(importer.png_keys) or 'none'}" for importer in importers()]
+
