@@ -83,20 +83,42 @@ def workflow_from_json(text: str | bytes, registry: NodeRegistry) -> Workflow:
     """Parse workflow JSON (a file's bytes or text, e.g. from the clipboard)."""
     if len(text) > MAX_FILE_BYTES:
         raise WorkflowError(f"the file is larger than the limit of {MAX_FILE_BYTES // (1024 * 1024)} MB")
+    if isinstance(text, bytes) and text.startswith(b"\x89PNG"):  # an image that carries a workflow
+        from .importers import workflow_from_png
+
+        return workflow_from_png(text, registry)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise WorkflowError(f"the file is not UTF-8 text (bad byte at offset {exc.start})") from None
     data = _parse_json(text)
+    if _is_foreign(data):
+        data = _converted(data, registry)
     version = _check_document(data)
     return _build(data, version, registry)  # the parsed data is ours: no need to copy it
 
 
 def workflow_from_dict(data: Any, registry: NodeRegistry) -> Workflow:
     """Build a :class:`Workflow` from parsed JSON (any version); ``data`` is not modified."""
+    if _is_foreign(data):
+        data = _converted(data, registry)  # a new document: no need to copy it
+        return _build(data, _check_document(data), registry)
     version = _check_document(data)
     return _build(_copy_json(data), version, registry)
+
+
+def _is_foreign(data: Any) -> bool:
+    return isinstance(data, dict) and "format" not in data
+
+
+def _converted(data: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
+    """Another tool's workflow (e.g. ComfyUI's) as a native document, by the importer
+    a node pack provides (see nodeflow.importers); within the same limits as ours."""
+    from .importers import convert_foreign
+
+    _check_limits(data)
+    return convert_foreign(data, registry)
 
 
 def _check_document(data: Any) -> int:
@@ -206,8 +228,6 @@ def _check_format(data: dict[str, Any]) -> int:
     """The file's format version, after checking it is a workflow this code can read."""
     name = data.get("format")
     if name is None:
-        if "last_node_id" in data or any(isinstance(v, dict) and "class_type" in v for v in data.values()):
-            raise WorkflowError("this looks like a ComfyUI workflow; nodeflow reads only its own format")
         raise WorkflowError(f"not a nodeflow workflow: the 'format' key is missing (expected {WORKFLOW_FORMAT!r})")
     if name != WORKFLOW_FORMAT:
         raise WorkflowError(f"not a nodeflow workflow: 'format' is {name!r}, expected {WORKFLOW_FORMAT!r}")

@@ -16,3 +16,6 @@ NOISE = register_data_type("NOISE", (200, 200, 200), "A seeded source of startin
 GUIDER = register_data_type("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 SAMPLER = register_data_type("SAMPLER", (120, 200, 220), "A sampling algorithm")
 SIGMAS = register_data_type("SIGMAS", (200, 220, 120), "A noise schedule: one sigma per step")
+
+# Converters from other tools' workflow files (see nodeflow.importers), imported on use.
+IMPORTERS = ("nodes.diffusion._comfyui:IMPORTER",)
