@@ -1,0 +1,175 @@
+"""The correctness anchor: a nodeflow graph and diffusers' pipelines give the same image.
+
+The shipped workflows are run with their Checkpoint pointed at the tiny SD-1.x model;
+the reference is StableDiffusionPipeline / StableDiffusionImg2ImgPipeline on the same
+weights, with a CPU generator of the same seed and output_type="np".
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import nodeflow.api as api  # noqa: E402
+from tiny_models import save_single_file, shared_tiny_sd  # noqa: E402
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+PROMPT = "a red circle on a blue background"
+NEGATIVE = "a green background"
+SEED = 1234
+STEPS = 4
+SCALE = 7.5
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    return shared_tiny_sd(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_sd):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    torch.manual_seed(0)
+    pipeline = StableDiffusionPipeline.from_pretrained(tiny_sd, local_files_only=True, safety_checker=None)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def txt2img(tiny_sd):
+    """The shipped txt2img workflow on the tiny model; one Flow, so its cache carries over."""
+    flow = api.open(WORKFLOWS / "txt2img.json", device="cpu")
+    flow.set("1.checkpoint", str(tiny_sd)).set("Prompt.text", PROMPT).set("Negative prompt.text", NEGATIVE)
+    flow.set("5.seed", SEED).set("6.scale", SCALE).set("7.steps", STEPS)
+    return flow
+
+
+def _reference(pipe, scheduler_class: str, **scheduler_settings) -> np.ndarray:
+    import diffusers
+    import torch
+
+    original = pipe.scheduler
+    pipe.scheduler = getattr(diffusers, scheduler_class).from_config(original.config, **scheduler_settings)
+    try:
+        return pipe(
+            PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=SCALE,
+            generator=torch.Generator("cpu").manual_seed(SEED), height=32, width=32, output_type="np",
+        ).images
+    finally:
+        pipe.scheduler = original
+
+
+def _image(result, node_id: str = "9") -> np.ndarray:
+    return result.outputs[node_id]["images"].numpy()
+
+
+@pytest.mark.parametrize(
+    "sampler, schedule, scheduler_class, settings",
+    [
+        ("ddim", "normal", "DDIMScheduler", {}),
+        ("euler", "normal", "EulerDiscreteScheduler", {}),
+        ("euler_ancestral", "normal", "EulerAncestralDiscreteScheduler", {}),
+        ("dpmpp_2m", "normal", "DPMSolverMultistepScheduler", {}),
+        ("dpmpp_2m", "karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    ],
+)
+def test_txt2img_equals_stable_diffusion_pipeline(txt2img, pipe, tmp_path, sampler, schedule, scheduler_class, settings):
+    txt2img.set("7.sampler", sampler).set("7.schedule", schedule)
+    ours = _image(txt2img.run(output_dir=tmp_path))
+    reference = _reference(pipe, scheduler_class, **settings)
+    assert ours.shape == reference.shape == (1, 32, 32, 3)
+    assert ours.dtype == np.float32
+    assert np.abs(ours - reference).max() <= TOLERANCE
+
+
+def test_img2img_equals_img2img_pipeline(tiny_sd, pipe, tmp_path):
+    """VAEEncode uses the latent distribution's mean (deterministic); the pipeline is
+    given that same latent, so what is compared is everything after encoding: the
+    strength/denoise schedule cut, the noising of the start and every step."""
+    import torch
+    from diffusers import StableDiffusionImg2ImgPipeline
+    from PIL import Image
+
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(inputs / "example.png")
+
+    flow = api.open(WORKFLOWS / "img2img.json", device="cpu")
+    flow.set("1.checkpoint", str(tiny_sd)).set("Prompt.text", PROMPT).set("Negative prompt.text", NEGATIVE)
+    flow.set("6.seed", SEED).set("7.scale", SCALE).set("8.steps", 5).set("8.sampler", "euler")
+    assert flow.get("8.denoise") == 0.6
+    ours = _image(flow.run(output_dir=tmp_path / "out", input_dir=inputs), "10")
+
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img.scheduler = __import__("diffusers").EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    img2img.set_progress_bar_config(disable=True)
+    with torch.no_grad():
+        pixels = img2img.image_processor.preprocess(Image.open(inputs / "example.png"))
+        latents = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
+    reference = img2img(
+        PROMPT, image=latents, strength=0.6, negative_prompt=NEGATIVE, num_inference_steps=5,
+        guidance_scale=SCALE, generator=torch.Generator("cpu").manual_seed(SEED), output_type="np",
+    ).images
+    assert np.abs(ours - reference).max() <= TOLERANCE
+    # Denoise 0.6 starts from the input image: another image gives another result.
+    Image.fromarray(255 - np.asarray(Image.open(inputs / "example.png"))).save(inputs / "other.png")
+    flow.set("2.image", "other.png")
+    assert np.abs(_image(flow.run(output_dir=tmp_path / "out", input_dir=inputs), "10") - ours).max() > 1e-3
+
+
+def test_single_file_checkpoint_gives_the_same_image(txt2img, tiny_sd, pipe, tmp_path):
+    txt2img.set("7.sampler", "euler").set("7.schedule", "normal")
+    from_folder = _image(txt2img.run(output_dir=tmp_path / "a"))
+    single = save_single_file(tiny_sd, tmp_path / "tiny.safetensors")
+    txt2img.set("1.checkpoint", str(single))
+    try:
+        from_file = _image(txt2img.run(output_dir=tmp_path / "b"))
+    finally:
+        txt2img.set("1.checkpoint", str(tiny_sd))
+    assert np.abs(from_file - from_folder).max() <= TOLERANCE
+    assert np.abs(from_file - _reference(pipe, "EulerDiscreteScheduler")).max() <= TOLERANCE
+
+
+def test_changing_the_seed_reruns_only_noise_sampler_decode_and_save(txt2img, tmp_path):
+    txt2img.set("7.sampler", "euler").set("7.schedule", "normal")
+    first = txt2img.run(output_dir=tmp_path)
+    txt2img.set("5.seed", SEED + 1)
+    try:
+        second = txt2img.run(output_dir=tmp_path)
+    finally:
+        txt2img.set("5.seed", SEED)
+    assert set(second.executed) == {"5", "7", "8", "9"}  # Noise, Sampler, VAEDecode, SaveImage
+    assert {"1", "2", "3", "4", "6"} <= set(second.cached)  # models and text encodings from the cache
+    assert np.abs(_image(first) - _image(second)).max() > 1e-3
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["txt2img_00001.png", "txt2img_00002.png"]
+
+
+def test_same_seed_gives_the_same_image_in_a_fresh_executor(txt2img, tiny_sd, tmp_path):
+    txt2img.set("7.sampler", "euler_ancestral").set("7.schedule", "normal")
+    ours = _image(txt2img.run(output_dir=tmp_path / "a"))
+    again = api.open(WORKFLOWS / "txt2img.json", device="cpu")
+    again.set("1.checkpoint", str(tiny_sd)).set("Prompt.text", PROMPT).set("Negative prompt.text", NEGATIVE)
+    again.set("5.seed", SEED).set("6.scale", SCALE).set("7.steps", STEPS).set("7.sampler", "euler_ancestral")
+    assert np.array_equal(_image(again.run(output_dir=tmp_path / "b")), ours)
+
+
+def test_default_workflow_settings_and_run(tiny_sd, tmp_path):
+    flow = api.open(WORKFLOWS / "default.json", device="cpu")
+    assert flow.get("1.checkpoint") == "shapes"
+    assert flow.get("Prompt.text") == "a red circle on a blue background"
+    assert flow.get("Negative prompt.text")
+    assert (flow.get("4.width"), flow.get("4.height"), flow.get("7.steps")) == (32, 32, 20)
+    assert (flow.get("7.sampler"), flow.get("9.filename_prefix")) == ("dpmpp_2m", "nodeflow")
+    written: list[str] = []
+    flow.set("1.checkpoint", str(tiny_sd)).set("7.steps", 2)
+    flow.run(output_dir=tmp_path, settings={"on_file_written": written.append})
+    assert [Path(p).name for p in written] == ["nodeflow_00001.png"]
