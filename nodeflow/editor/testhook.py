@@ -3,7 +3,7 @@
 Enabled only when ``NODEFLOW_EDITOR_HOOK`` names a folder. A client writes
 ``request-<n>.json`` (``{"cmd": ...}``) there; the render loop answers with
 ``response-<n>.json``. Commands: ``state`` (graph, selection, run, on-screen pin and
-node positions, frame rate), ``run``, ``screenshot`` (``path``), ``open`` (``path``),
+node positions, frame rate), ``run``, ``screenshot`` (``path``), ``open`` (``path``), ``resize`` (``width``, ``height``), ``select`` (``nodes``),
 ``answer_recovery`` (``restore``: bool), ``quit`` (clean exit, no questions).
 """
 
@@ -68,6 +68,13 @@ class TestHook:
         if cmd == "open":
             self.app.open_file(data["path"])
             return {"ok": True, "status": c.status}
+        if cmd == "resize":
+            dpg.set_viewport_width(int(data["width"]))
+            dpg.set_viewport_height(int(data["height"]))
+            return {"ok": True}
+        if cmd == "select":
+            self.app.c.select(data["nodes"])
+            return {"ok": True}
         if cmd == "quit":
             self.app.quit()
             return {"ok": True}
@@ -101,5 +108,7 @@ class TestHook:
             "viewport": [dpg.get_viewport_client_width(), dpg.get_viewport_client_height()],
             "recovery_offered": dpg.is_item_shown(self.app.recovery_window),
             "fps": fps,
+            "open_seconds": self.app.open_seconds,
+            "logic_ms": 1000 * sum(self.app.logic_seconds) / max(len(self.app.logic_seconds), 1),
             "frames": self.app.frames,
         }

@@ -1,0 +1,129 @@
+"""Editor benchmark: time to open a 200-node workflow, frames per second idle and
+while a run is in progress, and the editor's own per-frame work, in a real window on
+a virtual screen (Xvfb).
+
+    .venv/bin/python benchmarks/bench_editor.py [--nodes 200] [--seconds 5]
+
+Targets: opens in under 2 s; at least 30 FPS. Under Xvfb the drawing is done by the
+CPU (Mesa llvmpipe), so FPS depends on the machine and its load; the "editor work per
+frame" figure is the part this code controls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+from editor_gui_app import registry  # noqa: E402
+from nodeflow.graph import Graph  # noqa: E402
+from nodeflow.workflow import save_workflow  # noqa: E402
+
+CHAIN = ("Number", "Slow", "Add", "Multiply", "Sink")
+
+
+def big_workflow(path: Path, nodes: int) -> Path:
+    """Chains of five nodes in a grid, ``nodes`` in all (a multiple of five)."""
+    graph = Graph(registry())
+    for chain in range(nodes // len(CHAIN)):
+        row, col = divmod(chain, 4)
+        previous = None
+        for step, type_name in enumerate(CHAIN):
+            values = {"steps": 400, "delay": 0.01} if type_name == "Slow" else None
+            node = graph.add_node(type_name, values, pos=(col * 1300 + step * 250, row * 200))
+            if previous is not None:
+                out = graph.registry[previous.type].outputs[0].name
+                target = "a" if type_name in ("Add", "Multiply") else "value"
+                graph.connect(previous.id, out, node.id, target)
+            previous = node
+    save_workflow(path, graph)
+    return path
+
+
+class Remote:
+    def __init__(self, folder: Path, process: subprocess.Popen):
+        self.folder, self.process, self.serial = folder, process, 0
+
+    def request(self, cmd: str, **options) -> dict:
+        self.serial += 1
+        tmp = self.folder / f".r{self.serial}"
+        tmp.write_text(json.dumps({"cmd": cmd, **options}))
+        os.replace(tmp, self.folder / f"request-{self.serial}.json")
+        answer = self.folder / f"response-{self.serial}.json"
+        deadline = time.monotonic() + 120
+        while not answer.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"editor did not answer {cmd!r}")
+            time.sleep(0.02)
+        return json.loads(answer.read_text())
+
+
+def start_xvfb() -> tuple[str, subprocess.Popen | None]:
+    if shutil.which("Xvfb") is None:
+        if os.environ.get("DISPLAY"):
+            return os.environ["DISPLAY"], None
+        raise SystemExit("needs Xvfb (apt-get install xvfb) or a DISPLAY")
+    number = 80
+    while Path(f"/tmp/.X11-unix/X{number}").exists():
+        number += 1
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        time.sleep(0.05)
+    return f":{number}", server
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=5.0, help="how long each FPS sample lasts")
+    args = parser.parse_args()
+    display, server = start_xvfb()
+    work = Path(tempfile.mkdtemp(prefix="nodeflow-bench-"))
+    try:
+        workflow = big_workflow(work / "big.json", args.nodes)
+        hook = work / "hook"
+        hook.mkdir()
+        env = {**os.environ, "DISPLAY": display, "NODEFLOW_EDITOR_HOOK": str(hook), "NODEFLOW_CONFIG_DIR": str(work / "cfg")}
+        launched = time.perf_counter()
+        process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "editor_gui_app.py"), str(workflow)],
+                                   env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        remote = Remote(hook, process)
+        state = remote.request("state")
+        while state["open_seconds"] is None:
+            state = remote.request("state")
+        to_window = time.perf_counter() - launched
+        assert len(state["nodes"]) == args.nodes, len(state["nodes"])
+        print(f"workflow: {args.nodes} nodes, {len(state['links'])} links")
+        print(f"open (read + build canvas + first frame): {state['open_seconds']:.2f} s   (target < 2 s)")
+        print(f"process start to first frame, imports included: {to_window:.2f} s")
+
+        time.sleep(args.seconds)
+        idle = remote.request("state")
+        print(f"idle:    {idle['fps']:.1f} FPS, editor work {idle['logic_ms']:.2f} ms/frame   (target >= 30 FPS)")
+
+        remote.request("run")
+        time.sleep(args.seconds)
+        busy = remote.request("state")
+        print(f"running: {busy['fps']:.1f} FPS, editor work {busy['logic_ms']:.2f} ms/frame "
+              f"(run {busy['run']['status']}, {sum(s == 'done' for s in busy['run']['states'].values())} nodes done)")
+        print(f"load average during the benchmark: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        remote.request("quit")
+        process.wait(30)
+    finally:
+        if server is not None:
+            server.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
