@@ -153,11 +153,16 @@ class OutputCache:
 
     # ------------------------------------------------------------------ helpers
     def _evict_locked(self) -> None:
-        if self._bytes <= self._budget:
+        excess = self._bytes - self._budget
+        if excess <= 0:
             return
-        for signature in [s for s in self._entries if s not in self._pins]:
-            entry = self._entries.pop(signature)
-            self._bytes -= entry.nbytes
-            self._evictions += 1
-            if self._bytes <= self._budget:
-                return
+        victims = []  # oldest first; pinned entries (mostly the newest) are skipped
+        for signature, entry in self._entries.items():
+            if signature not in self._pins:
+                victims.append(signature)
+                excess -= entry.nbytes
+                if excess <= 0:
+                    break
+        for signature in victims:
+            self._bytes -= self._entries.pop(signature).nbytes
+        self._evictions += len(victims)
