@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nodeflow.fields import FileChoice, Output, Socket, String
+from nodeflow.fields import Bool, FileChoice, Output, Socket, String
 from nodeflow.node import Node, NodeError, RunContext
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -66,15 +66,21 @@ class SaveImage(Node):
 
     images = Socket("IMAGE")
     filename_prefix = String("nodeflow", tooltip="start of the file names; no folders or '..'")
+    embed_workflow = Bool(
+        True, tooltip="store the workflow in the PNG (open the image to get it back) and a readable summary"
+    )
     outputs = (Output("images", "IMAGE", tooltip="the saved images, passed on"),)
 
-    def run(self, ctx: RunContext, images: Any, filename_prefix: str) -> Any:
+    def run(self, ctx: RunContext, images: Any, filename_prefix: str, embed_workflow: bool) -> Any:
+        from ._metadata import image_metadata
+
         _check_prefix(filename_prefix)
         folder = Path(ctx.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
         report = ctx.settings.get("on_file_written")
+        metadata = image_metadata(ctx, embed_workflow)
         for picture in _to_pil(images):
-            path = _write_new_png(folder, filename_prefix, picture)
+            path = _write_new_png(folder, filename_prefix, picture, metadata)
             if callable(report):
                 report(path)
         return images
@@ -105,7 +111,7 @@ def _check_prefix(prefix: str) -> None:
         )
 
 
-def _write_new_png(folder: Path, prefix: str, picture: Any) -> Path:
+def _write_new_png(folder: Path, prefix: str, picture: Any, metadata: Any = None) -> Path:
     """Write ``picture`` to the first unused ``prefix_NNNNN.png``; exclusive creation
     means a file that appears meanwhile (another run) is skipped, never replaced."""
     import glob
@@ -117,7 +123,7 @@ def _write_new_png(folder: Path, prefix: str, picture: Any) -> Path:
         path = folder / f"{prefix}_{counter:05d}.png"
         try:
             with open(path, "xb") as handle:
-                picture.save(handle, format="PNG")
+                picture.save(handle, format="PNG", pnginfo=metadata)
             return path
         except FileExistsError:
             counter += 1
