@@ -519,3 +519,14 @@ def test_executor_runs_on_the_chosen_device(graph, executor):
     run_ok(executor, graph, device="cpu")
     assert Echo.contexts[0].device == "cpu"
     assert Path(Echo.contexts[0].output_dir) == Path("output")
+
+
+def test_the_engine_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nodeflow.api, nodeflow.executor, nodeflow.cache, nodeflow.sizing, nodeflow.device; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
