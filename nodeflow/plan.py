@@ -33,7 +33,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from .fields import FieldError, Widget
 from .graph import Graph, GraphError, Link, NodeInstance
@@ -68,8 +68,7 @@ def resolve(ref: ValueRef, values: dict[str, dict[str, Any]]) -> Any:
     return ref.value if isinstance(ref, Const) else None
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):  # immutable like a frozen dataclass, but several times cheaper to build
     """One node of the plan: everything needed to run it, independent of the graph."""
 
     node_id: str
