@@ -3,11 +3,13 @@ selected node's properties and its insight plot."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import dearpygui.dearpygui as dpg
 import numpy as np
 from PIL import Image
 
-from ..insight import Insight
+from ..insight import Insight, node_insight
 from .controller import EditorController
 from .images import fit_rgba
 from .runner import RunView
@@ -46,19 +48,29 @@ def strip_image(frames: list[Image.Image], count: int = STRIP_FRAMES, thumb: int
     return strip
 
 
+def _first_sentence(text: str, limit: int = 110) -> str:
+    sentence = text.strip().split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
+
+
 class SidePanel:
     def __init__(self, controller: EditorController, parent: int | str, textures: int):
         self.c = controller
         self._shown_node: str | None = None
         self._shown_values: object = None
         self._strip_len = -1
-        with dpg.group(parent=parent):
+        # Insight hooks may import heavy libraries (a sampler's schedule needs diffusers),
+        # so they run on a worker thread and the plot appears when ready.
+        self._insight_pool = ThreadPoolExecutor(1, thread_name_prefix="nodeflow-insight")
+        self._insight_future: Future | None = None
+        self._insight: Insight | None = None
+        with dpg.group(parent=parent) as column:
             dpg.add_text("Run")
             self.progress = dpg.add_progress_bar(default_value=0.0, width=PREVIEW_SIZE, overlay="idle")
             self.run_text = dpg.add_text("", wrap=PREVIEW_SIZE)
             dpg.add_separator()
             dpg.add_text("Result")
-            self.result = ImageSlot(textures, PREVIEW_SIZE, PREVIEW_SIZE, dpg.last_container())
+            self.result = ImageSlot(textures, PREVIEW_SIZE, PREVIEW_SIZE, column)
             self.result_caption = dpg.add_text("press Run (Ctrl+Enter) to make an image", wrap=PREVIEW_SIZE)
             dpg.add_separator()
             with dpg.group(horizontal=True):
@@ -70,11 +82,12 @@ class SidePanel:
                     self.title_input = dpg.add_input_text(width=LIVE_SIZE, hint="title", on_enter=True, callback=self._on_rename)
                     self.node_text = dpg.add_text("", wrap=LIVE_SIZE)
             dpg.add_text("x0 estimate per step (last run)")
-            self.strip = ImageSlot(textures, STRIP_FRAMES * STRIP_THUMB, STRIP_THUMB, dpg.last_container())
+            self.strip = ImageSlot(textures, STRIP_FRAMES * STRIP_THUMB, STRIP_THUMB, column)
             dpg.add_separator()
-            with dpg.plot(label="Noise schedule", height=200, width=PREVIEW_SIZE, no_menus=True) as self.plot:
+            with dpg.plot(label="Noise schedule", height=170, width=PREVIEW_SIZE, no_menus=True) as self.plot:
                 self.x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="step")
                 self.y_axis = dpg.add_plot_axis(dpg.mvYAxis, label="")
+            self.plot_choice = dpg.add_radio_button([], horizontal=True, callback=lambda: self._draw_plot())
             self.insight_text = dpg.add_text("select a node that explains its settings (e.g. a sampler)", wrap=PREVIEW_SIZE)
 
     # ------------------------------------------------------------------ run
@@ -96,6 +109,7 @@ class SidePanel:
 
     # -------------------------------------------------------- selected node
     def show_selection(self) -> None:
+        self._collect_insight()
         selected = sorted(self.c.selection)
         node_id = selected[0] if len(selected) == 1 else None
         node = self.c.graph.nodes.get(node_id) if node_id else None
@@ -103,25 +117,47 @@ class SidePanel:
         if node_id == self._shown_node and values == self._shown_values:
             return
         self._shown_node, self._shown_values = node_id, values
+        cls = self.c.registry.get(node.type) if node else None
         if node is None:
             dpg.set_value(self.title_input, "")
             dpg.set_value(self.node_text, f"{len(selected)} nodes selected" if selected else "")
+        else:
+            dpg.set_value(self.title_input, node.title)
+            dpg.set_value(self.node_text, f"{node.type} #{node.id}\n{_first_sentence(cls.description) if cls else 'not installed'}")
+        if cls is not None and callable(getattr(cls, "insight", None)):
+            self._insight_future = self._insight_pool.submit(node_insight, cls, dict(node.values))
+            dpg.set_value(self.insight_text, "computing...")
+        else:
+            self._insight_future = None
             self._show_insight(None)
-            return
-        cls = self.c.registry.get(node.type)
-        dpg.set_value(self.title_input, node.title)
-        dpg.set_value(self.node_text, f"{node.type} #{node.id}\n{cls.description if cls else 'not installed'}")
-        self._show_insight(self.c.insight(node.id))
+
+    def _collect_insight(self) -> None:
+        future = self._insight_future
+        if future is not None and future.done():
+            self._insight_future = None
+            self._show_insight(future.result())
 
     def _show_insight(self, insight: Insight | None) -> None:
+        self._insight = insight
+        plots = insight.plots if insight else ()
+        dpg.configure_item(self.plot_choice, items=[p.y_label or p.title for p in plots] if len(plots) > 1 else [])
+        if plots:
+            dpg.set_value(self.plot_choice, plots[0].y_label or plots[0].title)
+        if insight is None:
+            text = "select a node that explains its settings (e.g. a sampler)"
+        else:
+            text = insight.error or "\n".join(insight.notes)
+        dpg.set_value(self.insight_text, text)
+        self._draw_plot()
+
+    def _draw_plot(self) -> None:
         dpg.delete_item(self.y_axis, children_only=True)
-        if insight is None or (not insight.plots and not insight.error):
-            dpg.set_value(self.insight_text, "select a node that explains its settings (e.g. a sampler)")
+        plots = self._insight.plots if self._insight else ()
+        if not plots:
+            dpg.configure_item(self.plot, label="Noise schedule")
             return
-        if insight.error:
-            dpg.set_value(self.insight_text, insight.error)
-            return
-        plot = insight.plots[0]
+        chosen = dpg.get_value(self.plot_choice)
+        plot = next((p for p in plots if (p.y_label or p.title) == chosen), plots[0])
         dpg.configure_item(self.plot, label=plot.title)
         dpg.configure_item(self.x_axis, label=plot.x_label)
         dpg.configure_item(self.y_axis, label=plot.y_label)
@@ -129,7 +165,6 @@ class SidePanel:
             dpg.add_line_series(list(series.x), list(series.y), label=series.label, parent=self.y_axis)
         dpg.fit_axis_data(self.x_axis)
         dpg.fit_axis_data(self.y_axis)
-        dpg.set_value(self.insight_text, "\n".join(insight.notes))
 
     def _on_rename(self, sender: int, title: str) -> None:
         if self._shown_node in self.c.graph.nodes:

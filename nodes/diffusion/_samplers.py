@@ -121,3 +121,20 @@ def make_scheduler(sampler: str, schedule: str, scheduler_config: Mapping[str, A
 def step_parameters(name: str) -> frozenset[str]:
     """The keyword parameters of a scheduler class's ``step`` (eta, generator, ...)."""
     return frozenset(inspect.signature(_scheduler_class(name).step).parameters)
+
+
+def schedule_sigmas(sampler: str, schedule: str, steps: int, scheduler_config: Mapping[str, Any]) -> dict[str, list[float]]:
+    """The noise level of each step a run would take: ``sigma`` (noise/signal ratio),
+    ``alpha_bar`` (the share of signal variance, 1 / (1 + sigma^2)) and ``timestep``.
+    Read off the same scheduler :func:`make_scheduler` builds for a run, so the
+    editor's plot shows exactly what sampling will use."""
+    scheduler = make_scheduler(sampler, schedule, scheduler_config)
+    scheduler.set_timesteps(steps)
+    timesteps = [float(t) for t in scheduler.timesteps]
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) >= len(timesteps):
+        sigma = [float(s) for s in sigmas[: len(timesteps)]]
+    else:  # DDPM/DDIM-style schedulers keep alphas, not sigmas
+        alphas = scheduler.alphas_cumprod
+        sigma = [float(((1 - alphas[int(t)]) / alphas[int(t)]) ** 0.5) for t in timesteps]
+    return {"sigma": sigma, "alpha_bar": [1.0 / (1.0 + s * s) for s in sigma], "timestep": timesteps}

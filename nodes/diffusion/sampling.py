@@ -104,6 +104,27 @@ class Sampler(Node):
     eta = Float(0.0, min=0.0, max=1.0, step=0.01, tooltip="ddim only: 0 is deterministic DDIM, 1 adds DDPM-like noise")
     outputs = (Output("latent", "LATENT"),)
 
+    @classmethod
+    def insight(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The noise schedule of these settings, for the editor's plot (nodeflow.insight)."""
+        import json
+        from pathlib import Path
+
+        from ._samplers import schedule_sigmas
+
+        config_file = Path(__file__).parent / "configs" / "sd1" / "scheduler" / "scheduler_config.json"
+        levels = schedule_sigmas(values["sampler"], values["schedule"], values["steps"], json.loads(config_file.read_text()))
+        steps = list(range(1, len(levels["sigma"]) + 1))
+        return {
+            "plots": [
+                {"title": f"Noise schedule: {values['sampler']}, {values['schedule']}", "x_label": "step",
+                 "y_label": "sigma", "series": [{"label": "sigma", "x": steps, "y": levels["sigma"]}]},
+                {"title": "Signal share (alpha-bar)", "x_label": "step", "y_label": "alpha-bar",
+                 "series": [{"label": "alpha-bar", "x": steps, "y": levels["alpha_bar"]}]},
+            ],
+            "notes": ["with Stable Diffusion 1.x's training schedule; a model with its own config may differ"],
+        }
+
     def run(
         self, ctx: RunContext, noise: NoiseSource, guider: Any, latent: Latent,
         sampler: str, schedule: str, steps: int, denoise: float, eta: float,
