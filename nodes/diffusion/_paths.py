@@ -35,19 +35,23 @@ def model_folders(kind: str, settings: Mapping[str, Any] | None) -> list[Path]:
 
 def resolve_model_path(value: str, kind: str, settings: Mapping[str, Any] | None = None) -> Path:
     """The file or diffusers folder ``value`` names; :class:`NodeError` naming the value
-    and the folders searched when there is none."""
+    and the folders searched when there is none. A workflow is untrusted: it may name
+    only models inside the folders (see :mod:`nodeflow.paths`) or a cached Hugging Face
+    model by name (``settings["model_names"]``, see :mod:`nodeflow.config`)."""
+    from nodeflow.paths import PathRefused, resolve_inside
+
     if not value or not value.strip():
         raise NodeError(f"no {_singular(kind)} chosen")
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        if _is_model(path):
-            return path
-        raise NodeError(f"{_singular(kind)} {value!r} does not exist or is not a model file or diffusers folder")
+    named = ((settings or {}).get("model_names") or {}).get(kind) or {}
+    if value in named:
+        return Path(named[value])
     folders = model_folders(kind, settings)
-    for folder in folders:
-        candidate = folder / path
-        if _is_model(candidate):
-            return candidate
+    try:
+        found = resolve_inside(value, folders, settings, exists=_is_model, what=_singular(kind))
+    except PathRefused as error:
+        raise NodeError(str(error)) from None
+    if found is not None:
+        return found
     searched = ", ".join(str(folder) for folder in folders)
     raise NodeError(f"{_singular(kind)} {value!r} not found; searched: {searched}")
 
@@ -73,6 +77,7 @@ def list_models(kind: str, settings: Mapping[str, Any] | None = None) -> list[st
             for name in files if loose_files else ():
                 if name.lower().endswith(extensions):
                     found.add((here / name).relative_to(folder).as_posix())
+    found.update(((settings or {}).get("model_names") or {}).get(kind) or {})
     return sorted(found)
 
 

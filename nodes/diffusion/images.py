@@ -33,25 +33,37 @@ class LoadImage(Node):
         import torch
         from PIL import Image, ImageOps
 
-        path = _inside(Path(ctx.input_dir), image)
+        path = _inside(Path(ctx.input_dir), image, ctx.settings)
         try:
             with Image.open(path) as picture:
+                if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
+                    raise NodeError(
+                        f'field "image": {image!r} is {picture.width}x{picture.height} pixels, more than the '
+                        f"limit of {Image.MAX_IMAGE_PIXELS} pixels"
+                    )
                 rgb = ImageOps.exif_transpose(picture).convert("RGB")
         except FileNotFoundError:
             raise NodeError(f'field "image": {image!r} is not in the input folder {ctx.input_dir}') from None
+        except Image.DecompressionBombError as exc:
+            raise NodeError(f'field "image": {image!r} is too large to open: {exc}') from None
         except OSError as exc:
             raise NodeError(f'field "image": cannot read {image!r} as an image: {exc}') from None
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
         return pixels[None]
 
 
-def _inside(folder: Path, name: str) -> Path:
-    """``folder / name``, refusing names that lead out of ``folder``."""
-    root = folder.resolve()
-    path = (root / name).resolve()
-    if not name or Path(name).is_absolute() or not path.is_relative_to(root):
-        raise NodeError(f'field "image": {name!r} is not a file inside the input folder')
-    return path
+def _inside(folder: Path, name: str, settings: Any = None) -> Path:
+    """``folder / name``, refusing names that lead out of ``folder`` unless the user
+    allowed the path (see :mod:`nodeflow.paths`)."""
+    from nodeflow.paths import PathRefused, resolve_inside
+
+    if not name:
+        raise NodeError('field "image": choose an image')
+    try:
+        found = resolve_inside(name, [folder], settings, what="image")
+    except PathRefused as error:
+        raise NodeError(f'field "image": {error}') from None
+    return found if found is not None else folder / name
 
 
 class SaveImage(Node):
