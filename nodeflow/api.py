@@ -22,6 +22,7 @@ import os
 from typing import Any, Iterable, Mapping
 
 from .events import EventHandler
+from .fields import FileChoice
 from .executor import Executor, RunResult
 from .graph import Graph, GraphError
 from .registry import NodeRegistry, default_registry
@@ -76,6 +77,7 @@ class Flow:
         self.ui = dict(ui or {})
         self.meta = dict(meta or {})
         self.load_problems = list(problems)  # e.g. dangling links; judged again at every run
+        self.trusted_paths: list[str] = []  # file paths set from code: the user's own, not the file's
         self.executor = Executor(graph.registry, **executor_options)
 
     # ------------------------------------------------------------------- finding
@@ -118,6 +120,8 @@ class Flow:
             )
         try:
             self.graph.set_value(node_id, field, value)
+            if isinstance(self.graph.node_class(node_id).inputs[field], FileChoice) and value:
+                self.trusted_paths.append(str(value))  # see nodeflow.paths
         except GraphError as exc:
             raise GraphError(f"node {node_id}: {exc}", node_id, field) from None
         return self
@@ -154,13 +158,22 @@ class Flow:
             on_event=on_event,
             output_dir=output_dir,
             input_dir=input_dir,
-            settings=settings,
+            settings=self._settings(settings),
             device=device,
             extra_problems=self.load_problems,
         )
         if check and result.status != "ok":
             raise RunFailed(result)
         return result
+
+    def _settings(self, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``settings`` with the file paths set from code allowed (see nodeflow.paths)."""
+        from .paths import trust
+
+        merged = dict(settings or {})
+        if self.trusted_paths:
+            trust(merged, *self.trusted_paths)
+        return merged
 
     def interrupt(self) -> None:
         """Stop a run in progress (e.g. from another thread)."""
