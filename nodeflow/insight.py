@@ -1,4 +1,5 @@
-"""Optional explanations a node type can offer about its settings, drawn by the editor.
+"""Optional explanations a node type can offer about its settings, drawn by the editor
+(and, below, the values it offers for a file field).
 
 A node class may define a classmethod ``insight(values) -> dict`` that, from its
 widget values alone (no run, no model loading beyond configs), returns plots such as a
@@ -70,3 +71,17 @@ def _plot(raw: Mapping[str, Any]) -> Plot:
             raise ValueError(f"series {item.get('label', '')!r} has {len(x)} x values and {len(y)} y values")
         series.append(Series(str(item.get("label", "")), x, y))
     return Plot(str(raw.get("title", "")), tuple(series), str(raw.get("x_label", "")), str(raw.get("y_label", "")))
+
+
+def field_options(cls: type, field_name: str, settings: Mapping[str, Any] | None = None) -> list[str] | None:
+    """The values a node type offers for a file field (e.g. installed checkpoints), from
+    an optional classmethod ``field_options(field_name, settings) -> list[str]``; None
+    when the node type has no such hook or it fails (the editor then lists folders itself)."""
+    hook = getattr(cls, "field_options", None)
+    if not callable(hook):
+        return None
+    try:
+        options = hook(field_name, dict(settings or {}))
+    except Exception:
+        return None
+    return [str(option) for option in options] if options is not None else None

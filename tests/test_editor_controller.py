@@ -392,3 +392,31 @@ def test_insight_hook_is_called_generically(ctl):
             raise RuntimeError("no config")
 
     assert "no config" in node_insight(Broken, {}).error
+
+
+def test_sampler_explains_its_noise_schedule():
+    from nodes.diffusion.sampling import Sampler
+
+    values = {**Sampler.default_values(), "steps": 12}
+    normal = node_insight(Sampler, values)
+    assert normal.error is None
+    sigma = normal.plots[0].series[0].y
+    assert len(sigma) == 12 and all(a > b for a, b in zip(sigma, sigma[1:]))  # noise falls every step
+    alpha_bar = normal.plots[1].series[0].y
+    assert all(0 < a < 1 for a in alpha_bar) and alpha_bar[-1] > alpha_bar[0]
+    karras = node_insight(Sampler, {**values, "sampler": "euler", "schedule": "karras"}).plots[0].series[0].y
+    assert karras[0] == pytest.approx(sigma[0], rel=0.02) and karras[-1] < sigma[-1]  # karras ends lower
+
+
+def test_field_options_hook_feeds_file_combos():
+    from nodeflow.insight import field_options
+
+    class Loader(testpack.Number):
+        type = "LoaderDemo"
+
+        @classmethod
+        def field_options(cls, name, settings):
+            return ["a.safetensors", "b"] if name == "value" else []
+
+    assert field_options(Loader, "value") == ["a.safetensors", "b"]
+    assert field_options(testpack.Number, "value") is None

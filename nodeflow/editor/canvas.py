@@ -16,6 +16,7 @@ import dearpygui.dearpygui as dpg
 
 from ..fields import Bool, Choice, FileChoice, Float, Input, Int, Seed, String, Widget
 from ..graph import Link, NodeInstance
+from ..insight import field_options
 from .controller import EditorController
 from .theme import Themes
 
@@ -113,7 +114,9 @@ class Canvas:
         if isinstance(field_decl, Choice):
             return dpg.add_combo(list(field_decl.choices), default_value=str(value), **common)
         if isinstance(field_decl, FileChoice):
-            options = list(dict.fromkeys([str(value), *self.file_options(field_decl)]))
+            cls = self.c.registry.get(node.type)
+            offered = field_options(cls, name, self.c.runner.run_options.get("settings"))
+            options = list(dict.fromkeys([str(value), *(offered if offered is not None else self.file_options(field_decl))]))
             return dpg.add_combo([o for o in options if o], default_value=str(value), **common)
         if isinstance(field_decl, String) and field_decl.multiline:
             dpg.add_text(name)
