@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from nodes.diffusion import _loading  # noqa: E402
 from nodes.diffusion._ldm import CheckpointError  # noqa: E402
 from nodes.diffusion._paths import BUNDLED_DIR, list_models, resolve_model_path  # noqa: E402
 from nodes.diffusion.loaders import Checkpoint, UNet  # noqa: E402
-from tiny_models import save_single_file, shared_tiny_sd  # noqa: E402
+from tiny_models import save_single_file, shared_tiny_sd, shared_tiny_sdxl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,7 @@ def tiny_sd(tmp_path_factory) -> Path:
 def models_dir(tiny_sd, tmp_path_factory) -> Path:
     """A checkpoints folder holding the tiny model twice: as a diffusers folder and as one file."""
     folder = tmp_path_factory.mktemp("checkpoints")
-    (folder / "tiny").symlink_to(tiny_sd, target_is_directory=True)
+    shutil.copytree(tiny_sd, folder / "tiny")
     save_single_file(tiny_sd, folder / "sd1" / "tiny.safetensors")
     return folder
 
@@ -37,6 +38,31 @@ def pipe(tiny_sd):
     from diffusers import StableDiffusionPipeline
 
     return StableDiffusionPipeline.from_pretrained(tiny_sd, local_files_only=True, safety_checker=None)
+
+
+@pytest.fixture(scope="session")
+def sdxl_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("xl")
+    shutil.copytree(shared_tiny_sdxl(tmp_path_factory), folder / "tinyxl")
+    save_single_file(folder / "tinyxl", folder / "tinyxl.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sdxl_pipe(sdxl_dir):
+    from diffusers import StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline.from_pretrained(sdxl_dir / "tinyxl", local_files_only=True)
+
+
+def same(got: torch.Tensor, expected: torch.Tensor, exact: bool) -> None:
+    """Equal bit for bit, or (``exact=False``) to float rounding: CPU kernels may round
+    differently when the same weights sit at differently aligned addresses, which is
+    all that differs between a single file and a diffusers folder."""
+    if exact:
+        assert torch.equal(got, expected)
+    else:
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def ctx_for(models_dir: Path) -> RunContext:
@@ -59,19 +85,57 @@ def test_checkpoint_components_compute_what_the_diffusers_pipeline_computes(mode
     assert model.scheduler_config["prediction_type"] == "epsilon"
     assert model.scheduler_config["beta_schedule"] == "scaled_linear"
 
+    exact = value == "tiny"  # the folder loads the very files the pipeline loads
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(1, 4, 8, 8, generator=generator)
     context = torch.randn(1, 77, 32, generator=generator)
     with torch.no_grad():
-        assert torch.equal(model.unet(latents, 500, context).sample, pipe.unet(latents, 500, context).sample)
-        assert torch.equal(vae.vae.decode(latents).sample, pipe.vae.decode(latents).sample)
+        same(model.unet(latents, 500, context).sample, pipe.unet(latents, 500, context).sample, exact)
+        same(vae.vae.decode(latents).sample, pipe.vae.decode(latents).sample, exact)
         ids = pipe.tokenizer("a red square", padding="max_length", max_length=77, return_tensors="pt").input_ids
-        assert torch.equal(clip.encoders[0](ids).last_hidden_state, pipe.text_encoder(ids).last_hidden_state)
+        same(clip.encoders[0](ids).last_hidden_state, pipe.text_encoder(ids).last_hidden_state, exact)
     assert clip.tokenizers[0]("a red square").input_ids == pipe.tokenizer("a red square").input_ids
     assert clip.pad_token_ids == [pipe.tokenizer.pad_token_id] == [49407]  # SD 1.x pads with the end token
     assert vae.scaling_factor == pytest.approx(0.18215) and vae.shift_factor == 0.0
     assert vae.latent_rgb.shape == (5, 3)
     assert {type(p).__name__ for p in model.unet.attn_processors.values()} == {"AttnProcessor2_0"}
+
+
+@pytest.mark.parametrize("value", ["tinyxl", "tinyxl.safetensors"])
+def test_sdxl_checkpoint_computes_what_the_diffusers_pipeline_computes(sdxl_dir, sdxl_pipe, value):
+    out = load(sdxl_dir, value)
+    model, clip, vae = out["model"], out["clip"], out["vae"]
+    assert model.family.name == "sdxl" and model.family.uses_pooled
+    assert clip.pad_token_ids == [49407, 0]  # CLIP-L pads with the end token, OpenCLIP-G with id 0
+    assert [type(e).__name__ for e in clip.encoders] == ["CLIPTextModel", "CLIPTextModelWithProjection"]
+    assert vae.scaling_factor == pytest.approx(0.13025)
+    assert model.scheduler_config["_class_name"] == "EulerDiscreteScheduler"
+
+    exact = value == "tinyxl"
+    generator = torch.Generator().manual_seed(1)
+    latents, context = torch.randn(1, 4, 8, 8, generator=generator), torch.randn(1, 77, 96, generator=generator)
+    added = {"text_embeds": torch.randn(1, 64, generator=generator), "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16]])}
+    ids = sdxl_pipe.tokenizer_2("a red square", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        same(model.unet(latents, 20, context, added_cond_kwargs=added).sample,
+             sdxl_pipe.unet(latents, 20, context, added_cond_kwargs=added).sample, exact)
+        same(vae.vae.decode(latents).sample, sdxl_pipe.vae.decode(latents).sample, exact)
+        got, expected = clip.encoders[1](ids, output_hidden_states=True), sdxl_pipe.text_encoder_2(ids, output_hidden_states=True)
+        same(got.hidden_states[-2], expected.hidden_states[-2], exact)
+        same(got.text_embeds, expected.text_embeds, exact)
+
+
+def test_sdxl_vae_stays_fp32_when_the_model_loads_in_fp16(sdxl_dir):
+    out = load(sdxl_dir, "tinyxl.safetensors", dtype="fp16")
+    assert out["model"].unet.dtype == torch.float16
+    assert out["vae"].vae.dtype == torch.float32  # its config says force_upcast: fp16 overflows
+
+
+def test_sdxl_single_file_architecture_is_read_from_the_weights(sdxl_dir, sdxl_pipe):
+    config = load(sdxl_dir, "tinyxl.safetensors")["model"].unet.config
+    for key in ("transformer_layers_per_block", "addition_time_embed_dim", "projection_class_embeddings_input_dim",
+                "use_linear_projection", "cross_attention_dim", "down_block_types", "attention_head_dim"):
+        assert tuple(_listify(config[key])) == tuple(_listify(sdxl_pipe.unet.config[key])), key
 
 
 def test_single_file_architecture_is_read_from_the_weights(models_dir, pipe):
@@ -110,14 +174,13 @@ def test_unet_node_loads_from_file_and_folder_alike(models_dir, pipe):
     latents, context = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 32)
     with torch.no_grad():
         expected = pipe.unet(latents, 10, context).sample
-        assert torch.equal(from_file.unet(latents, 10, context).sample, expected)
-        assert torch.equal(from_folder.unet(latents, 10, context).sample, expected)
+        same(from_file.unet(latents, 10, context).sample, expected, exact=False)
+        same(from_folder.unet(latents, 10, context).sample, expected, exact=True)
     assert from_file.family.name == from_folder.family.name == "sd1"
 
 
 def test_model_folder_latent_rgb_json_is_used(tiny_sd, tmp_path):
     import json
-    import shutil
 
     folder = tmp_path / "withmap"
     shutil.copytree(tiny_sd, folder)
@@ -168,9 +231,9 @@ def unet_keys(context_dim: int, label_emb: bool = False) -> dict[str, torch.Tens
     return keys
 
 
-def test_family_of_the_tiny_sd1_file(models_dir):
-    state = _loading.read_state_dict(models_dir / "sd1" / "tiny.safetensors")
-    assert _loading.detect_family(state) == "sd1"
+def test_family_of_the_tiny_files(models_dir, sdxl_dir):
+    assert _loading.detect_family(_loading.read_state_dict(models_dir / "sd1" / "tiny.safetensors")) == "sd1"
+    assert _loading.detect_family(_loading.read_state_dict(sdxl_dir / "tinyxl.safetensors")) == "sdxl"
 
 
 @pytest.mark.parametrize(
@@ -222,14 +285,13 @@ def test_missing_model_names_the_value_and_every_folder_searched(tmp_path):
         assert str(folder) in message
 
 
-def test_resolution_order_and_absolute_paths(tmp_path):
+def test_first_configured_folder_wins(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     for folder in (first, second):
         folder.mkdir()
         (folder / "m.safetensors").write_bytes(b"x")
     settings = {"model_folders": {"checkpoints": [str(first), str(second)]}}
     assert resolve_model_path("m.safetensors", "checkpoints", settings) == first / "m.safetensors"
-    assert resolve_model_path(str(second / "m.safetensors"), "checkpoints", settings) == second / "m.safetensors"
     with pytest.raises(NodeError, match="no checkpoint chosen"):
         resolve_model_path("", "checkpoints", settings)
 

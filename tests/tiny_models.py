@@ -9,7 +9,10 @@ fixed seeds, so every test that builds it gets the same model.
   ``StableDiffusionPipeline.from_pretrained(path, local_files_only=True, safety_checker=None)`` loads.
 - :func:`save_single_file` writes the same weights as one ``.safetensors`` file in the
   original (LDM) key layout that SD 1.x checkpoints are distributed in.
-- :func:`shared_tiny_sd` builds it once per test process, for session fixtures::
+- :func:`build_tiny_sdxl` does the same for the SDXL architecture (two text encoders,
+  the second an OpenCLIP-style one with a projection; pooled + time-id conditioning);
+  :func:`save_single_file` writes it in the SDXL single-file layout.
+- :func:`shared_tiny_sd` / :func:`shared_tiny_sdxl` build once per test process, for session fixtures::
 
       @pytest.fixture(scope="session")
       def tiny_sd(tmp_path_factory):
@@ -54,8 +57,8 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 
 def build_tiny_sd(path: Path | str) -> Path:
     """Write the tiny model as a diffusers folder at ``path`` (kept if already there)."""
-    from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import PNDMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     from nodes.diffusion._tokenizer import clip_tokenizer
 
@@ -76,43 +79,9 @@ def build_tiny_sd(path: Path | str) -> Path:
         attention_head_dim=8,
         norm_num_groups=32,
     )
-    torch.manual_seed(1)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=VAE_CHANNELS,
-        down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
-        up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=SAMPLE_SIZE * 2,
-        scaling_factor=0.18215,
-    )
+    vae = _vae(0.18215)
     tokenizer = clip_tokenizer()
-    torch.manual_seed(2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=TEXT_HIDDEN,
-            intermediate_size=37,
-            num_hidden_layers=TEXT_LAYERS,
-            num_attention_heads=1,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            projection_dim=TEXT_HIDDEN,
-        )
-    )
-    # Fresh layer norms are exactly weight 1, bias 0, which makes every token embedding
-    # zero-mean; trained encoders are not like that (prompt weighting relies on the mean).
-    with torch.no_grad():
-        for module in text_encoder.modules():
-            if isinstance(module, torch.nn.LayerNorm):
-                module.weight.normal_(1.0, 0.1)
-                module.bias.normal_(0.0, 0.1)
+    text_encoder = _text_encoder(CLIPTextModel, tokenizer, 2, TEXT_HIDDEN, "quick_gelu")
     scheduler = PNDMScheduler.from_config(SCHEDULER_CONFIG)
 
     path.mkdir(parents=True, exist_ok=True)
@@ -138,21 +107,148 @@ def build_tiny_sd(path: Path | str) -> Path:
     return path
 
 
+def _vae(scaling_factor: float, **extra: Any) -> Any:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(1)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=VAE_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=SAMPLE_SIZE * 2,
+        scaling_factor=scaling_factor,
+        **extra,
+    )
+
+
+def _text_encoder(cls: Any, tokenizer: Any, seed: int, hidden: int, act: str) -> Any:
+    from transformers import CLIPTextConfig
+
+    torch.manual_seed(seed)
+    model = cls(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=hidden + 5,
+            num_hidden_layers=TEXT_LAYERS,
+            num_attention_heads=max(1, hidden // 64),
+            max_position_embeddings=77,
+            hidden_act=act,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            projection_dim=hidden,
+        )
+    )
+    # Fresh layer norms are exactly weight 1, bias 0, which makes every token embedding
+    # zero-mean; trained encoders are not like that (prompt weighting relies on the mean).
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.normal_(1.0, 0.1)
+                module.bias.normal_(0.0, 0.1)
+    return model
+
+
+TEXT2_HIDDEN = 64  # SDXL's second (OpenCLIP-style) encoder
+TIME_EMBED_DIM = 8
+
+SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
+    **{k: v for k, v in SCHEDULER_CONFIG.items() if k not in ("skip_prk_steps", "set_alpha_to_one")},
+    "_class_name": "EulerDiscreteScheduler",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+}
+
+
+def build_tiny_sdxl(path: Path | str) -> Path:
+    """Write a tiny SDXL-architecture model as a diffusers folder at ``path`` (kept if there);
+    ``StableDiffusionXLPipeline.from_pretrained(path, local_files_only=True)`` loads it."""
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from nodes.diffusion._tokenizer import PAD_ZERO, clip_tokenizer
+
+    path = Path(path)
+    if (path / "model_index.json").is_file():
+        return path
+    tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(PAD_ZERO)
+    torch.manual_seed(3)
+    unet = UNet2DConditionModel(
+        sample_size=SAMPLE_SIZE,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=UNET_CHANNELS,
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2),
+        attention_head_dim=[max(1, c // 64) for c in UNET_CHANNELS],  # SDXL: 64-wide heads
+        cross_attention_dim=TEXT_HIDDEN + TEXT2_HIDDEN,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=TIME_EMBED_DIM,
+        projection_class_embeddings_input_dim=TEXT2_HIDDEN + 6 * TIME_EMBED_DIM,
+        norm_num_groups=32,
+    )
+    parts = {
+        "unet": unet,
+        "vae": _vae(0.13025, force_upcast=True),
+        "text_encoder": _text_encoder(CLIPTextModel, tokenizer, 4, TEXT_HIDDEN, "quick_gelu"),
+        "text_encoder_2": _text_encoder(CLIPTextModelWithProjection, tokenizer_2, 5, TEXT2_HIDDEN, "gelu"),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer_2,
+        "scheduler": EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_CONFIG),
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    for name, part in parts.items():
+        part.save_pretrained(path / name)
+    index = {
+        "_class_name": "StableDiffusionXLPipeline",
+        "_diffusers_version": "0.42.1",
+        "force_zeros_for_empty_prompt": True,
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (path / "model_index.json").write_text(json.dumps(index, indent=2))
+    return path
+
+
 _SHARED: dict[str, Path] = {}
 
 
 def shared_tiny_sd(tmp_path_factory: Any) -> Path:
-    """The tiny model, built once per test process under pytest's base temp dir."""
+    """The tiny SD 1.x model, built once per test process under pytest's base temp dir."""
     if "sd" not in _SHARED:
         _SHARED["sd"] = build_tiny_sd(tmp_path_factory.getbasetemp() / "tiny-sd")
     return _SHARED["sd"]
+
+
+def shared_tiny_sdxl(tmp_path_factory: Any) -> Path:
+    """The tiny SDXL model, built once per test process."""
+    if "sdxl" not in _SHARED:
+        _SHARED["sdxl"] = build_tiny_sdxl(tmp_path_factory.getbasetemp() / "tiny-sdxl")
+    return _SHARED["sdxl"]
 
 
 # -- diffusers -> original (LDM) key layout ---------------------------------------------
 
 
 def save_single_file(diffusers_dir: Path | str, out_file: Path | str) -> Path:
-    """Save the folder's UNet, VAE and text encoder as one SD-1.x-layout ``.safetensors``."""
+    """Save the folder's UNet, VAE and text encoder(s) as one ``.safetensors`` in the
+    original layout: SD 1.x's, or SDXL's when the folder has a second text encoder."""
     from safetensors.torch import load_file, save_file
 
     diffusers_dir, out_file = Path(diffusers_dir), Path(out_file)
@@ -162,10 +258,16 @@ def save_single_file(diffusers_dir: Path | str, out_file: Path | str) -> Path:
         state["model.diffusion_model." + unet_key_to_ldm(key, unet_config)] = value
     for key, value in load_file(diffusers_dir / "vae" / "diffusion_pytorch_model.safetensors").items():
         state["first_stage_model." + vae_key_to_ldm(key, len(_vae_blocks(diffusers_dir)))] = _vae_value_to_ldm(key, value)
+    sdxl = (diffusers_dir / "text_encoder_2").is_dir()
+    clip_prefix = "conditioner.embedders.0.transformer." if sdxl else "cond_stage_model.transformer."
     for key, value in load_file(diffusers_dir / "text_encoder" / "model.safetensors").items():
         # transformers >= 5.6 dropped the ``text_model.`` level from CLIPTextModel's keys.
         key = key if key.startswith("text_model.") else "text_model." + key
-        state["cond_stage_model.transformer." + key] = value
+        state[clip_prefix + key] = value
+    if sdxl:
+        weights = load_file(diffusers_dir / "text_encoder_2" / "model.safetensors")
+        for key, value in open_clip_state(weights).items():
+            state["conditioner.embedders.1.model." + key] = value
     out_file.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, out_file)
     return out_file
@@ -242,3 +344,35 @@ def _vae_value_to_ldm(key: str, value: torch.Tensor) -> torch.Tensor:
     if ".mid_block.attentions." in key and key.endswith(".weight") and value.ndim == 2:
         return value[:, :, None, None]
     return value
+
+
+_OPEN_CLIP_NAMES = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+                    "self_attn.out_proj": "attn.out_proj"}
+
+
+def open_clip_state(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A transformers CLIPTextModelWithProjection state dict in OpenCLIP's names (fused q/k/v)."""
+    out: dict[str, torch.Tensor] = {}
+    fused: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in weights.items():
+        key = key.removeprefix("text_model.")
+        if key == "embeddings.token_embedding.weight":
+            out["token_embedding.weight"] = value
+        elif key == "embeddings.position_embedding.weight":
+            out["positional_embedding"] = value
+        elif key.startswith("final_layer_norm."):
+            out["ln_final." + key.split(".")[-1]] = value
+        elif key == "text_projection.weight":
+            out["text_projection"] = value.T.contiguous()  # OpenCLIP multiplies from the right
+        elif m := re.match(r"encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key):
+            fused.setdefault(f"transformer.resblocks.{m[1]}.attn.in_proj_{m[3]}", {})[m[2]] = value
+        elif m := re.match(r"encoder\.layers\.(\d+)\.(.*)", key):
+            rest = m[2]
+            for new, old in _OPEN_CLIP_NAMES.items():
+                rest = rest.replace(new, old)
+            out[f"transformer.resblocks.{m[1]}.{rest}"] = value
+        elif key != "embeddings.position_ids":
+            raise KeyError(f"no OpenCLIP name for {key!r}")
+    for name, parts in fused.items():
+        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out

@@ -10,6 +10,7 @@ checkpoint of a supported family loads, whatever its size, without a hub.
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 import torch
@@ -39,8 +40,11 @@ def has_prefix(state: State, prefix: str) -> bool:
 # -- UNet ----------------------------------------------------------------------------------
 
 
-def unet_config(state: State, base: Mapping[str, Any], family: str) -> dict[str, Any]:
-    """The diffusers ``UNet2DConditionModel`` config for the UNet under ``model.diffusion_model.``."""
+def unet_config(state: State, base: Mapping[str, Any], family: str, pooled_dim: int | None = None) -> dict[str, Any]:
+    """The diffusers ``UNet2DConditionModel`` config for the UNet under ``model.diffusion_model.``.
+
+    ``pooled_dim``: width of the pooled text embedding (SDXL), which with the added
+    embedding's input width tells the width of each of the six time-id embeddings."""
     p = UNET
     inputs = _indices(state, re.escape(p) + r"input_blocks\.(\d+)\.")
     if not inputs:
@@ -76,10 +80,10 @@ def unet_config(state: State, base: Mapping[str, Any], family: str) -> dict[str,
         attention_head_dim=base["attention_head_dim"] if family == "sd1" else [max(1, c // 64) for c in channels],
     )
     if p + "label_emb.0.0.weight" in state:
-        config.update(
-            addition_embed_type="text_time",
-            projection_class_embeddings_input_dim=int(state[p + "label_emb.0.0.weight"].shape[1]),
-        )
+        added = int(state[p + "label_emb.0.0.weight"].shape[1])
+        config.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=added)
+        if pooled_dim is not None and (added - pooled_dim) % 6 == 0:
+            config["addition_time_embed_dim"] = (added - pooled_dim) // 6
     return config
 
 
@@ -182,10 +186,9 @@ def convert_open_clip(state: State, prefix: str, config: Mapping[str, Any], with
             continue
         tower[key] = value
 
-    class _Width:  # the converter reads the width from a model only when there is no projection
-        config = type("C", (), {"hidden_size": config["hidden_size"]})
-
-    converted = convert_open_clip_checkpoint(_Width, tower, prefix=prefix)
+    # The converter reads the width from a model, and only when there is no projection.
+    width_only = SimpleNamespace(config=SimpleNamespace(hidden_size=config["hidden_size"]))
+    converted = convert_open_clip_checkpoint(width_only, tower, prefix=prefix)
     if with_projection:
         return converted
     converted.pop("text_projection.weight", None)

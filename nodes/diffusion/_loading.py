@@ -210,7 +210,7 @@ def load_single_file(path: Path, dtype: torch.dtype, device: str, prediction: st
     chosen = detect_prediction(state, family) if prediction == "auto" else prediction
     configs = _family_configs(family, chosen)
 
-    unet_cfg = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json"), family)
+    unet_cfg = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json"), family, _pooled_dim(state))
     _refuse_inpainting(unet_cfg)
     unet = _diffusers_model(UNet2DConditionModel, unet_cfg, _ldm.convert_unet(state, unet_cfg), dtype, device)
     vae_cfg = _ldm.vae_config(state, _read_json(configs / "vae" / "config.json"))
@@ -245,6 +245,11 @@ def load_single_file(path: Path, dtype: torch.dtype, device: str, prediction: st
         dtype=dtype,
         pad_token_ids=[t.pad_token_id for t in tokenizers],
     )
+
+
+def _pooled_dim(state: Mapping[str, Any]) -> int | None:
+    projection = state.get(_ldm.OPEN_CLIP["sdxl"] + "text_projection")
+    return int(projection.shape[1]) if projection is not None else None
 
 
 def _refuse_inpainting(config: Mapping[str, Any]) -> None:
@@ -367,7 +372,7 @@ def load_unet(path: Path, dtype: torch.dtype, device: str, prediction: str = "au
     family = detect_family(state)
     chosen = detect_prediction(state, family) if prediction == "auto" else prediction
     configs = _family_configs(family, chosen)
-    config = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json"), family)
+    config = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json"), family, _pooled_dim(state))
     _refuse_inpainting(config)
     unet = _diffusers_model(UNet2DConditionModel, config, _ldm.convert_unet(state, config), dtype, device)
     return LoadedUNet(unet, make_family(family, None, config["in_channels"]), _scheduler_config(configs, chosen))
