@@ -62,7 +62,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", choices=["text", "json"], default="text", help="summary format on stdout")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.add_argument("--verbose", "-v", action="store_true", help="print tracebacks of failures")
+    run.add_argument(
+        "--models", action="append", default=[], metavar="DIR",
+        help="a models folder, ComfyUI models/ tree or Hugging Face cache (repeatable; also NODEFLOW_MODELS)",
+    )
+    run.add_argument(
+        "--allow-path", action="append", default=[], metavar="PATH",
+        help="let the workflow name files under PATH even outside the models/input folders (repeatable)",
+    )
+    run.add_argument("--no-metadata", action="store_true", help="do not store the workflow in saved images")
     run.set_defaults(handler=_run)
+
+    imp = sub.add_parser("import", help="convert a workflow from another tool (e.g. ComfyUI JSON or PNG)")
+    imp.add_argument("source", help="a ComfyUI workflow (UI or API format), or an image carrying a workflow")
+    imp.add_argument("--output", "-o", required=True, metavar="OUT.json", help="the nodeflow workflow to write")
+    imp.set_defaults(handler=_import)
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow")
@@ -160,10 +174,14 @@ def _run(args: argparse.Namespace) -> int:
 
     workflow = _load(args)
     graph = workflow.graph
+    trusted: list[str] = []
     for text in args.overrides:
         node, field, value = _parse_override(text)
         try:
-            graph.set_value(_find_node(graph, node), field, value)
+            node_id = _find_node(graph, node)
+            graph.set_value(node_id, field, value)
+            if getattr(graph.node_class(node_id).inputs.get(field), "kind", "") == "file":
+                trusted.append(str(value))  # the user named this path, not the file: see nodeflow.paths
         except GraphError as exc:
             raise UsageError(f"--set {text}: {exc}") from None
 
@@ -174,7 +192,10 @@ def _run(args: argparse.Namespace) -> int:
     written: list[str] = []
     show_bar = not args.quiet and sys.stderr.isatty()
     progress = ConsoleProgress(graph, enabled=show_bar)
-    settings = {"on_file_written": lambda path: written.append(str(path))}
+    settings = _run_settings(args, trusted)
+    settings["on_file_written"] = lambda path: written.append(str(path))
+    settings["workflow"] = workflow.to_dict()  # embedded in saved images (values after --set)
+    settings["embed_workflow"] = not args.no_metadata
 
     # Ctrl+C asks the executor to stop at the next step instead of killing the process
     # mid-write; a second Ctrl+C falls through to Python's default.
@@ -224,6 +245,30 @@ def _run(args: argparse.Namespace) -> int:
     if result.status == "error" and args.verbose and getattr(result, "traceback", None):
         print(result.traceback, file=sys.stderr)
     return {"ok": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+
+
+def _run_settings(args: argparse.Namespace, trusted: list[str]) -> dict[str, Any]:
+    from .config import ConfigError, run_settings
+
+    try:
+        return run_settings(args.models, [*args.allow_path, *trusted])
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .importers import convert_file
+    from .workflow import WorkflowError
+
+    try:
+        workflow = convert_file(args.source, args.output, _registry(args))
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {args.source}") from None
+    except WorkflowError as exc:
+        raise UsageError(f"{args.source}: {exc}") from None
+    source = workflow.meta.get("imported_from", "a nodeflow workflow")
+    print(f"wrote {args.output} ({len(workflow.graph.nodes)} nodes, from {source})")
+    return EXIT_OK
 
 
 def _print_text_summary(summary: dict[str, Any]) -> None:
