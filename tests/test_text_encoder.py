@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from nodeflow.node import NodeError, RunContext  # noqa: E402
 from nodes.diffusion._prompt import parse_weights, weighted_tokens, windows  # noqa: E402
 from nodes.diffusion.text import TextEncoder, encode_text  # noqa: E402
-from tiny_models import shared_tiny_sd  # noqa: E402
+from tiny_models import shared_tiny_sd, shared_tiny_sdxl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -166,3 +166,49 @@ def test_node_declares_its_fields():
 def test_encode_text_gives_no_pooled_output_for_sd1(clip):
     cond = encode_text(clip, "a cat")
     assert cond.pooled is None and cond.embeds.shape == (1, 77, 32)
+
+
+# -- SDXL: two encoders, penultimate layers side by side, pooled from the second ---------------
+
+
+@pytest.fixture(scope="session")
+def sdxl(tmp_path_factory):
+    from diffusers import StableDiffusionXLPipeline
+
+    from nodes.diffusion.loaders import Checkpoint
+
+    folder = shared_tiny_sdxl(tmp_path_factory)
+    ctx = RunContext(settings={"model_folders": {"checkpoints": [str(folder.parent)]}})
+    clip = Checkpoint().run(ctx, checkpoint=folder.name, dtype="auto", prediction="auto")["clip"]
+    return clip, StableDiffusionXLPipeline.from_pretrained(folder, local_files_only=True)
+
+
+@pytest.mark.parametrize("text", ["a photo of a cat", ""])
+def test_sdxl_prompt_equals_diffusers_encode_prompt(sdxl, text):
+    clip, pipe = sdxl
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+        text, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True, negative_prompt=""
+    )
+    cond, empty = encode_text(clip, text), encode_text(clip, "")
+    assert cond.embeds.shape == (1, 77, 32 + 64) and cond.pooled.shape == (1, 64)
+    assert torch.equal(cond.embeds, embeds) and torch.equal(cond.pooled, pooled)
+    assert torch.equal(empty.embeds, negative) and torch.equal(empty.pooled, negative_pooled)
+
+
+def test_sdxl_long_prompt_pools_the_first_window(sdxl):
+    clip, _ = sdxl
+    words = ["cat", "dog"] * 50  # 100 tokens: two windows
+    cond = encode_text(clip, " ".join(words))
+    assert cond.embeds.shape == (1, 154, 96)
+    assert torch.equal(cond.pooled, encode_text(clip, " ".join(words[:75])).pooled)
+    assert not torch.equal(cond.pooled, encode_text(clip, " ".join(words[75:])).pooled)
+
+
+def test_sdxl_clip_skip_moves_both_encoders_one_layer_down(sdxl):
+    clip, pipe = sdxl
+    ids = [pipe.tokenizer("a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids,
+           pipe.tokenizer_2("a cat", padding="max_length", max_length=77, return_tensors="pt").input_ids]
+    with torch.no_grad():
+        layers = [enc(i, output_hidden_states=True).hidden_states for enc, i in zip((pipe.text_encoder, pipe.text_encoder_2), ids)]
+    expected = torch.cat([layers[0][-3], layers[1][-3]], dim=-1)
+    assert torch.equal(encode_text(clip, "a cat", clip_skip=2).embeds, expected)
