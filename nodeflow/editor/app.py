@@ -7,7 +7,6 @@ editing goes through :class:`~nodeflow.editor.controller.EditorController`.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,10 +27,13 @@ SIDE_WIDTH = PREVIEW_SIZE + 24
 NEW_NODE_STEP = (260.0, 0.0)
 
 
-def model_folders(field: FileChoice) -> list[Path]:
-    """Where files for a FileChoice of kind ``field.folder`` are looked for."""
-    roots = [Path(p) for p in os.environ.get("NODEFLOW_MODELS_DIR", "").split(os.pathsep) if p] + [Path("models")]
-    return [root / field.folder for root in roots]
+def file_folders(run_options: dict[str, Any], field: FileChoice) -> list[Path]:
+    """Where files for a FileChoice of kind ``field.folder`` are looked for when its node
+    type offers no list itself: the configured model folders, or the input folder."""
+    if field.folder == "input":
+        return [Path(run_options.get("input_dir", "input"))]
+    configured = ((run_options.get("settings") or {}).get("model_folders") or {}).get(field.folder) or []
+    return [Path(folder) for folder in configured]
 
 
 class EditorApp:
@@ -76,7 +78,9 @@ class EditorApp:
                 with dpg.child_window(width=236, height=-28, border=False) as left:
                     self.palette = Palette(self.c, left, self.place_new_node)
                 with dpg.child_window(width=-SIDE_WIDTH, height=-28, border=False, no_scrollbar=True) as center:
-                    self.canvas = Canvas(self.c, center, lambda f: list_files(model_folders(f), tuple(f.extensions)))
+                    self.canvas = Canvas(
+                        self.c, center, lambda f: list_files(file_folders(self.c.runner.run_options, f), tuple(f.extensions))
+                    )
                 with dpg.child_window(width=-1, height=-28, border=False) as right:
                     self.side = SidePanel(self.c, right, self.textures)
             self.status = dpg.add_text("", color=(170, 175, 190))
@@ -286,9 +290,22 @@ class EditorApp:
             dpg.set_viewport_title(title)
 
 
+def _run_options() -> dict[str, Any]:
+    """Where runs look for models and write images: the same configuration as the CLI's."""
+    from ..config import ConfigError, run_settings
+
+    try:
+        settings = run_settings()
+    except ConfigError as exc:
+        print(f"nodeflow: {exc}; using the bundled models only")
+        settings = {}
+    return {"settings": settings, "output_dir": Path("output"), "input_dir": Path("input")}
+
+
 def run_app(path: str | None = None, registry: NodeRegistry | None = None, controller: EditorController | None = None) -> int:
     registry = registry or default_registry()
-    controller = controller or EditorController(registry)
+    if controller is None:
+        controller = EditorController(registry, run_options=_run_options())
     dpg.create_context()
     try:
         app = EditorApp(controller)

@@ -359,7 +359,10 @@ class EditorController:
             return self._refuse("a run is already in progress")
         if not self.graph.output_nodes() and not outputs:
             return self._refuse("nothing to run: add an output node (e.g. Save Image or Preview Image)")
-        self.runner.start(self.graph, outputs)
+        from ..workflow import workflow_to_dict
+
+        # Saved images carry the workflow that made them, as with the CLI.
+        self.runner.start(self.graph, outputs, settings={"workflow": workflow_to_dict(self.graph, self.ui, self.meta)})
         self._run_unreported = True
         self.say("running...")
         self._emit("run_started")

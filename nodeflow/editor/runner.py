@@ -80,15 +80,19 @@ class Runner:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() or self.view.status == "running"
 
-    def start(self, graph: Graph, outputs: list[str] | None = None) -> None:
-        """Run a snapshot of ``graph`` (later edits do not touch the running copy)."""
+    def start(self, graph: Graph, outputs: list[str] | None = None, settings: dict[str, Any] | None = None) -> None:
+        """Run a snapshot of ``graph`` (later edits do not touch the running copy);
+        ``settings`` are added to the run options' settings for this run only."""
         if self.running:
             raise RuntimeError("a run is already in progress")
         if self._executor is None:
             self._executor = self._factory(self.registry)
         snapshot = graph.copy()
         self.view = RunView(status="running", started_at=time.monotonic())
-        self._thread = threading.Thread(target=self._work, args=(snapshot, outputs), name="nodeflow-run", daemon=True)
+        options = dict(self.run_options)
+        if settings:
+            options["settings"] = {**(options.get("settings") or {}), **settings}
+        self._thread = threading.Thread(target=self._work, args=(snapshot, outputs, options), name="nodeflow-run", daemon=True)
         self._thread.start()
 
     def interrupt(self) -> None:
@@ -101,9 +105,9 @@ class Runner:
             self._thread.join(timeout)
         self.poll()
 
-    def _work(self, graph: Graph, outputs: list[str] | None) -> None:
+    def _work(self, graph: Graph, outputs: list[str] | None, options: dict[str, Any]) -> None:
         try:
-            result = self._executor.run(graph, outputs, on_event=self._events.put, **self.run_options)
+            result = self._executor.run(graph, outputs, on_event=self._events.put, **options)
         except Exception as exc:  # e.g. a graph that does not validate
             self._events.put(("failed", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)))
         else:

@@ -1,8 +1,8 @@
 """The editor's small files in the user's config folder: recent workflows and the
 crash-recovery copy of unsaved work.
 
-The folder is ``$NODEFLOW_CONFIG_DIR`` if set (tests point it at a temporary folder),
-else ``$XDG_CONFIG_HOME/nodeflow`` or ``~/.config/nodeflow``.
+The folder is nodeflow's config folder (``$NODEFLOW_CONFIG_DIR`` if set, which tests
+point at a temporary folder, else ``~/.config/nodeflow``).
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ RECENT_LIMIT = 10
 
 
 def config_dir() -> Path:
-    explicit = os.environ.get("NODEFLOW_CONFIG_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "nodeflow"
+    from ..config import config_dir as nodeflow_config_dir  # one folder for all of nodeflow's settings
+
+    return nodeflow_config_dir()
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
