@@ -166,3 +166,41 @@ def pipeline_generator(model_dir, threads: int | None = None) -> Generate:
         return out.permute(0, 2, 3, 1).clamp(0, 1)
 
     return generate
+
+
+def nodes_generator(checkpoint: str = "shapes", sampler: str = "dpmpp_2m") -> Generate:
+    """A ``Generate`` through the project's own nodes: Checkpoint -> TextEncoder x2 -> CFG ->
+    Sampler -> VAEDecode -> PreviewImage, one executor (so the model loads once). Consecutive
+    identical prompts are drawn as one batch, as a user asking for several images would."""
+    import nodeflow.api
+
+    flow = nodeflow.api.new(device="cpu")
+    flow.add("Checkpoint", "ckpt", checkpoint=checkpoint)
+    flow.add("TextEncoder", "pos", text="")
+    flow.add("TextEncoder", "neg", text="")
+    flow.add("CFG", "cfg", scale=5.0)
+    flow.add("Noise", "noise", seed=0)
+    flow.add("EmptyLatent", "empty", width=32, height=32, batch=1)
+    flow.add("Sampler", "sampler", sampler=sampler, steps=20)
+    flow.add("VAEDecode", "decode")
+    flow.add("PreviewImage", "preview")
+    for link in ["ckpt.clip pos.clip", "ckpt.clip neg.clip", "ckpt.model cfg.model", "pos.conditioning cfg.positive",
+                 "neg.conditioning cfg.negative", "ckpt.vae empty.vae", "noise.noise sampler.noise",
+                 "cfg.guider sampler.guider", "empty.latent sampler.latent", "ckpt.vae decode.vae",
+                 "sampler.latent decode.latent", "decode.image preview.images"]:
+        flow.connect(*link.split())
+
+    def generate(prompts, negatives, seeds, guidance, steps):
+        # Runs of the same prompt go through as one batch (seeded by the run's first seed).
+        images, start = [], 0
+        while start < len(prompts):
+            end = start + 1
+            while end < len(prompts) and (prompts[end], negatives[end]) == (prompts[start], negatives[start]):
+                end += 1
+            flow.set("pos.text", prompts[start]).set("neg.text", negatives[start]).set("noise.seed", seeds[start])
+            flow.set("cfg.scale", guidance).set("sampler.steps", steps).set("empty.batch", end - start)
+            images.append(flow.run(outputs=["preview"]).outputs["preview"]["images"])
+            start = end
+        return torch.cat(images).float().clamp(0, 1)
+
+    return generate

@@ -53,8 +53,8 @@ _DEPENDENTS = {
     "latent_rgb": ["export"],
     "export": [],
 }
-DEFAULT_MINUTES = {"vae": 16.0, "clip": 8.0, "classifier": 3.0, "unet": 77.0}
-DEFAULT_BATCH = {"vae": 32, "clip": 256, "classifier": 128, "unet": 32}
+DEFAULT_MINUTES = {"vae": 16.0, "clip": 10.0, "classifier": 5.0, "unet": 68.0}
+DEFAULT_BATCH = {"vae": 32, "clip": 128, "classifier": 128, "unet": 32}
 CLIP_TEXT_LENGTH = 16  # training length; the pooled (EOS) output does not depend on padding
 CAPTION_DROPOUT = 0.1  # empty prompts, so classifier-free guidance has an unconditional model
 
@@ -552,7 +552,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=None, help="comma-separated subset of: " + ",".join(STAGES))
     p.add_argument("--reopen", action="append", default=[], metavar="STAGE",
                    help="train a finished stage on from its checkpoint (and redo what depends on it)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads; on a machine busy with other work, 1 is often faster")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
