@@ -290,8 +290,9 @@ class Graph:
         nodes, links = list(self.nodes.values()), list(self.links.values())
         other = Graph(self.registry)
         for node in nodes:
-            values = node.values
-            values = dict(values) if all(type(v) in _ATOMIC for v in values.values()) else copy.deepcopy(values)
+            values = dict(node.values)  # one step, like the tables above
+            if not all(type(v) in _ATOMIC for v in values.values()):
+                values = copy.deepcopy(values)
             other.nodes[node.id] = NodeInstance(
                 node.id, node.type, values, node.title, node.mode, node.pos, node.size, node.version
             )
