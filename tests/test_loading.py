@@ -16,7 +16,7 @@ from nodes.diffusion import _loading  # noqa: E402
 from nodes.diffusion._ldm import CheckpointError  # noqa: E402
 from nodes.diffusion._paths import BUNDLED_DIR, list_models, resolve_model_path  # noqa: E402
 from nodes.diffusion.loaders import Checkpoint, UNet  # noqa: E402
-from tiny_models import save_single_file, shared_tiny_sd, shared_tiny_sdxl  # noqa: E402
+from tiny_models import save_single_file, shared_tiny_sd, shared_tiny_sd2, shared_tiny_sdxl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +123,41 @@ def test_sdxl_checkpoint_computes_what_the_diffusers_pipeline_computes(sdxl_dir,
         got, expected = clip.encoders[1](ids, output_hidden_states=True), sdxl_pipe.text_encoder_2(ids, output_hidden_states=True)
         same(got.hidden_states[-2], expected.hidden_states[-2], exact)
         same(got.text_embeds, expected.text_embeds, exact)
+
+
+@pytest.fixture(scope="session")
+def sd2_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("sd2")
+    shutil.copytree(shared_tiny_sd2(tmp_path_factory), folder / "tinysd2")
+    save_single_file(folder / "tinysd2", folder / "tinysd2.safetensors")  # with the unused last layer
+    return folder
+
+
+def test_sd2_folder_and_single_file_compute_what_the_pipeline_computes(sd2_dir):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(sd2_dir / "tinysd2", local_files_only=True, safety_checker=None)
+    latents, context = torch.randn(1, 4, 8, 8), torch.randn(1, 77, 64)
+    ids = pipe.tokenizer("a red square", padding="max_length", max_length=77, return_tensors="pt").input_ids
+    for value, exact in (("tinysd2", True), ("tinysd2.safetensors", False)):
+        out = load(sd2_dir, value, prediction="v_prediction")
+        model, clip = out["model"], out["clip"]
+        assert model.family.name == "sd2" and clip.pad_token_ids == [0]
+        # built without the OpenCLIP tower's last layer: SD 2.x reads the penultimate one
+        assert clip.encoders[0].config.num_hidden_layers == pipe.text_encoder.config.num_hidden_layers
+        with torch.no_grad():
+            same(model.unet(latents, 30, context).sample, pipe.unet(latents, 30, context).sample, exact)
+            same(clip.encoders[0](ids).last_hidden_state, pipe.text_encoder(ids).last_hidden_state, exact)
+
+
+def test_sd2_schedule_follows_the_prediction_type(sd2_dir):
+    folder = load(sd2_dir, "tinysd2")["model"].scheduler_config
+    assert (folder["_class_name"], folder["prediction_type"]) == ("DDIMScheduler", "v_prediction")
+    # An untrained tiny file shows no v-prediction signature: auto falls back to 512-base (epsilon).
+    auto = load(sd2_dir, "tinysd2.safetensors")["model"].scheduler_config
+    assert auto["prediction_type"] == "epsilon"
+    chosen = load(sd2_dir, "tinysd2.safetensors", prediction="v_prediction")["model"].scheduler_config
+    assert (chosen["_class_name"], chosen["prediction_type"]) == ("DDIMScheduler", "v_prediction")
 
 
 def test_sdxl_vae_stays_fp32_when_the_model_loads_in_fp16(sdxl_dir):

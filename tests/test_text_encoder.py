@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from nodeflow.node import NodeError, RunContext  # noqa: E402
 from nodes.diffusion._prompt import parse_weights, weighted_tokens, windows  # noqa: E402
 from nodes.diffusion.text import TextEncoder, encode_text  # noqa: E402
-from tiny_models import shared_tiny_sd, shared_tiny_sdxl  # noqa: E402
+from tiny_models import shared_tiny_sd, shared_tiny_sd2, shared_tiny_sdxl  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -166,6 +166,21 @@ def test_node_declares_its_fields():
 def test_encode_text_gives_no_pooled_output_for_sd1(clip):
     cond = encode_text(clip, "a cat")
     assert cond.pooled is None and cond.embeds.shape == (1, 77, 32)
+
+
+def test_sd2_pads_with_zero_and_equals_diffusers_encode_prompt(tmp_path_factory):
+    from diffusers import StableDiffusionPipeline
+
+    from nodes.diffusion.loaders import Checkpoint
+
+    folder = shared_tiny_sd2(tmp_path_factory)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
+    ctx = RunContext(settings={"model_folders": {"checkpoints": [str(folder.parent)]}})
+    clip = Checkpoint().run(ctx, checkpoint=folder.name, dtype="auto", prediction="auto")["clip"]
+    embeds, negative = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, negative_prompt="")
+    assert clip.pad_token_ids == [0]
+    assert torch.equal(encode(clip, "a photo of a cat"), embeds)
+    assert torch.equal(encode(clip, ""), negative)
 
 
 # -- SDXL: two encoders, penultimate layers side by side, pooled from the second ---------------

@@ -36,6 +36,7 @@ UNET_CHANNELS = (32, 64)
 VAE_CHANNELS = (32, 64)
 TEXT_HIDDEN = 32
 TEXT_LAYERS = 3
+TEXT2_HIDDEN = 64  # OpenCLIP-style encoders: SD 2.x's, SDXL's second
 CROSS_ATTENTION_DIM = TEXT_HIDDEN
 SAMPLE_SIZE = 16  # latent side; images are SAMPLE_SIZE * 2 pixels (VAE factor 2)
 
@@ -55,17 +56,23 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def build_tiny_sd(path: Path | str) -> Path:
-    """Write the tiny model as a diffusers folder at ``path`` (kept if already there)."""
-    from diffusers import PNDMScheduler, UNet2DConditionModel
+def build_tiny_sd(path: Path | str, version: int = 1) -> Path:
+    """Write the tiny model as a diffusers folder at ``path`` (kept if already there).
+
+    ``version=2``: the SD 2.x (768-v) variant instead: an OpenCLIP-style text encoder
+    (GELU, 64-wide heads, padding with id 0), linear attention projections, 64-wide UNet
+    heads, and a DDIM v-prediction schedule."""
+    from diffusers import DDIMScheduler, PNDMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from nodes.diffusion._tokenizer import clip_tokenizer
+    from nodes.diffusion._tokenizer import PAD_END, PAD_ZERO, clip_tokenizer
 
     path = Path(path)
     if (path / "model_index.json").is_file():
         return path
 
+    sd2 = version == 2
+    hidden = TEXT2_HIDDEN if sd2 else TEXT_HIDDEN
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=SAMPLE_SIZE,
@@ -75,14 +82,18 @@ def build_tiny_sd(path: Path | str) -> Path:
         layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=CROSS_ATTENTION_DIM,
-        attention_head_dim=8,
+        cross_attention_dim=hidden,
+        attention_head_dim=[max(1, c // 64) for c in UNET_CHANNELS] if sd2 else 8,
+        use_linear_projection=sd2,
         norm_num_groups=32,
     )
     vae = _vae(0.18215)
-    tokenizer = clip_tokenizer()
-    text_encoder = _text_encoder(CLIPTextModel, tokenizer, 2, TEXT_HIDDEN, "quick_gelu")
-    scheduler = PNDMScheduler.from_config(SCHEDULER_CONFIG)
+    tokenizer = clip_tokenizer(PAD_ZERO if sd2 else PAD_END)
+    text_encoder = _text_encoder(CLIPTextModel, tokenizer, 2, hidden, "gelu" if sd2 else "quick_gelu")
+    if sd2:
+        scheduler = DDIMScheduler.from_config({**SCHEDULER_CONFIG, "prediction_type": "v_prediction"})
+    else:
+        scheduler = PNDMScheduler.from_config(SCHEDULER_CONFIG)
 
     path.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(path / "unet")
@@ -96,7 +107,7 @@ def build_tiny_sd(path: Path | str) -> Path:
         "feature_extractor": [None, None],
         "requires_safety_checker": False,
         "safety_checker": [None, None],
-        "scheduler": ["diffusers", "PNDMScheduler"],
+        "scheduler": ["diffusers", type(scheduler).__name__],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
@@ -155,7 +166,6 @@ def _text_encoder(cls: Any, tokenizer: Any, seed: int, hidden: int, act: str) ->
     return model
 
 
-TEXT2_HIDDEN = 64  # SDXL's second (OpenCLIP-style) encoder
 TIME_EMBED_DIM = 8
 
 SDXL_SCHEDULER_CONFIG: dict[str, Any] = {
@@ -236,6 +246,13 @@ def shared_tiny_sd(tmp_path_factory: Any) -> Path:
     return _SHARED["sd"]
 
 
+def shared_tiny_sd2(tmp_path_factory: Any) -> Path:
+    """The tiny SD 2.x (v-prediction) model, built once per test process."""
+    if "sd2" not in _SHARED:
+        _SHARED["sd2"] = build_tiny_sd(tmp_path_factory.getbasetemp() / "tiny-sd2", version=2)
+    return _SHARED["sd2"]
+
+
 def shared_tiny_sdxl(tmp_path_factory: Any) -> Path:
     """The tiny SDXL model, built once per test process."""
     if "sdxl" not in _SHARED:
@@ -259,6 +276,13 @@ def save_single_file(diffusers_dir: Path | str, out_file: Path | str) -> Path:
     for key, value in load_file(diffusers_dir / "vae" / "diffusion_pytorch_model.safetensors").items():
         state["first_stage_model." + vae_key_to_ldm(key, len(_vae_blocks(diffusers_dir)))] = _vae_value_to_ldm(key, value)
     sdxl = (diffusers_dir / "text_encoder_2").is_dir()
+    text_config = json.loads((diffusers_dir / "text_encoder" / "config.json").read_text())
+    if text_config["hidden_act"] == "gelu" and not sdxl:  # SD 2.x: OpenCLIP-H layout
+        weights = load_file(diffusers_dir / "text_encoder" / "model.safetensors")
+        for key, value in open_clip_state(with_unused_last_layer(weights, text_config)).items():
+            state["cond_stage_model.model." + key] = value
+        save_file({k: v.contiguous() for k, v in state.items()}, _parent(out_file))
+        return out_file
     clip_prefix = "conditioner.embedders.0.transformer." if sdxl else "cond_stage_model.transformer."
     for key, value in load_file(diffusers_dir / "text_encoder" / "model.safetensors").items():
         # transformers >= 5.6 dropped the ``text_model.`` level from CLIPTextModel's keys.
@@ -268,9 +292,29 @@ def save_single_file(diffusers_dir: Path | str, out_file: Path | str) -> Path:
         weights = load_file(diffusers_dir / "text_encoder_2" / "model.safetensors")
         for key, value in open_clip_state(weights).items():
             state["conditioner.embedders.1.model." + key] = value
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, out_file)
+    save_file({k: v.contiguous() for k, v in state.items()}, _parent(out_file))
     return out_file
+
+
+def _parent(out_file: Path) -> Path:
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    return out_file
+
+
+def with_unused_last_layer(weights: dict[str, torch.Tensor], config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """SD 2.x files hold the whole OpenCLIP tower, one layer more than diffusers keeps
+    (conditioning reads the penultimate layer) and a projection: add both, as noise."""
+    generator = torch.Generator().manual_seed(7)
+    last = config["num_hidden_layers"] - 1
+    out = dict(weights)
+    for key, value in weights.items():
+        short = key.removeprefix("text_model.")
+        if short.startswith(f"encoder.layers.{last}."):
+            new = "encoder.layers." + str(last + 1) + short[len(f"encoder.layers.{last}"):]
+            out[new] = torch.randn(value.shape, generator=generator)
+    hidden = config["hidden_size"]
+    out["text_projection.weight"] = torch.randn(hidden, hidden, generator=generator)
+    return out
 
 
 def _vae_blocks(diffusers_dir: Path) -> list[int]:

@@ -137,6 +137,10 @@ def folder_family(folder: Path) -> str:
     unet = _read_json(_unet_folder(folder) / "config.json")
     if unet.get("addition_embed_type") == "text_time":
         return "sdxl"
+    text = folder / "text_encoder" / "config.json"
+    # SD 2.x's OpenCLIP encoder uses plain GELU where OpenAI's CLIP (SD 1.x) uses quick GELU.
+    if text.is_file():
+        return "sd2" if _read_json(text).get("hidden_act") == "gelu" else "sd1"
     return "sd2" if unet.get("cross_attention_dim") == 1024 else "sd1"
 
 
