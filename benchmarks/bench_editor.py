@@ -67,7 +67,7 @@ class Remote:
         return json.loads(answer.read_text())
 
 
-def start_xvfb() -> tuple[str, subprocess.Popen | None]:
+def start_xvfb(size: str = "1600x1000") -> tuple[str, subprocess.Popen | None]:
     if shutil.which("Xvfb") is None:
         if os.environ.get("DISPLAY"):
             return os.environ["DISPLAY"], None
@@ -75,7 +75,7 @@ def start_xvfb() -> tuple[str, subprocess.Popen | None]:
     number = 80
     while Path(f"/tmp/.X11-unix/X{number}").exists():
         number += 1
-    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1600x1000x24", "-nolisten", "tcp"],
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", f"{size}x24", "-nolisten", "tcp"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not Path(f"/tmp/.X11-unix/X{number}").exists():
         time.sleep(0.05)
@@ -86,7 +86,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0, help="how long each FPS sample lasts")
+    parser.add_argument("--screenshot", metavar="PNG", help="instead: run WORKFLOW in the real editor and save a screenshot")
+    parser.add_argument("--workflow", default=str(ROOT / "workflows" / "default.json"))
+    parser.add_argument("--select", default="", help="node id to select (its insight plot shows)")
+    parser.add_argument("--tiny-model", action="store_true",
+                        help="use the random-weight tiny test model as checkpoint 'tiny' (when the bundled one is missing)")
     args = parser.parse_args()
+    if args.screenshot:
+        screenshot(args)
+        return
     display, server = start_xvfb()
     work = Path(tempfile.mkdtemp(prefix="nodeflow-bench-"))
     try:
@@ -119,6 +127,54 @@ def main() -> None:
         print(f"load average during the benchmark: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         remote.request("quit")
         process.wait(30)
+    finally:
+        if server is not None:
+            server.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def screenshot(args: argparse.Namespace) -> None:
+    """The default workflow, run to its image in a wide window, as docs/editor.png."""
+    size = (2800, 1180)
+    display, server = start_xvfb(f"{size[0]}x{size[1]}")
+    work = Path(tempfile.mkdtemp(prefix="nodeflow-shot-"))
+    try:
+        env = {**os.environ, "DISPLAY": display, "NODEFLOW_EDITOR_HOOK": str(work / "hook"),
+               "NODEFLOW_CONFIG_DIR": str(work / "cfg"), "HF_HUB_OFFLINE": "1"}
+        workflow = Path(args.workflow).resolve()
+        if args.tiny_model:
+            from tiny_models import build_tiny_sd
+
+            build_tiny_sd(work / "models" / "checkpoints" / "tiny")
+            env["NODEFLOW_MODELS"] = str(work / "models")
+            data = json.loads(workflow.read_text())
+            for node in data["nodes"]:
+                if node["type"] == "Checkpoint":
+                    node["values"]["checkpoint"] = "tiny"
+            workflow = work / workflow.name
+            workflow.write_text(json.dumps(data))
+        (work / "hook").mkdir()
+        process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "edit", str(workflow)], env=env, cwd=work)
+        remote = Remote(work / "hook", process)
+        remote.request("resize", width=size[0], height=size[1])
+        if args.select:
+            remote.request("select", nodes=[args.select])
+        remote.request("run")
+        state = remote.request("state")
+        while state["run"]["status"] == "running":
+            time.sleep(0.5)
+            state = remote.request("state")
+        print(f"run: {state['run']['status']} {state['run']['error'] or ''} ({state['status']})")
+        time.sleep(3)  # let the insight plot and previews settle
+        out = Path(args.screenshot).resolve()
+        out.unlink(missing_ok=True)
+        remote.request("screenshot", path=str(out))
+        while not out.exists():
+            time.sleep(0.1)
+        time.sleep(0.5)
+        remote.request("quit")
+        process.wait(30)
+        print(f"wrote {out}")
     finally:
         if server is not None:
             server.terminate()

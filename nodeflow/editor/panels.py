@@ -12,7 +12,7 @@ from PIL import Image
 from ..insight import Insight, node_insight
 from .controller import EditorController
 from .images import fit_rgba
-from .runner import RunView
+from .runner import LIBRARY_LOCK, RunView
 
 PREVIEW_SIZE = 340
 LIVE_SIZE = 164
@@ -46,6 +46,11 @@ def strip_image(frames: list[Image.Image], count: int = STRIP_FRAMES, thumb: int
     for slot, index in enumerate(picks):
         strip.paste(frames[index].convert("RGB").resize((thumb, thumb)), (slot * thumb, 0))
     return strip
+
+
+def _insight_in_turn(cls: type, values: dict) -> Insight | None:
+    with LIBRARY_LOCK:
+        return node_insight(cls, values)
 
 
 def _first_sentence(text: str, limit: int = 110) -> str:
@@ -125,8 +130,9 @@ class SidePanel:
             dpg.set_value(self.title_input, node.title)
             dpg.set_value(self.node_text, f"{node.type} #{node.id}\n{_first_sentence(cls.description) if cls else 'not installed'}")
         if cls is not None and callable(getattr(cls, "insight", None)):
-            self._insight_future = self._insight_pool.submit(node_insight, cls, dict(node.values))
-            dpg.set_value(self.insight_text, "computing...")
+            self._insight_future = self._insight_pool.submit(_insight_in_turn, cls, dict(node.values))
+            busy = self.c.runner.running
+            dpg.set_value(self.insight_text, "computing after the run..." if busy else "computing...")
         else:
             self._insight_future = None
             self._show_insight(None)

@@ -23,6 +23,11 @@ from .images import images_in_outputs, to_pil_images
 NODE_STATES = ("idle", "queued", "running", "cached", "done", "error")
 STRIP_LIMIT = 64  # per-step x0 previews kept from the last run
 
+# diffusers' lazy imports fail when two threads import it at once ("cannot import name
+# 'AutoencoderKL'"), so a run and the editor's own model-library work (insight plots)
+# take turns: a run holds this lock throughout, insight waits for it.
+LIBRARY_LOCK = threading.Lock()
+
 
 @dataclass
 class RunView:
@@ -107,7 +112,8 @@ class Runner:
 
     def _work(self, graph: Graph, outputs: list[str] | None, options: dict[str, Any]) -> None:
         try:
-            result = self._executor.run(graph, outputs, on_event=self._events.put, **options)
+            with LIBRARY_LOCK:
+                result = self._executor.run(graph, outputs, on_event=self._events.put, **options)
         except Exception as exc:  # e.g. a graph that does not validate
             self._events.put(("failed", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)))
         else:
