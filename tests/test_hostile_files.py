@@ -1,0 +1,211 @@
+"""A shared workflow is untrusted input: it can name paths, sizes and types, but it
+cannot read or write outside the configured folders, run code, or exhaust memory."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+
+from nodeflow.fields import FileChoice
+from nodeflow.node import NodeError, RunContext
+from nodeflow.registry import default_registry
+from nodeflow.validation import validate
+from nodeflow.workflow import WorkflowError, load_workflow, workflow_from_dict, workflow_from_json
+
+HOSTILE_NAMES = [
+    "../outside.safetensors",
+    "sub/../../outside.safetensors",
+    "..\\..\\outside.safetensors",
+    "/etc/passwd",
+    "~/.ssh/id_rsa",
+    "C:\\Windows\\win.ini",
+]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return default_registry()
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """models/, input/ and output/ folders, and a file outside all of them."""
+    for name in ("models", "input", "output", "outside"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "outside" / "outside.safetensors").write_bytes(b"secret")
+    (tmp_path / "outside.safetensors").write_bytes(b"secret")
+    return tmp_path
+
+
+def _context(folders: Path, **settings) -> RunContext:
+    models = str(folders / "models")
+    kinds = {"checkpoints": [models], "unet": [models]}
+    return RunContext(node_id="7", output_dir=folders / "output", input_dir=folders / "input",
+                      settings={"model_folders": kinds, **settings})
+
+
+def _path_fields(registry) -> list[tuple[type, str]]:
+    """Every file field of every installed node type that needs no links to run."""
+    found = []
+    for cls in registry.types():
+        sockets = [n for n, i in cls.inputs.items() if not i.is_widget and not i.optional]
+        for name, declared in cls.widgets().items():
+            if isinstance(declared, FileChoice) and not sockets:
+                found.append((cls, name))
+    return found
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_no_path_field_leaves_its_folders(registry, folders, name):
+    fields = _path_fields(registry)
+    assert {(cls.type, field) for cls, field in fields} >= {("Checkpoint", "checkpoint"), ("UNet", "unet"),
+                                                            ("LoadImage", "image")}
+    for cls, field in fields:
+        values = {**cls.default_values(), field: name}
+        with pytest.raises(NodeError) as error:
+            cls().run(_context(folders), **values)
+        message = str(error.value)
+        assert f'field "{field}"' in message, message
+        assert "absolute path" in message or "'..'" in message or "not found" in message or "not in the" in message
+
+
+def test_symlinks_out_of_a_folder_are_refused_unless_allowed(registry, folders):
+    from nodes.diffusion._paths import resolve_model_path
+
+    (folders / "models" / "escape.safetensors").symlink_to(folders / "outside" / "outside.safetensors")
+    (folders / "input" / "escape.png").symlink_to(folders / "outside" / "outside.safetensors")
+    (folders / "models" / "inside.safetensors").write_bytes(b"x")
+    (folders / "models" / "alias.safetensors").symlink_to(folders / "models" / "inside.safetensors")
+    ctx = _context(folders)
+
+    with pytest.raises(NodeError, match="symlink to .*outside the configured folders"):
+        resolve_model_path("escape.safetensors", "checkpoints", ctx.settings)
+    load_image = registry.get("LoadImage")
+    with pytest.raises(NodeError, match='field "image": .*symlink'):
+        load_image().run(ctx, image="escape.png")
+    assert resolve_model_path("alias.safetensors", "checkpoints", ctx.settings).name == "alias.safetensors"
+
+    trusted = _context(folders, trusted_paths=[str(folders / "outside")]).settings  # --allow-path
+    assert resolve_model_path("escape.safetensors", "checkpoints", trusted).name == "escape.safetensors"
+    absolute = str(folders / "outside" / "outside.safetensors")
+    assert resolve_model_path(absolute, "checkpoints", {**ctx.settings, "trusted_paths": [absolute]}) == Path(absolute)
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "sub/name", "/tmp/abs", "..", "a\\b", "c:name"])
+def test_save_writes_only_inside_the_output_folder(registry, folders, prefix):
+    import torch
+
+    with pytest.raises(NodeError, match='field "filename_prefix"'):
+        registry.get("SaveImage")().run(_context(folders), images=torch.zeros(1, 4, 4, 3), filename_prefix=prefix,
+                                        embed_workflow=True)
+    assert list((folders / "output").iterdir()) == []
+
+
+def test_save_never_overwrites_nor_follows_a_planted_symlink(registry, folders):
+    import torch
+
+    target = folders / "outside" / "victim.txt"
+    target.write_text("keep me")
+    (folders / "output" / "img_00001.png").symlink_to(target)
+    (folders / "output" / "img_00002.png").write_bytes(b"earlier run")
+    registry.get("SaveImage")().run(_context(folders), images=torch.zeros(2, 4, 4, 3), filename_prefix="img",
+                                    embed_workflow=True)
+    assert target.read_text() == "keep me"
+    assert (folders / "output" / "img_00002.png").read_bytes() == b"earlier run"
+    assert sorted(p.name for p in (folders / "output").iterdir()) == [
+        "img_00001.png", "img_00002.png", "img_00003.png", "img_00004.png"]
+
+
+def test_a_pickle_checkpoint_never_runs_its_payload(registry, folders):
+    import torch
+
+    marker = folders / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"state_dict": {"weight": torch.zeros(1)}, "evil": Payload()}, folders / "models" / "evil.ckpt")
+    with pytest.raises(NodeError, match='field "checkpoint": evil.ckpt: .*never run'):
+        registry.get("Checkpoint")().run(_context(folders), checkpoint="evil.ckpt", dtype="auto", prediction="auto")
+    assert not marker.exists()
+
+
+def _graph_doc(node_type: str, **values) -> dict:
+    return {"format": "nodeflow.workflow", "version": 1,
+            "nodes": [{"id": "1", "type": node_type, "values": values}], "links": []}
+
+
+@pytest.mark.parametrize("node_type, field, value", [
+    ("EmptyLatent", "width", 1_000_000),
+    ("EmptyLatent", "height", -8),
+    ("EmptyLatent", "batch", 100_000),
+    ("Sampler", "steps", 10**9),
+    ("LatentUpscale", "scale_by", 1e9),
+    ("TextEncoder", "text", "x" * 200_000),
+])
+def test_oversized_values_are_refused_naming_node_and_field(registry, node_type, field, value):
+    workflow = workflow_from_dict(_graph_doc(node_type, **{field: value}), registry)
+    problems = [p for p in validate(workflow.graph) if p.code == "invalid_value"]
+    assert [(p.node_id, p.field) for p in problems] == [("1", field)]
+
+
+def test_deeply_nested_and_huge_json_are_refused(registry, tmp_path, monkeypatch):
+    with pytest.raises(WorkflowError, match="nested"):
+        workflow_from_json("[" * 100_000 + "]" * 100_000, registry)
+    deep: dict = {"v": 1}
+    for _ in range(200):
+        deep = {"v": deep}
+    with pytest.raises(WorkflowError, match="nested more than"):
+        workflow_from_dict(_graph_doc("EmptyLatent", width=deep), registry)
+    comfy = {"1": {"class_type": "CLIPTextEncode", "inputs": {"text": deep}}}
+    with pytest.raises(WorkflowError, match="nested more than"):
+        workflow_from_dict(comfy, registry)
+    many = {str(i): {"class_type": "Note", "inputs": {}} for i in range(6_000)}
+    with pytest.raises(WorkflowError, match="limit is"):
+        workflow_from_dict(many, registry)
+
+    import nodeflow.workflow as workflow_module
+
+    monkeypatch.setattr(workflow_module, "MAX_FILE_BYTES", 1000)
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps(_graph_doc("TextEncoder", text="x" * 2000)))
+    with pytest.raises(WorkflowError, match="larger than the limit"):
+        load_workflow(big, registry)
+
+
+def test_a_png_zip_bomb_stops_at_the_limit(registry, tmp_path):
+    from nodeflow.pngmeta import MAX_TEXT_BYTES, PNG_SIGNATURE
+
+    bomb = zlib.compress(b"{" + b" " * (MAX_TEXT_BYTES + 1), 9)  # 50 MB of text in ~50 kB
+    body = b"nodeflow\x00" + b"\x01\x00" + b"\x00\x00" + bomb  # iTXt: compressed, no language
+    header = b"\x00\x00\x00\x01" * 2 + b"\x08\x02\x00\x00\x00"
+    path = tmp_path / "bomb.png"
+    path.write_bytes(PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"iTXt", body) + _chunk(b"IEND", b""))
+    with pytest.raises(WorkflowError, match="larger than the limit"):
+        load_workflow(path, registry)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def test_nothing_in_a_workflow_is_code(registry):
+    import sys
+
+    doc = {"format": "nodeflow.workflow", "version": 1, "links": [], "nodes": [
+        {"id": "1", "type": "os.system", "values": {"command": "touch /tmp/nodeflow-pwned"}},
+        {"id": "2", "type": "__import__('os').system('true')", "values": {}},
+        {"id": "3", "type": "evil_plugin_module", "values": {}},
+    ]}
+    workflow = workflow_from_dict(doc, registry)
+    assert {p.code for p in validate(workflow.graph) if p.node_id} == {"unknown_node_type"}
+    assert "evil_plugin_module" not in sys.modules
+    comfy = {"1": {"class_type": "ExecutePython", "inputs": {"code": "import os"}}}
+    with pytest.raises(WorkflowError, match=r"ExecutePython \(node 1\)"):
+        workflow_from_dict(comfy, registry)
