@@ -9,6 +9,9 @@ Signatures
     The run's device is part of every signature (cached tensors stay on their device).
     A non-deterministic node also hashes a fresh per-run nonce (so it and everything
     downstream re-run every time); an output node also hashes the output folder.
+    Not in it: the run's ``settings`` and the contents of files a node reads (a model
+    or image replaced on disk under the same name); after such a change, clear the
+    executor's cache.
 
 Inputs
     A socket gets the value of the output linked to it; an unconnected optional socket
