@@ -227,6 +227,32 @@ def test_model_folder_latent_rgb_json_is_used(tiny_sd, tmp_path):
     assert torch.allclose(vae.latent_rgb[-1], torch.zeros(3))
 
 
+def test_folder_declaring_its_family_and_carrying_an_image_encoder(tiny_sd, tmp_path):
+    """The bundled model's layout: ``_nodeflow_family`` in model_index.json, a CLIP image
+    encoder beside the text encoder, fp16-variant weight files as hub snapshots have."""
+    import json
+
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    folder = tmp_path / "bundled-like"
+    shutil.copytree(tiny_sd, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index.update(_nodeflow_family="bundled", image_encoder=["transformers", "CLIPVisionModelWithProjection"])
+    (folder / "model_index.json").write_text(json.dumps(index))
+    vision = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                                            num_attention_heads=1, image_size=32, patch_size=8, projection_dim=32))
+    vision.save_pretrained(folder / "image_encoder")
+    (folder / "text_encoder" / "model.safetensors").rename(folder / "text_encoder" / "model.fp16.safetensors")
+    unet = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    unet.rename(unet.with_name("diffusion_pytorch_model.fp16.safetensors"))
+
+    out = load(tmp_path, "bundled-like")
+    assert out["model"].family.name == out["clip"].family.name == "bundled"
+    assert isinstance(out["clip"].vision, CLIPVisionModelWithProjection)
+    with torch.no_grad():
+        assert out["clip"].vision(torch.zeros(1, 3, 32, 32)).image_embeds.shape == (1, 32)
+
+
 def test_checkpoint_runs_in_the_executor_with_configured_model_folders(models_dir):
     from nodeflow.executor import Executor
     from nodeflow.graph import Graph

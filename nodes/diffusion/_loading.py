@@ -336,7 +336,11 @@ def _transformers_model(index: Mapping[str, Any], name: str, folder: Path, dtype
     cls = getattr(transformers, class_name, None)
     if cls is None or not class_name.startswith("CLIP"):
         raise CheckpointError(f"{folder.name}/{name}: unsupported model class {class_name!r}")
-    return cls.from_pretrained(folder / name, dtype=dtype, local_files_only=True).to(device).eval()
+    # Hub snapshots sometimes hold only the half-precision variant.
+    variant = "fp16" if (folder / name / "model.fp16.safetensors").is_file() and not any(
+        (folder / name / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    ) else None
+    return cls.from_pretrained(folder / name, dtype=dtype, variant=variant, local_files_only=True).to(device).eval()
 
 
 # -- entry points --------------------------------------------------------------------------
