@@ -255,3 +255,39 @@ def test_a_crash_leaves_unsaved_work_that_the_next_start_restores(start_editor, 
     again.request("answer_recovery", restore=True)
     restored = again.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=10)
     assert restored["dirty"] and restored["path"] == str(workflow)
+
+
+def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
+    editor = start_editor(picture_workflow(tmp_path / "pictures.json"))
+    state = editor.state()
+    count = len(state["nodes"])
+
+    # Type in the palette's search box; Enter places the best match.
+    x, y, w, h = state["palette_filter_rect"]
+    editor.xdotool("mousemove", str(int(x + w / 2)), str(int(y + h / 2)))
+    editor.xdotool("click", "1")
+    time.sleep(0.3)
+    editor.xdotool("type", "--delay", "60", "multip")
+    editor.xdotool("key", "Return")
+    added = editor.wait_for(lambda s: len(s["nodes"]) == count + 1, timeout=10)
+    new_id = max(added["nodes"], key=int)
+    assert added["nodes"][new_id]["type"] == "Multiply"
+
+    # Leave the text box: click empty canvas, then work with shortcuts.
+    editor.xdotool("mousemove", "900", "850")
+    editor.xdotool("click", "1")
+    time.sleep(0.3)
+    editor.xdotool("key", "ctrl+a")
+    editor.wait_for(lambda s: len(s["selection"]) == count + 1, timeout=10)
+    editor.xdotool("key", "ctrl+b")
+    editor.wait_for(lambda s: all(n["mode"] == "bypass" for n in s["nodes"].values()), timeout=10)
+    editor.xdotool("key", "ctrl+z")
+    editor.wait_for(lambda s: all(n["mode"] == "normal" for n in s["nodes"].values()), timeout=10)
+    editor.xdotool("key", "ctrl+c")
+    editor.xdotool("key", "ctrl+v")
+    pasted = editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=10)
+    assert len(pasted["links"]) == 2 * len(added["links"])  # links among the copied nodes came along
+    editor.xdotool("key", "Delete")  # the pasted nodes are selected: delete them
+    editor.wait_for(lambda s: len(s["nodes"]) == count + 1, timeout=10)
+    editor.xdotool("key", "ctrl+z")
+    editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=10)

@@ -282,6 +282,7 @@ class EditorApp:
             self.canvas.show_states(view.node_states)
         if not dpg.is_mouse_button_down(dpg.mvMouseButton_Left) and self.frames % 3 == 0:
             self.canvas.sync_from_view()
+        self.canvas.show_selection(self.c.selection)
         self.side.show_selection()
         self.c.tick()
         title = self.c.title

@@ -45,6 +45,7 @@ class Canvas:
         self.links: dict[Link, int] = {}
         self._states: dict[str, str] = {}
         self._last_shown_selection: list[str] = []
+        self._marked: set[str] = set()  # nodes outlined as selected by the controller
         controller.subscribe(self._on_model_event)
         self.rebuild()
 
@@ -196,12 +197,14 @@ class Canvas:
     def _apply_theme(self, node_id: str) -> None:
         node = self.c.graph.nodes[node_id]
         state = self._states.get(node_id, "idle")
-        dpg.bind_item_theme(self.nodes[node_id], self.themes.node(state, node.mode == "bypass"))
+        marked = node_id in self._marked
+        dpg.bind_item_theme(self.nodes[node_id], self.themes.node(state, node.mode == "bypass", marked))
 
     # ------------------------------------------------------------ model events
     def _on_model_event(self, event: str, details: dict[str, Any]) -> None:
         if event == "graph_replaced":
             self._states.clear()
+            self._marked.clear()
             self.rebuild()
         elif event == "node_added":
             self._add_node(details["node"])
@@ -237,6 +240,16 @@ class Canvas:
             state = states.get(node_id, "idle")
             if self._states.get(node_id, "idle") != state:
                 self._states[node_id] = state
+                self._apply_theme(node_id)
+
+    def show_selection(self, selection: set[str]) -> None:
+        """Outline the controller's selection (it may differ from the on-screen one)."""
+        if selection == self._marked:
+            return
+        changed = selection ^ self._marked
+        self._marked = set(selection)
+        for node_id in changed:
+            if node_id in self.nodes:
                 self._apply_theme(node_id)
 
     # ------------------------------------------------------------ user gestures

@@ -24,12 +24,14 @@ def _lift(rgb: tuple[int, int, int], amount: int) -> tuple[int, ...]:
 
 class Themes:
     def __init__(self) -> None:
-        self._node: dict[tuple[str, bool], int] = {}
+        self._node: dict[tuple[str, bool, bool], int] = {}
         self._pin: dict[str, int] = {}
         self._link: dict[str, int] = {}
 
-    def node(self, state: str, bypassed: bool) -> int:
-        key = (state, bypassed)
+    def node(self, state: str, bypassed: bool, selected: bool = False) -> int:
+        """Title bar by run state, see-through when bypassed, a bright outline when
+        selected (Dear PyGui cannot select nodes itself, e.g. after Select all)."""
+        key = (state, bypassed, selected)
         if key not in self._node:
             r, g, b = STATE_COLORS.get(state, STATE_COLORS["idle"])
             alpha = BYPASS_ALPHA if bypassed else 255
@@ -41,6 +43,9 @@ class Themes:
                 dpg.add_theme_color(dpg.mvNodeCol_NodeBackground, (38, 40, 46, 110 if bypassed else 245), category=nodes)
                 dpg.add_theme_color(dpg.mvNodeCol_NodeBackgroundHovered, (46, 48, 56, 120 if bypassed else 250), category=nodes)
                 dpg.add_theme_color(dpg.mvNodeCol_NodeBackgroundSelected, (54, 56, 66, 130 if bypassed else 255), category=nodes)
+                if selected:
+                    dpg.add_theme_color(dpg.mvNodeCol_NodeOutline, (255, 200, 80, 255), category=nodes)
+                    dpg.add_theme_style(dpg.mvNodeStyleVar_NodeBorderThickness, 2.5, category=nodes)
                 if bypassed:
                     dpg.add_theme_color(dpg.mvThemeCol_Text, (200, 200, 200, 110))
             self._node[key] = theme
