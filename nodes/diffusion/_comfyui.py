@@ -114,7 +114,7 @@ def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
             widget = slot.get("widget")
             name = widget.get("name") if isinstance(widget, dict) else slot.get("name")
             link = slot.get("link")
-            if isinstance(name, str) and link is not None and not isinstance(link, bool):
+            if isinstance(name, str) and isinstance(link, (int, str)) and not isinstance(link, bool):
                 if link not in links:
                     raise WorkflowError(f"ComfyUI node {node.id} input {name!r}: link {link!r} is not in 'links'")
                 node.inputs[name] = links[link]
@@ -153,9 +153,13 @@ def _widget_values(values: Any, names: tuple[str, ...]) -> dict[str, Any]:
             break
         out[name] = values[position]
         position += 1
-        if name in SEED_WIDGETS and position < len(values) and values[position] in SEED_CONTROLS:
+        if name in SEED_WIDGETS and position < len(values) and _is_seed_control(values[position]):
             position += 1
     return out
+
+
+def _is_seed_control(value: Any) -> bool:
+    return isinstance(value, str) and value in SEED_CONTROLS
 
 
 def _ui_pair(value: Any) -> tuple[float, float] | None:
@@ -359,7 +363,7 @@ def _sampler_values(b: Builder, c: ComfyNode, values: dict[str, Any], steps_inpu
     denoise = 1.0 if denoise is None else denoise
     try:
         values["steps"], values["denoise"] = steps_and_denoise(steps, denoise)
-    except ValueError:
+    except (ValueError, OverflowError):
         b.problem(c, f"steps {_show(steps)} with denoise {_show(denoise)} have no nodeflow equivalent")
 
 
@@ -617,21 +621,20 @@ def _give_latents_their_model(nodes: list[dict[str, Any]], links: list[dict[str,
 
 def _layout(nodes: list[dict[str, Any]], links: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Positions for an API-format file (which has none): columns by depth, left to right."""
-    inputs: dict[str, set[str]] = {}
-    for link in links:
-        inputs.setdefault(link["to"]["node"], set()).add(link["from"]["node"])
-    depth: dict[str, int] = {}
+    import networkx as nx
 
-    def depth_of(node_id: str, trail: frozenset[str] = frozenset()) -> int:
-        if node_id not in depth:
-            sources = [s for s in inputs.get(node_id, ()) if s not in trail]
-            depth[node_id] = 1 + max((depth_of(s, trail | {node_id}) for s in sources), default=-1)
-        return depth[node_id]
-
+    graph = nx.DiGraph()
+    graph.add_nodes_from(n["id"] for n in nodes)
+    graph.add_edges_from((l["from"]["node"], l["to"]["node"]) for l in links)
+    condensed = nx.condensation(graph)  # a cycle (the validator reports it) shares one column
+    depth: dict[int, int] = {}
+    for component in nx.topological_sort(condensed):
+        depth[component] = 1 + max((depth[p] for p in condensed.predecessors(component)), default=-1)
+    column_of = {node_id: depth[c] for node_id, c in condensed.graph["mapping"].items()}
     rows: dict[int, int] = {}
     placements = {}
     for node in nodes:
-        column = depth_of(node["id"]) if len(nodes) < 500 else 0  # recursion stays shallow for real files
+        column = column_of[node["id"]]
         row = rows[column] = rows.get(column, -1) + 1
         placements[node["id"]] = {"pos": [column * 320.0, row * 180.0]}
     return placements

@@ -1,0 +1,208 @@
+"""Fuzz the workflow loaders: every input ends in a clear load error or a loaded workflow.
+
+Feeds hypothesis-generated input to everything that reads shared workflows:
+native workflow JSON (random and mutated from the shipped workflows), ComfyUI API and
+UI documents (random and mutated from the test fixtures), PNG files with random
+text chunks, and raw bytes. An input passes when loading raises WorkflowError (with a
+message) or returns a workflow that then validates, serialises and reloads without
+error. Anything else (an uncaught exception) is a failure, printed with its input.
+
+    nice -n 10 .venv/bin/python benchmarks/fuzz_workflows.py --examples 100000
+
+tests/test_fuzz_workflows.py runs a few hundred examples of the same checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+import sys
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from nodeflow.pngmeta import PNG_SIGNATURE  # noqa: E402
+from nodeflow.registry import default_registry  # noqa: E402
+from nodeflow.validation import validate  # noqa: E402
+from nodeflow.workflow import WorkflowError, workflow_from_dict, workflow_from_json  # noqa: E402
+from nodes.diffusion._comfyui import MAPPINGS, UI_ONLY  # noqa: E402
+
+SEEDS_NATIVE = [json.loads(p.read_text()) for p in sorted((ROOT / "workflows").glob("*.json"))]
+SEEDS_COMFY = [json.loads(p.read_text()) for p in sorted((ROOT / "tests/fixtures/comfyui").glob("*.json"))]
+COMFY_TYPES = sorted(MAPPINGS) + sorted(UI_ONLY) + ["VAELoader", "LoraLoader"]
+
+outcomes: Counter[str] = Counter()
+
+# ------------------------------------------------------------------------ strategies
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20), st.sampled_from(["", "1", "3", "4", "normal", "bypass", "euler", "randomize", "..", "/etc"]),
+)
+json_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=10), inner, max_size=6)),
+    max_leaves=30,
+)
+node_ids = st.one_of(st.integers(-2, 30), st.sampled_from(["1", "3", "4", "6", "9", "3.noise", ""]))
+
+
+def _mutate(document: Any, draw: Any, depth: int = 0) -> Any:
+    """A copy of ``document`` with random parts replaced, dropped or duplicated."""
+    choice = draw(st.integers(0, 9))
+    if choice == 0 or depth > 8:
+        return draw(json_values)
+    if isinstance(document, dict):
+        out = {}
+        for key, value in document.items():
+            action = draw(st.integers(0, 12))
+            if action == 0:
+                continue  # drop
+            out[key] = _mutate(value, draw, depth + 1) if action < 5 else value
+        if draw(st.integers(0, 8)) == 0:
+            out[draw(st.text(max_size=8))] = draw(json_values)
+        return out
+    if isinstance(document, list):
+        items = [(_mutate(v, draw, depth + 1) if draw(st.integers(0, 3)) == 0 else v) for v in document]
+        if items and draw(st.integers(0, 6)) == 0:
+            items.append(items[draw(st.integers(0, len(items) - 1))])
+        return items
+    return draw(json_values) if choice < 3 else document
+
+
+@st.composite
+def mutated_native(draw: Any) -> Any:
+    return _mutate(draw(st.sampled_from(SEEDS_NATIVE)), draw)
+
+
+@st.composite
+def mutated_comfy(draw: Any) -> Any:
+    return _mutate(draw(st.sampled_from(SEEDS_COMFY)), draw)
+
+
+@st.composite
+def random_comfy_api(draw: Any) -> dict[str, Any]:
+    nodes = {}
+    for _ in range(draw(st.integers(1, 8))):
+        inputs = draw(st.dictionaries(
+            st.sampled_from(["model", "clip", "vae", "samples", "images", "seed", "steps", "cfg", "text", "ckpt_name",
+                             "sampler_name", "scheduler", "denoise", "positive", "negative", "latent_image", "noise",
+                             "guider", "sampler", "sigmas", "width", "height", "batch_size", "upscale_method", "crop"]),
+            st.one_of(scalars, st.tuples(node_ids, st.integers(-1, 4)).map(list)), max_size=8))
+        nodes[str(draw(node_ids))] = {"class_type": draw(st.sampled_from(COMFY_TYPES)), "inputs": inputs}
+    return nodes
+
+
+@st.composite
+def random_comfy_ui(draw: Any) -> dict[str, Any]:
+    links = []
+    for link_id in range(draw(st.integers(0, 10))):
+        ends = [link_id, draw(node_ids), draw(st.integers(-1, 3)), draw(node_ids), draw(st.integers(-1, 5)), "*"]
+        links.append(ends if draw(st.booleans()) else dict(zip(
+            ["id", "origin_id", "origin_slot", "target_id", "target_slot", "type"], ends)))
+    nodes = []
+    for _ in range(draw(st.integers(0, 8))):
+        inputs = [{"name": draw(st.sampled_from(["model", "clip", "samples", "seed", "positive", "input", ""])),
+                   "link": draw(st.one_of(st.none(), st.integers(-1, 12))),
+                   **({"widget": {"name": "seed"}} if draw(st.booleans()) else {})}
+                  for _ in range(draw(st.integers(0, 4)))]
+        nodes.append({"id": draw(node_ids), "type": draw(st.sampled_from(COMFY_TYPES)),
+                      "pos": draw(st.one_of(st.lists(st.floats(allow_nan=False), max_size=3), json_values)),
+                      "mode": draw(st.sampled_from([0, 2, 4, 1, 7, "x"])), "inputs": inputs,
+                      "widgets_values": draw(st.lists(scalars, max_size=8))})
+    document = {"nodes": nodes, "links": links, "version": draw(st.sampled_from([0.4, 1]))}
+    document["last_node_id" if draw(st.booleans()) else "state"] = 9
+    return document
+
+
+def _png(chunks: list[tuple[bytes, bytes]], good_crc: bool = True) -> bytes:
+    out = [PNG_SIGNATURE]
+    for kind, body in chunks:
+        crc = zlib.crc32(kind + body) if good_crc else 0
+        out.append(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc))
+    return b"".join(out)
+
+
+@st.composite
+def png_files(draw: Any) -> bytes:
+    payload = draw(st.one_of(
+        mutated_comfy().map(json.dumps), mutated_native().map(json.dumps), st.text(max_size=50)))
+    keyword = draw(st.sampled_from([b"nodeflow", b"workflow", b"prompt", b"parameters", b"", b"x" * 90]))
+    data = payload.encode("utf-8", "surrogatepass")
+    kind = draw(st.sampled_from([b"tEXt", b"zTXt", b"iTXt", b"IDAT"]))
+    if kind == b"zTXt":
+        body = keyword + b"\x00\x00" + (zlib.compress(data) if draw(st.booleans()) else draw(st.binary(max_size=20)))
+    elif kind == b"iTXt":
+        flag = draw(st.booleans())
+        body = keyword + b"\x00" + bytes([flag, 0]) + b"\x00\x00" + (zlib.compress(data) if flag else data)
+    else:
+        body = keyword + b"\x00" + data
+    chunks = [(b"IHDR", b"\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"), (kind, body), (b"IEND", b"")]
+    raw = _png(chunks, good_crc=draw(st.integers(0, 9)) > 0)
+    if draw(st.integers(0, 5)) == 0:
+        raw = raw[: draw(st.integers(0, len(raw)))]  # truncated
+    return raw
+
+
+inputs = st.one_of(
+    json_values.map(lambda v: ("dict", v)),
+    mutated_native().map(lambda v: ("dict", v)),
+    mutated_native().map(lambda v: ("json", json.dumps(v))),
+    mutated_comfy().map(lambda v: ("dict", v)),
+    random_comfy_api().map(lambda v: ("dict", v)),
+    random_comfy_ui().map(lambda v: ("dict", v)),
+    png_files().map(lambda v: ("bytes", v)),
+    st.binary(max_size=200).map(lambda v: ("bytes", v)),
+)
+
+
+# ----------------------------------------------------------------------------- check
+def check(kind: str, data: Any, registry: Any) -> None:
+    """Load ``data``; a WorkflowError must carry a message, a loaded workflow must survive
+    validation and a save/load round trip. Other exceptions propagate (the failure)."""
+    try:
+        workflow = workflow_from_dict(data, registry) if kind == "dict" else workflow_from_json(data, registry)
+    except WorkflowError as exc:
+        assert str(exc), "a WorkflowError without a message"
+        outcomes["refused"] += 1
+        return
+    validate(workflow.graph, extra_problems=workflow.problems)
+    again = workflow_from_dict(workflow.to_dict(), registry)
+    assert again.to_dict() == workflow.to_dict(), "a loaded workflow does not survive save/load"
+    outcomes["loaded"] += 1
+
+
+def run(examples: int, seed: int | None = None) -> None:
+    registry = default_registry()
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is not None,
+              suppress_health_check=list(HealthCheck))
+    @given(inputs)
+    def fuzz(case: tuple[str, Any]) -> None:
+        check(case[0], case[1], registry)
+
+    fuzz()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    run(args.examples)
+    total = sum(outcomes.values())
+    print(f"{total} inputs in {time.perf_counter() - start:.0f} s: {outcomes['loaded']} loaded, "
+          f"{outcomes['refused']} refused with a WorkflowError, 0 uncaught exceptions")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
