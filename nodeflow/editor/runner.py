@@ -83,7 +83,9 @@ class Runner:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() or self.view.status == "running"
+        # Still "running" until poll() has applied the final events, so the view never
+        # shows a finished run with stale node states.
+        return (self._thread is not None and self._thread.is_alive()) or self.view.status == "running"
 
     def start(self, graph: Graph, outputs: list[str] | None = None, settings: dict[str, Any] | None = None) -> None:
         """Run a snapshot of ``graph`` (later edits do not touch the running copy);
