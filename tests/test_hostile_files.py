@@ -209,3 +209,18 @@ def test_nothing_in_a_workflow_is_code(registry):
     comfy = {"1": {"class_type": "ExecutePython", "inputs": {"code": "import os"}}}
     with pytest.raises(WorkflowError, match=r"ExecutePython \(node 1\)"):
         workflow_from_dict(comfy, registry)
+
+
+def test_image_sizes_are_limited_before_allocation(registry, folders):
+    import torch
+
+    from nodes.diffusion._types import Latent
+
+    ctx = _context(folders)
+    with pytest.raises(NodeError, match='field "batch": 64 x 8192x8192 is 4,294,967,296 pixels'):
+        registry.get("EmptyLatent")().run(ctx, width=8192, height=8192, batch=64)
+    latent = Latent(torch.zeros(1, 4, 8, 8))
+    small = _context(folders, max_batch_pixels=100_000)  # 8x8 latent x8 x8 = 262,144 pixels
+    with pytest.raises(NodeError, match='field "scale_by": .* more than the limit of 100,000 per batch'):
+        registry.get("LatentUpscale")().run(small, latent=latent, method="bilinear", width=0, height=0, scale_by=8.0)
+    assert registry.get("EmptyLatent")().run(ctx, width=64, height=64, batch=2).samples.shape == (2, 4, 8, 8)
