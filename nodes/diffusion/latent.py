@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nodeflow.fields import Choice, Float, Int, Output, Socket
+from nodeflow.limits import check_pixels
 from nodeflow.node import Node, NodeError, RunContext
 
 from ._types import Autoencoder, DiffusionModel, Latent, ModelFamily
@@ -53,6 +54,7 @@ class EmptyLatent(Node):
         family = _family(vae, model)
         h = _latent_side("height", height, family.vae_scale_factor)
         w = _latent_side("width", width, family.vae_scale_factor)
+        check_pixels("batch" if batch > 1 else "width", width, height, batch, ctx.settings)
         return Latent(torch.zeros(batch, family.latent_channels, h, w, device=ctx.device), family)
 
 
@@ -89,6 +91,8 @@ class LatentUpscale(Node):
             new_w = new_w or max(1, round(w * new_h / h))
             new_h = new_h or max(1, round(h * new_w / w))
             size = (new_h, new_w)
+        check_pixels("scale_by" if width == 0 and height == 0 else "width", size[1] * factor, size[0] * factor,
+                     samples.shape[0], ctx.settings)
         if method == "nearest":  # torch's plain "nearest" is shifted by half a pixel
             resized = F.interpolate(samples, size=size, mode="nearest-exact")
         else:
