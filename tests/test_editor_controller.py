@@ -420,3 +420,15 @@ def test_field_options_hook_feeds_file_combos():
 
     assert field_options(Loader, "value") == ["a.safetensors", "b"]
     assert field_options(testpack.Number, "value") is None
+
+
+def test_opening_a_non_workflow_file_imports_it_without_a_save_target(ctl, tmp_path):
+    chain(ctl)
+    saved = ctl.save(tmp_path / "flow.json")
+    imported = tmp_path / "flow.txt"  # any file the loader understands that is not our .json
+    imported.write_bytes(saved.read_bytes())
+    ctl.open(imported)
+    assert len(ctl.graph.nodes) == 3 and ctl.path is None
+    assert "imported flow.txt" in ctl.status
+    with pytest.raises(ValueError):
+        ctl.save()  # never overwrites the source; the view asks for a new name

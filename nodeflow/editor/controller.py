@@ -146,7 +146,14 @@ class EditorController:
         self._replace_graph(workflow.graph, path)
         self.recent.add(path)
         count = len(self.problems)
-        self.say(f"opened {path.name}" + (f" with {count} problem{'s' * (count != 1)}" if count else ""))
+        found = f" with {count} problem{'s' * (count != 1)}" if count else ""
+        if path.suffix.lower() != ".json":
+            # Imported (a PNG's embedded workflow, another tool's file): Save must not
+            # overwrite the source, so the workflow has no file until Save As.
+            self.path = None
+            self.say(f"imported {path.name}{found}; Save As to keep it as a workflow")
+        else:
+            self.say(f"opened {path.name}{found}")
         return self.problems
 
     def save(self, path: str | Path | None = None) -> Path:
