@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +18,16 @@ from nodes.diffusion._ldm import CheckpointError  # noqa: E402
 from nodes.diffusion._paths import BUNDLED_DIR, list_models, resolve_model_path  # noqa: E402
 from nodes.diffusion.loaders import Checkpoint, UNet  # noqa: E402
 from tiny_models import save_single_file, shared_tiny_sd, shared_tiny_sd2, shared_tiny_sdxl  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine
+    OpenMP's spinning threads make them 10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +80,14 @@ def ctx_for(models_dir: Path) -> RunContext:
     return RunContext(node_id="1", settings={"model_folders": {"checkpoints": [str(models_dir)], "unet": [str(models_dir)]}})
 
 
-def load(models_dir: Path, value: str, **values):
-    return Checkpoint().run(ctx_for(models_dir), checkpoint=value, **{"dtype": "auto", "prediction": "auto", **values})
+def load(models_dir: Path, value: str, dtype: str = "auto", prediction: str = "auto"):
+    """The Checkpoint node's outputs; like the executor's cache, loads each choice once."""
+    return _load(models_dir, value, dtype, prediction)
+
+
+@functools.cache
+def _load(models_dir: Path, value: str, dtype: str, prediction: str):
+    return Checkpoint().run(ctx_for(models_dir), checkpoint=value, dtype=dtype, prediction=prediction)
 
 
 # -- the tiny model, from a folder and from a single file, equals diffusers' own ----------------
