@@ -130,6 +130,16 @@ def test_unsupported_node_types_are_all_listed_in_one_error(registry):
     assert "node 3 (KSampler): sampler_name 'dpmpp_3m_sde' has no nodeflow equivalent" in message
 
 
+def test_clip_set_last_layer_becomes_clip_skip(registry):
+    data = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    data["10"] = {"class_type": "CLIPSetLastLayer", "inputs": {"stop_at_clip_layer": -2, "clip": ["4", 1]}}
+    data["11"] = {"class_type": "Reroute", "inputs": {"input": ["10", 0]}}
+    data["6"]["inputs"]["clip"] = ["11", 0]
+    graph = workflow_from_dict(data, registry).graph
+    assert graph.nodes["6"].values["clip_skip"] == 2 and graph.link_into("6", "clip").source == "4"
+    assert graph.nodes["7"].values["clip_skip"] == 1  # its clip does not pass through the layer node
+
+
 def test_denoise_keeps_comfyuis_step_count():
     # ComfyUI runs `steps` steps of a schedule made for steps/denoise steps.
     assert steps_and_denoise(10, 0.5) == (20, 0.5)

@@ -220,7 +220,7 @@ class Builder:
         node_id = cnode.id + (f".{suffix}" if suffix else "")
         entry: dict[str, Any] = {"id": node_id, "type": type_name, "values": values or {}}
         if main:
-            if cnode.title:
+            if cnode.title and cnode.title != cnode.type:
                 entry["title"] = cnode.title
             if cnode.mode == "bypass":
                 entry["mode"] = "bypass"
@@ -271,8 +271,8 @@ class Builder:
             source = self.comfy.get(value.node)
             if source is None or source.mode == "muted":
                 return None  # as ComfyUI: a link from a missing or muted node is no link
-            if source.type == "Reroute":
-                value = source.inputs.get("input", next(iter(source.inputs.values()), None))
+            if source.type in PASS_THROUGH:
+                value = _passed_on(source)
             elif source.type in PRIMITIVES:
                 value = source.inputs.get("value")
             else:
@@ -431,6 +431,40 @@ def _build_folded(b: Builder, c: ComfyNode) -> None:
     """KSamplerSelect / BasicScheduler: read by the sampler that uses them, no node of their own."""
 
 
+def _build_text_encoder(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    b.value(c, "text", values, "text")
+    layer = _clip_layer(b, c)
+    if layer is not None:
+        if _is_int(layer) and layer < 0:
+            values["clip_skip"] = -layer  # ComfyUI's -2 (the penultimate layer) is clip_skip 2
+        else:
+            b.problem(c, f"CLIPSetLastLayer stop_at_clip_layer {_show(layer)} has no nodeflow equivalent")
+    node_id = b.add(c, "TextEncoder", values=values)
+    b.link(c, "clip", node_id, "clip")
+    b.output(c, 0, node_id, "conditioning")
+
+
+def _clip_layer(b: Builder, c: ComfyNode) -> Any:
+    """``stop_at_clip_layer`` of the nearest CLIPSetLastLayer the clip input passes through."""
+    value = c.inputs.get("clip")
+    for _ in range(MAX_RESOLVE_HOPS):
+        source = b.comfy.get(value.node) if isinstance(value, Ref) else None
+        if source is None or source.type not in ("Reroute", "CLIPSetLastLayer"):
+            return None
+        if source.type == "CLIPSetLastLayer" and source.mode == "normal":
+            return b.resolved(source, "stop_at_clip_layer")
+        value = _passed_on(source)
+    return None
+
+
+def _passed_on(node: ComfyNode) -> Any:
+    """What a Reroute (its one input, however named) or CLIPSetLastLayer passes on."""
+    if node.type == "CLIPSetLastLayer":
+        return node.inputs.get("clip")
+    return next((v for v in node.inputs.values() if isinstance(v, Ref)), None)
+
+
 def _build_latent_upscale(b: Builder, c: ComfyNode) -> None:
     values: dict[str, Any] = {}
     b.value(c, "upscale_method", values, "method", UPSCALE_METHODS.__getitem__)
@@ -459,9 +493,8 @@ MAPPINGS: dict[str, Mapping] = {
     "CheckpointLoaderSimple": Mapping(
         ("ckpt_name",), _one_to_one("Checkpoint", {}, {"ckpt_name": "checkpoint"}, ("model", "clip", "vae")),
         ("Checkpoint",)),
-    "CLIPTextEncode": Mapping(
-        ("text",), _one_to_one("TextEncoder", {"clip": "clip"}, {"text": "text"}, ("conditioning",)),
-        ("TextEncoder",)),
+    "CLIPTextEncode": Mapping(("text",), _build_text_encoder, ("TextEncoder",)),
+    "CLIPSetLastLayer": Mapping(("stop_at_clip_layer",), _build_folded, ()),
     "EmptyLatentImage": Mapping(
         ("width", "height", "batch_size"),
         _one_to_one("EmptyLatent", {}, {"width": "width", "height": "height", "batch_size": "batch"}, ("latent",)),
@@ -508,6 +541,8 @@ MAPPINGS: dict[str, Mapping] = {
     "LatentUpscaleBy": Mapping(("upscale_method", "scale_by"), _build_latent_upscale_by, ("LatentUpscale",)),
 }
 
+# Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.
+PASS_THROUGH = {"Reroute", "CLIPSetLastLayer"}
 # Nodes of ComfyUI's editor with no run-time meaning, and their widget names.
 PRIMITIVES = {"PrimitiveNode", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
               "PrimitiveBoolean"}
