@@ -114,3 +114,13 @@ def test_the_cli_finds_models_through_the_flag(tmp_path, tmp_path_factory):
     found = subprocess.run([*command, "--models", str(models)], capture_output=True, text=True, env=env, timeout=300)
     assert found.returncode == 0, found.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_the_editor_offers_what_the_folders_hold(comfy_tree, hf_cache):
+    from nodeflow.insight import field_options
+    from nodeflow.registry import default_registry
+
+    settings = run_settings([comfy_tree, hf_cache], environ={"NODEFLOW_CONFIG_DIR": "/nonexistent"})
+    offered = field_options(default_registry().get("Checkpoint"), "checkpoint", settings)
+    assert {"sd15.safetensors", "anime/model.ckpt", "acme/tiny-diffusion"} <= set(offered)
+    assert "acme/just-a-unet" in field_options(default_registry().get("UNet"), "unet", settings)
