@@ -23,6 +23,13 @@ _PREDICTION = Choice(
 )
 
 
+def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -> list[str]:
+    """The models the editor offers for a file field: what the configured folders hold."""
+    from ._paths import list_models
+
+    return list_models(cls.inputs[field_name].folder, settings)
+
+
 class Checkpoint(Node):
     type = "Checkpoint"
     display_name = "Load Checkpoint"
@@ -40,6 +47,7 @@ class Checkpoint(Node):
     )
     dtype = _DTYPE
     prediction = _PREDICTION
+    field_options = classmethod(_field_options)
     outputs = (
         Output("model", "MODEL", "The denoising UNet and its noise schedule"),
         Output("clip", "CLIP", "Tokenizer(s) and text encoder(s)"),
@@ -87,6 +95,7 @@ class UNet(Node):
     )
     dtype = _DTYPE
     prediction = _PREDICTION
+    field_options = classmethod(_field_options)
     outputs = (Output("model", "MODEL", "The denoising UNet and its noise schedule"),)
 
     def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:
