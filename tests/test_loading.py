@@ -404,9 +404,17 @@ def test_pickled_checkpoint_with_code_is_refused_without_running_it(models_dir, 
     payload.marker = marker
     torch.save({"state_dict": {"x": torch.zeros(1)}, "evil": payload}, tmp_path / "evil.ckpt")
     ctx = RunContext(settings={"model_folders": {"checkpoints": [str(tmp_path)]}})
-    with pytest.raises(NodeError, match="never run"):
+    with pytest.raises(NodeError, match="would run code from the file, which is never done"):
         Checkpoint().run(ctx, checkpoint="evil.ckpt", dtype="auto", prediction="auto")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("name, reason", [("broken.safetensors", "not a readable"), ("broken.ckpt", "not a plain weights file")])
+def test_unreadable_file_is_a_field_error(tmp_path, name, reason):
+    (tmp_path / name).write_bytes(b"not a model at all")
+    ctx = RunContext(settings={"model_folders": {"checkpoints": [str(tmp_path)]}})
+    with pytest.raises(NodeError, match=f'field "checkpoint": {name}: .*{reason}'):
+        Checkpoint().run(ctx, checkpoint=name, dtype="auto", prediction="auto")
 
 
 def test_plain_pickled_state_dict_loads(models_dir, tmp_path):

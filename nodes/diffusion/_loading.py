@@ -60,17 +60,27 @@ def resolve_dtype(choice: str, device: str) -> torch.dtype:
 def read_state_dict(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
     """All tensors of a weights file. Pickle-based formats are read weights-only."""
     if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path, device=str(device))
-    if path.suffix.lower() in PICKLE_SUFFIXES:
         try:
-            data = torch.load(path, map_location=device, weights_only=True, mmap=True)
-        except Exception as error:  # UnpicklingError and friends: refuse, never fall back
+            return load_file(path, device=str(device))
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"{path.name} is not a readable .safetensors file ({error})") from None
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        import pickle
+        import zipfile
+
+        try:
+            # weights_only: the unpickler accepts tensors and plain containers, nothing that runs code.
+            data = torch.load(path, map_location=device, weights_only=True, mmap=zipfile.is_zipfile(path))
+        except pickle.UnpicklingError:  # also what garbage gives: the two look alike
             raise CheckpointError(
-                f"{path.name} is not a plain weights file (it needs code to unpickle, which is never run); "
-                f"convert it to .safetensors ({type(error).__name__})"
+                f"{path.name} is not a plain weights file: unreadable, or holding objects whose unpickling "
+                "would run code from the file, which is never done; convert it to .safetensors"
             ) from None
+        except (RuntimeError, OSError, EOFError, ValueError) as error:
+            raise CheckpointError(f"{path.name} is not a readable weights file ({error})") from None
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
             data = data["state_dict"]
         if not isinstance(data, dict):
@@ -209,7 +219,7 @@ def load_single_file(path: Path, dtype: torch.dtype, device: str, prediction: st
     from ._tokenizer import PAD_END, PAD_ZERO, clip_tokenizer
 
     _quiet_transformers()
-    state = read_state_dict(path)
+    state = read_state_dict(path, device)
     family = detect_family(state)
     chosen = detect_prediction(state, family) if prediction == "auto" else prediction
     configs = _family_configs(family, chosen)
