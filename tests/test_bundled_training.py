@@ -122,3 +122,11 @@ def test_latent_rgb_fit_recovers_a_linear_map():
     rgb = (latents.permute(0, 2, 3, 1) @ true[:4] + true[4]).permute(0, 3, 1, 2)
     fitted = _train.fit_latent_rgb(latents, torch.nn.functional.interpolate(rgb, scale_factor=2))
     assert torch.allclose(fitted, true, atol=1e-4)
+
+
+def test_every_step_draws_a_different_batch():
+    # A regression: a seed made from the truncated key bytes repeated each batch ten times.
+    settings = _train.Settings()
+    for stage in ["vae", "clip", "classifier", "unet"]:
+        seeds = {_train._rng(settings, stage, i)[1].initial_seed() for i in range(3000)}
+        assert len(seeds) == 3000, stage
