@@ -229,6 +229,9 @@ def test_unet_node_loads_from_file_and_folder_alike(models_dir, pipe):
         same(from_file.unet(latents, 10, context).sample, expected, exact=False)
         same(from_folder.unet(latents, 10, context).sample, expected, exact=True)
     assert from_file.family.name == from_folder.family.name == "sd1"
+    inner = UNet().run(ctx, unet="tiny/unet/diffusion_pytorch_model.safetensors", dtype="fp32", prediction="auto")
+    with torch.no_grad():
+        same(inner.unet(latents, 10, context).sample, expected, exact=True)
 
 
 def test_model_folder_latent_rgb_json_is_used(tiny_sd, tmp_path):

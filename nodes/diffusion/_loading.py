@@ -202,7 +202,9 @@ def _vae_dtype(config: Mapping[str, Any], dtype: torch.dtype) -> torch.dtype:
 
 
 def _family_configs(family: str, prediction: str) -> Path:
-    return CONFIG_DIR / ("sd2-base" if family == "sd2" and prediction == "epsilon" else family)
+    """The shipped config folder for ``family``; SD 1.x's for families without one."""
+    name = "sd2-base" if family == "sd2" and prediction == "epsilon" else family
+    return CONFIG_DIR / (name if name in ("sd1", "sd2", "sd2-base", "sdxl") else "sd1")
 
 
 def _scheduler_config(folder: Path, prediction: str) -> dict[str, Any]:
@@ -384,7 +386,14 @@ def load_unet(path: Path, dtype: torch.dtype, device: str, prediction: str = "au
             scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
         return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
 
-    state = read_state_dict(path)
+    state = read_state_dict(path, device)
+    if "conv_in.weight" in state and (path.parent / "config.json").is_file():
+        # diffusers-named weights picked from inside a diffusers unet folder
+        config = _read_json(path.parent / "config.json")
+        unet = _diffusers_model(UNet2DConditionModel, config, state, dtype, device)
+        family = folder_family(path.parent)
+        scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
+        return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
     if not _ldm.has_prefix(state, _ldm.UNET):
         state = {_ldm.UNET + k: v for k, v in state.items()}  # a bare UNet in the original layout
     family = detect_family(state)
