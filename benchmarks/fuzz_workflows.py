@@ -180,16 +180,30 @@ def check(kind: str, data: Any, registry: Any) -> None:
     outcomes["loaded"] += 1
 
 
-def run(examples: int, seed: int | None = None) -> None:
+def run(examples: int, seed: int | None = None, keep_going: bool = False) -> list[str]:
+    """Check ``examples`` inputs. A failure raises (hypothesis shrinks it first) unless
+    ``keep_going``, which records each distinct failure and goes on; returns them."""
+    import traceback
+
     registry = default_registry()
+    failures: dict[str, str] = {}
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is not None,
               suppress_health_check=list(HealthCheck))
     @given(inputs)
     def fuzz(case: tuple[str, Any]) -> None:
-        check(case[0], case[1], registry)
+        try:
+            check(case[0], case[1], registry)
+        except Exception as exc:
+            if not keep_going:
+                raise
+            outcomes["failed"] += 1
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            key = f"{type(exc).__name__} at {Path(where.filename).name}:{where.lineno}"
+            failures.setdefault(key, f"{key}: {exc}\n    input: {repr(case)[:600]}")
 
     fuzz()
+    return list(failures.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,11 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=10_000)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    run(args.examples)
+    failures = run(args.examples, keep_going=True)
     total = sum(outcomes.values())
     print(f"{total} inputs in {time.perf_counter() - start:.0f} s: {outcomes['loaded']} loaded, "
-          f"{outcomes['refused']} refused with a WorkflowError, 0 uncaught exceptions")
-    return 0
+          f"{outcomes['refused']} refused with a WorkflowError, {outcomes['failed']} uncaught exceptions")
+    for failure in failures:
+        print(failure)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

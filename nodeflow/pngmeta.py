@@ -152,12 +152,14 @@ class DocumentView:
     summaries written next to an image: which node feeds an input, what lies upstream."""
 
     def __init__(self, document: Mapping[str, Any]):
-        nodes = document.get("nodes") or []
+        nodes = document.get("nodes")
+        nodes = nodes if isinstance(nodes, list) else []
         self.nodes: dict[str, Mapping[str, Any]] = {
             n["id"]: n for n in nodes if isinstance(n, Mapping) and isinstance(n.get("id"), str)
         }
         self._sources: dict[tuple[str, str], str] = {}
-        for link in document.get("links") or []:
+        links = document.get("links")
+        for link in links if isinstance(links, list) else []:
             try:
                 self._sources[(link["to"]["node"], link["to"]["input"])] = link["from"]["node"]
             except (KeyError, TypeError):

@@ -108,7 +108,7 @@ def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
         spec = MAPPINGS.get(type_name)
         widget_names = spec.widgets if spec is not None else UI_ONLY.get(type_name, ())
         node.inputs.update(_widget_values(raw.get("widgets_values"), widget_names))
-        for slot in raw.get("inputs") or []:
+        for slot in _list(raw.get("inputs")):
             if not isinstance(slot, dict):
                 continue
             widget = slot.get("widget")
@@ -168,6 +168,11 @@ def _ui_pair(value: Any) -> tuple[float, float] | None:
     if isinstance(value, list) and len(value) >= 2 and all(_is_number(v) for v in value[:2]):
         return (float(value[0]), float(value[1]))
     return None
+
+
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a list; a missing or malformed optional list counts as empty."""
+    return value if isinstance(value, list) else []
 
 
 def _is_int(value: Any) -> bool:
@@ -619,7 +624,7 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
     if placements:
         ui["nodes"] = placements
     if ui_data is not None:
-        groups = [_group(g) for g in ui_data.get("groups") or [] if isinstance(g, dict)]
+        groups = [_group(g) for g in _list(ui_data.get("groups")) if isinstance(g, dict)]
         if any(groups):
             ui["groups"] = [g for g in groups if g]
     document: dict[str, Any] = {"format": WORKFLOW_FORMAT, "version": WORKFLOW_VERSION, "nodes": builder.nodes,
