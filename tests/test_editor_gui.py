@@ -112,20 +112,27 @@ class Editor:
         return subprocess.run(["xdotool", *args], env={**os.environ, "DISPLAY": self.display},
                               capture_output=True, text=True, check=True).stdout
 
+    def frames_pass(self, count: int) -> None:
+        """Wait until the editor has drawn ``count`` more frames: on a loaded machine a
+        frame can take longer than any fixed sleep, and a gesture must span frames."""
+        start = self.state()["frames"]
+        while self.state()["frames"] < start + count:
+            time.sleep(0.02)
+
     def drag(self, start: list[float], end: list[float]) -> None:
-        """Press at ``start``, glide to ``end`` over a few frames, release: a user's drag."""
+        """Press at ``start``, glide to ``end`` over several frames, release: a user's drag."""
         self.xdotool("mousemove", str(int(start[0])), str(int(start[1])))
-        time.sleep(0.3)
+        self.frames_pass(3)
         self.xdotool("mousedown", "1")
-        time.sleep(0.3)
+        self.frames_pass(3)
         for t in np.linspace(0.1, 1.0, 8):
             x = start[0] + (end[0] - start[0]) * t
             y = start[1] + (end[1] - start[1]) * t
             self.xdotool("mousemove", str(int(x)), str(int(y)))
-            time.sleep(0.08)
-        time.sleep(0.3)
+            self.frames_pass(1)
+        self.frames_pass(2)
         self.xdotool("mouseup", "1")
-        time.sleep(0.3)
+        self.frames_pass(3)
 
     def log_text(self) -> str:
         self.log.flush()
@@ -266,8 +273,9 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     x, y, w, h = state["palette_filter_rect"]
     editor.xdotool("mousemove", str(int(x + w / 2)), str(int(y + h / 2)))
     editor.xdotool("click", "1")
-    time.sleep(0.3)
+    editor.frames_pass(3)
     editor.xdotool("type", "--delay", "60", "multip")
+    editor.frames_pass(3)
     editor.xdotool("key", "Return")
     added = editor.wait_for(lambda s: len(s["nodes"]) == count + 1, timeout=10)
     new_id = max(added["nodes"], key=int)
@@ -276,7 +284,7 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     # Leave the text box: click empty canvas, then work with shortcuts.
     editor.xdotool("mousemove", "900", "850")
     editor.xdotool("click", "1")
-    time.sleep(0.3)
+    editor.frames_pass(3)
     editor.xdotool("key", "ctrl+a")
     editor.wait_for(lambda s: len(s["selection"]) == count + 1, timeout=10)
     editor.xdotool("key", "ctrl+b")

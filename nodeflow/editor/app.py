@@ -129,6 +129,8 @@ class EditorApp:
         plain: dict[int, Callable[[], Any]] = {dpg.mvKey_Delete: self.c.delete, dpg.mvKey_Escape: self.c.interrupt}
 
         def on_key(sender: int, key: int) -> None:
+            if any(dpg.is_item_shown(w) for w in (self.file_dialog, self.confirm, self.recovery_window)):
+                return  # a dialog has the keyboard
             ctrl_down = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
             if key == dpg.mvKey_Return and not ctrl_down:
                 self.palette.on_enter()

@@ -90,7 +90,8 @@ class Canvas:
 
     def _widget(self, node: NodeInstance, field_decl: Widget) -> int:
         """One widget per value, chosen by the field's kind and ranges."""
-        name, value = field_decl.name, node.values.get(field_decl.name, field_decl.default)
+        name = field_decl.name
+        value = _shown_value(field_decl, node.values.get(name, field_decl.default))
         callback = self._on_widget_edit
         common = dict(label=name, width=WIDGET_WIDTH, user_data=(node.id, name), callback=callback)
         if isinstance(field_decl, Seed):
@@ -317,6 +318,15 @@ class Canvas:
             x = nx0 if side == "in" else nx0 + nw
             result[f"{node_id}.{name}.{side}"] = [x, ay + ah / 2]
         return result
+
+
+def _shown_value(field_decl: Widget, value: Any) -> Any:
+    """The value a widget can display; a file's invalid value (kept in the model for
+    the validator to report) shows as the default instead of breaking the canvas."""
+    try:
+        return field_decl.validate(value)
+    except Exception:
+        return field_decl.default
 
 
 def list_files(folders: list[Path], extensions: tuple[str, ...]) -> list[str]:
