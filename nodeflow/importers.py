@@ -109,9 +109,13 @@ def workflow_from_png(data: bytes, registry: NodeRegistry) -> Workflow:
             if key not in texts:
                 continue
             try:  # the same checks as a file: limits, duplicate keys, then the importer
-                return workflow_from_json(texts[key], registry)
-            except WorkflowError as exc:  # e.g. an unreadable "workflow": try "prompt"
+                workflow = workflow_from_json(texts[key], registry)
+            except WorkflowError as exc:  # e.g. a "workflow" with editor-only custom nodes: try "prompt"
                 first_error = first_error or WorkflowError(f"the image's {key!r} metadata: {exc}")
+                continue
+            if first_error is not None:  # say why the preferred chunk (with positions) was not used
+                workflow.meta.setdefault("import_note", str(first_error))
+            return workflow
     if first_error is not None:
         raise first_error
     known = ", ".join(sorted(texts)) or "none"

@@ -91,6 +91,17 @@ def test_comfyui_png_runs_to_the_same_image(models, native_image, tmp_path):
     assert flow.graph.nodes["4"].pos == (26.0, 474.0)  # the UI graph was preferred: positions kept
     assert np.array_equal(_run(flow, models, tmp_path, "png"), native_image)
 
+    # A UI graph with an editor-only custom node fails; the API graph still loads, and says why.
+    ui = json.loads((FIXTURES / "txt2img_ui_v04.json").read_text())
+    ui["nodes"].append({"id": 99, "type": "Fast Groups Bypasser (rgthree)", "pos": [0, 0], "mode": 0})
+    info = PngInfo()
+    info.add_text("prompt", (FIXTURES / "txt2img_api.json").read_text())
+    info.add_text("workflow", json.dumps(ui))
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    fallback = load_workflow(png, default_registry())
+    assert "Fast Groups Bypasser (rgthree) (node 99)" in fallback.meta["import_note"]
+    assert fallback.graph.nodes["3"].type == "Sampler"
+
     only_prompt = PngInfo()
     only_prompt.add_text("prompt", (FIXTURES / "txt2img_api.json").read_text())
     Image.new("RGB", (8, 8)).save(png, pnginfo=only_prompt)
