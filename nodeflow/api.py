@@ -120,8 +120,7 @@ class Flow:
             )
         try:
             self.graph.set_value(node_id, field, value)
-            if isinstance(self.graph.node_class(node_id).inputs[field], FileChoice) and value:
-                self.trusted_paths.append(str(value))  # see nodeflow.paths
+            self._trust_files(node_id, {field: value})
         except GraphError as exc:
             raise GraphError(f"node {node_id}: {exc}", node_id, field) from None
         return self
@@ -129,7 +128,9 @@ class Flow:
     # ------------------------------------------------------------------ building
     def add(self, type_name: str, node_id: str | None = None, title: str = "", **values: Any) -> str:
         """Add a node with the given widget values; returns its id."""
-        return self.graph.add_node(type_name, values, node_id=node_id, title=title).id
+        node = self.graph.add_node(type_name, values, node_id=node_id, title=title)
+        self._trust_files(node.id, values)
+        return node.id
 
     def connect(self, source: str, target: str) -> "Flow":
         """Link ``"NODE.output"`` to ``"NODE.input"`` (ids or titles), replacing a link already there."""
@@ -165,6 +166,11 @@ class Flow:
         if check and result.status != "ok":
             raise RunFailed(result)
         return result
+
+    def _trust_files(self, node_id: str, values: Mapping[str, Any]) -> None:
+        """File paths given in code are the user's own, not a shared file's (see nodeflow.paths)."""
+        inputs = self.graph.node_class(node_id).inputs
+        self.trusted_paths += [str(v) for k, v in values.items() if isinstance(inputs.get(k), FileChoice) and v]
 
     def _settings(self, settings: Mapping[str, Any] | None) -> dict[str, Any]:
         """``settings`` with the file paths set from code allowed (see nodeflow.paths)."""
