@@ -224,3 +224,25 @@ def test_image_sizes_are_limited_before_allocation(registry, folders):
     with pytest.raises(NodeError, match='field "scale_by": .* more than the limit of 100,000 per batch'):
         registry.get("LatentUpscale")().run(small, latent=latent, method="bilinear", width=0, height=0, scale_by=8.0)
     assert registry.get("EmptyLatent")().run(ctx, width=64, height=64, batch=2).samples.shape == (2, 4, 8, 8)
+
+
+def test_a_shared_workflow_naming_an_absolute_model_runs_only_when_the_user_allows_it(tmp_path_factory, tmp_path):
+    """A workflow saved with an absolute model path (e.g. after `--set`) is refused when
+    reopened by someone else, and runs when they allow that folder (--allow-path)."""
+    import nodeflow.api as api
+    from nodeflow.config import run_settings
+    from tiny_models import shared_tiny_sd
+
+    model = shared_tiny_sd(tmp_path_factory)
+    root = Path(__file__).resolve().parent.parent
+    author = api.open(root / "workflows" / "txt2img.json")
+    author.set("1.checkpoint", str(model)).set("7.steps", 1)
+    author.save(tmp_path / "shared.json")
+
+    reader = api.open(tmp_path / "shared.json", device="cpu")
+    refused = reader.run(output_dir=tmp_path / "out", check=False)
+    assert refused.status == "error" and 'field "checkpoint"' in refused.error and "absolute path" in refused.error
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+    allowed = run_settings(allow_paths=[model.parent], environ={"NODEFLOW_CONFIG_DIR": str(tmp_path)})
+    assert reader.run(output_dir=tmp_path / "out", settings=allowed).status == "ok"
