@@ -141,7 +141,7 @@ class Editor:
     def close(self) -> None:
         if self.process.poll() is None:
             try:
-                self.request("quit", timeout=10)
+                self.request("quit", timeout=30)
                 self.process.wait(10)
             except (TimeoutError, AssertionError, subprocess.TimeoutExpired):
                 self.process.kill()
@@ -219,7 +219,7 @@ def test_real_mouse_drags_a_link_and_ctrl_z_undoes_it(start_editor, tmp_path):
     assert title == "pictures.json - nodeflow"
 
     editor.drag(pins["3.value.out"], pins["4.a.in"])
-    linked = editor.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=10)
+    linked = editor.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=30)
     assert linked["dirty"]
     deadline = time.monotonic() + 5
     while not editor.xdotool("search", "--name", "nodeflow", "getwindowname").startswith("*"):
@@ -229,17 +229,17 @@ def test_real_mouse_drags_a_link_and_ctrl_z_undoes_it(start_editor, tmp_path):
     # A link the types forbid (Add's FLOAT sum into... Number has no inputs; use Format's STRING text
     # into Add.b) is refused with the reason in the status bar, and the graph is unchanged.
     editor.drag(pins["5.text.out"], pins["4.b.in"])
-    refused = editor.wait_for(lambda s: "cannot link" in s["status"], timeout=10)
+    refused = editor.wait_for(lambda s: "cannot link" in s["status"], timeout=30)
     assert "gives STRING" in refused["status"] and ["5", "text", "4", "b"] not in refused["links"]
 
     # Ctrl+Z with the mouse over the canvas undoes the link.
     editor.xdotool("mousemove", "700", "700")
     editor.xdotool("key", "ctrl+z")
-    undone = editor.wait_for(lambda s: ["3", "value", "4", "a"] not in s["links"], timeout=10)
+    undone = editor.wait_for(lambda s: ["3", "value", "4", "a"] not in s["links"], timeout=30)
     assert sorted(undone["links"]) == [["1", "image", "2", "image"], ["3", "value", "5", "value"]]
     assert not undone["dirty"]
     editor.xdotool("key", "ctrl+y")
-    editor.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=10)
+    editor.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=30)
 
 
 def test_a_crash_leaves_unsaved_work_that_the_next_start_restores(start_editor, tmp_path):
@@ -247,7 +247,7 @@ def test_a_crash_leaves_unsaved_work_that_the_next_start_restores(start_editor, 
     editor = start_editor(workflow)
     pins = editor.state()["pins"]
     editor.drag(pins["3.value.out"], pins["4.a.in"])
-    editor.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=10)
+    editor.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=30)
     recovery = editor.config / "recovery.json"
     deadline = time.monotonic() + 15
     while not recovery.exists():  # autosave after a few quiet seconds
@@ -257,10 +257,10 @@ def test_a_crash_leaves_unsaved_work_that_the_next_start_restores(start_editor, 
     editor.process.wait()
 
     again = start_editor(workflow)
-    offered = again.wait_for(lambda s: s["recovery_offered"], timeout=10)
+    offered = again.wait_for(lambda s: s["recovery_offered"], timeout=30)
     assert ["3", "value", "4", "a"] not in offered["links"]  # the file as saved, until the user says restore
     again.request("answer_recovery", restore=True)
-    restored = again.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=10)
+    restored = again.wait_for(lambda s: ["3", "value", "4", "a"] in s["links"], timeout=30)
     assert restored["dirty"] and restored["path"] == str(workflow)
 
 
@@ -277,7 +277,7 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     editor.xdotool("type", "--delay", "60", "multip")
     editor.frames_pass(3)
     editor.xdotool("key", "Return")
-    added = editor.wait_for(lambda s: len(s["nodes"]) == count + 1, timeout=10)
+    added = editor.wait_for(lambda s: len(s["nodes"]) == count + 1, timeout=30)
     new_id = max(added["nodes"], key=int)
     assert added["nodes"][new_id]["type"] == "Multiply"
 
@@ -286,16 +286,22 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     editor.xdotool("click", "1")
     editor.frames_pass(3)
     editor.xdotool("key", "ctrl+a")
-    editor.wait_for(lambda s: len(s["selection"]) == count + 1, timeout=10)
+    editor.wait_for(lambda s: len(s["selection"]) == count + 1, timeout=30)
     editor.xdotool("key", "ctrl+b")
-    editor.wait_for(lambda s: all(n["mode"] == "bypass" for n in s["nodes"].values()), timeout=10)
+    editor.wait_for(lambda s: all(n["mode"] == "bypass" for n in s["nodes"].values()), timeout=30)
     editor.xdotool("key", "ctrl+z")
-    editor.wait_for(lambda s: all(n["mode"] == "normal" for n in s["nodes"].values()), timeout=10)
+    editor.wait_for(lambda s: all(n["mode"] == "normal" for n in s["nodes"].values()), timeout=30)
     editor.xdotool("key", "ctrl+c")
     editor.xdotool("key", "ctrl+v")
-    pasted = editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=10)
+    pasted = editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=30)
     assert len(pasted["links"]) == 2 * len(added["links"])  # links among the copied nodes came along
     editor.xdotool("key", "Delete")  # the pasted nodes are selected: delete them
-    editor.wait_for(lambda s: len(s["nodes"]) == count + 1, timeout=10)
+    editor.wait_for(lambda s: len(s["nodes"]) == count + 1, timeout=30)
     editor.xdotool("key", "ctrl+z")
-    editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=10)
+    editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=30)
+    editor.xdotool("key", "ctrl+s")  # the workflow has a file: saved in place, marker gone
+    saved = editor.wait_for(lambda s: not s["dirty"], timeout=30)
+    from nodeflow.workflow import load_workflow
+
+    on_disk = load_workflow(tmp_path / "pictures.json", registry())
+    assert set(on_disk.graph.nodes) == set(saved["nodes"]) and len(on_disk.graph.nodes) == 2 * (count + 1)
