@@ -39,6 +39,8 @@ def big_workflow(path: Path, nodes: int) -> Path:
         previous = None
         for step, type_name in enumerate(CHAIN):
             values = {"steps": 400, "delay": 0.01} if type_name == "Slow" else None
+            if type_name == "Number":
+                values = {"value": float(chain)}  # distinct chains: the executor computes equal ones once
             node = graph.add_node(type_name, values, pos=(col * 1300 + step * 250, row * 200))
             if previous is not None:
                 out = graph.registry[previous.type].outputs[0].name
