@@ -17,7 +17,7 @@ what the plot means. A hook that fails is reported, never raised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 

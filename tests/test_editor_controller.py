@@ -432,3 +432,14 @@ def test_opening_a_non_workflow_file_imports_it_without_a_save_target(ctl, tmp_p
     assert "imported flow.txt" in ctl.status
     with pytest.raises(ValueError):
         ctl.save()  # never overwrites the source; the view asks for a new name
+
+
+def test_compound_edit_is_one_undo_step_and_all_or_nothing(ctl):
+    from nodeflow.editor.commands import AddNode
+
+    assert ctl.edit_many([AddNode("Number"), AddNode("Add")], "add two")
+    assert len(ctl.graph.nodes) == 2
+    ctl.undo()
+    assert not ctl.graph.nodes
+    assert not ctl.edit_many([AddNode("Number"), AddNode("NoSuchNode")], "half valid")
+    assert not ctl.graph.nodes and "NoSuchNode" in ctl.status  # the first part was rolled back
