@@ -107,20 +107,12 @@ def test_the_cli_finds_models_through_the_flag(tmp_path, tmp_path_factory):
     flow = api.open(root / "workflows" / "txt2img.json")
     flow.set("1.checkpoint", "tiny-sd").set("7.steps", 1)
     flow.save(tmp_path / "wf.json")
-    command = [sys.executable, "-m", "nodeflow.cli", "run", str(tmp_path / "wf.json"), "-q", "-o", str(tmp_path / "out")]
+    missing = flow.run(output_dir=tmp_path / "none", device="cpu", check=False)  # no models folder given
+    assert missing.status == "error" and "'tiny-sd' not found" in missing.error
+
+    command = [sys.executable, "-m", "nodeflow.cli", "run", str(tmp_path / "wf.json"), "-q", "-o", str(tmp_path / "out"),
+               "--models", str(models)]
     env = {**os.environ, "NODEFLOW_CONFIG_DIR": str(tmp_path / "no-config"), "PYTHONPATH": str(root)}
-    missing = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert missing.returncode == 1 and "'tiny-sd' not found" in missing.stderr
-    found = subprocess.run([*command, "--models", str(models)], capture_output=True, text=True, env=env, timeout=300)
+    found = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert found.returncode == 0, found.stderr
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
-
-
-def test_the_editor_offers_what_the_folders_hold(comfy_tree, hf_cache):
-    from nodeflow.insight import field_options
-    from nodeflow.registry import default_registry
-
-    settings = run_settings([comfy_tree, hf_cache], environ={"NODEFLOW_CONFIG_DIR": "/nonexistent"})
-    offered = field_options(default_registry().get("Checkpoint"), "checkpoint", settings)
-    assert {"sd15.safetensors", "anime/model.ckpt", "acme/tiny-diffusion"} <= set(offered)
-    assert "acme/just-a-unet" in field_options(default_registry().get("UNet"), "unet", settings)
