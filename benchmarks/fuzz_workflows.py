@@ -180,10 +180,18 @@ def check(kind: str, data: Any, registry: Any) -> None:
     outcomes["loaded"] += 1
 
 
-def run(examples: int, seed: int | None = None, keep_going: bool = False) -> list[str]:
+def _report(start: float) -> str:
+    return (f"{sum(outcomes.values())} inputs in {time.perf_counter() - start:.0f} s: {outcomes['loaded']} loaded, "
+            f"{outcomes['refused']} refused with a WorkflowError, {outcomes['failed']} uncaught exceptions")
+
+
+def run(examples: int, seed: int | None = None, keep_going: bool = False, progress: int = 0) -> list[str]:
     """Check ``examples`` inputs. A failure raises (hypothesis shrinks it first) unless
-    ``keep_going``, which records each distinct failure and goes on; returns them."""
+    ``keep_going``, which records each distinct failure and goes on; returns them.
+    ``progress``: print a summary line every that many inputs."""
     import traceback
+
+    start = time.perf_counter()
 
     registry = default_registry()
     failures: dict[str, str] = {}
@@ -192,6 +200,8 @@ def run(examples: int, seed: int | None = None, keep_going: bool = False) -> lis
               suppress_health_check=list(HealthCheck))
     @given(inputs)
     def fuzz(case: tuple[str, Any]) -> None:
+        if progress and sum(outcomes.values()) % progress == 0 and outcomes:
+            print(_report(start), flush=True)
         try:
             check(case[0], case[1], registry)
         except Exception as exc:
@@ -211,10 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=10_000)
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    failures = run(args.examples, keep_going=True)
-    total = sum(outcomes.values())
-    print(f"{total} inputs in {time.perf_counter() - start:.0f} s: {outcomes['loaded']} loaded, "
-          f"{outcomes['refused']} refused with a WorkflowError, {outcomes['failed']} uncaught exceptions")
+    failures = run(args.examples, keep_going=True, progress=5_000)
+    print(_report(start))
     for failure in failures:
         print(failure)
     return 1 if failures else 0
