@@ -126,15 +126,17 @@ def _limited(data: bytes, limit: int, keyword: str) -> bytes:
 # ----------------------------------------------------------------------------- writing
 def png_info(texts: Mapping[str, str]) -> Any:
     """A Pillow ``PngInfo`` holding ``texts`` (keyword -> text): Latin-1 text that is short
-    goes in plain tEXt chunks (what every viewer shows), the rest in compressed UTF-8 iTXt."""
-    from PIL.PngImagePlugin import PngInfo
+    goes in plain tEXt chunks (what every viewer shows), the rest in UTF-8 iTXt chunks,
+    compressed unless Pillow would refuse to inflate it (over ``MAX_TEXT_CHUNK``, 1 MB),
+    so that the image still opens everywhere."""
+    from PIL.PngImagePlugin import MAX_TEXT_CHUNK, PngInfo
 
     info = PngInfo()
     for keyword, text in texts.items():
         if len(text) < 4096 and _is_latin1(text):
             info.add_text(keyword, text)
         else:
-            info.add_itxt(keyword, text, zip=True)
+            info.add_itxt(keyword, text, zip=len(text.encode("utf-8")) <= MAX_TEXT_CHUNK)
     return info
 
 

@@ -102,3 +102,17 @@ def test_a_png_without_a_workflow_says_so(tmp_path):
     Image.new("RGB", (4, 4)).save(path)
     with pytest.raises(WorkflowError, match="the image carries no workflow"):
         load_workflow(path, default_registry())
+
+
+def test_images_with_a_large_workflow_still_open_in_pillow(tmp_path):
+    """Pillow refuses compressed text over 1 MB; such workflows are stored uncompressed."""
+    from PIL import Image
+
+    from nodeflow.pngmeta import png_info
+
+    large = json.dumps({"text": "x" * 3_000_000})
+    path = tmp_path / "large.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=png_info({WORKFLOW_KEY: large, PARAMETERS_KEY: "a\nb"}))
+    with Image.open(path) as image:
+        assert image.convert("RGB").size == (8, 8)
+    assert read_text_chunks(path.read_bytes()) == {WORKFLOW_KEY: large, PARAMETERS_KEY: "a\nb"}
