@@ -246,3 +246,16 @@ def test_a_shared_workflow_naming_an_absolute_model_runs_only_when_the_user_allo
 
     allowed = run_settings(allow_paths=[model.parent], environ={"NODEFLOW_CONFIG_DIR": str(tmp_path)})
     assert reader.run(output_dir=tmp_path / "out", settings=allowed).status == "ok"
+
+
+def test_an_input_image_pillow_refuses_is_a_field_error(registry, folders):
+    """A PNG whose compressed text is over Pillow's limit (a decompression bomb) fails
+    with an error naming the field, not an uncaught exception."""
+    from nodeflow.pngmeta import PNG_SIGNATURE
+
+    body = b"comment\x00\x01\x00\x00\x00" + zlib.compress(b" " * (4 << 20))
+    header = b"\x00\x00\x00\x01" * 2 + b"\x08\x02\x00\x00\x00"
+    (folders / "input" / "bomb.png").write_bytes(
+        PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"iTXt", body) + _chunk(b"IEND", b""))
+    with pytest.raises(NodeError, match='field "image": cannot read'):
+        registry.get("LoadImage")().run(_context(folders), image="bomb.png")
