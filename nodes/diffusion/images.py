@@ -46,7 +46,7 @@ class LoadImage(Node):
             raise NodeError(f'field "image": {image!r} is not in the input folder {ctx.input_dir}') from None
         except Image.DecompressionBombError as exc:
             raise NodeError(f'field "image": {image!r} is too large to open: {exc}') from None
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk over Pillow's limits
             raise NodeError(f'field "image": cannot read {image!r} as an image: {exc}') from None
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
         return pixels[None]
