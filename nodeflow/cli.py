@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a workflow headless")
-    run.add_argument("workflow", help="workflow JSON file")
+    run.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG that carries a workflow")
     run.add_argument(
         "--set",
         dest="overrides",
@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=_import)
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
-    validate.add_argument("workflow")
+    validate.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG that carries a workflow")
     validate.add_argument("--json", action="store_true", help="print problems as JSON")
     validate.set_defaults(handler=_validate)
 
