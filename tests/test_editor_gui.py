@@ -198,6 +198,7 @@ def test_window_draws_the_graph_and_runs_it_to_a_picture(start_editor, tmp_path)
     assert done["run"]["states"] == {"1": "done", "2": "done"}
     assert done["run"]["images"] == 1 and done["run"]["steps_previewed"] == 6
 
+    editor.frames_pass(5)  # pictures set in the frame the run ended reach the screen a few frames later
     after = np.asarray(editor.screenshot(tmp_path / "after.png"))
     for node_id in ("1", "2"):
         x, y, w, h = done["node_rects"][node_id]

@@ -28,12 +28,13 @@ class ImageSlot:
         blank[3::4] = 1.0
         self.texture = dpg.add_dynamic_texture(width, height, blank, parent=registry)
         self.item = dpg.add_image(self.texture, parent=parent)
-        self._shown: int | None = None
+        # The picture itself, not its id(): a freed picture's id can be reused by the next.
+        self._shown: Image.Image | None = None
 
     def show(self, image: Image.Image | None) -> None:
-        if image is None or id(image) == self._shown:
+        if image is None or image is self._shown:
             return
-        self._shown = id(image)
+        self._shown = image
         dpg.set_value(self.texture, fit_rgba(image, self.width, self.height))
 
 
