@@ -443,3 +443,15 @@ def test_compound_edit_is_one_undo_step_and_all_or_nothing(ctl):
     assert not ctl.graph.nodes
     assert not ctl.edit_many([AddNode("Number"), AddNode("NoSuchNode")], "half valid")
     assert not ctl.graph.nodes and "NoSuchNode" in ctl.status  # the first part was rolled back
+
+
+def test_first_start_opens_the_shipped_default_workflow_without_a_save_target(tmp_path):
+    from nodeflow.editor.controller import DEFAULT_WORKFLOW
+    from nodeflow.registry import default_registry
+
+    ctl = EditorController(default_registry(), config_folder=tmp_path / "fresh")
+    ctl.open_startup()
+    shipped = json.loads(DEFAULT_WORKFLOW.read_text())
+    assert set(ctl.graph.nodes) == {node["id"] for node in shipped["nodes"]}
+    assert ctl.problems == [] and ctl.graph.output_nodes()  # ready to Run
+    assert ctl.path is None and not ctl.dirty  # Ctrl+S asks where instead of overwriting the example
