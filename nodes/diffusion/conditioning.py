@@ -8,7 +8,7 @@ the same way. Batches of 1 are broadcast to the other operand's batch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from nodeflow.fields import Float, Output, Socket
 from nodeflow.node import Node, NodeError, RunContext
@@ -113,7 +113,10 @@ def _like(tensor: "torch.Tensor", reference: "torch.Tensor") -> "torch.Tensor":
     return tensor.to(device=reference.device, dtype=reference.dtype)
 
 
-def _blend_pooled(pa, pb, blend):
+def _blend_pooled(
+    pa: "torch.Tensor | None", pb: "torch.Tensor | None", blend: Callable[..., "torch.Tensor"]
+) -> "torch.Tensor | None":
+    """``blend`` of two pooled embeddings, or the one that exists."""
     if pa is None or pb is None:
         return pa if pa is not None else pb
     pa, pb = _aligned(pa, pb)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nodeflow.fields import Choice, Int, Output, Socket
 from nodeflow.node import Node, NodeError, RunContext
 
@@ -27,7 +29,7 @@ class VAEDecode(Node):
     tile_size = Int(512, min=64, max=4096, step=64, tooltip="tile side in pixels when tiling")
     outputs = (Output("image", "IMAGE"),)
 
-    def run(self, ctx: RunContext, vae: Autoencoder, latent: Latent, tiling: str, tile_size: int) -> "object":
+    def run(self, ctx: RunContext, vae: Autoencoder, latent: Latent, tiling: str, tile_size: int) -> Any:
         import torch
 
         from ._vae import decode, decode_tiled
@@ -60,7 +62,7 @@ class VAEEncode(Node):
     image = Socket("IMAGE")
     outputs = (Output("latent", "LATENT"),)
 
-    def run(self, ctx: RunContext, vae: Autoencoder, image: "object") -> Latent:
+    def run(self, ctx: RunContext, vae: Autoencoder, image: Any) -> Latent:
         import torch
 
         from ._vae import encode
