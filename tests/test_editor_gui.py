@@ -306,3 +306,22 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
 
     on_disk = load_workflow(tmp_path / "pictures.json", registry())
     assert set(on_disk.graph.nodes) == set(saved["nodes"]) and len(on_disk.graph.nodes) == 2 * (count + 1)
+
+    # Right-click on the canvas: node types by category; the chosen one lands there.
+    before = len(saved["nodes"])
+    editor.xdotool("mousemove", "700", "720")
+    editor.frames_pass(2)
+    editor.xdotool("click", "3")
+    editor.frames_pass(3)
+    editor.xdotool("mousemove", "740", "757")  # the "pictures" category
+    editor.frames_pass(3)
+    editor.xdotool("mousemove", "840", "757")  # into its submenu, along the row
+    editor.frames_pass(3)
+    editor.xdotool("mousemove", "850", "775")  # "Sunset"
+    editor.frames_pass(3)
+    editor.xdotool("click", "1")
+    placed = editor.wait_for(lambda s: len(s["nodes"]) == before + 1, timeout=30)
+    new_id = max(placed["nodes"], key=int)
+    assert placed["nodes"][new_id]["type"] == "Sunset"
+    ex, ey = placed["canvas_origin"]
+    assert placed["nodes"][new_id]["pos"] == [700 - ex, 720 - ey]

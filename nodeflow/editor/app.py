@@ -128,16 +128,28 @@ class EditorApp:
         }
         plain: dict[int, Callable[[], Any]] = {dpg.mvKey_Delete: self.c.delete, dpg.mvKey_Escape: self.c.interrupt}
 
+        # Handler callbacks run after the frame that saw the key, when Ctrl may already be
+        # up again; the modifiers are tracked from the same ordered stream of callbacks.
+        held: set[int] = set()
+        ctrl_keys = {dpg.mvKey_LControl, dpg.mvKey_RControl, dpg.mvKey_ModCtrl}
+        shift_keys = {dpg.mvKey_LShift, dpg.mvKey_RShift, dpg.mvKey_ModShift}
+
+        def on_release(sender: int, key: int) -> None:
+            held.discard(key)
+
         def on_key(sender: int, key: int) -> None:
+            if key in ctrl_keys | shift_keys:
+                held.add(key)
+                return
             if any(dpg.is_item_shown(w) for w in (self.file_dialog, self.confirm, self.recovery_window)):
                 return  # a dialog has the keyboard
-            ctrl_down = dpg.is_key_down(dpg.mvKey_LControl) or dpg.is_key_down(dpg.mvKey_RControl)
+            ctrl_down = bool(held & ctrl_keys)
             if key == dpg.mvKey_Return and not ctrl_down:
                 self.palette.on_enter()
                 return
             if self._typing() and key != dpg.mvKey_Escape and not (ctrl_down and key in (dpg.mvKey_S, dpg.mvKey_Return)):
                 return  # the key belongs to the text box
-            if ctrl_down and key == dpg.mvKey_S and dpg.is_key_down(dpg.mvKey_LShift):
+            if ctrl_down and key == dpg.mvKey_S and held & shift_keys:
                 self.ask_save_as()
             elif ctrl_down and key in ctrl:
                 ctrl[key]()
@@ -153,6 +165,7 @@ class EditorApp:
 
         with dpg.handler_registry():
             dpg.add_key_press_handler(callback=on_key)
+            dpg.add_key_release_handler(callback=on_release)
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=on_right_click)
 
     def _typing(self) -> bool:
