@@ -3,8 +3,9 @@
 Enabled only when ``NODEFLOW_EDITOR_HOOK`` names a folder. A client writes
 ``request-<n>.json`` (``{"cmd": ...}``) there; the render loop answers with
 ``response-<n>.json``. Commands: ``state`` (graph, selection, run, on-screen pin and
-node positions, frame rate), ``run``, ``screenshot`` (``path``), ``open`` (``path``), ``resize`` (``width``, ``height``), ``select`` (``nodes``),
-``answer_recovery`` (``restore``: bool), ``quit`` (clean exit, no questions).
+node positions, frame rate), ``run``, ``screenshot`` (``path``), ``open`` (``path``),
+``resize`` (``width``, ``height``), ``select`` (``nodes``), ``answer_recovery``
+(``restore``: bool), ``quit`` (clean exit, no questions).
 """
 
 from __future__ import annotations
