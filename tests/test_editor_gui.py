@@ -309,6 +309,21 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     on_disk = load_workflow(tmp_path / "pictures.json", registry())
     assert set(on_disk.graph.nodes) == set(saved["nodes"]) and len(on_disk.graph.nodes) == 2 * (count + 1)
 
+    # Pan the canvas (middle-button drag): positions in the graph do not change.
+    editor.xdotool("mousemove", "700", "760")
+    editor.frames_pass(2)
+    editor.xdotool("mousedown", "2")
+    editor.frames_pass(2)
+    for step in range(1, 6):
+        editor.xdotool("mousemove", str(700 - 12 * step), str(760 - 8 * step))
+        editor.frames_pass(1)
+    editor.xdotool("mouseup", "2")
+    editor.frames_pass(3)
+    panned = editor.state()
+    assert panned["node_rects"]["1"][0] == saved["node_rects"]["1"][0] - 60
+    assert {k: n["pos"] for k, n in panned["nodes"].items()} == {k: n["pos"] for k, n in saved["nodes"].items()}
+    assert not panned["dirty"]
+
     # Right-click on the canvas: node types by category; the chosen one lands there.
     before = len(saved["nodes"])
     editor.xdotool("mousemove", "700", "720")
@@ -325,5 +340,7 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     placed = editor.wait_for(lambda s: len(s["nodes"]) == before + 1, timeout=30)
     new_id = max(placed["nodes"], key=int)
     assert placed["nodes"][new_id]["type"] == "Sunset"
-    ex, ey = placed["canvas_origin"]
-    assert placed["nodes"][new_id]["pos"] == [700 - ex, 720 - ey]
+    # Where the canvas's origin is on screen, read off a drawn node: screen = canvas + offset.
+    ox = placed["node_rects"]["1"][0] - placed["nodes"]["1"]["pos"][0]
+    oy = placed["node_rects"]["1"][1] - placed["nodes"]["1"]["pos"][1]
+    assert placed["nodes"][new_id]["pos"] == [700 - ox, 720 - oy]

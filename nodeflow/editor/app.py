@@ -159,8 +159,7 @@ class EditorApp:
         def on_right_click() -> None:
             if dpg.is_item_hovered(self.canvas.editor):
                 mx, my = dpg.get_mouse_pos(local=False)
-                ex, ey = dpg.get_item_rect_min(self.canvas.editor)
-                self._context_pos = (mx - ex, my - ey)
+                self._context_pos = self.canvas.screen_to_grid(mx, my)
                 self.context_menu.open_at([mx, my])
 
         with dpg.handler_registry():

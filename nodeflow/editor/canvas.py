@@ -304,6 +304,17 @@ class Canvas:
         if moved:
             self.c.move(moved)
 
+    def screen_to_grid(self, x: float, y: float) -> tuple[float, float]:
+        """Canvas coordinates of a screen point, panning included (Dear PyGui does not
+        report the panning, but any drawn node shows it: screen = grid + offset)."""
+        for node_id, item in self.nodes.items():
+            sx, sy = dpg.get_item_rect_min(item)
+            gx, gy = dpg.get_item_pos(item)
+            if sx or sy:
+                return (x - (sx - gx), y - (sy - gy))
+        ex, ey = dpg.get_item_rect_min(self.editor)
+        return (x - ex, y - ey)
+
     def pin_screen_positions(self) -> dict[str, list[float]]:
         """Where each pin is on screen, ``"node.name.in|out" -> [x, y]`` (for tests and hooks)."""
         result = {}

@@ -104,7 +104,6 @@ class TestHook:
             "pins": canvas.pin_screen_positions(),
             "node_rects": {nid: [*dpg.get_item_rect_min(item), *dpg.get_item_rect_size(item)] for nid, item in canvas.nodes.items()},
             "preview_rect": [*dpg.get_item_rect_min(self.app.side.result.item), *dpg.get_item_rect_size(self.app.side.result.item)],
-            "canvas_origin": list(dpg.get_item_rect_min(canvas.editor)),
             "palette_filter_rect": [*dpg.get_item_rect_min(self.app.palette.filter), *dpg.get_item_rect_size(self.app.palette.filter)],
             "viewport": [dpg.get_viewport_client_width(), dpg.get_viewport_client_height()],
             "recovery_offered": dpg.is_item_shown(self.app.recovery_window),
