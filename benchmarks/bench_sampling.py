@@ -87,16 +87,22 @@ def bench(name: str, pipe, embeds: torch.Tensor, latent_side: int, sampler: str,
 
     same = torch.equal(ours(), theirs())  # also a warm-up of both
     # Wall time, and CPU time of this process: on a shared machine the second is far
-    # less disturbed by other processes competing for the cores.
+    # less disturbed by other processes competing for the cores. Time spent outside the
+    # UNet is each side's own overhead (scheduler, guidance, previews, copies).
     wall: dict[str, list[float]] = {"nodeflow": [], "diffusers": []}
     cpu: dict[str, list[float]] = {"nodeflow": [], "diffusers": []}
+    outside: dict[str, list[float]] = {"nodeflow": [], "diffusers": []}
+    in_unet = _UNetClock(pipe.unet)
     for repeat in range(repeats):
         order = (("nodeflow", ours), ("diffusers", theirs))
         for label, run in order if repeat % 2 == 0 else reversed(order):
+            in_unet.total = 0.0
             started, started_cpu = time.perf_counter(), time.process_time()
             run()
             wall[label].append(time.perf_counter() - started)
             cpu[label].append(time.process_time() - started_cpu)
+            outside[label].append(wall[label][-1] - in_unet.total)
+    in_unet.remove()
     ratios = []
     for kind, times in (("wall", wall), ("cpu", cpu)):
         ours_s, theirs_s = statistics.median(times["nodeflow"]), statistics.median(times["diffusers"])
@@ -106,8 +112,35 @@ def bench(name: str, pipe, embeds: torch.Tensor, latent_side: int, sampler: str,
             f"nodeflow {ours_s:7.3f} s  diffusers {theirs_s:7.3f} s  ratio {ours_s / theirs_s:.3f}",
             flush=True,
         )
-    print(f"{name:<9} identical latents: {same}", flush=True)
+    per_step = {label: 1000 * statistics.median(values) / steps for label, values in outside.items()}
+    print(
+        f"{name:<9} outside the UNet per step: nodeflow {per_step['nodeflow']:.2f} ms, "
+        f"diffusers {per_step['diffusers']:.2f} ms; identical latents: {same}",
+        flush=True,
+    )
     return ratios[0], ratios[1]
+
+
+class _UNetClock:
+    """Adds up the wall time spent inside ``unet.forward``."""
+
+    def __init__(self, unet: torch.nn.Module):
+        self.total = 0.0
+        self._started = 0.0
+        self._handles = [
+            unet.register_forward_pre_hook(lambda module, args: self._start()),
+            unet.register_forward_hook(lambda module, args, output: self._stop()),
+        ]
+
+    def _start(self) -> None:
+        self._started = time.perf_counter()
+
+    def _stop(self) -> None:
+        self.total += time.perf_counter() - self._started
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
 
 
 def main() -> None:
