@@ -17,7 +17,7 @@ from nodes.bundled._dataset import (COLOUR_NAMES, SHAPES, WORDS, caption, full_c
 from nodes.bundled._metrics import judge_colours, to_image
 from nodes.bundled._tokenizer import load_tokenizer, save_tokenizer
 
-TINY = ["--train-images", "48", "--held-out-images", "8", "--max-steps", "2", "--quiet",
+TINY = ["--train-images", "48", "--held-out-images", "8", "--max-steps", "2", "--quiet", "--threads", "1",
         "--batch", "vae=4", "--batch", "clip=8", "--batch", "classifier=8", "--batch", "unet=4"]
 
 

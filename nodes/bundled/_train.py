@@ -309,18 +309,19 @@ def stage_classifier(settings: Settings) -> dict[str, Any]:
     return {"steps": loop.step, "seconds": round(loop.elapsed)}
 
 
-def _all_captions() -> list[str]:
-    """Every caption the training can draw, in a fixed order (plus the empty prompt)."""
-    from ._dataset import _FULL_TEMPLATES, _PARTIAL_TEMPLATES
+class _PromptCache:
+    """Text-encoder hidden states per caption, computed the first time a caption is drawn
+    (the encoder is frozen, so each of the ~1,900 captions is encoded once)."""
 
-    texts = {""}
-    for c in COLOUR_NAMES:
-        for s in SHAPES:
-            for b in COLOUR_NAMES:
-                if b != c:
-                    for t in _FULL_TEMPLATES + _PARTIAL_TEMPLATES:
-                        texts.add(t.format(c=c, s=s, b=b))
-    return sorted(texts)
+    def __init__(self, tokenizer, text_encoder) -> None:
+        self.tokenizer, self.text_encoder = tokenizer, text_encoder
+        self.states: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        missing = sorted(set(texts) - self.states.keys())
+        if missing:
+            self.states.update(zip(missing, encode_texts(self.tokenizer, self.text_encoder, missing)))
+        return torch.stack([self.states[t] for t in texts])
 
 
 @torch.no_grad()
@@ -362,15 +363,12 @@ def stage_unet(settings: Settings) -> dict[str, Any]:
     text_encoder = CLIPTextModel.from_pretrained(settings.work / "clip" / "text_encoder").eval()
     cache = settings.work / "unet" / "inputs.pt"
     if cache.exists():
-        inputs = torch.load(cache)
+        latents = torch.load(cache)["latents"]
     else:
-        texts = _all_captions()
-        inputs = {"latents": _encode_latents(vae, train["images"]), "texts": texts,
-                  "embeds": encode_texts(tokenizer, text_encoder, texts)}
+        latents = _encode_latents(vae, train["images"])
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(inputs, cache)
-    latents, embeds = inputs["latents"], inputs["embeds"]
-    text_index = {t: i for i, t in enumerate(inputs["texts"])}
+        torch.save({"latents": latents}, cache)
+    prompts = _PromptCache(tokenizer, text_encoder)
     alphas = DDPMScheduler.from_config(SCHEDULER_CONFIG).alphas_cumprod
     snr = alphas / (1 - alphas)
 
@@ -380,15 +378,15 @@ def stage_unet(settings: Settings) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=0.01)
     loop = Loop(settings, "unet", {"unet": unet, "ema": ema, "optimizer": optimizer}, save_every=180)
     batch = min(settings.batch["unet"], len(latents))
-    probe = {"a": embeds[text_index["a red circle on a blue background"]][None],
-             "b": embeds[text_index["a green cross on a yellow background"]][None]}
+    probe = {"a": prompts(["a red circle on a blue background"]),
+             "b": prompts(["a green cross on a yellow background"])}
     figures: dict[str, float] = {}
 
     def step(i: int) -> dict[str, float]:
         rng, gen = _rng(settings, "unet", i)
         index = torch.randint(len(latents), (batch,), generator=gen)
         texts = ["" if rng.random() < CAPTION_DROPOUT else caption(scene_of(train, int(j)), rng) for j in index]
-        context = embeds[[text_index[t] for t in texts]]
+        context = prompts(texts)
         x0 = latents[index]
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, len(alphas), (batch,), generator=gen)
