@@ -283,6 +283,10 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     added = editor.wait_for(lambda s: len(s["nodes"]) == count + 1, timeout=30)
     new_id = max(added["nodes"], key=int)
     assert added["nodes"][new_id]["type"] == "Multiply"
+    drawn = editor.wait_for(lambda s: s["node_rects"][new_id][2] > 0, timeout=30)
+    nx, ny, nw, nh = drawn["node_rects"][new_id]
+    px, _, pw, _ = added["preview_rect"]
+    assert x + w < nx and nx + nw < px and ny + nh < added["viewport"][1]  # placed in view on the canvas
 
     # Leave the text box: click empty canvas, then work with shortcuts.
     editor.xdotool("mousemove", "900", "850")

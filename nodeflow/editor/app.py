@@ -24,7 +24,7 @@ from .theme import global_theme
 
 WINDOW_SIZE = (1600, 1000)
 SIDE_WIDTH = PREVIEW_SIZE + 24
-NEW_NODE_STEP = (260.0, 0.0)
+NEW_NODE_STEP = (30.0, 30.0)
 
 
 def file_folders(run_options: dict[str, Any], field: FileChoice) -> list[Path]:
@@ -77,9 +77,9 @@ class EditorApp:
             with dpg.group(horizontal=True):
                 with dpg.child_window(width=236, height=-28, border=False) as left:
                     self.palette = Palette(self.c, left, self.place_new_node)
-                with dpg.child_window(width=-SIDE_WIDTH, height=-28, border=False, no_scrollbar=True) as center:
+                with dpg.child_window(width=-SIDE_WIDTH, height=-28, border=False, no_scrollbar=True) as self.center:
                     self.canvas = Canvas(
-                        self.c, center, lambda f: list_files(file_folders(self.c.runner.run_options, f), tuple(f.extensions))
+                        self.c, self.center, lambda f: list_files(file_folders(self.c.runner.run_options, f), tuple(f.extensions))
                     )
                 with dpg.child_window(width=-1, height=-28, border=False) as right:
                     self.side = SidePanel(self.c, right, self.textures)
@@ -176,13 +176,15 @@ class EditorApp:
 
     # ----------------------------------------------------------------- actions
     def place_new_node(self, type_name: str) -> None:
-        """Palette: next to the selected node, or right of the rightmost one."""
-        graph = self.c.graph
-        anchor = next((graph.nodes[n].pos for n in sorted(self.c.selection) if n in graph.nodes), None)
-        if anchor is None and graph.nodes:
-            anchor = max((n.pos for n in graph.nodes.values()), key=lambda p: p[0])
-        pos = (anchor[0] + NEW_NODE_STEP[0], anchor[1]) if anchor else (40.0, 40.0)
-        self.c.add_node(type_name, pos)
+        """Palette: in the middle of the visible canvas, a step aside from the last
+        node placed there so a series of additions does not stack up."""
+        x, y = dpg.get_item_pos(self.center)  # the main window fills the viewport: this is on screen
+        w, h = dpg.get_item_rect_size(self.center)
+        gx, gy = self.canvas.screen_to_grid(x + w / 2 - 110, y + h / 3)
+        taken = {tuple(n.pos) for n in self.c.graph.nodes.values()}
+        while (gx, gy) in taken:
+            gx, gy = gx + NEW_NODE_STEP[0], gy + NEW_NODE_STEP[1]
+        self.c.add_node(type_name, (gx, gy))
 
     def _place_at_context(self, type_name: str) -> None:
         self.c.add_node(type_name, self._context_pos)
