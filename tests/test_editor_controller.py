@@ -4,11 +4,12 @@ files, autosave/recovery and runs, through EditorController."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 import testpack
-from nodeflow.editor.commands import History, SetValue
+from nodeflow.editor.commands import AddNode, History, SetValue
 from nodeflow.editor.controller import EditorController, search_node_types
 from nodeflow.insight import node_insight
 from nodeflow.workflow import load_workflow
@@ -339,8 +340,6 @@ def test_interrupt_stops_a_run(ctl):
     ctl.connect(slow, "value", s, "value")
     ctl.run()
     assert "already" in ctl.run()
-    import time
-
     deadline = time.monotonic() + 10
     while ctl.runner.view.step is None and time.monotonic() < deadline:
         ctl.poll()
@@ -435,8 +434,6 @@ def test_opening_a_non_workflow_file_imports_it_without_a_save_target(ctl, tmp_p
 
 
 def test_compound_edit_is_one_undo_step_and_all_or_nothing(ctl):
-    from nodeflow.editor.commands import AddNode
-
     assert ctl.edit_many([AddNode("Number"), AddNode("Add")], "add two")
     assert len(ctl.graph.nodes) == 2
     ctl.undo()
