@@ -452,3 +452,26 @@ def test_first_start_opens_the_shipped_default_workflow_without_a_save_target(tm
     assert set(ctl.graph.nodes) == {node["id"] for node in shipped["nodes"]}
     assert ctl.problems == [] and ctl.graph.output_nodes()  # ready to Run
     assert ctl.path is None and not ctl.dirty  # Ctrl+S asks where instead of overwriting the example
+
+
+def test_run_collects_result_pictures_and_per_step_previews(tmp_path):
+    import torch
+
+    from editor_gui_app import registry
+
+    ctl = EditorController(registry(), config_folder=tmp_path / "cfg")
+    sunset = ctl.add_node("Sunset", values={"steps": 5, "delay": 0.0, "size": 32})
+    show = ctl.add_node("ShowImage")
+    ctl.connect(sunset, "image", show, "image")
+    ctl.run()
+    ctl.runner.wait(30)
+    view = ctl.runner.view
+    assert view.status == "ok", view.error
+    assert [(node, image.size) for node, image in view.images] == [(show, (32, 32))]
+    assert len(view.x0_strip) == 5 and view.live_preview is view.x0_strip[-1]
+    # IMAGE tensors [B, H, W, 3] in [0, 1] become one picture per batch item
+    from nodeflow.editor.images import to_pil_images
+
+    batch = to_pil_images(torch.zeros(2, 8, 16, 3))
+    assert [image.size for image in batch] == [(16, 8), (16, 8)]
+    assert to_pil_images("not a picture") == [] and to_pil_images(torch.zeros(3)) == []
