@@ -98,18 +98,19 @@ def sample(
         for i, t in enumerate(timesteps):
             prediction = predict(scheduler.scale_model_input(x, t), t)
             result = scheduler.step(prediction, t, x, **step_kwargs, return_dict=True)
-            x0 = _predicted_x0(result, scheduler, prediction, x)
+            x0 = _preview_x0(result, scheduler, prediction, x)
             x = result.prev_sample
             ctx.progress(i + 1, total, latent_preview(x0, rgb_map))
     return x
 
 
-def _predicted_x0(result: Any, scheduler: Any, prediction: "torch.Tensor", x: "torch.Tensor") -> "torch.Tensor":
-    """The step's estimate of the clean latent, for the preview."""
+def _preview_x0(result: Any, scheduler: Any, prediction: "torch.Tensor", x: "torch.Tensor") -> "torch.Tensor":
+    """The step's estimate of the clean latent for the first image of the batch (the preview)."""
     for name in ("pred_original_sample", "denoised"):  # most schedulers report it
         x0 = getattr(result, name, None)
         if x0 is not None:
-            return x0
+            return x0[:1]
+    x, prediction = x[:1], prediction[:1]
     # DPM-Solver multistep and UniPC do not; they keep x in variance-preserving scale,
     # x = alpha_t * x0 + sigma_t * eps, with sigma = sigma_t / alpha_t at the step just taken.
     sigma = scheduler.sigmas[scheduler.step_index - 1].to(x.device, x.dtype)
