@@ -131,8 +131,3 @@ def convert_file(source: str | os.PathLike[str], target: str | os.PathLike[str],
     save_workflow(target, workflow.graph, workflow.ui, workflow.meta)
     return workflow
 
-
-def describe_importers() -> list[str]:
-    """One line per importer, for help texts."""
-    return [f"{importer.name}: PNG chunks {', '.join(importer.png_keys) or 'none'}" for importer in importers()]
-
