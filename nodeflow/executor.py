@@ -210,6 +210,7 @@ class Executor:
                     nonce=uuid.uuid4().hex,
                     output_dir=os.path.abspath(output_dir),
                     memo=self._signatures,
+                    settings=settings or {},
                 )
             except GraphError as exc:  # only if validation missed it; report it the same way
                 problems = [Problem("invalid_graph", str(exc), exc.node_id)]

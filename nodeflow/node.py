@@ -125,6 +125,17 @@ class Node:
         return values
 
     @classmethod
+    def fingerprint(cls, values: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+        """What outside the graph this node's result depends on, e.g. the size and
+        modification time of a file it reads; hashed into the cache signature so a file
+        replaced on disk under the same name is read again. Must be cheap (no reading of
+        contents); ``None`` (the default) means nothing outside the graph.
+
+        ``values`` are the node's literal widget values (a value fed by a link is absent).
+        """
+        return None
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "type": cls.type,

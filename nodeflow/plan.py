@@ -9,9 +9,9 @@ Signatures
     The run's device is part of every signature (cached tensors stay on their device).
     A non-deterministic node also hashes a fresh per-run nonce (so it and everything
     downstream re-run every time); an output node also hashes the output folder.
-    Not in it: the run's ``settings`` and the contents of files a node reads (a model
-    or image replaced on disk under the same name); after such a change, clear the
-    executor's cache.
+    A node that reads files says so through ``Node.fingerprint`` (e.g. size and
+    modification time), which is hashed in too, so a file replaced on disk under the
+    same name is read again. Not in it: the rest of the run's ``settings``.
 
 Inputs
     A socket gets the value of the output linked to it; an unconnected optional socket
@@ -36,7 +36,7 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from .fields import FieldError, Widget
 from .graph import Graph, GraphError, Link, NodeInstance
@@ -102,13 +102,16 @@ def build_plan(
     nonce: str = "",
     output_dir: str = "",
     memo: SignatureMemo | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Plan the run of ``outputs`` (default: :func:`default_outputs`) on a validated graph.
 
     ``salt`` goes into every signature (the device), ``nonce`` into those of
-    non-deterministic nodes, ``output_dir`` into those of output nodes. A ``memo`` kept
-    between runs saves re-hashing nodes whose inputs did not change.
+    non-deterministic nodes, ``output_dir`` into those of output nodes, and each node's
+    ``fingerprint(values, settings)`` into its own. A ``memo`` kept between runs saves
+    re-hashing nodes whose inputs did not change.
     """
+    settings = settings if settings is not None else {}
     memo = memo if memo is not None else SignatureMemo()
     requested = list(dict.fromkeys(default_outputs(graph) if outputs is None else outputs))
     for node_id in requested:
@@ -159,7 +162,12 @@ def build_plan(
             else:
                 sources[name] = None
         reads = tuple(ref[0] for ref in sources.values() if type(ref) is tuple)
-        extra = (salt, "" if cls.deterministic else f"{nonce}/{node_id}", output_dir if cls.output_node else "")
+        extra = (
+            salt,
+            "" if cls.deterministic else f"{nonce}/{node_id}",
+            output_dir if cls.output_node else "",
+            _fingerprint(cls, literals, settings),
+        )
         # A signature that depends on this run's nonce never recurs: not worth remembering.
         fresh = not cls.deterministic or any(read in volatile for read in reads)
         signature, literals = memo.signature(cls, literals, sources, extra, remember=not fresh)
@@ -168,6 +176,13 @@ def build_plan(
         steps.append(Step(node_id, cls.type, cls, signature, literals, sources, reads, reusable=not fresh))
         refs[node_id] = {name: (signature, name) for name in _output_names(cls)}
     return Plan(tuple(steps), {nid: refs[nid] for nid in requested})
+
+
+def _fingerprint(cls: type[Node], literals: dict[str, Any], settings: Mapping[str, Any]) -> str:
+    try:
+        return cls.fingerprint(literals, settings) or ""
+    except Exception:  # a plug-in's hook must not stop planning; the node's run reports the real problem
+        return ""
 
 
 @functools.cache

@@ -23,6 +23,21 @@ _PREDICTION = Choice(
 )
 
 
+def _model_fingerprint(cls: type[Node], values: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """Size and time of the model file (or folder), so a file replaced under the same name reloads."""
+    from nodeflow.filestamp import stamp
+
+    from ._paths import resolve_model_path
+
+    (name,) = (n for n, f in cls.inputs.items() if isinstance(f, FileChoice))
+    if name not in values:
+        return None
+    try:
+        return stamp(resolve_model_path(values[name], cls.inputs[name].folder, settings))
+    except Exception:  # unresolvable: the run reports it
+        return None
+
+
 def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -> list[str]:
     """The models the editor offers for a file field: what the configured folders hold."""
     from ._paths import list_models
@@ -48,6 +63,7 @@ class Checkpoint(Node):
     dtype = _DTYPE
     prediction = _PREDICTION
     field_options = classmethod(_field_options)
+    fingerprint = classmethod(_model_fingerprint)
     outputs = (
         Output("model", "MODEL", "The denoising UNet and its noise schedule"),
         Output("clip", "CLIP", "Tokenizer(s) and text encoder(s)"),
@@ -96,6 +112,7 @@ class UNet(Node):
     dtype = _DTYPE
     prediction = _PREDICTION
     field_options = classmethod(_field_options)
+    fingerprint = classmethod(_model_fingerprint)
     outputs = (Output("model", "MODEL", "The denoising UNet and its noise schedule"),)
 
     def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:
