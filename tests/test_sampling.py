@@ -167,7 +167,8 @@ def test_cfg_prediction_is_uncond_plus_scale_times_difference(parts):
         cond = unet(x, t, encoder_hidden_states=parts["positive"].embeds).sample
         uncond = unet(x, t, encoder_hidden_states=parts["negative"].embeds).sample
         plain = BasicGuider().run(RunContext(), parts["model"], parts["positive"]).bind(x)(x, t)
-    torch.testing.assert_close(guided, uncond + 5.0 * (cond - uncond), atol=1e-5, rtol=1e-5)
+    # One batched call vs two single calls: equal up to float rounding.
+    torch.testing.assert_close(guided, uncond + 5.0 * (cond - uncond), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(plain, cond, atol=1e-6, rtol=1e-6)
 
 
@@ -181,7 +182,7 @@ def test_guidance_rescale_matches_diffusers(parts):
         cond = unet(x, t, encoder_hidden_states=parts["positive"].embeds).sample
         uncond = unet(x, t, encoder_hidden_states=parts["negative"].embeds).sample
     expected = rescale_noise_cfg(uncond + 9.0 * (cond - uncond), cond, guidance_rescale=0.7)
-    torch.testing.assert_close(rescaled, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rescaled, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_conditioning_is_broadcast_to_the_latent_batch(parts):
