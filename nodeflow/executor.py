@@ -210,7 +210,9 @@ class Executor:
                     nonce=uuid.uuid4().hex,
                     output_dir=os.path.abspath(output_dir),
                     memo=self._signatures,
-                    settings=settings or {},
+                    context=RunContext(
+                        device=device, output_dir=output_dir, input_dir=input_dir, settings=dict(settings or {})
+                    ),
                 )
             except GraphError as exc:  # only if validation missed it; report it the same way
                 problems = [Problem("invalid_graph", str(exc), exc.node_id)]

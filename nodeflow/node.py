@@ -125,13 +125,14 @@ class Node:
         return values
 
     @classmethod
-    def fingerprint(cls, values: Mapping[str, Any], settings: Mapping[str, Any]) -> str | None:
+    def fingerprint(cls, values: Mapping[str, Any], ctx: RunContext) -> str | None:
         """What outside the graph this node's result depends on, e.g. the size and
         modification time of a file it reads; hashed into the cache signature so a file
         replaced on disk under the same name is read again. Must be cheap (no reading of
         contents); ``None`` (the default) means nothing outside the graph.
 
-        ``values`` are the node's literal widget values (a value fed by a link is absent).
+        ``values`` are the node's literal widget values (a value fed by a link is absent);
+        ``ctx`` is the run's context (folders, settings, device) without a node id.
         """
         return None
 

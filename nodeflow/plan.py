@@ -36,11 +36,11 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 from .fields import FieldError, Widget
 from .graph import Graph, GraphError, Link, NodeInstance
-from .node import Node
+from .node import Node, RunContext
 
 
 @dataclass(frozen=True)
@@ -102,16 +102,16 @@ def build_plan(
     nonce: str = "",
     output_dir: str = "",
     memo: SignatureMemo | None = None,
-    settings: Mapping[str, Any] | None = None,
+    context: RunContext | None = None,
 ) -> Plan:
     """Plan the run of ``outputs`` (default: :func:`default_outputs`) on a validated graph.
 
     ``salt`` goes into every signature (the device), ``nonce`` into those of
     non-deterministic nodes, ``output_dir`` into those of output nodes, and each node's
-    ``fingerprint(values, settings)`` into its own. A ``memo`` kept between runs saves
+    ``fingerprint(values, context)`` into its own. A ``memo`` kept between runs saves
     re-hashing nodes whose inputs did not change.
     """
-    settings = settings if settings is not None else {}
+    context = context if context is not None else RunContext()
     memo = memo if memo is not None else SignatureMemo()
     requested = list(dict.fromkeys(default_outputs(graph) if outputs is None else outputs))
     for node_id in requested:
@@ -166,7 +166,7 @@ def build_plan(
             salt,
             "" if cls.deterministic else f"{nonce}/{node_id}",
             output_dir if cls.output_node else "",
-            _fingerprint(cls, literals, settings),
+            _fingerprint(cls, literals, context),
         )
         # A signature that depends on this run's nonce never recurs: not worth remembering.
         fresh = not cls.deterministic or any(read in volatile for read in reads)
@@ -178,9 +178,9 @@ def build_plan(
     return Plan(tuple(steps), {nid: refs[nid] for nid in requested})
 
 
-def _fingerprint(cls: type[Node], literals: dict[str, Any], settings: Mapping[str, Any]) -> str:
+def _fingerprint(cls: type[Node], literals: dict[str, Any], context: RunContext) -> str:
     try:
-        return cls.fingerprint(literals, settings) or ""
+        return cls.fingerprint(literals, context) or ""
     except Exception:  # a plug-in's hook must not stop planning; the node's run reports the real problem
         return ""
 

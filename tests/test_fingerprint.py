@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from nodeflow import Node, Output, String
+from nodeflow import Node, Output, RunContext, String
 from nodeflow.executor import Executor
 from nodeflow.filestamp import stamp
 from nodeflow.graph import Graph
@@ -18,7 +18,7 @@ class ReadText(Node):
     outputs = (Output("text", "STRING"),)
 
     @classmethod
-    def fingerprint(cls, values, settings):
+    def fingerprint(cls, values, ctx):
         return stamp(values["path"])
 
     def run(self, ctx, path):
@@ -30,7 +30,7 @@ class BrokenStamp(ReadText):
     type = "BrokenStamp"
 
     @classmethod
-    def fingerprint(cls, values, settings):
+    def fingerprint(cls, values, ctx):
         raise RuntimeError("plug-in bug")
 
 
@@ -87,11 +87,24 @@ def test_checkpoint_signature_follows_the_file_on_disk(tmp_path):
 
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(b"first")
-    settings = {"model_folders": {"checkpoints": [str(tmp_path)]}}
+    ctx = RunContext(settings={"model_folders": {"checkpoints": [str(tmp_path)]}})
     values = {"checkpoint": "model.safetensors", "dtype": "auto", "prediction": "auto"}
-    before = Checkpoint.fingerprint(values, settings)
-    assert before == Checkpoint.fingerprint(values, settings)
+    before = Checkpoint.fingerprint(values, ctx)
+    assert before == Checkpoint.fingerprint(values, ctx)
     weights.write_bytes(b"second, replaced")
-    assert Checkpoint.fingerprint(values, settings) != before
+    assert Checkpoint.fingerprint(values, ctx) != before
     # a value the folders do not hold has no stamp; the run reports it
-    assert Checkpoint.fingerprint({**values, "checkpoint": "../escape.safetensors"}, settings) is None
+    assert Checkpoint.fingerprint({**values, "checkpoint": "../escape.safetensors"}, ctx) is None
+
+
+def test_load_image_signature_follows_the_file_in_the_input_folder(tmp_path):
+    from PIL import Image
+
+    from nodes.diffusion.images import LoadImage
+
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "in.png")
+    ctx = RunContext(input_dir=tmp_path)
+    before = LoadImage.fingerprint({"image": "in.png"}, ctx)
+    Image.new("RGB", (8, 8), "blue").save(tmp_path / "in.png")
+    assert LoadImage.fingerprint({"image": "in.png"}, ctx) != before
+    assert LoadImage.fingerprint({"image": "../outside.png"}, ctx) is None

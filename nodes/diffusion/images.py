@@ -28,6 +28,16 @@ class LoadImage(Node):
     image = FileChoice(folder="input", extensions=IMAGE_EXTENSIONS, tooltip="a file in the input folder")
     outputs = (Output("image", "IMAGE"),)
 
+    @classmethod
+    def fingerprint(cls, values: dict[str, Any], ctx: RunContext) -> str | None:
+        """An image replaced in the input folder under the same name is read again."""
+        from nodeflow.filestamp import stamp
+
+        try:
+            return stamp(_inside(Path(ctx.input_dir), values.get("image", ""), ctx.settings))
+        except NodeError:  # refused or empty: the run reports it
+            return None
+
     def run(self, ctx: RunContext, image: str) -> Any:
         import numpy as np
         import torch

@@ -23,7 +23,7 @@ _PREDICTION = Choice(
 )
 
 
-def _model_fingerprint(cls: type[Node], values: dict[str, Any], settings: dict[str, Any]) -> str | None:
+def _model_fingerprint(cls: type[Node], values: dict[str, Any], ctx: RunContext) -> str | None:
     """Size and time of the model file (or folder), so a file replaced under the same name reloads."""
     from nodeflow.filestamp import stamp
 
@@ -33,7 +33,7 @@ def _model_fingerprint(cls: type[Node], values: dict[str, Any], settings: dict[s
     if name not in values:
         return None
     try:
-        return stamp(resolve_model_path(values[name], cls.inputs[name].folder, settings))
+        return stamp(resolve_model_path(values[name], cls.inputs[name].folder, ctx.settings))
     except Exception:  # unresolvable: the run reports it
         return None
 
