@@ -193,3 +193,15 @@ def test_import_command_writes_a_native_workflow(tmp_path):
     )
     assert failed.returncode == 2 and "UpscaleModelLoader (node 1)" in failed.stderr
     assert not (tmp_path / "x.json").exists()  # nothing half-imported
+
+
+def test_disable_noise_imports_as_our_disable_noise(registry):
+    doc = json.loads((FIXTURES / "custom_sampler_ui_v1.json").read_text())
+    (noise,) = [n for n in doc["nodes"] if n["type"] == "RandomNoise"]
+    noise["type"], noise["widgets_values"] = "DisableNoise", []
+    noise.pop("inputs", None)
+    graph = workflow_from_dict(doc, registry).graph
+    (imported,) = [n for n in graph.nodes.values() if n.type in ("Noise", "DisableNoise")]
+    assert imported.type == "DisableNoise"
+    sampler = next(nid for nid, n in graph.nodes.items() if n.type == "Sampler")
+    assert graph.link_into(sampler, "noise").source == imported.id

@@ -249,3 +249,23 @@ def test_interrupt_mid_sampling_in_a_workflow_run(tiny_sd, tmp_path):
     assert result.status == "interrupted"
     assert steps == [1, 2, 3] and "7" not in result.executed
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_disable_noise_starts_from_the_input_latent_as_it_is(parts):
+    from nodes.diffusion.sampling import DisableNoise
+
+    guider = BasicGuider().run(RunContext(), parts["model"], parts["positive"])
+    empty = latent_for(parts, side=8)
+    noisy = Latent(torch.randn(empty.samples.shape, generator=torch.Generator().manual_seed(3)), empty.family)
+
+    def run(latent):
+        return Sampler().run(
+            RunContext(), noise=DisableNoise().run(RunContext()), guider=guider, latent=latent,
+            sampler="euler", schedule="normal", steps=3, denoise=1.0, eta=0.0,
+        ).samples
+
+    first, again = run(noisy), run(noisy)
+    assert torch.equal(first, again)  # nothing random is drawn
+    assert not torch.allclose(first, run(empty))  # the input latent is the starting point
+    seeded = sample(guider, noisy, seed=0, steps=3)
+    assert not torch.allclose(first, seeded)  # a seed would have replaced it with fresh noise

@@ -569,7 +569,7 @@ class ComfyUIImporter:
 
     def convert(self, data: Any, registry: NodeRegistry) -> dict[str, Any]:
         described = sniff(data) or "ComfyUI workflow"
-        needed = {t for spec in MAPPINGS.values() for t in spec.creates} - {"DisableNoise"}
+        needed = {t for spec in MAPPINGS.values() for t in spec.creates}
         missing = sorted(t for t in needed if registry.get(t) is None)
         if missing:
             raise WorkflowError(

@@ -68,12 +68,20 @@ def sample(
         timesteps = scheduler.timesteps
         shape = tuple(latent.samples.shape)
         generator = None if noise.seed is None else torch.Generator("cpu").manual_seed(noise.seed)
-        if generator is None:
-            initial = torch.zeros(shape, dtype=dtype, device=device)
-        else:
+        if generator is not None:
             initial = torch.randn(shape, generator=generator, dtype=dtype).to(device)
 
-        if denoise >= 1.0:
+        if generator is None:
+            # No noise (DisableNoise): the input latent is taken to be noisy already, at the
+            # level of the first step that runs, so it is the starting point as it is.
+            begin = 0 if denoise >= 1.0 else (steps - min(int(steps * denoise), steps)) * scheduler.order
+            timesteps = timesteps[begin:]
+            if len(timesteps) == 0:
+                return latent.samples
+            if begin and hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(begin)
+            x = latent.samples.to(device=device, dtype=dtype)
+        elif denoise >= 1.0:
             x = initial * scheduler.init_noise_sigma
         else:
             # The last `denoise` fraction of the schedule, as diffusers' img2img strength.

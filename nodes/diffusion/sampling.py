@@ -38,6 +38,21 @@ class Noise(Node):
         return NoiseSource(seed)
 
 
+class DisableNoise(Node):
+    type = "DisableNoise"
+    display_name = "No Noise"
+    category = "sampling"
+    description = (
+        "Adds no noise: the Sampler starts from its input latent as it is, for latents that "
+        "are already noisy (e.g. the leftover noise of another sampler)."
+    )
+
+    outputs = (Output("noise", "NOISE"),)
+
+    def run(self, ctx: RunContext) -> NoiseSource:
+        return NoiseSource(None)
+
+
 class CFG(Node):
     type = "CFG"
     display_name = "CFG Guider"
