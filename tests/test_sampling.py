@@ -269,3 +269,22 @@ def test_disable_noise_starts_from_the_input_latent_as_it_is(parts):
     assert not torch.allclose(first, run(empty))  # the input latent is the starting point
     seeded = sample(guider, noisy, seed=0, steps=3)
     assert not torch.allclose(first, seeded)  # a seed would have replaced it with fresh noise
+
+
+def test_previews_use_the_checkpoints_own_latent_rgb_map(parts):
+    import dataclasses
+
+    red = torch.zeros(parts["model"].family.latent_channels + 1, 3)
+    red[-1] = torch.tensor([1.0, -1.0, -1.0])  # bias only: every latent pixel previews pure red
+    model = dataclasses.replace(parts["model"], latent_rgb=red)
+    previews = []
+    ctx = RunContext(on_progress=lambda step, total, preview: previews.append(preview))
+    sample(BasicGuider().run(RunContext(), model, parts["positive"]), latent_for(parts, side=8), steps=2, ctx=ctx)
+    pixels = np.asarray(previews[-1])
+    assert (pixels[..., 0] == 255).all() and (pixels[..., 1:] == 0).all()
+
+
+def test_bundled_checkpoint_hands_its_fitted_preview_map_to_the_model():
+    loaded = Checkpoint().run(RunContext(), checkpoint="shapes", dtype="fp32", prediction="auto")
+    assert loaded["model"].latent_rgb is not None
+    assert torch.equal(loaded["model"].latent_rgb, loaded["vae"].latent_rgb)

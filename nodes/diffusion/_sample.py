@@ -101,7 +101,8 @@ def sample(
             step_kwargs["eta"] = eta
         if "generator" in accepted:
             step_kwargs["generator"] = generator
-        rgb_map = latent_rgb_map(model.family, shape[1])
+        # The checkpoint's own map (the bundled model ships a fitted one), else its family's.
+        rgb_map = model.latent_rgb if model.latent_rgb is not None else latent_rgb_map(model.family, shape[1])
         total = len(timesteps)
         for i, t in enumerate(timesteps):
             prediction = predict(scheduler.scale_model_input(x, t), t)

@@ -30,6 +30,7 @@ class DiffusionModel:  # MODEL
     scheduler_config: dict[str, Any]  # the checkpoint's scheduler config (betas, prediction type, ...)
     dtype: "torch.dtype | None" = None
     source: str = ""
+    latent_rgb: "torch.Tensor | None" = None  # the checkpoint's own preview map, when it has one
 
 
 @dataclass

@@ -78,8 +78,11 @@ class Checkpoint(Node):
         loaded = _load(load_checkpoint, path, "checkpoint", resolve_dtype(dtype, ctx.device), ctx.device, prediction)
         source = str(path)
         vae_config = loaded.vae.config
+        latent_rgb = _latent_rgb(loaded)
         return {
-            "model": DiffusionModel(loaded.unet, loaded.family, loaded.scheduler_config, loaded.dtype, source),
+            "model": DiffusionModel(
+                loaded.unet, loaded.family, loaded.scheduler_config, loaded.dtype, source, latent_rgb=latent_rgb
+            ),
             "clip": TextEncoders(
                 loaded.tokenizers, loaded.text_encoders, loaded.family, loaded.pad_token_ids, loaded.vision, source
             ),
@@ -88,7 +91,7 @@ class Checkpoint(Node):
                 loaded.family,
                 scaling_factor=float(vae_config.get("scaling_factor") or 0.18215),
                 shift_factor=float(vae_config.get("shift_factor") or 0.0),
-                latent_rgb=_latent_rgb(loaded),
+                latent_rgb=latent_rgb,
                 source=source,
             ),
         }
