@@ -100,7 +100,7 @@ def save_grid(generate, path: Path) -> None:
 
     prompts = ["a red circle on a blue background", "a yellow star on a purple background",
                "a green background with a white cross", "black triangle, orange background",
-               "a blue square on a yellow background", "an orange circle on a black background".replace("an ", "a "),
+               "a blue square on a yellow background", "a orange circle on a black background",  # no "an" in the vocabulary
                "a purple cross on a white background", "a white star on a green background"]
     seeds = 8
     rows = [generate([p] * seeds, [""] * seeds, [100 + k for k in range(seeds)], 5.0, 20) for p in prompts]
