@@ -201,6 +201,7 @@ def _run(args: argparse.Namespace) -> int:
     settings["on_file_written"] = lambda path: written.append(str(path))
     settings["workflow"] = workflow.to_dict()  # embedded in saved images (values after --set)
     settings["embed_workflow"] = not args.no_metadata
+    settings["previews"] = False  # a terminal shows no pictures: nodes skip computing step previews
 
     # Ctrl+C asks the executor to stop at the next step instead of killing the process
     # mid-write; a second Ctrl+C falls through to Python's default.

@@ -44,8 +44,12 @@ ProgressCallback = Callable[[int, int, Any], None]
 class RunContext:
     """What the executor hands a running node besides its inputs.
 
-    ``settings`` carries host configuration by name (e.g. ``"models"`` folders) so the
-    core does not need to know what packs use.
+    ``settings`` carries host configuration by name so the core does not need to know
+    what packs use. Keys the shipped hosts (CLI, editor) set: ``model_folders``,
+    ``model_names``, ``trusted_paths`` (see nodeflow.config / nodeflow.paths),
+    ``workflow`` and ``embed_workflow`` (saved images carry the workflow),
+    ``on_file_written`` (a callback given each written path) and ``previews`` (False
+    when nobody will look at step previews, so nodes may skip computing them).
     """
 
     node_id: str = ""

@@ -288,3 +288,13 @@ def test_bundled_checkpoint_hands_its_fitted_preview_map_to_the_model():
     loaded = Checkpoint().run(RunContext(), checkpoint="shapes", dtype="fp32", prediction="auto")
     assert loaded["model"].latent_rgb is not None
     assert torch.equal(loaded["model"].latent_rgb, loaded["vae"].latent_rgb)
+
+
+def test_previews_are_skipped_when_the_host_shows_none(parts):
+    guider = BasicGuider().run(RunContext(), parts["model"], parts["positive"])
+    seen = []
+    ctx = RunContext(settings={"previews": False}, on_progress=lambda step, total, preview: seen.append(preview))
+    with_previews = sample(guider, latent_for(parts, side=8), steps=3)
+    without = sample(guider, latent_for(parts, side=8), steps=3, ctx=ctx)
+    assert seen == [None, None, None]  # progress still reported, step by step
+    assert torch.equal(with_previews, without)  # and the image is the same

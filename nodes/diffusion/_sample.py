@@ -103,13 +103,15 @@ def sample(
             step_kwargs["generator"] = generator
         # The checkpoint's own map (the bundled model ships a fitted one), else its family's.
         rgb_map = model.latent_rgb if model.latent_rgb is not None else latent_rgb_map(model.family, shape[1])
+        # Previews cost about a millisecond a step; skip them when nobody will look.
+        previews = ctx.on_progress is not None and ctx.settings.get("previews", True)
         total = len(timesteps)
         for i, t in enumerate(timesteps):
             prediction = predict(scheduler.scale_model_input(x, t), t)
             result = scheduler.step(prediction, t, x, **step_kwargs, return_dict=True)
-            x0 = _preview_x0(result, scheduler, prediction, x)
+            preview = latent_preview(_preview_x0(result, scheduler, prediction, x), rgb_map) if previews else None
             x = result.prev_sample
-            ctx.progress(i + 1, total, latent_preview(x0, rgb_map))
+            ctx.progress(i + 1, total, preview)
     return x
 
 
