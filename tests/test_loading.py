@@ -20,16 +20,6 @@ from nodes.diffusion.loaders import Checkpoint, UNet  # noqa: E402
 from tiny_models import save_single_file, shared_tiny_sd, shared_tiny_sd2, shared_tiny_sdxl  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine
-    OpenMP's spinning threads make them 10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory) -> Path:
     return shared_tiny_sd(tmp_path_factory)
