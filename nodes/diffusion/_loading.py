@@ -215,20 +215,14 @@ def _scheduler_config(folder: Path, prediction: str) -> dict[str, Any]:
 
 
 def load_single_file(path: Path, dtype: torch.dtype, device: str, prediction: str = "auto") -> LoadedCheckpoint:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from ._tokenizer import PAD_END, PAD_ZERO, clip_tokenizer
 
     _quiet_transformers()
     state = read_state_dict(path, device)
-    family = detect_family(state)
-    chosen = detect_prediction(state, family) if prediction == "auto" else prediction
-    configs = _family_configs(family, chosen)
-
-    unet_cfg = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json"), family, _pooled_dim(state))
-    _refuse_inpainting(unet_cfg)
-    unet = _diffusers_model(UNet2DConditionModel, unet_cfg, _ldm.convert_unet(state, unet_cfg), dtype, device)
+    unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction)
     vae_cfg = _ldm.vae_config(state, _read_json(configs / "vae" / "config.json"))
     vae = _diffusers_model(AutoencoderKL, vae_cfg, _ldm.convert_vae(state, vae_cfg), _vae_dtype(vae_cfg, dtype), device)
 
@@ -261,6 +255,23 @@ def load_single_file(path: Path, dtype: torch.dtype, device: str, prediction: st
         dtype=dtype,
         pad_token_ids=[t.pad_token_id for t in tokenizers],
     )
+
+
+def _original_layout_unet(
+    state: Mapping[str, Any], dtype: torch.dtype, device: str, prediction: str
+) -> tuple[Any, str, str, Path]:
+    """The UNet of an original-layout (single-file) state dict, with the detected family,
+    the prediction type in force and the shipped config folder used; shared by full
+    checkpoints and UNet-only files."""
+    from diffusers import UNet2DConditionModel
+
+    family = detect_family(state)
+    chosen = detect_prediction(state, family) if prediction == "auto" else prediction
+    configs = _family_configs(family, chosen)
+    config = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json"), family, _pooled_dim(state))
+    _refuse_inpainting(config)
+    unet = _diffusers_model(UNet2DConditionModel, config, _ldm.convert_unet(state, config), dtype, device)
+    return unet, family, chosen, configs
 
 
 def _pooled_dim(state: Mapping[str, Any]) -> int | None:
@@ -396,13 +407,8 @@ def load_unet(path: Path, dtype: torch.dtype, device: str, prediction: str = "au
         return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
     if not _ldm.has_prefix(state, _ldm.UNET):
         state = {_ldm.UNET + k: v for k, v in state.items()}  # a bare UNet in the original layout
-    family = detect_family(state)
-    chosen = detect_prediction(state, family) if prediction == "auto" else prediction
-    configs = _family_configs(family, chosen)
-    config = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json"), family, _pooled_dim(state))
-    _refuse_inpainting(config)
-    unet = _diffusers_model(UNet2DConditionModel, config, _ldm.convert_unet(state, config), dtype, device)
-    return LoadedUNet(unet, make_family(family, None, config["in_channels"]), _scheduler_config(configs, chosen))
+    unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction)
+    return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), _scheduler_config(configs, chosen))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
