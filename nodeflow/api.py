@@ -83,17 +83,7 @@ class Flow:
     # ------------------------------------------------------------------- finding
     def node(self, ref: str) -> str:
         """The id of the node whose id or (unique) title is ``ref``."""
-        ref = str(ref)
-        if ref in self.graph.nodes:
-            return ref
-        titled = [nid for nid, node in self.graph.nodes.items() if node.title == ref]
-        if len(titled) == 1:
-            return titled[0]
-        if titled:
-            raise GraphError(f"more than one node is titled {ref!r} ({', '.join(titled)}); use the id")
-        names = list(self.graph.nodes) + [n.title for n in self.graph.nodes.values() if n.title]
-        hint = difflib.get_close_matches(ref, names, n=1)
-        raise GraphError(f"there is no node with id or title {ref!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        return self.graph.find_node(ref)
 
     def get(self, target: str, field: str | None = None) -> Any:
         """A widget value: ``get("5.seed")`` or ``get("5", "seed")``."""

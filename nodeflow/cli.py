@@ -137,17 +137,6 @@ def _parse_override(text: str) -> tuple[str, str, Any]:
     return node, field, value
 
 
-def _find_node(graph, ref: str) -> str:
-    if ref in graph.nodes:
-        return ref
-    titled = [nid for nid, node in graph.nodes.items() if node.title == ref]
-    if len(titled) == 1:
-        return titled[0]
-    if titled:
-        raise UsageError(f"more than one node is titled {ref!r}: {', '.join(titled)}")
-    raise UsageError(f"there is no node with id or title {ref!r}")
-
-
 def _print_problems(problems, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"valid": not problems, "problems": [p.to_dict() for p in problems]}, indent=2))
@@ -183,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     for text in args.overrides:
         node, field, value = _parse_override(text)
         try:
-            node_id = _find_node(graph, node)
+            node_id = graph.find_node(node)
             graph.set_value(node_id, field, value)
             if getattr(graph.node_class(node_id).inputs.get(field), "kind", "") == "file":
                 trusted.append(str(value))  # the user named this path, not the file: see nodeflow.paths

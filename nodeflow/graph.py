@@ -15,6 +15,7 @@ and :mod:`nodeflow.validation` can report every problem at once.
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Literal
@@ -118,6 +119,21 @@ class Graph:
             return [edge[0] for edge in nx.find_cycle(self.dag)]
         except nx.NetworkXNoCycle:
             return []
+
+    def find_node(self, ref: str) -> str:
+        """The id of the node whose id or (unique) title is ``ref``, as users name nodes
+        on the command line and in scripts."""
+        ref = str(ref)
+        if ref in self.nodes:
+            return ref
+        titled = [nid for nid, node in self.nodes.items() if node.title == ref]
+        if len(titled) == 1:
+            return titled[0]
+        if titled:
+            raise GraphError(f"more than one node is titled {ref!r} ({', '.join(titled)}); use the id")
+        names = list(self.nodes) + [n.title for n in self.nodes.values() if n.title]
+        hint = difflib.get_close_matches(ref, names, n=1)
+        raise GraphError(f"there is no node with id or title {ref!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
 
     def output_nodes(self) -> list[str]:
         return [
