@@ -28,7 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch is imported; an explicit setting by the user wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = _parser()
-    args = parser.parse_args(argv)
+    # train-demo hands all its options to its own parser (argparse's REMAINDER refuses a
+    # remainder that starts with an option, such as `train-demo --steps unet=100`).
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "train-demo":
+        args.train_args = extra + args.train_args
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         return _edit(args)
     try:

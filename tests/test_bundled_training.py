@@ -130,3 +130,47 @@ def test_every_step_draws_a_different_batch():
     for stage in ["vae", "clip", "classifier", "unet"]:
         seeds = {_train._rng(settings, stage, i)[1].initial_seed() for i in range(3000)}
         assert len(seeds) == 3000, stage
+
+
+def _weights(folder) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*.safetensors"))}
+
+
+def test_training_is_reproducible_even_when_interrupted_and_resumed(trained, tmp_path):
+    """The committed weights must be what `nodeflow train-demo` gives: the same settings give
+    byte-identical weights, also when a stage was cut short and resumed from its checkpoint."""
+    args = [*_tiny_args(tmp_path), "--seed", "0"]
+    args[args.index("--max-steps") + 1] = "3"
+    once = tmp_path / "shapes"
+    # The resumed run: each trained stage is stopped by a time cap after its first step, then
+    # reopened without the cap, so it continues from its saved checkpoint to step 3.
+    resumed_args = [a.replace(str(tmp_path), str(tmp_path / "resumed")) for a in args]
+    for stage in _train.STAGES:
+        if stage in _train.TRAINED_STAGES:
+            assert _train.main([*resumed_args, "--stages", stage, "--minutes", f"{stage}=0.00001"]) == 0
+            saved = torch.load(tmp_path / "resumed" / "work" / stage / "checkpoint.pt", weights_only=False)
+            assert saved["step"] == 1
+            assert _train.main([*resumed_args, "--stages", stage, "--reopen", stage]) == 0
+        else:
+            assert _train.main([*resumed_args, "--stages", stage]) == 0
+    assert _train.main(args) == 0
+
+    first, second = _weights(once), _weights(tmp_path / "resumed" / "shapes")
+    assert len(first) == 4 and first.keys() == second.keys()
+    assert all(first[name] == second[name] for name in first), [n for n in first if first[n] != second[n]]
+    report = json.loads((tmp_path / "work" / "export" / "done.json").read_text())
+    assert report["sha256"] == json.loads((tmp_path / "resumed" / "work" / "export" / "done.json").read_text())["sha256"]
+
+
+def test_cli_passes_options_through_to_train_demo(tmp_path, capsys):
+    from nodeflow.cli import main
+
+    assert main(["train-demo", *_tiny_args(tmp_path), "--stages", "dataset"]) == 0
+    assert (tmp_path / "work" / "dataset" / "train.npz").exists()
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth():
+    assert _train._lr(0, 1.0, 1000) == pytest.approx(0.01)
+    assert _train._lr(99, 1.0, 1000) == pytest.approx(1.0)
+    assert _train._lr(550, 1.0, 1000) == pytest.approx(0.55)
+    assert _train._lr(1000, 1.0, 1000) == pytest.approx(0.1)

@@ -1,10 +1,13 @@
 """Reproducible training of the bundled model: ``nodeflow train-demo`` (or
 ``python -m nodes.bundled._train``).
 
-Stages run in order, each with a time budget and resumable checkpoints in a work folder
-(default ``build/train-demo``): rerunning the command skips finished stages and continues
-an interrupted one from its last checkpoint. Every step draws its randomness from
-``(seed, stage, step)``, so a resumed run takes the same steps as an uninterrupted one.
+Stages run in order, each for a fixed number of steps, with progress bars and resumable
+checkpoints in a work folder (default ``build/train-demo``): rerunning the command skips
+finished stages and continues an interrupted one from its last checkpoint. Every step draws
+its randomness from ``(seed, stage, step)``, so the same seed, step budgets, torch version and
+thread count give the same weights, whether or not the run was interrupted and resumed.
+``--minutes STAGE=MIN`` caps a stage's training time; a run stopped by such a cap depends on
+the machine's speed and is no longer reproducible.
 
     dataset     render the training and held-out splits
     vae         AutoencoderKL, pixels <-> 16x16x4 latents
@@ -54,7 +57,10 @@ _DEPENDENTS = {
     "latent_rgb": ["export"],
     "export": [],
 }
-DEFAULT_MINUTES = {"vae": 16.0, "clip": 8.0, "classifier": 4.0, "unet": 60.0}
+TRAINED_STAGES = ["vae", "clip", "classifier", "unet"]
+# Step budgets, not time budgets, so the result does not depend on the machine's speed. About
+# 1 h 20 min on 2 idle cores (0.5-0.6 s per step; the classifier 0.3 s).
+DEFAULT_STEPS = {"vae": 1000, "clip": 1200, "classifier": 300, "unet": 5500}
 DEFAULT_BATCH = {"vae": 32, "clip": 128, "classifier": 128, "unet": 32}
 CLIP_TEXT_LENGTH = 16  # training length; the pooled (EOS) output does not depend on padding
 CAPTION_DROPOUT = 0.1  # empty prompts, so classifier-free guidance has an unconditional model
@@ -68,7 +74,8 @@ class Settings:
     seed: int = 0
     train_images: int = 30000
     held_out_images: int = 1000
-    minutes: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MINUTES))
+    steps: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STEPS))
+    minutes: dict[str, float] = field(default_factory=dict)  # optional time caps
     batch: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BATCH))
     max_steps: int | None = None  # cap per stage, for quick runs and tests
     threads: int = 2
@@ -79,8 +86,9 @@ class Settings:
 
 
 class Loop:
-    """Runs ``step(i) -> dict of figures`` until a time budget or step cap is spent, saving
-    ``state`` (modules, optimiser, step, elapsed) every ``save_every`` seconds and at the end."""
+    """Runs ``step(i) -> dict of figures`` for the stage's step budget (or until a time cap or
+    ``max_steps`` stops it), saving ``state`` (modules, optimiser, step, elapsed) every
+    ``save_every`` seconds and at the end."""
 
     def __init__(self, settings: Settings, stage: str, state: dict[str, Any], save_every: float = 120.0):
         self.settings, self.stage, self.state = settings, stage, state
@@ -101,13 +109,18 @@ class Loop:
         torch.save(data, tmp)
         tmp.replace(self.path)  # atomic: an interrupted save never corrupts the checkpoint
 
+    @property
+    def total(self) -> int:
+        """Steps this run aims for; learning-rate schedules decay over it."""
+        steps = self.settings.steps.get(self.stage, 1)
+        return steps if self.settings.max_steps is None else min(steps, self.settings.max_steps)
+
     def run(self, step: Callable[[int], dict[str, float]], on_save: Callable[[], None] | None = None) -> None:
-        budget = self.settings.minutes.get(self.stage, 1.0) * 60
-        cap = self.settings.max_steps
-        bar = tqdm(desc=self.stage, initial=self.step, total=cap, unit="step",
+        budget = self.settings.minutes.get(self.stage, math.inf) * 60
+        bar = tqdm(desc=self.stage, initial=self.step, total=self.total, unit="step",
                    disable=self.settings.quiet, dynamic_ncols=True)
         last_save = time.monotonic()
-        while self.elapsed < budget and (cap is None or self.step < cap):
+        while self.elapsed < budget and self.step < self.total:
             started = time.monotonic()
             figures = step(self.step)
             self.step += 1
@@ -129,8 +142,12 @@ def _rng(settings: Settings, stage: str, step: int) -> tuple[random.Random, torc
     return random.Random(seed), torch.Generator().manual_seed(seed)
 
 
-def _lr(step: int, peak: float, warmup: int = 100) -> float:
-    return peak * min(1.0, (step + 1) / warmup)
+def _lr(step: int, peak: float, total: int, warmup: int = 100) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak at ``total`` steps."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, value: float) -> None:
@@ -186,7 +203,7 @@ def stage_vae(settings: Settings) -> dict[str, Any]:
     def step(i: int) -> dict[str, float]:
         _, gen = _rng(settings, "vae", i)
         x = _pixels(train[torch.randint(len(train), (batch,), generator=gen).numpy()])
-        _set_lr(optimizer, _lr(i, 1e-3))
+        _set_lr(optimizer, _lr(i, 1e-3, loop.total))
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
         recon = vae.decode(z).sample
@@ -253,7 +270,7 @@ def stage_clip(settings: Settings) -> dict[str, Any]:
         labels = labels_all[index]
         texts = [caption(scene_of(train, int(j)), rng) for j in index]
         named = torch.tensor([mentioned(t) for t in texts])
-        _set_lr(optimizer, _lr(i, 5e-4))
+        _set_lr(optimizer, _lr(i, 5e-4, loop.total))
         image_embeds = vision(pixel_values=clip_pixels(_pixels(train["images"][index.numpy()]))).image_embeds
         text_embeds = text(input_ids=_tokenize(tokenizer, texts, CLIP_TEXT_LENGTH)).pooler_output
         logits = heads.logit_scale.exp().clamp(max=100) * F.normalize(image_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
@@ -311,7 +328,9 @@ def stage_classifier(settings: Settings) -> dict[str, Any]:
 
 class _PromptCache:
     """Text-encoder hidden states per caption, computed the first time a caption is drawn
-    (the encoder is frozen, so each of the ~1,900 captions is encoded once)."""
+    (the encoder is frozen, so each of the ~1,900 captions is encoded once). Each caption is
+    encoded on its own, so its states do not depend on which captions shared a batch: a
+    resumed run, whose cache fills in a different order, sees bit-identical inputs."""
 
     def __init__(self, tokenizer, text_encoder) -> None:
         self.tokenizer, self.text_encoder = tokenizer, text_encoder
@@ -320,7 +339,7 @@ class _PromptCache:
     def __call__(self, texts: list[str]) -> torch.Tensor:
         missing = sorted(set(texts) - self.states.keys())
         if missing:
-            self.states.update(zip(missing, encode_texts(self.tokenizer, self.text_encoder, missing)))
+            self.states.update(zip(missing, encode_texts(self.tokenizer, self.text_encoder, missing, batch=1)))
         return torch.stack([self.states[t] for t in texts])
 
 
@@ -392,7 +411,7 @@ def stage_unet(settings: Settings) -> dict[str, Any]:
         t = torch.randint(0, len(alphas), (batch,), generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        _set_lr(optimizer, _lr(i, 1e-3, warmup=200))
+        _set_lr(optimizer, _lr(i, 1e-3, loop.total, warmup=200))
         prediction = unet(noisy, t, encoder_hidden_states=context).sample
         # Min-SNR-5 weighting: stop easy, low-noise steps from dominating the gradient.
         weight = snr[t].clamp(max=5.0) / snr[t]
@@ -479,7 +498,10 @@ def stage_export(settings: Settings) -> dict[str, Any]:
     settings.classifier_to.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(work / "classifier" / "classifier.safetensors", settings.classifier_to)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    return {"bytes": size}
+    # Fingerprints of the weights, to compare two runs (the same settings give the same hashes).
+    digests = {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+               for f in sorted(out.rglob("*.safetensors"))}
+    return {"bytes": size, "sha256": digests}
 
 
 _STAGE_FUNCTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
@@ -505,7 +527,7 @@ def _done_marker(settings: Settings, stage: str) -> Path:
 
 def reopen(settings: Settings, stage: str) -> None:
     """Let ``stage`` train on from its checkpoint (e.g. with a larger budget); everything
-    downstream of it is rebuilt afterwards."""
+    downstream of it is rebuilt from scratch afterwards."""
     for name in [stage, *_DEPENDENTS[stage]]:
         _done_marker(settings, name).unlink(missing_ok=True)
 
@@ -523,10 +545,16 @@ def train(settings: Settings, stages: list[str] | None = None) -> dict[str, dict
             continue
         _log(settings, f"stage {stage} starting")
         started = time.monotonic()
+        # Models are initialised from torch's global generator: seed it per stage, so the
+        # initial weights (and with them the whole run) follow from --seed.
+        torch.manual_seed(_rng(settings, stage, -1)[0].getrandbits(63))
         figures = _STAGE_FUNCTIONS[stage](settings)
         figures["wall_seconds"] = round(time.monotonic() - started, 1)
+        figures.update(torch=torch.__version__, threads=settings.threads)
         for later in _DEPENDENTS[stage]:
-            _done_marker(settings, later).unlink(missing_ok=True)
+            # Built on this stage's old output (a UNet checkpoint, its cached VAE latents):
+            # start those over rather than train on from stale inputs.
+            shutil.rmtree(settings.work / later, ignore_errors=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(figures, indent=2) + "\n")
         _log(settings, f"stage {stage} done: {figures}")
@@ -543,8 +571,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-images", type=int, default=Settings.train_images)
     p.add_argument("--held-out-images", type=int, default=Settings.held_out_images)
+    p.add_argument("--steps", action="append", default=[], metavar="STAGE=N",
+                   help=f"step budget of a stage (defaults: {DEFAULT_STEPS})")
     p.add_argument("--minutes", action="append", default=[], metavar="STAGE=MIN",
-                   help=f"time budget of a stage (defaults: {DEFAULT_MINUTES})")
+                   help="cap a stage's training time (the result then depends on the machine's speed)")
     p.add_argument("--batch", action="append", default=[], metavar="STAGE=N",
                    help=f"batch size of a stage (defaults: {DEFAULT_BATCH})")
     p.add_argument("--max-steps", type=int, default=None, help="cap every stage at this many steps")
@@ -561,8 +591,8 @@ def _pairs(items: list[str], cast: type, flag: str) -> dict[str, Any]:
     out = {}
     for item in items:
         stage, sep, value = item.partition("=")
-        if not sep or stage not in DEFAULT_MINUTES:
-            raise SystemExit(f"{flag} expects STAGE=VALUE with STAGE one of {list(DEFAULT_MINUTES)}, got {item!r}")
+        if not sep or stage not in TRAINED_STAGES:
+            raise SystemExit(f"{flag} expects STAGE=VALUE with STAGE one of {TRAINED_STAGES}, got {item!r}")
         out[stage] = cast(value)
     return out
 
@@ -572,7 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings(
         work=args.work, export_to=args.export_to, classifier_to=args.classifier_to, seed=args.seed,
         train_images=args.train_images, held_out_images=args.held_out_images,
-        minutes={**DEFAULT_MINUTES, **_pairs(args.minutes, float, "--minutes")},
+        steps={**DEFAULT_STEPS, **_pairs(args.steps, int, "--steps")},
+        minutes=_pairs(args.minutes, float, "--minutes"),
         batch={**DEFAULT_BATCH, **_pairs(args.batch, int, "--batch")},
         max_steps=args.max_steps, threads=args.threads, quiet=args.quiet,
     )
