@@ -59,8 +59,8 @@ _DEPENDENTS = {
 }
 TRAINED_STAGES = ["vae", "clip", "classifier", "unet"]
 # Step budgets, not time budgets, so the result does not depend on the machine's speed. About
-# 1 h 20 min on 2 idle cores (0.5-0.6 s per step; the classifier 0.3 s).
-DEFAULT_STEPS = {"vae": 1000, "clip": 1200, "classifier": 300, "unet": 5500}
+# about 1 h 25 min on 2 idle cores.
+DEFAULT_STEPS = {"vae": 1200, "clip": 1500, "classifier": 300, "unet": 7000}
 DEFAULT_BATCH = {"vae": 32, "clip": 128, "classifier": 128, "unet": 32}
 CLIP_TEXT_LENGTH = 16  # training length; the pooled (EOS) output does not depend on padding
 CAPTION_DROPOUT = 0.1  # empty prompts, so classifier-free guidance has an unconditional model
