@@ -129,6 +129,16 @@ class Node:
         return values
 
     @classmethod
+    def check_values(cls, values: Mapping[str, Any]) -> dict[str, str]:
+        """Problems between widget values that each field accepts on its own (a sampler
+        that cannot use a schedule), as ``{field: message}``; validation reports them
+        before anything runs. ``values`` holds the widgets not fed by a link, each already
+        valid for its field; a check whose fields are absent cannot be made and is skipped.
+        Must be cheap and import nothing heavy: the editor validates on every Run.
+        """
+        return {}
+
+    @classmethod
     def fingerprint(cls, values: Mapping[str, Any], ctx: RunContext) -> str | None:
         """What outside the graph this node's result depends on, e.g. the size and
         modification time of a file it reads; hashed into the cache signature so a file

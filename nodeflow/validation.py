@@ -140,6 +140,7 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[P
     if cls is None:
         return [problem(UNKNOWN_NODE_TYPE, f"node type {node.type!r} is not installed (is its node pack missing?)")]
     found: list[Problem] = []
+    checked: dict[str, Any] = {}  # widget values that are valid and not fed by a link
     if node.mode not in MODES:
         found.append(problem(INVALID_VALUE, f"mode {node.mode!r} is not one of: {', '.join(MODES)}", "mode"))
     for name, value in node.values.items():
@@ -153,6 +154,14 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[P
                 declared.validate(value)
             except FieldError as exc:
                 found.append(problem(INVALID_VALUE, str(exc), name))
+            else:
+                checked[name] = value
+    if node.mode != "bypass":
+        for name, widget in cls.widgets().items():
+            if name not in node.values and graph.link_into(node_id, name) is None:
+                checked[name] = widget.default
+        for name, message in cls.check_values(checked).items():
+            found.append(problem(INVALID_VALUE, message, name))
     # A bypassed node does not run, so it needs no inputs; what it passes on is checked
     # where it is used (see _link_problems).
     if node.mode != "bypass":

@@ -298,3 +298,27 @@ def test_previews_are_skipped_when_the_host_shows_none(parts):
     without = sample(guider, latent_for(parts, side=8), steps=3, ctx=ctx)
     assert seen == [None, None, None]  # progress still reported, step by step
     assert torch.equal(with_previews, without)  # and the image is the same
+
+
+def test_declared_schedule_support_matches_the_installed_diffusers():
+    """Validation reads the declaration (no diffusers import); it must match what the
+    scheduler classes really accept, so a diffusers upgrade that changes it fails here."""
+    from nodes.diffusion._samplers import settings_accepted
+
+    for sampler in SAMPLERS:
+        for schedule in SCHEDULES:
+            assert (schedule in schedules_for(sampler)) == settings_accepted(sampler, schedule), (sampler, schedule)
+
+
+def test_an_unsupported_sampler_and_schedule_pair_fails_validation_not_the_run(tmp_path):
+    from nodeflow.api import Flow  # noqa: F401  (the public path users take)
+    from nodeflow.registry import default_registry
+    from nodeflow.validation import validate
+    from nodeflow.workflow import load_workflow
+
+    workflow = load_workflow("workflows/default.json", default_registry())
+    sampler = next(n for n in workflow.graph.nodes.values() if n.type == "Sampler")
+    sampler.values.update(sampler="euler_ancestral", schedule="karras", eta=0.5)
+    problems = {(p.node_id, p.field): p.message for p in validate(workflow.graph)}
+    assert "cannot use the karras schedule" in problems[(sampler.id, "schedule")]
+    assert "eta applies only to the ddim sampler" in problems[(sampler.id, "eta")]

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
+from nodeflow.fields import Float, Output, Socket
 from nodeflow.graph import Graph
+from nodeflow.node import Node
 from nodeflow.validation import Problem, ValidationError, check, validate
 from nodeflow.workflow import load_workflow, workflow_from_json
 from testpack import make_registry
@@ -248,3 +250,39 @@ def test_validation_error_lists_every_problem(graph):
 def test_problem_reads_well_without_a_field_or_node():
     assert str(Problem("cycle", "loop", "4", "Add")) == "node 4 (Add): loop"
     assert str(Problem("no_output_node", "nothing to run")) == "nothing to run"
+
+
+class Clamp(Node):
+    """A node whose two fields must agree with each other: low <= high."""
+
+    type = "Clamp"
+    value = Socket("FLOAT")
+    low = Float(0.0)
+    high = Float(1.0)
+    outputs = (Output("value", "FLOAT"),)
+
+    @classmethod
+    def check_values(cls, values):
+        if "low" in values and "high" in values and values["low"] > values["high"]:
+            return {"high": f"high ({values['high']}) is below low ({values['low']})"}
+        return {}
+
+    def run(self, ctx, value, low, high):
+        return min(max(value, low), high)
+
+
+def test_fields_that_disagree_with_each_other_are_reported_before_running(registry, graph):
+    registry.register(Clamp)
+    graph.add_node("Number", {"value": 2.0}, node_id="n")
+    graph.add_node("Clamp", {"low": 5.0}, node_id="c")  # high keeps its default, 1.0
+    graph.add_node("Sink", node_id="s")
+    graph.connect("n", "value", "c", "value")
+    graph.connect("c", "value", "s", "value")
+    problems = validate(graph)
+    assert where(problems) == [("invalid_value", "c", "Clamp", "high")]
+    assert "below low (5.0)" in problems[0].message
+
+    # A value fed by a link is unknown until the run, so the check cannot be made.
+    graph.add_node("Number", {"value": 0.0}, node_id="h")
+    graph.connect("h", "value", "c", "high")
+    assert validate(graph) == []

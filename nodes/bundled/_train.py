@@ -58,7 +58,7 @@ _DEPENDENTS = {
     "export": [],
 }
 TRAINED_STAGES = ["vae", "clip", "classifier", "unet"]
-# Step budgets, not time budgets, so the result does not depend on the machine's speed. About
+# Step budgets, not time budgets, so the result does not depend on the machine's speed:
 # about 1 h 25 min on 2 idle cores.
 DEFAULT_STEPS = {"vae": 1200, "clip": 1500, "classifier": 300, "unet": 7000}
 DEFAULT_BATCH = {"vae": 32, "clip": 128, "classifier": 128, "unet": 32}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from nodeflow.node import RunContext
 
 from ._preview import latent_preview, latent_rgb_map
-from ._samplers import SAMPLERS, UnsupportedCombination, make_scheduler, step_parameters
+from ._samplers import SAMPLERS, UnsupportedCombination, eta_unsupported_reason, make_scheduler, step_parameters
 from ._types import Latent, NoiseSource
 
 if TYPE_CHECKING:
@@ -41,10 +41,8 @@ def sample(
     if sampler not in SAMPLERS:
         raise SamplingError("sampler", f"unknown sampler {sampler!r}")
     spec = SAMPLERS[sampler]
-    if eta and not spec.takes_eta:
-        raise SamplingError(
-            "eta", f"eta applies only to the ddim sampler; {sampler} adds its own fixed noise, set eta to 0"
-        )
+    if reason := eta_unsupported_reason(sampler, eta):
+        raise SamplingError("eta", reason)
     model = guider.model
     unet = model.unet
     if latent.samples.shape[1] != unet.config.in_channels:

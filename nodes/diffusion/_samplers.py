@@ -5,12 +5,13 @@ algorithm); a *schedule* names how the noise levels of the run are spaced. Both 
 applied to the checkpoint's own scheduler config with ``from_config``, exactly as a
 diffusers user would, so a nodeflow run and a pipeline run use the same numbers.
 
-Whether a combination is supported is read off the scheduler class itself: a schedule
-is offered for a sampler only when the class accepts every setting the schedule needs
-(diffusers' ``from_config`` would otherwise drop an unknown setting silently and run
-something else). Known gaps in diffusers 0.42: ddpm, ddim, euler_ancestral and lcm
-take no sigma schedule (karras / exponential); diffusers' ``use_beta_sigmas`` is not
-offered because it does not match the "beta" schedule other tools use.
+Which schedules a sampler supports is declared here (``SamplerSpec.sigma_schedules``), so
+that validating a workflow needs no diffusers import; a test checks the declaration
+against the scheduler classes (diffusers' ``from_config`` would otherwise drop an unknown
+setting silently and run something else), and :func:`scheduler_overrides` re-checks it
+before every run. Gaps in diffusers 0.42: ddpm, ddim, euler_ancestral and lcm take no
+sigma schedule (karras / exponential); diffusers' ``use_beta_sigmas`` is not offered
+because it does not match the "beta" schedule other tools use.
 
 Scheduler instances are stateful (step index, solver history): make a new one for
 every run with :func:`make_scheduler`, never cache or share one.
@@ -33,14 +34,15 @@ class SamplerSpec:
     scheduler_class: str  # a class name in the diffusers package
     settings: Mapping[str, Any] = field(default_factory=dict)
     takes_eta: bool = False  # eta is a parameter of the class's step() (DDIM)
+    sigma_schedules: bool = True  # the class takes karras / exponential sigmas
     description: str = ""
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
-    "ddpm": SamplerSpec("DDPMScheduler", description="ancestral DDPM (stochastic)"),
-    "ddim": SamplerSpec("DDIMScheduler", takes_eta=True, description="DDIM; eta 0 is deterministic, 1 is DDPM-like"),
+    "ddpm": SamplerSpec("DDPMScheduler", sigma_schedules=False, description="ancestral DDPM (stochastic)"),
+    "ddim": SamplerSpec("DDIMScheduler", takes_eta=True, sigma_schedules=False, description="DDIM; eta 0 is deterministic, 1 is DDPM-like"),
     "euler": SamplerSpec("EulerDiscreteScheduler", description="Euler (deterministic)"),
-    "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", description="Euler ancestral (stochastic)"),
+    "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_schedules=False, description="Euler ancestral (stochastic)"),
     "heun": SamplerSpec("HeunDiscreteScheduler", description="Heun, 2 model calls per step"),
     "dpm_2": SamplerSpec("KDPM2DiscreteScheduler", description="DPM-Solver-2, 2 model calls per step"),
     "dpm_2_ancestral": SamplerSpec("KDPM2AncestralDiscreteScheduler", description="DPM-Solver-2 ancestral"),
@@ -57,9 +59,11 @@ SAMPLERS: dict[str, SamplerSpec] = {
     ),
     "dpmpp_sde": SamplerSpec("DPMSolverSDEScheduler", description="DPM-Solver++ SDE, Brownian-tree noise"),
     "unipc": SamplerSpec("UniPCMultistepScheduler", description="UniPC multistep"),
-    "lcm": SamplerSpec("LCMScheduler", description="LCM, for latent-consistency-distilled models"),
+    "lcm": SamplerSpec("LCMScheduler", sigma_schedules=False, description="LCM, for latent-consistency-distilled models"),
 }
 
+# Schedules that set sigmas rather than timestep spacing.
+SIGMA_SCHEDULES = frozenset({"karras", "exponential"})
 SCHEDULES: dict[str, dict[str, Any]] = {
     "normal": {},  # the checkpoint's own timestep spacing (what diffusers' pipelines use)
     "karras": {"use_karras_sigmas": True},
@@ -86,9 +90,30 @@ def _accepted_settings(name: str) -> frozenset[str]:
 
 
 def schedules_for(sampler: str) -> list[str]:
-    """The schedules ``sampler`` supports, in declaration order."""
-    accepted = _accepted_settings(SAMPLERS[sampler].scheduler_class)
-    return [name for name, settings in SCHEDULES.items() if set(settings) <= accepted]
+    """The schedules ``sampler`` supports, in declaration order (no diffusers import)."""
+    takes_sigmas = SAMPLERS[sampler].sigma_schedules
+    return [name for name in SCHEDULES if takes_sigmas or name not in SIGMA_SCHEDULES]
+
+
+def unsupported_reason(sampler: str, schedule: str) -> str | None:
+    """Why ``sampler`` cannot run with ``schedule``, for the user; None when it can."""
+    if sampler in SAMPLERS and schedule in SCHEDULES and schedule not in schedules_for(sampler):
+        return (f"the {sampler} sampler cannot use the {schedule} schedule (diffusers' "
+                f"{SAMPLERS[sampler].scheduler_class} does not support it); choose one of: "
+                f"{', '.join(schedules_for(sampler))}")
+    return None
+
+
+def eta_unsupported_reason(sampler: str, eta: float) -> str | None:
+    """Why ``eta`` cannot be used with ``sampler``; None when it can."""
+    if eta and sampler in SAMPLERS and not SAMPLERS[sampler].takes_eta:
+        return f"eta applies only to the ddim sampler; {sampler} has no eta setting, set eta to 0"
+    return None
+
+
+def settings_accepted(sampler: str, schedule: str) -> bool:
+    """Whether the installed diffusers class takes every setting ``schedule`` needs."""
+    return set(SCHEDULES[schedule]) <= _accepted_settings(SAMPLERS[sampler].scheduler_class)
 
 
 def scheduler_overrides(sampler: str, schedule: str) -> dict[str, Any]:
@@ -98,11 +123,11 @@ def scheduler_overrides(sampler: str, schedule: str) -> dict[str, Any]:
     if schedule not in SCHEDULES:
         raise UnsupportedCombination(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     spec = SAMPLERS[sampler]
-    if schedule not in schedules_for(sampler):
-        raise UnsupportedCombination(
-            f"the {sampler} sampler cannot use the {schedule} schedule (diffusers' {spec.scheduler_class} "
-            f"does not support it); choose one of: {', '.join(schedules_for(sampler))}"
-        )
+    reason = unsupported_reason(sampler, schedule)
+    if reason is None and not settings_accepted(sampler, schedule):  # a diffusers version we do not know
+        reason = f"the installed diffusers' {spec.scheduler_class} does not support the {schedule} schedule"
+    if reason:
+        raise UnsupportedCombination(reason)
     accepted = _accepted_settings(spec.scheduler_class)
     overrides = {option: False for option in _SIGMA_OPTIONS if option in accepted}
     overrides.update(spec.settings)

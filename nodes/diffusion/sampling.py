@@ -9,12 +9,12 @@ StableDiffusionPipeline / StableDiffusionImg2ImgPipeline (tests/test_diffusion_e
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from nodeflow.fields import Choice, Float, Int, Output, Seed, Socket
 from nodeflow.node import Node, NodeError, RunContext
 
-from ._samplers import SAMPLERS, SCHEDULES
+from ._samplers import SAMPLERS, SCHEDULES, eta_unsupported_reason, unsupported_reason
 from ._types import Conditioning, DiffusionModel, Latent, NoiseSource
 
 
@@ -118,6 +118,16 @@ class Sampler(Node):
     denoise = Float(1.0, min=0.0, max=1.0, step=0.01, tooltip="1 for text-to-image; lower keeps more of the input latent")
     eta = Float(0.0, min=0.0, max=1.0, step=0.01, tooltip="ddim only: 0 is deterministic DDIM, 1 adds DDPM-like noise")
     outputs = (Output("latent", "LATENT"),)
+
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any]) -> dict[str, str]:
+        problems = {}
+        if "sampler" in values and "schedule" in values:
+            if reason := unsupported_reason(values["sampler"], values["schedule"]):
+                problems["schedule"] = reason
+        if "sampler" in values and (reason := eta_unsupported_reason(values["sampler"], values.get("eta", 0.0))):
+            problems["eta"] = reason
+        return problems
 
     @classmethod
     def insight(cls, values: dict[str, Any]) -> dict[str, Any]:
