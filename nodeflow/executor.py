@@ -64,7 +64,7 @@ from .events import (
 )
 from .graph import Graph, GraphError
 from .node import Interrupted, NodeError, RunContext
-from .plan import Plan, SignatureMemo, Step, ValueRef, build_plan, producer, resolve
+from .plan import Plan, SignatureMemo, Step, ValueRef, build_plan, default_outputs, producer, resolve
 from .registry import NodeRegistry
 
 log = logging.getLogger(__name__)
@@ -197,6 +197,12 @@ class Executor:
         snapshot = graph.copy()
         snapshot.registry = self.registry
         requested = None if outputs is None else list(outputs)
+        if requested is None and (runnable := default_outputs(snapshot)):
+            # Like ComfyUI, check what the output nodes need: a half-wired node elsewhere
+            # (just dropped from the palette) does not block Run. A node of an unknown type
+            # may be an output, so it is still checked (and refused).
+            unknown = [nid for nid, node in snapshot.nodes.items() if node.type not in self.registry]
+            requested = runnable + unknown
         device = self.device if device is None else resolve_device(device)
         output_dir, input_dir = Path(output_dir), Path(input_dir)
         problems = list(validate(snapshot, requested, extra_problems))
