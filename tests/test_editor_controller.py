@@ -332,6 +332,21 @@ def test_run_failure_marks_the_node_and_keeps_the_graph(ctl):
     assert snapshot(ctl.graph) == before
 
 
+def test_a_run_that_does_not_validate_marks_the_nodes_at_fault(ctl):
+    a = ctl.add_node("Multiply", (200, 0), {"b": 3.0})  # its socket "a" is left unlinked
+    s = ctl.add_node("Sink", (400, 0))
+    assert ctl.connect(a, "product", s, "value") is None
+    stray = ctl.add_node("Multiply")  # feeds nothing: does not block the run
+    ctl.run()
+    ctl.runner.wait(30)
+    ctl.poll()
+    view = ctl.runner.view
+    assert view.status == "invalid"
+    assert view.node_states.get(a) == "error" and view.error_node == a
+    assert stray not in view.node_states
+    assert "is not connected" in view.error and "is not connected" in ctl.status
+
+
 def test_interrupt_stops_a_run(ctl):
     n = ctl.add_node("Number")
     slow = ctl.add_node("Slow", values={"steps": 500, "delay": 0.01})

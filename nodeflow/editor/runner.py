@@ -167,6 +167,10 @@ class Runner:
             result = event[1]
             view.outputs = dict(result.outputs)
             view.images = images_in_outputs(view.outputs, order=getattr(result, "executed", ()))
+            for problem in getattr(result, "problems", ()):  # a graph that did not validate
+                if problem.node_id is not None:
+                    states[problem.node_id] = "error"
+                    view.error_node = view.error_node or problem.node_id
             self._finish(result.status, getattr(result, "error", None))
         elif isinstance(event, tuple) and event[0] == "failed":
             self._finish("error", event[1])
