@@ -134,6 +134,9 @@ class Loop:
                 last_save = time.monotonic()
         bar.close()
         self.save()
+        if self.step < self.total:
+            _log(self.settings, f"{self.stage} stopped by its time cap at step {self.step} of {self.total}: "
+                 "the result depends on this machine's speed")
 
 
 def _rng(settings: Settings, stage: str, step: int) -> tuple[random.Random, torch.Generator]:
