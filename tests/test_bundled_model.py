@@ -8,6 +8,7 @@ Thresholds sit a safety margin below the figures measured by benchmarks/bundled_
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -60,6 +61,17 @@ def test_checkpoint_node_loads_the_bundled_family_with_its_extras(loaded):
     assert tuple(vae.latent_rgb.shape) == (5, 3)
     size = sum(f.stat().st_size for f in MODEL_DIR.rglob("*") if f.is_file())
     assert size <= 25_000_000
+
+
+def test_the_shipped_weights_are_the_ones_train_demo_recorded():
+    """training.json, written by `nodeflow train-demo`, names the weights it produced: a
+    retrain with the same settings on the same machine gives these digests."""
+    from nodes.bundled._train import DEFAULT_STEPS, weight_digests
+
+    record = json.loads((MODEL_DIR / "training.json").read_text())
+    assert record["sha256"] == weight_digests(MODEL_DIR)
+    assert record["steps"] == DEFAULT_STEPS and record["seed"] == 0 and not record["time_caps_minutes"]
+    assert all(record["stages"][stage]["steps"] == steps for stage, steps in DEFAULT_STEPS.items())
 
 
 def test_vae_reconstructs_held_out_images(loaded, held_out):

@@ -158,8 +158,10 @@ def test_training_is_reproducible_even_when_interrupted_and_resumed(trained, tmp
     first, second = _weights(once), _weights(tmp_path / "resumed" / "shapes")
     assert len(first) == 4 and first.keys() == second.keys()
     assert all(first[name] == second[name] for name in first), [n for n in first if first[n] != second[n]]
-    report = json.loads((tmp_path / "work" / "export" / "done.json").read_text())
-    assert report["sha256"] == json.loads((tmp_path / "resumed" / "work" / "export" / "done.json").read_text())["sha256"]
+    record = json.loads((once / "training.json").read_text())
+    assert record["sha256"] == json.loads((tmp_path / "resumed" / "shapes" / "training.json").read_text())["sha256"]
+    assert record["sha256"] == _train.weight_digests(once) and record["steps"]["unet"] == _train.DEFAULT_STEPS["unet"]
+    assert record["stages"]["unet"]["steps"] == 3
 
 
 def test_cli_passes_options_through_to_train_demo(tmp_path, capsys):

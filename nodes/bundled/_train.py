@@ -500,11 +500,41 @@ def stage_export(settings: Settings) -> dict[str, Any]:
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     settings.classifier_to.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(work / "classifier" / "classifier.safetensors", settings.classifier_to)
+    digests = weight_digests(out)
+    _write_provenance(settings, out / "training.json", digests)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    # Fingerprints of the weights, to compare two runs (the same settings give the same hashes).
-    digests = {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()[:16]
-               for f in sorted(out.rglob("*.safetensors"))}
     return {"bytes": size, "sha256": digests}
+
+
+def weight_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every weights file, by path in ``folder``: two runs with the same settings on
+    the same machine give the same digests."""
+    return {f.relative_to(folder).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*.safetensors"))}
+
+
+def _write_provenance(settings: Settings, path: Path, digests: dict[str, str]) -> None:
+    """``training.json`` beside the weights: how they were made (settings, library versions,
+    each stage's figures) and their digests, so a retrain can be compared with them."""
+    import diffusers
+    import transformers
+
+    stages = {}
+    for stage in STAGES[:-1]:
+        marker = _done_marker(settings, stage)
+        if marker.exists():
+            stages[stage] = json.loads(marker.read_text())
+    record = {
+        "command": "nodeflow train-demo",
+        "seed": settings.seed, "train_images": settings.train_images, "held_out_images": settings.held_out_images,
+        "steps": settings.steps, "batch": settings.batch, "time_caps_minutes": settings.minutes,
+        "max_steps": settings.max_steps, "threads": settings.threads,
+        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
+                     "transformers": transformers.__version__},
+        "stages": stages,
+        "sha256": digests,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 _STAGE_FUNCTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
