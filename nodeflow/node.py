@@ -129,6 +129,15 @@ class Node:
         return values
 
     @classmethod
+    def renamed_ports(cls, from_version: int) -> Mapping[str, str]:
+        """Inputs and outputs renamed since ``from_version``, old name -> new name.
+
+        When a file saved by that older ``version`` is loaded, its links and values under
+        the old names move to the new ones, before :meth:`migrate_values` sees the values.
+        """
+        return {}
+
+    @classmethod
     def check_values(cls, values: Mapping[str, Any]) -> dict[str, str]:
         """Problems between widget values that each field accepts on its own (a sampler
         that cannot use a schedule), as ``{field: message}``; validation reports them

@@ -17,7 +17,7 @@ import copy
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from .atomic import write_atomically
 from .graph import Graph, Link, NodeInstance
@@ -151,14 +151,15 @@ def _build(data: dict[str, Any], version: int, registry: NodeRegistry) -> Workfl
     graph = Graph(registry)
     problems: list[Problem] = []
     first_index: dict[str, int] = {}
+    renames: dict[str, Mapping[str, str]] = {}  # node id -> ports renamed since its saved version
     for index, raw in enumerate(raw_nodes):
-        node_id = _add_node(graph, index, raw, placements, problems)
+        node_id = _add_node(graph, index, raw, placements, problems, renames)
         if node_id in first_index:
             raise WorkflowError(f"duplicate node id {node_id!r} (nodes[{first_index[node_id]}] and nodes[{index}])")
         first_index[node_id] = index
     link_index: dict[tuple[str, str], int] = {}
     for index, raw in enumerate(raw_links):
-        _add_link(graph, index, raw, link_index, problems)
+        _add_link(graph, index, raw, link_index, problems, renames)
     return Workflow(graph, _ui_without_placements(ui, graph), problems, meta)
 
 
@@ -266,7 +267,9 @@ def _pair(value: Any, node_id: str, key: str) -> tuple[float, float]:
     raise WorkflowError(f"ui.nodes[{node_id!r}].{key} must be two numbers {shape}, not {_show(value)}")
 
 
-def _add_node(graph: Graph, index: int, raw: Any, placements: dict, problems: list[Problem]) -> str:
+def _add_node(
+    graph: Graph, index: int, raw: Any, placements: dict, problems: list[Problem], renames: dict[str, Mapping[str, str]]
+) -> str:
     where = f"nodes[{index}]"
     if not isinstance(raw, dict):
         raise WorkflowError(f"{where} must be an object, not {_json_type(raw)}")
@@ -290,7 +293,7 @@ def _add_node(graph: Graph, index: int, raw: Any, placements: dict, problems: li
     cls = graph.registry.get(type_name)
     version = stored
     if cls is not None and stored is not None:
-        values, version = _upgrade_values(cls, node_id, values, stored, problems)
+        values, version, renames[node_id] = _upgrade_values(cls, node_id, values, stored, problems)
     pos, size = placements.get(node_id, ((0, 0), None))
     node = graph.add_node(type_name, values, node_id, title, mode, pos, size, check=False)
     node.version = version
@@ -299,9 +302,10 @@ def _add_node(graph: Graph, index: int, raw: Any, placements: dict, problems: li
 
 def _upgrade_values(
     cls: type[Node], node_id: str, values: dict[str, Any], stored: int, problems: list[Problem]
-) -> tuple[dict[str, Any], int | None]:
-    """Values brought up to the installed class version, and the version they now follow
-    (None: the class's own). Values that cannot be upgraded are kept as saved."""
+) -> tuple[dict[str, Any], int | None, Mapping[str, str]]:
+    """Values brought up to the installed class version, the version they now follow
+    (None: the class's own), and the ports renamed since (for the node's links). Values
+    that cannot be upgraded are kept as saved, with their links."""
     if stored > cls.version:
         problems.append(
             Problem(
@@ -312,11 +316,13 @@ def _upgrade_values(
                 cls.type,
             )
         )
-        return values, stored
+        return values, stored, {}
     if stored == cls.version:
-        return values, None
+        return values, None, {}
     try:
-        upgraded = cls.migrate_values(copy.deepcopy(values), stored)
+        renamed = dict(cls.renamed_ports(stored))
+        moved = {renamed.get(name, name): value for name, value in values.items()}
+        upgraded = cls.migrate_values(copy.deepcopy(moved), stored)
         if not isinstance(upgraded, dict):
             raise TypeError(f"migrate_values returned {type(upgraded).__name__}, not a dict")
     except Exception as exc:  # a pack's bug must not stop the file from loading
@@ -328,12 +334,13 @@ def _upgrade_values(
                 cls.type,
             )
         )
-        return values, stored
-    return upgraded, None
+        return values, stored, {}
+    return upgraded, None, renamed
 
 
 def _add_link(
-    graph: Graph, index: int, raw: Any, link_index: dict[tuple[str, str], int], problems: list[Problem]
+    graph: Graph, index: int, raw: Any, link_index: dict[tuple[str, str], int], problems: list[Problem],
+    renames: dict[str, Mapping[str, str]],
 ) -> None:
     if not isinstance(raw, dict):
         raise WorkflowError(f"links[{index}] must be an object with 'from' and 'to', not {_json_type(raw)}")
@@ -341,6 +348,8 @@ def _add_link(
         _check_keys(raw, ("from", "to"), f"links[{index}]")
     source, output = _link_end(raw, "from", "output", index)
     target, input_name = _link_end(raw, "to", "input", index)
+    output = renames.get(source, {}).get(output, output)
+    input_name = renames.get(target, {}).get(input_name, input_name)
 
     nodes = graph.nodes
     if source not in nodes or target not in nodes:

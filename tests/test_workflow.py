@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nodeflow import Float, Node, Output
+from nodeflow import Float, Node, Output, Socket
 from nodeflow import workflow as wf_module
 from nodeflow.graph import Graph
 from nodeflow.migrations import migrate
@@ -472,6 +472,41 @@ def test_a_failing_node_migration_keeps_the_saved_values_and_reports_it(blur_reg
     assert (problem.code, problem.node_id) == ("migration_failed", "1")
     saved = workflow_to_dict(loaded.graph)["nodes"][0]
     assert saved["version"] == 1 and saved["values"]["radius"] == 6.0
+
+
+class Sharpen(Node):
+    """Version 2 renamed its input "src" to "image", its widget "amt" to "amount" and its
+    output "out" to "image"."""
+
+    type = "Sharpen"
+    version = 2
+    image = Socket("FLOAT")
+    amount = Float(1.0)
+    outputs = (Output("image", "FLOAT"),)
+
+    @classmethod
+    def renamed_ports(cls, from_version):
+        return {"src": "image", "amt": "amount", "out": "image"} if from_version < 2 else {}
+
+    def run(self, ctx, image, amount):
+        return image * amount
+
+
+def test_links_and_values_follow_renamed_ports_of_an_older_node_version(registry):
+    registry.register(Sharpen)
+    document = {"format": WORKFLOW_FORMAT, "version": 1, "nodes": [
+        {"id": "1", "type": "Number", "values": {"value": 2.0}},
+        {"id": "2", "type": "Sharpen", "version": 1, "values": {"amt": 3.0}},
+        {"id": "3", "type": "Sink"},
+    ], "links": [
+        {"from": {"node": "1", "output": "value"}, "to": {"node": "2", "input": "src"}},
+        {"from": {"node": "2", "output": "out"}, "to": {"node": "3", "input": "value"}},
+    ]}
+    loaded = workflow_from_dict(document, registry)
+    assert loaded.problems == [] and validate(loaded.graph) == []
+    assert loaded.graph.nodes["2"].values == {"amount": 3.0}
+    assert loaded.graph.link_into("2", "image").source == "1"
+    assert loaded.graph.link_into("3", "value").output == "image"
 
 
 # ----------------------------------------------------------------------------- atomic save
