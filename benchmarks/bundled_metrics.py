@@ -1,6 +1,7 @@
 """Quality and speed of the bundled "shapes" model, measured on held-out data.
 
-    .venv/bin/python benchmarks/bundled_metrics.py [--prompts 120] [--steps 20] [--nodes] [--grid docs/bundled-samples.png]
+    .venv/bin/python benchmarks/bundled_metrics.py [--prompts 120] [--steps 20] [--nodes]
+        [--grid docs/bundled-samples.png] [--denoising docs/bundled-denoising.png]
 
 Prints: VAE reconstruction PSNR and CLIP zero-shot accuracy on held-out images; the judging
 classifier's accuracy on real held-out images; prompt adherence (shape colour and background
@@ -115,6 +116,37 @@ def save_grid(generate, path: Path) -> None:
     print(f"sample grid written to {path} (rows: {'; '.join(prompts)})")
 
 
+def save_denoising(path: Path, every: int = 2) -> None:
+    """The default workflow's predicted x0 at every ``every``-th step, then the final image:
+    what the editor's x0 strip shows while it runs. Upscaled 4x, nearest neighbours."""
+    import tempfile
+
+    from PIL import Image
+
+    import nodeflow.api
+    from nodeflow.events import Progress
+    from nodeflow.editor.images import to_pil_images
+
+    previews: list[Image.Image] = []
+
+    def collect(event) -> None:
+        if isinstance(event, Progress) and event.preview is not None and event.step % every == 0:
+            previews.append(to_pil_images(event.preview)[0])
+
+    flow = nodeflow.api.open(ROOT / "workflows" / "default.json")
+    with tempfile.TemporaryDirectory() as out:
+        result = flow.run(output_dir=out, on_event=collect, settings={"previews": True, "embed_workflow": False})
+    final = next(v for outputs in result.outputs.values() for v in outputs.values() if isinstance(v, torch.Tensor))
+    final_picture = Image.fromarray((final[0].float().clamp(0, 1).numpy() * 255).round().astype("uint8"))
+    cells = [*previews, final_picture]
+    cell, pad = 128, 4
+    strip = Image.new("RGB", (len(cells) * (cell + pad) + pad, cell + 2 * pad), (255, 255, 255))
+    for k, picture in enumerate(cells):
+        strip.paste(picture.convert("RGB").resize((cell, cell), Image.NEAREST), (pad + k * (cell + pad), pad))
+    strip.save(path)
+    print(f"denoising strip written to {path} ({len(previews)} predicted-x0 previews, every {every} steps, then the image)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=120, help="held-out prompts (and seeds) per figure")
@@ -122,6 +154,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--nodes", action="store_true", help="generate through the project's nodes, not the pipeline")
     parser.add_argument("--grid", type=Path, default=None, help="also write a sample grid PNG here")
+    parser.add_argument("--denoising", type=Path, default=None,
+                        help="also write the default workflow's predicted-x0 strip PNG here")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: components,generation,speed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -134,6 +168,8 @@ def main() -> int:
         measure_generation(generate, classifier, args.prompts, args.steps)
     if args.grid:
         save_grid(generate, args.grid)
+    if args.denoising:
+        save_denoising(args.denoising)
     if "speed" not in skip:
         measure_speed()
     print(f"shapes: {', '.join(SHAPES)}")
