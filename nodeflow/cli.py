@@ -238,14 +238,27 @@ def _run(args: argparse.Namespace) -> int:
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
         "output_files": written,
         "error": result.error,
+        "unused": _unused_nodes(graph),
     }
     if args.report == "json":
         print(json.dumps(summary, indent=2))
     else:
         _print_text_summary(summary)
+        if summary["unused"] and not args.quiet:
+            names = ", ".join(f"{nid} ({graph.nodes[nid].type})" for nid in summary["unused"])
+            print(f"note: not run, they feed no output node: {names}", file=sys.stderr)
     if result.status == "error" and args.verbose and getattr(result, "traceback", None):
         print(result.traceback, file=sys.stderr)
     return {"ok": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+
+
+def _unused_nodes(graph) -> list[str]:
+    """Nodes that no output node needs: a run neither checks nor runs them."""
+    from .plan import default_outputs
+    from .validation import node_order_key
+
+    needed = graph.ancestors(default_outputs(graph))
+    return sorted((nid for nid in graph.nodes if nid not in needed), key=node_order_key)
 
 
 def _run_settings(args: argparse.Namespace, trusted: list[str]) -> dict[str, Any]:

@@ -172,5 +172,6 @@ def test_a_half_wired_node_that_feeds_no_output_does_not_block_run(tmp_path):
     path = adder(tmp_path / "add.json", extra=[{"id": "99", "type": "UAdd", "values": {}}])  # unwired
     proc = nodeflow("run", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "not run, they feed no output node: 99 (UAdd)" in proc.stderr
     proc = nodeflow("validate", str(path), cwd=tmp_path)
     assert proc.returncode == 2 and "node 99" in proc.stderr + proc.stdout
