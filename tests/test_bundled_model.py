@@ -27,10 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 STEPS = 12  # reduced from the card's 20 to keep the test quick; DPM++ 2M converges early here
 
 # Measured figures (docs/bundled-model.md) minus a margin for the smaller samples here.
-PSNR_MIN = 23.0  # measured 24.7 dB
-ZERO_SHOT_MIN = {"colour": 0.95, "background": 0.95, "shape": 0.25}  # measured 100%, 100%, 37%
-ADHERENCE_MIN = {"colour": 0.8, "background": 0.8, "shape": 0.7}  # measured 97.5%, 99.2%, 96.7%
-GUIDANCE_GAIN_MIN = 0.3  # "all three right" at CFG 5 minus at CFG 1: measured 93.3% - 22.5%
+PSNR_MIN = 27.5  # measured 29.2 dB
+ZERO_SHOT_MIN = {"colour": 0.95, "background": 0.95, "shape": 0.85}  # measured 100%, 100%, 95.3%
+ADHERENCE_MIN = {"colour": 0.9, "background": 0.9, "shape": 0.85}  # measured 100%, 100%, 98.3%
+GUIDANCE_GAIN_MIN = 0.3  # "all three right" at CFG 5 minus at CFG 1: measured 98.3% - 57.5%
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_images_follow_the_prompt_and_guidance_helps(generate, classifier):
 
 
 def test_a_negative_prompt_steers_away_from_its_words(generate):
-    # Measured over 120 seeds: 10.8% red circles without the negative, 0% with it.
+    # Measured over 120 seeds: 13.3% red circles without the negative, 0.8% with it.
     plain = m.colour_rate(generate, "a circle", "", "red", count=32, steps=STEPS)
     avoided = m.colour_rate(generate, "a circle", "red", "red", count=32, steps=STEPS)
     assert plain > 0 and avoided <= plain / 3, (plain, avoided)
