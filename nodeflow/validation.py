@@ -156,18 +156,17 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[P
                 found.append(problem(INVALID_VALUE, str(exc), name))
             else:
                 checked[name] = value
-    if node.mode != "bypass":
-        for name, widget in cls.widgets().items():
-            if name not in node.values and graph.link_into(node_id, name) is None:
-                checked[name] = widget.default
-        for name, message in cls.check_values(checked).items():
-            found.append(problem(INVALID_VALUE, message, name))
-    # A bypassed node does not run, so it needs no inputs; what it passes on is checked
-    # where it is used (see _link_problems).
+    # A bypassed node does not run, so it needs no inputs and its fields need not agree;
+    # what it passes on is checked where it is used (see _link_problems).
     if node.mode != "bypass":
         for name, declared in cls.inputs.items():
-            if isinstance(declared, Socket) and not declared.optional and graph.link_into(node_id, name) is None:
+            linked = graph.link_into(node_id, name) is not None
+            if isinstance(declared, Socket) and not declared.optional and not linked:
                 found.append(problem(MISSING_INPUT, f"required input ({declared.data_type}) is not connected", name))
+            elif isinstance(declared, Widget) and name not in node.values and not linked:
+                checked[name] = declared.default
+        for name, message in cls.check_values(checked).items():
+            found.append(problem(INVALID_VALUE, message, name))
 
     for link in links_into:
         found.extend(_link_problems(graph, link.source, link.output, cls, link.input, problem))
