@@ -59,7 +59,7 @@ _DEPENDENTS = {
 }
 TRAINED_STAGES = ["vae", "clip", "classifier", "unet"]
 # Step budgets, not time budgets, so the result does not depend on the machine's speed:
-# about 1 h 25 min on 2 idle cores.
+# 1 h 20 min on this 2-core machine, idle (see docs/bundled-model.md).
 DEFAULT_STEPS = {"vae": 1200, "clip": 1500, "classifier": 300, "unet": 7000}
 DEFAULT_BATCH = {"vae": 32, "clip": 128, "classifier": 128, "unet": 32}
 CLIP_TEXT_LENGTH = 16  # training length; the pooled (EOS) output does not depend on padding
