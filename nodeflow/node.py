@@ -83,6 +83,10 @@ class Node:
     outputs: ClassVar[tuple[Output, ...]] = ()
     output_node: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True
+    # What a host (the editor) calls the pictures this node sends with ``ctx.progress``
+    # while it runs, e.g. "predicted x0"; empty means just "step preview". A display
+    # hook: the editor shows the pack's words and knows none of its own.
+    preview_label: ClassVar[str] = ""
 
     inputs: ClassVar[dict[str, Input]] = {}
 

@@ -2,7 +2,8 @@
 
 ``python tests/editor_gui_app.py WORKFLOW`` opens the real editor with the test node
 pack plus two picture nodes (so a run shows an image without any model), remote
-controlled through ``NODEFLOW_EDITOR_HOOK`` (see nodeflow.editor.testhook).
+controlled through ``NODEFLOW_EDITOR_HOOK`` (tests/support/editor_hook.py, installed as a
+frame hook: the product editor carries no test code).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE / "support"), str(HERE.parent)]
 
 from nodeflow import Float, Int, Node, Output, Socket  # noqa: E402
 from nodeflow.types import register_data_type  # noqa: E402
@@ -70,6 +72,7 @@ def registry():
 
 
 if __name__ == "__main__":
+    from editor_hook import EditorHook
     from nodeflow.editor.app import run_app
 
-    sys.exit(run_app(sys.argv[1] if len(sys.argv) > 1 else None, registry()))
+    sys.exit(run_app(sys.argv[1] if len(sys.argv) > 1 else None, registry(), frame_hooks=(EditorHook.install,)))

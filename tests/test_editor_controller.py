@@ -458,12 +458,12 @@ def test_compound_edit_is_one_undo_step_and_all_or_nothing(ctl):
 
 
 def test_first_start_opens_the_shipped_default_workflow_without_a_save_target(tmp_path):
-    from nodeflow.editor.controller import DEFAULT_WORKFLOW
+    from nodeflow.editor.shipped import default_workflow
     from nodeflow.registry import default_registry
 
     ctl = EditorController(default_registry(), config_folder=tmp_path / "fresh")
     ctl.open_startup()
-    shipped = json.loads(DEFAULT_WORKFLOW.read_text())
+    shipped = json.loads(default_workflow().read_text())
     assert set(ctl.graph.nodes) == {node["id"] for node in shipped["nodes"]}
     assert ctl.problems == [] and ctl.graph.output_nodes()  # ready to Run
     assert ctl.path is None and not ctl.dirty  # Ctrl+S asks where instead of overwriting the example

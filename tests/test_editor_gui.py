@@ -158,7 +158,8 @@ def start_editor(display, tmp_path):
     def start(workflow: Path | None) -> Editor:
         editor = Editor(display, workflow, tmp_path)
         editors.append(editor)
-        editor.wait_for(lambda s: s["frames"] > 5, timeout=60)
+        editor.wait_for(lambda s: s["frames"] > 5 and s["settled"], timeout=60)
+        editor.frames_pass(2)
         return editor
 
     yield start

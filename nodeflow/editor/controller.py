@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..graph import Graph, GraphError
+from ..graph import Graph, GraphError, GraphEvent, NodeRemoved
 from ..insight import Insight, node_insight
 from ..node import Node
 from ..registry import NodeRegistry
@@ -31,14 +31,25 @@ from .commands import (
     SetTitle,
     SetValue,
 )
+from .events import (
+    EditorEvent,
+    GraphReplaced,
+    HistoryChanged,
+    Listener,
+    RunBegan,
+    RunEnded,
+    Saved,
+    SelectionChanged,
+    StatusChanged,
+    StatusKind,
+)
 from .runner import ExecutorFactory, Runner
+from .layout import any_overlap, estimate_size, free_spot, layered_layout
+from .shipped import default_workflow, is_native_workflow_file, may_overwrite
 from .userfiles import Recovery, RecentFiles, config_dir
 
-DEFAULT_WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "default.json"
 AUTOSAVE_DELAY_S = 3.0  # quiet time after a change before the recovery copy is written
 PASTE_OFFSET = (40.0, 40.0)
-
-Listener = Callable[[str, dict[str, Any]], None]
 
 
 def search_node_types(registry: NodeRegistry, query: str) -> list[type[Node]]:
@@ -76,8 +87,12 @@ class EditorController:
         self.selection: set[str] = set()
         self.clipboard: Clip | None = None
         self.status = ""
+        self.status_kind = StatusKind.INFO
+        self.drawn_sizes: dict[str, tuple[float, float]] = {}  # node id -> size on the canvas, told by the view
+        self.written: list[Path] = []  # every file this session's runs wrote, oldest first
         self.problems: list[Any] = []  # what the validator said about the last loaded file
-        self.path: Path | None = None
+        self.path: Path | None = None  # where Save writes; None until the user chooses
+        self.opened_from: Path | None = None  # the file the graph came from (may differ from path)
         self.ui: dict[str, Any] = {}  # the file's editor state besides node positions, kept on save
         self.meta: dict[str, Any] = {}
         self._saved_revision = 0
@@ -89,24 +104,29 @@ class EditorController:
 
     # ------------------------------------------------------------ notification
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """``listener(event, details)`` gets the graph's edit events plus
-        ``graph_replaced`` (new/open) and ``status`` (a message for the status bar)."""
+        """``listener(event)`` gets the graph's edit events plus the editor's own
+        (:mod:`nodeflow.editor.events`: status, graph replaced, saved, ...)."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    def _emit(self, event: str, **details: Any) -> None:
+    def _emit(self, event: EditorEvent) -> None:
         for listener in list(self._listeners):
-            listener(event, details)
+            listener(event)
 
-    def _on_graph_event(self, event: str, details: dict[str, Any]) -> None:
+    def _on_graph_event(self, event: GraphEvent) -> None:
         self._last_change = self._clock()
-        if event == "node_removed":
-            self.selection.discard(details["node"].id)
-        self._emit(event, **details)
+        if isinstance(event, NodeRemoved):
+            self.selection.discard(event.node.id)
+        self._emit(event)
 
-    def say(self, message: str) -> None:
-        self.status = message
-        self._emit("status", message=message)
+    def say(self, message: str, kind: StatusKind = StatusKind.INFO) -> None:
+        self.status, self.status_kind = message, kind
+        self._emit(StatusChanged(message, kind))
+
+    def complain(self, message: str) -> str:
+        """Show a refusal or failure (in red); returns the message."""
+        self.say(message, StatusKind.ERROR)
+        return message
 
     # ------------------------------------------------------------------ state
     @property
@@ -123,11 +143,13 @@ class EditorController:
         self._unsubscribe()
         self.graph = graph
         self._unsubscribe = graph.subscribe(self._on_graph_event)
-        self.path = path
+        self.path = self.opened_from = path
         self.selection.clear()
         self.history.clear()
         self._saved_revision = self._autosaved_revision = self.history.revision
-        self._emit("graph_replaced", graph=graph)
+        if not self.runner.running:
+            self.runner.forget_last_run()  # the last file's result is not this one's
+        self._emit(GraphReplaced(graph))
 
     def new(self) -> None:
         self.problems, self.ui, self.meta = [], {}, {}
@@ -141,20 +163,64 @@ class EditorController:
 
         path = Path(path)
         workflow = load_workflow(path, self.registry)
+        native = may_overwrite(path)
+        if not native:
+            self._lay_out_if_crowded(workflow.graph)
         self.problems = list(workflow.problems)
         self.ui, self.meta = dict(workflow.ui), dict(workflow.meta)
         self._replace_graph(workflow.graph, path)
         self.recent.add(path)
         count = len(self.problems)
         found = f" with {count} problem{'s' * (count != 1)}" if count else ""
-        if path.suffix.lower() != ".json":
-            # Imported (a PNG's embedded workflow, another tool's file): Save must not
-            # overwrite the source, so the workflow has no file until Save As.
+        if not native:
+            # Imported (a PNG's embedded workflow, another tool's file) or a shipped
+            # example: Save must not overwrite the source with nodeflow's format, so the
+            # workflow has no file until the user chooses one.
             self.path = None
-            self.say(f"imported {path.name}{found}; Save As to keep it as a workflow")
+            self.opened_from = path
+            if is_native_workflow_file(path):
+                self.say(f"opened the example {path.name}{found}; Save asks where to keep your copy")
+            else:
+                self.say(f"imported {path.name}{found}; Save asks where to keep it as a nodeflow workflow")
         else:
             self.say(f"opened {path.name}{found}")
         return self.problems
+
+    def node_size(self, node_id: str) -> tuple[float, float]:
+        """A node's size in canvas units as drawn (the view reports it), else as estimated."""
+        node = self.graph.nodes[node_id]
+        drawn = self.drawn_sizes.get(node_id)
+        return drawn or estimate_size(self.registry.get(node.type))
+
+    def node_rects(self, exclude: Iterable[str] = ()) -> list[tuple[float, float, float, float]]:
+        skip = set(exclude)
+        return [(*n.pos, *self.node_size(nid)) for nid, n in self.graph.nodes.items() if nid not in skip]
+
+    def _lay_out_if_crowded(self, graph: Graph) -> None:
+        """Another tool's nodes measure differently from ours (and one foreign node may
+        become several): when they would overlap here, lay the graph out in layers."""
+        sizes = {nid: estimate_size(self.registry.get(n.type)) for nid, n in graph.nodes.items()}
+        if not any_overlap((*graph.nodes[nid].pos, *size) for nid, size in sizes.items()):
+            return
+        edges = [(l.source, l.target) for l in graph.iter_links()]
+        for node_id, pos in layered_layout(edges, sizes).items():
+            graph.nodes[node_id].pos = pos
+
+    def free_position(self, type_name: str, near: tuple[float, float]) -> tuple[float, float]:
+        """Where a new node of ``type_name`` goes: ``near``, or the closest spot from
+        there where it overlaps no node."""
+        return free_spot(estimate_size(self.registry.get(type_name)), near, self.node_rects())
+
+    def position_for_new_node(self, type_name: str, visible_centre: tuple[float, float]) -> tuple[float, float]:
+        """Beside the selected node (to its right, as the next step of a chain), else
+        the middle of what is visible; never on top of another node."""
+        selected = [nid for nid in self.graph.nodes if nid in self.selection]
+        if len(selected) == 1:
+            x, y = self.graph.nodes[selected[0]].pos
+            width, _ = self.node_size(selected[0])
+            return self.free_position(type_name, (x + width + 60.0, y))
+        w, h = estimate_size(self.registry.get(type_name))
+        return self.free_position(type_name, (visible_centre[0] - w / 2, visible_centre[1] - h / 2))
 
     def save(self, path: str | Path | None = None) -> Path:
         """Save to ``path`` (Save As) or the current file; raises ValueError if neither."""
@@ -169,7 +235,7 @@ class EditorController:
         self.recovery.discard()
         self.recent.add(target)
         self.say(f"saved {target.name}")
-        self._emit("saved", path=target)
+        self._emit(Saved(target))
         return target
 
     def recent_files(self) -> list[str]:
@@ -178,16 +244,14 @@ class EditorController:
     def open_startup(self, path: str | Path | None = None) -> None:
         """What the app opens first: the given file, else the most recent one that
         still exists, else the shipped default workflow, else an empty graph."""
-        candidates = [path] if path else [*[p for p in self.recent_files() if Path(p).is_file()][:1], DEFAULT_WORKFLOW]
+        candidates = [path] if path else [*[p for p in self.recent_files() if Path(p).is_file()][:1], default_workflow()]
         for candidate in candidates:
             if candidate and Path(candidate).is_file():
                 try:
-                    self.open(candidate)
-                    if Path(candidate) == DEFAULT_WORKFLOW:
-                        self.path = None  # never overwrite the shipped example by Ctrl+S
+                    self.open(candidate)  # a shipped example opens without a save target
                     return
                 except Exception as exc:
-                    self.say(f"could not open {candidate}: {exc}")
+                    self.complain(f"could not open {candidate}: {exc}")
                     if path:
                         raise
         self.new()
@@ -240,21 +304,21 @@ class EditorController:
         try:
             self.history.push(command, self.graph)
         except GraphError as exc:
-            self.say(str(exc))
+            self.complain(str(exc))
             return False
-        self._emit("history")
+        self._emit(HistoryChanged())
         return True
 
     def undo(self) -> bool:
         command = self.history.undo(self.graph)
         self.say(f"undid {command.label}" if command else "nothing to undo")
-        self._emit("history")
+        self._emit(HistoryChanged())
         return command is not None
 
     def redo(self) -> bool:
         command = self.history.redo(self.graph)
         self.say(f"redid {command.label}" if command else "nothing to redo")
-        self._emit("history")
+        self._emit(HistoryChanged())
         return command is not None
 
     def add_node(self, type_name: str, pos: tuple[float, float] = (0.0, 0.0), values: dict | None = None) -> str | None:
@@ -269,9 +333,7 @@ class EditorController:
         refused, or None when it was made."""
         reason = self.graph.check_link(source, output, target, input_name)
         if reason is not None:
-            message = f"cannot link {self._label(source)}.{output} to {self._label(target)}.{input_name}: {reason}"
-            self.say(message)
-            return message
+            return self.complain(f"cannot link {self.label(source)}.{output} to {self.label(target)}.{input_name}: {reason}")
         self.execute(Connect(source, output, target, input_name))
         return None
 
@@ -304,7 +366,7 @@ class EditorController:
 
     def select_all(self) -> None:
         self.selection = set(self.graph.nodes)
-        self._emit("selection")
+        self._emit(SelectionChanged())
 
     def _selected(self, node_ids: Iterable[str] | None) -> list[str]:
         chosen = self.selection if node_ids is None else set(node_ids)
@@ -336,7 +398,7 @@ class EditorController:
         if not self.execute(command):
             return []
         self.selection = set(command.new_ids.values())
-        self._emit("selection")
+        self._emit(SelectionChanged())
         return list(command.new_ids.values())
 
     def duplicate(self, node_ids: Iterable[str] | None = None) -> list[str]:
@@ -347,13 +409,13 @@ class EditorController:
         if not self.execute(command):
             return []
         self.selection = set(command.new_ids.values())
-        self._emit("selection")
+        self._emit(SelectionChanged())
         return list(command.new_ids.values())
 
     def edit_many(self, commands: list[Command], label: str) -> bool:
         return self.execute(Compound(commands, label=label))
 
-    def _label(self, node_id: str) -> str:
+    def label(self, node_id: str) -> str:
         node = self.graph.nodes.get(node_id)
         if node is None:
             return node_id
@@ -372,12 +434,11 @@ class EditorController:
         self.runner.start(self.graph, outputs, settings={"workflow": workflow_to_dict(self.graph, self.ui, self.meta)})
         self._run_unreported = True
         self.say("running...")
-        self._emit("run_started")
+        self._emit(RunBegan())
         return None
 
     def _refuse(self, message: str) -> str:
-        self.say(message)
-        return message
+        return self.complain(message)
 
     def interrupt(self) -> None:
         if self.runner.running:
@@ -391,14 +452,15 @@ class EditorController:
         if self._run_unreported and view.status != "running":
             self._run_unreported = False
             seconds = f"{view.elapsed:.1f} s"
+            self.written.extend(p for p in view.written if p not in self.written)
             if view.status == "ok":
-                self.say(f"finished in {seconds}")
+                self.say(f"finished in {seconds}" + _wrote(view.written))
             elif view.status == "interrupted":
-                self.say(f"interrupted after {seconds}")
+                self.say(f"interrupted after {seconds}" + _wrote(view.written))
             else:
-                where = f" in {self._label(view.error_node)}" if view.error_node else ""
-                self.say(f"failed{where}: {view.error}")
-            self._emit("run_finished", status=view.status)
+                where = f" in {self.label(view.error_node)}" if view.error_node else ""
+                self.complain(f"failed{where}: {view.error}")
+            self._emit(RunEnded(view.status))
         return changed
 
     # ---------------------------------------------------------------- insight
@@ -406,3 +468,11 @@ class EditorController:
         node = self.graph.nodes.get(node_id)
         cls = self.registry.get(node.type) if node else None
         return node_insight(cls, node.values) if cls is not None and node is not None else None
+
+
+def _wrote(paths: list[Path]) -> str:
+    """Where a run's files went, for the status bar: the first one by name, plus a count."""
+    if not paths:
+        return ""
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return f"; wrote {paths[0]}{more}"

@@ -70,6 +70,22 @@ class Themes:
         return self._link[type_name]
 
 
+def zoom_theme(zoom: float) -> int:
+    """The node editor's spacing at ``zoom`` (paddings, pins, links, grid), so a node
+    zoomed out shrinks as a whole, not just its text."""
+    nodes = dpg.mvThemeCat_Nodes
+    with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
+        dpg.add_theme_style(dpg.mvNodeStyleVar_NodePadding, 8 * zoom, 8 * zoom, category=nodes)
+        dpg.add_theme_style(dpg.mvNodeStyleVar_PinCircleRadius, max(2.0, 5 * zoom), category=nodes)
+        dpg.add_theme_style(dpg.mvNodeStyleVar_LinkThickness, max(1.0, 3 * zoom), category=nodes)
+        dpg.add_theme_style(dpg.mvNodeStyleVar_GridSpacing, 32 * zoom, category=nodes)
+        dpg.add_theme_style(dpg.mvNodeStyleVar_NodeCornerRounding, 6 * zoom, category=nodes)
+        dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 6 * zoom, 3 * zoom)
+        dpg.add_theme_style(dpg.mvStyleVar_ItemSpacing, 8 * zoom, 4 * zoom)
+        dpg.add_theme_style(dpg.mvStyleVar_ItemInnerSpacing, 4 * zoom, 4 * zoom)
+    return theme
+
+
 def global_theme() -> int:
     """A calm dark look with rounder corners than Dear PyGui's default."""
     with dpg.theme() as theme:
@@ -85,3 +101,34 @@ def global_theme() -> int:
             dpg.add_theme_style(dpg.mvNodeStyleVar_LinkThickness, 3, category=dpg.mvThemeCat_Nodes)
             dpg.add_theme_style(dpg.mvNodeStyleVar_PinCircleRadius, 5, category=dpg.mvThemeCat_Nodes)
     return theme
+
+
+# Fonts drawn at each zoom level (Dear PyGui rasterises a font at one size; scaling a
+# raster blurs it). Looked for among the usual places; without one the canvas zooms
+# positions and widths but keeps Dear PyGui's built-in font.
+FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "C:/Windows/Fonts/segoeui.ttf",
+    "C:/Windows/Fonts/arial.ttf",
+)
+CANVAS_FONT_PX = 14.0  # at zoom 1
+
+
+def canvas_fonts() -> dict[float, int]:
+    """A font per zoom level of :data:`nodeflow.editor.layout.ZOOM_LEVELS`."""
+    import os
+
+    from .layout import ZOOM_LEVELS
+
+    path = os.environ.get("NODEFLOW_EDITOR_FONT") or next((p for p in FONT_CANDIDATES if os.path.isfile(p)), None)
+    if path is None:
+        return {}
+    fonts = {}
+    with dpg.font_registry():
+        for zoom in ZOOM_LEVELS:
+            fonts[zoom] = dpg.add_font(path, max(4, round(CANVAS_FONT_PX * zoom)))
+    return fonts
