@@ -157,8 +157,8 @@ def fit_view(rects: Iterable[Rect], visible: tuple[float, float], margin: float 
     width, height = max(visible[0] - 2 * margin, 1.0), max(visible[1] - 2 * margin, 1.0)
     fitting = [z for z in levels if z <= most and box[2] * z <= width and box[3] * z <= height]
     zoom = max(fitting) if fitting else min(levels)
-    ox = (visible[0] - box[2] * zoom) / 2 - box[0] * zoom
-    oy = (visible[1] - box[3] * zoom) / 2 - box[1] * zoom
+    ox = round((visible[0] - box[2] * zoom) / 2 - box[0] * zoom)
+    oy = round((visible[1] - box[3] * zoom) / 2 - box[1] * zoom)
     return View(zoom, (ox, oy))
 
 
