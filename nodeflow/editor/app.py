@@ -26,7 +26,7 @@ from .controller import EditorController
 from .events import GraphReplaced, Saved, StatusChanged, StatusKind
 from .palette import ContextMenu, Palette
 from .panels import PREVIEW_SIZE, SidePanel
-from .shipped import is_shipped, may_overwrite
+from .shipped import is_shipped
 from .theme import global_theme
 
 WINDOW_SIZE = (1600, 1000)
@@ -329,12 +329,10 @@ class EditorApp:
         if self._file_purpose == "save":
             if path.suffix.lower() != ".json":
                 path = path.with_name(path.name + ".json")
-            if path.exists() and not may_overwrite(path):
-                self.c.complain(f"not saved: {path.name} is not a nodeflow workflow (or a shipped example); "
-                                "choose another name")
-                return
             try:
                 self.c.save(path)
+            except ValueError:
+                pass  # refused, and the status bar says why
             except OSError as exc:
                 self.c.complain(f"could not save {path}: {exc}")
         elif self._file_purpose == "picture" and self._pick_target is not None:

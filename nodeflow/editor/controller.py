@@ -223,12 +223,17 @@ class EditorController:
         return self.free_position(type_name, (visible_centre[0] - w / 2, visible_centre[1] - h / 2))
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Save to ``path`` (Save As) or the current file; raises ValueError if neither."""
+        """Save to ``path`` (Save As) or the current file. Raises ValueError (and says
+        why) when there is neither, or when ``path`` is a file Save must not replace: one
+        in another format (a ComfyUI workflow, a PNG) or a shipped example."""
         from ..workflow import save_workflow
 
         target = Path(path) if path is not None else self.path
         if target is None:
             raise ValueError("this workflow has no file yet: choose where to save it")
+        if target.exists() and not may_overwrite(target):
+            raise ValueError(self.complain(
+                f"not saved: {target.name} is not a nodeflow workflow (or is a shipped example); choose another name"))
         save_workflow(target, self.graph, self.ui, self.meta)
         self.path = target
         self._saved_revision = self._autosaved_revision = self.history.revision
@@ -306,6 +311,8 @@ class EditorController:
         except GraphError as exc:
             self.complain(str(exc))
             return False
+        if self.status_kind is StatusKind.ERROR:
+            self.say("")  # the user moved on: an old refusal no longer stands in red
         self._emit(HistoryChanged())
         return True
 
