@@ -63,6 +63,12 @@ class ShowImage(Node):
 
 
 def registry():
+    import os
+
+    if os.environ.get("NODEFLOW_TEST_REGISTRY") == "installed":  # the shipped packs, for the default workflow
+        from nodeflow.registry import default_registry
+
+        return default_registry()
     from testpack import make_registry
 
     reg = make_registry()

@@ -54,13 +54,13 @@ def display():
 class Editor:
     """A running editor process and its remote control."""
 
-    def __init__(self, display: str, workflow: Path | None, folder: Path):
+    def __init__(self, display: str, workflow: Path | None, folder: Path, env: dict[str, str] | None = None):
         self.display = display
         self.hook = folder / "hook"
         self.config = folder / "config"
         self._serial = 0
         env = {**os.environ, "DISPLAY": display, "NODEFLOW_EDITOR_HOOK": str(self.hook),
-               "NODEFLOW_CONFIG_DIR": str(self.config), "HF_HUB_OFFLINE": "1"}
+               "NODEFLOW_CONFIG_DIR": str(self.config), "HF_HUB_OFFLINE": "1", **(env or {})}
         self.log = open(folder / "editor.log", "w")
         args = [sys.executable, str(APP)] + ([str(workflow)] if workflow else [])
         self.process = subprocess.Popen(args, env=env, cwd=folder, stdout=self.log, stderr=subprocess.STDOUT)
@@ -155,8 +155,8 @@ class Editor:
 def start_editor(display, tmp_path):
     editors: list[Editor] = []
 
-    def start(workflow: Path | None) -> Editor:
-        editor = Editor(display, workflow, tmp_path)
+    def start(workflow: Path | None, **env: str) -> Editor:
+        editor = Editor(display, workflow, tmp_path, env)
         editors.append(editor)
         editor.wait_for(lambda s: s["frames"] > 5 and s["settled"], timeout=60)
         editor.frames_pass(2)
@@ -218,6 +218,17 @@ def test_window_draws_the_graph_and_runs_it_to_a_picture(start_editor, tmp_path)
     sun = after[int(py + ph * 0.62), int(px + pw * 0.5)]
     assert sun[0] > 230 and sun[1] > 200, sun
     assert "finished" in done["status"]
+    # The picture is also drawn inside the ShowImage node itself.
+    shown = editor.wait_for(lambda s: "2" in s["thumb_rects"] and s["thumb_rects"]["2"][2] > 0, timeout=30)
+    editor.frames_pass(3)
+    inside_node = np.asarray(editor.screenshot(tmp_path / "thumb.png"))
+    tx, ty, tw, th = shown["thumb_rects"]["2"]
+    nx, ny, nw, nh = shown["node_rects"]["2"]
+    assert nx <= tx and tx + tw <= nx + nw + 2 and ny <= ty and ty + th <= ny + nh + 2
+    sky = inside_node[int(ty + th * 0.1), int(tx + tw * 0.2)]
+    assert sky[0] > 180 and sky[0] > sky[2], sky
+    sun = inside_node[int(ty + th * 0.62), int(tx + tw * 0.5)]
+    assert sun[0] > 230 and sun[1] > 200, sun
 
 
 def test_real_mouse_drags_a_link_and_ctrl_z_undoes_it(start_editor, tmp_path):
@@ -293,6 +304,7 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     nx, ny, nw, nh = drawn["node_rects"][new_id]
     px, _, pw, _ = added["preview_rect"]
     assert x + w < nx and nx + nw < px and ny + nh < added["viewport"][1]  # placed in view on the canvas
+    assert not any(overlap(drawn["node_rects"][new_id], r) for k, r in drawn["node_rects"].items() if k != new_id)
 
     # Leave the text box: click empty canvas, then work with shortcuts.
     editor.xdotool("mousemove", "900", "850")
@@ -355,3 +367,118 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     x, y, w, h = drawn["node_rects"][new_id]
     assert ((x - 700) ** 2 + (y - 720) ** 2) ** 0.5 < 300, (x, y)  # at the cursor, or moved aside a little
     assert not any(overlap(drawn["node_rects"][new_id], r) for k, r in drawn["node_rects"].items() if k != new_id)
+
+
+def inside(rect, area) -> bool:
+    x, y, w, h = rect
+    ax, ay, aw, ah = area
+    return w > 0 and ax <= x and ay <= y and x + w <= ax + aw and y + h <= ay + ah
+
+
+@pytest.mark.slow
+def test_fit_view_shows_the_whole_default_workflow_at_two_window_sizes(start_editor, tmp_path):
+    default = ROOT / "workflows" / "default.json"
+    editor = start_editor(default, NODEFLOW_TEST_REGISTRY="installed")
+    for width, height in ((1600, 1000), (1280, 720)):
+        editor.request("resize", width=width, height=height)
+        editor.frames_pass(3)
+        editor.xdotool("mousemove", str(width // 2), str(height // 2))
+        editor.xdotool("key", "Home")  # fit all (also done on open)
+        state = editor.wait_for(lambda s: s["settled"] and s["viewport"] == [width, height], timeout=30)
+        editor.frames_pass(4)
+        state = editor.state()
+        assert len(state["nodes"]) == 9
+        cx, cy, cw, ch = state["canvas_rect"]
+        editor.xdotool("mousemove", str(int(cx + 5)), str(int(cy + ch - 5)))  # hover no node
+        editor.frames_pass(3)
+        for node_id, rect in state["node_rects"].items():
+            assert inside(rect, state["canvas_rect"]), (width, node_id, rect, state["canvas_rect"])
+        # ... and the pixels agree: every node's title bar is drawn where the editor says.
+        shot = np.asarray(editor.screenshot(tmp_path / f"fit-{width}.png"))
+        for node_id, (x, y, w, h) in state["node_rects"].items():
+            assert colour_near(shot[int(y) + 2, int(x + w * 0.8)], STATE_COLORS["idle"], 16), node_id
+
+
+def test_zoom_in_and_out_changes_node_size_on_screen(start_editor, tmp_path):
+    editor = start_editor(picture_workflow(tmp_path / "pictures.json"))
+    before = editor.state()
+    x, y, w, h = before["canvas_rect"]
+    editor.xdotool("mousemove", str(int(x + w / 2)), str(int(y + h / 2)))
+    editor.frames_pass(2)
+    editor.xdotool("key", "minus")
+    smaller = editor.wait_for(lambda s: s["zoom"] < before["zoom"], timeout=30)
+    editor.frames_pass(4)
+    smaller = editor.state()
+    assert smaller["node_rects"]["1"][2] < before["node_rects"]["1"][2] * 0.95
+    # Ctrl+wheel up zooms in at the cursor.
+    editor.xdotool("keydown", "ctrl")
+    editor.frames_pass(2)
+    for _ in range(3):
+        editor.xdotool("click", "4")
+        editor.frames_pass(2)
+    editor.xdotool("keyup", "ctrl")
+    bigger = editor.wait_for(lambda s: s["zoom"] > before["zoom"], timeout=30)
+    editor.frames_pass(4)
+    bigger = editor.state()
+    assert bigger["node_rects"]["1"][2] > before["node_rects"]["1"][2] * 1.05
+    assert bigger["node_rects"]["1"][3] > before["node_rects"]["1"][3] * 1.05
+    # Zooming moves nothing in the graph: positions in the file stay.
+    assert {k: n["pos"] for k, n in bigger["nodes"].items()} == {k: n["pos"] for k, n in before["nodes"].items()}
+    assert not bigger["dirty"]
+    # The drawn title bar follows: measured in the pixels.
+    shot = np.asarray(editor.screenshot(tmp_path / "zoomed.png"))
+    bx, by, bw, bh = bigger["node_rects"]["1"]
+    assert colour_near(shot[int(by) + 4, int(bx + bw - 12)], STATE_COLORS["idle"], 16)
+
+
+def test_saving_an_opened_comfyui_file_writes_a_new_file_and_keeps_the_original(start_editor, tmp_path):
+    original = tmp_path / "comfy_ui.json"
+    shutil.copy(ROOT / "tests" / "fixtures" / "comfyui" / "txt2img_ui_v04.json", original)
+    before = original.read_bytes()
+    editor = start_editor(original, NODEFLOW_TEST_REGISTRY="installed")
+    assert editor.state()["path"] is None
+    editor.xdotool("mousemove", "700", "500")
+    editor.xdotool("key", "ctrl+s")  # Save: asks where, with a new name beside the original
+    editor.wait_for(lambda s: s["dialog_shown"], timeout=30)
+    dialog = editor.request("dialog")
+    assert dialog["purpose"] == "save" and dialog["config"]["default_filename"] == "comfy_ui-nodeflow"
+    assert original.read_bytes() == before
+    # Naming the original is refused; the suggested name is written.
+    refused = editor.request("file_chosen", path=str(original))
+    assert "not a nodeflow workflow" in refused["status"] and original.read_bytes() == before
+    editor.request("file_chosen", path=str(tmp_path / "comfy_ui-nodeflow"))
+    saved = editor.wait_for(lambda s: s["path"] is not None, timeout=30)
+    assert saved["path"] == str(tmp_path / "comfy_ui-nodeflow.json")
+    assert json.loads((tmp_path / "comfy_ui-nodeflow.json").read_text())["format"] and original.read_bytes() == before
+    # Ctrl+S now saves that copy in place.
+    editor.xdotool("key", "ctrl+s")
+    editor.wait_for(lambda s: "saved comfy_ui-nodeflow.json" in s["status"], timeout=30)
+    assert original.read_bytes() == before
+
+
+def test_opening_a_png_through_the_dialog(start_editor, tmp_path):
+    from nodeflow.pngmeta import WORKFLOW_KEY, png_info
+    from nodeflow.workflow import load_workflow
+
+    carrier = tmp_path / "elsewhere" / "made.png"
+    carrier.parent.mkdir()
+    workflow = load_workflow(picture_workflow(tmp_path / "source.json"), registry())
+    Image.new("RGB", (32, 32), (200, 80, 40)).save(carrier, pnginfo=png_info({WORKFLOW_KEY: json.dumps(workflow.to_dict())}))
+    editor = start_editor(None)
+    editor.xdotool("mousemove", "700", "500")
+    editor.xdotool("key", "ctrl+o")
+    editor.wait_for(lambda s: s["dialog_shown"], timeout=30)
+    editor.frames_pass(5)
+    # The dialog's own file name box (bottom of the dialog, centred in the window), typed
+    # into with an absolute path in another folder, then its OK button.
+    editor.xdotool("mousemove", "767", "689")
+    editor.xdotool("click", "1")
+    editor.frames_pass(3)
+    editor.xdotool("type", "--delay", "30", str(carrier))
+    editor.frames_pass(10)
+    editor.xdotool("mousemove", "440", "712")
+    editor.frames_pass(3)
+    editor.xdotool("click", "1")
+    opened = editor.wait_for(lambda s: len(s["nodes"]) == 5, timeout=30)
+    assert "imported made.png" in opened["status"] and opened["path"] is None
+    assert sorted(opened["links"]) == [["1", "image", "2", "image"], ["3", "value", "5", "value"]]

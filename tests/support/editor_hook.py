@@ -139,7 +139,7 @@ class EditorHook:
             "pins": canvas.pin_screen_positions(),
             "node_rects": {nid: [*dpg.get_item_rect_min(item), *dpg.get_item_rect_size(item)] for nid, item in canvas.nodes.items()},
             "thumb_rects": {nid: [*dpg.get_item_rect_min(t[1]), *dpg.get_item_rect_size(t[1])] for nid, t in canvas.thumbs.items()},
-            "canvas_rect": [*dpg.get_item_rect_min(canvas.editor), *dpg.get_item_rect_size(canvas.editor)],
+            "canvas_rect": [*canvas.corner(), *canvas.visible_size()],
             "zoom": canvas.view.zoom,
             "settled": not canvas.fit_pending,
             "preview_rect": [*dpg.get_item_rect_min(app.side.result.item), *dpg.get_item_rect_size(app.side.result.item)],
