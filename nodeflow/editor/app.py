@@ -24,6 +24,7 @@ from ..registry import NodeRegistry, default_registry
 from .canvas import Canvas, list_files
 from .controller import EditorController
 from .events import GraphReplaced, Saved, StatusChanged, StatusKind
+from .idle import input_watch
 from .palette import ContextMenu, Palette
 from .panels import PREVIEW_SIZE, SidePanel
 from .shipped import is_shipped
@@ -33,7 +34,9 @@ WINDOW_SIZE = (1600, 1000)
 SIDE_WIDTH = PREVIEW_SIZE + 24
 PALETTE_WIDTH = 236
 ACTIVE_FPS = 60  # while the user works or a run is going
-IDLE_FPS = 4  # otherwise: enough to notice the first input and a finished autosave
+IDLE_FPS = 4  # otherwise, where input cannot be watched without drawing
+WATCHED_IDLE_FPS = 0.2  # where it can (X11, see idle.py): a heartbeat, e.g. for the autosave after a change
+WATCH_SLICE_S = 0.02  # how often an idle editor looks for input
 ACTIVE_AFTER_INPUT_S = 1.0
 PAN_HINT = "pan: drag with the middle button    zoom: Ctrl+wheel or +/-    fit all: Home    zoom to selection: F"
 FileFilter = "Workflows and images (*.json *.png *.webp){.json,.png,.webp}"
@@ -84,6 +87,8 @@ class EditorApp:
         self._last_mouse = (0.0, 0.0)
         self._frame_count = 0
         self._pick_target: tuple[str, str] | None = None
+        self.input_watch = input_watch()
+        self.wake_checks: list[Callable[[], bool]] = []  # more reasons to draw now (a frame hook's)
         self.show_palette = True
         self.show_side = True
         dpg.create_viewport(title=controller.title, width=WINDOW_SIZE[0], height=WINDOW_SIZE[1], disable_close=True)
@@ -394,6 +399,8 @@ class EditorApp:
 
     def quit(self) -> None:
         self.c.close()
+        if self.input_watch is not None:
+            self.input_watch.close()
         dpg.stop_dearpygui()
 
     def offer_recovery(self) -> None:
@@ -455,12 +462,21 @@ class EditorApp:
                 or bool(self.canvas.fit_pending) or self._typing())
 
     def pace(self) -> None:
-        """Sleep until the next frame is due. (Input reaches Dear PyGui only while it
-        draws a frame, so an idle editor notices the first event within 1/IDLE_FPS s.)"""
-        interval = 1.0 / (ACTIVE_FPS if self.busy() else IDLE_FPS)
-        wait = self._last_frame + interval - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
+        """Sleep until the next frame is due. Input reaches Dear PyGui only while it draws,
+        so an idle editor watches for it itself (idle.py) and draws at once when it comes."""
+        if self.busy():
+            wait = self._last_frame + 1.0 / ACTIVE_FPS - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        else:
+            until = self._last_frame + 1.0 / (WATCHED_IDLE_FPS if self.input_watch else IDLE_FPS)
+            while (left := until - time.monotonic()) > 0:
+                time.sleep(min(WATCH_SLICE_S, left))
+                if self.input_watch is not None and self.input_watch.changed():
+                    self.woke()
+                    break
+                if any(check() for check in self.wake_checks):
+                    break  # one frame now; full rate only if the check's work asks for it
         self._last_frame = time.monotonic()
 
 

@@ -40,6 +40,7 @@ from .theme import Themes, canvas_fonts, zoom_theme
 from .widgets import widget_maker
 
 WIDGET_WIDTH = 170
+SIZE_EVERY = 15  # frames between readings of the drawn node sizes (placement uses them)
 THUMB = 150  # the side of a picture drawn inside a node, at zoom 1
 PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -61,6 +62,7 @@ class Canvas:
         self.view = View()
         self.pan = (0.0, 0.0)  # the node editor's own panning, as last read off a drawn node
         self.fit_pending = 0  # frames until "fit all" (nodes must be drawn once to be measured)
+        self._frames = 0
         self._fit_target: list[str] | None = None
         self._fit_passes = 0
         self.nodes: dict[str, int] = {}  # node id -> dpg node
@@ -469,8 +471,10 @@ class Canvas:
     def each_frame(self) -> None:
         """Per-frame upkeep: learn the panning, finish a pending fit."""
         self._read_pan()
-        for node_id, (_, _, w, h) in self.node_rects().items():
-            self.c.drawn_sizes[node_id] = (w, h)
+        self._frames += 1
+        if self._frames % SIZE_EVERY == 0 or self.fit_pending:
+            for node_id, (_, _, w, h) in self.node_rects().items():
+                self.c.drawn_sizes[node_id] = (w, h)
         if self.fit_pending:
             self.fit_pending -= 1
             if self.fit_pending == 0:

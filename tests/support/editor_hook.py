@@ -49,6 +49,7 @@ class EditorHook:
             del self.logic_seconds[:-120]
 
         app.frame = timed_frame
+        app.wake_checks.append(lambda: any(folder.glob("request-*.json")))
 
     @classmethod
     def install(cls, app: Any) -> Any:
