@@ -483,7 +483,7 @@ def test_run_collects_result_pictures_and_per_step_previews(tmp_path):
     view = ctl.runner.view
     assert view.status == "ok", view.error
     assert [(node, image.size) for node, image in view.images] == [(show, (32, 32))]
-    assert len(view.x0_strip) == 5 and view.live_preview is view.x0_strip[-1]
+    assert len(view.step_previews) == 5 and view.live_preview is view.step_previews[-1]
     # IMAGE tensors [B, H, W, 3] in [0, 1] become one picture per batch item
     from nodeflow.editor.images import to_pil_images
 

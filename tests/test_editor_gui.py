@@ -482,3 +482,46 @@ def test_opening_a_png_through_the_dialog(start_editor, tmp_path):
     opened = editor.wait_for(lambda s: len(s["nodes"]) == 5, timeout=30)
     assert "imported made.png" in opened["status"] and opened["path"] is None
     assert sorted(opened["links"]) == [["1", "image", "2", "image"], ["3", "value", "5", "value"]]
+
+
+def test_search_at_the_cursor_on_double_click_and_after_an_output_is_dropped(start_editor, tmp_path):
+    editor = start_editor(picture_workflow(tmp_path / "pictures.json"))
+    state = editor.state()
+    cx, cy, cw, ch = state["canvas_rect"]
+    spot = [int(cx + cw * 0.5), int(cy + ch * 0.85)]  # empty canvas below the nodes
+    assert not any(overlap([*spot, 1, 1], r) for r in state["node_rects"].values())
+    editor.xdotool("mousemove", *map(str, spot))
+    editor.frames_pass(2)
+    editor.xdotool("click", "--repeat", "2", "--delay", "80", "1")
+    shown = editor.wait_for(lambda s: s["search"]["shown"], timeout=30)
+    assert abs(shown["search"]["pos"][0] - spot[0]) <= 2 and abs(shown["search"]["pos"][1] - spot[1]) <= 2
+    editor.frames_pass(3)
+    editor.xdotool("type", "--delay", "60", "multip")
+    editor.wait_for(lambda s: s["search"]["types"] == ["Multiply"], timeout=30)
+    editor.xdotool("key", "Return")
+    added = editor.wait_for(lambda s: len(s["nodes"]) == 6, timeout=30)
+    new_id = max(added["nodes"], key=int)
+    assert added["nodes"][new_id]["type"] == "Multiply" and not added["search"]["shown"]
+    drawn = editor.wait_for(lambda s: s["node_rects"][new_id][2] > 0, timeout=30)
+    x, y, _, _ = drawn["node_rects"][new_id]
+    assert abs(x - spot[0]) < 120 and abs(y - spot[1]) < 120  # where the double click was
+
+    # Drag a link out of Number's output and let go on empty canvas: the search offers only
+    # node types that take a FLOAT, and the one chosen comes linked.
+    pins = drawn["pins"]
+    target = [int(cx + cw * 0.15), int(cy + ch * 0.9)]
+    editor.drag(pins["3.value.out"], target)
+    offered = editor.wait_for(lambda s: s["search"]["shown"], timeout=30)
+    assert offered["search"]["accepting"] == "FLOAT"
+    assert "Multiply" in offered["search"]["types"] and "Sunset" not in offered["search"]["types"]
+    assert "Add" not in offered["search"]["types"]  # only widgets: no socket for a FLOAT
+    editor.frames_pass(3)
+    editor.xdotool("type", "--delay", "60", "multi")
+    editor.wait_for(lambda s: s["search"]["types"] == ["Multiply"], timeout=30)
+    editor.xdotool("key", "Return")
+    linked = editor.wait_for(lambda s: len(s["nodes"]) == 7, timeout=30)
+    added_id = max(linked["nodes"], key=int)
+    assert linked["nodes"][added_id]["type"] == "Multiply" and ["3", "value", added_id, "a"] in linked["links"]
+    editor.xdotool("key", "ctrl+z")  # one undo step takes node and link away
+    undone = editor.wait_for(lambda s: len(s["nodes"]) == 6, timeout=30)
+    assert all(link[2] != added_id for link in undone["links"])

@@ -26,6 +26,7 @@ from .controller import EditorController
 from .events import GraphReplaced, Saved, StatusChanged, StatusKind
 from .idle import input_watch
 from .palette import ContextMenu, Palette
+from .search import SearchPopup
 from .panels import PREVIEW_SIZE, SidePanel
 from .shipped import is_shipped
 from .theme import global_theme
@@ -147,6 +148,9 @@ class EditorApp:
                 self.hint = dpg.add_text(PAN_HINT, color=(110, 115, 130))
         dpg.set_primary_window(self.window, True)
         self.context_menu = ContextMenu(self.c, self._place_at_context)
+        self.search = SearchPopup(self.c, self._place_from_search)
+        self._search_from: tuple[str, str] | None = None  # the output the searched node will be fed by
+        self._pressed_pin: tuple[tuple[str, str, str], tuple[float, float]] | None = None
         self._refresh_recent()
 
     def input_folder(self) -> Path:
@@ -233,8 +237,11 @@ class EditorApp:
             if self._dialog_open():
                 return  # a dialog has the keyboard
             ctrl_down = bool(held & ctrl_keys)
+            if key == dpg.mvKey_Escape and self.search.shown:
+                self.search.close()
+                return
             if key == dpg.mvKey_Return and not ctrl_down:
-                self.palette.on_enter()
+                self.search.on_enter() or self.palette.on_enter()
                 return
             if self._typing() and key != dpg.mvKey_Escape and not (ctrl_down and key in (dpg.mvKey_S, dpg.mvKey_Return)):
                 return  # the key belongs to the text box
@@ -252,6 +259,29 @@ class EditorApp:
                 self._context_pos = self.canvas.screen_to_grid(mx, my)
                 self.context_menu.open_at([mx, my])
 
+        def on_double_click() -> None:
+            self.woke()
+            if dpg.is_item_hovered(self.canvas.editor) and not self.canvas.node_hovered() and not self._dialog_open():
+                self.open_search(tuple(dpg.get_mouse_pos(local=False)))
+
+        def on_left_press() -> None:
+            self.woke()
+            mouse = tuple(dpg.get_mouse_pos(local=False))
+            pin = self.canvas.pin_at(*mouse, side="out") if dpg.is_item_hovered(self.canvas.editor) else None
+            self._pressed_pin = (pin, mouse) if pin else None
+
+        def on_left_release() -> None:
+            self.woke()
+            pressed, self._pressed_pin = self._pressed_pin, None
+            if pressed is None or self._dialog_open():
+                return
+            (node_id, output, _), start = pressed
+            mouse = tuple(dpg.get_mouse_pos(local=False))
+            moved = ((mouse[0] - start[0]) ** 2 + (mouse[1] - start[1]) ** 2) ** 0.5
+            # A click on an output, or a link dragged from it let go on empty canvas.
+            if moved < 4 or (self.canvas.pin_at(*mouse) is None and not self.canvas.node_hovered()):
+                self.open_search(mouse, (node_id, output))
+
         def on_wheel(sender: int, delta: float) -> None:
             self.woke()
             if held & ctrl_keys and dpg.is_item_hovered(self.canvas.editor) and not self._dialog_open():
@@ -261,7 +291,10 @@ class EditorApp:
             dpg.add_key_press_handler(callback=on_key)
             dpg.add_key_release_handler(callback=on_release)
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Right, callback=on_right_click)
-            dpg.add_mouse_click_handler(callback=lambda: self.woke())
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Left, callback=on_left_press)
+            dpg.add_mouse_release_handler(button=dpg.mvMouseButton_Left, callback=on_left_release)
+            dpg.add_mouse_double_click_handler(button=dpg.mvMouseButton_Left, callback=on_double_click)
+            dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Middle, callback=lambda: self.woke())
             dpg.add_mouse_wheel_handler(callback=on_wheel)
 
     def _dialog_open(self) -> bool:
@@ -269,7 +302,7 @@ class EditorApp:
 
     def _typing(self) -> bool:
         """Whether a text box has the keyboard (then Del, Ctrl+C, +, F... edit the text)."""
-        boxes = [self.palette.filter, self.side.title_input, *self.canvas.widgets.values()]
+        boxes = [self.palette.filter, self.side.title_input, self.search.query, *self.canvas.widgets.values()]
         return any(dpg.is_item_active(w) for w in boxes)
 
     def woke(self) -> None:
@@ -281,6 +314,22 @@ class EditorApp:
         """Palette: beside the selected node, else in the middle of the visible canvas;
         never on top of another node."""
         self.c.add_node(type_name, self.c.position_for_new_node(type_name, self.canvas.visible_centre()))
+
+    def open_search(self, screen: tuple[float, float], source: tuple[str, str] | None = None) -> None:
+        """The search popup at ``screen``; with ``source`` (node id, output) it lists only
+        node types that take that output, and links the chosen one to it."""
+        self._context_pos = self.canvas.screen_to_grid(*screen)
+        self._search_from = source
+        data_type = self.c.output_type(*source) if source else None
+        what = f"{data_type} from {self.c.label(source[0])}.{source[1]}" if source else ""
+        self.search.open_at(list(screen), data_type, what)
+
+    def _place_from_search(self, type_name: str) -> None:
+        pos = self.c.free_position(type_name, self._context_pos)
+        if self._search_from is not None and self._search_from[0] in self.c.graph.nodes:
+            self.c.add_node_linked(type_name, pos, *self._search_from)
+        else:
+            self.c.add_node(type_name, pos)
 
     def _place_at_context(self, type_name: str) -> None:
         """Right-click menu: where the menu was opened (moved aside if that is taken)."""
@@ -436,6 +485,7 @@ class EditorApp:
         """Per-frame work besides drawing."""
         self._frame_count += 1
         self.palette.track_focus()
+        self.search.each_frame()
         mouse = tuple(dpg.get_mouse_pos(local=False))
         if mouse != self._last_mouse or any(dpg.is_mouse_button_down(b) for b in (0, 1, 2)):
             self._last_mouse = mouse

@@ -554,6 +554,20 @@ class Canvas:
         w, h = self.visible_size()
         return self.screen_to_grid(ex + w / 2, ey + h / 2)
 
+    def pin_at(self, x: float, y: float, side: str | None = None) -> tuple[str, str, str] | None:
+        """The pin ``(node id, name, side)`` drawn at screen point (x, y), if any."""
+        radius = max(6.0, 10.0 * self.view.zoom)
+        best = None
+        for key, (px, py) in self.pin_screen_positions().items():
+            node_id, name, pin_side = key.rsplit(".", 2)
+            distance = ((px - x) ** 2 + (py - y) ** 2) ** 0.5
+            if (side is None or pin_side == side) and distance <= radius and (best is None or distance < best[0]):
+                best = (distance, (node_id, name, pin_side))
+        return best[1] if best else None
+
+    def node_hovered(self) -> bool:
+        return any(dpg.is_item_hovered(item) for item in self.nodes.values())
+
     def pin_screen_positions(self) -> dict[str, list[float]]:
         """Where each pin is on screen, ``"node.name.in|out" -> [x, y]`` (for tests and hooks)."""
         result = {}

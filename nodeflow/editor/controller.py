@@ -16,6 +16,7 @@ from ..graph import Graph, GraphError, GraphEvent, NodeRemoved
 from ..insight import Insight, node_insight
 from ..node import Node
 from ..registry import NodeRegistry
+from ..types import is_compatible
 from .commands import (
     AddNode,
     Clip,
@@ -334,6 +335,41 @@ class EditorController:
             return None
         self.selection = {command.node_id}  # type: ignore[arg-type]
         return command.node_id
+
+    def output_type(self, node_id: str, output: str) -> str | None:
+        node = self.graph.nodes.get(node_id)
+        cls = self.registry.get(node.type) if node else None
+        out = cls.output(output) if cls else None
+        return out.type if out else None
+
+    def input_accepting(self, cls: type[Node], data_type: str) -> str | None:
+        """The input of ``cls`` a link of ``data_type`` would go into: a socket first,
+        else a widget of that type (widgets take links too)."""
+        fitting = [f for f in cls.inputs.values() if is_compatible(data_type, f.data_type)]
+        fitting.sort(key=lambda f: f.is_widget)
+        return fitting[0].name if fitting else None
+
+    def types_accepting(self, data_type: str) -> list[type[Node]]:
+        """Node types with a socket that takes ``data_type`` (the search after an output
+        is clicked). Widgets take links too, but then nearly every type would qualify."""
+        return [cls for cls in self.registry.types()
+                if any(not f.is_widget and is_compatible(data_type, f.data_type) for f in cls.inputs.values())]
+
+    def add_node_linked(self, type_name: str, pos: tuple[float, float], source: str, output: str) -> str | None:
+        """Add a node fed by ``source.output`` (into its first input that takes the
+        type), as one undo step."""
+        cls = self.registry.get(type_name)
+        data_type = self.output_type(source, output)
+        target = self.input_accepting(cls, data_type) if cls is not None and data_type else None
+        if target is None:
+            return self.add_node(type_name, pos)
+        node_id = self.graph.new_id()
+        command = Compound([AddNode(type_name, tuple(pos), node_id=node_id), Connect(source, output, node_id, target)],
+                           label=f"add {type_name} fed by {self.label(source)}")
+        if not self.execute(command):
+            return None
+        self.selection = {node_id}
+        return node_id
 
     def connect(self, source: str, output: str, target: str, input_name: str) -> str | None:
         """Make a link (replacing one on an occupied input); returns the reason it was

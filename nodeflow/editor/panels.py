@@ -57,7 +57,7 @@ class ImageSlot:
 
 
 def strip_image(frames: list[Image.Image], count: int = STRIP_FRAMES, thumb: int = STRIP_THUMB) -> Image.Image | None:
-    """``count`` evenly spaced frames of a run's x0 estimates side by side, last one included."""
+    """``count`` evenly spaced frames of a run's step previews side by side, last one included."""
     if not frames:
         return None
     picks = sorted({round(i * (len(frames) - 1) / max(count - 1, 1)) for i in range(count)})
@@ -159,9 +159,9 @@ class SidePanel:
             cls = self.c.registry.get(self.c.graph.nodes[view.step[0]].type) if view.step[0] in self.c.graph.nodes else None
             what = getattr(cls, "preview_label", "") or "step preview"
             dpg.set_value(self.live_title, f"Live: {what}"[:40])
-        if len(view.x0_strip) != self._strip_len:
-            self._strip_len = len(view.x0_strip)
-            self.strip.show(strip_image(view.x0_strip))
+        if len(view.step_previews) != self._strip_len:
+            self._strip_len = len(view.step_previews)
+            self.strip.show(strip_image(view.step_previews))
         pictures = (id(view), len(view.images), view.status)
         if pictures != self._pictures_shown:
             self._pictures_shown = pictures

@@ -22,7 +22,7 @@ from .images import images_in_outputs, to_pil_images
 
 # What the view colours a node by. "idle" means "not part of the last run".
 NODE_STATES = ("idle", "queued", "running", "cached", "done", "error")
-STRIP_LIMIT = 64  # per-step x0 previews kept from the last run
+STRIP_LIMIT = 64  # per-step previews kept from the last run
 
 # Node code (a run) and the editor's calls into node hooks (insight plots) may import the
 # same libraries, and not every library imports safely from two threads at once; so they
@@ -59,7 +59,7 @@ class RunView:
     started_at: float = 0.0
     ended_at: float | None = None
     live_preview: Image.Image | None = None
-    x0_strip: list[Image.Image] = field(default_factory=list)
+    step_previews: list[Image.Image] = field(default_factory=list)
     images: list[tuple[str, Image.Image]] = field(default_factory=list)
     error: str | None = None
     error_node: str | None = None
@@ -183,8 +183,8 @@ class Runner:
             pictures = to_pil_images(event.preview) if event.preview is not None else []
             if pictures:
                 view.live_preview = pictures[0]
-                view.x0_strip.append(pictures[0])
-                del view.x0_strip[:-STRIP_LIMIT]
+                view.step_previews.append(pictures[0])
+                del view.step_previews[:-STRIP_LIMIT]
         elif isinstance(event, RunFinished):
             self._finish(event.status, event.error)
         elif isinstance(event, FileWritten):
