@@ -122,3 +122,25 @@ def test_a_refusal_stops_being_red_once_the_user_edits_again(ctl):
     assert ctl.status_kind is StatusKind.ERROR
     ctl.set_value(m, "b", 4.0)
     assert ctl.status_kind is StatusKind.INFO and "cannot link" not in ctl.status
+
+
+def test_an_imported_group_still_frames_its_nodes_after_the_layout(tmp_path, diffusion_registry):
+    from nodeflow.editor.groups import MoveGroup, group_rect, members
+    from nodeflow.editor.commands import Compound, Move
+
+    ctl = EditorController(diffusion_registry, config_folder=tmp_path / "config")
+    ctl.open(COMFY / "txt2img_ui_v04.json")
+    (group,) = ctl.ui["groups"]
+    assert group["title"] == "Model"
+    inside = members(group, {nid: n.pos for nid, n in ctl.graph.nodes.items()})
+    assert [ctl.graph.nodes[n].type for n in inside] == ["Checkpoint"]
+    x, y, w, h = group_rect(group)
+    node = ctl.graph.nodes[inside[0]]
+    nw, nh = estimate_size(diffusion_registry.get(node.type))
+    assert x < node.pos[0] and node.pos[0] + nw < x + w and y < node.pos[1] and node.pos[1] + nh < y + h
+    # Moving the group moves its nodes; one undo puts both back.
+    before = (list(group["pos"]), node.pos)
+    ctl.execute(Compound([MoveGroup(group, (100.0, 50.0)), Move({node.id: (node.pos[0] + 100, node.pos[1] + 50)})]))
+    assert group["pos"] == [before[0][0] + 100, before[0][1] + 50] and node.pos == (before[1][0] + 100, before[1][1] + 50)
+    ctl.undo()
+    assert (group["pos"], ctl.graph.nodes[node.id].pos) == before

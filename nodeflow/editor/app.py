@@ -29,6 +29,7 @@ from .palette import ContextMenu, Palette
 from .search import SearchPopup
 from .panels import PREVIEW_SIZE, SidePanel
 from .shipped import is_shipped
+from .groups import GroupLayer
 from .theme import global_theme
 
 WINDOW_SIZE = (1600, 1000)
@@ -147,6 +148,7 @@ class EditorApp:
                 self.status = dpg.add_text("", color=(170, 175, 190))
                 self.hint = dpg.add_text(PAN_HINT, color=(110, 115, 130))
         dpg.set_primary_window(self.window, True)
+        self.groups = GroupLayer(self.canvas, hidden=self._covered)
         self.context_menu = ContextMenu(self.c, self._place_at_context)
         self.search = SearchPopup(self.c, self._place_from_search)
         self._search_from: tuple[str, str] | None = None  # the output the searched node will be fed by
@@ -267,11 +269,15 @@ class EditorApp:
         def on_left_press() -> None:
             self.woke()
             mouse = tuple(dpg.get_mouse_pos(local=False))
-            pin = self.canvas.pin_at(*mouse, side="out") if dpg.is_item_hovered(self.canvas.editor) else None
+            over_canvas = dpg.is_item_hovered(self.canvas.editor) and not self._dialog_open()
+            pin = self.canvas.pin_at(*mouse, side="out") if over_canvas else None
             self._pressed_pin = (pin, mouse) if pin else None
+            if over_canvas and pin is None and not self.canvas.node_hovered():
+                self.groups.press(mouse)  # a group's title: drag it with its nodes
 
         def on_left_release() -> None:
             self.woke()
+            self.groups.release(tuple(dpg.get_mouse_pos(local=False)))
             pressed, self._pressed_pin = self._pressed_pin, None
             if pressed is None or self._dialog_open():
                 return
@@ -296,6 +302,11 @@ class EditorApp:
             dpg.add_mouse_double_click_handler(button=dpg.mvMouseButton_Left, callback=on_double_click)
             dpg.add_mouse_click_handler(button=dpg.mvMouseButton_Middle, callback=lambda: self.woke())
             dpg.add_mouse_wheel_handler(callback=on_wheel)
+
+    def _covered(self) -> bool:
+        """Whether a menu, popup or dialog may be over the canvas (the group frames,
+        drawn over the whole window, then step aside)."""
+        return self._dialog_open() or self.search.shown or dpg.is_item_shown(self.context_menu.window)
 
     def _dialog_open(self) -> bool:
         return any(dpg.is_item_shown(w) for w in (self.file_dialog, self.confirm, self.recovery_window))
@@ -496,6 +507,9 @@ class EditorApp:
             self.canvas.show_states(view.node_states)
             self.canvas.show_run_pictures(view.images)
         self.canvas.each_frame()
+        if self.groups.dragging and dpg.is_mouse_button_down(dpg.mvMouseButton_Left):
+            self.groups.drag(mouse)
+        self.groups.each_frame()
         if not dpg.is_mouse_button_down(dpg.mvMouseButton_Left):
             self.canvas.sync_from_view()
         self.canvas.show_selection(self.c.selection)

@@ -340,6 +340,13 @@ class Canvas:
         elif isinstance(event, NodeMoved):
             self._place(event.node.id)
 
+    def show_at(self, node_id: str, pos: tuple[float, float]) -> None:
+        """Draw a node at ``pos`` (canvas units) without changing the model (a group drag)."""
+        drawn = self.view.drawn(pos)
+        target = (int(drawn[0]), int(drawn[1]))
+        self.placed[node_id] = target
+        dpg.set_item_pos(self.nodes[node_id], list(target))
+
     def _place(self, node_id: str) -> None:
         drawn = self.view.drawn(self.c.graph.nodes[node_id].pos)
         target = (int(drawn[0]), int(drawn[1]))

@@ -45,7 +45,7 @@ from .events import (
     StatusKind,
 )
 from .runner import ExecutorFactory, Runner
-from .layout import any_overlap, estimate_size, free_spot, layered_layout
+from .layout import any_overlap, bounds, estimate_size, free_spot, layered_layout
 from .shipped import default_workflow, is_native_workflow_file, may_overwrite
 from .userfiles import Recovery, RecentFiles, config_dir
 
@@ -166,7 +166,7 @@ class EditorController:
         workflow = load_workflow(path, self.registry)
         native = may_overwrite(path)
         if not native:
-            self._lay_out_if_crowded(workflow.graph)
+            self._lay_out_if_crowded(workflow.graph, workflow.ui)
         self.problems = list(workflow.problems)
         self.ui, self.meta = dict(workflow.ui), dict(workflow.meta)
         self._replace_graph(workflow.graph, path)
@@ -197,15 +197,26 @@ class EditorController:
         skip = set(exclude)
         return [(*n.pos, *self.node_size(nid)) for nid, n in self.graph.nodes.items() if nid not in skip]
 
-    def _lay_out_if_crowded(self, graph: Graph) -> None:
+    def _lay_out_if_crowded(self, graph: Graph, ui: dict[str, Any]) -> None:
         """Another tool's nodes measure differently from ours (and one foreign node may
-        become several): when they would overlap here, lay the graph out in layers."""
+        become several): when they would overlap here, lay the graph out in layers, and
+        fit each group's frame around the nodes it held."""
+        from .groups import TITLE_HEIGHT, group_rect, members
+
         sizes = {nid: estimate_size(self.registry.get(n.type)) for nid, n in graph.nodes.items()}
         if not any_overlap((*graph.nodes[nid].pos, *size) for nid, size in sizes.items()):
             return
+        groups = [g for g in ui.get("groups") or [] if isinstance(g, dict) and group_rect(g)]
+        held = [members(g, {nid: n.pos for nid, n in graph.nodes.items()}) for g in groups]
         edges = [(l.source, l.target) for l in graph.iter_links()]
         for node_id, pos in layered_layout(edges, sizes).items():
             graph.nodes[node_id].pos = pos
+        for group, inside in zip(groups, held):
+            if inside:
+                box = bounds((*graph.nodes[n].pos, *sizes[n]) for n in inside)
+                margin = 12.0
+                group["pos"] = [box[0] - margin, box[1] - margin - TITLE_HEIGHT]
+                group["size"] = [box[2] + 2 * margin, box[3] + 2 * margin + TITLE_HEIGHT]
 
     def free_position(self, type_name: str, near: tuple[float, float]) -> tuple[float, float]:
         """Where a new node of ``type_name`` goes: ``near``, or the closest spot from

@@ -16,12 +16,12 @@ import networkx as nx
 Rect = tuple[float, float, float, float]
 
 GAP = 24.0  # the least space kept between a placed node and its neighbours
-LAYER_GAP = (70.0, 30.0)  # between layers (x) and between nodes of a layer (y)
+LAYER_GAP = (70.0, 40.0)  # between layers (x) and between nodes of a layer (y)
 ZOOM_LEVELS = (0.2, 0.25, 0.3, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 1.0, 1.15, 1.3, 1.5, 1.75, 2.0)
 
 # What a node measures at zoom 1 before it is drawn, from its declaration: a title bar,
 # one row per input and output, taller rows for multi-line text.
-NODE_WIDTH, TITLE_HEIGHT, ROW_HEIGHT, TEXT_BOX_HEIGHT = 250.0, 30.0, 24.0, 90.0
+NODE_WIDTH, TITLE_HEIGHT, ROW_HEIGHT, TEXT_BOX_HEIGHT = 250.0, 34.0, 26.0, 100.0  # measured at zoom 1
 
 
 def estimate_size(cls: type | None) -> tuple[float, float]:

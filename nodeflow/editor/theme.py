@@ -15,7 +15,8 @@ STATE_COLORS: dict[str, tuple[int, int, int]] = {
     "done": (46, 130, 70),
     "error": (180, 50, 50),
 }
-BYPASS_ALPHA = 90  # bypassed nodes are drawn see-through
+BYPASS_ALPHA = 90
+CANVAS_BACKGROUND = (24, 25, 30)  # bypassed nodes are drawn see-through
 
 
 def _lift(rgb: tuple[int, int, int], amount: int) -> tuple[int, ...]:
@@ -95,7 +96,7 @@ def global_theme() -> int:
             dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 6, 3)
             dpg.add_theme_color(dpg.mvThemeCol_WindowBg, (28, 29, 34))
             dpg.add_theme_color(dpg.mvThemeCol_ChildBg, (32, 33, 39))
-            dpg.add_theme_color(dpg.mvNodeCol_GridBackground, (24, 25, 30), category=dpg.mvThemeCat_Nodes)
+            dpg.add_theme_color(dpg.mvNodeCol_GridBackground, CANVAS_BACKGROUND, category=dpg.mvThemeCat_Nodes)
             dpg.add_theme_color(dpg.mvNodeCol_GridLine, (40, 42, 50), category=dpg.mvThemeCat_Nodes)
             dpg.add_theme_style(dpg.mvNodeStyleVar_NodeCornerRounding, 6, category=dpg.mvThemeCat_Nodes)
             dpg.add_theme_style(dpg.mvNodeStyleVar_LinkThickness, 3, category=dpg.mvThemeCat_Nodes)

@@ -96,6 +96,9 @@ class EditorHook:
         if cmd == "select":
             c.select(data["nodes"])
             return {"ok": True}
+        if cmd == "zoom":
+            app.canvas.zoom_by(int(data["steps"]))
+            return {"ok": True}
         if cmd == "fit":
             app.fit_all()
             return {"ok": True}
@@ -150,6 +153,9 @@ class EditorHook:
             "viewport": [dpg.get_viewport_client_width(), dpg.get_viewport_client_height()],
             "recovery_offered": dpg.is_item_shown(app.recovery_window),
             "dialog_shown": dpg.is_item_shown(app.file_dialog),
+            "groups": [{"title": g.get("title"), "pos": list(g["pos"]), "size": list(g["size"]),
+                        "screen": [*canvas.grid_to_screen(tuple(g["pos"]))]} for g in app.groups.groups()],
+            "group_items": len(dpg.get_item_children(app.groups.layer, 2) or []),
             "search": {"shown": app.search.shown, "pos": dpg.get_item_pos(app.search.window),
                        "types": [cls.type for cls in app.search._matches], "accepting": app.search.accepting},
             "fps": fps,
