@@ -5,6 +5,7 @@ progress words)."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -165,3 +166,29 @@ def test_the_status_bar_says_where_a_run_wrote_its_files(tmp_path):
     assert ctl.runner.view.status == "ok", ctl.runner.view.error
     assert str(tmp_path / "out" / "result.txt") in ctl.status
     assert ctl.written == [tmp_path / "out" / "result.txt"]
+
+
+def test_a_queue_of_runs_takes_new_seeds_each_time(ctl):
+    r = ctl.add_node("Random", (0, 0), {"seed": 7})
+    s = ctl.add_node("Sink", (300, 0))
+    ctl.connect(r, "value", s, "value")
+    assert ctl.run_queue(3, random.Random(1)) is None
+    seeds = []
+    deadline = time.monotonic() + 60
+    while ctl.runner.running or ctl.queued:
+        ctl.runner.wait(5)
+        ctl.poll()
+        seeds.append(ctl.graph.nodes[r].values["seed"])
+        assert time.monotonic() < deadline
+    assert ctl.runner.view.status == "ok" and "finished" in ctl.status
+    distinct = set([7] + seeds)
+    assert len(distinct) == 3  # the first run kept 7, the two after it got new seeds
+    last = ctl.graph.nodes[r].values["seed"]
+    assert ctl.undo() and ctl.graph.nodes[r].values["seed"] not in (last,)  # new seeds are an edit one can undo
+    assert ctl.graph.nodes[r].values["seed"] in distinct
+    # Interrupt drops what is still queued.
+    ctl.run_queue(5)
+    ctl.interrupt()
+    assert ctl.queued == 0
+    ctl.runner.wait(30)
+    ctl.poll()

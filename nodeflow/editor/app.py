@@ -131,6 +131,10 @@ class EditorApp:
                     dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=self.run)
                     dpg.add_menu_item(label="Interrupt", shortcut="Esc", callback=self.c.interrupt)
                 dpg.add_button(label="Run (Ctrl+Enter)", callback=self.run)
+                self.queue_count = dpg.add_input_int(label="times", default_value=1, min_value=1, max_value=100,
+                                                     min_clamped=True, max_clamped=True, width=90, step=1)
+                with dpg.tooltip(self.queue_count):
+                    dpg.add_text("Run this many times in a row; each run after the first gets new seeds")
                 dpg.add_button(label="Stop (Esc)", callback=self.c.interrupt)
                 dpg.add_button(label="Fit (Home)", callback=self.fit_all)
             with dpg.group(horizontal=True):
@@ -313,7 +317,8 @@ class EditorApp:
 
     def _typing(self) -> bool:
         """Whether a text box has the keyboard (then Del, Ctrl+C, +, F... edit the text)."""
-        boxes = [self.palette.filter, self.side.title_input, self.search.query, *self.canvas.widgets.values()]
+        boxes = [self.palette.filter, self.side.title_input, self.search.query, self.queue_count,
+                 *self.canvas.widgets.values()]
         return any(dpg.is_item_active(w) for w in boxes)
 
     def woke(self) -> None:
@@ -353,7 +358,7 @@ class EditorApp:
         self.canvas.request_fit(sorted(self.c.selection) or None)
 
     def run(self) -> None:
-        self.c.run()
+        self.c.run_queue(dpg.get_value(self.queue_count))
 
     def save(self) -> None:
         if self.c.path is None:

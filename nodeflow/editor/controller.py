@@ -8,10 +8,12 @@ and redraws from the model, so every user action is scriptable and testable head
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from ..fields import Seed
 from ..graph import Graph, GraphError, GraphEvent, NodeRemoved
 from ..insight import Insight, node_insight
 from ..node import Node
@@ -100,6 +102,9 @@ class EditorController:
         self._autosaved_revision = 0
         self._last_change = 0.0
         self._run_unreported = False  # a run ended whose outcome the status bar has not said yet
+        self.queued = 0  # runs still to start after this one (Run with a count)
+        self._queue_total = 0
+        self._rng = random.Random()
         self.graph = Graph(registry)
         self._unsubscribe = self.graph.subscribe(self._on_graph_event)
 
@@ -476,6 +481,26 @@ class EditorController:
         return f"{node.title or node.type} #{node_id}"
 
     # -------------------------------------------------------------------- run
+    def run_queue(self, count: int, rng: "random.Random | None" = None) -> str | None:
+        """Run ``count`` times one after the other, each later run with new seeds (every
+        Seed field not fed by a link gets a random value, an undoable edit as the dice
+        button makes). Returns why not, or None. Interrupt also drops the runs queued."""
+        count = max(1, int(count))
+        refused = self.run()
+        if refused is None:
+            self.queued, self._queue_total, self._rng = count - 1, count, rng or random.Random()
+        return refused
+
+    def _new_seeds(self) -> None:
+        edits = []
+        for node_id, node in self.graph.nodes.items():
+            cls = self.registry.get(node.type)
+            for name, field_decl in (cls.inputs.items() if cls else ()):
+                if isinstance(field_decl, Seed) and self.graph.link_into(node_id, name) is None:
+                    edits.append(SetValue(node_id, name, self._rng.randint(0, 2**64 - 1)))
+        if edits:
+            self.edit_many(edits, "new seeds")
+
     def run(self, outputs: list[str] | None = None) -> str | None:
         """Start running the graph in the background; returns why not, or None."""
         if self.runner.running:
@@ -495,6 +520,7 @@ class EditorController:
         return self.complain(message)
 
     def interrupt(self) -> None:
+        self.queued = 0
         if self.runner.running:
             self.runner.interrupt()
             self.say("interrupting at the next step...")
@@ -515,6 +541,14 @@ class EditorController:
                 where = f" in {self.label(view.error_node)}" if view.error_node else ""
                 self.complain(f"failed{where}: {view.error}")
             self._emit(RunEnded(view.status))
+            if self.queued and view.status == "ok":
+                self.queued -= 1
+                self._new_seeds()
+                done = self._queue_total - self.queued - 1
+                if self.run() is None:
+                    self.say(f"running {done + 1} of {self._queue_total} (new seeds)...")
+            else:
+                self.queued = 0
         return changed
 
     # ---------------------------------------------------------------- insight
