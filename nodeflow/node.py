@@ -164,6 +164,22 @@ class Node:
         return None
 
     @classmethod
+    def output_facts(cls, values: Mapping[str, Any], settings: Mapping[str, Any]) -> Mapping[str, Any]:
+        """What a host can know about this node's outputs from its widget values alone,
+        before anything runs, e.g. a loader's ``{"native_size": 512}`` (the image side its
+        model was trained at). Handed to the nodes downstream through :meth:`advise`.
+        Must be cheap (read a config file, never weights); default: nothing known."""
+        return {}
+
+    @classmethod
+    def advise(cls, values: Mapping[str, Any], upstream: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Advice for the editor from ``upstream`` (the merged :meth:`output_facts` of the
+        nodes this one depends on): values this node would best start from, which the
+        editor applies to fields still at their defaults when the node gets linked, and
+        warnings ``{field: message}`` shown on the node before a run. Default: none."""
+        return {}, {}
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "type": cls.type,

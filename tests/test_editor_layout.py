@@ -192,3 +192,21 @@ def test_a_queue_of_runs_takes_new_seeds_each_time(ctl):
     assert ctl.queued == 0
     ctl.runner.wait(30)
     ctl.poll()
+
+
+def test_an_empty_latent_takes_the_connected_models_native_size_and_warns_far_from_it(tmp_path):
+    from nodeflow.registry import default_registry
+
+    ctl = EditorController(default_registry(), config_folder=tmp_path / "config")
+    model = ctl.add_node("Checkpoint", (0, 0), {"checkpoint": "shapes"})  # the bundled model, trained at 32x32
+    latent = ctl.add_node("EmptyLatent", (300, 0))
+    assert ctl.graph.nodes[latent].values["width"] == 512  # nothing connected: the class default
+    assert ctl.advice(latent) == ({}, {})
+    assert ctl.connect(model, "model", latent, "model") is None
+    assert (ctl.graph.nodes[latent].values["width"], ctl.graph.nodes[latent].values["height"]) == (32, 32)
+    assert "32" in ctl.status and ctl.advice(latent)[1] == {}
+    ctl.set_value(latent, "width", 512)  # asked for far more than the model knows
+    _, warnings = ctl.advice(latent)
+    assert set(warnings) == {"width"} and "native 32 px" in warnings["width"]
+    ctl.undo(), ctl.undo()  # the native size was one step, the link another
+    assert ctl.graph.nodes[latent].values["width"] == 512 and ctl.graph.link_into(latent, "model") is not None

@@ -512,6 +512,7 @@ class EditorApp:
             self.canvas.show_states(view.node_states)
             self.canvas.show_run_pictures(view.images)
         self.canvas.each_frame()
+        self.canvas.show_advice()
         if self.groups.dragging and dpg.is_mouse_button_down(dpg.mvMouseButton_Left):
             self.groups.drag(mouse)
         self.groups.each_frame()

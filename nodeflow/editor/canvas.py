@@ -72,6 +72,8 @@ class Canvas:
         self.widgets: dict[tuple[str, str], int] = {}  # (node id, input name) -> dpg widget
         self.links: dict[Link, int] = {}
         self.thumbs: dict[str, tuple[int, int, Any]] = {}  # node id -> (texture, image item, picture shown)
+        self.warnings: dict[str, int] = {}  # node id -> its warning text
+        self._advice_key: object = None
         self._zoomed: list[tuple[int, float, float | None]] = []  # (item, width, height) at zoom 1
         self._indents: list[tuple[int, float]] = []
         self._states: dict[str, str] = {}
@@ -113,7 +115,9 @@ class Canvas:
             self.view = View()
         else:
             dpg.delete_item(self.editor, children_only=True)
-        for table in (self.nodes, self.placed, self.attrs, self.attr_owner, self.widgets, self.links, self.thumbs):
+        self._advice_key = None
+        for table in (self.nodes, self.placed, self.attrs, self.attr_owner, self.widgets, self.links, self.thumbs,
+                      self.warnings):
             table.clear()
         self._zoomed.clear(), self._indents.clear()
         self._last_shown_selection = []
@@ -232,6 +236,7 @@ class Canvas:
         item = self.nodes.pop(node_id, None)
         self.placed.pop(node_id, None)
         self.thumbs.pop(node_id, None)
+        self.warnings.pop(node_id, None)
         if item is not None:
             dpg.delete_item(item)
         alive = lambda entry: dpg.does_item_exist(entry[0])  # noqa: E731
@@ -275,6 +280,28 @@ class Canvas:
         state = self._states.get(node_id, "idle")
         marked = node_id in self._marked
         dpg.bind_item_theme(self.nodes[node_id], self.themes.node(state, node.mode == "bypass", marked))
+
+    # ---------------------------------------------------------------- warnings
+    def show_advice(self) -> None:
+        """Each advised node's warnings (a size far from its model's) in yellow at its
+        foot; recomputed only after an edit."""
+        key = (self.c.history.revision, id(self.c.graph), len(self.nodes))
+        if key == self._advice_key:
+            return
+        self._advice_key = key
+        for node_id in self.c.advised_nodes():
+            if node_id not in self.nodes:
+                continue
+            _, warnings = self.c.advice(node_id)
+            text = "\n".join(f"{name}: {message}" for name, message in warnings.items())
+            item = self.warnings.get(node_id)
+            if item is None and text:
+                with dpg.node_attribute(parent=self.nodes[node_id], attribute_type=dpg.mvNode_Attr_Static):
+                    item = dpg.add_text(text, color=(235, 190, 80), wrap=self.scaled(WIDGET_WIDTH + 60))
+                self.warnings[node_id] = item
+            elif item is not None:
+                dpg.set_value(item, text)
+                dpg.configure_item(item, show=bool(text))
 
     # ---------------------------------------------------------------- pictures
     def _thumb(self, node_id: str) -> tuple[int, int, Any]:

@@ -352,6 +352,54 @@ class EditorController:
         self.selection = {command.node_id}  # type: ignore[arg-type]
         return command.node_id
 
+    # ------------------------------------------------------------------ advice
+    def upstream_facts(self, node_id: str) -> dict[str, Any]:
+        """The :meth:`Node.output_facts` of every node ``node_id`` depends on, merged
+        (the nearest wins)."""
+        import networkx as nx
+
+        settings = self.runner.run_options.get("settings") or {}
+        distance = nx.single_source_shortest_path_length(self.graph.dag.reverse(copy=False), node_id)
+        facts: dict[str, Any] = {}
+        for ancestor in sorted((a for a in distance if a != node_id), key=lambda a: -distance[a]):
+            node = self.graph.nodes[ancestor]
+            cls = self.registry.get(node.type)
+            if cls is not None and node.mode != "bypass":
+                try:
+                    facts.update(cls.output_facts(dict(node.values), settings) or {})
+                except Exception:  # a broken hook gives no facts, never breaks the editor
+                    pass
+        return facts
+
+    def advice(self, node_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """What the node's :meth:`Node.advise` hook says: (better defaults, warnings)."""
+        node = self.graph.nodes.get(node_id)
+        cls = self.registry.get(node.type) if node else None
+        if cls is None or cls.advise.__func__ is Node.advise.__func__:  # type: ignore[attr-defined]
+            return {}, {}
+        try:
+            defaults, warnings = cls.advise(dict(node.values), self.upstream_facts(node_id))
+        except Exception:
+            return {}, {}
+        return dict(defaults or {}), dict(warnings or {})
+
+    def advised_nodes(self) -> list[str]:
+        return [nid for nid, n in self.graph.nodes.items()
+                if (cls := self.registry.get(n.type)) is not None and cls.advise.__func__ is not Node.advise.__func__]  # type: ignore[attr-defined]
+
+    def _take_advice(self, node_id: str) -> None:
+        """A node just linked takes the values its inputs suggest, where it still has its
+        defaults (an EmptyLatent fed by the bundled model becomes 32x32): one undo step."""
+        cls = self.registry.get(self.graph.nodes[node_id].type)
+        defaults, _ = self.advice(node_id)
+        values = self.graph.nodes[node_id].values
+        edits = [SetValue(node_id, name, value) for name, value in defaults.items()
+                 if name in cls.inputs and values.get(name) == cls.inputs[name].default and value != values.get(name)
+                 and self.graph.link_into(node_id, name) is None]
+        if edits and self.edit_many(edits, "values suited to its input"):
+            shown = ", ".join(f"{e.name} {e.value}" for e in edits)
+            self.say(f"{self.label(node_id)} takes {shown} from what feeds it (Ctrl+Z to undo)")
+
     def output_type(self, node_id: str, output: str) -> str | None:
         node = self.graph.nodes.get(node_id)
         cls = self.registry.get(node.type) if node else None
@@ -385,6 +433,7 @@ class EditorController:
         if not self.execute(command):
             return None
         self.selection = {node_id}
+        self._take_advice(node_id)
         return node_id
 
     def connect(self, source: str, output: str, target: str, input_name: str) -> str | None:
@@ -393,7 +442,8 @@ class EditorController:
         reason = self.graph.check_link(source, output, target, input_name)
         if reason is not None:
             return self.complain(f"cannot link {self.label(source)}.{output} to {self.label(target)}.{input_name}: {reason}")
-        self.execute(Connect(source, output, target, input_name))
+        if self.execute(Connect(source, output, target, input_name)):
+            self._take_advice(target)
         return None
 
     def disconnect(self, target: str, input_name: str) -> bool:

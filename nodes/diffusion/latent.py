@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 from nodeflow.fields import Choice, Float, Int, Output, Socket
 from nodeflow.limits import check_pixels
 from nodeflow.node import Node, NodeError, RunContext
@@ -44,6 +46,20 @@ class EmptyLatent(Node):
     vae = Socket("VAE", optional=True, tooltip="tells the latent shape of the model family")
     model = Socket("MODEL", optional=True, tooltip="tells the latent shape when no VAE is connected")
     outputs = (Output("latent", "LATENT"),)
+
+    @classmethod
+    def advise(cls, values: Mapping[str, Any], upstream: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The connected model's native size as the default; a warning far from it (a
+        model makes poor images away from its training size, and a larger one is slow)."""
+        native = upstream.get("native_size")
+        if not isinstance(native, int) or native <= 0:
+            return {}, {}
+        warnings = {}
+        for name in ("width", "height"):
+            value = values.get(name)
+            if isinstance(value, int) and not native / 2 <= value <= native * 2:
+                warnings[name] = f"{value} px is far from the model's native {native} px: expect a poor or slow result"
+        return {"width": native, "height": native}, warnings
 
     def run(
         self, ctx: RunContext, width: int, height: int, batch: int,

@@ -45,6 +45,23 @@ def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -
     return list_models(cls.inputs[field_name].folder, settings)
 
 
+def _native_size(cls: type[Node], values: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """The image side a diffusers-folder model was trained at, from its configs alone
+    (the UNet's sample size times the VAE's scale factor); nothing for a single file."""
+    import json
+
+    from ._paths import resolve_model_path
+
+    name = next((n for n, f in cls.inputs.items() if isinstance(f, FileChoice)), None)
+    try:
+        path = resolve_model_path(values[name], cls.inputs[name].folder, settings)
+        unet = json.loads((path / "unet" / "config.json").read_text())
+        vae = json.loads((path / "vae" / "config.json").read_text())
+        return {"native_size": int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)}
+    except (NodeError, OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 class Checkpoint(Node):
     type = "Checkpoint"
     display_name = "Load Checkpoint"
@@ -64,6 +81,7 @@ class Checkpoint(Node):
     prediction = _PREDICTION
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    output_facts = classmethod(_native_size)
     outputs = (
         Output("model", "MODEL", "The denoising UNet and its noise schedule"),
         Output("clip", "CLIP", "Tokenizer(s) and text encoder(s)"),
