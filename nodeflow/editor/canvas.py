@@ -279,7 +279,7 @@ class Canvas:
         node = self.c.graph.nodes[node_id]
         state = self._states.get(node_id, "idle")
         marked = node_id in self._marked
-        dpg.bind_item_theme(self.nodes[node_id], self.themes.node(state, node.mode == "bypass", marked))
+        dpg.bind_item_theme(self.nodes[node_id], self.themes.node(state, node.mode == "bypass", marked, self.view.zoom))
 
     # ---------------------------------------------------------------- warnings
     def show_advice(self) -> None:
@@ -420,8 +420,9 @@ class Canvas:
         self.view = view
         if zoom_changed:
             dpg.bind_item_theme(self.editor, self._zoom_theme())
-            for item in self.nodes.values():
+            for node_id, item in self.nodes.items():
                 self._bind_font(item)
+                self._apply_theme(node_id)
             for item, width, height in self._zoomed:
                 options = {"width": self.scaled(width)}
                 if height is not None:

@@ -25,14 +25,16 @@ def _lift(rgb: tuple[int, int, int], amount: int) -> tuple[int, ...]:
 
 class Themes:
     def __init__(self) -> None:
-        self._node: dict[tuple[str, bool, bool], int] = {}
+        self._node: dict[tuple[str, bool, bool, float], int] = {}
         self._pin: dict[str, int] = {}
         self._link: dict[str, int] = {}
 
-    def node(self, state: str, bypassed: bool, selected: bool = False) -> int:
+    def node(self, state: str, bypassed: bool, selected: bool = False, zoom: float = 1.0) -> int:
         """Title bar by run state, see-through when bypassed, a bright outline when
-        selected (Dear PyGui cannot select nodes itself, e.g. after Select all)."""
-        key = (state, bypassed, selected)
+        selected (Dear PyGui cannot select nodes itself, e.g. after Select all); the
+        spacing inside the node at ``zoom`` (a node's own theme is the one whose style
+        its widgets take, so the zoom's paddings live here, not on the canvas)."""
+        key = (state, bypassed, selected, zoom)
         if key not in self._node:
             r, g, b = STATE_COLORS.get(state, STATE_COLORS["idle"])
             alpha = BYPASS_ALPHA if bypassed else 255
@@ -49,6 +51,11 @@ class Themes:
                     dpg.add_theme_style(dpg.mvNodeStyleVar_NodeBorderThickness, 2.5, category=nodes)
                 if bypassed:
                     dpg.add_theme_color(dpg.mvThemeCol_Text, (200, 200, 200, 110))
+                dpg.add_theme_style(dpg.mvNodeStyleVar_NodePadding, 8 * zoom, 8 * zoom, category=nodes)
+                dpg.add_theme_style(dpg.mvNodeStyleVar_NodeCornerRounding, 6 * zoom, category=nodes)
+                dpg.add_theme_style(dpg.mvStyleVar_FramePadding, 6 * zoom, 3 * zoom)
+                dpg.add_theme_style(dpg.mvStyleVar_ItemSpacing, 8 * zoom, 4 * zoom)
+                dpg.add_theme_style(dpg.mvStyleVar_ItemInnerSpacing, 4 * zoom, 4 * zoom)
             self._node[key] = theme
         return self._node[key]
 
