@@ -49,7 +49,7 @@ def main() -> None:
 
     print(f"import diffusers+transformers: {(time.perf_counter() - start) * 1000:8.0f} ms")
 
-    from nodeflow.model.node import RunContext
+    from nodeflow import RunContext
     from nodes.diffusion.loaders import Checkpoint
     from nodes.diffusion.text import TextEncoder
     from tests.support.tiny_models import build_tiny_sd, build_tiny_sdxl, save_single_file

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 import torch  # noqa: E402
 
-from nodeflow.model.node import RunContext  # noqa: E402
+from nodeflow import RunContext  # noqa: E402
 from nodes.diffusion.impl.samplers import SAMPLERS, make_scheduler  # noqa: E402
 from nodes.diffusion.types import Conditioning, DiffusionModel, Latent, ModelFamily, NoiseSource  # noqa: E402
 from nodes.diffusion.sampling import CFG, Sampler  # noqa: E402

@@ -24,7 +24,8 @@ from tests.support.testpack import make_registry  # noqa: E402
 
 from nodeflow.model.graph import Graph  # noqa: E402
 from nodeflow.model.validation import validate  # noqa: E402
-from nodeflow.files.workflow import save_workflow, workflow_from_json, workflow_to_json  # noqa: E402
+from nodeflow.files.workflow import save_workflow, workflow_to_json  # noqa: E402
+from nodeflow.files.open import workflow_from_json  # noqa: E402
 
 
 def build(nodes: int, width: int = 50) -> Graph:

@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 from nodeflow.files.pngmeta import PNG_SIGNATURE  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
 from nodeflow.model.validation import validate  # noqa: E402
-from nodeflow.files.workflow import WorkflowError, workflow_from_dict, workflow_from_json  # noqa: E402
+from nodeflow.files.workflow import WorkflowError  # noqa: E402
+from nodeflow.files.open import workflow_from_dict, workflow_from_json  # noqa: E402
 from nodes.diffusion.comfyui import MAPPINGS, UI_ONLY  # noqa: E402
 
 SEEDS_NATIVE = [json.loads(p.read_text()) for p in sorted((ROOT / "workflows").glob("*.json"))]

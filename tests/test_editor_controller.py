@@ -12,7 +12,7 @@ from tests.support import testpack
 from nodeflow.editor.commands import AddNode, History, SetValue
 from nodeflow.editor.controller import EditorController, search_node_types
 from nodeflow.model.hooks import node_insight
-from nodeflow.files.workflow import load_workflow
+from nodeflow.files.open import load_workflow
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ saved workflows diff well, and atomic (see :mod:`nodeflow.files.atomic`).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import dataclass, field
@@ -21,8 +20,8 @@ from typing import Any, Mapping
 
 from nodeflow.files.atomic import write_atomically
 from nodeflow.model.graph import Graph, Link, NodeInstance
-from nodeflow.files.migrations import MigrationError, migrate
-from nodeflow.model.node import Node
+from nodeflow.files.migrations import MigrationError, migrate, upgrade_node_values
+from nodeflow.model.errors import NodeflowError
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.model.problems import Problem, ProblemCode, node_order_key
 
@@ -40,7 +39,7 @@ TOP_KEYS = ("format", "version", "meta", "nodes", "links", "ui")
 NODE_KEYS = ("id", "type", "title", "mode", "version", "values")
 
 
-class WorkflowError(ValueError):
+class WorkflowError(NodeflowError, ValueError):
     """A file that is not a readable workflow; the message says where and why."""
 
 
@@ -66,59 +65,36 @@ class Workflow:
 
 
 # ============================================================================ reading
-def load_workflow(path: str | os.PathLike[str], registry: NodeRegistry) -> Workflow:
-    """Read a workflow file. Raises FileNotFoundError when there is no such file, and
-    WorkflowError for anything else that stops it loading (unreadable, malformed)."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:  # a folder, no permission, an I/O error
-        raise WorkflowError(f"cannot read the file: {exc.strerror or exc}") from None
-    return workflow_from_json(data, registry)
-
-
-def workflow_from_json(text: str | bytes, registry: NodeRegistry) -> Workflow:
-    """Parse workflow JSON (a file's bytes or text, e.g. from the clipboard)."""
+# Opening a file (which may be an image or another tool's format) starts at the front
+# door, nodeflow.files.open; this module reads only nodeflow's own documents.
+def read_document(text: str | bytes) -> Any:
+    """Parsed JSON of a workflow file's bytes or text, within the size limit."""
     if len(text) > MAX_FILE_BYTES:
         raise WorkflowError(f"the file is larger than the limit of {MAX_FILE_BYTES // (1024 * 1024)} MB")
-    if isinstance(text, bytes) and text.startswith(b"\x89PNG"):  # an image that carries a workflow
-        from nodeflow.files.importers import workflow_from_png
-
-        return workflow_from_png(text, registry)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise WorkflowError(f"the file is not UTF-8 text (bad byte at offset {exc.start})") from None
-    data = _parse_json(text)
-    if _is_foreign(data):
-        data = _converted(data, registry)
+    return _parse_json(text)
+
+
+def is_native(data: Any) -> bool:
+    """Whether parsed ``data`` claims to be a nodeflow document (it has a "format")."""
+    return not (isinstance(data, dict) and "format" not in data)
+
+
+def native_workflow(data: Any, registry: NodeRegistry, owned: bool = False) -> Workflow:
+    """The :class:`Workflow` in a native document (any version). ``data`` is left as it
+    is unless ``owned`` (the caller parsed it and hands it over)."""
     version = _check_document(data)
-    return _build(data, version, registry)  # the parsed data is ours: no need to copy it
+    return _build(data if owned else _copy_json(data), version, registry)
 
 
-def workflow_from_dict(data: Any, registry: NodeRegistry) -> Workflow:
-    """Build a :class:`Workflow` from parsed JSON (any version); ``data`` is not modified."""
-    if _is_foreign(data):
-        data = _converted(data, registry)  # a new document: no need to copy it
-        return _build(data, _check_document(data), registry)
-    version = _check_document(data)
-    return _build(_copy_json(data), version, registry)
-
-
-def _is_foreign(data: Any) -> bool:
-    return isinstance(data, dict) and "format" not in data
-
-
-def _converted(data: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
-    """Another tool's workflow (e.g. ComfyUI's) as a native document, by the importer
-    a node pack provides (see nodeflow.files.importers); within the same limits as ours."""
-    from nodeflow.files.importers import convert_foreign
-
-    _check_limits(data)
-    return convert_foreign(data, registry)
+def check_limits(data: Any) -> None:
+    """Refuse parsed JSON over the size limits, before anything looks inside it."""
+    if isinstance(data, dict):
+        _check_limits(data)
 
 
 def _check_document(data: Any) -> int:
@@ -293,49 +269,11 @@ def _add_node(
     cls = graph.registry.get(type_name)
     version = stored
     if cls is not None and stored is not None:
-        values, version, renames[node_id] = _upgrade_values(cls, node_id, values, stored, problems)
+        values, version, renames[node_id] = upgrade_node_values(cls, node_id, values, stored, problems)
     pos, size = placements.get(node_id, ((0, 0), None))
     node = graph.add_node(type_name, values, node_id, title, mode, pos, size, check=False)
     node.version = version
     return node_id
-
-
-def _upgrade_values(
-    cls: type[Node], node_id: str, values: dict[str, Any], stored: int, problems: list[Problem]
-) -> tuple[dict[str, Any], int | None, Mapping[str, str]]:
-    """Values brought up to the installed class version, the version they now follow
-    (None: the class's own), and the ports renamed since (for the node's links). Values
-    that cannot be upgraded are kept as saved, with their links."""
-    if stored > cls.version:
-        problems.append(
-            Problem(
-                ProblemCode.NEWER_NODE_VERSION,
-                f"saved by version {stored} of {cls.type}, but version {cls.version} is installed; "
-                "update the node pack",
-                node_id,
-                cls.type,
-            )
-        )
-        return values, stored, {}
-    if stored == cls.version:
-        return values, None, {}
-    try:
-        renamed = dict(cls.renamed_ports(stored))
-        moved = {renamed.get(name, name): value for name, value in values.items()}
-        upgraded = cls.migrate_values(copy.deepcopy(moved), stored)
-        if not isinstance(upgraded, dict):
-            raise TypeError(f"migrate_values returned {type(upgraded).__name__}, not a dict")
-    except Exception as exc:  # a pack's bug must not stop the file from loading
-        problems.append(
-            Problem(
-                ProblemCode.MIGRATION_FAILED,
-                f"could not upgrade its values from version {stored} to {cls.version}: {exc}",
-                node_id,
-                cls.type,
-            )
-        )
-        return values, stored, {}
-    return upgraded, None, renamed
 
 
 def _add_link(

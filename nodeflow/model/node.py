@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 if TYPE_CHECKING:
     from nodeflow.model.types import DataType
 
-from nodeflow.model.context import Interrupted, RunContext, RunSettings  # noqa: F401 (re-exported)
+from nodeflow.model.context import RunContext
 from nodeflow.model.errors import NodeflowError
 from nodeflow.model.fields import Input, Output, Widget
 

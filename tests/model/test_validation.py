@@ -8,9 +8,9 @@ import pytest
 
 from nodeflow.model.fields import Float, Output, Socket
 from nodeflow.model.graph import Graph
-from nodeflow.model.node import Node
+from nodeflow import Node
 from nodeflow.model.validation import Problem, ValidationError, check, validate
-from nodeflow.files.workflow import load_workflow, workflow_from_json
+from nodeflow.files.open import load_workflow, workflow_from_json
 from tests.support.testpack import make_registry
 from nodeflow import FLOAT
 
