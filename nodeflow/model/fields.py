@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Sequence
 
 from nodeflow.model.errors import NodeflowError
 from nodeflow.model.types import BOOLEAN, FLOAT, INT, STRING, DataType, require_data_type
+from nodeflow.model.values import is_int, show
 
 _MISSING: Any = object()
 
@@ -99,8 +100,6 @@ class Widget(Input):
         return out
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(eq=False)
@@ -118,8 +117,8 @@ class Int(Widget):
     def validate(self, value: Any) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not _is_int(value):
-            raise FieldError(f"expected a whole number, got {_show(value)}")
+        if not is_int(value):
+            raise FieldError(f"expected a whole number, got {show(value)}")
         if self.min is not None and value < self.min:
             raise FieldError(f"{value} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
@@ -157,7 +156,7 @@ class Float(Widget):
 
     def validate(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise FieldError(f"expected a number, got {_show(value)}")
+            raise FieldError(f"expected a number, got {show(value)}")
         value = float(value)
         if not math.isfinite(value):
             raise FieldError(f"expected a finite number, got {value}")
@@ -187,7 +186,7 @@ class String(Widget):
 
     def validate(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise FieldError(f"expected text, got {_show(value)}")
+            raise FieldError(f"expected text, got {show(value)}")
         if len(value) > self.max_length:
             raise FieldError(f"text of {len(value)} characters is longer than the limit {self.max_length}")
         return value
@@ -210,7 +209,7 @@ class Bool(Widget):
 
     def validate(self, value: Any) -> bool:
         if not isinstance(value, bool):
-            raise FieldError(f"expected true or false, got {_show(value)}")
+            raise FieldError(f"expected true or false, got {show(value)}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
@@ -241,7 +240,7 @@ class Choice(Widget):
 
     def validate(self, value: Any) -> str:
         if value not in self.choices:
-            raise FieldError(f"{_show(value)} is not one of: {', '.join(self.choices)}")
+            raise FieldError(f"{show(value)} is not one of: {', '.join(self.choices)}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
@@ -271,7 +270,7 @@ class FileChoice(Widget):
 
     def validate(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise FieldError(f"expected a file name, got {_show(value)}")
+            raise FieldError(f"expected a file name, got {show(value)}")
         if len(value) > 4096:
             raise FieldError("file name is longer than 4096 characters")
         if "\x00" in value:
@@ -313,8 +312,3 @@ def _bounded(schema: dict[str, Any], lo: Any, hi: Any) -> dict[str, Any]:
     if hi is not None:
         schema["maximum"] = hi
     return schema
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
