@@ -43,6 +43,8 @@ from nodeflow.model.graph import Graph, GraphError, Link, NodeInstance, NodeMode
 from nodeflow.model.node import Node
 from nodeflow.model.context import RunContext
 
+BYPASS = NodeMode.BYPASS  # bound once: compared for every node of every run
+
 
 @dataclass(frozen=True)
 class Const:
@@ -93,7 +95,7 @@ class Plan:
 
 def default_outputs(graph: Graph) -> list[str]:
     """Every output node that is not bypassed."""
-    return [nid for nid in graph.output_nodes() if graph.nodes[nid].mode != NodeMode.BYPASS]
+    return [nid for nid in graph.output_nodes() if graph.nodes[nid].mode != BYPASS]
 
 
 def build_plan(
@@ -133,7 +135,7 @@ def build_plan(
 
     def feeding_links(node_id: str) -> list[Link]:
         linked = links_into.get(node_id, {})
-        if graph.nodes[node_id].mode != NodeMode.BYPASS:
+        if graph.nodes[node_id].mode != BYPASS:
             return list(linked.values())
         choices = passthrough[node_id] = _bypass_choices(class_of(node_id), graph.nodes[node_id], linked)
         return [choice for choice in choices.values() if isinstance(choice, Link)]

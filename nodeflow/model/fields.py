@@ -56,9 +56,9 @@ class Input:
             out["optional"] = True
         return out
 
-    @property
-    def data_type(self) -> str:  # pragma: no cover - overridden
-        raise NotImplementedError
+    # The name of the DataType a link into this input must carry (read on every link check,
+    # so a plain attribute: a class attribute for widgets, set per socket in its __init__).
+    data_type: ClassVar[str] = ""
 
 
 @dataclass(eq=False)
@@ -71,10 +71,7 @@ class Socket(Input):
     def __init__(self, type: DataType, tooltip: str = "", optional: bool = False):
         super().__init__(tooltip=tooltip, optional=optional)
         self.type = require_data_type(type, "Socket")
-
-    @property
-    def data_type(self) -> str:
-        return self.type.name
+        self.data_type = self.type.name  # type: ignore[misc]
 
 
 @dataclass(eq=False)
@@ -110,9 +107,7 @@ class Int(Widget):
     step: int = 1
     kind: ClassVar[str] = "int"
 
-    @property
-    def data_type(self) -> str:
-        return INT.name
+    data_type: ClassVar[str] = INT.name
 
     def validate(self, value: Any) -> int:
         if isinstance(value, float) and value.is_integer():
@@ -150,9 +145,7 @@ class Float(Widget):
     step: float = 0.01
     kind: ClassVar[str] = "float"
 
-    @property
-    def data_type(self) -> str:
-        return FLOAT.name
+    data_type: ClassVar[str] = FLOAT.name
 
     def validate(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -180,9 +173,7 @@ class String(Widget):
     max_length: int = 100_000
     kind: ClassVar[str] = "string"
 
-    @property
-    def data_type(self) -> str:
-        return STRING.name
+    data_type: ClassVar[str] = STRING.name
 
     def validate(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -203,9 +194,7 @@ class Bool(Widget):
     default: bool = False
     kind: ClassVar[str] = "bool"
 
-    @property
-    def data_type(self) -> str:
-        return BOOLEAN.name
+    data_type: ClassVar[str] = BOOLEAN.name
 
     def validate(self, value: Any) -> bool:
         if not isinstance(value, bool):
@@ -234,9 +223,7 @@ class Choice(Widget):
         if self.default not in self.choices:
             raise ValueError(f"default {self.default!r} is not one of the choices")
 
-    @property
-    def data_type(self) -> str:
-        return STRING.name
+    data_type: ClassVar[str] = STRING.name
 
     def validate(self, value: Any) -> str:
         if value not in self.choices:
@@ -264,9 +251,7 @@ class FileChoice(Widget):
     default: str = ""
     kind: ClassVar[str] = "file"
 
-    @property
-    def data_type(self) -> str:
-        return STRING.name
+    data_type: ClassVar[str] = STRING.name
 
     def validate(self, value: Any) -> str:
         if not isinstance(value, str):
@@ -291,13 +276,11 @@ class Output:
     name: str
     type: DataType
     tooltip: str = ""
+    data_type: str = field(init=False, compare=False, repr=False)  # the type's name, read on every link check
 
     def __post_init__(self) -> None:
         require_data_type(self.type, f"Output {self.name!r}")
-
-    @property
-    def data_type(self) -> str:
-        return self.type.name
+        object.__setattr__(self, "data_type", self.type.name)
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "type": self.type.name}

@@ -157,7 +157,7 @@ class Graph:
         inp = dst_cls.inputs.get(input_name)
         if inp is None:
             return f"{dst_cls.type} has no input {input_name!r}"
-        if not is_compatible(out.type, inp.data_type):
+        if not is_compatible(out.data_type, inp.data_type):
             return f"{src_cls.type}.{output} gives {out.type}, but {dst_cls.type}.{input_name} takes {inp.data_type}"
         if target in self.ancestors([source]):
             return "the link would make a cycle"
