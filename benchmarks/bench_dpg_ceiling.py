@@ -3,7 +3,7 @@ node editor (no nodeflow code), at the editor's window size, for comparison with
 bench_editor.py. Under Xvfb the drawing is done on the CPU (Mesa llvmpipe), and the node
 editor's cost grows with the canvas area, so this is the ceiling the editor can reach.
 
-    .venv/bin/python benchmarks/bench_dpg_ceiling.py          # starts its own Xvfb
+    .venv/bin/python -m benchmarks.bench_dpg_ceiling          # starts its own Xvfb
 """
 
 from __future__ import annotations
@@ -58,8 +58,7 @@ def main() -> int:
         nodes = None if sys.argv[2] == "none" else int(sys.argv[2])
         print(json.dumps(measure(nodes, int(sys.argv[3]), int(sys.argv[4]))))
         return 0
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-    from bench_editor import start_xvfb
+    from benchmarks.bench_editor import start_xvfb
 
     display, server = start_xvfb("1600x1000")
     try:

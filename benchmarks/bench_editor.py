@@ -2,8 +2,8 @@
 editor, frames per second idle and while a run is going, at 10 and 200 nodes, and the
 time to open a 200-node workflow.
 
-    .venv/bin/python benchmarks/bench_editor.py [--nodes 10 200] [--seconds 5]
-    .venv/bin/python benchmarks/bench_editor.py --app-root /some/older/checkout   # "before"
+    .venv/bin/python -m benchmarks.bench_editor [--nodes 10 200] [--seconds 5]
+    .venv/bin/python -m benchmarks.bench_editor --app-root /some/older/checkout   # "before"
 
 Targets: idle CPU under 5% of a core; opens in under 2 s; at least 30 FPS while working.
 Under Xvfb the drawing is done by the CPU (Mesa llvmpipe, in the editor's process), so
@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
-from editor_gui_app import registry  # noqa: E402
-from nodeflow.graph import Graph  # noqa: E402
-from nodeflow.workflow import save_workflow  # noqa: E402
+from nodeflow.files.workflow import save_workflow  # noqa: E402
+from nodeflow.model.graph import Graph  # noqa: E402
+from tests.editor_gui_app import registry  # noqa: E402
 
 CHAIN = ("Number", "Slow", "Add", "Multiply", "Sink")
 
@@ -183,7 +182,7 @@ def screenshot(args: argparse.Namespace) -> None:
                "NODEFLOW_CONFIG_DIR": str(work / "cfg"), "HF_HUB_OFFLINE": "1"}
         workflow = Path(args.workflow).resolve()
         if args.tiny_model:
-            from tiny_models import build_tiny_sd
+            from tests.support.tiny_models import build_tiny_sd
 
             build_tiny_sd(work / "models" / "checkpoints" / "tiny")
             env["NODEFLOW_MODELS"] = str(work / "models")

@@ -3,7 +3,8 @@
 ``python tests/editor_gui_app.py WORKFLOW`` opens the real editor with the test node
 pack plus two picture nodes (so a run shows an image without any model), remote
 controlled through ``NODEFLOW_EDITOR_HOOK`` (tests/support/editor_hook.py, installed as a
-frame hook: the product editor carries no test code).
+frame hook: the product editor carries no test code). ``NODEFLOW_TEST_REGISTRY=installed``
+uses the installed packs instead (the default workflow, ComfyUI imports).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE / "support"), str(HERE.parent)]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from nodeflow import Float, Int, Node, Output, Socket  # noqa: E402
-from nodeflow.types import register_data_type  # noqa: E402
 
-IMAGE = register_data_type("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]").name
+from nodes.diffusion.types import IMAGE  # noqa: E402  (the pack's type, so previews and links match)
 
 
 class Sunset(Node):
@@ -65,11 +64,11 @@ class ShowImage(Node):
 def registry():
     import os
 
-    if os.environ.get("NODEFLOW_TEST_REGISTRY") == "installed":  # the shipped packs, for the default workflow
-        from nodeflow.registry import default_registry
+    if os.environ.get("NODEFLOW_TEST_REGISTRY") == "installed":
+        from nodeflow.model.registry import default_registry
 
         return default_registry()
-    from testpack import make_registry
+    from tests.support.testpack import make_registry
 
     reg = make_registry()
     reg.register(Sunset, "tests.editor_gui_app")
@@ -78,7 +77,7 @@ def registry():
 
 
 if __name__ == "__main__":
-    from editor_hook import EditorHook
     from nodeflow.editor.app import run_app
+    from tests.support.editor_hook import EditorHook
 
     sys.exit(run_app(sys.argv[1] if len(sys.argv) > 1 else None, registry(), frame_hooks=(EditorHook.install,)))

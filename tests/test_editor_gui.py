@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor_gui_app import registry
+from tests.editor_gui_app import registry
 from nodeflow.editor.theme import STATE_COLORS
-from nodeflow.graph import Graph
-from nodeflow.workflow import save_workflow
+from nodeflow.model.graph import Graph
+from nodeflow.files.workflow import save_workflow
 
 pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parent.parent
@@ -326,7 +326,7 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=30)
     editor.xdotool("key", "ctrl+s")  # the workflow has a file: saved in place, marker gone
     saved = editor.wait_for(lambda s: not s["dirty"], timeout=30)
-    from nodeflow.workflow import load_workflow
+    from nodeflow.files.open import load_workflow
 
     on_disk = load_workflow(tmp_path / "pictures.json", registry())
     assert set(on_disk.graph.nodes) == set(saved["nodes"]) and len(on_disk.graph.nodes) == 2 * (count + 1)
@@ -458,8 +458,8 @@ def test_saving_an_opened_comfyui_file_writes_a_new_file_and_keeps_the_original(
 
 
 def test_opening_a_png_through_the_dialog(start_editor, tmp_path):
-    from nodeflow.pngmeta import WORKFLOW_KEY, png_info
-    from nodeflow.workflow import load_workflow
+    from nodeflow.files.pngmeta import WORKFLOW_KEY, png_info
+    from nodeflow.files.open import load_workflow
 
     carrier = tmp_path / "elsewhere" / "made.png"
     carrier.parent.mkdir()

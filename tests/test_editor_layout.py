@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-import testpack
+from tests.support import testpack
 from nodeflow.editor.controller import EditorController
 from nodeflow.editor.layout import (
     ZOOM_LEVELS,
@@ -22,8 +22,8 @@ from nodeflow.editor.layout import (
     overlaps,
     step_zoom,
 )
-from nodeflow.fields import Int, Seed
-from nodeflow.graph import LinkAdded, NodeAdded, NodeMoved, NodeRemoved, ValueChanged
+from nodeflow.model.fields import Int, Seed
+from nodeflow.model.graph import LinkAdded, NodeAdded, NodeMoved, NodeRemoved, ValueChanged
 
 
 @pytest.fixture
@@ -141,18 +141,18 @@ def test_progress_names_the_node_that_is_working(ctl):
 
 
 def test_the_status_bar_says_where_a_run_wrote_its_files(tmp_path):
-    from nodeflow import Node, Output
+    from nodeflow import FLOAT, Node, Output
 
     class Writer(Node):
         type = "Writer"
         output_node = True
-        outputs = (Output("value", "FLOAT"),)
+        outputs = (Output("value", FLOAT),)
 
         def run(self, ctx):
             path = ctx.output_dir / "result.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("1")
-            ctx.settings["on_file_written"](path)
+            ctx.report_written(path)
             return 1.0
 
     testpack.reset()
@@ -195,9 +195,12 @@ def test_a_queue_of_runs_takes_new_seeds_each_time(ctl):
 
 
 def test_an_empty_latent_takes_the_connected_models_native_size_and_warns_far_from_it(tmp_path):
-    from nodeflow.registry import default_registry
+    from nodeflow.host.settings import build_run_settings
+    from nodeflow.model.registry import default_registry
 
-    ctl = EditorController(default_registry(), config_folder=tmp_path / "config")
+    registry = default_registry()  # the settings the editor builds: where the packs' models are
+    ctl = EditorController(registry, config_folder=tmp_path / "config",
+                           run_options={"settings": build_run_settings(registry, environ={})})
     model = ctl.add_node("Checkpoint", (0, 0), {"checkpoint": "shapes"})  # the bundled model, trained at 32x32
     latent = ctl.add_node("EmptyLatent", (300, 0))
     assert ctl.graph.nodes[latent].values["width"] == 512  # nothing connected: the class default

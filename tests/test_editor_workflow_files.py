@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-import testpack
+from tests.support import testpack
 from nodeflow.editor.app import chosen_path, dialog_folder
 from nodeflow.editor.controller import EditorController
 from nodeflow.editor.events import StatusKind
 from nodeflow.editor.layout import any_overlap, estimate_size
 from nodeflow.editor.shipped import default_workflow, is_shipped, may_overwrite
-from nodeflow.registry import default_registry
+from nodeflow.model.registry import default_registry
 
 COMFY = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 

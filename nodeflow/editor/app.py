@@ -19,18 +19,18 @@ from typing import Any, Callable
 
 import dearpygui.dearpygui as dpg
 
-from ..fields import FileChoice
-from ..registry import NodeRegistry, default_registry
-from .canvas import Canvas, list_files
-from .controller import EditorController
-from .events import GraphReplaced, Saved, StatusChanged, StatusKind
-from .idle import input_watch
-from .palette import ContextMenu, Palette
-from .search import SearchPopup
-from .panels import PREVIEW_SIZE, SidePanel
-from .shipped import is_shipped
-from .groups import GroupLayer
-from .theme import global_theme
+from nodeflow.model.fields import FileChoice
+from nodeflow.model.registry import NodeRegistry, default_registry
+from nodeflow.editor.canvas import Canvas, list_files
+from nodeflow.editor.controller import EditorController
+from nodeflow.editor.events import GraphReplaced, Saved, StatusChanged, StatusKind
+from nodeflow.editor.idle import input_watch
+from nodeflow.editor.palette import ContextMenu, Palette
+from nodeflow.editor.search import SearchPopup
+from nodeflow.editor.panels import PREVIEW_SIZE, SidePanel
+from nodeflow.editor.shipped import is_shipped
+from nodeflow.editor.groups import GroupLayer
+from nodeflow.editor.theme import global_theme
 
 WINDOW_SIZE = (1600, 1000)
 SIDE_WIDTH = PREVIEW_SIZE + 24
@@ -49,8 +49,8 @@ def file_folders(run_options: dict[str, Any], field: FileChoice) -> list[Path]:
     type offers no list itself: the configured model folders, or the input folder."""
     if field.folder == "input":
         return [Path(run_options.get("input_dir", "input"))]
-    configured = ((run_options.get("settings") or {}).get("model_folders") or {}).get(field.folder) or []
-    return [Path(folder) for folder in configured]
+    settings = run_options.get("settings")
+    return list(settings.folders(field.folder)) if settings is not None else []
 
 
 def chosen_path(app_data: dict[str, Any]) -> Path | None:
@@ -550,15 +550,16 @@ class EditorApp:
         self._last_frame = time.monotonic()
 
 
-def _run_options() -> dict[str, Any]:
+def _run_options(registry: NodeRegistry) -> dict[str, Any]:
     """Where runs look for models and write images: the same configuration as the CLI's."""
-    from ..config import ConfigError, run_settings
+    from nodeflow.host.config import ConfigError
+    from nodeflow.host.settings import build_run_settings
 
     try:
-        settings = run_settings()
+        settings = build_run_settings(registry)
     except ConfigError as exc:
         print(f"nodeflow: {exc}; using the bundled models only")
-        settings = {}
+        settings = build_run_settings(registry, environ={})
     return {"settings": settings, "output_dir": Path("output"), "input_dir": Path("input")}
 
 
@@ -572,7 +573,7 @@ def run_app(path: str | None = None, registry: NodeRegistry | None = None, contr
     drawing (the window tests' remote control and the benchmark's counters use this)."""
     registry = registry or default_registry()
     if controller is None:
-        controller = EditorController(registry, run_options=_run_options())
+        controller = EditorController(registry, run_options=_run_options(registry))
     dpg.create_context()
     try:
         app = EditorApp(controller)

@@ -20,8 +20,8 @@ from typing import Any, Callable
 import dearpygui.dearpygui as dpg
 from PIL import Image
 
-from ..fields import FileChoice, Input, Int, Widget
-from ..graph import (
+from nodeflow.model.fields import FileChoice, Input, Int, Widget
+from nodeflow.model.graph import (
     Link,
     LinkAdded,
     LinkRemoved,
@@ -32,12 +32,12 @@ from ..graph import (
     NodeRemoved,
     ValueChanged,
 )
-from .controller import EditorController
-from .events import GraphReplaced
-from .images import fit_rgba
-from .layout import Rect, View, fit_view, step_zoom
-from .theme import Themes, canvas_fonts, zoom_theme
-from .widgets import widget_maker
+from nodeflow.editor.controller import EditorController
+from nodeflow.editor.events import GraphReplaced
+from nodeflow.editor.images import fit_rgba
+from nodeflow.editor.layout import Rect, View, fit_view, step_zoom
+from nodeflow.editor.theme import Themes, canvas_fonts, zoom_theme
+from nodeflow.editor.widgets import widget_maker
 
 WIDGET_WIDTH = 170
 SIZE_EVERY = 15  # frames between readings of the drawn node sizes (placement uses them)
@@ -52,7 +52,7 @@ class Canvas:
                  input_folder: Callable[[], Path] | None = None, textures: int | None = None):
         self.c = controller
         self.parent = parent
-        self.themes = Themes()
+        self.themes = Themes(controller.registry.data_types())
         self.fonts = canvas_fonts()  # zoom level -> font; {} when no scalable font is installed
         self._zoom_themes: dict[float, int] = {}
         self.file_options = file_options or (lambda field: [])
@@ -150,8 +150,8 @@ class Canvas:
                     indent = WIDGET_WIDTH - 8 * len(output.name)
                     label = dpg.add_text(f"{output.name}", indent=self.scaled(indent))
                     self._indents.append((label, indent))
-                    self.tooltip(label, f"{output.type}" + (f": {output.tooltip}" if output.tooltip else ""))
-                self._register_attr(attr, node.id, output.name, "out", output.type)
+                    self.tooltip(label, f"{output.data_type}" + (f": {output.tooltip}" if output.tooltip else ""))
+                self._register_attr(attr, node.id, output.name, "out", output.data_type)
             picture = next((f for f in cls.inputs.values() if self.has_file_picker(f)), None)
             if picture is not None:
                 self._show_file_picture(node.id, picture.name)
@@ -266,7 +266,7 @@ class Canvas:
     def _output_type(self, link: Link) -> str:
         cls = self.c.registry.get(self.c.graph.nodes[link.source].type)
         out = cls.output(link.output) if cls else None
-        return out.type if out else "*"
+        return out.data_type if out else "*"
 
     def _sync_widget_states(self, node_id: str) -> None:
         """A widget fed by a link shows that the link wins."""

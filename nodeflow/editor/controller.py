@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..fields import Seed
-from ..graph import Graph, GraphError, GraphEvent, NodeRemoved
-from ..insight import Insight, node_insight
-from ..node import Node
-from ..registry import NodeRegistry
-from ..types import is_compatible
-from .commands import (
+from nodeflow.model.fields import Seed
+from nodeflow.model.graph import Graph, GraphError, GraphEvent, NodeRemoved
+from nodeflow.model.hooks import Insight, node_insight
+from nodeflow.model.node import Node
+from nodeflow.model.registry import NodeRegistry
+from nodeflow.model.types import is_compatible
+from nodeflow.editor.commands import (
     AddNode,
     Clip,
     Command,
@@ -34,7 +34,7 @@ from .commands import (
     SetTitle,
     SetValue,
 )
-from .events import (
+from nodeflow.editor.events import (
     EditorEvent,
     GraphReplaced,
     HistoryChanged,
@@ -46,10 +46,10 @@ from .events import (
     StatusChanged,
     StatusKind,
 )
-from .runner import ExecutorFactory, Runner
-from .layout import any_overlap, bounds, estimate_size, free_spot, layered_layout
-from .shipped import default_workflow, is_native_workflow_file, may_overwrite
-from .userfiles import Recovery, RecentFiles, config_dir
+from nodeflow.editor.runner import ExecutorFactory, Runner
+from nodeflow.editor.layout import any_overlap, bounds, estimate_size, free_spot, layered_layout
+from nodeflow.editor.shipped import default_workflow, is_native_workflow_file, may_overwrite
+from nodeflow.editor.userfiles import Recovery, RecentFiles, config_dir
 
 AUTOSAVE_DELAY_S = 3.0  # quiet time after a change before the recovery copy is written
 PASTE_OFFSET = (40.0, 40.0)
@@ -165,7 +165,7 @@ class EditorController:
     def open(self, path: str | Path) -> list[Any]:
         """Load a workflow file; returns the validator's problems (shown, not fatal).
         Raises on a file that cannot be read as a workflow at all."""
-        from ..workflow import load_workflow
+        from nodeflow.files.open import load_workflow
 
         path = Path(path)
         workflow = load_workflow(path, self.registry)
@@ -206,7 +206,7 @@ class EditorController:
         """Another tool's nodes measure differently from ours (and one foreign node may
         become several): when they would overlap here, lay the graph out in layers, and
         fit each group's frame around the nodes it held."""
-        from .groups import TITLE_HEIGHT, group_rect, members
+        from nodeflow.editor.groups import TITLE_HEIGHT, group_rect, members
 
         sizes = {nid: estimate_size(self.registry.get(n.type)) for nid, n in graph.nodes.items()}
         if not any_overlap((*graph.nodes[nid].pos, *size) for nid, size in sizes.items()):
@@ -243,7 +243,7 @@ class EditorController:
         """Save to ``path`` (Save As) or the current file. Raises ValueError (and says
         why) when there is neither, or when ``path`` is a file Save must not replace: one
         in another format (a ComfyUI workflow, a PNG) or a shipped example."""
-        from ..workflow import save_workflow
+        from nodeflow.files.workflow import save_workflow
 
         target = Path(path) if path is not None else self.path
         if target is None:
@@ -290,7 +290,7 @@ class EditorController:
             return False
         if self._autosaved_revision == self.history.revision or now - self._last_change < self.autosave_delay:
             return False
-        from ..workflow import workflow_to_dict
+        from nodeflow.files.workflow import workflow_to_dict
 
         self.recovery.save(workflow_to_dict(self.graph, self.ui, self.meta), str(self.path) if self.path else None)
         self._autosaved_revision = self.history.revision
@@ -301,7 +301,7 @@ class EditorController:
         return self.recovery.load()
 
     def restore_recovery(self) -> list[Any]:
-        from ..workflow import workflow_from_dict
+        from nodeflow.files.open import workflow_from_dict
 
         record = self.recovery.load()
         if record is None:
@@ -358,7 +358,9 @@ class EditorController:
         (the nearest wins)."""
         import networkx as nx
 
-        settings = self.runner.run_options.get("settings") or {}
+        from nodeflow.model.context import RunSettings
+
+        settings = self.runner.run_options.get("settings") or RunSettings()
         distance = nx.single_source_shortest_path_length(self.graph.dag.reverse(copy=False), node_id)
         facts: dict[str, Any] = {}
         for ancestor in sorted((a for a in distance if a != node_id), key=lambda a: -distance[a]):
@@ -404,7 +406,7 @@ class EditorController:
         node = self.graph.nodes.get(node_id)
         cls = self.registry.get(node.type) if node else None
         out = cls.output(output) if cls else None
-        return out.type if out else None
+        return out.data_type if out else None
 
     def input_accepting(self, cls: type[Node], data_type: str) -> str | None:
         """The input of ``cls`` a link of ``data_type`` would go into: a socket first,
@@ -557,7 +559,7 @@ class EditorController:
             return self._refuse("a run is already in progress")
         if not self.graph.output_nodes() and not outputs:
             return self._refuse("nothing to run: add an output node (e.g. Save Image or Preview Image)")
-        from ..workflow import workflow_to_dict
+        from nodeflow.files.workflow import workflow_to_dict
 
         # Saved images carry the workflow that made them, as with the CLI.
         self.runner.start(self.graph, outputs, settings={"workflow": workflow_to_dict(self.graph, self.ui, self.meta)})

@@ -1,6 +1,6 @@
 """What the editor controller tells its views, as types.
 
-The controller forwards the graph's own edit events (:data:`nodeflow.graph.GraphEvent`)
+The controller forwards the graph's own edit events (:data:`nodeflow.model.graph.GraphEvent`)
 and adds these. Views dispatch on the class (``isinstance`` or ``match``), never on a
 name string, and the status bar knows an error by its :class:`StatusKind`, not by how
 the message happens to begin.
@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
-from ..graph import GraphEvent
+from nodeflow.model.graph import GraphEvent
 
 
 class StatusKind(str, Enum):

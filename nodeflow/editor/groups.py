@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import dearpygui.dearpygui as dpg
 
-from .commands import Command, Compound, Move
+from nodeflow.editor.commands import Command, Compound, Move
 
 if TYPE_CHECKING:
-    from .canvas import Canvas
+    from nodeflow.editor.canvas import Canvas
 
 TITLE_HEIGHT = 28.0  # canvas units
 DEFAULT_COLOR = (80, 110, 150)

@@ -20,10 +20,10 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 from PIL import Image
 
-from ..insight import Insight, node_insight
-from .controller import EditorController
-from .images import fit_rgba
-from .runner import NODE_CODE_LOCK, RunView
+from nodeflow.model.hooks import Insight, node_insight
+from nodeflow.editor.controller import EditorController
+from nodeflow.editor.images import fit_rgba
+from nodeflow.editor.runner import NODE_CODE_LOCK, RunView
 
 PREVIEW_SIZE = 340
 LIVE_SIZE = 164

@@ -16,9 +16,18 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from ..events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunFinished, RunStarted
-from ..graph import Graph
-from .images import images_in_outputs, to_pil_images
+from nodeflow.engine.events import (
+    FileWritten,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeStarted,
+    Progress,
+    RunFinished,
+    RunStarted,
+)
+from nodeflow.model.graph import Graph
+from nodeflow.editor.images import images_in_outputs, to_pil_images
 
 # What the view colours a node by. "idle" means "not part of the last run".
 NODE_STATES = ("idle", "queued", "running", "cached", "done", "error")
@@ -39,11 +48,6 @@ class WorkerDone:
 @dataclass(frozen=True)
 class WorkerFailed:
     message: str  # the run could not start (e.g. a graph that does not validate)
-
-
-@dataclass(frozen=True)
-class FileWritten:
-    path: Path
 
 
 @dataclass
@@ -85,7 +89,7 @@ ExecutorFactory = Callable[[Any], Any]
 
 
 def _default_executor(registry: Any) -> Any:
-    from ..executor import Executor  # imported on first run: opening the editor stays fast
+    from nodeflow.engine.executor import Executor  # imported on first run: opening the editor stays fast
 
     return Executor(registry)
 
@@ -116,8 +120,10 @@ class Runner:
         snapshot = graph.copy()
         self.view = RunView(status="running", started_at=time.monotonic())
         options = dict(self.run_options)
-        options["settings"] = {**(options.get("settings") or {}), **(settings or {}),
-                               "on_file_written": lambda path: self._events.put(FileWritten(Path(path)))}
+        if settings:
+            from nodeflow.model.context import RunSettings
+
+            options["settings"] = (options.get("settings") or RunSettings()).replace(**settings)
         self._thread = threading.Thread(target=self._work, args=(snapshot, outputs, options), name="nodeflow-run", daemon=True)
         self._thread.start()
 

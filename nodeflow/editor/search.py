@@ -10,7 +10,7 @@ from typing import Callable
 
 import dearpygui.dearpygui as dpg
 
-from .controller import EditorController, search_node_types
+from nodeflow.editor.controller import EditorController, search_node_types
 
 LIST_LIMIT = 40
 WIDTH, HEIGHT = 300, 330

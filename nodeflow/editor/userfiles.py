@@ -16,7 +16,7 @@ RECENT_LIMIT = 10
 
 
 def config_dir() -> Path:
-    from ..config import config_dir as nodeflow_config_dir  # one folder for all of nodeflow's settings
+    from nodeflow.host.config import config_dir as nodeflow_config_dir  # one folder for all of nodeflow's settings
 
     return nodeflow_config_dir()
 
@@ -24,7 +24,7 @@ def config_dir() -> Path:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Through nodeflow's one atomic writer (fsynced, folder synced), so a crash never
     leaves half a recovery file, and the recovery copy is as safe as a saved workflow."""
-    from ..atomic import write_atomically
+    from nodeflow.files.atomic import write_atomically
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(data, indent=1).encode("utf-8"))

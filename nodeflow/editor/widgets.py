@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import dearpygui.dearpygui as dpg
 
-from ..fields import Bool, Choice, FileChoice, Float, Int, Seed, String, Widget
-from ..insight import field_options
+from nodeflow.model.fields import Bool, Choice, FileChoice, Float, Int, Seed, String, Widget
+from nodeflow.model.hooks import field_options
 
 if TYPE_CHECKING:
-    from ..graph import NodeInstance
-    from .canvas import Canvas
+    from nodeflow.model.graph import NodeInstance
+    from nodeflow.editor.canvas import Canvas
 
 SEED_MAX = 2**64 - 1
 INT_LIMIT = 2**31 - 1  # Dear PyGui's int widgets are 32-bit

@@ -24,7 +24,7 @@ from typing import Any
 
 import dearpygui.dearpygui as dpg
 
-from nodeflow.atomic import write_atomically
+from nodeflow.files.atomic import write_atomically
 
 ENV_VAR = "NODEFLOW_EDITOR_HOOK"
 
