@@ -173,13 +173,14 @@ def main() -> None:
 
 
 def screenshot(args: argparse.Namespace) -> None:
-    """The default workflow, run to its image in a wide window, as docs/editor.png."""
-    size = (2800, 1180)
+    """The default workflow, run to its image, the whole graph in view, as docs/editor.png."""
+    size = (1920, 1080)
     display, server = start_xvfb(f"{size[0]}x{size[1]}")
     work = Path(tempfile.mkdtemp(prefix="nodeflow-shot-"))
     try:
         env = {**os.environ, "DISPLAY": display, "NODEFLOW_EDITOR_HOOK": str(work / "hook"),
-               "NODEFLOW_CONFIG_DIR": str(work / "cfg"), "HF_HUB_OFFLINE": "1"}
+               "NODEFLOW_CONFIG_DIR": str(work / "cfg"), "HF_HUB_OFFLINE": "1",
+               "NODEFLOW_TEST_REGISTRY": "installed", "PYTHONPATH": str(ROOT)}
         workflow = Path(args.workflow).resolve()
         if args.tiny_model:
             from tests.support.tiny_models import build_tiny_sd
@@ -193,9 +194,13 @@ def screenshot(args: argparse.Namespace) -> None:
             workflow = work / workflow.name
             workflow.write_text(json.dumps(data))
         (work / "hook").mkdir()
-        process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "edit", str(workflow)], env=env, cwd=work)
+        # The editor with the installed packs, remote-controlled by the window tests' hook.
+        process = subprocess.Popen([sys.executable, str(ROOT / "tests" / "editor_gui_app.py"), str(workflow)],
+                                   env=env, cwd=work)
         remote = Remote(work / "hook", process)
         remote.request("resize", width=size[0], height=size[1])
+        time.sleep(1)
+        remote.request("fit")  # the whole graph in the resized window
         if args.select:
             remote.request("select", nodes=[args.select])
         remote.request("run")

@@ -531,3 +531,49 @@ def test_search_at_the_cursor_on_double_click_and_after_an_output_is_dropped(sta
     editor.xdotool("key", "ctrl+z")  # one undo step takes node and link away
     undone = editor.wait_for(lambda s: len(s["nodes"]) == 6, timeout=30)
     assert all(link[2] != added_id for link in undone["links"])
+
+
+def test_a_number_field_is_typed_into_and_ctrl_a_selects_its_digits(start_editor, tmp_path):
+    editor = start_editor(picture_workflow(tmp_path / "pictures.json"))
+    state = editor.state()
+    x, y = state["pins"]["3.value.in"]  # Number's value box starts right of its pin
+    editor.xdotool("mousemove", str(int(x + 40)), str(int(y)))
+    editor.frames_pass(2)
+    editor.xdotool("click", "1")
+    editor.frames_pass(3)
+    editor.xdotool("key", "ctrl+a")  # the digits, not every node
+    editor.frames_pass(2)
+    editor.xdotool("type", "--delay", "60", "7.5")
+    editor.frames_pass(2)
+    assert editor.state()["selection"] == []
+    editor.xdotool("mousemove", "330", "900")  # leave the box: the value is set
+    editor.xdotool("click", "1")
+    typed = editor.wait_for(lambda s: s["nodes"]["3"]["values"]["value"] == 7.5, timeout=30)
+    assert typed["dirty"]
+    editor.xdotool("key", "ctrl+z")
+    editor.wait_for(lambda s: s["nodes"]["3"]["values"]["value"] == 2.0, timeout=30)
+
+
+def test_load_image_picks_a_picture_into_the_input_folder_and_shows_it(start_editor, tmp_path):
+    from nodeflow.files.workflow import save_workflow
+    from nodeflow.model.registry import default_registry
+
+    graph = Graph(default_registry())
+    graph.add_node("LoadImage", pos=(40, 40))
+    workflow = tmp_path / "load.json"
+    save_workflow(workflow, graph)
+    picture = tmp_path / "elsewhere" / "photo.png"
+    picture.parent.mkdir()
+    Image.new("RGB", (64, 48), (30, 200, 60)).save(picture)
+    editor = start_editor(workflow, NODEFLOW_TEST_REGISTRY="installed")
+    editor.request("pick_picture", node="1", field="image")
+    assert editor.request("dialog")["purpose"] == "picture"
+    editor.request("file_chosen", path=str(picture))
+    chosen = editor.wait_for(lambda s: s["nodes"]["1"]["values"]["image"] == "photo.png", timeout=30)
+    assert (tmp_path / "input" / "photo.png").read_bytes() == picture.read_bytes()  # the editor runs in tmp_path
+    assert "photo.png" in chosen["status"]
+    shown = editor.wait_for(lambda s: "1" in s["thumb_rects"] and s["thumb_rects"]["1"][2] > 0, timeout=30)
+    editor.frames_pass(3)
+    shot = np.asarray(editor.screenshot(tmp_path / "load.png"))
+    tx, ty, tw, th = shown["thumb_rects"]["1"]
+    assert colour_near(shot[int(ty + th / 2), int(tx + tw / 2)], (30, 200, 60), 20)

@@ -80,8 +80,9 @@ class Canvas:
         self._last_shown_selection: list[str] = []
         self._marked: set[str] = set()  # nodes outlined as selected by the controller
         with dpg.item_handler_registry() as self._commit_on_leave:
-            # Number boxes report on Enter; leaving the box (click elsewhere, Tab) commits too.
-            dpg.add_item_deactivated_after_edit_handler(callback=lambda s, item: self._commit(item))
+            # Leaving a box (click elsewhere, Tab, Enter) settles what was typed into it:
+            # a value refused then is put back and the reason shown.
+            dpg.add_item_deactivated_handler(callback=lambda s, item: self._commit(item))
         self.editor = self._new_editor()
         controller.subscribe(self._on_model_event)
         self.rebuild()
@@ -535,10 +536,10 @@ class Canvas:
 
     def _commit(self, item: int) -> None:
         user_data = dpg.get_item_user_data(item)
-        if isinstance(user_data, tuple) and len(user_data) == 2 and user_data[0] in self.c.graph.nodes:
-            self._on_widget_edit(item, dpg.get_value(item), user_data)
+        if isinstance(user_data, (tuple, list)) and len(user_data) == 2 and user_data[0] in self.c.graph.nodes:
+            self._on_widget_edit(item, dpg.get_value(item), tuple(user_data), settled=True)
 
-    def _on_widget_edit(self, sender: int, value: Any, user_data: tuple[str, str]) -> None:
+    def _on_widget_edit(self, sender: int, value: Any, user_data: tuple[str, str], settled: bool = False) -> None:
         node_id, name = user_data
         cls = self.c.registry.get(self.c.graph.nodes[node_id].type)
         field_decl = cls.inputs.get(name) if cls else None
@@ -546,9 +547,16 @@ class Canvas:
             try:
                 value = int(value)
             except ValueError:
+                if settled:
+                    self._show_value(node_id, name)
                 return  # half-typed number; keep the model value until it parses
         if self.c.graph.nodes[node_id].values.get(name) == value:
             return
+        if not settled and isinstance(field_decl, Widget) and dpg.is_item_active(sender):
+            try:
+                field_decl.validate(value)
+            except Exception:
+                return  # on the way to a valid number ("5" of "512" where 8 is the least): wait
         if self.c.set_value(node_id, name, value) is not None:
             self._show_value(node_id, name)  # refused: put the model's value back
 

@@ -134,7 +134,7 @@ class SidePanel:
             dpg.add_separator()
             with dpg.group(horizontal=True):
                 with dpg.group():
-                    self.live_title = dpg.add_text("Live preview")
+                    self.live_title = dpg.add_text("Live preview", wrap=LIVE_SIZE)
                     self.live = ImageSlot(textures, LIVE_SIZE, LIVE_SIZE, dpg.last_container())
                 with dpg.group():
                     dpg.add_text("Selected node")
@@ -158,7 +158,7 @@ class SidePanel:
         if view.step and view.live_preview is not None:
             cls = self.c.registry.get(self.c.graph.nodes[view.step[0]].type) if view.step[0] in self.c.graph.nodes else None
             what = getattr(cls, "preview_label", "") or "step preview"
-            dpg.set_value(self.live_title, f"Live: {what}"[:40])
+            dpg.set_value(self.live_title, f"Live: {what}")
         if len(view.step_previews) != self._strip_len:
             self._strip_len = len(view.step_previews)
             self.strip.show(strip_image(view.step_previews))

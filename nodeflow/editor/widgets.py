@@ -58,17 +58,18 @@ def _seed(canvas: "Canvas", node: "NodeInstance", field_decl: Widget, value: Any
 def _int(canvas: "Canvas", node: "NodeInstance", field_decl: Int, value: Any, common: dict) -> int:  # type: ignore[override]
     lo = max(field_decl.min if field_decl.min is not None else -INT_LIMIT, -INT_LIMIT)
     hi = min(field_decl.max if field_decl.max is not None else INT_LIMIT, INT_LIMIT)
-    # A text box with step buttons: click and type, Ctrl+A selects the digits.
-    item = dpg.add_input_int(default_value=int(value), min_value=lo, max_value=hi, min_clamped=True, max_clamped=True,
-                             step=max(int(field_decl.step), 1), on_enter=True, **common)
+    # A text box with step buttons: click and type, Ctrl+A selects the digits. Not clamped
+    # while typing ("5" on the way to "512"); the field's range is checked when it is set.
+    item = dpg.add_input_int(default_value=int(value), min_value=lo, max_value=hi,
+                             step=max(int(field_decl.step), 1), **common)
     return canvas.follow_zoom(item, _base_width(common, canvas))
 
 
 def _float(canvas: "Canvas", node: "NodeInstance", field_decl: Float, value: Any, common: dict) -> int:  # type: ignore[override]
     lo = field_decl.min if field_decl.min is not None else -1e30
     hi = field_decl.max if field_decl.max is not None else 1e30
-    item = dpg.add_input_double(default_value=float(value), min_value=lo, max_value=hi, min_clamped=True, max_clamped=True,
-                                step=field_decl.step, format="%.4g", on_enter=True, **common)
+    item = dpg.add_input_double(default_value=float(value), min_value=lo, max_value=hi,
+                                step=field_decl.step, format="%.4g", **common)
     return canvas.follow_zoom(item, _base_width(common, canvas))
 
 

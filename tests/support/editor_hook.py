@@ -112,6 +112,9 @@ class EditorHook:
             return {"shown": dpg.is_item_shown(app.file_dialog), "purpose": app._file_purpose,
                     "config": {k: v for k, v in dpg.get_item_configuration(app.file_dialog).items()
                                if k in ("default_filename", "default_path", "label")}}
+        if cmd == "pick_picture":  # what the "..." button of a picture field does
+            app.ask_picture(data["node"], data["field"])
+            return {"ok": True}
         if cmd == "file_chosen":
             dpg.configure_item(app.file_dialog, show=False)
             app.on_file_chosen(Path(data["path"]))
