@@ -45,11 +45,11 @@ class Worker(threading.Thread):
         self._lock = threading.Lock()  # guards current / cancelling against the job switching
         self.current: str | None = None
         self._cancelling = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
 
     # ------------------------------------------------------------ control (any thread)
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.interrupt()
         with self.wake:
             self.wake.notify_all()
@@ -76,7 +76,7 @@ class Worker(threading.Thread):
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             job = self.store.claim_next()
             if job is None:
                 with self.wake:
