@@ -56,15 +56,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from ..cli import UsageError, _registry
+    import sys
+
     from ..config import ConfigError
+    from ..registry import default_registry
     from .run import serve
 
     try:
         config = config_from_args(args)
+        registry = default_registry(args.user_nodes)
+        for message in registry.load_errors:
+            print(f"nodeflow: warning: {message}", file=sys.stderr)
+        return serve(config, registry, log_level=args.log_level)
     except (ConfigError, ServeError) as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        return serve(config, _registry(args), log_level=args.log_level)
-    except ServeError as exc:
-        raise UsageError(str(exc)) from None
+        print(f"nodeflow: {exc}", file=sys.stderr)
+        return 2  # the CLI's exit code for bad arguments

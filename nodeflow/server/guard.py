@@ -34,10 +34,6 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 _WILDCARDS = ("0.0.0.0", "::", "[::]", "")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class Guard:
     def __init__(self, app: ASGIApp, config: ServerConfig):
         self.app = app
@@ -66,27 +62,36 @@ class Guard:
         if length is not None and (not length.isdigit() or int(length) > limit):
             return await _refuse(scope, send, 413, f"the request body is larger than the limit of {limit} bytes")
         received = 0
-        started = False
+        started = too_large = False
 
         async def counted_receive() -> dict:
-            nonlocal received
+            nonlocal received, too_large
+            if too_large:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    # The route sees the client gone (whatever it makes of that, its answer
+                    # is replaced below by the 413).
+                    too_large = True
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked_send(message: dict) -> None:
             nonlocal started
+            if too_large:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counted_receive, tracked_send)
-        except BodyTooLarge:
-            if not started:
-                await _refuse(scope, send, 413, f"the request body is larger than the limit of {limit} bytes")
+        except Exception:
+            if not too_large:
+                raise
+        if too_large and not started:
+            await _refuse(scope, send, 413, f"the request body is larger than the limit of {limit} bytes")
 
     # ------------------------------------------------------------------ checks
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
