@@ -67,7 +67,9 @@ def test_started_server_has_not_imported_torch(tmp_path):
     try:
         stats = srv.get("/system_stats").json()
         assert stats["system"]["pytorch_version"] == "not loaded yet"
-        assert srv.get("/v1/health").json() == {"status": "ok", "queue_remaining": 0, "running": []}
+        health = srv.get("/v1/health").json()
+        assert (health["status"], health["queue_remaining"], health["running"]) == ("ok", 0, [])
+        assert health["cache"]["entries"] == 0
     finally:
         srv.stop()
 

@@ -84,10 +84,21 @@ class CancelOut(BaseModel):
     status: Status | Literal["cancelling"]
 
 
+class CacheOut(BaseModel):
+    entries: int
+    bytes: int
+    budget_bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    pinned: int
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     queue_remaining: int
     running: list[str]
+    cache: CacheOut
 
 
 def job_out(job: Job) -> dict[str, Any]:
@@ -169,4 +180,7 @@ async def upload(request: Request) -> Any:
 @router.get("/health", response_model=Health, summary="Is the server up; how long is the queue")
 def health(request: Request) -> Any:
     service = service_of(request)
-    return {"status": "ok", "queue_remaining": service.queue_remaining(), "running": service.running_ids()}
+    from dataclasses import asdict
+
+    return {"status": "ok", "queue_remaining": service.queue_remaining(), "running": service.running_ids(),
+            "cache": asdict(service.cache.stats())}
