@@ -245,3 +245,25 @@ def test_openapi_schema_and_docs_page(server):
     assert "JobRequest" in schema["components"]["schemas"]
     page = server.get("/docs")
     assert page.status_code == 200 and "/v1/jobs/{job_id}/cancel" in page.text and "<script" not in page.text
+
+
+def test_previews_arrive_as_comfyui_binary_frames_and_native_data_urls(tmp_path):
+    import base64
+    import struct
+
+    srv = Server(tmp_path, "--previews").start()
+    try:
+        comfy = Listener(srv.ws_url + "/ws?clientId=pv",
+                         lambda m: isinstance(m, dict) and m["type"] == "executing" and m["data"]["node"] is None)
+        native = Listener(srv.ws_url + "/v1/events", lambda m: isinstance(m, dict) and m["type"] in FINISHED)
+        time.sleep(0.2)
+        srv.post("/prompt", json={"prompt": comfy_prompt(steps=2, seed=3), "client_id": "pv"})
+        frames = [m for m in comfy.join() if isinstance(m, bytes)]
+        assert len(frames) == 2  # one per step
+        assert struct.unpack(">II", frames[0][:8]) == (1, 1)  # preview image, JPEG
+        assert _png(frames[0][8:]).format == "JPEG"
+        previews = [m["preview"] for m in native.join() if isinstance(m, dict) and m["type"] == "progress"]
+        assert len(previews) == 2 and previews[0].startswith("data:image/jpeg;base64,")
+        assert _png(base64.b64decode(previews[0].split(",", 1)[1])).format == "JPEG"
+    finally:
+        srv.stop()
