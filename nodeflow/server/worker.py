@@ -82,6 +82,7 @@ class Worker(threading.Thread):
                 with self.wake:
                     self.wake.wait(timeout=1.0)
                 continue
+            self._reporter: JobReporter | None = None
             with self._lock:
                 self.current = job.id
                 self._cancelling.clear()
@@ -90,16 +91,19 @@ class Worker(threading.Thread):
             self.on_change()
             try:
                 self._run(job)
-            except Exception:  # a bug here must not kill the worker or leave the job running
+            except Exception:  # a bug here must not kill the worker, leave the job running or a client waiting
                 log.exception("job %s failed in the server", job.id)
-                self.store.finish(job.id, FAILED, {}, {}, _error(None, None, traceback.format_exc(limit=3)))
+                error = _error(None, None, "the server failed running this job: " + traceback.format_exc(limit=3))
+                self.store.finish(job.id, FAILED, {}, {}, error)
+                if self._reporter is not None:
+                    self._reporter.finished(FAILED, {}, error, {})
             finally:
                 with self._lock:
                     self.current = None
                 self.on_change()
 
     def _run(self, job: Job) -> None:
-        reporter = JobReporter(job, self.hub, self.config.outputs, on_event=self._check_cancel)
+        reporter = self._reporter = JobReporter(job, self.hub, self.config.outputs, on_event=self._check_cancel)
         reporter.started()
         if self._cancelling.is_set():
             return self._end(job, reporter, CANCELLED, {}, {}, _error(None, None, "cancelled before it started"), {})
