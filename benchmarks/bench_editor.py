@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
 from editor_gui_app import registry  # noqa: E402
-from nodeflow.graph import Graph  # noqa: E402
-from nodeflow.workflow import save_workflow  # noqa: E402
+from nodeflow.model.graph import Graph  # noqa: E402
+from nodeflow.files.workflow import save_workflow  # noqa: E402
 
 CHAIN = ("Number", "Slow", "Add", "Multiply", "Sink")
 
@@ -145,7 +144,7 @@ def screenshot(args: argparse.Namespace) -> None:
                "NODEFLOW_CONFIG_DIR": str(work / "cfg"), "HF_HUB_OFFLINE": "1"}
         workflow = Path(args.workflow).resolve()
         if args.tiny_model:
-            from tiny_models import build_tiny_sd
+            from tests.support.tiny_models import build_tiny_sd
 
             build_tiny_sd(work / "models" / "checkpoints" / "tiny")
             env["NODEFLOW_MODELS"] = str(work / "models")

@@ -20,18 +20,18 @@ from __future__ import annotations
 import argparse
 import time
 
-from nodeflow import Float, Node, Output, Socket
-from nodeflow.executor import Executor
-from nodeflow.graph import Graph
-from nodeflow.plan import SignatureMemo, build_plan
-from nodeflow.registry import NodeRegistry
-from nodeflow.validation import validate
+from nodeflow import FLOAT, Float, Node, Output, Socket
+from nodeflow.engine.executor import Executor
+from nodeflow.model.graph import Graph
+from nodeflow.engine.plan import SignatureMemo, build_plan
+from nodeflow.model.registry import NodeRegistry
+from nodeflow.model.validation import validate
 
 
 class Constant(Node):
     type = "BenchConstant"
     value = Float(0.0)
-    outputs = (Output("value", "FLOAT"),)
+    outputs = (Output("value", FLOAT),)
 
     def run(self, ctx, value):
         return value
@@ -39,11 +39,11 @@ class Constant(Node):
 
 class Mix(Node):
     type = "BenchMix"
-    a = Socket("FLOAT")
-    b = Socket("FLOAT")
+    a = Socket(FLOAT)
+    b = Socket(FLOAT)
     c = Float(0.0)  # a widget fed by a link
     weight = Float(0.5)
-    outputs = (Output("value", "FLOAT"),)
+    outputs = (Output("value", FLOAT),)
 
     def run(self, ctx, a, b, c, weight):
         return (a * weight + b * (1 - weight) + c) / 2
@@ -52,7 +52,7 @@ class Mix(Node):
 class Collect(Node):
     type = "BenchCollect"
     output_node = True
-    value = Socket("FLOAT")
+    value = Socket(FLOAT)
 
     def run(self, ctx, value):
         return None

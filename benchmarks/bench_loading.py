@@ -25,7 +25,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def fastest(repeat: int, action) -> float:
@@ -50,10 +49,10 @@ def main() -> None:
 
     print(f"import diffusers+transformers: {(time.perf_counter() - start) * 1000:8.0f} ms")
 
-    from nodeflow.node import RunContext
+    from nodeflow import RunContext
     from nodes.diffusion.loaders import Checkpoint
     from nodes.diffusion.text import TextEncoder
-    from tiny_models import build_tiny_sd, build_tiny_sdxl, save_single_file
+    from tests.support.tiny_models import build_tiny_sd, build_tiny_sdxl, save_single_file
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -25,13 +25,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import torch  # noqa: E402
 
-from nodeflow.node import RunContext  # noqa: E402
-from nodes.diffusion._samplers import SAMPLERS, make_scheduler  # noqa: E402
-from nodes.diffusion._types import Conditioning, DiffusionModel, Latent, ModelFamily, NoiseSource  # noqa: E402
+from nodeflow import RunContext  # noqa: E402
+from nodes.diffusion.impl.samplers import SAMPLERS, make_scheduler  # noqa: E402
+from nodes.diffusion.types import Conditioning, DiffusionModel, Latent, ModelFamily, NoiseSource  # noqa: E402
 from nodes.diffusion.sampling import CFG, Sampler  # noqa: E402
 
 SEED = 7
@@ -40,7 +39,7 @@ SCALE = 7.5
 
 def tiny_pipeline(folder: Path):
     from diffusers import StableDiffusionPipeline
-    from tiny_models import build_tiny_sd
+    from tests.support.tiny_models import build_tiny_sd
 
     return StableDiffusionPipeline.from_pretrained(build_tiny_sd(folder / "tiny"), local_files_only=True, safety_checker=None)
 

@@ -19,13 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from testpack import make_registry  # noqa: E402
+from tests.support.testpack import make_registry  # noqa: E402
 
-from nodeflow.graph import Graph  # noqa: E402
-from nodeflow.validation import validate  # noqa: E402
-from nodeflow.workflow import save_workflow, workflow_from_json, workflow_to_json  # noqa: E402
+from nodeflow.model.graph import Graph  # noqa: E402
+from nodeflow.model.validation import validate  # noqa: E402
+from nodeflow.files.workflow import save_workflow, workflow_to_json  # noqa: E402
+from nodeflow.files.open import workflow_from_json  # noqa: E402
 
 
 def build(nodes: int, width: int = 50) -> Graph:

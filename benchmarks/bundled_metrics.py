@@ -27,14 +27,13 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
 from nodes.bundled import CLASSIFIER_PATH, MODEL_DIR  # noqa: E402
-from nodes.bundled import _metrics as m  # noqa: E402
-from nodes.bundled._classifier import load_classifier  # noqa: E402
-from nodes.bundled._dataset import HELD_OUT_SEED, SHAPES, held_out_prompts, make_split  # noqa: E402
+from nodes.bundled.training import metrics as m  # noqa: E402
+from nodes.bundled.training.classifier import load_classifier  # noqa: E402
+from nodes.bundled.training.dataset import HELD_OUT_SEED, SHAPES, held_out_prompts, make_split  # noqa: E402
 
 
 def _components():
@@ -124,7 +123,7 @@ def save_denoising(path: Path, every: int = 2) -> None:
     from PIL import Image
 
     import nodeflow.api
-    from nodeflow.events import Progress
+    from nodeflow.engine.events import Progress
     from nodeflow.editor.images import to_pil_images
 
     previews: list[Image.Image] = []

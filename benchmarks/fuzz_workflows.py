@@ -28,13 +28,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from nodeflow.pngmeta import PNG_SIGNATURE  # noqa: E402
-from nodeflow.registry import default_registry  # noqa: E402
-from nodeflow.validation import validate  # noqa: E402
-from nodeflow.workflow import WorkflowError, workflow_from_dict, workflow_from_json  # noqa: E402
-from nodes.diffusion._comfyui import MAPPINGS, UI_ONLY  # noqa: E402
+from nodeflow.files.pngmeta import PNG_SIGNATURE  # noqa: E402
+from nodeflow.model.registry import default_registry  # noqa: E402
+from nodeflow.model.validation import validate  # noqa: E402
+from nodeflow.files.workflow import WorkflowError  # noqa: E402
+from nodeflow.files.open import workflow_from_dict, workflow_from_json  # noqa: E402
+from nodes.diffusion.comfyui import MAPPINGS, UI_ONLY  # noqa: E402
 
 SEEDS_NATIVE = [json.loads(p.read_text()) for p in sorted((ROOT / "workflows").glob("*.json"))]
 SEEDS_COMFY = [json.loads(p.read_text()) for p in sorted((ROOT / "tests/fixtures/comfyui").glob("*.json"))]

@@ -21,11 +21,12 @@ import difflib
 import os
 from typing import Any, Iterable, Mapping
 
-from .events import EventHandler
-from .fields import FileChoice
-from .executor import Executor, RunResult
-from .graph import Graph, GraphError
-from .registry import NodeRegistry, default_registry
+from nodeflow.engine.events import EventHandler
+from nodeflow.host.settings import build_run_settings, user_named_files
+from nodeflow.model.context import RunSettings
+from nodeflow.engine.executor import Executor, RunResult
+from nodeflow.model.graph import Graph, GraphError
+from nodeflow.model.registry import NodeRegistry, default_registry
 
 __all__ = ["Flow", "RunFailed", "from_dict", "new", "open"]
 
@@ -41,9 +42,9 @@ class RunFailed(Exception):
 
 
 def open(path: str | os.PathLike[str], registry: NodeRegistry | None = None, **executor_options: Any) -> "Flow":
-    """Load a workflow file; ``executor_options`` go to :class:`~nodeflow.executor.Executor`
+    """Load a workflow file; ``executor_options`` go to :class:`~nodeflow.engine.executor.Executor`
     (``device``, ``cache_budget_bytes``)."""
-    from .workflow import load_workflow
+    from nodeflow.files.open import load_workflow
 
     workflow = load_workflow(path, registry or default_registry())
     return Flow(workflow.graph, workflow.ui, workflow.meta, workflow.problems, **executor_options)
@@ -51,7 +52,7 @@ def open(path: str | os.PathLike[str], registry: NodeRegistry | None = None, **e
 
 def from_dict(data: Mapping[str, Any], registry: NodeRegistry | None = None, **executor_options: Any) -> "Flow":
     """A workflow from parsed JSON (e.g. ``json.load`` of a file or a web request)."""
-    from .workflow import workflow_from_dict
+    from nodeflow.files.open import workflow_from_dict
 
     workflow = workflow_from_dict(data, registry or default_registry())
     return Flow(workflow.graph, workflow.ui, workflow.meta, workflow.problems, **executor_options)
@@ -137,7 +138,7 @@ class Flow:
         input_dir: str | os.PathLike[str] = "input",
         device: str | None = None,
         on_event: EventHandler | None = None,
-        settings: Mapping[str, Any] | None = None,
+        settings: RunSettings | None = None,
         check: bool = True,
     ) -> RunResult:
         """Run the output nodes (or ``outputs``: ids or titles) and return the result, whose
@@ -153,23 +154,22 @@ class Flow:
             device=device,
             extra_problems=self.load_problems,
         )
-        if check and result.status != "ok":
+        if check and not result.ok:
             raise RunFailed(result)
         return result
 
     def _trust_files(self, node_id: str, values: Mapping[str, Any]) -> None:
-        """File paths given in code are the user's own, not a shared file's (see nodeflow.paths)."""
-        inputs = self.graph.node_class(node_id).inputs
-        self.trusted_paths += [str(v) for k, v in values.items() if isinstance(inputs.get(k), FileChoice) and v]
+        """File paths given in code are the user's own, not a shared file's (see nodeflow.host.paths)."""
+        self.trusted_paths += user_named_files(self.graph.registry, self.graph.nodes[node_id].type, values)
 
-    def _settings(self, settings: Mapping[str, Any] | None) -> dict[str, Any]:
-        """``settings`` with the file paths set from code allowed (see nodeflow.paths)."""
-        from .paths import trust
+    def _settings(self, settings: RunSettings | None) -> RunSettings:
+        """``settings`` (default: the host's, as the CLI builds them, with this workflow to
+        embed in saved images) with the file paths set from code allowed."""
+        if settings is None:
+            from nodeflow.files.workflow import workflow_to_dict
 
-        merged = dict(settings or {})
-        if self.trusted_paths:
-            trust(merged, *self.trusted_paths)
-        return merged
+            settings = build_run_settings(self.graph.registry, workflow=workflow_to_dict(self.graph, self.ui, self.meta))
+        return settings.trusting(*self.trusted_paths)
 
     def interrupt(self) -> None:
         """Stop a run in progress (e.g. from another thread)."""
@@ -177,7 +177,7 @@ class Flow:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the workflow (with the editor layout it was loaded with) atomically."""
-        from .workflow import save_workflow
+        from nodeflow.files.workflow import save_workflow
 
         save_workflow(path, self.graph, self.ui, self.meta)
 

@@ -28,11 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # torch is imported; an explicit setting by the user wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = _parser()
-    # train-demo hands all its options to its own parser (argparse's REMAINDER refuses a
-    # remainder that starts with an option, such as `train-demo --steps unet=100`).
+    # A pack's command hands all its options to its own parser (argparse's REMAINDER refuses
+    # a remainder that starts with an option, such as `train-demo --steps unet=100`).
     args, extra = parser.parse_known_args(argv)
-    if args.command == "train-demo":
-        args.train_args = extra + args.train_args
+    if getattr(args, "pack_command", None) is not None:
+        args.command_args = extra + args.command_args
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
@@ -108,15 +108,20 @@ def _parser() -> argparse.ArgumentParser:
 
     add_serve_command(sub)
 
-    train = sub.add_parser("train-demo", help="retrain the bundled demo model from scratch", add_help=False)
-    train.add_argument("train_args", nargs=argparse.REMAINDER)
-    train.set_defaults(handler=_train_demo)
+    from nodeflow.model.registry import default_registry
+
+    for command in default_registry().commands().values():  # what the packs add, e.g. train-demo
+        if command.name in sub.choices:
+            continue  # a pack cannot replace a built-in command
+        pack_command = sub.add_parser(command.name, help=command.help, add_help=False)
+        pack_command.add_argument("command_args", nargs=argparse.REMAINDER)
+        pack_command.set_defaults(handler=_pack_command, pack_command=command)
     return parser
 
 
 # ----------------------------------------------------------------------------- helpers
 def _registry(args: argparse.Namespace):
-    from .registry import default_registry
+    from nodeflow.model.registry import default_registry
 
     registry = default_registry(args.user_nodes)
     for message in registry.load_errors:
@@ -125,7 +130,8 @@ def _registry(args: argparse.Namespace):
 
 
 def _load(args: argparse.Namespace):
-    from .workflow import WorkflowError, load_workflow
+    from nodeflow.files.workflow import WorkflowError
+    from nodeflow.files.open import load_workflow
 
     try:
         return load_workflow(args.workflow, _registry(args))
@@ -157,7 +163,7 @@ def _print_problems(problems, as_json: bool) -> None:
 
 # ---------------------------------------------------------------------------- commands
 def _validate(args: argparse.Namespace) -> int:
-    from .validation import validate
+    from nodeflow.model.validation import validate
 
     workflow = _load(args)
     problems = validate(workflow.graph, extra_problems=workflow.problems)
@@ -172,9 +178,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .executor import Executor
-    from .graph import GraphError
-    from .progress import ConsoleProgress
+    from nodeflow.engine.events import RunStatus
+    from nodeflow.engine.executor import Executor
+    from nodeflow.host.settings import user_named_files
+    from nodeflow.model.graph import GraphError
+    from nodeflow.cli_progress import ConsoleProgress
 
     workflow = _load(args)
     graph = workflow.graph
@@ -184,8 +192,8 @@ def _run(args: argparse.Namespace) -> int:
         try:
             node_id = graph.find_node(node)
             graph.set_value(node_id, field, value)
-            if getattr(graph.node_class(node_id).inputs.get(field), "kind", "") == "file":
-                trusted.append(str(value))  # the user named this path, not the file: see nodeflow.paths
+            # the user named this path, not the file: see nodeflow.host.paths
+            trusted += user_named_files(graph.registry, graph.nodes[node_id].type, {field: value})
         except GraphError as exc:
             raise UsageError(f"--set {text}: {exc}") from None
 
@@ -193,14 +201,14 @@ def _run(args: argparse.Namespace) -> int:
         executor = Executor(graph.registry, device=args.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    written: list[str] = []
     show_bar = not args.quiet and sys.stderr.isatty()
     progress = ConsoleProgress(graph, enabled=show_bar)
-    settings = _run_settings(args, trusted)
-    settings["on_file_written"] = lambda path: written.append(str(path))
-    settings["workflow"] = workflow.to_dict()  # embedded in saved images (values after --set)
-    settings["embed_workflow"] = not args.no_metadata
-    settings["previews"] = False  # a terminal shows no pictures: nodes skip computing step previews
+    settings = _run_settings(
+        args, graph.registry, trusted,
+        workflow=workflow.to_dict(),  # embedded in saved images (values after --set)
+        embed_workflow=not args.no_metadata,
+        previews=False,  # a terminal shows no pictures: nodes skip computing step previews
+    )
 
     # Ctrl+C asks the executor to stop at the next step instead of killing the process
     # mid-write; a second Ctrl+C falls through to Python's default.
@@ -226,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)
 
-    if result.status == "invalid":  # the executor validates before it runs anything
+    if result.status == RunStatus.INVALID:  # the executor validates before it runs anything
         if args.report == "json":
             _print_problems(result.problems, as_json=True)
         else:
@@ -240,7 +248,7 @@ def _run(args: argparse.Namespace) -> int:
         "executed": list(result.executed),
         "cached": list(result.cached),
         "timings": {k: round(v, 4) for k, v in result.timings.items()},
-        "output_files": written,
+        "output_files": [str(path) for path in result.files],
         "error": result.error,
         "unused": _unused_nodes(graph),
     }
@@ -251,32 +259,33 @@ def _run(args: argparse.Namespace) -> int:
         if summary["unused"] and not args.quiet:
             names = ", ".join(f"{nid} ({graph.nodes[nid].type})" for nid in summary["unused"])
             print(f"note: not run, they feed no output node: {names}", file=sys.stderr)
-    if result.status == "error" and args.verbose and getattr(result, "traceback", None):
+    if result.status == RunStatus.ERROR and args.verbose and getattr(result, "traceback", None):
         print(result.traceback, file=sys.stderr)
-    return {"ok": EXIT_OK, "interrupted": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+    return {RunStatus.OK: EXIT_OK, RunStatus.INTERRUPTED: EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
 
 
 def _unused_nodes(graph) -> list[str]:
     """Nodes that no output node needs: a run neither checks nor runs them."""
-    from .plan import default_outputs
-    from .validation import node_order_key
+    from nodeflow.engine.plan import default_outputs
+    from nodeflow.model.problems import node_order_key
 
     needed = graph.ancestors(default_outputs(graph))
     return sorted((nid for nid in graph.nodes if nid not in needed), key=node_order_key)
 
 
-def _run_settings(args: argparse.Namespace, trusted: list[str]) -> dict[str, Any]:
-    from .config import ConfigError, run_settings
+def _run_settings(args: argparse.Namespace, registry, trusted: list[str], **options: Any):
+    from nodeflow.host.config import ConfigError
+    from nodeflow.host.settings import build_run_settings
 
     try:
-        return run_settings(args.models, [*args.allow_path, *trusted])
+        return build_run_settings(registry, args.models, [*args.allow_path, *trusted], **options)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
 
 
 def _import(args: argparse.Namespace) -> int:
-    from .importers import convert_file
-    from .workflow import WorkflowError
+    from nodeflow.files.open import convert_file
+    from nodeflow.files.workflow import WorkflowError
 
     try:
         workflow = convert_file(args.source, args.output, _registry(args))
@@ -303,7 +312,7 @@ def _print_text_summary(summary: dict[str, Any]) -> None:
 
 
 def _nodes(args: argparse.Namespace) -> int:
-    from .docs import node_reference_markdown
+    from nodeflow.docs import node_reference_markdown
 
     registry = _registry(args)
     if args.json:
@@ -322,15 +331,13 @@ def _nodes(args: argparse.Namespace) -> int:
 
 
 def _edit(args: argparse.Namespace) -> int:
-    from .editor import launch
+    from nodeflow.editor import launch
 
     return launch(getattr(args, "workflow", None), registry=_registry(args))
 
 
-def _train_demo(args: argparse.Namespace) -> int:
-    from nodes.bundled._train import main as train_main
-
-    return train_main(list(args.train_args))
+def _pack_command(args: argparse.Namespace) -> int:
+    return args.pack_command.main(list(args.command_args))
 
 
 if __name__ == "__main__":

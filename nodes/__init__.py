@@ -1,5 +1,6 @@
-"""Built-in node packs. Every public submodule is a pack; modules whose name starts with
-an underscore are implementation helpers and are not scanned for nodes.
+"""nodeflow's built-in node packs. Each subpackage declares a ``PACK`` in its
+``__init__.py`` and is registered through the ``nodeflow.packs`` entry point group in
+``pyproject.toml``, exactly as a third-party pack would be; nothing here is scanned.
 
-Pack modules keep heavy imports (torch, diffusers, transformers) inside functions or in
-their ``_impl`` helpers, so listing and validating nodes stays fast."""
+Pack packages keep heavy imports (torch, diffusers, transformers) inside functions or in
+their ``impl`` modules, so listing and validating nodes stays fast."""

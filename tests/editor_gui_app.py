@@ -16,9 +16,8 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 from nodeflow import Float, Int, Node, Output, Socket  # noqa: E402
-from nodeflow.types import register_data_type  # noqa: E402
 
-IMAGE = register_data_type("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]").name
+from nodes.diffusion.types import IMAGE  # noqa: E402  (the pack's type, so previews and links match)
 
 
 class Sunset(Node):
@@ -61,7 +60,7 @@ class ShowImage(Node):
 
 
 def registry():
-    from testpack import make_registry
+    from tests.support.testpack import make_registry
 
     reg = make_registry()
     reg.register(Sunset, "tests.editor_gui_app")

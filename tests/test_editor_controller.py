@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-import testpack
+from tests.support import testpack
 from nodeflow.editor.commands import AddNode, History, SetValue
 from nodeflow.editor.controller import EditorController, search_node_types
-from nodeflow.insight import node_insight
-from nodeflow.workflow import load_workflow
+from nodeflow.model.hooks import node_insight
+from nodeflow.files.open import load_workflow
 
 
 @pytest.fixture
@@ -423,7 +423,7 @@ def test_sampler_explains_its_noise_schedule():
 
 
 def test_field_options_hook_feeds_file_combos():
-    from nodeflow.insight import field_options
+    from nodeflow.model.hooks import field_options
 
     class Loader(testpack.Number):
         type = "LoaderDemo"
@@ -459,7 +459,7 @@ def test_compound_edit_is_one_undo_step_and_all_or_nothing(ctl):
 
 def test_first_start_opens_the_shipped_default_workflow_without_a_save_target(tmp_path):
     from nodeflow.editor.controller import DEFAULT_WORKFLOW
-    from nodeflow.registry import default_registry
+    from nodeflow.model.registry import default_registry
 
     ctl = EditorController(default_registry(), config_folder=tmp_path / "fresh")
     ctl.open_startup()

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor_gui_app import registry
+from tests.editor_gui_app import registry
 from nodeflow.editor.theme import STATE_COLORS
-from nodeflow.graph import Graph
-from nodeflow.workflow import save_workflow
+from nodeflow.model.graph import Graph
+from nodeflow.files.workflow import save_workflow
 
 pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,7 +308,7 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=30)
     editor.xdotool("key", "ctrl+s")  # the workflow has a file: saved in place, marker gone
     saved = editor.wait_for(lambda s: not s["dirty"], timeout=30)
-    from nodeflow.workflow import load_workflow
+    from nodeflow.files.open import load_workflow
 
     on_disk = load_workflow(tmp_path / "pictures.json", registry())
     assert set(on_disk.graph.nodes) == set(saved["nodes"]) and len(on_disk.graph.nodes) == 2 * (count + 1)

@@ -13,7 +13,7 @@ from typing import Any
 def launch(path: str | None = None, registry: Any = None) -> int:
     """Open the editor window on ``path`` (or the last/default workflow); blocks until
     the window closes and returns the process exit code."""
-    from .app import run_app
+    from nodeflow.editor.app import run_app
 
     return run_app(path, registry)
 

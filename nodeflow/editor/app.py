@@ -13,14 +13,14 @@ from typing import Any, Callable
 
 import dearpygui.dearpygui as dpg
 
-from ..fields import FileChoice
-from ..registry import NodeRegistry, default_registry
-from .canvas import Canvas, list_files
-from .controller import EditorController
-from .palette import ContextMenu, Palette
-from .panels import PREVIEW_SIZE, SidePanel
-from .testhook import TestHook
-from .theme import global_theme
+from nodeflow.model.fields import FileChoice
+from nodeflow.model.registry import NodeRegistry, default_registry
+from nodeflow.editor.canvas import Canvas, list_files
+from nodeflow.editor.controller import EditorController
+from nodeflow.editor.palette import ContextMenu, Palette
+from nodeflow.editor.panels import PREVIEW_SIZE, SidePanel
+from nodeflow.editor.testhook import TestHook
+from nodeflow.editor.theme import global_theme
 
 WINDOW_SIZE = (1600, 1000)
 SIDE_WIDTH = PREVIEW_SIZE + 24
@@ -32,8 +32,8 @@ def file_folders(run_options: dict[str, Any], field: FileChoice) -> list[Path]:
     type offers no list itself: the configured model folders, or the input folder."""
     if field.folder == "input":
         return [Path(run_options.get("input_dir", "input"))]
-    configured = ((run_options.get("settings") or {}).get("model_folders") or {}).get(field.folder) or []
-    return [Path(folder) for folder in configured]
+    settings = run_options.get("settings")
+    return list(settings.folders(field.folder)) if settings is not None else []
 
 
 class EditorApp:
@@ -308,22 +308,23 @@ class EditorApp:
             dpg.set_viewport_title(title)
 
 
-def _run_options() -> dict[str, Any]:
+def _run_options(registry: NodeRegistry) -> dict[str, Any]:
     """Where runs look for models and write images: the same configuration as the CLI's."""
-    from ..config import ConfigError, run_settings
+    from nodeflow.host.config import ConfigError
+    from nodeflow.host.settings import build_run_settings
 
     try:
-        settings = run_settings()
+        settings = build_run_settings(registry)
     except ConfigError as exc:
         print(f"nodeflow: {exc}; using the bundled models only")
-        settings = {}
+        settings = build_run_settings(registry, environ={})
     return {"settings": settings, "output_dir": Path("output"), "input_dir": Path("input")}
 
 
 def run_app(path: str | None = None, registry: NodeRegistry | None = None, controller: EditorController | None = None) -> int:
     registry = registry or default_registry()
     if controller is None:
-        controller = EditorController(registry, run_options=_run_options())
+        controller = EditorController(registry, run_options=_run_options(registry))
     dpg.create_context()
     try:
         app = EditorApp(controller)

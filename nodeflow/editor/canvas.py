@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 import dearpygui.dearpygui as dpg
 
-from ..fields import Bool, Choice, FileChoice, Float, Input, Int, Seed, String, Widget
-from ..graph import Link, NodeInstance
-from ..insight import field_options
-from .controller import EditorController
-from .theme import Themes
+from nodeflow.model.fields import Bool, Choice, FileChoice, Float, Input, Int, Seed, String, Widget
+from nodeflow.model.graph import Link, NodeInstance
+from nodeflow.model.hooks import field_options
+from nodeflow.editor.controller import EditorController
+from nodeflow.editor.theme import Themes
 
 WIDGET_WIDTH = 170
 SEED_MAX = 2**64 - 1
@@ -27,7 +27,7 @@ SEED_MAX = 2**64 - 1
 class Canvas:
     def __init__(self, controller: EditorController, parent: int | str, file_options: Callable[[FileChoice], list[str]] | None = None):
         self.c = controller
-        self.themes = Themes()
+        self.themes = Themes(controller.registry.data_types())
         self.file_options = file_options or (lambda field: [])
         self.editor = dpg.add_node_editor(
             parent=parent,
@@ -70,7 +70,7 @@ class Canvas:
                 with dpg.node_attribute(parent=item, attribute_type=dpg.mvNode_Attr_Output, shape=dpg.mvNode_PinShape_CircleFilled) as attr:
                     label = dpg.add_text(f"{output.name}", indent=WIDGET_WIDTH - 8 * len(output.name))
                     self._tooltip(label, f"{output.type}" + (f": {output.tooltip}" if output.tooltip else ""))
-                self._register_attr(attr, node.id, output.name, "out", output.type)
+                self._register_attr(attr, node.id, output.name, "out", output.data_type)
         self._apply_theme(node.id)
         self._sync_widget_states(node.id)
 
@@ -186,7 +186,7 @@ class Canvas:
     def _output_type(self, link: Link) -> str:
         cls = self.c.registry.get(self.c.graph.nodes[link.source].type)
         out = cls.output(link.output) if cls else None
-        return out.type if out else "*"
+        return out.data_type if out else "*"
 
     def _sync_widget_states(self, node_id: str) -> None:
         """A widget fed by a link shows that the link wins."""

@@ -1,7 +1,7 @@
 """Undoable edits of the graph model.
 
 Every change the editor makes is a :class:`Command` with ``do``/``undo`` against a
-:class:`~nodeflow.graph.Graph`; the view never edits the model directly and undo
+:class:`~nodeflow.model.graph.Graph`; the view never edits the model directly and undo
 never restores GUI snapshots. A command records what it needs to reverse itself the
 first time it runs (ids it created, the link it replaced, the value it overwrote), so
 redo after undo recreates exactly the same ids and links.
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from ..graph import Graph, GraphError, Link, NodeInstance
+from nodeflow.model.graph import Graph, GraphError, Link, NodeInstance
 
 
 class Command:

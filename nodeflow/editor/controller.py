@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..graph import Graph, GraphError
-from ..insight import Insight, node_insight
-from ..node import Node
-from ..registry import NodeRegistry
-from .commands import (
+from nodeflow.model.graph import Graph, GraphError
+from nodeflow.model.hooks import Insight, node_insight
+from nodeflow.model.node import Node
+from nodeflow.model.registry import NodeRegistry
+from nodeflow.editor.commands import (
     AddNode,
     Clip,
     Command,
@@ -31,8 +31,8 @@ from .commands import (
     SetTitle,
     SetValue,
 )
-from .runner import ExecutorFactory, Runner
-from .userfiles import Recovery, RecentFiles, config_dir
+from nodeflow.editor.runner import ExecutorFactory, Runner
+from nodeflow.editor.userfiles import Recovery, RecentFiles, config_dir
 
 DEFAULT_WORKFLOW = Path(__file__).resolve().parents[2] / "workflows" / "default.json"
 AUTOSAVE_DELAY_S = 3.0  # quiet time after a change before the recovery copy is written
@@ -137,7 +137,7 @@ class EditorController:
     def open(self, path: str | Path) -> list[Any]:
         """Load a workflow file; returns the validator's problems (shown, not fatal).
         Raises on a file that cannot be read as a workflow at all."""
-        from ..workflow import load_workflow
+        from nodeflow.files.open import load_workflow
 
         path = Path(path)
         workflow = load_workflow(path, self.registry)
@@ -158,7 +158,7 @@ class EditorController:
 
     def save(self, path: str | Path | None = None) -> Path:
         """Save to ``path`` (Save As) or the current file; raises ValueError if neither."""
-        from ..workflow import save_workflow
+        from nodeflow.files.workflow import save_workflow
 
         target = Path(path) if path is not None else self.path
         if target is None:
@@ -204,7 +204,7 @@ class EditorController:
             return False
         if self._autosaved_revision == self.history.revision or now - self._last_change < self.autosave_delay:
             return False
-        from ..workflow import workflow_to_dict
+        from nodeflow.files.workflow import workflow_to_dict
 
         self.recovery.save(workflow_to_dict(self.graph, self.ui, self.meta), str(self.path) if self.path else None)
         self._autosaved_revision = self.history.revision
@@ -215,7 +215,7 @@ class EditorController:
         return self.recovery.load()
 
     def restore_recovery(self) -> list[Any]:
-        from ..workflow import workflow_from_dict
+        from nodeflow.files.open import workflow_from_dict
 
         record = self.recovery.load()
         if record is None:
@@ -366,7 +366,7 @@ class EditorController:
             return self._refuse("a run is already in progress")
         if not self.graph.output_nodes() and not outputs:
             return self._refuse("nothing to run: add an output node (e.g. Save Image or Preview Image)")
-        from ..workflow import workflow_to_dict
+        from nodeflow.files.workflow import workflow_to_dict
 
         # Saved images carry the workflow that made them, as with the CLI.
         self.runner.start(self.graph, outputs, settings={"workflow": workflow_to_dict(self.graph, self.ui, self.meta)})

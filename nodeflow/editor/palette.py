@@ -8,7 +8,7 @@ from typing import Callable
 
 import dearpygui.dearpygui as dpg
 
-from .controller import EditorController, search_node_types
+from nodeflow.editor.controller import EditorController, search_node_types
 
 LIST_LIMIT = 60
 PALETTE_WIDTH = 220

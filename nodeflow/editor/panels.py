@@ -9,10 +9,10 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 from PIL import Image
 
-from ..insight import Insight, node_insight
-from .controller import EditorController
-from .images import fit_rgba
-from .runner import LIBRARY_LOCK, RunView
+from nodeflow.model.hooks import Insight, node_insight
+from nodeflow.editor.controller import EditorController
+from nodeflow.editor.images import fit_rgba
+from nodeflow.editor.runner import LIBRARY_LOCK, RunView
 
 PREVIEW_SIZE = 340
 LIVE_SIZE = 164

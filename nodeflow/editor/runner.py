@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from ..events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunFinished, RunStarted
-from ..graph import Graph
-from .images import images_in_outputs, to_pil_images
+from nodeflow.engine.events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunFinished, RunStarted
+from nodeflow.model.graph import Graph
+from nodeflow.editor.images import images_in_outputs, to_pil_images
 
 # What the view colours a node by. "idle" means "not part of the last run".
 NODE_STATES = ("idle", "queued", "running", "cached", "done", "error")
@@ -66,7 +66,7 @@ ExecutorFactory = Callable[[Any], Any]
 
 
 def _default_executor(registry: Any) -> Any:
-    from ..executor import Executor  # imported on first run: opening the editor stays fast
+    from nodeflow.engine.executor import Executor  # imported on first run: opening the editor stays fast
 
     return Executor(registry)
 
@@ -98,7 +98,9 @@ class Runner:
         self.view = RunView(status="running", started_at=time.monotonic())
         options = dict(self.run_options)
         if settings:
-            options["settings"] = {**(options.get("settings") or {}), **settings}
+            from nodeflow.model.context import RunSettings
+
+            options["settings"] = (options.get("settings") or RunSettings()).replace(**settings)
         self._thread = threading.Thread(target=self._work, args=(snapshot, outputs, options), name="nodeflow-run", daemon=True)
         self._thread.start()
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import dearpygui.dearpygui as dpg
 
-from .userfiles import write_json_atomic
+from nodeflow.editor.userfiles import write_json_atomic
 
 if TYPE_CHECKING:
-    from .app import EditorApp
+    from nodeflow.editor.app import EditorApp
 
 ENV_VAR = "NODEFLOW_EDITOR_HOOK"
 

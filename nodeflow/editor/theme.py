@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dearpygui.dearpygui as dpg
 
-from ..types import data_type
+from typing import Mapping
+
+from nodeflow.model.types import PRIMITIVES, DataType
 
 # Title bar colour of a node by its run state (see runner.NODE_STATES).
 STATE_COLORS: dict[str, tuple[int, int, int]] = {
@@ -23,7 +25,8 @@ def _lift(rgb: tuple[int, int, int], amount: int) -> tuple[int, ...]:
 
 
 class Themes:
-    def __init__(self) -> None:
+    def __init__(self, data_types: Mapping[str, DataType] | None = None) -> None:
+        self._types = {t.name: t for t in PRIMITIVES} | dict(data_types or {})
         self._node: dict[tuple[str, bool, bool], int] = {}
         self._pin: dict[str, int] = {}
         self._link: dict[str, int] = {}
@@ -51,9 +54,13 @@ class Themes:
             self._node[key] = theme
         return self._node[key]
 
+    def _color(self, type_name: str) -> tuple[int, int, int]:
+        known = self._types.get(type_name)
+        return known.color if known is not None else (160, 160, 160)
+
     def pin(self, type_name: str) -> int:
         if type_name not in self._pin:
-            r, g, b = data_type(type_name).color
+            r, g, b = self._color(type_name)
             with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
                 dpg.add_theme_color(dpg.mvNodeCol_Pin, (r, g, b, 255), category=dpg.mvThemeCat_Nodes)
                 dpg.add_theme_color(dpg.mvNodeCol_PinHovered, (*_lift((r, g, b), 50), 255), category=dpg.mvThemeCat_Nodes)
@@ -62,7 +69,7 @@ class Themes:
 
     def link(self, type_name: str) -> int:
         if type_name not in self._link:
-            r, g, b = data_type(type_name).color
+            r, g, b = self._color(type_name)
             with dpg.theme() as theme, dpg.theme_component(dpg.mvAll):
                 dpg.add_theme_color(dpg.mvNodeCol_Link, (r, g, b, 220), category=dpg.mvThemeCat_Nodes)
                 dpg.add_theme_color(dpg.mvNodeCol_LinkHovered, (255, 255, 255, 255), category=dpg.mvThemeCat_Nodes)

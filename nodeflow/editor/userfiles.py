@@ -18,7 +18,7 @@ RECENT_LIMIT = 10
 
 
 def config_dir() -> Path:
-    from ..config import config_dir as nodeflow_config_dir  # one folder for all of nodeflow's settings
+    from nodeflow.host.config import config_dir as nodeflow_config_dir  # one folder for all of nodeflow's settings
 
     return nodeflow_config_dir()
 

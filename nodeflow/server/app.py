@@ -16,8 +16,8 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from .. import __version__
-from ..registry import NodeRegistry
+from nodeflow import __version__
+from nodeflow.model.registry import NodeRegistry
 from . import comfy_routes, native_routes, sockets
 from .config import ServerConfig
 from .docs_page import render

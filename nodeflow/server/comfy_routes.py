@@ -178,7 +178,7 @@ async def interrupt(request: Request) -> Response:
 def system_stats(request: Request) -> dict[str, Any]:
     service = service_of(request)
     total, free = _memory()
-    from .. import __version__ as version
+    from nodeflow import __version__ as version
 
     return {
         "system": {"os": sys.platform, "ram_total": total, "ram_free": free, "nodeflow_version": version,

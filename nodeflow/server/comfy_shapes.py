@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..validation import Problem
+from nodeflow.model.problems import Problem
 from .store import CANCELLED, DONE, INTERRUPTED, Job
 
 

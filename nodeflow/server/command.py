@@ -38,12 +38,12 @@ def add_serve_command(sub: "argparse._SubParsersAction") -> None:
     serve.set_defaults(handler=run_serve)
 
 
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
+def config_from_args(args: argparse.Namespace, registry) -> ServerConfig:
     import os
 
-    from ..config import run_settings
+    from nodeflow.host.settings import build_run_settings
 
-    settings = run_settings(args.models, args.allow_path)
+    settings = build_run_settings(registry, args.models, args.allow_path)
     return ServerConfig(
         host=args.host, port=args.port, token=args.token or os.environ.get("NODEFLOW_TOKEN") or None,
         data_dir=Path(args.data_dir), input_dir=Path(args.input_dir) if args.input_dir else None,
@@ -58,15 +58,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 def run_serve(args: argparse.Namespace) -> int:
     import sys
 
-    from ..config import ConfigError
-    from ..registry import default_registry
+    from nodeflow.host.config import ConfigError
+    from nodeflow.model.registry import default_registry
+
     from .run import serve
 
     try:
-        config = config_from_args(args)
         registry = default_registry(args.user_nodes)
         for message in registry.load_errors:
             print(f"nodeflow: warning: {message}", file=sys.stderr)
+        config = config_from_args(args, registry)
         return serve(config, registry, log_level=args.log_level)
     except (ConfigError, ServeError) as exc:
         print(f"nodeflow: {exc}", file=sys.stderr)

@@ -11,7 +11,8 @@ import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from nodeflow.model.context import RunSettings
 
 MiB = 1024 * 1024
 
@@ -45,7 +46,7 @@ class ServerConfig:
     max_upload_bytes: int = 64 * MiB  # /upload/image
     previews: bool = False  # step previews (ComfyUI's default "--preview-method none" is off too)
     cache_budget_bytes: int | None = None
-    run_settings: dict[str, Any] = field(default_factory=dict)  # model folders, --allow-path (nodeflow.config)
+    run_settings: RunSettings = field(default_factory=RunSettings)  # model folders, --allow-path (host.settings)
 
     @property
     def inputs(self) -> Path:

@@ -169,7 +169,10 @@ def cancel(request: Request, job_id: str) -> Any:
 
 @router.get("/nodes", summary="Node type declarations (as `nodeflow nodes --json`)")
 def nodes(request: Request) -> list[dict[str, Any]]:
-    return [cls.describe() for cls in service_of(request).registry.types()]
+    import json
+
+    # The same text as `nodeflow nodes --json` (data types print as their names).
+    return json.loads(json.dumps([cls.describe() for cls in service_of(request).registry.types()], default=str))
 
 
 @router.post("/uploads", summary="Upload an image into the input folder (multipart field 'image')")

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..importers import importers
-from ..registry import NodeRegistry
+from nodeflow.files.importers import importers
+from nodeflow.model.registry import NodeRegistry
 
 _TYPES = {"int": "INT", "seed": "INT", "float": "FLOAT", "string": "STRING", "bool": "BOOLEAN", "file": "STRING"}
 _OPTIONS = ("default", "min", "max", "step", "tooltip", "multiline")
@@ -70,7 +70,7 @@ def imported_info(name: str, widgets: list[str], creates: list[str], source: str
 
 def object_info(registry: NodeRegistry) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for importer in importers():
+    for importer in importers(registry):
         describe = getattr(importer, "describe_types", None)
         if describe is None:
             continue

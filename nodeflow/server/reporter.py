@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress
+from nodeflow.engine.events import FileWritten, NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress
 from .comfy_shapes import comfy_id
 from .hub import COMFY, NATIVE, Hub
 from .store import CANCELLED, DONE, FAILED, Job
@@ -67,11 +67,6 @@ class JobReporter:
         self.native("job.started")
         self.comfy("execution_start")
 
-    def file_written(self, path: Any) -> None:
-        """``settings["on_file_written"]``: a saved image is an output of the running node."""
-        node = self.node(self.current) or ""
-        self.files.setdefault(node, []).append(file_ref(Path(path), self.output_dir, "output"))
-
     def __call__(self, event: Any) -> None:
         if self.on_event is not None:
             self.on_event(event)
@@ -88,6 +83,9 @@ class JobReporter:
             if node != self.last_executing:
                 self.last_executing = node
                 self.comfy("executing", node=node, display_node=node)
+        elif isinstance(event, FileWritten):  # a saved image is an output of its node
+            node = self.node(event.node_id) or ""
+            self.files.setdefault(node, []).append(file_ref(Path(event.path), self.output_dir, "output"))
         elif isinstance(event, Progress):
             self._progress(event)
         elif isinstance(event, NodeFinished):
@@ -98,7 +96,8 @@ class JobReporter:
                 self.comfy("executed", node=node, display_node=node, output={"images": files})
             self.current = None
         elif isinstance(event, NodeFailed):
-            self.native("node.failed", node=self.node(event.node_id), node_type=event.node_type, message=event.message)
+            self.native("node.failed", node=self.node(event.node_id), node_type=event.node_type, message=event.message,
+                        field=event.field)
 
     def _progress(self, event: Progress) -> None:
         node = self.node(event.node_id)

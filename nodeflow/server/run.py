@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from ..registry import NodeRegistry
+from nodeflow.model.registry import NodeRegistry
 from .config import ServerConfig, with_token
 
 

@@ -11,8 +11,8 @@ import asyncio
 import threading
 from typing import Any
 
-from ..cache import OutputCache
-from ..registry import NodeRegistry
+from nodeflow.engine.cache import OutputCache
+from nodeflow.model.registry import NodeRegistry
 from .comfy_shapes import status
 from .config import ServerConfig
 from .hub import COMFY, Hub

@@ -3,7 +3,7 @@
 A workflow from the network is an untrusted file: it goes through the same loader as a
 shared file (size, depth and string limits; ComfyUI documents through the importer), then
 validation, then a check of every file it names (no absolute paths, no ``..``, unless the
-server's own ``--allow-path`` covers them; see :mod:`nodeflow.paths`). Overrides from the
+server's own ``--allow-path`` covers them; see :mod:`nodeflow.host.paths`). Overrides from the
 request are untrusted too. Nothing here runs a node or imports torch.
 """
 
@@ -13,11 +13,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..graph import Graph, GraphError
-from ..paths import PathRefused, resolve_inside
-from ..registry import NodeRegistry
-from ..validation import INVALID_VALUE, Problem, validate
-from ..workflow import Workflow, WorkflowError, workflow_from_dict
+from nodeflow.files.open import workflow_from_dict
+from nodeflow.files.workflow import Workflow, WorkflowError
+from nodeflow.host.paths import PathRefused, resolve_inside
+from nodeflow.model.context import RunSettings
+from nodeflow.model.graph import Graph, GraphError
+from nodeflow.model.problems import Problem, ProblemCode
+from nodeflow.model.registry import NodeRegistry
+from nodeflow.model.validation import validate
 from .comfy_shapes import OUTPUTS_KEY
 from .store import QUEUED, Job
 
@@ -33,7 +36,7 @@ class Refused(Exception):
 def build_job(
     document: Any,
     registry: NodeRegistry,
-    settings: Mapping[str, Any],
+    settings: RunSettings,
     *,
     source: str,
     overrides: Mapping[str, Any] | None = None,
@@ -78,21 +81,21 @@ def apply_overrides(graph: Graph, overrides: Mapping[str, Any]) -> dict[str, Any
     for target, value in overrides.items():
         node_ref, dot, field = str(target).rpartition(".")
         if not dot or not node_ref or not field:
-            problems.append(Problem(INVALID_VALUE, f"override {target!r}: expected NODE.FIELD (e.g. '5.seed')"))
+            problems.append(Problem(ProblemCode.INVALID_VALUE, f"override {target!r}: expected NODE.FIELD (e.g. '5.seed')"))
             continue
         try:
             node_id = graph.find_node(node_ref)
             graph.set_value(node_id, field, value)
         except GraphError as exc:
             node = graph.nodes.get(exc.node_id or "")
-            problems.append(Problem(INVALID_VALUE, f"override {target!r}: {exc}", exc.node_id,
+            problems.append(Problem(ProblemCode.INVALID_VALUE, f"override {target!r}: {exc}", exc.node_id,
                                     node.type if node else None, exc.field or field))
     if problems:
         raise Refused(f"{len(problems)} override(s) refused", problems)
     return dict(overrides)
 
 
-def file_problems(graph: Graph, settings: Mapping[str, Any]) -> list[Problem]:
+def file_problems(graph: Graph, settings: RunSettings) -> list[Problem]:
     """Files named by the workflow that it may not name (absolute paths, ``..``), found
     before the job is queued; the node re-checks at run time (symlinks, existence)."""
     found = []
@@ -105,9 +108,9 @@ def file_problems(graph: Graph, settings: Mapping[str, Any]) -> list[Problem]:
             if getattr(declared, "kind", "") != "file" or not isinstance(value, str) or not value:
                 continue
             try:
-                resolve_inside(value, [], settings, exists=lambda _path: False, what="file")
+                resolve_inside(value, [], settings.trusted_paths, exists=lambda _path: False, what="file")
             except PathRefused as exc:
-                found.append(Problem(INVALID_VALUE, str(exc), node_id, node.type, name))
+                found.append(Problem(ProblemCode.INVALID_VALUE, str(exc), node_id, node.type, name))
     return found
 
 

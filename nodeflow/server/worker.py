@@ -17,12 +17,13 @@ import logging
 import re
 import threading
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cache import OutputCache
-from ..registry import NodeRegistry
-from ..workflow import workflow_from_dict
+from nodeflow.engine.cache import OutputCache
+from nodeflow.files.open import workflow_from_dict
+from nodeflow.model.registry import NodeRegistry
 from .comfy_shapes import comfy_id
 from .config import ServerConfig
 from .hub import Hub
@@ -109,15 +110,14 @@ class Worker(threading.Thread):
             return self._end(job, reporter, CANCELLED, {}, {}, _error(None, None, "cancelled before it started"), {})
         try:
             if self.executor is None:
-                from ..executor import Executor
+                from nodeflow.engine.executor import Executor
 
                 self.executor = Executor(self.registry, cache=self.cache, device=self.device)
             workflow = workflow_from_dict(job.workflow, self.registry)
         except ValueError as exc:  # a device this machine lacks; a workflow that no longer loads
             return self._end(job, reporter, FAILED, {}, {}, _error(None, None, str(exc)), {})
-        settings = dict(self.config.run_settings)
-        settings.update(on_file_written=reporter.file_written, workflow=job.workflow, embed_workflow=True,
-                        previews=self.config.previews)
+        settings = replace(self.config.run_settings, workflow=job.workflow, embed_workflow=True,
+                           previews=self.config.previews)
         if self._cancelling.is_set():
             self.executor.interrupt()
         result = self.executor.run(workflow.graph, on_event=reporter, output_dir=self.config.outputs,
@@ -145,7 +145,7 @@ class Worker(threading.Thread):
                            result.error or "invalid", getattr(first, "field", None))
             return self._end(job, reporter, FAILED, outputs, node_times, error, {})
         return self._end(job, reporter, FAILED, outputs, node_times,
-                         _error(comfy_id(job, failed), node_type, result.error or "failed"), {})
+                         _error(comfy_id(job, failed), node_type, result.error or "failed", result.failed_field), {})
 
     def _end(self, job: Job, reporter: JobReporter, status: str, outputs: dict[str, Any],
              node_times: dict[str, float], error: dict[str, Any] | None, late: dict[str, Any]) -> None:

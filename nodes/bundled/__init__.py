@@ -1,11 +1,30 @@
 """The bundled text-to-image model: a tiny CLIP, VAE and UNet trained on procedural shapes.
 
-The trained diffusers folder lives in ``shapes/``; ``nodeflow train-demo`` rebuilds it
-(see :mod:`nodes.bundled._train`). Only ``_``-prefixed modules live here, so the node
-registry finds no nodes in this package and importing it stays free of torch.
+A pack without nodes: it ships the trained diffusers folder ``models/shapes/`` as a checkpoint
+(found by name, "shapes", after the user's own model folders) and the ``nodeflow
+train-demo`` command that rebuilds it (see :mod:`nodes.bundled.training.trainer`).
+Importing it stays free of torch.
 """
 
 from pathlib import Path
+from typing import Sequence
 
-MODEL_DIR = Path(__file__).parent / "shapes"
-CLASSIFIER_PATH = Path(__file__).parent / "classifier.safetensors"
+from nodeflow import Command, Pack
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"  # a checkpoints folder: models only
+MODEL_DIR = MODELS_DIR / "shapes"
+CLASSIFIER_PATH = Path(__file__).resolve().parent / "training" / "classifier.safetensors"  # the judge
+
+
+def _train_demo(argv: Sequence[str]) -> int:
+    from nodes.bundled.training.trainer import main
+
+    return main(list(argv))
+
+
+PACK = Pack(
+    "bundled",
+    description="the tiny 'shapes' model that draws coloured shapes, and its trainer",
+    commands=(Command("train-demo", "retrain the bundled demo model from scratch", _train_demo),),
+    model_folders={"checkpoints": (MODELS_DIR,)},
+)

@@ -1,21 +1,32 @@
 """The diffusion pack: Stable-Diffusion-style text-to-image as nodes, on diffusers.
 
-The link data types are declared here once; the values that travel on them are the
-records in :mod:`nodes.diffusion._types`.
+What travels on the links is declared in :mod:`nodes.diffusion.types` (the value
+records and their data types); the nodes are one small module per family; their
+implementation (loading, sampling, guidance, prompts, VAE) is in :mod:`nodes.diffusion.impl`;
+the ComfyUI importer is :mod:`nodes.diffusion.comfyui`. Importing this package imports
+no torch: the nodes import it when they run.
 """
 
-from nodeflow.types import register_data_type
+from nodeflow import Pack
+from nodes.diffusion.clip_similarity import CLIPSimilarity
+from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
+from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection
+from nodes.diffusion.images import LoadImage, PreviewImage, SaveImage
+from nodes.diffusion.latent import EmptyLatent, LatentUpscale
+from nodes.diffusion.loaders import Checkpoint, UNet
+from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
+from nodes.diffusion.text import TextEncoder
+from nodes.diffusion.types import DATA_TYPES
+from nodes.diffusion.vae import VAEDecode, VAEEncode
 
-MODEL = register_data_type("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration")
-CLIP = register_data_type("CLIP", (240, 210, 80), "Tokenizer(s) and text encoder(s)")
-VAE = register_data_type("VAE", (240, 100, 100), "Autoencoder between pixels and latents")
-CONDITIONING = register_data_type("CONDITIONING", (240, 160, 60), "Text embeddings the UNet cross-attends to")
-LATENT = register_data_type("LATENT", (240, 130, 200), "A batch of latent images")
-IMAGE = register_data_type("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
-NOISE = register_data_type("NOISE", (200, 200, 200), "A seeded source of starting noise")
-GUIDER = register_data_type("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
-SAMPLER = register_data_type("SAMPLER", (120, 200, 220), "A sampling algorithm")
-SIGMAS = register_data_type("SIGMAS", (200, 220, 120), "A noise schedule: one sigma per step")
-
-# Converters from other tools' workflow files (see nodeflow.importers), imported on use.
-IMPORTERS = ("nodes.diffusion._comfyui:IMPORTER",)
+PACK = Pack(
+    "diffusion",
+    description="Stable Diffusion 1.x / 2.x / XL text-to-image on diffusers",
+    nodes=(
+        Checkpoint, UNet, TextEncoder, ConditioningCombine, ConditioningAverage, ConditioningDirection,
+        EmptyLatent, LatentUpscale, Noise, DisableNoise, CFG, BasicGuider, Sampler, VAEDecode, VAEEncode,
+        LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
+    ),
+    data_types=DATA_TYPES,
+    importers=(COMFYUI_IMPORTER,),
+)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow.fields import Output, Socket, String
-from nodeflow.node import Node, NodeError, RunContext
 
-from ._types import TextEncoders
+from nodeflow import FLOAT, Node, NodeError, Output, RunContext, Socket, String
+
+from nodes.diffusion.types import CLIP, IMAGE, TextEncoders
 
 # The pixel normalisation every OpenAI-style CLIP vision tower is trained with.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -37,10 +37,10 @@ class CLIPSimilarity(Node):
         "vision tower, such as the bundled \"shapes\" model's; a batch gives its mean."
     )
 
-    image = Socket("IMAGE", tooltip="the image(s) to score")
-    clip = Socket("CLIP", tooltip="a CLIP with a vision tower (e.g. from the Checkpoint \"shapes\")")
+    image = Socket(IMAGE, tooltip="the image(s) to score")
+    clip = Socket(CLIP, tooltip="a CLIP with a vision tower (e.g. from the Checkpoint \"shapes\")")
     text = String("a red circle on a blue background", multiline=True, tooltip="the description to compare with")
-    outputs = (Output("similarity", "FLOAT"),)
+    outputs = (Output("similarity", FLOAT),)
 
     def run(self, ctx: RunContext, image: Any, clip: TextEncoders, text: str) -> float:
         import torch

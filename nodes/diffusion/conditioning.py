@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from nodeflow.fields import Float, Output, Socket
-from nodeflow.node import Node, NodeError, RunContext
 
-from ._types import Conditioning
+from nodeflow import Float, Node, NodeError, Output, RunContext, Socket
+
+from nodes.diffusion.types import CONDITIONING, Conditioning
 
 if TYPE_CHECKING:
     import torch
@@ -28,9 +28,9 @@ class ConditioningCombine(Node):
         "everything in a single pass (the pooled embedding, where there is one, is the first's)."
     )
 
-    a = Socket("CONDITIONING")
-    b = Socket("CONDITIONING")
-    outputs = (Output("conditioning", "CONDITIONING"),)
+    a = Socket(CONDITIONING)
+    b = Socket(CONDITIONING)
+    outputs = (Output("conditioning", CONDITIONING),)
 
     def run(self, ctx: RunContext, a: Conditioning, b: Conditioning) -> Conditioning:
         import torch
@@ -45,10 +45,10 @@ class ConditioningAverage(Node):
     category = "conditioning"
     description = "A weighted blend of two conditionings: weight x a + (1 - weight) x b."
 
-    a = Socket("CONDITIONING")
-    b = Socket("CONDITIONING")
+    a = Socket(CONDITIONING)
+    b = Socket(CONDITIONING)
     weight = Float(0.5, min=0.0, max=1.0, step=0.05, tooltip="share of a; 1 is a alone, 0 is b alone")
-    outputs = (Output("conditioning", "CONDITIONING"),)
+    outputs = (Output("conditioning", CONDITIONING),)
 
     def run(self, ctx: RunContext, a: Conditioning, b: Conditioning, weight: float) -> Conditioning:
         embeds_a, embeds_b = _aligned(a.embeds, b.embeds)
@@ -65,11 +65,11 @@ class ConditioningDirection(Node):
         'example base "a man", a "a man wearing a hat", b "a man" adds a hat.'
     )
 
-    base = Socket("CONDITIONING")
-    a = Socket("CONDITIONING", tooltip="where the direction points to")
-    b = Socket("CONDITIONING", tooltip="where the direction starts")
+    base = Socket(CONDITIONING)
+    a = Socket(CONDITIONING, tooltip="where the direction points to")
+    b = Socket(CONDITIONING, tooltip="where the direction starts")
     strength = Float(1.0, min=-10.0, max=10.0, step=0.05, tooltip="how far to move; negative moves away")
-    outputs = (Output("conditioning", "CONDITIONING"),)
+    outputs = (Output("conditioning", CONDITIONING),)
 
     def run(
         self, ctx: RunContext, base: Conditioning, a: Conditioning, b: Conditioning, strength: float

@@ -1,7 +1,7 @@
 """Images in and out: load from the input folder, save PNGs, preview without saving.
 
-Written files are reported to the host through ``ctx.settings["on_file_written"]`` (a
-callable taking the path) when present; the CLI uses it to list what a run wrote. Save
+Written files are reported to the host through ``ctx.report_written``; the CLI lists
+them, the editor shows them. Save
 and preview nodes also pass their images on as an output, so a run's result (and the
 editor) can show them.
 """
@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nodeflow.fields import Bool, FileChoice, Output, Socket, String
-from nodeflow.node import Node, NodeError, RunContext
+from nodeflow import Bool, FileChoice, Node, NodeError, Output, RunContext, RunSettings, Socket, String
+
+from nodes.diffusion.types import IMAGE
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -26,12 +27,12 @@ class LoadImage(Node):
     description = "Reads an image from the input folder as RGB (any alpha channel is dropped)."
 
     image = FileChoice(folder="input", extensions=IMAGE_EXTENSIONS, tooltip="a file in the input folder")
-    outputs = (Output("image", "IMAGE"),)
+    outputs = (Output("image", IMAGE),)
 
     @classmethod
     def fingerprint(cls, values: dict[str, Any], ctx: RunContext) -> str | None:
         """An image replaced in the input folder under the same name is read again."""
-        from nodeflow.filestamp import stamp
+        from nodeflow import stamp
 
         try:
             return stamp(_inside(Path(ctx.input_dir), values.get("image", ""), ctx.settings))
@@ -48,31 +49,32 @@ class LoadImage(Node):
             with Image.open(path) as picture:
                 if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
                     raise NodeError(
-                        f'field "image": {image!r} is {picture.width}x{picture.height} pixels, more than the '
-                        f"limit of {Image.MAX_IMAGE_PIXELS} pixels"
+                        f'{image!r} is {picture.width}x{picture.height} pixels, more than the '
+                        f"limit of {Image.MAX_IMAGE_PIXELS} pixels",
+                        field="image",
                     )
                 rgb = ImageOps.exif_transpose(picture).convert("RGB")
         except FileNotFoundError:
-            raise NodeError(f'field "image": {image!r} is not in the input folder {ctx.input_dir}') from None
+            raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
         except Image.DecompressionBombError as exc:
-            raise NodeError(f'field "image": {image!r} is too large to open: {exc}') from None
+            raise NodeError(f'{image!r} is too large to open: {exc}', field="image") from None
         except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk over Pillow's limits
-            raise NodeError(f'field "image": cannot read {image!r} as an image: {exc}') from None
+            raise NodeError(f'cannot read {image!r} as an image: {exc}', field="image") from None
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
         return pixels[None]
 
 
-def _inside(folder: Path, name: str, settings: Any = None) -> Path:
+def _inside(folder: Path, name: str, settings: RunSettings) -> Path:
     """``folder / name``, refusing names that lead out of ``folder`` unless the user
-    allowed the path (see :mod:`nodeflow.paths`)."""
-    from nodeflow.paths import PathRefused, resolve_inside
+    allowed the path (see :mod:`nodeflow.host.paths`)."""
+    from nodeflow import PathRefused, resolve_inside
 
     if not name:
-        raise NodeError('field "image": choose an image')
+        raise NodeError('choose an image', field="image")
     try:
-        found = resolve_inside(name, [folder], settings, what="image")
+        found = resolve_inside(name, [folder], settings.trusted_paths, what="image")
     except PathRefused as error:
-        raise NodeError(f'field "image": {error}') from None
+        raise NodeError(str(error), field="image") from None
     return found if found is not None else folder / name
 
 
@@ -86,25 +88,22 @@ class SaveImage(Node):
     )
     output_node = True
 
-    images = Socket("IMAGE")
+    images = Socket(IMAGE)
     filename_prefix = String("nodeflow", tooltip="start of the file names; no folders or '..'")
     embed_workflow = Bool(
         True, tooltip="store the workflow in the PNG (open the image to get it back) and a readable summary"
     )
-    outputs = (Output("images", "IMAGE", tooltip="the saved images, passed on"),)
+    outputs = (Output("images", IMAGE, tooltip="the saved images, passed on"),)
 
     def run(self, ctx: RunContext, images: Any, filename_prefix: str, embed_workflow: bool) -> Any:
-        from ._metadata import image_metadata
+        from nodes.diffusion.impl.metadata import image_metadata
 
         _check_prefix(filename_prefix)
         folder = Path(ctx.output_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        report = ctx.settings.get("on_file_written")
         metadata = image_metadata(ctx, embed_workflow)
         for picture in _to_pil(images):
-            path = _write_new_png(folder, filename_prefix, picture, metadata)
-            if callable(report):
-                report(path)
+            ctx.report_written(_write_new_png(folder, filename_prefix, picture, metadata))
         return images
 
 
@@ -115,8 +114,8 @@ class PreviewImage(Node):
     description = "Shows the images in the editor and in the run's result without saving them."
     output_node = True
 
-    images = Socket("IMAGE")
-    outputs = (Output("images", "IMAGE", tooltip="the previewed images, passed on"),)
+    images = Socket(IMAGE)
+    outputs = (Output("images", IMAGE, tooltip="the previewed images, passed on"),)
 
     def run(self, ctx: RunContext, images: Any) -> Any:
         return images
@@ -125,11 +124,12 @@ class PreviewImage(Node):
 def _check_prefix(prefix: str) -> None:
     separators = {"/", "\\", os.sep, os.altsep or "/"}
     if not prefix.strip():
-        raise NodeError('field "filename_prefix": give a file name prefix')
+        raise NodeError('give a file name prefix', field="filename_prefix")
     if any(sep in prefix for sep in separators) or ".." in prefix or "\x00" in prefix or ":" in prefix:
         raise NodeError(
-            f'field "filename_prefix": {prefix!r} may not contain folder separators, ":" or ".."; '
-            "files are always written into the output folder"
+            f'{prefix!r} may not contain folder separators, ":" or ".."; '
+            "files are always written into the output folder",
+            field="filename_prefix",
         )
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from nodeflow.fields import Choice, Float, Int, Output, Socket
-from nodeflow.limits import check_pixels
-from nodeflow.node import Node, NodeError, RunContext
+from nodeflow import Choice, Float, Int, Node, NodeError, Output, RunContext, Socket, check_pixels
 
-from ._types import Autoencoder, DiffusionModel, Latent, ModelFamily
+from nodes.diffusion.types import LATENT, MODEL, VAE, Autoencoder, DiffusionModel, Latent, ModelFamily
 
 # Without a model or VAE to ask, assume Stable Diffusion 1.x/2.x/XL: 4 channels, 8x.
 DEFAULT_FAMILY = ModelFamily("sd1")
@@ -22,8 +20,9 @@ def _family(vae: Autoencoder | None, model: DiffusionModel | None) -> ModelFamil
 def _latent_side(field: str, pixels: int, factor: int) -> int:
     if pixels % factor:
         raise NodeError(
-            f'field "{field}": {pixels} is not a multiple of {factor}, the VAE scale factor of this model '
-            f"(try {max(factor, pixels // factor * factor)})"
+            f'{pixels} is not a multiple of {factor}, the VAE scale factor of this model '
+            f"(try {max(factor, pixels // factor * factor)})",
+            field=field,
         )
     return pixels // factor
 
@@ -41,9 +40,9 @@ class EmptyLatent(Node):
     width = Int(512, min=8, max=8192, step=8, tooltip="image width in pixels; a multiple of the VAE scale factor")
     height = Int(512, min=8, max=8192, step=8, tooltip="image height in pixels; a multiple of the VAE scale factor")
     batch = Int(1, min=1, max=64, tooltip="images generated together")
-    vae = Socket("VAE", optional=True, tooltip="tells the latent shape of the model family")
-    model = Socket("MODEL", optional=True, tooltip="tells the latent shape when no VAE is connected")
-    outputs = (Output("latent", "LATENT"),)
+    vae = Socket(VAE, optional=True, tooltip="tells the latent shape of the model family")
+    model = Socket(MODEL, optional=True, tooltip="tells the latent shape when no VAE is connected")
+    outputs = (Output("latent", LATENT),)
 
     def run(
         self, ctx: RunContext, width: int, height: int, batch: int,
@@ -68,12 +67,12 @@ class LatentUpscale(Node):
         "neither to scale by `scale_by`."
     )
 
-    latent = Socket("LATENT")
+    latent = Socket(LATENT)
     method = Choice(("nearest", "bilinear", "bicubic"), default="bilinear", tooltip="interpolation")
     width = Int(0, min=0, max=16384, step=8, tooltip="target width in pixels; 0 = from height or scale_by")
     height = Int(0, min=0, max=16384, step=8, tooltip="target height in pixels; 0 = from width or scale_by")
     scale_by = Float(1.5, min=0.01, max=8.0, step=0.05, tooltip="factor used when width and height are both 0")
-    outputs = (Output("latent", "LATENT"),)
+    outputs = (Output("latent", LATENT),)
 
     def run(
         self, ctx: RunContext, latent: Latent, method: str, width: int, height: int, scale_by: float

@@ -5,29 +5,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from nodeflow.fields import Choice, FileChoice, Output
-from nodeflow.node import Node, NodeError, RunContext
+from nodeflow import Choice, FileChoice, Node, NodeError, Output, RunContext
 
-from ._paths import MODEL_EXTENSIONS
+from nodes.diffusion.types import CLIP, MODEL, VAE
 
-_DTYPE = Choice(
-    ("auto", "fp32", "fp16", "bf16"),
-    default="auto",
-    tooltip="Precision of the weights. auto: fp16 on a CUDA GPU, fp32 on the CPU and Apple GPUs.",
-)
-_PREDICTION = Choice(
-    ("auto", "epsilon", "v_prediction"),
-    default="auto",
-    tooltip="What the UNet predicts. auto reads it from the model; set it when an SD 2.x file is "
-    "guessed wrong (768-v models predict v, 512-base models epsilon).",
-)
+from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
+
+def dtype_field() -> Choice:
+    return Choice(
+        ("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        tooltip="Precision of the weights. auto: fp16 on a CUDA GPU, fp32 on the CPU and Apple GPUs.",
+    )
+
+
+def prediction_field() -> Choice:
+    return Choice(
+        ("auto", "epsilon", "v_prediction"),
+        default="auto",
+        tooltip="What the UNet predicts. auto reads it from the model; set it when an SD 2.x file is "
+        "guessed wrong (768-v models predict v, 512-base models epsilon).",
+    )
 
 
 def _model_fingerprint(cls: type[Node], values: dict[str, Any], ctx: RunContext) -> str | None:
     """Size and time of the model file (or folder), so a file replaced under the same name reloads."""
-    from nodeflow.filestamp import stamp
+    from nodeflow import stamp
 
-    from ._paths import resolve_model_path
+    from nodes.diffusion.impl.paths import resolve_model_path
 
     (name,) = (n for n, f in cls.inputs.items() if isinstance(f, FileChoice))
     if name not in values:
@@ -40,7 +45,7 @@ def _model_fingerprint(cls: type[Node], values: dict[str, Any], ctx: RunContext)
 
 def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -> list[str]:
     """The models the editor offers for a file field: what the configured folders hold."""
-    from ._paths import list_models
+    from nodes.diffusion.impl.paths import list_models
 
     return list_models(cls.inputs[field_name].folder, settings)
 
@@ -60,19 +65,19 @@ class Checkpoint(Node):
         default="shapes",
         tooltip="A checkpoint file or diffusers folder in a checkpoints folder; 'shapes' is the bundled model.",
     )
-    dtype = _DTYPE
-    prediction = _PREDICTION
+    dtype = dtype_field()
+    prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
     outputs = (
-        Output("model", "MODEL", "The denoising UNet and its noise schedule"),
-        Output("clip", "CLIP", "Tokenizer(s) and text encoder(s)"),
-        Output("vae", "VAE", "The autoencoder between pixels and latents"),
+        Output("model", MODEL, "The denoising UNet and its noise schedule"),
+        Output("clip", CLIP, "Tokenizer(s) and text encoder(s)"),
+        Output("vae", VAE, "The autoencoder between pixels and latents"),
     )
 
     def run(self, ctx: RunContext, checkpoint: str, dtype: str, prediction: str) -> dict[str, Any]:
-        from ._loading import load_checkpoint, resolve_dtype
-        from ._types import Autoencoder, DiffusionModel, TextEncoders
+        from nodes.diffusion.impl.loading import load_checkpoint, resolve_dtype
+        from nodes.diffusion.types import Autoencoder, DiffusionModel, TextEncoders
 
         path = _resolve(checkpoint, "checkpoints", ctx)
         loaded = _load(load_checkpoint, path, "checkpoint", resolve_dtype(dtype, ctx.device), ctx.device, prediction)
@@ -112,15 +117,15 @@ class UNet(Node):
         default="",
         tooltip="A UNet file or diffusers (unet) folder in a unet folder.",
     )
-    dtype = _DTYPE
-    prediction = _PREDICTION
+    dtype = dtype_field()
+    prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
-    outputs = (Output("model", "MODEL", "The denoising UNet and its noise schedule"),)
+    outputs = (Output("model", MODEL, "The denoising UNet and its noise schedule"),)
 
     def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:
-        from ._loading import load_unet, resolve_dtype
-        from ._types import DiffusionModel
+        from nodes.diffusion.impl.loading import load_unet, resolve_dtype
+        from nodes.diffusion.types import DiffusionModel
 
         path = _resolve(unet, "unet", ctx)
         torch_dtype = resolve_dtype(dtype, ctx.device)
@@ -129,24 +134,24 @@ class UNet(Node):
 
 
 def _resolve(value: str, kind: str, ctx: RunContext) -> Path:
-    from ._paths import resolve_model_path
+    from nodes.diffusion.impl.paths import resolve_model_path
 
     try:
         return resolve_model_path(value, kind, ctx.settings)
     except NodeError as error:
-        raise NodeError(f'field "{_FIELD[kind]}": {error}') from None
+        raise NodeError(error.message, field=_FIELD[kind]) from None
 
 
 _FIELD = {"checkpoints": "checkpoint", "unet": "unet"}
 
 
 def _load(loader: Any, path: Path, field: str, dtype: Any, device: str, prediction: str) -> Any:
-    from ._ldm import CheckpointError
+    from nodes.diffusion.impl.ldm import CheckpointError
 
     try:
         return loader(path, dtype, device, prediction)
     except CheckpointError as error:
-        raise NodeError(f'field "{field}": {path.name}: {error}') from None
+        raise NodeError(f'{path.name}: {error}', field=field) from None
 
 
 def _latent_rgb(loaded: Any) -> Any:
@@ -155,7 +160,7 @@ def _latent_rgb(loaded: Any) -> Any:
 
     import torch
 
-    from ._preview import latent_rgb_map
+    from nodes.diffusion.impl.preview import latent_rgb_map
 
     channels = loaded.family.latent_channels
     own = loaded.folder / "vae" / "latent_rgb.json" if loaded.folder is not None else None

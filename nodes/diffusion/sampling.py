@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from nodeflow.fields import Choice, Float, Int, Output, Seed, Socket
-from nodeflow.node import Node, NodeError, RunContext
+from nodeflow import Choice, Float, Int, Node, NodeError, Output, RunContext, Seed, Socket
 
-from ._samplers import SAMPLERS, SCHEDULES, eta_unsupported_reason, unsupported_reason
-from ._types import Conditioning, DiffusionModel, Latent, NoiseSource
+from nodes.diffusion.impl.samplers import SAMPLERS, SCHEDULES, eta_unsupported_reason, unsupported_reason
+from nodes.diffusion.types import CONDITIONING, GUIDER, LATENT, MODEL, NOISE, Conditioning, DiffusionModel, Latent, NoiseSource
 
 
 def _field_error(field: str, message: str) -> NodeError:
-    return NodeError(f'field "{field}": {message}')
+    return NodeError(message, field=field)
 
 
 class Noise(Node):
@@ -32,7 +31,7 @@ class Noise(Node):
     )
 
     seed = Seed(0, tooltip="0 .. 2^64-1; the same seed gives the same starting noise")
-    outputs = (Output("noise", "NOISE"),)
+    outputs = (Output("noise", NOISE),)
 
     def run(self, ctx: RunContext, seed: int) -> NoiseSource:
         return NoiseSource(seed)
@@ -47,7 +46,7 @@ class DisableNoise(Node):
         "are already noisy (e.g. the leftover noise of another sampler)."
     )
 
-    outputs = (Output("noise", "NOISE"),)
+    outputs = (Output("noise", NOISE),)
 
     def run(self, ctx: RunContext) -> NoiseSource:
         return NoiseSource(None)
@@ -63,21 +62,21 @@ class CFG(Node):
         "negative: uncond + scale x (cond - uncond). Scale 1 skips the unconditional pass."
     )
 
-    model = Socket("MODEL")
-    positive = Socket("CONDITIONING", tooltip="what the image should show")
-    negative = Socket("CONDITIONING", tooltip="what to steer away from (the unconditional branch)")
+    model = Socket(MODEL)
+    positive = Socket(CONDITIONING, tooltip="what the image should show")
+    negative = Socket(CONDITIONING, tooltip="what to steer away from (the unconditional branch)")
     scale = Float(7.0, min=0.0, max=30.0, step=0.1, tooltip="guidance strength; higher follows the prompt more literally")
     rescale = Float(
         0.0, min=0.0, max=1.0, step=0.05,
         tooltip="guidance rescale (Lin et al. 2023): reduces over-exposure at high scales; 0 is off",
     )
-    outputs = (Output("guider", "GUIDER"),)
+    outputs = (Output("guider", GUIDER),)
 
     def run(
         self, ctx: RunContext, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
         scale: float, rescale: float,
     ) -> Any:
-        from ._guidance import Guider
+        from nodes.diffusion.impl.guidance import Guider
 
         return Guider(model, positive, negative, scale, rescale)
 
@@ -88,12 +87,12 @@ class BasicGuider(Node):
     category = "sampling"
     description = "The model's prediction for one conditioning, without a negative prompt (one UNet pass per step)."
 
-    model = Socket("MODEL")
-    conditioning = Socket("CONDITIONING")
-    outputs = (Output("guider", "GUIDER"),)
+    model = Socket(MODEL)
+    conditioning = Socket(CONDITIONING)
+    outputs = (Output("guider", GUIDER),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, conditioning: Conditioning) -> Any:
-        from ._guidance import Guider
+        from nodes.diffusion.impl.guidance import Guider
 
         return Guider(model, conditioning)
 
@@ -109,15 +108,15 @@ class Sampler(Node):
         "preview shows the current estimate of the final image (predicted x0)."
     )
 
-    noise = Socket("NOISE")
-    guider = Socket("GUIDER")
-    latent = Socket("LATENT")
+    noise = Socket(NOISE)
+    guider = Socket(GUIDER)
+    latent = Socket(LATENT)
     sampler = Choice(tuple(SAMPLERS), default="dpmpp_2m", tooltip="the solver (a diffusers scheduler)")
     schedule = Choice(tuple(SCHEDULES), default="normal", tooltip="how noise levels are spaced over the steps")
     steps = Int(20, min=1, max=1000, tooltip="number of steps (heun and dpm_2 call the model twice per step)")
     denoise = Float(1.0, min=0.0, max=1.0, step=0.01, tooltip="1 for text-to-image; lower keeps more of the input latent")
     eta = Float(0.0, min=0.0, max=1.0, step=0.01, tooltip="ddim only: 0 is deterministic DDIM, 1 adds DDPM-like noise")
-    outputs = (Output("latent", "LATENT"),)
+    outputs = (Output("latent", LATENT),)
 
     @classmethod
     def check_values(cls, values: Mapping[str, Any]) -> dict[str, str]:
@@ -131,11 +130,11 @@ class Sampler(Node):
 
     @classmethod
     def insight(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """The noise schedule of these settings, for the editor's plot (nodeflow.insight)."""
+        """The noise schedule of these settings, for the editor's plot (nodeflow.model.hooks)."""
         import json
         from pathlib import Path
 
-        from ._samplers import schedule_sigmas
+        from nodes.diffusion.impl.samplers import schedule_sigmas
 
         config_file = Path(__file__).parent / "configs" / "sd1" / "scheduler" / "scheduler_config.json"
         levels = schedule_sigmas(values["sampler"], values["schedule"], values["steps"], json.loads(config_file.read_text()))
@@ -154,8 +153,8 @@ class Sampler(Node):
         self, ctx: RunContext, noise: NoiseSource, guider: Any, latent: Latent,
         sampler: str, schedule: str, steps: int, denoise: float, eta: float,
     ) -> Latent:
-        from ._guidance import GuidanceError
-        from ._sample import SamplingError, sample
+        from nodes.diffusion.impl.guidance import GuidanceError
+        from nodes.diffusion.impl.sample import SamplingError, sample
 
         try:
             samples = sample(ctx, noise, guider, latent, sampler, schedule, steps, denoise, eta)

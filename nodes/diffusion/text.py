@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from nodeflow.fields import Int, Output, Socket, String
-from nodeflow.node import Node, NodeError, RunContext
+from nodeflow import Int, Node, NodeError, Output, RunContext, Socket, String
+
+from nodes.diffusion.types import CLIP, CONDITIONING
 
 if TYPE_CHECKING:
     import torch
 
-    from ._prompt import Window
-    from ._types import Conditioning, TextEncoders
+    from nodes.diffusion.impl.prompt import Window
+    from nodes.diffusion.types import Conditioning, TextEncoders
 
 
 class TextEncoder(Node):
@@ -24,7 +25,7 @@ class TextEncoder(Node):
         "encoded in 75-token windows (BREAK starts a new one) and joined."
     )
 
-    clip = Socket("CLIP", tooltip="Text encoder(s) from a checkpoint")
+    clip = Socket(CLIP, tooltip="Text encoder(s) from a checkpoint")
     text = String("", multiline=True, tooltip="The prompt; (word:1.2) to emphasise, [word] to soften")
     clip_skip = Int(
         1,
@@ -32,7 +33,7 @@ class TextEncoder(Node):
         max=12,
         tooltip="Which encoder layer to read: 1 = the last, 2 = the one before (as many SD 1.x anime models expect)",
     )
-    outputs = (Output("conditioning", "CONDITIONING", "Token embeddings (and SDXL's pooled embedding)"),)
+    outputs = (Output("conditioning", CONDITIONING, "Token embeddings (and SDXL's pooled embedding)"),)
 
     def run(self, ctx: RunContext, clip: "TextEncoders", text: str, clip_skip: int) -> "Conditioning":
         return encode_text(clip, text, clip_skip)
@@ -47,13 +48,13 @@ def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Conditi
     left untouched, so a plain prompt encodes exactly as diffusers' pipelines encode it."""
     import torch
 
-    from ._prompt import weighted_tokens, windows
-    from ._types import Conditioning
+    from nodes.diffusion.impl.prompt import weighted_tokens, windows
+    from nodes.diffusion.types import Conditioning
 
     sdxl = clip.family.name == "sdxl"
     layers = min(encoder.config.num_hidden_layers for encoder in clip.encoders)
     if clip_skip > layers:
-        raise NodeError(f'field "clip_skip": {clip_skip} is more than the text encoder\'s {layers} layers')
+        raise NodeError(f'{clip_skip} is more than the text encoder\'s {layers} layers', field="clip_skip")
 
     per_encoder: list[list[Window]] = []
     for index, tokenizer in enumerate(clip.tokenizers):

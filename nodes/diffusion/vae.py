@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow.fields import Choice, Int, Output, Socket
-from nodeflow.node import Node, NodeError, RunContext
+from nodeflow import Choice, Int, Node, NodeError, Output, RunContext, Socket
 
-from ._types import Autoencoder, Latent
+from nodes.diffusion.types import IMAGE, LATENT, VAE, Autoencoder, Latent
 
 # Above this many pixels per image, "auto" decodes in tiles to bound memory.
 AUTO_TILE_PIXELS = 1024 * 1024
@@ -23,21 +22,22 @@ class VAEDecode(Node):
         "whole decode."
     )
 
-    vae = Socket("VAE")
-    latent = Socket("LATENT")
+    vae = Socket(VAE)
+    latent = Socket(LATENT)
     tiling = Choice(("auto", "on", "off"), default="auto", tooltip="auto: tiles above 1024x1024 pixels")
     tile_size = Int(512, min=64, max=4096, step=64, tooltip="tile side in pixels when tiling")
-    outputs = (Output("image", "IMAGE"),)
+    outputs = (Output("image", IMAGE),)
 
     def run(self, ctx: RunContext, vae: Autoencoder, latent: Latent, tiling: str, tile_size: int) -> Any:
         import torch
 
-        from ._vae import decode, decode_tiled
+        from nodes.diffusion.impl.vae import decode, decode_tiled
 
         channels = vae.vae.config.latent_channels
         if latent.samples.shape[1] != channels:
             raise NodeError(
-                f'field "latent": the latent has {latent.samples.shape[1]} channels but this VAE expects {channels}'
+                f'the latent has {latent.samples.shape[1]} channels but this VAE expects {channels}',
+                field="latent",
             )
         factor = vae.family.vae_scale_factor
         height, width = (side * factor for side in latent.samples.shape[-2:])
@@ -58,21 +58,22 @@ class VAEEncode(Node):
         "the Noise node alone decides the randomness."
     )
 
-    vae = Socket("VAE")
-    image = Socket("IMAGE")
-    outputs = (Output("latent", "LATENT"),)
+    vae = Socket(VAE)
+    image = Socket(IMAGE)
+    outputs = (Output("latent", LATENT),)
 
     def run(self, ctx: RunContext, vae: Autoencoder, image: Any) -> Latent:
         import torch
 
-        from ._vae import encode
+        from nodes.diffusion.impl.vae import encode
 
         factor = vae.family.vae_scale_factor
         height, width = image.shape[1:3]
         if height % factor or width % factor:
             raise NodeError(
-                f'field "image": the image is {width}x{height}; both sides must be multiples of {factor}, '
-                "the VAE scale factor of this model"
+                f'the image is {width}x{height}; both sides must be multiples of {factor}, '
+                "the VAE scale factor of this model",
+                field="image",
             )
         with torch.inference_mode():
             return Latent(encode(vae, image), vae.family)

@@ -1,0 +1,395 @@
+"""Runs a graph: the needed nodes only, in order, reusing every result it can.
+
+What runs
+    The requested nodes (default: every output node that is not bypassed) and their
+    ancestors, in topological order. How inputs, bypass and signatures work is
+    described in :mod:`nodeflow.engine.plan`.
+
+Caching
+    A node whose signature is in the cache is not run: its stored outputs are used
+    and a ``NodeCached`` event is sent. So an unchanged graph re-runs nothing, a
+    changed value re-runs exactly that node and its downstream, and identical
+    subgraphs are computed once (also within one run). A non-deterministic node
+    re-runs every time, with its downstream; their results are not stored, as they
+    could never be reused. Output nodes follow the same rule as the rest: pressing
+    Run again on an unchanged graph does not write the same image twice (they are
+    reported as cached: the file exists); a changed input or another output folder
+    runs them again. Cached values stay on the device they were made on, and the
+    device is part of the signature. Memory: see :mod:`nodeflow.engine.cache`.
+
+Failure and interruption
+    A node's outputs are stored only after its ``run`` returned and its result had the
+    declared shape, so a failed or interrupted run stores nothing partial and keeps
+    every valid entry; re-running after a fix runs only the fixed node and its
+    downstream. ``interrupt()`` (from any thread) makes the running node's
+    ``ctx.progress()``/``ctx.check_interrupted()`` raise ``Interrupted``, and is also
+    checked between nodes. ``RunResult.error`` names the node (id and type) and
+    carries its message; for unexpected exceptions ``RunResult.traceback`` holds the
+    traceback text.
+
+Threads
+    One run at a time per executor: starting a second one while a run is in progress
+    raises :class:`ExecutorBusy` at once (a GUI should disable Run, not queue
+    silently). The graph is snapshotted when the run starts, so it may be edited
+    during the run. For a GUI, ``submit()`` snapshots and validates on the calling
+    thread and runs in a worker thread, returning a ``Future``. Event listeners are
+    called on the running thread; one that raises is logged and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import traceback as traceback_module
+import uuid
+from collections import Counter
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, NoReturn
+
+from nodeflow.engine.cache import OutputCache
+from nodeflow.engine.device import resolve_device
+from nodeflow.engine.events import (
+    EventHandler,
+    FileWritten,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeStarted,
+    Progress,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+)
+from nodeflow.model.graph import Graph, GraphError
+from nodeflow.model.context import Interrupted, RunContext, RunSettings
+from nodeflow.model.node import NodeError
+from nodeflow.model.problems import Problem, ProblemCode
+from nodeflow.model.validation import validate
+from nodeflow.engine.plan import Plan, SignatureMemo, Step, ValueRef, build_plan, default_outputs, producer, resolve
+from nodeflow.model.registry import NodeRegistry
+
+log = logging.getLogger(__name__)
+
+
+class ExecutorBusy(RuntimeError):
+    """A run was started while this executor was still running another."""
+
+
+@dataclass
+class RunResult:
+    status: RunStatus
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # requested node id -> outputs
+    executed: tuple[str, ...] = ()  # node ids that ran, in order
+    cached: tuple[str, ...] = ()  # node ids whose outputs came from the cache
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per executed node
+    error: str | None = None
+    failed_node: str | None = None
+    traceback: str | None = None  # for unexpected exceptions (the CLI's --verbose)
+    problems: list[Problem] = field(default_factory=list)  # validation problems when "invalid"
+    seconds: float = 0.0
+    files: tuple[Path, ...] = ()  # files the nodes wrote (RunContext.report_written), in order
+    failed_field: str | None = None  # the failed node's input at fault, when it named one
+
+    @property
+    def ok(self) -> bool:
+        return self.status == RunStatus.OK
+
+
+@dataclass
+class _Prepared:
+    """A validated plan plus everything the run needs, built on the calling thread."""
+
+    plan: Plan | None
+    problems: list[Problem]
+    device: str
+    output_dir: Path
+    input_dir: Path
+    settings: RunSettings
+    on_event: EventHandler | None
+
+
+class Executor:
+    def __init__(
+        self,
+        registry: NodeRegistry,
+        cache: OutputCache | None = None,
+        device: str = "auto",
+        cache_budget_bytes: int | None = None,
+    ):
+        self.registry = registry
+        self.cache = cache if cache is not None else OutputCache(cache_budget_bytes)
+        self.device = resolve_device(device)  # raises DeviceError (a ValueError) before any run
+        self._busy = threading.Lock()
+        self._interrupt = threading.Event()
+        self._signatures = SignatureMemo()
+
+    # ---------------------------------------------------------------- public API
+    def run(
+        self,
+        graph: Graph,
+        outputs: Iterable[str] | None = None,
+        on_event: EventHandler | None = None,
+        output_dir: str | os.PathLike = "output",
+        input_dir: str | os.PathLike = "input",
+        settings: RunSettings | None = None,
+        device: str | None = None,
+        extra_problems: Iterable[Any] = (),
+    ) -> RunResult:
+        """Run ``outputs`` (node ids; default: the output nodes) of ``graph`` and wait for the result.
+
+        ``device`` overrides the executor's for this run; ``extra_problems`` are a loaded
+        workflow's load-time problems, judged together with validation's own.
+        """
+        self._acquire()
+        try:
+            prepared = self._prepare(graph, outputs, on_event, output_dir, input_dir, settings, device, extra_problems)
+            return self._execute(prepared)
+        finally:
+            self._busy.release()
+
+    def submit(self, graph: Graph, outputs: Iterable[str] | None = None, **options: Any) -> Future[RunResult]:
+        """Like :meth:`run` but returns at once: snapshot and validation happen here, on the
+        calling (GUI) thread; the nodes run in a worker thread."""
+        self._acquire()
+        future: Future[RunResult] = Future()
+        try:
+            prepared = self._prepare(graph, outputs, **options)
+        except BaseException:
+            self._busy.release()
+            raise
+
+        def work() -> None:
+            try:
+                future.set_result(self._execute(prepared))
+            except BaseException as exc:  # never lose an error in a thread nobody joins
+                future.set_exception(exc)
+            finally:
+                self._busy.release()
+
+        future.set_running_or_notify_cancel()
+        threading.Thread(target=work, name="nodeflow-run", daemon=True).start()
+        return future
+
+    def interrupt(self) -> None:
+        """Ask the run in progress to stop at its next check; safe from any thread."""
+        self._interrupt.set()
+
+    @property
+    def running(self) -> bool:
+        return self._busy.locked()
+
+    # ------------------------------------------------------------------ stages
+    def _acquire(self) -> None:
+        if not self._busy.acquire(blocking=False):
+            raise ExecutorBusy("a run is already in progress on this executor; wait for it or interrupt it")
+        self._interrupt.clear()
+
+    def _prepare(
+        self,
+        graph: Graph,
+        outputs: Iterable[str] | None = None,
+        on_event: EventHandler | None = None,
+        output_dir: str | os.PathLike = "output",
+        input_dir: str | os.PathLike = "input",
+        settings: RunSettings | None = None,
+        device: str | None = None,
+        extra_problems: Iterable[Any] = (),
+    ) -> _Prepared:
+        snapshot = graph.copy()
+        snapshot.registry = self.registry
+        requested = None if outputs is None else list(outputs)
+        if requested is None and (runnable := default_outputs(snapshot)):
+            # Like ComfyUI, check what the output nodes need: a half-wired node elsewhere
+            # (just dropped from the palette) does not block Run. A node of an unknown type
+            # may be an output, so it is still checked (and refused).
+            unknown = [nid for nid, node in snapshot.nodes.items() if node.type not in self.registry]
+            requested = runnable + unknown
+        device = self.device if device is None else resolve_device(device)
+        output_dir, input_dir = Path(output_dir), Path(input_dir)
+        settings = settings if settings is not None else RunSettings()
+        problems = list(validate(snapshot, requested, extra_problems))
+        plan = None
+        if not problems:
+            try:
+                plan = build_plan(
+                    snapshot,
+                    requested,
+                    salt=device,
+                    nonce=uuid.uuid4().hex,
+                    output_dir=os.path.abspath(output_dir),
+                    memo=self._signatures,
+                    context=RunContext(
+                        device=device, output_dir=output_dir, input_dir=input_dir, settings=settings
+
+                    ),
+                )
+            except GraphError as exc:  # only if validation missed it; report it the same way
+                problems = [Problem(ProblemCode.INVALID_GRAPH, str(exc), exc.node_id)]
+        return _Prepared(plan, problems, device, output_dir, input_dir, settings, on_event)
+
+    def _execute(self, prepared: _Prepared) -> RunResult:
+        emit = _SafeEmitter(prepared.on_event)
+        if prepared.plan is None:
+            error = "the workflow is not valid: " + "; ".join(str(p) for p in prepared.problems)
+            emit(RunFinished(RunStatus.INVALID, 0.0, error=error))
+            return RunResult(RunStatus.INVALID, error=error, problems=prepared.problems)
+        return _Run(self, prepared, emit).execute()
+
+
+class _Run:
+    """One execution of a plan; lives only for the duration of ``execute``."""
+
+    def __init__(self, executor: Executor, prepared: _Prepared, emit: "_SafeEmitter"):
+        self.cache = executor.cache
+        self.interrupted = executor._interrupt
+        self.prepared = prepared
+        self.plan: Plan = prepared.plan  # type: ignore[assignment]
+        self.emit = emit
+        self.values: dict[str, dict[str, Any]] = {}  # signature -> outputs, while still needed
+        self.uses = _remaining_uses(self.plan)
+        self.executed: list[str] = []
+        self.cached: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.files: list[Path] = []
+
+    def execute(self) -> RunResult:
+        started = time.perf_counter()
+        plan = self.plan
+        self.cache.pin(list(self.uses))  # each needed signature once, released by _release
+        self.emit(RunStarted(tuple(step.node_id for step in plan.steps)))
+        status, error, failed, trace, failed_field = RunStatus.OK, None, None, None, None
+        outputs: dict[str, dict[str, Any]] = {}
+        try:
+            for step in plan.steps:
+                if self.interrupted.is_set():
+                    raise _Stop(RunStatus.INTERRUPTED, f"interrupted before node {step.node_id} ({step.node_type})")
+                self._step(step)
+            outputs = {
+                node_id: {name: self._value(ref) for name, ref in refs.items()}
+                for node_id, refs in plan.outputs.items()
+            }
+        except _Stop as stop:
+            status, error, failed, trace, failed_field = stop.status, stop.error, stop.failed_node, stop.trace, stop.field
+        finally:
+            self.cache.unpin(list(self.uses))
+            self.values.clear()
+        seconds = time.perf_counter() - started
+        result = RunResult(
+            status, outputs, tuple(self.executed), tuple(self.cached), dict(self.timings), error,
+            failed, trace, seconds=seconds, files=tuple(self.files), failed_field=failed_field,
+        )
+        self.emit(RunFinished(status, seconds, result.executed, result.cached, error, dict(self.timings)))
+        return result
+
+    def _step(self, step: Step) -> None:
+        """Produce the step's outputs: from this run, from the cache, or by running it."""
+        signature = step.signature
+        outputs = self.values.get(signature)
+        if outputs is None:
+            outputs = self.cache.get(signature)
+        if outputs is not None:
+            self.values[signature] = outputs
+            self.cached.append(step.node_id)
+            self.emit(NodeCached(step.node_id, step.node_type))
+        else:
+            outputs = self._run_node(step)
+            self.values[signature] = outputs
+            if step.reusable:  # results of non-deterministic nodes and their downstream never recur
+                self.cache.put(signature, outputs)
+        self._release((signature, *step.reads))
+
+    def _run_node(self, step: Step) -> dict[str, Any]:
+        inputs = dict(step.literals)
+        for name, ref in step.sources.items():
+            inputs[name] = self._value(ref)
+        node_id, node_type = step.node_id, step.node_type
+        prepared = self.prepared
+        ctx = RunContext(
+            node_id=node_id,
+            device=prepared.device,
+            output_dir=prepared.output_dir,
+            input_dir=prepared.input_dir,
+            settings=prepared.settings,
+            on_progress=lambda i, n, preview=None: self.emit(Progress(node_id, i, n, preview)),
+            on_file_written=lambda path: self._written(node_id, path),
+            is_interrupted=self.interrupted.is_set,
+        )
+        self.emit(NodeStarted(node_id, node_type))
+        started = time.perf_counter()
+        try:
+            outputs = step.cls.normalize_result(step.cls().run(ctx, **inputs))
+        except Interrupted:
+            raise _Stop(RunStatus.INTERRUPTED, f"interrupted in node {node_id} ({node_type})") from None
+        except NodeError as exc:
+            self._failed(step, str(exc) or type(exc).__name__, field=exc.field)
+        except Exception as exc:
+            self._failed(step, f"{type(exc).__name__}: {exc}", traceback_module.format_exc())
+        seconds = time.perf_counter() - started
+        self.timings[node_id] = seconds
+        self.executed.append(node_id)
+        self.emit(NodeFinished(node_id, node_type, seconds))
+        return outputs
+
+    def _written(self, node_id: str, path: Path) -> None:
+        self.files.append(path)
+        self.emit(FileWritten(node_id, path))
+
+    def _failed(self, step: Step, message: str, trace: str | None = None, field: str | None = None) -> NoReturn:
+        self.emit(NodeFailed(step.node_id, step.node_type, message, field))
+        raise _Stop(RunStatus.ERROR, f"node {step.node_id} ({step.node_type}) failed: {message}", step.node_id, trace,
+                    field)
+
+    def _value(self, ref: ValueRef) -> Any:
+        return resolve(ref, self.values)
+
+    def _release(self, signatures: Iterable[str]) -> None:
+        """One use of each signature is done; drop values (and pins) nobody needs any more."""
+        done = []
+        for signature in signatures:
+            self.uses[signature] -= 1
+            if self.uses[signature] <= 0:
+                del self.uses[signature]
+                self.values.pop(signature, None)
+                done.append(signature)
+        if done:
+            self.cache.unpin(done)
+
+
+class _Stop(Exception):
+    """Ends a run early: a node failed or the user interrupted."""
+
+    def __init__(self, status: RunStatus, error: str, failed_node: str | None = None, trace: str | None = None,
+                 field: str | None = None):
+        super().__init__(error)
+        self.status, self.error, self.failed_node, self.trace, self.field = status, error, failed_node, trace, field
+
+
+def _remaining_uses(plan: Plan) -> Counter[str]:
+    """How many times each signature will still be read: by its own steps, by the
+    inputs of later steps, and once more for each requested output (read at the end)."""
+    uses: Counter[str] = Counter()
+    for step in plan.steps:
+        uses[step.signature] += 1
+        uses.update(step.reads)
+    for refs in plan.outputs.values():
+        uses.update(filter(None, map(producer, refs.values())))
+    return uses
+
+
+class _SafeEmitter:
+    """Sends events to the listener; a listener that raises is logged, never fatal."""
+
+    def __init__(self, handler: EventHandler | None):
+        self.handler = handler
+
+    def __call__(self, event: Any) -> None:
+        if self.handler is None:
+            return
+        try:
+            self.handler(event)
+        except Exception:
+            log.exception("event listener failed on %s; the run continues", type(event).__name__)

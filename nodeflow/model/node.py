@@ -1,0 +1,198 @@
+"""The typed node API.
+
+A node type is one small class::
+
+    class Add(Node):
+        type = "Add"
+        category = "math"
+        description = "Sum of two numbers."
+
+        a = Float(0.0, tooltip="first term")
+        b = Float(0.0)
+        outputs = (Output("sum", "FLOAT"),)
+
+        def run(self, ctx, a, b):
+            return {"sum": a + b}
+
+Inputs are the class attributes that are :class:`~nodeflow.model.fields.Input` objects, in
+declaration order; ``outputs`` lists the results. ``run`` receives every input by
+name (an unconnected optional socket arrives as ``None``) and returns a dict keyed by
+output name, a tuple in output order, or, for a single output, the bare value.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    from nodeflow.model.types import DataType
+
+from nodeflow.model.context import RunContext
+from nodeflow.model.errors import NodeflowError
+from nodeflow.model.fields import Input, Output, Widget
+
+
+class NodeError(NodeflowError):
+    """A failure a node reports on purpose, with a message meant for the user.
+
+    ``field`` names the input at fault when there is one, so hosts can mark it (the
+    editor outlines the socket, the CLI prints ``node 5 (Sampler) field "steps": ...``),
+    as they do for validation problems."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __str__(self) -> str:
+        return f'field "{self.field}": {self.message}' if self.field else self.message
+
+
+class Node:
+    """Base class of every node type. Subclasses declare; they hold no state."""
+
+    type: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    category: ClassVar[str] = "misc"
+    description: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    output_node: ClassVar[bool] = False
+    deterministic: ClassVar[bool] = True
+
+    inputs: ClassVar[dict[str, Input]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared: dict[str, Input] = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, Input):
+                    declared[name] = value
+        cls.inputs = declared
+        cls.outputs = tuple(cls.outputs)
+        if not cls.display_name and cls.type:
+            cls.display_name = cls.type
+        names = [o.name for o in cls.outputs]
+        if len(set(names)) != len(names):
+            raise TypeError(f"{cls.__name__}: duplicate output names {names}")
+        _check_run_signature(cls)
+
+    def run(self, ctx: RunContext, **inputs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__}.run")
+
+    # -- declaration helpers, read by the validator, editor, schema and CLI --
+
+    @classmethod
+    def data_types(cls) -> list["DataType"]:
+        """The data types on this node's sockets and outputs (the registry learns them here)."""
+        from nodeflow.model.types import DataType
+
+        found = [getattr(i, "type", None) for i in cls.inputs.values()] + [o.type for o in cls.outputs]
+        return [t for t in found if isinstance(t, DataType)]
+
+    @classmethod
+    def widgets(cls) -> dict[str, Widget]:
+        return {n: i for n, i in cls.inputs.items() if isinstance(i, Widget)}
+
+    @classmethod
+    def output(cls, name: str) -> Output | None:
+        return next((o for o in cls.outputs if o.name == name), None)
+
+    @classmethod
+    def default_values(cls) -> dict[str, Any]:
+        return {n: w.default for n, w in cls.widgets().items()}
+
+    @classmethod
+    def migrate_values(cls, values: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Upgrade ``values`` saved under an older ``version`` of this node type.
+
+        Called when a workflow is loaded whose node says ``"version": from_version`` and
+        ``from_version < cls.version``. Override when a release renames, removes or
+        re-scales a field; return a new dict (the argument is the loader's copy).
+        """
+        return values
+
+    @classmethod
+    def renamed_ports(cls, from_version: int) -> Mapping[str, str]:
+        """Inputs and outputs renamed since ``from_version``, old name -> new name.
+
+        When a file saved by that older ``version`` is loaded, its links and values under
+        the old names move to the new ones, before :meth:`migrate_values` sees the values.
+        """
+        return {}
+
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any]) -> dict[str, str]:
+        """Problems between widget values that each field accepts on its own (a sampler
+        that cannot use a schedule), as ``{field: message}``; validation reports them
+        before anything runs. ``values`` holds the widgets not fed by a link, each already
+        valid for its field; a check whose fields are absent cannot be made and is skipped.
+        Must be cheap and import nothing heavy: the editor validates on every Run.
+        """
+        return {}
+
+    @classmethod
+    def fingerprint(cls, values: Mapping[str, Any], ctx: RunContext) -> str | None:
+        """What outside the graph this node's result depends on, e.g. the size and
+        modification time of a file it reads; hashed into the cache signature so a file
+        replaced on disk under the same name is read again. Must be cheap (no reading of
+        contents); ``None`` (the default) means nothing outside the graph.
+
+        ``values`` are the node's literal widget values (a value fed by a link is absent);
+        ``ctx`` is the run's context (folders, settings, device) without a node id.
+        """
+        return None
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "type": cls.type,
+            "display_name": cls.display_name,
+            "category": cls.category,
+            "description": cls.description,
+            "version": cls.version,
+            "inputs": [i.describe() for i in cls.inputs.values()],
+            "outputs": [o.describe() for o in cls.outputs],
+            "output_node": cls.output_node,
+            "deterministic": cls.deterministic,
+        }
+
+    @classmethod
+    def normalize_result(cls, result: Any) -> dict[str, Any]:
+        """Turn what ``run`` returned into ``{output name: value}``, checking its shape."""
+        names = [o.name for o in cls.outputs]
+        if isinstance(result, dict) and set(result) == set(names) and (names or not result):
+            return dict(result)
+        if not names:
+            if result is None:
+                return {}
+        elif isinstance(result, tuple) and len(result) == len(names):
+            return dict(zip(names, result))
+        elif len(names) == 1 and not isinstance(result, dict):
+            return {names[0]: result}
+        raise TypeError(f"node type {cls.type} returned {type(result).__name__}; expected outputs {names}")
+
+
+def _check_run_signature(cls: type[Node]) -> None:
+    """Refuse, when the class is defined, a ``run`` whose parameters are not ``self``,
+    ``ctx`` and exactly the declared inputs (a ``**inputs`` catch-all accepts any), so
+    a mismatch is an import error naming the fix, not a node failure at run time."""
+    if cls.run is Node.run:
+        return
+    parameters = list(inspect.signature(cls.run).parameters.values())[1:]  # after self
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    if not parameters or parameters[0].kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        raise TypeError(f"{cls.__name__}.run must take (self, ctx, ...inputs)")
+    named = {p.name for p in parameters[1:]}
+    declared = set(cls.inputs)
+    for name in sorted(declared - named):
+        raise TypeError(f"{cls.__name__}.run lacks parameter {name!r} declared as an input: add it to run's signature")
+    for name in sorted(named - declared):
+        param = next(p for p in parameters[1:] if p.name == name)
+        if param.default is inspect.Parameter.empty:
+            raise TypeError(f"{cls.__name__}.run takes {name!r}, which is not a declared input: "
+                            f"declare it (e.g. {name} = Socket(...) or a widget) or remove the parameter")
+

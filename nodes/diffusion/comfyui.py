@@ -1,0 +1,706 @@
+"""ComfyUI workflows as nodeflow workflows (the importer of the diffusion pack).
+
+Reads both of ComfyUI's formats: the API format (``{"3": {"class_type": "KSampler",
+"inputs": {...}}}``, what its ``prompt`` PNG chunk holds) and the UI format (``nodes`` +
+``links``, schema 0.4 with links as lists and schema 1 with links as objects, what its
+``workflow`` chunk holds). The mapping table, with the differences in behaviour, is
+documented in docs/comfyui.md.
+
+Conversion runs in three steps: read either format into :class:`ComfyNode` records
+(links as ``(node, slot)`` references, widget values by name); resolve what exists
+only in ComfyUI's editor (Reroute and primitive nodes, muted nodes); then build the
+nodeflow nodes, one ComfyUI node giving one or several (KSampler -> Noise + CFG +
+Sampler) or none (KSamplerSelect and BasicScheduler become the Sampler's widgets).
+Nothing is converted half-way: every unsupported node type and value is collected and
+reported in one :class:`WorkflowError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from nodeflow.model.registry import NodeRegistry
+from nodeflow.files.workflow import WORKFLOW_FORMAT, WORKFLOW_VERSION, WorkflowError
+
+SEED_CONTROLS = frozenset({"fixed", "increment", "decrement", "randomize"})
+MAX_NODES = 5_000
+MAX_RESOLVE_HOPS = 1_000  # reroute/primitive chains; a loop of reroutes must end
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A link end in ComfyUI: output ``slot`` of node ``node``."""
+
+    node: str
+    slot: int
+
+
+@dataclass
+class ComfyNode:
+    id: str
+    type: str
+    title: str = ""
+    mode: str = "normal"  # "normal", "bypass" or "muted"
+    pos: tuple[float, float] | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)  # name -> literal value or Ref
+
+
+# ====================================================================== sniffing
+def sniff(data: Any) -> str | None:
+    if not isinstance(data, dict) or not data:
+        return None
+    if isinstance(data.get("nodes"), list) and ("last_node_id" in data or "state" in data or "links" in data):
+        version = data.get("version")
+        return f"ComfyUI workflow (schema {version})" if isinstance(version, (int, float, str)) else "ComfyUI workflow"
+    if all(isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values()):
+        return "ComfyUI API format"
+    return None
+
+
+# ================================================================ reading formats
+def read_api(data: dict[str, Any]) -> list[ComfyNode]:
+    nodes = []
+    for node_id, raw in data.items():
+        inputs = raw.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise WorkflowError(f"ComfyUI node {node_id}: 'inputs' must be an object")
+        meta = raw.get("_meta")
+        title = meta.get("title", "") if isinstance(meta, dict) else ""
+        node = ComfyNode(str(node_id), raw["class_type"], title if isinstance(title, str) else "")
+        for name, value in inputs.items():
+            node.inputs[name] = _api_value(value, node_id, name)
+        nodes.append(node)
+    return nodes
+
+
+def _api_value(value: Any, node_id: str, name: str) -> Any:
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and not isinstance(value[0], bool):
+        if not _is_int(value[1]):
+            raise WorkflowError(f"ComfyUI node {node_id} input {name!r}: the link's output slot must be a number")
+        return Ref(str(value[0]), value[1])
+    return value
+
+
+_MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
+
+
+def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
+    if isinstance(data.get("definitions"), dict) and data["definitions"].get("subgraphs"):
+        raise WorkflowError("this ComfyUI workflow uses subgraphs, which nodeflow cannot import")
+    links = _ui_links(data.get("links") or [])
+    nodes = []
+    for index, raw in enumerate(data["nodes"]):
+        if not isinstance(raw, dict):
+            raise WorkflowError(f"ComfyUI nodes[{index}] must be an object")
+        node_id, type_name = raw.get("id"), raw.get("type")
+        if not isinstance(node_id, (int, str)) or isinstance(node_id, bool) or not isinstance(type_name, str):
+            raise WorkflowError(f"ComfyUI nodes[{index}] needs an 'id' and a 'type'")
+        mode = raw.get("mode", 0)
+        title = raw.get("title", "")
+        node = ComfyNode(
+            str(node_id),
+            type_name,
+            title if isinstance(title, str) else "",
+            _MODES.get(mode, "normal") if _is_int(mode) else "normal",
+            _ui_pair(raw.get("pos")),
+        )
+        spec = MAPPINGS.get(type_name)
+        widget_names = spec.widgets if spec is not None else UI_ONLY.get(type_name, ())
+        node.inputs.update(_widget_values(raw.get("widgets_values"), widget_names))
+        for slot in _list(raw.get("inputs")):
+            if not isinstance(slot, dict):
+                continue
+            widget = slot.get("widget")
+            name = widget.get("name") if isinstance(widget, dict) else slot.get("name")
+            link = slot.get("link")
+            if isinstance(name, str) and isinstance(link, (int, str)) and not isinstance(link, bool):
+                if link not in links:
+                    raise WorkflowError(f"ComfyUI node {node.id} input {name!r}: link {link!r} is not in 'links'")
+                node.inputs[name] = links[link]
+        nodes.append(node)
+    return nodes
+
+
+def _ui_links(raw_links: Any) -> dict[Any, Ref]:
+    if not isinstance(raw_links, list):
+        raise WorkflowError("ComfyUI 'links' must be a list")
+    links = {}
+    for index, raw in enumerate(raw_links):
+        if isinstance(raw, list) and len(raw) >= 5:  # schema 0.4: [id, origin, slot, target, slot, type]
+            link_id, origin, slot = raw[0], raw[1], raw[2]
+        elif isinstance(raw, dict):  # schema 1
+            link_id, origin, slot = raw.get("id"), raw.get("origin_id"), raw.get("origin_slot")
+        else:
+            raise WorkflowError(f"ComfyUI links[{index}] is neither a list of 6 nor a link object")
+        if not isinstance(origin, (int, str)) or isinstance(origin, bool) or not _is_int(slot):
+            raise WorkflowError(f"ComfyUI links[{index}] has no valid origin node and slot")
+        if isinstance(link_id, (int, str)) and not isinstance(link_id, bool):
+            links[link_id] = Ref(str(origin), slot)
+    return links
+
+
+def _widget_values(values: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """Positional widget values by name; a seed's hidden "control after generate"
+    value (fixed/increment/...) that follows it is skipped."""
+    if isinstance(values, dict):  # some nodes save widget values by name
+        return {name: values[name] for name in names if name in values}
+    if not isinstance(values, list):
+        return {}
+    out, position = {}, 0
+    for name in names:
+        if position >= len(values):
+            break
+        out[name] = values[position]
+        position += 1
+        if name in SEED_WIDGETS and position < len(values) and _is_seed_control(values[position]):
+            position += 1
+    return out
+
+
+def _is_seed_control(value: Any) -> bool:
+    return isinstance(value, str) and value in SEED_CONTROLS
+
+
+def _ui_pair(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, dict):  # old files: {"0": x, "1": y}
+        value = [value.get("0"), value.get("1")]
+    if isinstance(value, list) and len(value) >= 2 and all(_is_number(v) for v in value[:2]):
+        return (float(value[0]), float(value[1]))
+    return None
+
+
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a list; a missing or malformed optional list counts as empty."""
+    return value if isinstance(value, list) else []
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) < 1e12
+
+
+# =================================================================== the mapping
+@dataclass(frozen=True)
+class Mapping:
+    """How one ComfyUI node type becomes nodeflow nodes."""
+
+    widgets: tuple[str, ...]  # ComfyUI's widget names, in the UI format's order
+    build: Callable[["Builder", ComfyNode], None]
+    creates: tuple[str, ...]  # the nodeflow types it needs installed
+
+
+SEED_WIDGETS = frozenset({"seed", "noise_seed"})
+
+SAMPLER_NAMES = {
+    "euler": "euler", "euler_ancestral": "euler_ancestral", "heun": "heun", "dpm_2": "dpm_2",
+    "dpm_2_ancestral": "dpm_2_ancestral", "lms": "lms", "dpmpp_2m": "dpmpp_2m", "dpmpp_2m_sde": "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu": "dpmpp_2m_sde", "dpmpp_sde": "dpmpp_sde", "dpmpp_sde_gpu": "dpmpp_sde", "ddpm": "ddpm",
+    "ddim": "ddim", "lcm": "lcm", "uni_pc": "unipc", "uni_pc_bh2": "unipc",
+}
+SCHEDULER_NAMES = {
+    "normal": "normal", "karras": "karras", "exponential": "exponential", "simple": "simple",
+    "sgm_uniform": "simple", "ddim_uniform": "normal", "linear": "linear",
+}
+UPSCALE_METHODS = {"nearest-exact": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}
+
+
+class Builder:
+    """Collects the nodeflow nodes and links that ComfyUI nodes map to."""
+
+    def __init__(self, nodes: dict[str, ComfyNode]):
+        self.comfy = nodes
+        self.nodes: list[dict[str, Any]] = []
+        self.placements: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[tuple[str, int], tuple[str, str]] = {}  # ComfyUI (node, slot) -> ours
+        self.pending: list[tuple[str, str, Ref, str]] = []  # our target, input, ComfyUI source, ComfyUI input
+        self.problems: list[str] = []
+
+    # ----------------------------------------------------------------- building
+    def add(self, cnode: ComfyNode, type_name: str, suffix: str = "", values: dict[str, Any] | None = None,
+            main: bool = True, offset: int = 0) -> str:
+        node_id = cnode.id + (f".{suffix}" if suffix else "")
+        entry: dict[str, Any] = {"id": node_id, "type": type_name, "values": values or {}}
+        if main:
+            if cnode.title and cnode.title != cnode.type:
+                entry["title"] = cnode.title
+            if cnode.mode == "bypass":
+                entry["mode"] = "bypass"
+        self.nodes.append(entry)
+        if cnode.pos is not None:  # helpers of an expanded node sit below it
+            self.placements[node_id] = {"pos": [cnode.pos[0], cnode.pos[1] + 110 * offset]}
+        return node_id
+
+    def output(self, cnode: ComfyNode, slot: int, node_id: str, name: str) -> None:
+        self.outputs[(cnode.id, slot)] = (node_id, name)
+
+    def link(self, cnode: ComfyNode, comfy_input: str, node_id: str, input_name: str) -> None:
+        """Wire ComfyUI input ``comfy_input`` (a link) to our ``node_id.input_name``."""
+        value = self.resolved(cnode, comfy_input)
+        if isinstance(value, Ref):
+            self.pending.append((node_id, input_name, value, comfy_input))
+        elif value is not None:
+            self.problem(cnode, f"input {comfy_input!r} must be a link, not the value {_show(value)}")
+
+    def value(self, cnode: ComfyNode, comfy_input: str, values: dict[str, Any], name: str,
+              convert: Callable[[Any], Any] | None = None, node_id: str = "") -> None:
+        """Copy widget ``comfy_input`` into ``values[name]`` (converted); a widget fed by
+        a link of another node stays a link."""
+        value = self.resolved(cnode, comfy_input)
+        if isinstance(value, Ref):
+            if convert is not None:
+                self.problem(cnode, f"widget {comfy_input!r} is fed by a link; nodeflow needs its value here")
+            else:
+                self.pending.append((node_id or cnode.id, name, value, comfy_input))
+            return
+        if value is None:
+            return  # not in the file: our default
+        if convert is not None:
+            try:
+                value = convert(value)
+            except (KeyError, ValueError, TypeError):
+                self.problem(cnode, f"{comfy_input} {_show(value)} has no nodeflow equivalent")
+                return
+        values[name] = value
+
+    def resolved(self, cnode: ComfyNode, comfy_input: str) -> Any:
+        """The input's literal value or the Ref of a real node, looking through Reroute
+        and primitive nodes (which exist only in ComfyUI's editor)."""
+        value = cnode.inputs.get(comfy_input)
+        for _ in range(MAX_RESOLVE_HOPS):
+            if not isinstance(value, Ref):
+                return value
+            source = self.comfy.get(value.node)
+            if source is None or source.mode == "muted":
+                return None  # as ComfyUI: a link from a missing or muted node is no link
+            if source.type in PASS_THROUGH:
+                value = _passed_on(source)
+            elif source.type in PRIMITIVES:
+                value = source.inputs.get("value")
+            else:
+                return value
+        self.problem(cnode, f"input {comfy_input!r} is fed by a loop of Reroute nodes")
+        return None
+
+    def source_node(self, cnode: ComfyNode, comfy_input: str, types: tuple[str, ...]) -> ComfyNode | None:
+        """The node of one of ``types`` feeding ``comfy_input`` (for nodes folded into widgets)."""
+        ref = self.resolved(cnode, comfy_input)
+        if not isinstance(ref, Ref):
+            self.problem(cnode, f"input {comfy_input!r} is not connected")
+            return None
+        source = self.comfy[ref.node]
+        if source.type not in types:
+            self.problem(cnode, f"input {comfy_input!r} comes from {source.type} (node {source.id}); "
+                         f"nodeflow can import it only from {' or '.join(types)}")
+            return None
+        return source
+
+    def problem(self, cnode: ComfyNode, message: str) -> None:
+        self.problems.append(f"node {cnode.id} ({cnode.type}): {message}")
+
+    # ----------------------------------------------------------------- finishing
+    def links(self) -> list[dict[str, Any]]:
+        out = []
+        for target, input_name, ref, comfy_input in self.pending:
+            mapped = self.outputs.get((ref.node, ref.slot))
+            if mapped is None:
+                source = self.comfy[ref.node]
+                if MAPPINGS.get(source.type) is not None:  # a known type with an output we do not have
+                    self.problems.append(
+                        f"node {source.id} ({source.type}): output {ref.slot} (used by node {target.split('.')[0]} "
+                        f"input {comfy_input!r}) has no nodeflow equivalent"
+                    )
+                continue
+            out.append({"from": {"node": mapped[0], "output": mapped[1]}, "to": {"node": target, "input": input_name}})
+        return out
+
+
+# ---------------------------------------------------------------- node builders
+def _one_to_one(type_name: str, inputs: dict[str, str], widgets: dict[str, str], outputs: tuple[str, ...],
+                converters: dict[str, Callable[[Any], Any]] | None = None) -> Callable[[Builder, ComfyNode], None]:
+    """A ComfyUI node that is one nodeflow node: inputs, widgets and outputs renamed."""
+
+    def build(b: Builder, c: ComfyNode) -> None:
+        values: dict[str, Any] = {}
+        for comfy_name, ours in widgets.items():
+            b.value(c, comfy_name, values, ours, (converters or {}).get(comfy_name))
+        node_id = b.add(c, type_name, values=values)
+        for comfy_name, ours in inputs.items():
+            b.link(c, comfy_name, node_id, ours)
+        for slot, name in enumerate(outputs):
+            b.output(c, slot, node_id, name)
+
+    return build
+
+
+def _sampler_name(name: Any) -> str:
+    return SAMPLER_NAMES[name]
+
+
+def _scheduler_name(name: Any) -> str:
+    return SCHEDULER_NAMES[name]
+
+
+def steps_and_denoise(steps: Any, denoise: Any) -> tuple[int, float]:
+    """ComfyUI runs ``steps`` steps of a schedule made for ``steps / denoise``; nodeflow
+    (like diffusers' img2img strength) runs the last ``int(total * denoise)`` of ``total``.
+    Returns the (total, denoise) that run the same steps."""
+    if not _is_int(steps) or not _is_number(denoise) or steps < 1 or not 0 < denoise <= 1:
+        raise ValueError
+    if denoise >= 1:
+        return steps, 1.0
+    total = int(steps / denoise)
+    for candidate in (round(float(denoise), 4), steps / total, (steps + 0.5) / total):
+        if int(total * candidate) == steps and candidate <= 1:
+            return total, candidate
+    raise ValueError
+
+
+def _sampler_values(b: Builder, c: ComfyNode, values: dict[str, Any], steps_input: str = "steps",
+                    denoise_input: str = "denoise") -> None:
+    b.value(c, "sampler_name", values, "sampler", _sampler_name)
+    b.value(c, "scheduler", values, "schedule", _scheduler_name)
+    steps, denoise = b.resolved(c, steps_input), b.resolved(c, denoise_input) if denoise_input else 1.0
+    steps = 20 if steps is None else steps
+    denoise = 1.0 if denoise is None else denoise
+    try:
+        values["steps"], values["denoise"] = steps_and_denoise(steps, denoise)
+    except (ValueError, OverflowError):
+        b.problem(c, f"steps {_show(steps)} with denoise {_show(denoise)} have no nodeflow equivalent")
+
+
+def _build_ksampler(b: Builder, c: ComfyNode, advanced: bool = False) -> None:
+    values: dict[str, Any] = {}
+    _sampler_values(b, c, values, denoise_input="" if advanced else "denoise")
+    if advanced:
+        _advanced_range(b, c, values)
+    sampler = b.add(c, "Sampler", values=values)
+    noise_values: dict[str, Any] = {}
+    if advanced and b.resolved(c, "add_noise") == "disable":
+        noise = b.add(c, "DisableNoise", "noise", main=False, offset=1)
+    else:
+        b.value(c, "noise_seed" if advanced else "seed", noise_values, "seed", node_id=f"{c.id}.noise")
+        noise = b.add(c, "Noise", "noise", noise_values, main=False, offset=1)
+    cfg_values: dict[str, Any] = {}
+    b.value(c, "cfg", cfg_values, "scale", node_id=f"{c.id}.cfg")
+    guider = b.add(c, "CFG", "cfg", cfg_values, main=False, offset=2)
+    for comfy_name, ours in (("model", "model"), ("positive", "positive"), ("negative", "negative")):
+        b.link(c, comfy_name, guider, ours)
+    b.pending.append((sampler, "noise", Ref(noise, 0), "noise"))
+    b.pending.append((sampler, "guider", Ref(guider, 0), "guider"))
+    b.outputs[(noise, 0)] = (noise, "noise")
+    b.outputs[(guider, 0)] = (guider, "guider")
+    b.link(c, "latent_image", sampler, "latent")
+    b.output(c, 0, sampler, "latent")
+
+
+def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
+    """KSamplerAdvanced's start/end steps: starting late is a lower denoise; stopping
+    early (leftover noise for a second sampler) has no equivalent."""
+    steps = values.get("steps")
+    start, end = b.resolved(c, "start_at_step") or 0, b.resolved(c, "end_at_step")
+    end = 10_000 if end is None else end
+    if not (_is_int(start) and _is_int(end) and _is_int(steps)):
+        b.problem(c, "start_at_step and end_at_step must be whole numbers")
+        return
+    if end < steps or b.resolved(c, "return_with_leftover_noise") == "enable":
+        b.problem(c, f"stopping at step {end} of {steps} (or returning leftover noise) has no nodeflow "
+                  "equivalent; the Sampler always finishes the schedule")
+    if start >= steps:
+        b.problem(c, f"start_at_step {start} leaves none of the {steps} steps to run")
+    elif start > 0:
+        remaining = steps - start
+        values["denoise"] = next(d for d in (remaining / steps, (remaining + 0.5) / steps) if int(steps * d) == remaining)
+
+
+def _build_custom_sampler(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    select = b.source_node(c, "sampler", ("KSamplerSelect",))
+    if select is not None:
+        b.value(select, "sampler_name", values, "sampler", _sampler_name)
+    scheduler = b.source_node(c, "sigmas", ("BasicScheduler",))
+    if scheduler is not None:
+        _sampler_values(b, scheduler, values)
+    node_id = b.add(c, "Sampler", values=values)
+    b.link(c, "noise", node_id, "noise")
+    b.link(c, "guider", node_id, "guider")
+    b.link(c, "latent_image", node_id, "latent")
+    b.output(c, 0, node_id, "latent")
+    b.output(c, 1, node_id, "latent")  # denoised_output: the same at the end of a full schedule
+
+
+def _build_folded(b: Builder, c: ComfyNode) -> None:
+    """KSamplerSelect / BasicScheduler: read by the sampler that uses them, no node of their own."""
+
+
+def _build_text_encoder(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    b.value(c, "text", values, "text")
+    layer = _clip_layer(b, c)
+    if layer is not None:
+        if _is_int(layer) and layer < 0:
+            values["clip_skip"] = -layer  # ComfyUI's -2 (the penultimate layer) is clip_skip 2
+        else:
+            b.problem(c, f"CLIPSetLastLayer stop_at_clip_layer {_show(layer)} has no nodeflow equivalent")
+    node_id = b.add(c, "TextEncoder", values=values)
+    b.link(c, "clip", node_id, "clip")
+    b.output(c, 0, node_id, "conditioning")
+
+
+def _clip_layer(b: Builder, c: ComfyNode) -> Any:
+    """``stop_at_clip_layer`` of the nearest CLIPSetLastLayer the clip input passes through."""
+    value = c.inputs.get("clip")
+    for _ in range(MAX_RESOLVE_HOPS):
+        source = b.comfy.get(value.node) if isinstance(value, Ref) else None
+        if source is None or source.type not in ("Reroute", "CLIPSetLastLayer"):
+            return None
+        if source.type == "CLIPSetLastLayer" and source.mode == "normal":
+            return b.resolved(source, "stop_at_clip_layer")
+        value = _passed_on(source)
+    return None
+
+
+def _passed_on(node: ComfyNode) -> Any:
+    """What a Reroute (its one input, however named) or CLIPSetLastLayer passes on."""
+    if node.type == "CLIPSetLastLayer":
+        return node.inputs.get("clip")
+    return next((v for v in node.inputs.values() if isinstance(v, Ref)), None)
+
+
+def _build_latent_upscale(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    b.value(c, "upscale_method", values, "method", UPSCALE_METHODS.__getitem__)
+    b.value(c, "width", values, "width")
+    b.value(c, "height", values, "height")
+    crop = b.resolved(c, "crop")
+    if crop not in (None, "disabled"):
+        b.problem(c, f"crop {_show(crop)} has no nodeflow equivalent (only 'disabled')")
+    if not values.get("width") and not values.get("height"):
+        values["scale_by"] = 1.0  # ComfyUI: both 0 keeps the size
+    node_id = b.add(c, "LatentUpscale", values=values)
+    b.link(c, "samples", node_id, "latent")
+    b.output(c, 0, node_id, "latent")
+
+
+def _build_latent_upscale_by(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {"width": 0, "height": 0}
+    b.value(c, "upscale_method", values, "method", UPSCALE_METHODS.__getitem__)
+    b.value(c, "scale_by", values, "scale_by")
+    node_id = b.add(c, "LatentUpscale", values=values)
+    b.link(c, "samples", node_id, "latent")
+    b.output(c, 0, node_id, "latent")
+
+
+MAPPINGS: dict[str, Mapping] = {
+    "CheckpointLoaderSimple": Mapping(
+        ("ckpt_name",), _one_to_one("Checkpoint", {}, {"ckpt_name": "checkpoint"}, ("model", "clip", "vae")),
+        ("Checkpoint",)),
+    "CLIPTextEncode": Mapping(("text",), _build_text_encoder, ("TextEncoder",)),
+    "CLIPSetLastLayer": Mapping(("stop_at_clip_layer",), _build_folded, ()),
+    "EmptyLatentImage": Mapping(
+        ("width", "height", "batch_size"),
+        _one_to_one("EmptyLatent", {}, {"width": "width", "height": "height", "batch_size": "batch"}, ("latent",)),
+        ("EmptyLatent",)),
+    "KSampler": Mapping(
+        ("seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"), _build_ksampler,
+        ("Noise", "CFG", "Sampler")),
+    "KSamplerAdvanced": Mapping(
+        ("add_noise", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "start_at_step", "end_at_step",
+         "return_with_leftover_noise"),
+        lambda b, c: _build_ksampler(b, c, advanced=True), ("Noise", "CFG", "Sampler")),
+    "VAEDecode": Mapping((), _one_to_one("VAEDecode", {"samples": "latent", "vae": "vae"}, {}, ("image",)),
+                         ("VAEDecode",)),
+    "VAEEncode": Mapping((), _one_to_one("VAEEncode", {"pixels": "image", "vae": "vae"}, {}, ("latent",)),
+                         ("VAEEncode",)),
+    "SaveImage": Mapping(
+        ("filename_prefix",), _one_to_one("SaveImage", {"images": "images"}, {"filename_prefix": "filename_prefix"},
+                                          ("images",)), ("SaveImage",)),
+    "PreviewImage": Mapping((), _one_to_one("PreviewImage", {"images": "images"}, {}, ("images",)),
+                            ("PreviewImage",)),
+    # Output 1 (MASK) has no equivalent; a link from it is reported.
+    "LoadImage": Mapping(("image", "upload"), _one_to_one("LoadImage", {}, {"image": "image"}, ("image",)),
+                         ("LoadImage",)),
+    "RandomNoise": Mapping(("noise_seed",), _one_to_one("Noise", {}, {"noise_seed": "seed"}, ("noise",)), ("Noise",)),
+    "DisableNoise": Mapping((), _one_to_one("DisableNoise", {}, {}, ("noise",)), ("DisableNoise",)),
+    "CFGGuider": Mapping(
+        ("cfg",), _one_to_one("CFG", {"model": "model", "positive": "positive", "negative": "negative"},
+                              {"cfg": "scale"}, ("guider",)), ("CFG",)),
+    "BasicGuider": Mapping(
+        (), _one_to_one("BasicGuider", {"model": "model", "conditioning": "conditioning"}, {}, ("guider",)),
+        ("BasicGuider",)),
+    "KSamplerSelect": Mapping(("sampler_name",), _build_folded, ()),
+    "BasicScheduler": Mapping(("scheduler", "steps", "denoise"), _build_folded, ()),
+    "SamplerCustomAdvanced": Mapping((), _build_custom_sampler, ("Sampler",)),
+    "ConditioningCombine": Mapping(
+        (), _one_to_one("ConditioningCombine", {"conditioning_1": "a", "conditioning_2": "b"}, {}, ("conditioning",)),
+        ("ConditioningCombine",)),
+    "ConditioningAverage": Mapping(
+        ("conditioning_to_strength",),
+        _one_to_one("ConditioningAverage", {"conditioning_to": "a", "conditioning_from": "b"},
+                    {"conditioning_to_strength": "weight"}, ("conditioning",)), ("ConditioningAverage",)),
+    "LatentUpscale": Mapping(("upscale_method", "width", "height", "crop"), _build_latent_upscale,
+                             ("LatentUpscale",)),
+    "LatentUpscaleBy": Mapping(("upscale_method", "scale_by"), _build_latent_upscale_by, ("LatentUpscale",)),
+}
+
+# Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.
+PASS_THROUGH = {"Reroute", "CLIPSetLastLayer"}
+# Nodes of ComfyUI's editor with no run-time meaning, and their widget names.
+PRIMITIVES = {"PrimitiveNode", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
+              "PrimitiveBoolean"}
+UI_ONLY: dict[str, tuple[str, ...]] = {
+    "Reroute": (),
+    "Note": ("text",),
+    "MarkdownNote": ("text",),
+    **{name: ("value",) for name in PRIMITIVES},
+}
+
+
+# ===================================================================== converting
+class ComfyUIImporter:
+    name = "ComfyUI"
+    png_keys = ("workflow", "prompt")
+
+    def sniff(self, data: Any) -> str | None:
+        return sniff(data)
+
+    def describe_types(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """The ComfyUI node types this importer converts: their widget names and the
+        nodeflow types they become (``nodeflow serve`` lists them in /object_info)."""
+        types = {name: {"widgets": spec.widgets, "creates": spec.creates} for name, spec in MAPPINGS.items()}
+        types.update({name: {"widgets": widgets, "creates": ()} for name, widgets in UI_ONLY.items()})
+        return types
+
+    def convert(self, data: Any, registry: NodeRegistry) -> dict[str, Any]:
+        described = sniff(data) or "ComfyUI workflow"
+        needed = {t for spec in MAPPINGS.values() for t in spec.creates}
+        missing = sorted(t for t in needed if registry.get(t) is None)
+        if missing:
+            raise WorkflowError(
+                f"this looks like a ComfyUI workflow ({described}), but the diffusion node types it imports to "
+                f"are not installed: {', '.join(missing)}"
+            )
+        count = len(data["nodes"]) if isinstance(data.get("nodes"), list) else len(data)
+        if count > MAX_NODES:
+            raise WorkflowError(f"the ComfyUI workflow has {count} nodes; the limit is {MAX_NODES}")
+        if isinstance(data.get("nodes"), list):
+            return convert_nodes(read_ui(data), registry, data)
+        return convert_nodes(read_api(data), registry, None)
+
+
+def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[str, Any] | None) -> dict[str, Any]:
+    nodes: dict[str, ComfyNode] = {}
+    for node in comfy:
+        if node.id in nodes:
+            raise WorkflowError(f"the ComfyUI workflow has two nodes with id {node.id}")
+        nodes[node.id] = node
+    active = [n for n in comfy if n.mode != "muted"]  # ComfyUI drops muted nodes and their links
+
+    unsupported: dict[str, list[str]] = {}
+    for node in active:
+        spec = MAPPINGS.get(node.type)
+        if node.type in UI_ONLY:
+            continue
+        if spec is None or any(registry.get(t) is None for t in spec.creates):
+            unsupported.setdefault(node.type, []).append(node.id)
+
+    builder = Builder(nodes)
+    for node in active:
+        spec = MAPPINGS.get(node.type)
+        if spec is not None and node.type not in unsupported:
+            spec.build(builder, node)
+    links = builder.links()
+    _give_latents_their_model(builder.nodes, links)
+
+    errors = [
+        f"{type_name} (node{'s' if len(ids) > 1 else ''} {', '.join(ids)})" for type_name, ids in sorted(unsupported.items())
+    ]
+    message = []
+    if errors:
+        message.append("unsupported node types: " + "; ".join(errors))
+    if builder.problems:
+        message.append("unsupported values: " + "; ".join(builder.problems))
+    if message:
+        raise WorkflowError("cannot import this ComfyUI workflow, " + ". ".join(message))
+
+    ui: dict[str, Any] = {}
+    placements = builder.placements if ui_data is not None else _layout(builder.nodes, links)
+    if placements:
+        ui["nodes"] = placements
+    if ui_data is not None:
+        groups = [_group(g) for g in _list(ui_data.get("groups")) if isinstance(g, dict)]
+        if any(groups):
+            ui["groups"] = [g for g in groups if g]
+    document: dict[str, Any] = {"format": WORKFLOW_FORMAT, "version": WORKFLOW_VERSION, "nodes": builder.nodes,
+                                "links": links}
+    notes = [n.inputs.get("text") for n in comfy if n.type in ("Note", "MarkdownNote")]
+    meta: dict[str, Any] = {}
+    if any(isinstance(t, str) and t for t in notes):
+        meta["notes"] = [t for t in notes if isinstance(t, str) and t]
+    if meta:
+        document["meta"] = meta
+    if ui:
+        document["ui"] = ui
+    return document
+
+
+def _give_latents_their_model(nodes: list[dict[str, Any]], links: list[dict[str, Any]]) -> None:
+    """ComfyUI's EmptyLatentImage assumes 4 channels and 8x; nodeflow's EmptyLatent asks the
+    model. Link it to the model of the guider whose sampler uses the latent, so a model of
+    another family (e.g. the bundled one) gets the right latent shape; SD models get the same."""
+    by_target = {(l["to"]["node"], l["to"]["input"]): l["from"] for l in links}
+    types = {n["id"]: n["type"] for n in nodes}
+    for link in list(links):
+        latent_source, target = link["from"]["node"], link["to"]["node"]
+        if types.get(latent_source) != "EmptyLatent" or types.get(target) != "Sampler" or link["to"]["input"] != "latent":
+            continue
+        if (latent_source, "model") in by_target or (latent_source, "vae") in by_target:
+            continue
+        guider = by_target.get((target, "guider"))
+        model = by_target.get((guider["node"], "model")) if guider else None
+        if model is not None:
+            links.append({"from": dict(model), "to": {"node": latent_source, "input": "model"}})
+            by_target[(latent_source, "model")] = model
+
+
+def _layout(nodes: list[dict[str, Any]], links: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Positions for an API-format file (which has none): columns by depth, left to right."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(n["id"] for n in nodes)
+    graph.add_edges_from((l["from"]["node"], l["to"]["node"]) for l in links)
+    condensed = nx.condensation(graph)  # a cycle (the validator reports it) shares one column
+    depth: dict[int, int] = {}
+    for component in nx.topological_sort(condensed):
+        depth[component] = 1 + max((depth[p] for p in condensed.predecessors(component)), default=-1)
+    column_of = {node_id: depth[c] for node_id, c in condensed.graph["mapping"].items()}
+    rows: dict[int, int] = {}
+    placements = {}
+    for node in nodes:
+        column = column_of[node["id"]]
+        row = rows[column] = rows.get(column, -1) + 1
+        placements[node["id"]] = {"pos": [column * 320.0, row * 180.0]}
+    return placements
+
+
+def _group(raw: dict[str, Any]) -> dict[str, Any] | None:
+    bounding = raw.get("bounding")
+    if not (isinstance(bounding, list) and len(bounding) == 4 and all(_is_number(v) for v in bounding)):
+        return None
+    group = {"title": raw.get("title") if isinstance(raw.get("title"), str) else "",
+             "pos": [bounding[0], bounding[1]], "size": [bounding[2], bounding[3]]}
+    if isinstance(raw.get("color"), str):
+        group["color"] = raw["color"]
+    return group
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+IMPORTER = ComfyUIImporter()

@@ -1,0 +1,127 @@
+"""Guiders: how the UNet's prediction is steered by conditioning (the GUIDER value).
+
+Classifier-free guidance mixes two predictions of the same noisy latent: one with the
+prompt (cond) and one with the negative prompt (uncond), as
+``uncond + scale * (cond - uncond)``. Both go through the UNet in one batched call
+(about 20% faster than two calls on CPU); scale 1 needs no uncond pass at all. When the
+two conditionings have different token lengths (e.g. a long combined prompt) they
+cannot share a batch, and two calls are made instead.
+
+A :class:`Guider` is an immutable, cacheable record; :meth:`Guider.bind` prepares the
+per-run tensors once (conditioning broadcast to the latent batch, moved to the UNet's
+device and dtype) and returns the function the sampler calls every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from nodes.diffusion.types import Conditioning, DiffusionModel
+
+if TYPE_CHECKING:
+    import torch
+
+Denoiser = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+
+
+class GuidanceError(ValueError):
+    """Conditioning that does not fit the latent or the model; the message is for the user."""
+
+
+@dataclass(frozen=True, eq=False)
+class Guider:  # GUIDER
+    model: DiffusionModel
+    positive: Conditioning
+    negative: Conditioning | None = None
+    scale: float = 1.0
+    rescale: float = 0.0  # guidance rescale φ of Lin et al. 2023 (diffusers' guidance_rescale)
+
+    @property
+    def uses_uncond(self) -> bool:
+        return self.negative is not None and self.scale != 1.0
+
+    def bind(self, latent: "torch.Tensor") -> Denoiser:
+        """The per-step model call for latents shaped like ``latent`` [B, C, h, w]."""
+        import torch
+
+        unet = self.model.unet
+        batch = latent.shape[0]
+        pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
+        positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive")
+        if not self.uses_uncond:
+            embeds, added = positive
+
+            def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+
+            return denoise
+
+        negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative")
+        scale, rescale = self.scale, self.rescale
+
+        def guide(uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            guided = uncond + scale * (cond - uncond)
+            return _rescale(guided, cond, rescale) if rescale > 0 else guided
+
+        if positive[0].shape[1] != negative[0].shape[1]:  # token lengths differ: no shared batch
+
+            def denoise_twice(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                uncond = unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False)[0]
+                cond = unet(x, t, encoder_hidden_states=positive[0], added_cond_kwargs=positive[1], return_dict=False)[0]
+                return guide(uncond, cond)
+
+            return denoise_twice
+
+        # One batch, uncond first (the order diffusers' pipelines use).
+        embeds = torch.cat([negative[0], positive[0]])
+        added = None
+        if positive[1] is not None:
+            added = {key: torch.cat([negative[1][key], positive[1][key]]) for key in positive[1]}
+
+        def denoise_batched(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            both = unet(torch.cat([x, x]), t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+            uncond, cond = both.chunk(2)
+            return guide(uncond, cond)
+
+        return denoise_batched
+
+
+def _unet_inputs(
+    cond: Conditioning, model: DiffusionModel, batch: int, pixel_size: tuple[int, int], which: str
+) -> tuple["torch.Tensor", dict[str, "torch.Tensor"] | None]:
+    """Hidden states and SDXL's added conditions for ``cond``, broadcast to ``batch``."""
+    import torch
+
+    unet = model.unet
+    embeds = _broadcast(cond.embeds, batch, which).to(device=unet.device, dtype=unet.dtype)
+    if not model.family.uses_pooled:
+        return embeds, None
+    if cond.pooled is None:
+        raise GuidanceError(f"the {which} conditioning has no pooled text embedding, which {model.family.name} models need")
+    pooled = _broadcast(cond.pooled, batch, which).to(device=unet.device, dtype=unet.dtype)
+    time_ids = cond.extras.get("time_ids")
+    if time_ids is None:  # original size, crop top-left, target size: the plain full-image case
+        height, width = pixel_size
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+    time_ids = _broadcast(torch.as_tensor(time_ids).reshape(-1, 6), batch, which).to(device=unet.device, dtype=unet.dtype)
+    return embeds, {"text_embeds": pooled, "time_ids": time_ids}
+
+
+def _broadcast(tensor: "torch.Tensor", batch: int, which: str) -> "torch.Tensor":
+    """``tensor`` with its batch repeated to ``batch`` (each entry kept together, like
+    diffusers' num_images_per_prompt)."""
+    have = tensor.shape[0]
+    if have == batch:
+        return tensor
+    if have == 0 or batch % have:
+        raise GuidanceError(f"the {which} conditioning has a batch of {have}, which does not divide the latent batch of {batch}")
+    return tensor.repeat_interleave(batch // have, dim=0)
+
+
+def _rescale(guided: "torch.Tensor", cond: "torch.Tensor", amount: float) -> "torch.Tensor":
+    """Match the guided prediction's spread to the cond prediction's, by ``amount``
+    (section 3.4 of "Common Diffusion Noise Schedules and Sample Steps are Flawed")."""
+    dims = list(range(1, guided.ndim))
+    matched = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return amount * matched + (1.0 - amount) * guided

@@ -1,0 +1,106 @@
+"""The values that travel on the diffusion pack's links, and their data types.
+
+Each record is followed by the :class:`~nodeflow.DataType` that carries it, the one
+object node declarations name (``Socket(LATENT)``). Plain records; the behaviour lives
+in the nodes and their helpers. Tensors live on the run's device and are never modified
+in place by a consumer (the executor caches them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nodeflow import DataType
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What a checkpoint is: decides latent channels, tokenizer padding, pooled outputs."""
+
+    name: str  # "sd1", "sd2", "sdxl", "bundled", ...
+    latent_channels: int = 4
+    vae_scale_factor: int = 8
+    uses_pooled: bool = False  # SDXL: pooled text embeds + time ids
+
+
+@dataclass
+class DiffusionModel:
+    unet: Any  # diffusers UNet2DConditionModel
+    family: ModelFamily
+    scheduler_config: dict[str, Any]  # the checkpoint's scheduler config (betas, prediction type, ...)
+    dtype: "torch.dtype | None" = None
+    source: str = ""
+    latent_rgb: "torch.Tensor | None" = None  # the checkpoint's own preview map, when it has one
+
+
+MODEL = DataType("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration", DiffusionModel)
+
+
+@dataclass
+class TextEncoders:
+    tokenizers: list[Any]  # one per encoder (SDXL has two)
+    encoders: list[Any]  # transformers CLIPTextModel / CLIPTextModelWithProjection
+    family: ModelFamily
+    pad_token_ids: list[int] = field(default_factory=list)
+    vision: Any = None  # CLIPVisionModelWithProjection when the model carries one (bundled model)
+    source: str = ""
+
+
+CLIP = DataType("CLIP", (240, 210, 80), "Tokenizer(s) and text encoder(s)", TextEncoders)
+
+
+@dataclass
+class Autoencoder:
+    vae: Any  # diffusers AutoencoderKL
+    family: ModelFamily
+    scaling_factor: float = 0.18215
+    shift_factor: float = 0.0
+    latent_rgb: "torch.Tensor | None" = None  # [C+1, 3] cheap latent -> RGB preview map (last row: bias)
+    source: str = ""
+
+
+VAE = DataType("VAE", (240, 100, 100), "Autoencoder between pixels and latents", Autoencoder)
+
+
+@dataclass
+class Conditioning:
+    embeds: "torch.Tensor"  # [B, tokens, dim] hidden states for cross-attention
+    pooled: "torch.Tensor | None" = None  # [B, dim] for families that use it (SDXL)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+CONDITIONING = DataType("CONDITIONING", (240, 160, 60), "Text embeddings the UNet cross-attends to", Conditioning)
+
+
+@dataclass
+class Latent:
+    samples: "torch.Tensor"  # [B, C, h, w], unscaled-by-VAE convention: already multiplied by scaling_factor
+    family: ModelFamily | None = None
+
+
+LATENT = DataType("LATENT", (240, 130, 200), "A batch of latent images", Latent)
+
+
+@dataclass(frozen=True)
+class NoiseSource:
+    """Starting noise drawn from a CPU generator seeded with ``seed`` (same image on every
+    device). ``seed is None`` means no noise (zeros), for ComfyUI's DisableNoise."""
+
+    seed: int | None
+
+
+NOISE = DataType("NOISE", (200, 200, 200), "A seeded source of starting noise", NoiseSource)
+
+
+# IMAGE values are torch tensors [B, H, W, 3], float32 in [0, 1], on the CPU (the class is
+# not named here: importing torch would make every start-up pay for it).
+IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
+
+# GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
+GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
+
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER)

@@ -1,0 +1,209 @@
+"""ComfyUI workflows load like our own: API and UI formats (schema 0.4 and 1) and PNGs.
+
+The fixtures in tests/fixtures/comfyui/ are written by hand from ComfyUI's public file
+formats. Each is converted, run on the tiny SD model and compared with the equivalent
+native workflow: the same image, bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import nodeflow.api as api  # noqa: E402
+from nodeflow import RunSettings  # noqa: E402
+from nodeflow.model.registry import default_registry  # noqa: E402
+from nodeflow.files.workflow import WorkflowError  # noqa: E402
+from nodeflow.files.open import load_workflow, workflow_from_dict  # noqa: E402
+from nodes.diffusion.comfyui import steps_and_denoise  # noqa: E402
+from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
+from tests.support import FIXTURES, ROOT
+
+FIXTURES = FIXTURES / "comfyui"
+PROMPT, NEGATIVE, SEED, STEPS, SCALE = "a red circle on a blue background", "blurry", 1234, 3, 7.5
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return default_registry()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Settings with a checkpoints folder holding the tiny model as ``tiny-sd``."""
+    model = shared_tiny_sd(tmp_path_factory)
+    return RunSettings(model_folders={"checkpoints": [model.parent]})
+
+
+def _run(flow: api.Flow, models, tmp_path: Path, name: str) -> np.ndarray:
+    result = flow.run(output_dir=tmp_path / name, device="cpu", settings=models)
+    saved = [out["images"] for nid, out in result.outputs.items() if flow.graph.nodes[nid].type == "SaveImage"]
+    assert len(saved) == 1
+    return saved[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def native_image(models, tmp_path_factory):
+    """The same text-to-image graph, built with nodeflow's own nodes."""
+    flow = api.new(device="cpu")
+    flow.add("Checkpoint", "ckpt", checkpoint="tiny-sd")
+    flow.add("TextEncoder", "pos", text=PROMPT)
+    flow.add("TextEncoder", "neg", text=NEGATIVE)
+    flow.add("EmptyLatent", "latent", width=32, height=32, batch=1)
+    flow.add("Noise", "noise", seed=SEED)
+    flow.add("CFG", "cfg", scale=SCALE)
+    flow.add("Sampler", "sampler", sampler="euler", schedule="normal", steps=STEPS)
+    flow.add("VAEDecode", "decode")
+    flow.add("SaveImage", "save")
+    for source, target in [
+        ("ckpt.clip", "pos.clip"), ("ckpt.clip", "neg.clip"), ("ckpt.model", "latent.model"),
+        ("ckpt.model", "cfg.model"), ("pos.conditioning", "cfg.positive"), ("neg.conditioning", "cfg.negative"),
+        ("noise.noise", "sampler.noise"), ("cfg.guider", "sampler.guider"), ("latent.latent", "sampler.latent"),
+        ("sampler.latent", "decode.latent"), ("ckpt.vae", "decode.vae"), ("decode.image", "save.images"),
+    ]:
+        flow.connect(source, target)
+    return _run(flow, models, tmp_path_factory.mktemp("native"), "native")
+
+
+@pytest.mark.parametrize("fixture", ["txt2img_api.json", "txt2img_ui_v04.json", "custom_sampler_ui_v1.json"])
+def test_comfyui_file_runs_to_the_same_image_as_the_native_workflow(fixture, models, native_image, tmp_path):
+    flow = api.open(FIXTURES / fixture, device="cpu")
+    assert np.array_equal(_run(flow, models, tmp_path, "converted"), native_image)
+
+
+def test_comfyui_png_runs_to_the_same_image(models, native_image, tmp_path):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()  # as ComfyUI writes them: the API graph in "prompt", the UI graph in "workflow"
+    info.add_text("prompt", (FIXTURES / "txt2img_api.json").read_text())
+    info.add_text("workflow", (FIXTURES / "txt2img_ui_v04.json").read_text())
+    png = tmp_path / "ComfyUI_00001_.png"
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+
+    flow = api.open(png, device="cpu")
+    assert flow.graph.nodes["4"].pos == (26.0, 474.0)  # the UI graph was preferred: positions kept
+    assert np.array_equal(_run(flow, models, tmp_path, "png"), native_image)
+
+    # A UI graph with an editor-only custom node fails; the API graph still loads, and says why.
+    ui = json.loads((FIXTURES / "txt2img_ui_v04.json").read_text())
+    ui["nodes"].append({"id": 99, "type": "Fast Groups Bypasser (rgthree)", "pos": [0, 0], "mode": 0})
+    info = PngInfo()
+    info.add_text("prompt", (FIXTURES / "txt2img_api.json").read_text())
+    info.add_text("workflow", json.dumps(ui))
+    Image.new("RGB", (8, 8)).save(png, pnginfo=info)
+    fallback = load_workflow(png, default_registry())
+    assert "Fast Groups Bypasser (rgthree) (node 99)" in fallback.meta["import_note"]
+    assert fallback.graph.nodes["3"].type == "Sampler"
+
+    only_prompt = PngInfo()
+    only_prompt.add_text("prompt", (FIXTURES / "txt2img_api.json").read_text())
+    Image.new("RGB", (8, 8)).save(png, pnginfo=only_prompt)
+    assert load_workflow(png, default_registry()).graph.nodes["3"].type == "Sampler"
+
+
+def test_ui_format_details_are_converted(registry):
+    workflow = load_workflow(FIXTURES / "txt2img_ui_v04.json", registry)
+    graph = workflow.graph
+    # KSampler expands to Sampler + Noise + CFG; the seed comes from the primitive node
+    # (not the stale widget value), and "randomize" after it is not taken for steps.
+    assert graph.nodes["3"].values["steps"] == STEPS
+    assert graph.nodes["3.noise"].values["seed"] == SEED
+    assert graph.nodes["3.cfg"].values["scale"] == SCALE
+    # The Reroute is gone: the prompt feeds the guider directly.
+    assert graph.link_into("3.cfg", "positive").source == "6"
+    assert graph.nodes["6"].title == "Positive"
+    # Bypassed stays bypassed (and passes its latent on); muted nodes are dropped.
+    assert graph.nodes["13"].mode == "bypass"
+    assert "12" not in graph.nodes and "10" not in graph.nodes and "11" not in graph.nodes
+    assert graph.nodes["4"].pos == (26.0, 474.0)
+    assert workflow.ui["groups"][0]["title"] == "Model"
+    assert workflow.meta["notes"] == ["Written by hand for nodeflow's import tests."]
+
+
+def test_unsupported_node_types_are_all_listed_in_one_error(registry):
+    data = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    data["10"] = {"class_type": "VAELoader", "inputs": {"vae_name": "x.safetensors"}}
+    data["11"] = {"class_type": "VAELoader", "inputs": {"vae_name": "y.safetensors"}}
+    data["12"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1]}}
+    data["3"]["inputs"]["sampler_name"] = "dpmpp_3m_sde"
+    with pytest.raises(WorkflowError) as error:
+        workflow_from_dict(data, registry)
+    message = str(error.value)
+    assert "LoraLoader (node 12)" in message
+    assert "VAELoader (nodes 10, 11)" in message
+    assert "node 3 (KSampler): sampler_name 'dpmpp_3m_sde' has no nodeflow equivalent" in message
+
+
+def test_clip_set_last_layer_becomes_clip_skip(registry):
+    data = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    data["10"] = {"class_type": "CLIPSetLastLayer", "inputs": {"stop_at_clip_layer": -2, "clip": ["4", 1]}}
+    data["11"] = {"class_type": "Reroute", "inputs": {"input": ["10", 0]}}
+    data["6"]["inputs"]["clip"] = ["11", 0]
+    graph = workflow_from_dict(data, registry).graph
+    assert graph.nodes["6"].values["clip_skip"] == 2 and graph.link_into("6", "clip").source == "4"
+    assert graph.nodes["7"].values["clip_skip"] == 1  # its clip does not pass through the layer node
+
+
+def test_denoise_keeps_comfyuis_step_count():
+    # ComfyUI runs `steps` steps of a schedule made for steps/denoise steps.
+    assert steps_and_denoise(10, 0.5) == (20, 0.5)
+    total, denoise = steps_and_denoise(7, 0.3)
+    assert total == 23 and int(total * denoise) == 7
+    assert steps_and_denoise(20, 1.0) == (20, 1.0)
+
+
+def test_sampler_and_scheduler_names_are_mapped(registry):
+    data = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    data["3"]["inputs"].update(sampler_name="uni_pc_bh2", scheduler="sgm_uniform", denoise=0.5, steps=10)
+    sampler = workflow_from_dict(data, registry).graph.nodes["3"].values
+    assert (sampler["sampler"], sampler["schedule"], sampler["steps"], sampler["denoise"]) == ("unipc", "simple", 20, 0.5)
+
+
+def test_a_registry_without_the_diffusion_nodes_says_what_it_is(tmp_path):
+    from tests.support.testpack import make_registry
+
+    with pytest.raises(WorkflowError, match="looks like a ComfyUI workflow.*not installed"):
+        load_workflow(FIXTURES / "txt2img_api.json", make_registry())
+
+
+def test_import_command_writes_a_native_workflow(tmp_path):
+    out = tmp_path / "converted.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "nodeflow.cli", "import", str(FIXTURES / "custom_sampler_ui_v1.json"), "-o", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ComfyUI workflow (schema 1)" in done.stdout
+    saved = json.loads(out.read_text())
+    assert saved["format"] == "nodeflow.workflow"
+    assert {n["type"] for n in saved["nodes"]} >= {"Sampler", "CFG", "Noise", "Checkpoint"}
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"1": {"class_type": "UpscaleModelLoader", "inputs": {}}}))
+    failed = subprocess.run(
+        [sys.executable, "-m", "nodeflow.cli", "import", str(bad), "-o", str(tmp_path / "x.json")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert failed.returncode == 2 and "UpscaleModelLoader (node 1)" in failed.stderr
+    assert not (tmp_path / "x.json").exists()  # nothing half-imported
+
+
+def test_disable_noise_imports_as_our_disable_noise(registry):
+    doc = json.loads((FIXTURES / "custom_sampler_ui_v1.json").read_text())
+    (noise,) = [n for n in doc["nodes"] if n["type"] == "RandomNoise"]
+    noise["type"], noise["widgets_values"] = "DisableNoise", []
+    noise.pop("inputs", None)
+    graph = workflow_from_dict(doc, registry).graph
+    (imported,) = [n for n in graph.nodes.values() if n.type in ("Noise", "DisableNoise")]
+    assert imported.type == "DisableNoise"
+    sampler = next(nid for nid, n in graph.nodes.items() if n.type == "Sampler")
+    assert graph.link_into(sampler, "noise").source == imported.id
