@@ -25,8 +25,8 @@ from pathlib import Path
 import requests
 import websocket
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_server_harness import Server, comfy_prompt  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.server_harness import Server, comfy_prompt  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -12,7 +12,7 @@ import pytest
 import requests
 import websocket
 
-from test_server_harness import Server, comfy_prompt, default_workflow
+from tests.support.server_harness import Server, comfy_prompt, default_workflow
 
 
 @pytest.fixture(scope="module")

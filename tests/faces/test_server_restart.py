@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from test_server_harness import Server, comfy_prompt, default_workflow
+from tests.support.server_harness import Server, comfy_prompt, default_workflow
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import requests
 import websocket
 from PIL import Image
 
-from test_server_harness import ROOT, Server, comfy_prompt, default_workflow
+from tests.support.server_harness import ROOT, Server, comfy_prompt, default_workflow
 
 FINISHED = ("job.finished", "job.failed", "job.cancelled", "job.interrupted")
 

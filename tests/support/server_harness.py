@@ -1,4 +1,4 @@
-"""Starting a real ``nodeflow serve`` for the server tests: a subprocess on a free loopback
+"""Starting a real ``nodeflow serve`` for the server tests (and benchmarks/bench_server.py): a subprocess on a free loopback
 port, its own data folder, stopped (or killed) by the test. No tests here."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import Any
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_WORKFLOW = ROOT / "workflows" / "default.json"
-COMFY_API = ROOT / "tests" / "fixtures" / "comfyui" / "txt2img_api.json"
+from tests.support import FIXTURES, ROOT, WORKFLOWS
+
+DEFAULT_WORKFLOW = WORKFLOWS / "default.json"
+COMFY_API = FIXTURES / "comfyui" / "txt2img_api.json"
 
 
 def free_port() -> int:
