@@ -1,6 +1,6 @@
 """Model loading and prompt encoding cost, on the tiny test models.
 
-    .venv/bin/python benchmarks/bench_loading.py [--repeat 5]
+    .venv/bin/python -m benchmarks.bench_loading [--repeat 5]
 
 Prints, in ms (fastest of ``--repeat``; the machine is shared):
 

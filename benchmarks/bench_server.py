@@ -1,6 +1,6 @@
 """Load on `nodeflow serve`: many queued jobs, many WebSocket clients.
 
-    python benchmarks/bench_server.py [--jobs 200] [--clients 20] [--steps 10]
+    .venv/bin/python -m benchmarks.bench_server [--jobs 200] [--clients 20] [--steps 10]
 
 Starts a real server (subprocess, free loopback port, a fresh data folder), connects
 ``--clients`` ComfyUI WebSocket clients (``/ws?clientId=``), then each client queues its
@@ -25,8 +25,7 @@ from pathlib import Path
 import requests
 import websocket
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.support.server_harness import Server, comfy_prompt  # noqa: E402
+from tests.support.server_harness import Server, comfy_prompt
 
 
 def rss_mb(pid: int) -> float:

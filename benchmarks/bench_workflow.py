@@ -1,6 +1,6 @@
 """Loading, validating and saving a synthetic 1,000-node workflow.
 
-    .venv/bin/python benchmarks/bench_workflow.py [--nodes 1000] [--repeat 15]
+    .venv/bin/python -m benchmarks.bench_workflow [--nodes 1000] [--repeat 15]
 
 Builds a layered graph of the test pack's nodes (each Add sums two nodes of the layer
 above, the last layer feeds output nodes), with positions, saves it, and prints the

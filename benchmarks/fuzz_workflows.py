@@ -7,7 +7,7 @@ text chunks, and raw bytes. An input passes when loading raises WorkflowError (w
 message) or returns a workflow that then validates, serialises and reloads without
 error. Anything else (an uncaught exception) is a failure, printed with its input.
 
-    nice -n 10 .venv/bin/python benchmarks/fuzz_workflows.py --examples 100000
+    nice -n 10 .venv/bin/python -m benchmarks.fuzz_workflows --examples 100000
 
 tests/test_fuzz_workflows.py runs a few hundred examples of the same checks.
 """

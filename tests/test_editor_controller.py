@@ -472,7 +472,7 @@ def test_first_start_opens_the_shipped_default_workflow_without_a_save_target(tm
 def test_run_collects_result_pictures_and_per_step_previews(tmp_path):
     import torch
 
-    from editor_gui_app import registry
+    from tests.editor_gui_app import registry
 
     ctl = EditorController(registry(), config_folder=tmp_path / "cfg")
     sunset = ctl.add_node("Sunset", values={"steps": 5, "delay": 0.0, "size": 32})

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 from nodeflow.model.errors import NodeflowError
 from nodeflow.model.node import Node
 from nodeflow.model.problems import Problem, ProblemCode
+from nodeflow.model.values import json_type
 
 Document = dict[str, Any]
 Step = Callable[[Document], Document]
@@ -85,12 +86,12 @@ def _v0_to_v1(document: Document) -> Document:
         raise MigrationError(f"unknown top-level key {unknown_top[0]!r} in a version 0 file")
     raw_nodes = document.get("nodes", {})
     if not isinstance(raw_nodes, dict):
-        raise MigrationError(f"'nodes' must be an object keyed by node id in version 0, not {_json_type(raw_nodes)}")
+        raise MigrationError(f"'nodes' must be an object keyed by node id in version 0, not {json_type(raw_nodes)}")
     nodes: list[Document] = []
     ui_nodes: dict[str, Document] = {}
     for node_id, raw in raw_nodes.items():
         if not isinstance(raw, dict):
-            raise MigrationError(f"nodes[{node_id!r}] must be an object, not {_json_type(raw)}")
+            raise MigrationError(f"nodes[{node_id!r}] must be an object, not {json_type(raw)}")
         unknown = sorted(set(raw) - _V0_NODE_KEYS)
         if unknown:
             raise MigrationError(f"nodes[{node_id!r}]: unknown key {unknown[0]!r}")
@@ -110,7 +111,7 @@ def _v0_to_v1(document: Document) -> Document:
 
     raw_links = document.get("links", [])
     if not isinstance(raw_links, list):
-        raise MigrationError(f"'links' must be a list in version 0, not {_json_type(raw_links)}")
+        raise MigrationError(f"'links' must be a list in version 0, not {json_type(raw_links)}")
     links = []
     for index, raw in enumerate(raw_links):
         if not (isinstance(raw, list) and len(raw) == 4):
@@ -129,21 +130,6 @@ def _v0_to_v1(document: Document) -> Document:
     return upgraded
 
 
-def _json_type(value: Any) -> str:
-    """The JSON name of ``value``'s type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
 
 
 # ------------------------------------------------------------------ node-type upgrades

@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from nodeflow.files.atomic import write_atomically
-from nodeflow.model.graph import Graph, Link, NodeInstance
+from nodeflow.model.graph import Graph, Link, NodeInstance, NodeMode
 from nodeflow.files.migrations import MigrationError, migrate, upgrade_node_values
 from nodeflow.model.errors import NodeflowError
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.model.problems import Problem, ProblemCode, node_order_key
+from nodeflow.model.values import is_int, json_type, show
 
 WORKFLOW_FORMAT = "nodeflow.workflow"
 WORKFLOW_VERSION = 1
@@ -100,7 +101,7 @@ def check_limits(data: Any) -> None:
 def _check_document(data: Any) -> int:
     """The format version of ``data``, once it is known to be a workflow within limits."""
     if not isinstance(data, dict):
-        raise WorkflowError(f"the top level must be a JSON object, not {_json_type(data)}")
+        raise WorkflowError(f"the top level must be a JSON object, not {json_type(data)}")
     version = _check_format(data)
     _check_limits(data)
     return version
@@ -211,8 +212,8 @@ def _check_format(data: dict[str, Any]) -> int:
     version = data.get("version")
     if version is None:
         raise WorkflowError("the 'version' key is missing")
-    if not _is_int(version) or version < 0:
-        raise WorkflowError(f"'version' must be a whole number of at least 0, not {_show(version)}")
+    if not is_int(version) or version < 0:
+        raise WorkflowError(f"'version' must be a whole number of at least 0, not {show(version)}")
     if version > WORKFLOW_VERSION:
         raise WorkflowError(
             f"this workflow was saved by a newer nodeflow (format version {version}; this nodeflow reads "
@@ -227,7 +228,7 @@ def _read_placements(ui: dict[str, Any]) -> dict[str, tuple[tuple[float, float],
     placements = {}
     for node_id, entry in entries.items():
         if not isinstance(entry, dict):
-            raise WorkflowError(f"ui.nodes[{node_id!r}] must be an object, not {_json_type(entry)}")
+            raise WorkflowError(f"ui.nodes[{node_id!r}] must be an object, not {json_type(entry)}")
         pos = _pair(entry.get("pos", (0, 0)), node_id, "pos")
         size = entry.get("size")
         placements[node_id] = (pos, None if size is None else _pair(size, node_id, "size"))
@@ -240,7 +241,7 @@ def _pair(value: Any, node_id: str, key: str) -> tuple[float, float]:
         if type(x) in (int, float) and type(y) in (int, float):  # not bool, a subclass of int
             return (x, y)
     shape = "[x, y]" if key == "pos" else "[width, height]"
-    raise WorkflowError(f"ui.nodes[{node_id!r}].{key} must be two numbers {shape}, not {_show(value)}")
+    raise WorkflowError(f"ui.nodes[{node_id!r}].{key} must be two numbers {shape}, not {show(value)}")
 
 
 def _add_node(
@@ -248,21 +249,21 @@ def _add_node(
 ) -> str:
     where = f"nodes[{index}]"
     if not isinstance(raw, dict):
-        raise WorkflowError(f"{where} must be an object, not {_json_type(raw)}")
+        raise WorkflowError(f"{where} must be an object, not {json_type(raw)}")
     node_id = raw.get("id")
     if not isinstance(node_id, str) or not node_id:
-        raise WorkflowError(f"{where}: 'id' must be a non-empty string, not {_show(node_id)}")
+        raise WorkflowError(f"{where}: 'id' must be a non-empty string, not {show(node_id)}")
     where = f"nodes[{index}] (id {node_id!r})"
     _check_keys(raw, NODE_KEYS, where)
     type_name = raw.get("type")
     if not isinstance(type_name, str) or not type_name:
-        raise WorkflowError(f"{where}: 'type' must be a non-empty string, not {_show(type_name)}")
+        raise WorkflowError(f"{where}: 'type' must be a non-empty string, not {show(type_name)}")
     title = _get(raw, "title", str, "", where)
-    mode = _get(raw, "mode", str, "normal", where)  # an unknown mode is the validator's to report
+    mode = _get(raw, "mode", str, NodeMode.NORMAL, where)  # an unknown mode is the validator's to report
     values = _get(raw, "values", dict, {}, where)
     stored = raw.get("version")
-    if stored is not None and (not _is_int(stored) or stored < 1):
-        raise WorkflowError(f"{where}: 'version' must be a whole number of at least 1, not {_show(stored)}")
+    if stored is not None and (not is_int(stored) or stored < 1):
+        raise WorkflowError(f"{where}: 'version' must be a whole number of at least 1, not {show(stored)}")
     if node_id in graph.nodes:
         return node_id  # the caller reports the duplicate with both indices
 
@@ -281,7 +282,7 @@ def _add_link(
     renames: dict[str, Mapping[str, str]],
 ) -> None:
     if not isinstance(raw, dict):
-        raise WorkflowError(f"links[{index}] must be an object with 'from' and 'to', not {_json_type(raw)}")
+        raise WorkflowError(f"links[{index}] must be an object with 'from' and 'to', not {json_type(raw)}")
     if raw.keys() != {"from", "to"}:
         _check_keys(raw, ("from", "to"), f"links[{index}]")
     source, output = _link_end(raw, "from", "output", index)
@@ -320,7 +321,7 @@ def _link_end(raw: dict[str, Any], key: str, port: str, index: int) -> tuple[str
         if isinstance(node_id, str) and isinstance(name, str) and node_id and name:
             return node_id, name
     raise WorkflowError(
-        f"links[{index}]: {key!r} must be an object {{\"node\": id, \"{port}\": name}}, not {_show(end)}"
+        f"links[{index}]: {key!r} must be an object {{\"node\": id, \"{port}\": name}}, not {show(end)}"
     )
 
 
@@ -463,7 +464,7 @@ def _render(value: Any, path: tuple[Any, ...] = (), level: int = 0) -> str:
 def _get(obj: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
     value = obj.get(key, default)
     if not isinstance(value, kind):
-        raise WorkflowError(f"{where}: {key!r} must be {_KIND_NAMES[kind]}, not {_show(value)}")
+        raise WorkflowError(f"{where}: {key!r} must be {_KIND_NAMES[kind]}, not {show(value)}")
     return value
 
 
@@ -486,23 +487,8 @@ def _copy_json(value: Any) -> Any:
     return value
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _path_text(path: tuple[Any, ...]) -> str:
     text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
     return text or "the top level"
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
-
-
-def _show(value: Any) -> str:
-    """A short JSON-ish rendering of a bad value for messages."""
-    if isinstance(value, (dict, list)):
-        return _json_type(value)
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
