@@ -356,12 +356,19 @@ class EditorController:
     def upstream_facts(self, node_id: str) -> dict[str, Any]:
         """The :meth:`Node.output_facts` of every node ``node_id`` depends on, merged
         (the nearest wins)."""
-        import networkx as nx
-
         from nodeflow.model.context import RunSettings
 
         settings = self.runner.run_options.get("settings") or RunSettings()
-        distance = nx.single_source_shortest_path_length(self.graph.dag.reverse(copy=False), node_id)
+        distance = {node_id: 0}
+        frontier = [node_id]
+        while frontier:  # breadth first up the links: how many links away each ancestor is
+            nearer = frontier
+            frontier = []
+            for current in nearer:
+                for link in self.graph.links_into(current):
+                    if link.source not in distance:
+                        distance[link.source] = distance[current] + 1
+                        frontier.append(link.source)
         facts: dict[str, Any] = {}
         for ancestor in sorted((a for a in distance if a != node_id), key=lambda a: -distance[a]):
             node = self.graph.nodes[ancestor]
