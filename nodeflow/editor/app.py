@@ -41,7 +41,7 @@ WATCHED_IDLE_FPS = 0.2  # where it can (X11, see idle.py): a heartbeat, e.g. for
 WATCH_SLICE_S = 0.02  # how often an idle editor looks for input
 ACTIVE_AFTER_INPUT_S = 1.0
 PAN_HINT = "pan: drag with the middle button    zoom: Ctrl+wheel or +/-    fit all: Home    zoom to selection: F"
-FileFilter = "Workflows and images (*.json *.png *.webp){.json,.png,.webp}"
+FILE_FILTER = "Workflows and images (*.json *.png *.webp){.json,.png,.webp}"
 
 
 def file_folders(run_options: dict[str, Any], field: FileChoice) -> list[Path]:
@@ -191,7 +191,7 @@ class EditorApp:
         with dpg.file_dialog(show=False, modal=True, width=760, height=460, callback=self._on_file_chosen) as self.file_dialog:
             # One filter that shows workflows and the images that carry them, first, so
             # the dialog never puts a different extension on the name typed in.
-            dpg.add_file_extension(FileFilter, color=(150, 220, 150))
+            dpg.add_file_extension(FILE_FILTER, color=(150, 220, 150))
             dpg.add_file_extension(".*")
         self._file_purpose = "open"
         with dpg.window(modal=True, show=False, no_title_bar=True, autosize=True) as self.confirm:
