@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
-from nodeflow.model.errors import NodeflowError
+from nodeflow.model.errors import NodeflowError, describe_value
 from nodeflow.model.types import BOOLEAN, FLOAT, INT, STRING, DataType, require_data_type
 
 _MISSING: Any = object()
@@ -121,9 +121,9 @@ class Int(Widget):
         if not _is_int(value):
             raise FieldError(f"expected a whole number, got {_show(value)}")
         if self.min is not None and value < self.min:
-            raise FieldError(f"{value} is below the minimum {self.min}")
+            raise FieldError(f"{_show(value)} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
-            raise FieldError(f"{value} is above the maximum {self.max}")
+            raise FieldError(f"{_show(value)} is above the maximum {self.max}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
@@ -158,7 +158,10 @@ class Float(Widget):
     def validate(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FieldError(f"expected a number, got {_show(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer past float range, e.g. 10**400
+            raise FieldError(f"expected a finite number, got {_show(value)}") from None
         if not math.isfinite(value):
             raise FieldError(f"expected a finite number, got {value}")
         if self.min is not None and value < self.min:
@@ -316,5 +319,4 @@ def _bounded(schema: dict[str, Any], lo: Any, hi: Any) -> dict[str, Any]:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return describe_value(value)
