@@ -13,7 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nodeflow import Bool, FileChoice, Node, NodeError, Output, RunContext, RunSettings, Socket, String
+from nodeflow import (
+    Bool, FileChoice, Node, NodeError, Output, PathRefused, RunContext, RunSettings, Socket, String, open_inside,
+    write_atomically,
+)
 
 from nodes.diffusion.types import IMAGE
 
@@ -44,9 +47,20 @@ class LoadImage(Node):
         import torch
         from PIL import Image, ImageOps
 
-        path = _inside(Path(ctx.input_dir), image, ctx.settings)
+        folder = Path(ctx.input_dir)
+        path = _inside(folder, image, ctx.settings)
         try:
-            with Image.open(path) as picture:
+            # Opened once, checked on the descriptor (inside the folder, a regular file) and
+            # read from it: a symlink swapped in after the check, or a FIFO, is never read.
+            file = os.fdopen(open_inside(path, [folder, *ctx.settings.trusted_paths], "image"), "rb")
+        except PathRefused as error:
+            raise NodeError(str(error), field="image") from None
+        except FileNotFoundError:
+            raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
+        except OSError as exc:  # e.g. a name too long for the file system, no permission
+            raise NodeError(f"cannot open {_short(image)}: {exc.strerror or exc}", field="image") from None
+        try:
+            with file, Image.open(file) as picture:
                 if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
                     raise NodeError(
                         f'{image!r} is {picture.width}x{picture.height} pixels, more than the '
@@ -59,9 +73,13 @@ class LoadImage(Node):
         except Image.DecompressionBombError as exc:
             raise NodeError(f'{image!r} is too large to open: {exc}', field="image") from None
         except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk over Pillow's limits
-            raise NodeError(f'cannot read {image!r} as an image: {exc}', field="image") from None
+            raise NodeError(f'cannot read {_short(image)} as an image: {exc}', field="image") from None
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
         return pixels[None]
+
+
+def _short(name: str) -> str:
+    return repr(name) if len(name) <= 80 else repr(name[:77] + "...")
 
 
 def _inside(folder: Path, name: str, settings: RunSettings) -> Path:
@@ -134,21 +152,29 @@ def _check_prefix(prefix: str) -> None:
 
 
 def _write_new_png(folder: Path, prefix: str, picture: Any, metadata: Any = None) -> Path:
-    """Write ``picture`` to the first unused ``prefix_NNNNN.png``; exclusive creation
-    means a file that appears meanwhile (another run) is skipped, never replaced."""
+    """Write ``picture`` to the first unused ``prefix_NNNNN.png``, atomically: the PNG is
+    encoded in memory and goes through :func:`nodeflow.write_atomically` (a temporary name,
+    fsync, then a rename that never replaces a file which appeared meanwhile), so a full
+    disk or kill -9 never leaves a torn image under the final name, and the numbering
+    never skips a number for one."""
     import glob
+    import io
 
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", pnginfo=metadata)
+    data = buffer.getvalue()
     numbered = re.compile(re.escape(prefix) + r"_(\d{5,})\.png")
     taken = [int(m[1]) for p in folder.glob(glob.escape(prefix) + "_*.png") if (m := numbered.fullmatch(p.name))]
     counter = max(taken, default=0) + 1
     while True:
         path = folder / f"{prefix}_{counter:05d}.png"
         try:
-            with open(path, "xb") as handle:
-                picture.save(handle, format="PNG", pnginfo=metadata)
+            write_atomically(path, data, replace=False)
             return path
         except FileExistsError:
             counter += 1
+        except OSError as exc:
+            raise NodeError(f"cannot write {path.name} in {folder}: {exc.strerror or exc}") from None
 
 
 def _to_pil(images: Any) -> list[Any]:
