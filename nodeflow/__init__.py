@@ -5,9 +5,11 @@ here, and a pack should import nothing else of nodeflow's (the layers below may 
 """
 
 from nodeflow.files.atomic import write_atomically
+from nodeflow.files.jsontext import JSONTextError
+from nodeflow.files.jsontext import loads as parse_json
 from nodeflow.host.filestamp import stamp
 from nodeflow.host.limits import check_pixels
-from nodeflow.host.paths import PathRefused, descriptor_path, open_inside, read_inside, resolve_inside
+from nodeflow.host.paths import PathRefused, descriptor_path, is_within, open_inside, read_inside, resolve_inside
 from nodeflow.model.context import RunContext, RunSettings
 from nodeflow.model.errors import NodeflowError
 from nodeflow.model.fields import Bool, Choice, FieldError, FileChoice, Float, Input, Int, Output, Seed, Socket, String, Widget
@@ -21,5 +23,5 @@ __all__ = [
     "ANY", "BOOLEAN", "Bool", "Choice", "Command", "DataType", "FLOAT", "FieldError", "FileChoice", "Float",
     "INT", "Input", "Int", "Interrupted", "Node", "NodeError", "NodeflowError", "Output", "Pack", "PathRefused",
     "RunContext", "RunSettings", "STRING", "Seed", "Socket", "String", "Widget", "check_pixels", "is_compatible",
-    "descriptor_path", "open_inside", "read_inside", "resolve_inside", "stamp", "write_atomically",
+    "JSONTextError", "descriptor_path", "is_within", "open_inside", "parse_json", "read_inside", "resolve_inside", "stamp", "write_atomically",
 ]
