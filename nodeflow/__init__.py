@@ -5,13 +5,14 @@ here, and a pack should import nothing else of nodeflow's (the layers below may 
 """
 
 from nodeflow.files.atomic import write_atomically
-from nodeflow.files.jsontext import JSONTextError
-from nodeflow.files.jsontext import loads as parse_json
+from nodeflow.model.jsontext import JSONTextError
+from nodeflow.model.jsontext import loads as parse_json
 from nodeflow.host.filestamp import stamp
 from nodeflow.host.limits import check_pixels
 from nodeflow.host.paths import PathRefused, descriptor_path, is_within, open_inside, read_inside, resolve_inside
 from nodeflow.model.context import RunContext, RunSettings
 from nodeflow.model.errors import NodeflowError
+from nodeflow.model.memory import MemoryNeed
 from nodeflow.model.fields import Bool, Choice, FieldError, FileChoice, Float, Input, Int, Output, Seed, Socket, String, Widget
 from nodeflow.model.node import Interrupted, Node, NodeError
 from nodeflow.model.pack import Command, Pack
@@ -23,5 +24,5 @@ __all__ = [
     "ANY", "BOOLEAN", "Bool", "Choice", "Command", "DataType", "FLOAT", "FieldError", "FileChoice", "Float",
     "INT", "Input", "Int", "Interrupted", "Node", "NodeError", "NodeflowError", "Output", "Pack", "PathRefused",
     "RunContext", "RunSettings", "STRING", "Seed", "Socket", "String", "Widget", "check_pixels", "is_compatible",
-    "JSONTextError", "descriptor_path", "is_within", "open_inside", "parse_json", "read_inside", "resolve_inside", "stamp", "write_atomically",
+    "JSONTextError", "MemoryNeed", "descriptor_path", "is_within", "open_inside", "parse_json", "read_inside", "resolve_inside", "stamp", "write_atomically",
 ]

@@ -20,6 +20,13 @@ import stat
 import time
 from pathlib import Path
 
+from nodeflow.model.errors import NodeflowError
+
+class SaveError(NodeflowError, OSError):
+    """A file that could not be written (no such folder, disk full, no permission); the
+    message names the file and the reason. An OSError, so callers catching that still do."""
+
+
 _STALE_SECONDS = 3600  # temporaries without a live owner's pid in their name
 _WRITING: set[str] = set()  # this process's temporaries being written now (other threads')
 
@@ -27,7 +34,16 @@ _WRITING: set[str] = set()  # this process's temporaries being written now (othe
 def write_atomically(path: str | os.PathLike[str], data: bytes, replace: bool = True) -> None:
     """Write ``data`` to ``path`` atomically. With ``replace`` (the default) an existing file
     is replaced (through a symlink, the file it names); without, FileExistsError is raised
-    if anything (a file, a symlink) has that name."""
+    if anything (a file, a symlink) has that name. Any other failure is a :class:`SaveError`."""
+    try:
+        _write(path, data, replace)
+    except (FileExistsError, SaveError):
+        raise
+    except OSError as exc:
+        raise SaveError(exc.errno, f"cannot write {os.fspath(path)}: {exc.strerror or exc}") from None
+
+
+def _write(path: str | os.PathLike[str], data: bytes, replace: bool) -> None:
     target = Path(os.path.realpath(path)) if replace else Path(os.path.abspath(path))
     folder = target.parent
     _remove_stale(folder, target.name)

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from nodeflow.files import jsontext
+from nodeflow.model import jsontext
 from nodeflow.files.atomic import write_atomically
 from nodeflow.model.errors import describe_value
 from nodeflow.model.graph import Graph, Link, NodeInstance

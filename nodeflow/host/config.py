@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from nodeflow.files import jsontext
+from nodeflow.model import jsontext
 from nodeflow.model.errors import describe_value
 
 from nodeflow.model.errors import NodeflowError

@@ -42,6 +42,30 @@ class LoadImage(Node):
         except NodeError:  # refused or empty: the run reports it
             return None
 
+    @classmethod
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """Before the run: the image is a regular file inside the input folder (else the
+        folder searched and the nearest name there). Reads no pixels."""
+        import stat
+
+        from nodes.diffusion.impl.paths import nearest
+
+        name = values.get("image", "")
+        folder = Path(ctx.input_dir)
+        try:
+            path = _inside(folder, name, ctx.settings)
+            mode = os.stat(path).st_mode
+        except NodeError as error:
+            return {"image": error.message}
+        except FileNotFoundError:
+            names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+            return {"image": f"{_short(name)} is not in the input folder {folder}{nearest(name, names)}"}
+        except OSError as exc:
+            return {"image": f"cannot open {_short(name)}: {exc.strerror or exc}"}
+        if not stat.S_ISREG(mode):
+            return {"image": f"{_short(name)} is not a regular file (a folder, FIFO or device is never read)"}
+        return {}
+
     def run(self, ctx: RunContext, image: str) -> Any:
         import numpy as np
         import torch
@@ -113,12 +137,29 @@ class SaveImage(Node):
     )
     outputs = (Output("images", IMAGE, tooltip="the saved images, passed on"),)
 
+    @classmethod
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """Before the run, so a generated image is never lost to a bad name: the prefix is
+        a plain file name and the output folder is a folder that exists or can be made."""
+        try:
+            _check_prefix(values.get("filename_prefix", "nodeflow"))
+        except NodeError as error:
+            return {"filename_prefix": error.message}
+        problem = _output_folder_problem(Path(ctx.output_dir))
+        return {"": problem} if problem else {}
+
     def run(self, ctx: RunContext, images: Any, filename_prefix: str, embed_workflow: bool) -> Any:
         from nodes.diffusion.impl.metadata import image_metadata
 
         _check_prefix(filename_prefix)
         folder = Path(ctx.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        problem = _output_folder_problem(folder)
+        if problem:
+            raise NodeError(problem)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NodeError(f"cannot make the output folder {folder}: {exc.strerror or exc}") from None
         metadata = image_metadata(ctx, embed_workflow)
         for picture in _to_pil(images):
             ctx.report_written(_write_new_png(folder, filename_prefix, picture, metadata))
@@ -139,10 +180,32 @@ class PreviewImage(Node):
         return images
 
 
+def _output_folder_problem(folder: Path) -> str | None:
+    """Why images could not be written into ``folder`` (made if missing), or None."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink() or (existing.parent.exists() and not existing.parent.is_dir()):
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return f"the output folder {folder} cannot be used: {existing} is a file, not a folder"
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        return f"the output folder {folder} cannot be written (no permission on {existing})"
+    return None
+
+
+_MAX_PREFIX = 200  # leaves room for _00001.png and the temporary name's suffix within 255 bytes
+
+
 def _check_prefix(prefix: str) -> None:
     separators = {"/", "\\", os.sep, os.altsep or "/"}
     if not prefix.strip():
         raise NodeError('give a file name prefix', field="filename_prefix")
+    if len(prefix.encode("utf-8", "surrogatepass")) > _MAX_PREFIX:
+        raise NodeError(f"the prefix is longer than {_MAX_PREFIX} bytes, too long for a file name",
+                        field="filename_prefix")
+    if any("\ud800" <= ch <= "\udfff" for ch in prefix):
+        raise NodeError("the prefix holds a lone surrogate, which no file name can hold", field="filename_prefix")
     if any(sep in prefix for sep in separators) or ".." in prefix or "\x00" in prefix or ":" in prefix:
         raise NodeError(
             f'{prefix!r} may not contain folder separators, ":" or ".."; '
@@ -174,7 +237,7 @@ def _write_new_png(folder: Path, prefix: str, picture: Any, metadata: Any = None
         except FileExistsError:
             counter += 1
         except OSError as exc:
-            raise NodeError(f"cannot write {path.name} in {folder}: {exc.strerror or exc}") from None
+            raise NodeError(exc.strerror or str(exc)) from None  # a SaveError: names the file and why
 
 
 def _to_pil(images: Any) -> list[Any]:

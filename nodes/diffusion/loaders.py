@@ -43,6 +43,21 @@ def _model_fingerprint(cls: type[Node], values: dict[str, Any], ctx: RunContext)
         return None
 
 
+def _model_file_problems(cls: type[Node], values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+    """Before anything runs: the model file named exists in the folders searched (or a
+    nearest name is offered) and lies inside them. Cheap: no file is read."""
+    from nodes.diffusion.impl.paths import resolve_model_path
+
+    found = {}
+    for name, declared in cls.inputs.items():
+        if isinstance(declared, FileChoice) and name in values:
+            try:
+                resolve_model_path(values[name], declared.folder, ctx.settings)
+            except NodeError as error:
+                found[name] = error.message
+    return found
+
+
 def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -> list[str]:
     """The models the editor offers for a file field: what the configured folders hold."""
     from nodes.diffusion.impl.paths import list_models
@@ -69,6 +84,7 @@ class Checkpoint(Node):
     prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_host = classmethod(_model_file_problems)
     outputs = (
         Output("model", MODEL, "The denoising UNet and its noise schedule"),
         Output("clip", CLIP, "Tokenizer(s) and text encoder(s)"),
@@ -121,6 +137,7 @@ class UNet(Node):
     prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_host = classmethod(_model_file_problems)
     outputs = (Output("model", MODEL, "The denoising UNet and its noise schedule"),)
 
     def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:

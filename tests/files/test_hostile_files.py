@@ -242,7 +242,9 @@ def test_a_shared_workflow_naming_an_absolute_model_runs_only_when_the_user_allo
 
     reader = api.open(tmp_path / "shared.json", device="cpu")
     refused = reader.run(output_dir=tmp_path / "out", check=False)
-    assert refused.status == "error" and 'field "checkpoint"' in refused.error and "absolute path" in refused.error
+    # Refused before anything runs (validation checks the host's folders), naming the field.
+    assert refused.status == "invalid" and "absolute path" in refused.error
+    assert [p.field for p in refused.problems] == ["checkpoint"]
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
     allowed = build_run_settings(reader.graph.registry, allow_paths=[model.parent],

@@ -41,10 +41,24 @@ def resolve_model_path(value: str, kind: str, settings: RunSettings) -> Path:
         found = resolve_inside(value, folders, settings.trusted_paths, exists=_is_model, what=_singular(kind))
     except PathRefused as error:
         raise NodeError(str(error)) from None
+    except OSError as error:  # e.g. a name too long for the file system
+        raise NodeError(f"{_singular(kind)} {_short(value)}: {error.strerror or error}") from None
     if found is not None:
         return found
-    searched = ", ".join(str(folder) for folder in folders)
-    raise NodeError(f"{_singular(kind)} {value!r} not found; searched: {searched}")
+    searched = ", ".join(str(folder) for folder in folders) or "no folders are configured"
+    raise NodeError(f"{_singular(kind)} {_short(value)} not found; searched: {searched}{nearest(value, list_models(kind, settings))}")
+
+
+def nearest(value: str, names: list[str]) -> str:
+    """``"; nearest name: 'x'"`` when one of ``names`` is close to ``value``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.5) if len(value) <= 256 else []
+    return f"; nearest name: {close[0]!r}" if close else ""
+
+
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 80 else repr(value[:77] + "...")
 
 
 def list_models(kind: str, settings: RunSettings) -> list[str]:
