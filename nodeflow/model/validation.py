@@ -12,6 +12,7 @@ problems (a dangling link, a newer node version, a failed upgrade), passed in as
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import networkx as nx
@@ -96,6 +97,9 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link], context: 
     checked: dict[str, Any] = {}  # widget values that are valid and not fed by a link
     if node.mode not in MODES:
         found.append(problem(ProblemCode.INVALID_VALUE, f"mode {node.mode!r} is not one of: {', '.join(MODES)}", "mode"))
+    if not all(_finite(v) for v in (*node.pos, *(node.size or ()))):
+        # JSON cannot hold Infinity or NaN: a saved file or image would not reopen
+        found.append(problem(ProblemCode.INVALID_VALUE, "the node's position or size is not a finite number", "pos"))
     for name, value in node.values.items():
         declared = cls.inputs.get(name)
         if declared is None:
@@ -129,6 +133,13 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link], context: 
     for link in links_into:
         found.extend(_link_problems(graph, link.source, link.output, cls, link.input, problem))
     return found
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except (TypeError, OverflowError):
+        return False
 
 
 def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], input_name: str, problem) -> list[Problem]:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow import (
-    Bool, FileChoice, Node, NodeError, Output, PathRefused, RunContext, RunSettings, Socket, String, open_inside,
-    write_atomically,
+    Bool, FileChoice, MemoryNeed, Node, NodeError, Output, PathRefused, RunContext, RunSettings, Socket, String,
+    check_memory, open_inside, write_atomically,
 )
 
 from nodes.diffusion.types import IMAGE
@@ -87,10 +87,14 @@ class LoadImage(Node):
             with file, Image.open(file) as picture:
                 if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
                     raise NodeError(
-                        f'{image!r} is {picture.width}x{picture.height} pixels, more than the '
+                        f'{_short(image)} is {picture.width}x{picture.height} pixels, more than the '
                         f"limit of {Image.MAX_IMAGE_PIXELS} pixels",
                         field="image",
                     )
+                # A tiny PNG can decode to gigabytes: decoded bytes, RGB copy and float32 pixels.
+                check_memory(MemoryNeed(picture.width * picture.height * 19, "image",
+                                        f"decoding {_short(image)} of {picture.width}x{picture.height}"),
+                             ctx.settings)
                 rgb = ImageOps.exif_transpose(picture).convert("RGB")
         except FileNotFoundError:
             raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None

@@ -144,3 +144,27 @@ def test_temporaries_left_by_kill_9_are_cleaned_on_the_next_save(tmp_path):
     write_atomically(target, b"{}")
     assert target.read_bytes() == b"{}"
     assert list(tmp_path.glob(".flow.json.*.tmp")) == []
+
+
+def test_a_tiny_png_that_decodes_to_gigabytes_is_refused_before_decoding(registry, folders):
+    from PIL import Image
+
+    Image.new("L", (8192, 8192)).save(folders / "input" / "bomb.png", optimize=True)
+    assert (folders / "input" / "bomb.png").stat().st_size < 300_000
+    ctx = RunContext(node_id="1", output_dir=folders / "output", input_dir=folders / "input",
+                     settings=RunSettings(memory_budget=512 * 2**20))
+    with pytest.raises(NodeError, match=r"decoding 'bomb.png' of 8192x8192 needs about 1\.2 GB") as caught:
+        registry.get("LoadImage")().run(ctx, image="bomb.png")
+    assert caught.value.field == "image"
+
+
+def test_a_position_that_json_cannot_hold_is_refused_before_the_run(registry, folders):
+    import math
+
+    from nodeflow.model.graph import Graph
+    from nodeflow.model.validation import validate
+
+    graph = Graph(registry)
+    node = graph.add_node("LoadImage", {"image": "red.png"}).id
+    graph.move(node, (math.inf, 0))
+    assert [p.field for p in validate(graph) if p.node_id == node] == ["pos"]
