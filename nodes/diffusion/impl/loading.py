@@ -193,8 +193,32 @@ def folder_family(folder: Path, files: ModelFiles | None = None) -> str:
 # -- building models -----------------------------------------------------------------------
 
 
+MAX_TRAIN_TIMESTEPS = 100_000
+MAX_CONFIG_LIST = 64  # entries in any list of a model config (blocks, channels per level)
+MAX_CONFIG_COUNT = 1024  # layers, blocks, heads: counts of modules a config asks to build
+MAX_CONFIG_INT = 2**31
+
+
+def _check_config(config: Mapping[str, Any], what: str) -> None:
+    """Refuse config values that would make even a meta-device build take hours: a list of
+    a million blocks, a million layers. Sizes of tensors are left to the weights check."""
+    stack: list[tuple[str, Any]] = list(config.items())
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, (list, tuple)):
+            if len(value) > MAX_CONFIG_LIST:
+                raise CheckpointError(f"{what} config: {key!r} has {len(value):,} entries (at most {MAX_CONFIG_LIST})")
+            stack.extend((key, item) for item in value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            counts = ("layers", "blocks", "heads", "depth", "num_")
+            limit = MAX_CONFIG_COUNT if any(word in key for word in counts) and "timesteps" not in key else MAX_CONFIG_INT
+            if not -MAX_CONFIG_INT <= value <= limit:
+                raise CheckpointError(f"{what} config: {key!r} is {value:,}, more than this loader builds ({limit:,})")
+
+
 def _diffusers_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor], dtype: torch.dtype, device: str) -> Any:
     """A diffusers model from its config and diffusers-named weights, without random init."""
+    _check_config(config, cls.__name__)
     try:
         with torch.device("meta"):
             model = cls.from_config(dict(config))
@@ -231,6 +255,7 @@ def _text_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch
 
     config_cls = getattr(transformers, cls.__name__.replace("WithProjection", "").replace("Model", "Config"), None)
     config_cls = config_cls or transformers.CLIPTextConfig
+    _check_config(config, cls.__name__)
     try:
         built = config_cls(**{k: v for k, v in config.items() if not k.startswith("_")})
         with torch.device("meta"):
@@ -276,6 +301,15 @@ def _family_configs(family: str, prediction: str) -> Path:
 
 def _scheduler_config(folder: Path, prediction: str, files: ModelFiles = SHIPPED) -> dict[str, Any]:
     config = _read_json(folder / "scheduler" / "scheduler_config.json", files)
+    timesteps = config.get("num_train_timesteps", 1000)
+    if not (isinstance(timesteps, int) and not isinstance(timesteps, bool) and 1 <= timesteps <= MAX_TRAIN_TIMESTEPS):
+        raise CheckpointError(
+            f"scheduler/scheduler_config.json: num_train_timesteps must be a whole number from 1 to "
+            f"{MAX_TRAIN_TIMESTEPS:,}"
+        )
+    for key in ("beta_start", "beta_end"):
+        if key in config and (isinstance(config[key], bool) or not isinstance(config[key], (int, float))):
+            raise CheckpointError(f"scheduler/scheduler_config.json: {key} must be a number")
     if prediction != "auto":
         config["prediction_type"] = prediction
     return config

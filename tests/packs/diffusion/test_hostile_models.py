@@ -133,3 +133,17 @@ def test_a_pickled_text_encoder_is_refused_with_our_message(models):
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": Payload()}))
     message = _refusal(models)
     assert "never done" in message and "weights_only" not in message
+
+
+@pytest.mark.parametrize("relative, key, value", [
+    ("unet/config.json", "layers_per_block", 1_000_000),      # a million modules, even on meta
+    ("vae/config.json", "block_out_channels", [32] * 100_000),
+    ("text_encoder/config.json", "num_hidden_layers", 10**6),
+    ("scheduler/scheduler_config.json", "num_train_timesteps", 10**9),  # an 8 GB schedule
+])
+def test_config_counts_that_would_take_hours_or_gigabytes_are_refused(models, relative, key, value):
+    file = models / "models" / "shapes" / relative
+    config = json.loads(file.read_text())
+    config[key] = value
+    file.write_text(json.dumps(config))
+    assert key in _refusal(models)
