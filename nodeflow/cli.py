@@ -1,4 +1,4 @@
-"""The ``nodeflow`` command line: run, validate, list nodes, edit, train the demo model.
+"""The ``nodeflow`` command line: run, validate, list nodes, edit, serve, train the demo model.
 
 Exit codes: 0 ok, 1 failure while running, 2 invalid workflow or arguments, 130 interrupted.
 """
@@ -108,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     edit.add_argument("workflow", nargs="?")
     edit.set_defaults(handler=_edit)
 
+    from .server.command import add_serve_command  # argparse only: no web framework until it runs
+
+    add_serve_command(sub)
+
     from nodeflow.model.registry import default_registry
 
     for command in default_registry().commands().values():  # what the packs add, e.g. train-demo
@@ -130,7 +134,8 @@ def _registry(args: argparse.Namespace):
 
 
 def _load(args: argparse.Namespace):
-    from nodeflow.files.workflow import WorkflowError, load_workflow
+    from nodeflow.files.workflow import WorkflowError
+    from nodeflow.files.open import load_workflow
 
     try:
         return load_workflow(args.workflow, _registry(args))
@@ -290,7 +295,7 @@ def _run_settings(args: argparse.Namespace, registry, trusted: list[str], **opti
 
 def _import(args: argparse.Namespace) -> int:
     from nodeflow.files.atomic import SaveError
-    from nodeflow.files.importers import convert_file
+    from nodeflow.files.open import convert_file
     from nodeflow.files.workflow import WorkflowError
 
     try:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from nodeflow.model import jsontext
-from nodeflow.model.errors import describe_value
+from nodeflow.model.values import show
 
 from nodeflow.model.errors import NodeflowError
 
@@ -104,8 +104,8 @@ def load_models_config(models: Iterable[str | os.PathLike[str]] = (), environ: M
         paths = [paths] if isinstance(paths, str) else paths
         if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
             raise ConfigError(
-                f"{config_dir(environ) / CONFIG_FILE}: 'model_folders'[{describe_value(kind)}] must be a folder "
-                f"or a list of folders, not {describe_value(paths)}"
+                f"{config_dir(environ) / CONFIG_FILE}: 'model_folders'[{show(kind)}] must be a folder "
+                f"or a list of folders, not {show(paths)}"
             )
         for path in paths:
             config.add_folder(kind, Path(path).expanduser())

@@ -2,9 +2,15 @@
 workflow files and the executor.
 
 Nodes are :class:`NodeInstance` records; a :class:`Link` joins one node's output to
-another node's input. The topology is kept in a networkx ``DiGraph`` (one edge per
-connected pair of nodes, carrying the links between them) so that ordering, ancestry
-and cycle questions are networkx's job.
+another node's input. The links table (``links``, keyed by target input) is the one
+source of topology: it is what is saved, what the planner walks (its own depth-first
+walk over each node's inputs in declaration order, so a plan's order is deterministic;
+see :func:`nodeflow.engine.plan.build_plan`), and what two small indexes (links into
+and out of each node) are kept beside for ancestry and neighbours. networkx answers the
+questions it is best at, on a ``DiGraph`` built from the links when asked (:attr:`dag`):
+naming every loop of a graph that has one (validation) and layered layouts (the
+editor). It is imported only then, so listing and validating a graph without a loop
+never pay for importing it.
 
 Edits refuse what is wrong with a :class:`GraphError` whose message says why. A
 workflow read from disk may be wrong in ways an edit would refuse (unknown types,
@@ -18,18 +24,24 @@ import copy
 import difflib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal
-
-import networkx as nx
+from enum import StrEnum
+from typing import Any, Callable, Iterable, Iterator
 
 from nodeflow.model.fields import FieldError, Socket, Widget
 from nodeflow.model.node import Node
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.model.types import is_compatible
 
-Mode = Literal["normal", "bypass"]
+class NodeMode(StrEnum):
+    """How a node takes part in a run (a ``str``: files store the value)."""
+
+    NORMAL = "normal"
+    BYPASS = "bypass"  # does not run; each output passes on its first input of the same type
+
+
+
 _ATOMIC = (str, int, float, bool, type(None))  # values that copying may share
-MODES: tuple[str, ...] = ("normal", "bypass")
+MODES: tuple[str, ...] = tuple(NodeMode)
 
 
 class GraphError(ValueError):
@@ -47,7 +59,7 @@ class NodeInstance:
     type: str
     values: dict[str, Any] = field(default_factory=dict)
     title: str = ""
-    mode: str = "normal"
+    mode: str = NodeMode.NORMAL  # a str: a file may name a mode that validation then reports
     pos: tuple[float, float] = (0.0, 0.0)
     size: tuple[float, float] | None = None
     # The node type version its values follow, as read from a file; None means the
@@ -75,7 +87,8 @@ class Graph:
         self.nodes: dict[str, NodeInstance] = {}
         # Each input takes at most one link, so links are keyed by their target end.
         self.links: dict[tuple[str, str], Link] = {}
-        self.dag = nx.DiGraph()
+        self._into: dict[str, set[Link]] = {}  # node id -> links into it (an index of ``links``)
+        self._out: dict[str, set[Link]] = {}  # node id -> links out of it
         self._listeners: list[Listener] = []
         self._ids = itertools.count(1)
 
@@ -87,12 +100,10 @@ class Graph:
         return self.links.get((node_id, input_name))
 
     def links_into(self, node_id: str) -> list[Link]:
-        return [
-            link for pred in self.dag.predecessors(node_id) for link in self.dag.edges[pred, node_id]["links"]
-        ]
+        return list(self._into.get(node_id, ()))
 
     def links_from(self, node_id: str) -> list[Link]:
-        return [link for succ in self.dag.successors(node_id) for link in self.dag.edges[node_id, succ]["links"]]
+        return list(self._out.get(node_id, ()))
 
     def iter_links(self) -> Iterator[Link]:
         return iter(list(self.links.values()))
@@ -100,25 +111,29 @@ class Graph:
     def ancestors(self, node_ids: Iterable[str]) -> set[str]:
         """The given nodes and everything upstream of them."""
         result: set[str] = set()
-        for node_id in node_ids:
+        pending = [node_id for node_id in node_ids if node_id in self.nodes]
+        while pending:
+            node_id = pending.pop()
             if node_id not in result:
                 result.add(node_id)
-                result |= nx.ancestors(self.dag, node_id)
+                pending.extend(link.source for link in self._into.get(node_id, ()))
         return result
 
-    def topological_order(self, subset: Iterable[str] | None = None) -> list[str]:
-        """Node ids, every node after its inputs; raises GraphError on a cycle."""
-        view = self.dag if subset is None else self.dag.subgraph(subset)
-        try:
-            return list(nx.topological_sort(view))
-        except nx.NetworkXUnfeasible:
-            raise GraphError("the graph has a cycle") from None
+    @property
+    def dag(self):
+        """A networkx ``DiGraph`` of this graph as it is now: one edge per connected pair
+        of nodes, its ``links`` attribute the set of links between them. Built on each
+        access (cheap next to what networkx then computes); edits go through the Graph."""
+        import networkx as nx
 
-    def find_cycle(self) -> list[str]:
-        try:
-            return [edge[0] for edge in nx.find_cycle(self.dag)]
-        except nx.NetworkXNoCycle:
-            return []
+        view = nx.DiGraph()
+        view.add_nodes_from(self.nodes)
+        for link in self.links.values():
+            if view.has_edge(link.source, link.target):
+                view.edges[link.source, link.target]["links"].add(link)
+            else:
+                view.add_edge(link.source, link.target, links={link})
+        return view
 
     def find_node(self, ref: str) -> str:
         """The id of the node whose id or (unique) title is ``ref``, as users name nodes
@@ -159,7 +174,7 @@ class Graph:
         inp = dst_cls.inputs.get(input_name)
         if inp is None:
             return f"{dst_cls.type} has no input {input_name!r}"
-        if not is_compatible(out.type, inp.data_type):
+        if not is_compatible(out.data_type, inp.data_type):
             return f"{src_cls.type}.{output} gives {out.type}, but {dst_cls.type}.{input_name} takes {inp.data_type}"
         if target in self.ancestors([source]):
             return "the link would make a cycle"
@@ -178,7 +193,7 @@ class Graph:
         values: dict[str, Any] | None = None,
         node_id: str | None = None,
         title: str = "",
-        mode: str = "normal",
+        mode: str = NodeMode.NORMAL,
         pos: tuple[float, float] = (0.0, 0.0),
         size: tuple[float, float] | None = None,
         check: bool = True,
@@ -207,7 +222,6 @@ class Graph:
                 full[name] = value
         node = NodeInstance(node_id, type_name, full, title, mode, tuple(pos), size)  # type: ignore[arg-type]
         self.nodes[node_id] = node
-        self.dag.add_node(node_id)
         self._emit("node_added", node=node)
         return node
 
@@ -218,7 +232,8 @@ class Graph:
         for link in removed:
             self._drop_link(link)
         del self.nodes[node_id]
-        self.dag.remove_node(node_id)
+        self._into.pop(node_id, None)
+        self._out.pop(node_id, None)
         self._emit("node_removed", node=node, links=removed)
         return node, removed
 
@@ -247,11 +262,7 @@ class Graph:
         if replaced is not None:
             self._drop_link(replaced)
         link = Link(source, output, target, input_name)
-        self.links[(target, input_name)] = link
-        if self.dag.has_edge(source, target):
-            self.dag.edges[source, target]["links"].add(link)
-        else:
-            self.dag.add_edge(source, target, links={link})
+        self._index(link)
         self._emit("link_added", link=link, replaced=replaced)
         return link, replaced
 
@@ -312,13 +323,9 @@ class Graph:
             other.nodes[node.id] = NodeInstance(
                 node.id, node.type, values, node.title, node.mode, node.pos, node.size, node.version
             )
-        other.dag.add_nodes_from(other.nodes)
-        edges: dict[tuple[str, str], set[Link]] = {}
         for link in links:
             if link.source in other.nodes and link.target in other.nodes:
-                other.links[(link.target, link.input)] = link
-                edges.setdefault((link.source, link.target), set()).add(link)
-        other.dag.add_edges_from((source, target, {"links": group}) for (source, target), group in edges.items())
+                other._index(link)
         return other
 
     # ---------------------------------------------------------------- listeners
@@ -345,12 +352,15 @@ class Graph:
         except FieldError as exc:
             raise GraphError(f"{cls.type}.{name}: {exc}", node_id, name) from None
 
+    def _index(self, link: Link) -> None:
+        self.links[(link.target, link.input)] = link
+        self._into.setdefault(link.target, set()).add(link)
+        self._out.setdefault(link.source, set()).add(link)
+
     def _drop_link(self, link: Link) -> None:
         del self.links[(link.target, link.input)]
-        edge = self.dag.edges[link.source, link.target]
-        edge["links"].discard(link)
-        if not edge["links"]:
-            self.dag.remove_edge(link.source, link.target)
+        self._into[link.target].discard(link)
+        self._out[link.source].discard(link)
 
     def _emit(self, event: str, **details: Any) -> None:
         for listener in list(self._listeners):

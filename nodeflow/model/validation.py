@@ -15,14 +15,14 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-import networkx as nx
-
 from nodeflow.model.context import RunContext
 from nodeflow.model.fields import FieldError, FileChoice, Socket, Widget
-from nodeflow.model.graph import MODES, Graph, Link
+from nodeflow.model.graph import MODES, Graph, Link, NodeMode
 from nodeflow.model.node import Node
 from nodeflow.model.problems import Problem, ProblemCode, ValidationError, node_order_key
 from nodeflow.model.types import is_compatible
+
+BYPASS = NodeMode.BYPASS  # bound once: compared for every node of every run
 
 def validate(
     graph: Graph,
@@ -65,7 +65,7 @@ def _scope(graph: Graph, outputs: Iterable[str] | None, problems: list[Problem])
         output_nodes = graph.output_nodes()
         if not output_nodes:
             problems.append(Problem(ProblemCode.NO_OUTPUT_NODE, "the workflow has no output node, so running it would do nothing"))
-        elif all(graph.nodes[nid].mode == "bypass" for nid in output_nodes):
+        elif all(graph.nodes[nid].mode == BYPASS for nid in output_nodes):
             problems.append(Problem(ProblemCode.NO_OUTPUT_NODE, "every output node is bypassed, so running would do nothing"))
         return set(graph.nodes)
     requested = list(dict.fromkeys(outputs))
@@ -115,7 +115,7 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link], context: 
                 checked[name] = value
     # A bypassed node does not run, so it needs no inputs and its fields need not agree;
     # what it passes on is checked where it is used (see _link_problems).
-    if node.mode != "bypass":
+    if node.mode != BYPASS:
         for name, declared in cls.inputs.items():
             linked = graph.link_into(node_id, name) is not None
             if isinstance(declared, Socket) and not declared.optional and not linked:
@@ -153,7 +153,7 @@ def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], inpu
     declared = cls.inputs.get(input_name)
     if declared is None:
         return [problem(ProblemCode.TYPE_MISMATCH, f"{cls.type} has no input {input_name!r} (linked from {src_name})", input_name)]
-    if not is_compatible(out.type, declared.data_type):
+    if not is_compatible(out.data_type, declared.data_type):
         return [
             problem(
                 ProblemCode.TYPE_MISMATCH,
@@ -162,7 +162,7 @@ def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], inpu
             )
         ]
     needs_value = isinstance(declared, Widget) or not declared.optional
-    if needs_value and graph.nodes[source].mode == "bypass" and not _passes_through(graph, source, src_cls, out.data_type):
+    if needs_value and graph.nodes[source].mode == BYPASS and not _passes_through(graph, source, src_cls, out.data_type):
         return [
             problem(
                 ProblemCode.MISSING_INPUT,
@@ -185,7 +185,13 @@ def _passes_through(graph: Graph, node_id: str, cls: type[Node], data_type: str)
 
 # -------------------------------------------------------------------------- cycles
 def _cycle_problems(graph: Graph, scope: set[str]) -> list[Problem]:
-    """One problem per knot of nodes that feed each other, naming a loop through it."""
+    """One problem per knot of nodes that feed each other, naming a loop through it.
+    A graph without a loop (nearly every one) is told apart in one linear pass, so only
+    a graph that has one pays for networkx, which then names each knot."""
+    if not _has_cycle(graph, scope):
+        return []
+    import networkx as nx
+
     view = graph.dag if len(scope) == len(graph.nodes) else graph.dag.subgraph(scope)
     found = []
     for component in nx.strongly_connected_components(view):
@@ -197,3 +203,23 @@ def _cycle_problems(graph: Graph, scope: set[str]) -> list[Problem]:
         found.append(Problem(ProblemCode.CYCLE, f"the links form a loop: {names}", start, graph.nodes[start].type))
     found.sort(key=lambda p: node_order_key(p.node_id or ""))
     return found
+
+
+def _has_cycle(graph: Graph, scope: set[str]) -> bool:
+    """Whether the links among ``scope`` form a loop (Kahn's algorithm: peel off nodes
+    that nothing in scope feeds; whatever is left sits on or behind a loop)."""
+    feeding = {node_id: 0 for node_id in scope}
+    for link in graph.links.values():
+        if link.source in feeding and link.target in feeding:
+            feeding[link.target] += 1
+    ready = [node_id for node_id, count in feeding.items() if count == 0]
+    peeled = 0
+    while ready:
+        node_id = ready.pop()
+        peeled += 1
+        for link in graph.links_from(node_id):
+            if link.target in feeding:
+                feeding[link.target] -= 1
+                if feeding[link.target] == 0:
+                    ready.append(link.target)
+    return peeled < len(feeding)

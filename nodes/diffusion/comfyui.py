@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from nodeflow.model.errors import describe_value
+from nodeflow.model.values import show as _show_value
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.files.workflow import WORKFLOW_FORMAT, WORKFLOW_VERSION, WorkflowError
 
@@ -53,7 +53,7 @@ def sniff(data: Any) -> str | None:
         return None
     if isinstance(data.get("nodes"), list) and ("last_node_id" in data or "state" in data or "links" in data):
         version = data.get("version")
-        return f"ComfyUI workflow (schema {describe_value(version, 20)})" if isinstance(version, (int, float, str)) else "ComfyUI workflow"
+        return f"ComfyUI workflow (schema {_show_value(version, 20)})" if isinstance(version, (int, float, str)) else "ComfyUI workflow"
     if all(isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values()):
         return "ComfyUI API format"
     return None
@@ -574,6 +574,13 @@ class ComfyUIImporter:
     def sniff(self, data: Any) -> str | None:
         return sniff(data)
 
+    def describe_types(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """The ComfyUI node types this importer converts: their widget names and the
+        nodeflow types they become (``nodeflow serve`` lists them in /object_info)."""
+        types = {name: {"widgets": spec.widgets, "creates": spec.creates} for name, spec in MAPPINGS.items()}
+        types.update({name: {"widgets": widgets, "creates": ()} for name, widgets in UI_ONLY.items()})
+        return types
+
     def convert(self, data: Any, registry: NodeRegistry) -> dict[str, Any]:
         described = sniff(data) or "ComfyUI workflow"
         needed = {t for spec in MAPPINGS.values() for t in spec.creates}
@@ -699,7 +706,10 @@ def _group(raw: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _show(value: Any) -> str:
-    return describe_value(value, limit=40)
+    if _is_int(value) and value.bit_length() > 128:  # repr would fail past 4,300 digits
+        return _show_value(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 IMPORTER = ComfyUIImporter()

@@ -35,7 +35,7 @@ def test_import_onto_a_full_disk_is_a_clear_error(tmp_path, monkeypatch, capsys)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "write", full_disk)
-    code = main(["--user-nodes", str(FIXTURES / "user_nodes"), "import", str(COMFY), "-o", str(tmp_path / "out.json")])
+    code = main(["import", str(COMFY), "-o", str(tmp_path / "out.json")])
     monkeypatch.undo()
     err = capsys.readouterr().err
     assert code != 0 and "cannot write" in err and "No space left" in err and "Traceback" not in err

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from nodeflow.files.workflow import WorkflowError, workflow_from_dict, workflow_from_json
+from nodeflow.files.open import workflow_from_dict, workflow_from_json
+from nodeflow.files.workflow import WorkflowError
 from nodeflow.host.config import ConfigError, load_models_config
 from nodeflow.model.registry import default_registry
 from nodeflow.model.validation import validate

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from nodeflow import NodeError  # noqa: E402
 from nodeflow.engine.executor import Executor  # noqa: E402
-from nodeflow.files.workflow import workflow_from_dict  # noqa: E402
+from nodeflow.files.open import workflow_from_dict  # noqa: E402
 from nodeflow.model.context import RunContext  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
 from nodeflow.model.validation import validate  # noqa: E402
