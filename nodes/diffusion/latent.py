@@ -47,6 +47,18 @@ class EmptyLatent(Node):
     outputs = (Output("latent", LATENT),)
 
     @classmethod
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """The batch's pixel budget, before anything runs (the run checks it again)."""
+        width, height, batch = (values.get(k) for k in ("width", "height", "batch"))
+        if None in (width, height, batch):
+            return {}
+        try:
+            check_pixels("batch" if batch > 1 else "width", width, height, batch, ctx.settings)
+        except NodeError as error:
+            return {error.field or "width": error.message}
+        return {}
+
+    @classmethod
     def advise(cls, values: Mapping[str, Any], upstream: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """The connected model's native size as the default; a warning far from it (a
         model makes poor images away from its training size, and a larger one is slow)."""
