@@ -25,7 +25,7 @@ from nodeflow.model.graph import Graph
 from nodeflow.files.workflow import save_workflow
 
 pytestmark = pytest.mark.gui
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "tests" / "editor_gui_app.py"
 
 

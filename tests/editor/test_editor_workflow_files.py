@@ -18,7 +18,7 @@ from nodeflow.editor.layout import any_overlap, estimate_size
 from nodeflow.editor.shipped import default_workflow, is_shipped, may_overwrite
 from nodeflow.model.registry import default_registry
 
-COMFY = Path(__file__).resolve().parent / "fixtures" / "comfyui"
+COMFY = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 
 
 @pytest.fixture
