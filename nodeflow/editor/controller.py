@@ -614,7 +614,9 @@ class EditorController:
     def insight(self, node_id: str) -> Insight | None:
         node = self.graph.nodes.get(node_id)
         cls = self.registry.get(node.type) if node else None
-        return node_insight(cls, node.values) if cls is not None and node is not None else None
+        if cls is None or node is None:
+            return None
+        return node_insight(cls, node.values, self.upstream_facts(node_id))
 
 
 def _wrote(paths: list[Path]) -> str:

@@ -67,9 +67,9 @@ def strip_image(frames: list[Image.Image], count: int = STRIP_FRAMES, thumb: int
     return strip
 
 
-def _insight_in_turn(cls: type, values: dict) -> Insight | None:
+def _insight_in_turn(cls: type, values: dict, upstream: dict) -> Insight | None:
     with NODE_CODE_LOCK:
-        return node_insight(cls, values)
+        return node_insight(cls, values, upstream)
 
 
 def _first_sentence(text: str, limit: int = 110) -> str:
@@ -242,7 +242,8 @@ class SidePanel:
         selected = sorted(self.c.selection)
         node_id = selected[0] if len(selected) == 1 else None
         node = self.c.graph.nodes.get(node_id) if node_id else None
-        values = (node.title, node.mode, dict(node.values)) if node else None
+        # the revision too: a change upstream (another checkpoint) changes what the plot shows
+        values = (node.title, node.mode, dict(node.values), self.c.history.revision) if node else None
         if node_id == self._shown_node and values == self._shown_values:
             return
         self._shown_node, self._shown_values = node_id, values
@@ -254,7 +255,8 @@ class SidePanel:
             dpg.set_value(self.title_input, node.title)
             dpg.set_value(self.node_text, f"{node.type} #{node.id}\n{_first_sentence(cls.description) if cls else 'not installed'}")
         if cls is not None and callable(getattr(cls, "insight", None)):
-            self._insight_future = self._insight_pool.submit(_insight_in_turn, cls, dict(node.values))
+            upstream = self.c.upstream_facts(node.id)
+            self._insight_future = self._insight_pool.submit(_insight_in_turn, cls, dict(node.values), upstream)
             busy = self.c.runner.running
             dpg.set_value(self.insight_text, "computing after the run..." if busy else "computing...")
         else:

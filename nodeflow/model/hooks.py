@@ -37,10 +37,11 @@ class Insight:
     error: str | None = None
 
 
-def node_insight(cls: type[Node], values: Mapping[str, Any]) -> Insight | None:
-    """What ``cls.insight(values)`` offers, checked and normalised; None if it offers nothing."""
+def node_insight(cls: type[Node], values: Mapping[str, Any], upstream: Mapping[str, Any] | None = None) -> Insight | None:
+    """What ``cls.insight(values, upstream)`` offers, checked and normalised; None if it
+    offers nothing. ``upstream``: the facts of the nodes it depends on (none by default)."""
     try:
-        raw = cls.insight(dict(values))
+        raw = cls.insight(dict(values), dict(upstream or {}))
         if raw is None:
             return None
         return Insight(

@@ -159,9 +159,11 @@ class Node:
         return None
 
     @classmethod
-    def insight(cls, values: Mapping[str, Any]) -> Mapping[str, Any] | None:
-        """Plots and notes that explain these settings, from the widget values alone (no
-        run, no model loading beyond configs), e.g. a sampler's noise schedule::
+    def insight(cls, values: Mapping[str, Any], upstream: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Plots and notes that explain these settings, from the widget values and
+        ``upstream`` (the merged :meth:`output_facts` of the nodes this one depends on, e.g.
+        the connected model's ``scheduler_config``) alone (no run, no model loading beyond
+        configs), e.g. a sampler's noise schedule::
 
             {"plots": [{"title": "Noise schedule", "x_label": "step", "y_label": "sigma",
                         "series": [{"label": "sigma", "x": [...], "y": [...]}]}],

@@ -65,9 +65,12 @@ def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -
     return list_models(cls.inputs[field_name].folder, settings)
 
 
-def _native_size(cls: type[Node], values: dict[str, Any], settings: Any) -> dict[str, Any]:
-    """The image side a diffusers-folder model was trained at, from its configs alone
-    (the UNet's sample size times the VAE's scale factor); nothing for a single file."""
+def _model_facts(cls: type[Node], values: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """What a checkpoint's configs tell before it loads: the image side it was trained at
+    (``native_size``: the UNet's sample size times the VAE's scale factor) and its noise
+    schedule (``scheduler_config``, with the node's prediction override). A diffusers folder
+    has both; a single file only says so (``model_configs: "single file"``), since its
+    family is known only once its weights are read."""
     import json
 
     from nodes.diffusion.impl.paths import resolve_model_path
@@ -75,11 +78,26 @@ def _native_size(cls: type[Node], values: dict[str, Any], settings: Any) -> dict
     name = next((n for n, f in cls.inputs.items() if isinstance(f, FileChoice)), None)
     try:
         path = resolve_model_path(values[name], cls.inputs[name].folder, settings)
+    except (NodeError, OSError, KeyError, TypeError):
+        return {}
+    if path.is_file():
+        return {"model_configs": "single file"}
+    facts: dict[str, Any] = {}
+    try:
         unet = json.loads((path / "unet" / "config.json").read_text())
         vae = json.loads((path / "vae" / "config.json").read_text())
-        return {"native_size": int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)}
-    except (NodeError, OSError, ValueError, KeyError, TypeError):
-        return {}
+        facts["native_size"] = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+        if isinstance(scheduler, dict):
+            if values.get("prediction", "auto") != "auto":
+                scheduler["prediction_type"] = values["prediction"]
+            facts["scheduler_config"] = scheduler
+    except (OSError, ValueError):
+        pass
+    return facts
 
 
 class Checkpoint(Node):
@@ -102,7 +120,7 @@ class Checkpoint(Node):
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
-    output_facts = classmethod(_native_size)
+    output_facts = classmethod(_model_facts)
     outputs = (
         Output("model", MODEL, "The denoising UNet and its noise schedule"),
         Output("clip", CLIP, "Tokenizer(s) and text encoder(s)"),

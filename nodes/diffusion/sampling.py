@@ -130,15 +130,20 @@ class Sampler(Node):
         return problems
 
     @classmethod
-    def insight(cls, values: dict[str, Any]) -> dict[str, Any]:
-        """The noise schedule of these settings, for the editor's plot (nodeflow.model.hooks)."""
-        import json
-        from pathlib import Path
-
+    def insight(cls, values: dict[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
+        """The noise schedule of these settings with the connected model's scheduler config
+        (its folder's ``scheduler_config.json``, from the loader's facts), for the editor's plot."""
         from nodes.diffusion.impl.samplers import schedule_sigmas
 
-        config_file = Path(__file__).parent / "configs" / "sd1" / "scheduler" / "scheduler_config.json"
-        levels = schedule_sigmas(values["sampler"], values["schedule"], values["steps"], json.loads(config_file.read_text()))
+        config = upstream.get("scheduler_config")
+        if isinstance(config, Mapping):
+            note = f"with the connected model's schedule ({_schedule_summary(config)})"
+        else:
+            config = _sd1_scheduler_config()
+            why = ("a single-file checkpoint's schedule is known once it loads"
+                   if upstream.get("model_configs") == "single file" else "no model folder is connected")
+            note = f"with Stable Diffusion's default schedule ({_schedule_summary(config)}): {why}"
+        levels = schedule_sigmas(values["sampler"], values["schedule"], values["steps"], config)
         steps = list(range(1, len(levels["sigma"]) + 1))
         return {
             "plots": [
@@ -147,7 +152,7 @@ class Sampler(Node):
                 {"title": "Signal share (alpha-bar)", "x_label": "step", "y_label": "alpha-bar",
                  "series": [{"label": "alpha-bar", "x": steps, "y": levels["alpha_bar"]}]},
             ],
-            "notes": ["with Stable Diffusion 1.x's training schedule; a model with its own config may differ"],
+            "notes": [note],
         }
 
     @classmethod
@@ -170,3 +175,17 @@ class Sampler(Node):
         except GuidanceError as exc:
             raise _field_error("guider", str(exc)) from None
         return Latent(samples, guider.model.family)
+
+
+def _sd1_scheduler_config() -> dict[str, Any]:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "configs" / "sd1" / "scheduler" / "scheduler_config.json").read_text())
+
+
+def _schedule_summary(config: Mapping[str, Any]) -> str:
+    betas = "own betas" if config.get("trained_betas") else (
+        f"{config.get('beta_schedule', 'linear')} betas {config.get('beta_start', 0.0001)}-{config.get('beta_end', 0.02)}")
+    return (f"{betas}, {config.get('num_train_timesteps', 1000)} steps, "
+            f"{config.get('prediction_type', 'epsilon')}, {config.get('timestep_spacing', 'leading')} spacing")

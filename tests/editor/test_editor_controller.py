@@ -387,7 +387,7 @@ def test_insight_hook_is_called_generically(ctl):
         type = "ScheduleDemo"
 
         @classmethod
-        def insight(cls, values):
+        def insight(cls, values, upstream):
             steps = values["steps"]
             return {"plots": [{"title": "sigma", "series": [{"label": "s", "y": [steps - i for i in range(steps)]}]}]}
 
@@ -402,7 +402,7 @@ def test_insight_hook_is_called_generically(ctl):
         type = "BrokenInsight"
 
         @classmethod
-        def insight(cls, values):
+        def insight(cls, values, upstream):
             raise RuntimeError("no config")
 
     assert "no config" in node_insight(Broken, {}).error

@@ -213,3 +213,69 @@ def test_an_empty_latent_takes_the_connected_models_native_size_and_warns_far_fr
     assert set(warnings) == {"width"} and "native 32 px" in warnings["width"]
     ctl.undo(), ctl.undo()  # the native size was one step, the link another
     assert ctl.graph.nodes[latent].values["width"] == 512 and ctl.graph.link_into(latent, "model") is not None
+
+
+# ------------------------------------------------- the sampler's plot, per model
+def _sampler_fed_by(tmp_path, checkpoint: str):
+    """The default workflow with its Checkpoint set to ``checkpoint`` (under tmp_path's
+    models/checkpoints), and the editor's view of its Sampler's schedule."""
+    from nodeflow.host.settings import build_run_settings
+    from nodeflow.model.registry import default_registry
+
+    registry = default_registry()
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    settings = build_run_settings(registry, models=[tmp_path / "models"], environ={})
+    ctl = EditorController(registry, config_folder=tmp_path / "config", run_options={"settings": settings})
+    ctl.open("workflows/default.json")
+    loader = next(nid for nid, n in ctl.graph.nodes.items() if n.type == "Checkpoint")
+    ctl.set_value(loader, "checkpoint", checkpoint)
+    sampler = next(nid for nid, n in ctl.graph.nodes.items() if n.type == "Sampler")
+    ctl.set_value(sampler, "steps", 10)
+    return ctl.insight(sampler)
+
+
+def _diffusers_sigmas(config: dict, steps: int) -> list[float]:
+    """What diffusers itself makes of ``config`` for the default sampler (dpmpp_2m, normal)."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    scheduler = DPMSolverMultistepScheduler.from_config(config)
+    scheduler.set_timesteps(steps)
+    return [float(s) for s in scheduler.sigmas[:steps]]
+
+
+def test_the_sampler_plots_the_connected_models_schedule(tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    bundled = Path("nodes/bundled/models/shapes")
+    shown = _sampler_fed_by(tmp_path, "shapes")
+    config = json.loads((bundled / "scheduler" / "scheduler_config.json").read_text())
+    assert list(shown.plots[0].series[0].y) == pytest.approx(_diffusers_sigmas(config, 10), rel=1e-6)
+    assert "connected model's schedule" in shown.notes[0]
+
+    # a model folder whose schedule is far from SD's: the plot follows it
+    folder = tmp_path / "models" / "checkpoints" / "linear"
+    for part in ("model_index.json", "unet/config.json", "vae/config.json"):
+        (folder / part).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(bundled / part, folder / part)
+    own = {**config, "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02, "timestep_spacing": "trailing"}
+    (folder / "scheduler").mkdir()
+    (folder / "scheduler" / "scheduler_config.json").write_text(json.dumps(own))
+    linear = _sampler_fed_by(tmp_path, "linear")
+    sigma = list(linear.plots[0].series[0].y)
+    assert sigma == pytest.approx(_diffusers_sigmas(own, 10), rel=1e-6)
+    assert sigma[0] > 1.5 * shown.plots[0].series[0].y[0]  # a linear schedule ends far noisier
+    assert "linear betas" in linear.notes[0] and "trailing" in linear.notes[0]
+
+
+def test_a_single_file_checkpoint_keeps_sd_defaults_and_says_why(tmp_path):
+    import json
+    from pathlib import Path
+
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "models" / "checkpoints" / "mine.safetensors").write_bytes(b"\0" * 16)
+    shown = _sampler_fed_by(tmp_path, "mine.safetensors")
+    sd1 = json.loads(Path("nodes/diffusion/configs/sd1/scheduler/scheduler_config.json").read_text())
+    assert list(shown.plots[0].series[0].y) == pytest.approx(_diffusers_sigmas(sd1, 10), rel=1e-6)
+    assert "default schedule" in shown.notes[0] and "single-file checkpoint" in shown.notes[0]
