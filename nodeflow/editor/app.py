@@ -185,6 +185,7 @@ class EditorApp:
             ("Delete", "Del", self.c.delete),
             ("Select all", "Ctrl+A", self.c.select_all),
             ("Bypass", "Ctrl+B", self.c.toggle_bypass),
+            ("Reroute the selected link", "R", lambda: self.canvas.reroute_selected_links()),
         ]
 
     def _build_dialogs(self) -> None:
@@ -219,6 +220,7 @@ class EditorApp:
         plain: dict[int, Callable[[], Any]] = {
             dpg.mvKey_Delete: self.c.delete, dpg.mvKey_Escape: self.c.interrupt,
             dpg.mvKey_Home: self.fit_all, dpg.mvKey_F: self.fit_selection,
+            dpg.mvKey_R: lambda: self.canvas.reroute_selected_links(),
             dpg.mvKey_F2: lambda: self.toggle_panel("palette"), dpg.mvKey_F3: lambda: self.toggle_panel("side"),
             **{k: (lambda: self.canvas.zoom_by(1)) for k in plus},
             **{k: (lambda: self.canvas.zoom_by(-1)) for k in minus},

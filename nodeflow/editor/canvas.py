@@ -265,9 +265,7 @@ class Canvas:
             self._sync_widget_states(node_id)
 
     def _output_type(self, link: Link) -> str:
-        cls = self.c.registry.get(self.c.graph.nodes[link.source].type)
-        out = cls.output(link.output) if cls else None
-        return out.data_type if out else "*"
+        return self.c.graph.output_type(link.source, link.output) or "*"  # a reroute's is what feeds it
 
     def _sync_widget_states(self, node_id: str) -> None:
         """A widget fed by a link shows that the link wins."""
@@ -559,6 +557,17 @@ class Canvas:
                 return  # on the way to a valid number ("5" of "512" where 8 is the least): wait
         if self.c.set_value(node_id, name, value) is not None:
             self._show_value(node_id, name)  # refused: put the model's value back
+
+    def reroute_selected_links(self) -> None:
+        """Put a Reroute point half-way along each link selected on screen (click a link)."""
+        chosen = [l for l, item in self.links.items() if item in set(dpg.get_selected_links(self.editor))]
+        if not chosen:
+            self.c.say("click a link first, then R puts a reroute point on it")
+        for link in chosen:
+            (sx, sy), (tx, ty) = self.c.graph.nodes[link.source].pos, self.c.graph.nodes[link.target].pos
+            width = self.c.node_size(link.source)[0]
+            self.c.add_reroute(link.target, link.input, ((sx + width + tx) / 2 - 40, (sy + ty) / 2))
+        dpg.clear_selected_links(self.editor)
 
     # ---------------------------------------------------------- polled each frame
     def selected_node_ids(self) -> list[str]:

@@ -455,6 +455,25 @@ class EditorController:
             self._take_advice(target)
         return None
 
+    def add_reroute(self, target: str, input_name: str, pos: tuple[float, float]) -> str | None:
+        """Put a Reroute point on the link into ``target.input_name`` at ``pos``, or the
+        nearest spot from there that covers no node (one undo step); returns the
+        reroute's id, or None when no link feeds that input."""
+        link = self.graph.link_into(target, input_name)
+        if link is None:
+            self.complain(f"no link into {self.label(target)}.{input_name} to put a reroute on")
+            return None
+        reroute = self.graph.new_id()
+        command = Compound([
+            AddNode("Reroute", self.free_position("Reroute", tuple(pos)), node_id=reroute),
+            Connect(link.source, link.output, reroute, "value"),
+            Connect(reroute, "value", target, input_name),
+        ], label="add reroute")
+        if not self.execute(command):
+            return None
+        self.selection = {reroute}
+        return reroute
+
     def disconnect(self, target: str, input_name: str) -> bool:
         if self.graph.link_into(target, input_name) is None:
             return False

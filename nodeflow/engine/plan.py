@@ -135,7 +135,7 @@ def build_plan(
 
     def feeding_links(node_id: str) -> list[Link]:
         linked = links_into.get(node_id, {})
-        if graph.nodes[node_id].mode != BYPASS:
+        if graph.nodes[node_id].mode != BYPASS and not class_of(node_id).passes_through:
             return list(linked.values())
         choices = passthrough[node_id] = _bypass_choices(class_of(node_id), graph.nodes[node_id], linked)
         return [choice for choice in choices.values() if isinstance(choice, Link)]

@@ -220,11 +220,29 @@ class Graph:
         inp = dst_cls.inputs.get(input_name)
         if inp is None:
             return f"{dst_cls.type} has no input {input_name!r}"
-        if not is_compatible(out.data_type, inp.data_type):
-            return f"{src_cls.type}.{output} gives {out.type}, but {dst_cls.type}.{input_name} takes {inp.data_type}"
+        given = self.output_type(source, output) or out.data_type
+        if not is_compatible(given, inp.data_type):
+            return f"{src_cls.type}.{output} gives {given}, but {dst_cls.type}.{input_name} takes {inp.data_type}"
         if target in self.ancestors([source]):
             return "the link would make a cycle"
         return None
+
+    def output_type(self, node_id: str, output: str) -> str | None:
+        """The type name a link from ``node_id``'s ``output`` carries: the declared one, or for
+        a pass-through node (a Reroute) the type of what feeds it, followed up the chain."""
+        seen: set[str] = set()
+        while node_id not in seen:
+            seen.add(node_id)
+            cls = self.node_class(node_id)
+            if cls is None or cls.output(output) is None:
+                return None
+            if not cls.passes_through:
+                return cls.output(output).data_type
+            feeding = next((link for link in self.links_into(node_id)), None)
+            if feeding is None:
+                return cls.output(output).data_type
+            node_id, output = feeding.source, feeding.output
+        return None  # a loop of reroutes: validation reports the cycle
 
     # -------------------------------------------------------------------- edits
     def new_id(self) -> str:

@@ -61,6 +61,9 @@ class Node:
     outputs: ClassVar[tuple[Output, ...]] = ()
     output_node: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True
+    # A pure pass-through (the core Reroute): the planner hands its one input on as its
+    # output (no step, no cache entry) and links from it carry the type that feeds it.
+    passes_through: ClassVar[bool] = False
     # What a host (the editor) calls the pictures this node sends with ``ctx.progress``
     # while it runs, e.g. "predicted x0"; empty means just "step preview". A display
     # hook: the editor shows the pack's words and knows none of its own.

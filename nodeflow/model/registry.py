@@ -41,6 +41,10 @@ class NodeRegistry:
         self._data_types: dict[str, DataType] = {}
         self.packs: list[Pack] = []
         self.load_errors: list[str] = []
+        from nodeflow.model.builtin import BUILTIN_NODES
+
+        for cls in BUILTIN_NODES:
+            self.register(cls, "nodeflow")
 
     # -- lookup --
     def __contains__(self, type_name: object) -> bool:

@@ -153,11 +153,12 @@ def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], inpu
     declared = cls.inputs.get(input_name)
     if declared is None:
         return [problem(ProblemCode.TYPE_MISMATCH, f"{cls.type} has no input {input_name!r} (linked from {src_name})", input_name)]
-    if not is_compatible(out.data_type, declared.data_type):
+    given = graph.output_type(source, output) or out.data_type
+    if not is_compatible(given, declared.data_type):
         return [
             problem(
                 ProblemCode.TYPE_MISMATCH,
-                f"takes {declared.data_type}, but is linked to {src_name} output {output!r}, which gives {out.type}",
+                f"takes {declared.data_type}, but is linked to {src_name} output {output!r}, which gives {given}",
                 input_name,
             )
         ]

@@ -490,3 +490,44 @@ def test_run_collects_result_pictures_and_per_step_previews(tmp_path):
     batch = to_pil_images(torch.zeros(2, 8, 16, 3))
     assert [image.size for image in batch] == [(16, 8), (16, 8)]
     assert to_pil_images("not a picture") == [] and to_pil_images(torch.zeros(3)) == []
+
+
+# ------------------------------------------------------------------ reroutes
+def test_a_reroute_on_a_link_passes_the_value_and_its_type_and_costs_nothing(ctl, tmp_path):
+    from nodeflow.engine.plan import build_plan
+
+    n, a, s = chain(ctl)
+    reroute = ctl.add_reroute(a, "a", (100, 60))
+    assert ctl.graph.nodes[reroute].type == "Reroute"
+    assert ctl.graph.link_into(reroute, "value").source == n and ctl.graph.link_into(a, "a").source == reroute
+    assert ctl.graph.output_type(reroute, "value") == "FLOAT"  # the type of what feeds it
+    second = ctl.add_reroute(a, "a", (150, 60))  # a reroute after a reroute still carries FLOAT
+    assert ctl.graph.output_type(second, "value") == "FLOAT"
+
+    plan = build_plan(ctl.graph, [s])
+    assert {step.node_id for step in plan.steps} == {n, a, s}  # reroutes have no step, so no cache entry
+    assert ctl.run([s]) is None
+    ctl.runner.wait(30)
+    ctl.poll()
+    assert ctl.runner.view.status == "ok", ctl.runner.view.error
+    assert testpack.Sink.received == [5.0]  # the same result as without the reroutes
+
+    saved = ctl.save(tmp_path / "rerouted.json")
+    again = load_workflow(saved, ctl.registry)
+    assert again.graph.nodes[reroute].type == "Reroute" and again.graph.link_into(a, "a").source == second
+    ctl.undo()  # one step takes the second reroute away and relinks the first
+    assert second not in ctl.graph.nodes and ctl.graph.link_into(a, "a").source == reroute
+    ctl.undo()
+    assert reroute not in ctl.graph.nodes and ctl.graph.link_into(a, "a").source == n
+
+
+def test_a_reroute_refuses_a_link_its_source_type_forbids(ctl):
+    text = ctl.add_node("Format")
+    add = ctl.add_node("Add")
+    sink = ctl.add_node("Sink")
+    assert ctl.connect(text, "text", sink, "value") is None  # ANY takes text
+    reroute = ctl.add_reroute(sink, "value", (0, 0))
+    assert ctl.graph.output_type(reroute, "value") == "STRING"
+    reason = ctl.connect(reroute, "value", add, "a")
+    assert reason is not None and "gives STRING" in reason and "takes FLOAT" in reason
+    assert ctl.add_reroute(add, "b", (0, 0)) is None and "no link" in ctl.status

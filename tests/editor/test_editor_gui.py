@@ -577,3 +577,32 @@ def test_load_image_picks_a_picture_into_the_input_folder_and_shows_it(start_edi
     shot = np.asarray(editor.screenshot(tmp_path / "load.png"))
     tx, ty, tw, th = shown["thumb_rects"]["1"]
     assert colour_near(shot[int(ty + th / 2), int(tx + tw / 2)], (30, 200, 60), 20)
+
+
+def test_a_link_clicked_and_r_gets_a_reroute_point_that_leaves_the_run_unchanged(start_editor, tmp_path):
+    editor = start_editor(picture_workflow(tmp_path / "pictures.json"))
+    pins = editor.state()["pins"]
+    (ax, ay), (bx, by) = pins["1.image.out"], pins["2.image.in"]
+    editor.xdotool("mousemove", str(int((ax + bx) / 2)), str(int((ay + by) / 2)))  # the middle of the link
+    editor.frames_pass(3)
+    editor.xdotool("click", "1")
+    editor.frames_pass(3)
+    editor.xdotool("key", "r")
+    state = editor.wait_for(lambda s: len(s["nodes"]) == 6, timeout=30)
+    (reroute,) = set(state["nodes"]) - {"1", "2", "3", "4", "5"}
+    assert sorted(l for l in state["links"] if "image" in l or reroute in l) == [
+        ["1", "image", reroute, "value"], [reroute, "value", "2", "image"]]
+    state = editor.wait_for(lambda s: s["node_rects"][reroute][2] > 0, timeout=30)
+    editor.frames_pass(5)
+    shot = np.asarray(editor.screenshot(tmp_path / "reroute.png"))
+    x, y, w, h = state["node_rects"][reroute]
+    assert w > 0 and h > 0
+    for other in ("1", "2"):
+        assert not overlap(state["node_rects"][reroute], state["node_rects"][other])  # covers neither end
+    assert colour_near(shot[int(y) + 4, int(x + w - 12)], STATE_COLORS["idle"])  # a node on screen
+
+    assert editor.request("run")["refused"] is None
+    done = editor.wait_for(lambda s: s["run"]["status"] != "running", timeout=60)
+    assert done["run"]["status"] == "ok", done["run"]
+    assert done["run"]["states"] == {"1": "done", "2": "done"}  # the reroute is no step
+    assert done["run"]["images"] == 1 and done["run"]["steps_previewed"] == 6
