@@ -270,7 +270,9 @@ class EditorApp:
         def on_double_click() -> None:
             self.woke()
             if dpg.is_item_hovered(self.canvas.editor) and not self.canvas.node_hovered() and not self._dialog_open():
-                self.open_search(tuple(dpg.get_mouse_pos(local=False)))
+                mouse = tuple(dpg.get_mouse_pos(local=False))
+                if not self.groups.toggle_at(mouse):  # a group's title: collapse or expand it
+                    self.open_search(mouse)
 
         def on_left_press() -> None:
             self.woke()

@@ -78,6 +78,7 @@ class Canvas:
         self._indents: list[tuple[int, float]] = []
         self._states: dict[str, str] = {}
         self._last_shown_selection: list[str] = []
+        self.hidden: set[str] = set()  # nodes inside a collapsed group: not drawn, nor their links
         self._marked: set[str] = set()  # nodes outlined as selected by the controller
         with dpg.item_handler_registry() as self._commit_on_leave:
             # Leaving a box (click elsewhere, Tab, Enter) settles what was typed into it:
@@ -122,6 +123,7 @@ class Canvas:
             table.clear()
         self._zoomed.clear(), self._indents.clear()
         self._last_shown_selection = []
+        self.hidden = set()  # drawn anew: every node shows until the groups hide theirs
         for node in self.c.graph.nodes.values():
             self._add_node(node)
         self._sync_links()
@@ -248,8 +250,19 @@ class Canvas:
         for key in [k for k in self.widgets if k[0] == node_id]:
             del self.widgets[key]
 
+    def set_hidden(self, hidden: set[str]) -> None:
+        """Hide the nodes of collapsed groups (and the links touching them); show the rest."""
+        if hidden == self.hidden:
+            return
+        changed = hidden ^ self.hidden
+        self.hidden = set(hidden)
+        self._sync_links()  # links to a hidden node go first: the node editor needs both ends drawn
+        for node_id in changed:
+            if node_id in self.nodes:
+                dpg.configure_item(self.nodes[node_id], show=node_id not in hidden)
+
     def _sync_links(self) -> None:
-        wanted = set(self.c.graph.iter_links())
+        wanted = {l for l in self.c.graph.iter_links() if l.source not in self.hidden and l.target not in self.hidden}
         for link in [l for l in self.links if l not in wanted]:
             dpg.delete_item(self.links.pop(link))
         for link in wanted - set(self.links):

@@ -223,6 +223,33 @@ class EditorController:
                 group["pos"] = [box[0] - margin, box[1] - margin - TITLE_HEIGHT]
                 group["size"] = [box[2] + 2 * margin, box[3] + 2 * margin + TITLE_HEIGHT]
 
+    # ------------------------------------------------------------------ groups
+    def groups(self) -> list[dict[str, Any]]:
+        from nodeflow.editor.groups import group_rect
+
+        found = self.ui.get("groups")
+        return [g for g in found if isinstance(g, dict) and group_rect(g)] if isinstance(found, list) else []
+
+    def toggle_group(self, index: int) -> bool:
+        """Collapse the ``index``-th group (its nodes are hidden, its frame shrinks to its
+        title) or expand it; one undo step, saved in the file's ``ui.groups``."""
+        from nodeflow.editor.groups import CollapseGroup, collapsed_members, members
+
+        group = self.groups()[index]
+        if collapsed_members(group):
+            return self.execute(CollapseGroup(group, None))
+        inside = members(group, {nid: n.pos for nid, n in self.graph.nodes.items()})
+        if not inside:
+            self.complain(f"group {group.get('title') or index} holds no nodes to hide")
+            return False
+        return self.execute(CollapseGroup(group, inside))
+
+    def collapsed_nodes(self) -> set[str]:
+        """The nodes hidden inside collapsed groups."""
+        from nodeflow.editor.groups import collapsed_members
+
+        return {nid for g in self.groups() for nid in collapsed_members(g) if nid in self.graph.nodes}
+
     def free_position(self, type_name: str, near: tuple[float, float]) -> tuple[float, float]:
         """Where a new node of ``type_name`` goes: ``near``, or the closest spot from
         there where it overlaps no node."""

@@ -52,6 +52,34 @@ def members(group: dict[str, Any], positions: dict[str, tuple[float, float]]) ->
     return [nid for nid, (px, py) in positions.items() if x <= px <= x + w and y <= py <= y + h]
 
 
+def collapsed_members(group: dict[str, Any]) -> list[str]:
+    """The nodes a collapsed group hides (kept in the file's ``ui.groups`` entry as
+    ``"collapsed": [node ids]``); none for an expanded group."""
+    found = group.get("collapsed")
+    return [str(n) for n in found] if isinstance(found, list) else []
+
+
+class CollapseGroup(Command):
+    """Collapse a group (hide the nodes inside its frame) or expand it again."""
+
+    def __init__(self, group: dict[str, Any], inside: list[str] | None):
+        self.group, self.inside = group, inside
+        self.before = group.get("collapsed")
+        self.label = "collapse group" if inside is not None else "expand group"
+
+    def do(self, graph: Any) -> None:
+        if self.inside is None:
+            self.group.pop("collapsed", None)
+        else:
+            self.group["collapsed"] = list(self.inside)
+
+    def undo(self, graph: Any) -> None:
+        if self.before is None:
+            self.group.pop("collapsed", None)
+        else:
+            self.group["collapsed"] = self.before
+
+
 class MoveGroup(Command):
     """Move a group's frame (its nodes move by a :class:`Move` beside it)."""
 
@@ -84,8 +112,10 @@ class GroupLayer:
     def each_frame(self) -> None:
         """Redraw when the view, the panning or a group moved."""
         canvas = self.canvas
+        canvas.set_hidden(canvas.c.collapsed_nodes())
         key = (canvas.view, canvas.pan, canvas.corner(), canvas.visible_size(),
-               [(tuple(g["pos"]), tuple(g["size"]), g.get("title")) for g in self.groups()], self._drag is not None,
+               [(tuple(g["pos"]), tuple(g["size"]), g.get("title"), str(g.get("collapsed"))) for g in self.groups()],
+               self._drag is not None,
                self.hidden())
         if key == self._drawn:
             return
@@ -97,6 +127,8 @@ class GroupLayer:
         cw, ch = canvas.visible_size()
         for group in self.groups():
             x, y, w, h = group_rect(group)  # type: ignore[misc]
+            if collapsed_members(group):  # just the title, marked with how many nodes it holds
+                h = TITLE_HEIGHT
             x0, y0 = canvas.grid_to_screen((x, y))
             x1, y1 = canvas.grid_to_screen((x + w, y + h))
             clipped = (max(x0, cx), max(y0, cy), min(x1, cx + cw), min(y1, cy + ch))
@@ -109,8 +141,18 @@ class GroupLayer:
                 dpg.draw_rectangle(clipped[:2], (clipped[2], title_bottom), fill=(r, g, b, 150), color=(0, 0, 0, 0),
                                    rounding=4, parent=self.layer)
             if y0 >= cy and x0 >= cx:
-                dpg.draw_text((x0 + 8, y0 + 4), str(group.get("title") or "group"), color=(235, 235, 240),
+                hidden = collapsed_members(group)
+                title = str(group.get("title") or "group") + (f"  [+{len(hidden)} nodes]" if hidden else "")
+                dpg.draw_text((x0 + 8, y0 + 4), title, color=(235, 235, 240),
                               size=max(8, 16 * canvas.view.zoom), parent=self.layer)
+
+    def toggle_at(self, screen: tuple[float, float]) -> bool:
+        """Collapse or expand the group whose title is under ``screen``; True if there is one."""
+        group = self.title_at(screen)
+        if group is None:
+            return False
+        self.canvas.c.toggle_group(self.groups().index(group))
+        return True
 
     # --------------------------------------------------------------- dragging
     def title_at(self, screen: tuple[float, float]) -> dict[str, Any] | None:
@@ -127,7 +169,8 @@ class GroupLayer:
         if group is None:
             return False
         positions = {nid: n.pos for nid, n in self.canvas.c.graph.nodes.items()}
-        inside = members(group, positions)
+        inside = collapsed_members(group) or members(group, positions)
+        inside = [nid for nid in inside if nid in positions]
         self._drag = (group, inside, self.canvas.screen_to_grid(*screen), tuple(group["pos"]))
         return True
 

@@ -531,3 +531,29 @@ def test_a_reroute_refuses_a_link_its_source_type_forbids(ctl):
     reason = ctl.connect(reroute, "value", add, "a")
     assert reason is not None and "gives STRING" in reason and "takes FLOAT" in reason
     assert ctl.add_reroute(add, "b", (0, 0)) is None and "no link" in ctl.status
+
+
+# ------------------------------------------------------------------ groups
+def test_a_group_collapses_hiding_its_nodes_saved_and_undoable(ctl, tmp_path):
+    n, a, s = chain(ctl)  # at x 0, 200, 400
+    ctl.ui["groups"] = [{"title": "inputs", "pos": [-20, -40], "size": [360, 200]}]  # holds n and a
+    assert ctl.toggle_group(0)
+    assert ctl.collapsed_nodes() == {n, a}
+    saved = ctl.save(tmp_path / "collapsed.json")
+    assert json.loads(saved.read_text())["ui"]["groups"][0]["collapsed"] == [n, a]
+    reopened = EditorController(ctl.registry, config_folder=tmp_path / "config2", autosave_delay=0.0)
+    reopened.open(saved)
+    assert reopened.collapsed_nodes() == {n, a}
+
+    assert ctl.run([s]) is None  # hidden nodes still run: collapsing is only the view
+    ctl.runner.wait(30)
+    ctl.poll()
+    assert ctl.runner.view.status == "ok" and testpack.Sink.received == [5.0]
+
+    ctl.undo()
+    assert ctl.collapsed_nodes() == set() and "collapsed" not in ctl.ui["groups"][0]
+    ctl.redo()
+    assert ctl.collapsed_nodes() == {n, a}
+    assert ctl.toggle_group(0) and ctl.collapsed_nodes() == set()  # expand
+    ctl.ui["groups"].append({"title": "empty", "pos": [900, 900], "size": [100, 100]})
+    assert not ctl.toggle_group(1) and "holds no nodes" in ctl.status

@@ -606,3 +606,45 @@ def test_a_link_clicked_and_r_gets_a_reroute_point_that_leaves_the_run_unchanged
     assert done["run"]["status"] == "ok", done["run"]
     assert done["run"]["states"] == {"1": "done", "2": "done"}  # the reroute is no step
     assert done["run"]["images"] == 1 and done["run"]["steps_previewed"] == 6
+
+
+def test_double_clicking_a_group_title_collapses_and_expands_it(start_editor, tmp_path):
+    path = picture_workflow(tmp_path / "grouped.json")
+    document = json.loads(path.read_text())
+    # around Number #3 and Add #4 (at 40,320 and 340,320); Format #5 at 640 stays outside
+    document["ui"]["groups"] = [{"title": "maths", "pos": [20, 270], "size": [540, 220]}]
+    path.write_text(json.dumps(document))
+    editor = start_editor(path)
+    state = editor.state()
+    (x1, y1, *_), (_, y3, *_) = state["node_rects"]["1"], state["node_rects"]["3"]
+    k = (y3 - y1) / (320 - 60)  # screen pixels per canvas unit after fitting the view
+
+    def screen(gx, gy):
+        return x1 + (gx - 40) * k, y1 + (gy - 60) * k
+
+    add_x, add_y, add_w, _ = state["node_rects"]["4"]
+    before = np.asarray(editor.screenshot(tmp_path / "expanded.png"))
+    assert colour_near(before[int(add_y) + 4, int(add_x + add_w - 12)], STATE_COLORS["idle"])  # Add is drawn
+
+    tx, ty = screen(200, 280)  # on the group's title strip
+    editor.xdotool("mousemove", str(int(tx)), str(int(ty)))
+    editor.frames_pass(3)
+    editor.xdotool("click", "--repeat", "2", "--delay", "80", "1")
+    editor.wait_for(lambda s: "collapse group" in s["status"] or s["dirty"], timeout=30)
+    editor.frames_pass(5)
+    collapsed = editor.state()
+    assert ["3", "value", "5", "value"] in collapsed["links"]  # the model keeps the link
+    shot = np.asarray(editor.screenshot(tmp_path / "collapsed.png"))
+    assert not colour_near(shot[int(add_y) + 4, int(add_x + add_w - 12)], STATE_COLORS["idle"])  # Add is hidden
+    saved = json.loads((tmp_path / "grouped.json").read_text())
+    assert "collapsed" not in saved["ui"]["groups"][0]  # not saved until asked
+
+    assert editor.request("run")["refused"] is None  # hidden nodes still run
+    done = editor.wait_for(lambda s: s["run"]["status"] != "running", timeout=60)
+    assert done["run"]["status"] == "ok", done["run"]
+
+    editor.xdotool("key", "ctrl+z")  # undo expands it again
+    editor.wait_for(lambda s: not s["dirty"], timeout=30)
+    editor.frames_pass(5)
+    again = np.asarray(editor.screenshot(tmp_path / "undone.png"))
+    assert colour_near(again[int(add_y) + 4, int(add_x + add_w - 12)], STATE_COLORS["idle"])
