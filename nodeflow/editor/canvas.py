@@ -79,6 +79,7 @@ class Canvas:
         self._states: dict[str, str] = {}
         self._last_shown_selection: list[str] = []
         self.hidden: set[str] = set()  # nodes inside a collapsed group: not drawn, nor their links
+        self.wrapped: set[int] = set()  # multi-line text boxes shown with soft line breaks
         self._marked: set[str] = set()  # nodes outlined as selected by the controller
         with dpg.item_handler_registry() as self._commit_on_leave:
             # Leaving a box (click elsewhere, Tab, Enter) settles what was typed into it:
@@ -121,7 +122,7 @@ class Canvas:
         for table in (self.nodes, self.placed, self.attrs, self.attr_owner, self.widgets, self.links, self.thumbs,
                       self.warnings):
             table.clear()
-        self._zoomed.clear(), self._indents.clear()
+        self._zoomed.clear(), self._indents.clear(), self.wrapped.clear()
         self._last_shown_selection = []
         self.hidden = set()  # drawn anew: every node shows until the groups hide theirs
         for node in self.c.graph.nodes.values():
@@ -245,6 +246,7 @@ class Canvas:
         alive = lambda entry: dpg.does_item_exist(entry[0])  # noqa: E731
         self._zoomed[:] = filter(alive, self._zoomed)
         self._indents[:] = filter(alive, self._indents)
+        self.wrapped = {item for item in self.wrapped if dpg.does_item_exist(item)}
         for key in [k for k in self.attrs if k[0] == node_id]:
             self.attr_owner.pop(self.attrs.pop(key), None)
         for key in [k for k in self.widgets if k[0] == node_id]:
@@ -399,8 +401,19 @@ class Canvas:
             return
         value = self.c.graph.nodes[node_id].values.get(name)
         shown = str(value) if dpg.get_item_type(widget).endswith("mvInputText") else value
+        if widget in self.wrapped:
+            shown = self.wrap_for(widget, shown)
         if dpg.get_value(widget) != shown:
             dpg.set_value(widget, shown)
+
+    def wrap_for(self, widget: int, text: str) -> str:
+        """``text`` with soft breaks at the width of the text box ``widget`` at this zoom."""
+        from nodeflow.editor.wrapping import wrap
+
+        width = (dpg.get_item_width(widget) or 200) - self.scaled(14)  # the box's inner padding
+        font = self.fonts.get(self.view.zoom)
+        measure = (lambda t: dpg.get_text_size(t, font=font)) if font is not None else dpg.get_text_size
+        return wrap(text, lambda line: (measure(line) or (0, 0))[0] <= width)
 
     def show_states(self, states: dict[str, str]) -> None:
         """Colour title bars by run state; only nodes whose state changed are touched."""
@@ -442,6 +455,10 @@ class Canvas:
                 dpg.configure_item(item, **options)
             for item, indent in self._indents:
                 dpg.configure_item(item, indent=self.scaled(indent))
+            for item in self.wrapped:  # a new width, new breaks
+                user_data = dpg.get_item_user_data(item)
+                if isinstance(user_data, (tuple, list)) and user_data[0] in self.c.graph.nodes:
+                    self._show_value(*user_data)
         for node_id in self.nodes:
             self._place(node_id)
 
@@ -549,9 +566,15 @@ class Canvas:
         user_data = dpg.get_item_user_data(item)
         if isinstance(user_data, (tuple, list)) and len(user_data) == 2 and user_data[0] in self.c.graph.nodes:
             self._on_widget_edit(item, dpg.get_value(item), tuple(user_data), settled=True)
+            if item in self.wrapped:
+                self._show_value(*user_data)  # wrap again what was typed
 
     def _on_widget_edit(self, sender: int, value: Any, user_data: tuple[str, str], settled: bool = False) -> None:
         node_id, name = user_data
+        if sender in self.wrapped and isinstance(value, str):
+            from nodeflow.editor.wrapping import unwrap
+
+            value = unwrap(value)  # the soft breaks are the box's, never the value's
         cls = self.c.registry.get(self.c.graph.nodes[node_id].type)
         field_decl = cls.inputs.get(name) if cls else None
         if isinstance(field_decl, Int) and isinstance(value, str):

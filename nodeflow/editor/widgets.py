@@ -106,6 +106,8 @@ def _string(canvas: "Canvas", node: "NodeInstance", field_decl: String, value: A
         item = dpg.add_input_text(default_value=str(value), multiline=True, height=canvas.scaled(64), tab_input=False,
                                   **{**common, "label": ""})
         canvas.follow_zoom(item, _base_width(common, canvas), height=64)
+        canvas.wrapped.add(item)  # shown with soft line breaks at the box's width (nodeflow.editor.wrapping)
+        dpg.set_value(item, canvas.wrap_for(item, str(value)))
         return item
     return _text(canvas, node, field_decl, value, common)
 

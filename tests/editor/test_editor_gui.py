@@ -648,3 +648,30 @@ def test_double_clicking_a_group_title_collapses_and_expands_it(start_editor, tm
     editor.frames_pass(5)
     again = np.asarray(editor.screenshot(tmp_path / "undone.png"))
     assert colour_near(again[int(add_y) + 4, int(add_x + add_w - 12)], STATE_COLORS["idle"])
+
+
+def test_a_long_prompt_wraps_in_its_box_and_is_stored_unbroken(start_editor, tmp_path):
+    from nodeflow.editor.wrapping import SOFT_BREAK
+
+    editor = start_editor(picture_workflow(tmp_path / "pictures.json"))
+    box = editor.state()["wrapped_boxes"]["5.template"]
+    x, y, w, h = box["rect"]
+    editor.xdotool("mousemove", str(int(x + 20)), str(int(y + 10)))
+    editor.frames_pass(2)
+    editor.xdotool("click", "1")
+    editor.frames_pass(3)
+    editor.xdotool("key", "ctrl+a")
+    text = "a red circle on a blue background with a soft shadow, seen from above"
+    editor.xdotool("type", "--delay", "15", text)
+    editor.frames_pass(2)
+    editor.xdotool("mousemove", "330", "900")  # leave the box: the value is set and wrapped
+    editor.xdotool("click", "1")
+    typed = editor.wait_for(lambda s: s["nodes"]["5"]["values"]["template"] == text, timeout=30)
+    shown = typed["wrapped_boxes"]["5.template"]["shown"]
+    assert SOFT_BREAK in shown and shown.replace(SOFT_BREAK, " ") == text  # broken on screen only
+    assert len(shown.split("\n")) >= 3
+    editor.frames_pass(5)
+    picture = np.asarray(editor.screenshot(tmp_path / "wrapped.png")).astype(int)
+    line = h / 4  # the box is about four lines high
+    third_row = picture[int(y + 2 * line + 2):int(y + 3 * line - 2), int(x + 4):int(x + w - 4)]
+    assert third_row.max() - third_row.min() > 80  # text drawn on the third line, not off the right edge

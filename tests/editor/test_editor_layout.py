@@ -279,3 +279,15 @@ def test_a_single_file_checkpoint_keeps_sd_defaults_and_says_why(tmp_path):
     sd1 = json.loads(Path("nodes/diffusion/configs/sd1/scheduler/scheduler_config.json").read_text())
     assert list(shown.plots[0].series[0].y) == pytest.approx(_diffusers_sigmas(sd1, 10), rel=1e-6)
     assert "default schedule" in shown.notes[0] and "single-file checkpoint" in shown.notes[0]
+
+
+def test_soft_wrapping_breaks_long_lines_at_spaces_and_unwraps_to_the_same_text():
+    from nodeflow.editor.wrapping import SOFT_BREAK, unwrap, wrap
+
+    text = "a red circle on a blue background, highly detailed\n\nsecond  line with averyveryverylongword end"
+    shown = wrap(text, lambda line: len(line) <= 14)
+    assert unwrap(shown) == text  # the user's newlines and double spaces survive
+    assert all(len(line.rstrip("\u00a0")) <= 14 or " " not in line for line in shown.split("\n"))
+    assert shown.count(SOFT_BREAK) >= 5 and "\n\n" in shown
+    assert wrap(unwrap(shown), lambda line: len(line) <= 14) == shown  # wrapping again changes nothing
+    assert wrap("short", lambda line: len(line) <= 14) == "short"

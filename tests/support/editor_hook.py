@@ -147,6 +147,9 @@ class EditorHook:
             "node_rects": {nid: [*dpg.get_item_rect_min(item), *dpg.get_item_rect_size(item)] for nid, item in canvas.nodes.items()},
             "thumb_rects": {nid: [*dpg.get_item_rect_min(t[1]), *dpg.get_item_rect_size(t[1])] for nid, t in canvas.thumbs.items()},
             "canvas_rect": [*canvas.corner(), *canvas.visible_size()],
+            "wrapped_boxes": {".".join(dpg.get_item_user_data(item)): {
+                "shown": dpg.get_value(item), "rect": [*dpg.get_item_rect_min(item), *dpg.get_item_rect_size(item)]}
+                for item in canvas.wrapped},
             "zoom": canvas.view.zoom,
             "settled": not canvas.fit_pending,
             "preview_rect": [*dpg.get_item_rect_min(app.side.result.item), *dpg.get_item_rect_size(app.side.result.item)],
