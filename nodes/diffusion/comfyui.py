@@ -44,6 +44,7 @@ class ComfyNode:
     mode: str = "normal"  # "normal", "bypass" or "muted"
     pos: tuple[float, float] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)  # name -> literal value or Ref
+    slots: tuple[str, ...] = ()  # a subgraph instance's input names, in slot order
 
 
 # ====================================================================== sniffing
@@ -67,7 +68,7 @@ def read_api(data: dict[str, Any]) -> list[ComfyNode]:
             raise WorkflowError(f"ComfyUI node {node_id}: 'inputs' must be an object")
         meta = raw.get("_meta")
         title = meta.get("title", "") if isinstance(meta, dict) else ""
-        node = ComfyNode(str(node_id), raw["class_type"], title if isinstance(title, str) else "")
+        node = ComfyNode(str(node_id), raw["class_type"].strip(), title if isinstance(title, str) else "")
         for name, value in inputs.items():
             node.inputs[name] = _api_value(value, node_id, name)
         nodes.append(node)
@@ -86,11 +87,19 @@ _MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
 
 
 def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
-    if isinstance(data.get("definitions"), dict) and data["definitions"].get("subgraphs"):
-        raise WorkflowError("this ComfyUI workflow uses subgraphs, which nodeflow cannot import")
-    links = _ui_links(data.get("links") or [])
+    """The nodes of a UI-format file, with its subgraphs (nested too) inlined."""
+    from nodes.diffusion.comfyui_subgraphs import inline_subgraphs, subgraph_definitions
+
+    definitions = subgraph_definitions(data)
+    nodes = read_ui_graph(data, "", definitions)
+    return inline_subgraphs(nodes, definitions) if definitions else nodes
+
+
+def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) -> list[ComfyNode]:
+    """The nodes of one UI graph: the file's, or a subgraph's (ids ``prefix + id``)."""
+    links = {key: Ref(prefix + ref.node, ref.slot) for key, ref in _ui_links(data.get("links") or []).items()}
     nodes = []
-    for index, raw in enumerate(data["nodes"]):
+    for index, raw in enumerate(_list(data.get("nodes"))):
         if not isinstance(raw, dict):
             raise WorkflowError(f"ComfyUI nodes[{index}] must be an object")
         node_id, type_name = raw.get("id"), raw.get("type")
@@ -98,8 +107,9 @@ def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
             raise WorkflowError(f"ComfyUI nodes[{index}] needs an 'id' and a 'type'")
         mode = raw.get("mode", 0)
         title = raw.get("title", "")
+        type_name = type_name.strip()  # old files: "ConditioningAverage " with a trailing space
         node = ComfyNode(
-            str(node_id),
+            prefix + str(node_id),
             type_name,
             title if isinstance(title, str) else "",
             _MODES.get(mode, "normal") if _is_int(mode) else "normal",
@@ -107,12 +117,16 @@ def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
         )
         spec = MAPPINGS.get(type_name)
         widget_names = spec.widgets if spec is not None else UI_ONLY.get(type_name, ())
+        if type_name in subgraphs:  # an instance: its input slots, and the promoted widgets' values
+            slots = [s if isinstance(s, dict) else {} for s in _list(raw.get("inputs"))]
+            node.slots = tuple(s.get("name") if isinstance(s.get("name"), str) else "" for s in slots)
+            widget_names = tuple(s["name"] for s in slots if isinstance(s.get("widget"), dict) and s.get("name"))
         node.inputs.update(_widget_values(raw.get("widgets_values"), widget_names))
         for slot in _list(raw.get("inputs")):
             if not isinstance(slot, dict):
                 continue
             widget = slot.get("widget")
-            name = widget.get("name") if isinstance(widget, dict) else slot.get("name")
+            name = widget.get("name") if isinstance(widget, dict) and type_name not in subgraphs else slot.get("name")
             link = slot.get("link")
             if isinstance(name, str) and isinstance(link, (int, str)) and not isinstance(link, bool):
                 if link not in links:
@@ -159,7 +173,9 @@ def _widget_values(values: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _is_seed_control(value: Any) -> bool:
-    return isinstance(value, str) and value in SEED_CONTROLS
+    """ComfyUI's "control after generate" value; older files saved it as a boolean
+    (``true`` = randomize), which must be skipped too or every later value shifts."""
+    return isinstance(value, bool) or (isinstance(value, str) and value in SEED_CONTROLS)
 
 
 def _ui_pair(value: Any) -> tuple[float, float] | None:
