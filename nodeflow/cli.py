@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a workflow headless")
-    run.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG that carries a workflow")
+    run.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG/WebP image that carries a workflow")
     run.add_argument(
         "--set",
         dest="overrides",
@@ -84,13 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-metadata", action="store_true", help="do not store the workflow in saved images")
     run.set_defaults(handler=_run)
 
-    imp = sub.add_parser("import", help="convert a workflow from another tool (e.g. ComfyUI JSON or PNG)")
+    imp = sub.add_parser("import", help="convert a workflow from another tool (e.g. ComfyUI JSON, PNG or WebP)")
     imp.add_argument("source", help="a ComfyUI workflow (UI or API format), or an image carrying a workflow")
     imp.add_argument("--output", "-o", required=True, metavar="OUT.json", help="the nodeflow workflow to write")
     imp.set_defaults(handler=_import)
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
-    validate.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG that carries a workflow")
+    validate.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG/WebP image that carries a workflow")
     validate.add_argument("--json", action="store_true", help="print problems as JSON")
     validate.set_defaults(handler=_validate)
 

@@ -104,6 +104,7 @@ class EditorApp:
         with dpg.file_dialog(show=False, modal=True, width=760, height=460, callback=self._on_file_chosen) as self.file_dialog:
             dpg.add_file_extension(".json", color=(150, 220, 150))
             dpg.add_file_extension(".png", color=(150, 180, 240))  # images that carry their workflow
+            dpg.add_file_extension(".webp", color=(150, 180, 240))
             dpg.add_file_extension(".*")
         self._file_purpose = "open"
         with dpg.window(modal=True, show=False, no_title_bar=True, autosize=True) as self.confirm:

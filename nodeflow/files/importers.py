@@ -2,7 +2,7 @@
 
 :func:`nodeflow.files.workflow.load_workflow` hands over what is not a native document:
 
-- a PNG image: its ``nodeflow`` text chunk is the workflow itself; failing that, an
+- a PNG or WebP image (a WebP's texts are EXIF tags, :mod:`nodeflow.files.webpmeta`): its ``nodeflow`` text chunk is the workflow itself; failing that, an
   importer that knows one of its chunks (e.g. ComfyUI's ``workflow`` / ``prompt``)
   converts it;
 - a JSON object without ``"format"``: the importer that recognises it converts it.
@@ -19,6 +19,7 @@ import os
 from typing import Any, Protocol, Sequence
 
 from nodeflow.files.pngmeta import WORKFLOW_KEY, PngMetadataError, read_text_chunks
+from nodeflow.files.webpmeta import is_webp, read_exif_texts
 from nodeflow.model.registry import NodeRegistry, default_registry
 from nodeflow.files.workflow import Workflow, WorkflowError, save_workflow, workflow_from_json
 
@@ -70,10 +71,20 @@ def convert_foreign(data: Any, registry: NodeRegistry) -> dict[str, Any]:
     raise WorkflowError("not a nodeflow workflow: the 'format' key is missing (expected 'nodeflow.workflow')")
 
 
-def workflow_from_png(data: bytes, registry: NodeRegistry) -> Workflow:
-    """The workflow an image carries: nodeflow's own chunk, else one an importer reads."""
+def image_texts(data: bytes) -> dict[str, str]:
+    """The keyword -> text metadata of a PNG (text chunks) or a WebP (EXIF "key:text" tags)."""
+    if is_webp(data):
+        return read_exif_texts(data)
+    if data[:4] == b"RIFF":
+        raise PngMetadataError("a RIFF file that is not a WebP image")
+    return read_text_chunks(data)
+
+
+def workflow_from_image(data: bytes, registry: NodeRegistry) -> Workflow:
+    """The workflow an image (PNG or WebP, still or animated) carries: nodeflow's own
+    chunk, else one an importer reads."""
     try:
-        texts = read_text_chunks(data)
+        texts = image_texts(data)
     except PngMetadataError as exc:
         raise WorkflowError(f"cannot read the image's metadata: {exc}") from None
     if WORKFLOW_KEY in texts:
@@ -95,6 +106,8 @@ def workflow_from_png(data: bytes, registry: NodeRegistry) -> Workflow:
         raise first_error
     known = ", ".join(sorted(texts)) or "none"
     raise WorkflowError(f"the image carries no workflow (its text chunks: {known})")
+
+
 
 
 def convert_file(source: str | os.PathLike[str], target: str | os.PathLike[str], registry: NodeRegistry) -> Workflow:

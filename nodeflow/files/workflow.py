@@ -83,10 +83,10 @@ def workflow_from_json(text: str | bytes, registry: NodeRegistry) -> Workflow:
     """Parse workflow JSON (a file's bytes or text, e.g. from the clipboard)."""
     if len(text) > MAX_FILE_BYTES:
         raise WorkflowError(f"the file is larger than the limit of {MAX_FILE_BYTES // (1024 * 1024)} MB")
-    if isinstance(text, bytes) and text.startswith(b"\x89PNG"):  # an image that carries a workflow
-        from nodeflow.files.importers import workflow_from_png
+    if isinstance(text, bytes) and (text.startswith(b"\x89PNG") or text[:4] == b"RIFF"):  # an image that carries one
+        from nodeflow.files.importers import workflow_from_image
 
-        return workflow_from_png(text, registry)
+        return workflow_from_image(text, registry)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")

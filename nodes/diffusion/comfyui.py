@@ -216,6 +216,8 @@ SAMPLER_NAMES = {
     "dpm_2_ancestral": "dpm_2_ancestral", "lms": "lms", "dpmpp_2m": "dpmpp_2m", "dpmpp_2m_sde": "dpmpp_2m_sde",
     "dpmpp_2m_sde_gpu": "dpmpp_2m_sde", "dpmpp_sde": "dpmpp_sde", "dpmpp_sde_gpu": "dpmpp_sde", "ddpm": "ddpm",
     "ddim": "ddim", "lcm": "lcm", "uni_pc": "unipc", "uni_pc_bh2": "unipc",
+    # comfy-import: the third-order SDE solver ("_gpu" only says where ComfyUI draws its noise)
+    "dpmpp_3m_sde": "dpmpp_3m_sde", "dpmpp_3m_sde_gpu": "dpmpp_3m_sde",
 }
 SCHEDULER_NAMES = {
     "normal": "normal", "karras": "karras", "exponential": "exponential", "simple": "simple",
@@ -414,22 +416,22 @@ def _build_ksampler(b: Builder, c: ComfyNode, advanced: bool = False) -> None:
 
 
 def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
-    """KSamplerAdvanced's start/end steps: starting late is a lower denoise; stopping
-    early (leftover noise for a second sampler) has no equivalent."""
+    """KSamplerAdvanced's start/end steps and leftover noise: the Sampler's step range."""
     steps = values.get("steps")
-    start, end = b.resolved(c, "start_at_step") or 0, b.resolved(c, "end_at_step")
+    start, end = b.resolved(c, "start_at_step"), b.resolved(c, "end_at_step")
+    start = 0 if start is None else start
     end = 10_000 if end is None else end
     if not (_is_int(start) and _is_int(end) and _is_int(steps)):
         b.problem(c, "start_at_step and end_at_step must be whole numbers")
         return
-    if end < steps or b.resolved(c, "return_with_leftover_noise") == "enable":
-        b.problem(c, f"stopping at step {end} of {steps} (or returning leftover noise) has no nodeflow "
-                  "equivalent; the Sampler always finishes the schedule")
-    if start >= steps:
-        b.problem(c, f"start_at_step {start} leaves none of the {steps} steps to run")
-    elif start > 0:
-        remaining = steps - start
-        values["denoise"] = next(d for d in (remaining / steps, (remaining + 0.5) / steps) if int(steps * d) == remaining)
+    if start >= min(end, steps):
+        b.problem(c, f"start_at_step {start} leaves none of the {steps} steps to run (end_at_step {end})")
+        return
+    if start > 0:
+        values["start_step"] = start
+    if end < steps:
+        values["end_step"] = end
+        values["leftover_noise"] = b.resolved(c, "return_with_leftover_noise") == "enable"
 
 
 def _build_custom_sampler(b: Builder, c: ComfyNode) -> None:
