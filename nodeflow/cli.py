@@ -92,6 +92,14 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG/WebP image that carries a workflow")
     validate.add_argument("--json", action="store_true", help="print problems as JSON")
+    validate.add_argument(
+        "--models", action="append", default=[], metavar="DIR",
+        help="a models folder, ComfyUI models/ tree or Hugging Face cache (repeatable; also NODEFLOW_MODELS)",
+    )
+    validate.add_argument(
+        "--allow-path", action="append", default=[], metavar="PATH",
+        help="let the workflow name files under PATH even outside the models folders (repeatable)",
+    )
     validate.set_defaults(handler=_validate)
 
     nodes = sub.add_parser("nodes", help="list the node types and their declarations")
@@ -161,7 +169,8 @@ def _validate(args: argparse.Namespace) -> int:
     from nodeflow.model.validation import validate
 
     workflow = _load(args)
-    problems = validate(workflow.graph, extra_problems=workflow.problems)
+    settings = _run_settings(args, workflow.graph.registry, [])  # models are looked up where `run` looks
+    problems = validate(workflow.graph, extra_problems=workflow.problems, settings=settings)
     if args.json:
         _print_problems(problems, as_json=True)
     elif problems:

@@ -211,7 +211,7 @@ class Executor:
         device = self.device if device is None else resolve_device(device)
         output_dir, input_dir = Path(output_dir), Path(input_dir)
         settings = settings if settings is not None else RunSettings()
-        problems = list(validate(snapshot, requested, extra_problems))
+        problems = list(validate(snapshot, requested, extra_problems, settings))
         plan = None
         if not problems:
             try:

@@ -134,6 +134,16 @@ class Node:
         return {}
 
     @classmethod
+    def check_files(cls, values: Mapping[str, Any], settings: RunSettings) -> dict[str, str]:
+        """Files this node's values name that are not where the host looks, as
+        ``{field: message}`` (the message says which folders were searched and the nearest
+        name found); validation reports them before anything runs, when it is given the
+        run's settings. ``values`` as for :meth:`check_values`. Must be cheap: look up
+        names, never read file contents.
+        """
+        return {}
+
+    @classmethod
     def fingerprint(cls, values: Mapping[str, Any], ctx: RunContext) -> str | None:
         """What outside the graph this node's result depends on, e.g. the size and
         modification time of a file it reads; hashed into the cache signature so a file

@@ -17,15 +17,20 @@ from typing import Any, Iterable
 import networkx as nx
 
 from nodeflow.model.fields import FieldError, Socket, Widget
+from nodeflow.model.context import RunSettings
 from nodeflow.model.graph import MODES, Graph, Link
 from nodeflow.model.node import Node
 from nodeflow.model.problems import Problem, ProblemCode, ValidationError, node_order_key
 from nodeflow.model.types import is_compatible
 
 def validate(
-    graph: Graph, outputs: Iterable[str] | None = None, extra_problems: Iterable[Problem] = ()
+    graph: Graph, outputs: Iterable[str] | None = None, extra_problems: Iterable[Problem] = (),
+    settings: RunSettings | None = None,
 ) -> list[Problem]:
     """Every problem that stops ``graph`` (or just ``outputs`` and their ancestors) from running.
+
+    With the run's ``settings`` (model folders, ...), files the nodes name are looked up
+    too (:meth:`Node.check_files`) and a missing one is a ``MISSING_FILE`` problem.
 
     ``extra_problems`` (load-time problems of a :class:`~nodeflow.files.workflow.Workflow`)
     come first; with ``outputs`` given, those about nodes outside the checked part are
@@ -39,14 +44,15 @@ def validate(
         links_into.setdefault(link.target, []).append(link)
     for node_id in graph.nodes:
         if node_id in scope:
-            problems.extend(_node_problems(graph, node_id, links_into.get(node_id, [])))
+            problems.extend(_node_problems(graph, node_id, links_into.get(node_id, []), settings))
     problems.extend(_cycle_problems(graph, scope))
     return extra + problems
 
 
-def check(graph: Graph, outputs: Iterable[str] | None = None, extra_problems: Iterable[Problem] = ()) -> None:
+def check(graph: Graph, outputs: Iterable[str] | None = None, extra_problems: Iterable[Problem] = (),
+          settings: RunSettings | None = None) -> None:
     """Raise :class:`ValidationError` unless :func:`validate` finds nothing."""
-    problems = validate(graph, outputs, extra_problems)
+    problems = validate(graph, outputs, extra_problems, settings)
     if problems:
         raise ValidationError(problems)
 
@@ -77,7 +83,7 @@ def _node_class(graph: Graph, node_id: str) -> type[Node] | None:
 
 
 # ----------------------------------------------------------------------- per node
-def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[Problem]:
+def _node_problems(graph: Graph, node_id: str, links_into: list[Link], settings: RunSettings | None = None) -> list[Problem]:
     node = graph.nodes[node_id]
     cls = graph.registry.get(node.type)
 
@@ -114,6 +120,9 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[P
                 checked[name] = declared.default
         for name, message in cls.check_values(checked).items():
             found.append(problem(ProblemCode.INVALID_VALUE, message, name))
+        if settings is not None:
+            for name, message in cls.check_files(checked, settings).items():
+                found.append(problem(ProblemCode.MISSING_FILE, message, name))
 
     for link in links_into:
         found.extend(_link_problems(graph, link.source, link.output, cls, link.input, problem))

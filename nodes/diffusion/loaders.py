@@ -43,6 +43,18 @@ def _model_fingerprint(cls: type[Node], values: dict[str, Any], ctx: RunContext)
         return None
 
 
+def _check_model_files(cls: type[Node], values: dict[str, Any], settings: Any) -> dict[str, str]:
+    """validate's look-up of the model files the values name (Node.check_files)."""
+    from nodes.diffusion.impl.paths import missing_model
+
+    problems = {}
+    for name, declared in cls.inputs.items():
+        if isinstance(declared, FileChoice) and name in values:
+            if (message := missing_model(values[name], declared.folder, settings)) is not None:
+                problems[name] = message
+    return problems
+
+
 def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -> list[str]:
     """The models the editor offers for a file field: what the configured folders hold."""
     from nodes.diffusion.impl.paths import list_models
@@ -69,6 +81,7 @@ class Checkpoint(Node):
     prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_files = classmethod(_check_model_files)
     outputs = (
         Output("model", MODEL, "The denoising UNet and its noise schedule"),
         Output("clip", CLIP, "Tokenizer(s) and text encoder(s)"),
@@ -121,6 +134,7 @@ class UNet(Node):
     prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_files = classmethod(_check_model_files)
     outputs = (Output("model", MODEL, "The denoising UNet and its noise schedule"),)
 
     def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:

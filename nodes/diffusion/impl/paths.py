@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
 from nodeflow import NodeError, RunSettings
 
 # Folder kinds a node's FileChoice can name, with the file types each lists.
 MODEL_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "checkpoints": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     "unet": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
+    # comfy-import: textual-inversion embeddings (.pt only through torch's weights-only loading)
+    "embeddings": (".safetensors", ".pt", ".bin"),
 }
 _DIFFUSERS_MARKERS = ("model_index.json", "config.json")
 
@@ -42,6 +46,27 @@ def resolve_model_path(value: str, kind: str, settings: RunSettings) -> Path:
         return found
     searched = ", ".join(str(folder) for folder in folders)
     raise NodeError(f"{_singular(kind)} {value!r} not found; searched: {searched}")
+
+
+def missing_model(value: Any, kind: str, settings: RunSettings) -> str | None:
+    """Why ``value`` names no model of ``kind`` (the folders searched and the nearest name
+    found there), or None when it resolves. Cheap: names are listed, nothing is read."""
+    import difflib
+
+    if not isinstance(value, str):
+        return None  # the field's own check reports a wrong type
+    try:
+        resolve_model_path(value, kind, settings)
+    except NodeError as error:
+        message = error.message
+        if value.strip():
+            nearest = difflib.get_close_matches(value, list_models(kind, settings), n=1, cutoff=0.4)
+            if nearest:
+                message += f"; the nearest name found is {nearest[0]!r}"
+            elif not settings.folders(kind):
+                message += f" (no {kind} folder is configured: pass --models or set NODEFLOW_MODELS)"
+        return message
+    return None
 
 
 def list_models(kind: str, settings: RunSettings) -> list[str]:
