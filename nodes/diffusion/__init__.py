@@ -10,9 +10,14 @@ no torch: the nodes import it when they run.
 from nodeflow import Pack
 from nodes.diffusion.clip_similarity import CLIPSimilarity
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
-from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection
-from nodes.diffusion.images import LoadImage, PreviewImage, SaveImage
+from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningZeroOut
+from nodes.diffusion.image_ops import (
+    ImageBatch, ImageBlend, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
+)
+from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
+from nodes.diffusion.latent_ops import LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
+from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
 from nodes.diffusion.text import TextEncoder
@@ -26,6 +31,10 @@ PACK = Pack(
         Checkpoint, UNet, TextEncoder, ConditioningCombine, ConditioningAverage, ConditioningDirection,
         EmptyLatent, LatentUpscale, Noise, DisableNoise, CFG, BasicGuider, Sampler, VAEDecode, VAEEncode,
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
+        # comfy-import: masks, pixel and latent operations
+        ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageBlend,
+        ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
+        LoadImageMask, PreviewMask, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

@@ -17,6 +17,7 @@ reported in one :class:`WorkflowError`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -436,12 +437,10 @@ def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
 
 def _build_custom_sampler(b: Builder, c: ComfyNode) -> None:
     values: dict[str, Any] = {}
-    select = b.source_node(c, "sampler", ("KSamplerSelect",))
+    select = b.source_node(c, "sampler", SAMPLER_SOURCES)
     if select is not None:
-        b.value(select, "sampler_name", values, "sampler", _sampler_name)
-    scheduler = b.source_node(c, "sigmas", ("BasicScheduler",))
-    if scheduler is not None:
-        _sampler_values(b, scheduler, values)
+        _sampler_choice(b, select, values)
+    _sigmas_values(b, c, values)
     node_id = b.add(c, "Sampler", values=values)
     b.link(c, "noise", node_id, "noise")
     b.link(c, "guider", node_id, "guider")
@@ -538,8 +537,7 @@ MAPPINGS: dict[str, Mapping] = {
                                           ("images",)), ("SaveImage",)),
     "PreviewImage": Mapping((), _one_to_one("PreviewImage", {"images": "images"}, {}, ("images",)),
                             ("PreviewImage",)),
-    # Output 1 (MASK) has no equivalent; a link from it is reported.
-    "LoadImage": Mapping(("image", "upload"), _one_to_one("LoadImage", {}, {"image": "image"}, ("image",)),
+    "LoadImage": Mapping(("image", "upload"), _one_to_one("LoadImage", {}, {"image": "image"}, ("image", "mask")),
                          ("LoadImage",)),
     "RandomNoise": Mapping(("noise_seed",), _one_to_one("Noise", {}, {"noise_seed": "seed"}, ("noise",)), ("Noise",)),
     "DisableNoise": Mapping((), _one_to_one("DisableNoise", {}, {}, ("noise",)), ("DisableNoise",)),
@@ -563,6 +561,189 @@ MAPPINGS: dict[str, Mapping] = {
                              ("LatentUpscale",)),
     "LatentUpscaleBy": Mapping(("upscale_method", "scale_by"), _build_latent_upscale_by, ("LatentUpscale",)),
 }
+
+
+# ======================================== comfy-import: masks, pixel and latent operations
+IMAGE_METHODS = {"nearest-exact": "nearest", "bilinear": "bilinear", "bicubic": "bicubic", "area": "area",
+                 "lanczos": "lanczos"}
+
+
+def _same(type_name: str, inputs: tuple[str, ...], widgets: tuple[str, ...], outputs: tuple[str, ...],
+          converters: dict[str, Callable[[Any], Any]] | None = None) -> Mapping:
+    """A ComfyUI node whose nodeflow node has the same type, input and widget names."""
+    return Mapping(widgets, _one_to_one(type_name, {n: n for n in inputs}, {n: n for n in widgets}, outputs, converters),
+                   (type_name,))
+
+
+def _build_sampler_custom(b: Builder, c: ComfyNode) -> None:
+    """SamplerCustom: noise + CFG + sampler + sigmas in one node -> Noise + CFG + Sampler."""
+    values: dict[str, Any] = {}
+    select = b.source_node(c, "sampler", SAMPLER_SOURCES)
+    if select is not None:
+        _sampler_choice(b, select, values)
+    _sigmas_values(b, c, values)
+    sampler = b.add(c, "Sampler", values=values)
+    if b.resolved(c, "add_noise") is False:
+        noise = b.add(c, "DisableNoise", "noise", main=False, offset=1)
+    else:
+        noise_values: dict[str, Any] = {}
+        b.value(c, "noise_seed", noise_values, "seed", node_id=f"{c.id}.noise")
+        noise = b.add(c, "Noise", "noise", noise_values, main=False, offset=1)
+    cfg_values: dict[str, Any] = {}
+    b.value(c, "cfg", cfg_values, "scale", node_id=f"{c.id}.cfg")
+    guider = b.add(c, "CFG", "cfg", cfg_values, main=False, offset=2)
+    for name in ("model", "positive", "negative"):
+        b.link(c, name, guider, name)
+    b.pending.append((sampler, "noise", Ref(noise, 0), "noise"))
+    b.pending.append((sampler, "guider", Ref(guider, 0), "guider"))
+    b.outputs[(noise, 0)] = (noise, "noise")
+    b.outputs[(guider, 0)] = (guider, "guider")
+    b.link(c, "latent_image", sampler, "latent")
+    b.output(c, 0, sampler, "latent")
+    b.output(c, 1, sampler, "latent")
+
+
+SAMPLER_SOURCES = ("KSamplerSelect", "SamplerEulerAncestral")
+SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "SDTurboScheduler", "SplitSigmas")
+# KarrasScheduler / ExponentialScheduler defaults: SD's own sigma range, which the
+# Sampler's karras / exponential schedules use; other values have no equivalent.
+_SIGMA_RANGE = {"sigma_max": 14.614642, "sigma_min": 0.0291675}
+
+
+def _sampler_choice(b: Builder, select: ComfyNode, values: dict[str, Any]) -> None:
+    if select.type == "KSamplerSelect":
+        b.value(select, "sampler_name", values, "sampler", _sampler_name)
+        return
+    for name, default in (("eta", 1.0), ("s_noise", 1.0)):  # SamplerEulerAncestral
+        value = b.resolved(select, name)
+        if value is not None and value != default:
+            b.problem(select, f"{name} {_show(value)} has no nodeflow equivalent (euler_ancestral uses {default})")
+    values["sampler"] = "euler_ancestral"
+
+
+def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input: str = "sigmas") -> None:
+    """The schedule, steps, denoise and step range of the node feeding ``sigmas``."""
+    source = b.source_node(c, comfy_input, SIGMA_SOURCES)
+    if source is None:
+        return
+    if source.type == "SplitSigmas":
+        _sigmas_values(b, source, values)
+        step = b.resolved(source, "step")
+        step = 0 if step is None else step
+        if not _is_int(step):
+            b.problem(source, "step must be a whole number")
+            return
+        # Which half is used depends on the output slot the sampler is linked to.
+        ref = b.resolved(c, comfy_input)
+        if ref.slot == 0:  # high_sigmas: the first `step` steps, noise left over
+            values["end_step"], values["leftover_noise"] = max(1, step), True
+        else:  # low_sigmas: from `step` on
+            values["start_step"] = step
+        return
+    if source.type == "BasicScheduler":
+        _sampler_values(b, source, values)
+        return
+    steps = b.resolved(source, "steps")
+    values["steps"] = 20 if steps is None else steps
+    if source.type == "SDTurboScheduler":
+        values["schedule"] = "simple"  # evenly spaced from the last training step, as SD Turbo was distilled
+        denoise = b.resolved(source, "denoise")
+        if denoise not in (None, 1, 1.0):
+            try:
+                values["steps"], values["denoise"] = steps_and_denoise(values["steps"], denoise)
+            except ValueError:
+                b.problem(source, f"steps {_show(steps)} with denoise {_show(denoise)} have no nodeflow equivalent")
+        return
+    values["schedule"] = "karras" if source.type == "KarrasScheduler" else "exponential"
+    for name, default in _SIGMA_RANGE.items():
+        value = b.resolved(source, name)
+        if _is_number(value) and abs(value - default) > 1e-3:
+            b.problem(source, f"{name} {_show(value)} has no nodeflow equivalent: the schedule uses the "
+                      f"model's own range ({default})")
+    rho = b.resolved(source, "rho")
+    if source.type == "KarrasScheduler" and _is_number(rho) and rho != 7.0:
+        b.problem(source, f"rho {_show(rho)} has no nodeflow equivalent (the karras schedule uses 7)")
+
+
+def _build_pad_for_outpaint(b: Builder, c: ComfyNode) -> None:
+    _one_to_one("ImagePadForOutpaint", {"image": "image"},
+                {n: n for n in ("left", "top", "right", "bottom", "feathering")}, ("image", "mask"))(b, c)
+
+
+def _build_image_scale(b: Builder, c: ComfyNode) -> None:
+    _one_to_one("ImageScale", {"image": "image"},
+                {"upscale_method": "method", "width": "width", "height": "height", "crop": "crop"}, ("image",),
+                {"upscale_method": IMAGE_METHODS.__getitem__})(b, c)
+
+
+def _build_checkpoint_with_config(b: Builder, c: ComfyNode) -> None:
+    """CheckpointLoader (the old loader that takes a config file): nodeflow reads the
+    architecture from the weights; only what the config says about prediction is kept."""
+    values: dict[str, Any] = {}
+    b.value(c, "ckpt_name", values, "checkpoint")
+    config = b.resolved(c, "config_name")
+    if isinstance(config, str) and re.search(r"[-_]v\.ya?ml$", config):
+        values["prediction"] = "v_prediction"  # e.g. v2-inference-v.yaml
+    node_id = b.add(c, "Checkpoint", values=values)
+    for slot, name in enumerate(("model", "clip", "vae")):
+        b.output(c, slot, node_id, name)
+
+
+MAPPINGS.update({
+    "ImageScale": Mapping(("upscale_method", "width", "height", "crop"), _build_image_scale, ("ImageScale",)),
+    "ImageScaleBy": Mapping(
+        ("upscale_method", "scale_by"),
+        _one_to_one("ImageScaleBy", {"image": "image"}, {"upscale_method": "method", "scale_by": "scale_by"}, ("image",),
+                    {"upscale_method": IMAGE_METHODS.__getitem__}), ("ImageScaleBy",)),
+    "ImageScaleToTotalPixels": Mapping(
+        ("upscale_method", "megapixels"),
+        _one_to_one("ImageScaleToTotalPixels", {"image": "image"}, {"upscale_method": "method", "megapixels": "megapixels"},
+                    ("image",), {"upscale_method": IMAGE_METHODS.__getitem__}), ("ImageScaleToTotalPixels",)),
+    "ImageCrop": _same("ImageCrop", ("image",), ("width", "height", "x", "y"), ("image",)),
+    "ImageInvert": _same("ImageInvert", ("image",), (), ("image",)),
+    "ImageBlend": _same("ImageBlend", ("image1", "image2"), ("blend_factor", "blend_mode"), ("image",)),
+    "ImageBatch": _same("ImageBatch", ("image1", "image2"), (), ("image",)),
+    "ImagePadForOutpaint": Mapping(("left", "top", "right", "bottom", "feathering"), _build_pad_for_outpaint,
+                                   ("ImagePadForOutpaint",)),
+    "LoadImageMask": Mapping(("image", "channel", "upload"),
+                             _one_to_one("LoadImageMask", {}, {"image": "image", "channel": "channel"}, ("mask",)),
+                             ("LoadImageMask",)),
+    "ImageToMask": _same("ImageToMask", ("image",), ("channel",), ("mask",)),
+    "MaskToImage": _same("MaskToImage", ("mask",), (), ("image",)),
+    "SolidMask": _same("SolidMask", (), ("value", "width", "height"), ("mask",)),
+    "InvertMask": _same("InvertMask", ("mask",), (), ("mask",)),
+    "FeatherMask": _same("FeatherMask", ("mask",), ("left", "top", "right", "bottom"), ("mask",)),
+    "MaskComposite": _same("MaskComposite", ("destination", "source"), ("x", "y", "operation"), ("mask",)),
+    "MaskPreview": Mapping((), _one_to_one("PreviewMask", {"mask": "mask"}, {}, ("images",)), ("PreviewMask",)),
+    "LatentComposite": Mapping(
+        ("x", "y", "feather"),
+        _one_to_one("LatentComposite", {"samples_to": "destination", "samples_from": "source"},
+                    {"x": "x", "y": "y", "feather": "feather"}, ("latent",)), ("LatentComposite",)),
+    "LatentCrop": Mapping(("width", "height", "x", "y"),
+                          _one_to_one("LatentCrop", {"samples": "latent"}, {n: n for n in ("width", "height", "x", "y")},
+                                      ("latent",)), ("LatentCrop",)),
+    "LatentFromBatch": Mapping(("batch_index", "length"),
+                               _one_to_one("LatentFromBatch", {"samples": "latent"},
+                                           {"batch_index": "batch_index", "length": "length"}, ("latent",)),
+                               ("LatentFromBatch",)),
+    "RepeatLatentBatch": Mapping(("amount",), _one_to_one("RepeatLatentBatch", {"samples": "latent"}, {"amount": "amount"},
+                                                          ("latent",)), ("RepeatLatentBatch",)),
+    "SetLatentNoiseMask": Mapping((), _one_to_one("SetLatentNoiseMask", {"samples": "latent", "mask": "mask"}, {},
+                                                  ("latent",)), ("SetLatentNoiseMask",)),
+    "ConditioningZeroOut": _same("ConditioningZeroOut", ("conditioning",), (), ("conditioning",)),
+    # ComfyUI's Concat appends conditioning_from's tokens to conditioning_to's: our Combine.
+    "ConditioningConcat": Mapping((), _one_to_one("ConditioningCombine", {"conditioning_to": "a", "conditioning_from": "b"},
+                                                  {}, ("conditioning",)), ("ConditioningCombine",)),
+    "SamplerCustom": Mapping(("add_noise", "noise_seed", "cfg"), _build_sampler_custom, ("Noise", "CFG", "Sampler")),
+    "SamplerEulerAncestral": Mapping(("eta", "s_noise"), _build_folded, ()),
+    "KarrasScheduler": Mapping(("steps", "sigma_max", "sigma_min", "rho"), _build_folded, ()),
+    "ExponentialScheduler": Mapping(("steps", "sigma_max", "sigma_min"), _build_folded, ()),
+    "SDTurboScheduler": Mapping(("steps", "denoise"), _build_folded, ()),
+    "SplitSigmas": Mapping(("step",), _build_folded, ()),
+    "CheckpointLoader": Mapping(("config_name", "ckpt_name"), _build_checkpoint_with_config, ("Checkpoint",)),
+})
+# ===================================== end of comfy-import block
+
 
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.
 PASS_THROUGH = {"Reroute", "CLIPSetLastLayer"}

@@ -121,3 +121,22 @@ def _blend_pooled(
         return pa if pa is not None else pb
     pa, pb = _aligned(pa, pb)
     return blend(pa, pb)
+
+
+class ConditioningZeroOut(Node):
+    type = "ConditioningZeroOut"
+    display_name = "Zero Conditioning"
+    category = "conditioning"
+    description = (
+        "The conditioning with every embedding set to zero (pooled too): an empty-prompt "
+        "stand-in some SDXL and Turbo workflows use as the negative."
+    )
+
+    conditioning = Socket(CONDITIONING)
+    outputs = (Output("conditioning", CONDITIONING),)
+
+    def run(self, ctx: RunContext, conditioning: Conditioning) -> Conditioning:
+        import torch
+
+        pooled = None if conditioning.pooled is None else torch.zeros_like(conditioning.pooled)
+        return Conditioning(torch.zeros_like(conditioning.embeds), pooled, dict(conditioning.extras))

@@ -15,7 +15,7 @@ from typing import Any
 
 from nodeflow import Bool, FileChoice, Node, NodeError, Output, RunContext, RunSettings, Socket, String
 
-from nodes.diffusion.types import IMAGE
+from nodes.diffusion.types import IMAGE, MASK
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -24,10 +24,13 @@ class LoadImage(Node):
     type = "LoadImage"
     display_name = "Load Image"
     category = "image"
-    description = "Reads an image from the input folder as RGB (any alpha channel is dropped)."
+    description = (
+        "Reads an image from the input folder as RGB, and its alpha channel as a mask "
+        "(transparent = masked; no alpha = an empty mask)."
+    )
 
     image = FileChoice(folder="input", extensions=IMAGE_EXTENSIONS, tooltip="a file in the input folder")
-    outputs = (Output("image", IMAGE),)
+    outputs = (Output("image", IMAGE), Output("mask", MASK, "1 - alpha: the transparent part"))
 
     @classmethod
     def fingerprint(cls, values: dict[str, Any], ctx: RunContext) -> str | None:
@@ -40,28 +43,41 @@ class LoadImage(Node):
             return None
 
     def run(self, ctx: RunContext, image: str) -> Any:
-        import numpy as np
-        import torch
-        from PIL import Image, ImageOps
+        return read_image(ctx, image)
 
-        path = _inside(Path(ctx.input_dir), image, ctx.settings)
-        try:
-            with Image.open(path) as picture:
-                if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
-                    raise NodeError(
-                        f'{image!r} is {picture.width}x{picture.height} pixels, more than the '
-                        f"limit of {Image.MAX_IMAGE_PIXELS} pixels",
-                        field="image",
-                    )
-                rgb = ImageOps.exif_transpose(picture).convert("RGB")
-        except FileNotFoundError:
-            raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
-        except Image.DecompressionBombError as exc:
-            raise NodeError(f'{image!r} is too large to open: {exc}', field="image") from None
-        except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk over Pillow's limits
-            raise NodeError(f'cannot read {image!r} as an image: {exc}', field="image") from None
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
-        return pixels[None]
+
+def read_image(ctx: RunContext, image: str) -> tuple[Any, Any]:
+    """The input-folder image ``image`` as (RGB [1, H, W, 3], mask [1, H, W]): the mask is
+    1 - alpha (transparent = masked, as ComfyUI), all 0 for an image without alpha."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    path = _inside(Path(ctx.input_dir), image, ctx.settings)
+    try:
+        with Image.open(path) as picture:
+            if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
+                raise NodeError(
+                    f'{image!r} is {picture.width}x{picture.height} pixels, more than the '
+                    f"limit of {Image.MAX_IMAGE_PIXELS} pixels",
+                    field="image",
+                )
+            upright = ImageOps.exif_transpose(picture)
+            rgb = upright.convert("RGB")
+            has_alpha = "A" in upright.getbands() or "transparency" in upright.info
+            alpha = upright.convert("RGBA").getchannel("A") if has_alpha else None
+    except FileNotFoundError:
+        raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
+    except Image.DecompressionBombError as exc:
+        raise NodeError(f'{image!r} is too large to open: {exc}', field="image") from None
+    except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk over Pillow's limits
+        raise NodeError(f'cannot read {image!r} as an image: {exc}', field="image") from None
+    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
+    if alpha is None:
+        mask = torch.zeros(pixels.shape[:3], dtype=torch.float32)
+    else:
+        mask = 1.0 - torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None]
+    return pixels, mask
 
 
 def _inside(folder: Path, name: str, settings: RunSettings) -> Path:
@@ -119,6 +135,20 @@ class PreviewImage(Node):
 
     def run(self, ctx: RunContext, images: Any) -> Any:
         return images
+
+
+class PreviewMask(Node):
+    type = "PreviewMask"
+    display_name = "Preview Mask"
+    category = "mask"
+    description = "Shows masks as grey images (white = masked) in the editor and in the run's result."
+    output_node = True
+
+    mask = Socket(MASK)
+    outputs = (Output("images", IMAGE, tooltip="the masks as grey images"),)
+
+    def run(self, ctx: RunContext, mask: Any) -> Any:
+        return mask.float()[..., None].expand(*mask.shape, 3).contiguous()
 
 
 def _check_prefix(prefix: str) -> None:

@@ -80,6 +80,9 @@ CONDITIONING = DataType("CONDITIONING", (240, 160, 60), "Text embeddings the UNe
 class Latent:
     samples: "torch.Tensor"  # [B, C, h, w], unscaled-by-VAE convention: already multiplied by scaling_factor
     family: ModelFamily | None = None
+    # [B or 1, H, W] in [0, 1]: where a Sampler may change the latent (1) and where it keeps
+    # it (0); any size, resized to the latent's. None: everywhere (SetLatentNoiseMask).
+    noise_mask: "torch.Tensor | None" = None
 
 
 LATENT = DataType("LATENT", (240, 130, 200), "A batch of latent images", Latent)
@@ -100,7 +103,11 @@ NOISE = DataType("NOISE", (200, 200, 200), "A seeded source of starting noise", 
 # not named here: importing torch would make every start-up pay for it).
 IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
 
+# MASK values are torch tensors [B, H, W], float32 in [0, 1], on the CPU: 1 marks the
+# masked area (what inpainting repaints), as in ComfyUI.
+MASK = DataType("MASK", (120, 200, 120), "A batch of masks, one value in [0, 1] per pixel (1 = masked)")
+
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER)
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, MASK)

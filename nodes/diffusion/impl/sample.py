@@ -110,6 +110,12 @@ def sample(
             start = latent.samples.to(device=device, dtype=dtype)
             x = scheduler.add_noise(start, initial, timesteps[:1].repeat(shape[0]))
 
+        masked = _noise_mask(latent, shape, device, dtype)
+        if masked is not None:  # the outside is kept: the input latent, re-noised to each level
+            original = latent.samples.to(device=device, dtype=dtype)
+            kept_noise = initial if generator is not None else torch.randn(
+                shape, generator=torch.Generator("cpu").manual_seed(0), dtype=dtype).to(device)
+
         predict = guider.bind(x)
         accepted = step_parameters(spec.scheduler_class)
         step_kwargs: dict[str, Any] = {}
@@ -130,12 +136,38 @@ def sample(
             if stop < len(full) and i == total - 1 and not steps_run.leftover_noise:
                 clean = _x0(result, scheduler, prediction, x)
             x = result.prev_sample
+            if masked is not None:
+                last = i + 1 == total
+                if last and (stop >= len(full) or not steps_run.leftover_noise):
+                    kept = original
+                else:
+                    level = timesteps[i + 1: i + 2] if not last else full[stop: stop + 1]
+                    kept = scheduler.add_noise(original, kept_noise, level.repeat(shape[0]))
+                x = masked * x + (1 - masked) * kept
+                if clean is not None:
+                    clean = masked * clean + (1 - masked) * original
             ctx.progress(i + 1, total, preview)
         if stop < len(full):  # stopped early
             if clean is not None:
                 return clean
             return x / _vp_alpha(scheduler, full, stop) if vp else x
     return x
+
+
+def _noise_mask(latent: Latent, shape: tuple[int, ...], device: Any, dtype: Any) -> "torch.Tensor | None":
+    """The latent's noise mask as [B, 1, h, w] on the latent grid, or None."""
+    import torch.nn.functional as F
+
+    mask = latent.noise_mask
+    if mask is None:
+        return None
+    mask = mask.float().reshape(-1, 1, *mask.shape[-2:])
+    mask = F.interpolate(mask, size=shape[-2:], mode="bilinear", align_corners=False)
+    if mask.shape[0] != shape[0]:
+        if shape[0] % mask.shape[0]:
+            raise SamplingError("latent", f"the noise mask has a batch of {mask.shape[0]}, the latent {shape[0]}")
+        mask = mask.repeat(shape[0] // mask.shape[0], 1, 1, 1)
+    return mask.clamp(0.0, 1.0).to(device=device, dtype=dtype)
 
 
 def _vp_alpha(scheduler: Any, timesteps: "torch.Tensor", index: int) -> "torch.Tensor":
