@@ -527,7 +527,7 @@ MAPPINGS: dict[str, Mapping] = {
     "KSamplerAdvanced": Mapping(
         ("add_noise", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "start_at_step", "end_at_step",
          "return_with_leftover_noise"),
-        lambda b, c: _build_ksampler(b, c, advanced=True), ("Noise", "CFG", "Sampler")),
+        lambda b, c: _build_ksampler(b, c, advanced=True), ("Noise", "DisableNoise", "CFG", "Sampler")),
     "VAEDecode": Mapping((), _one_to_one("VAEDecode", {"samples": "latent", "vae": "vae"}, {}, ("image",)),
                          ("VAEDecode",)),
     "VAEEncode": Mapping((), _one_to_one("VAEEncode", {"pixels": "image", "vae": "vae"}, {}, ("latent",)),
@@ -689,6 +689,16 @@ def _build_checkpoint_with_config(b: Builder, c: ComfyNode) -> None:
         b.output(c, slot, node_id, name)
 
 
+def _build_vae_decode_tiled(b: Builder, c: ComfyNode) -> None:
+    """VAEDecodeTiled: VAEDecode with tiling on (our tiles blend their overlap themselves)."""
+    values: dict[str, Any] = {"tiling": "on"}
+    b.value(c, "tile_size", values, "tile_size", lambda size: max(64, int(size) // 64 * 64))
+    node_id = b.add(c, "VAEDecode", values=values)
+    b.link(c, "samples", node_id, "latent")
+    b.link(c, "vae", node_id, "vae")
+    b.output(c, 0, node_id, "image")
+
+
 MAPPINGS.update({
     "ImageScale": Mapping(("upscale_method", "width", "height", "crop"), _build_image_scale, ("ImageScale",)),
     "ImageScaleBy": Mapping(
@@ -734,14 +744,41 @@ MAPPINGS.update({
     # ComfyUI's Concat appends conditioning_from's tokens to conditioning_to's: our Combine.
     "ConditioningConcat": Mapping((), _one_to_one("ConditioningCombine", {"conditioning_to": "a", "conditioning_from": "b"},
                                                   {}, ("conditioning",)), ("ConditioningCombine",)),
-    "SamplerCustom": Mapping(("add_noise", "noise_seed", "cfg"), _build_sampler_custom, ("Noise", "CFG", "Sampler")),
+    "SamplerCustom": Mapping(("add_noise", "noise_seed", "cfg"), _build_sampler_custom, ("Noise", "DisableNoise", "CFG", "Sampler")),
     "SamplerEulerAncestral": Mapping(("eta", "s_noise"), _build_folded, ()),
     "KarrasScheduler": Mapping(("steps", "sigma_max", "sigma_min", "rho"), _build_folded, ()),
     "ExponentialScheduler": Mapping(("steps", "sigma_max", "sigma_min"), _build_folded, ()),
     "SDTurboScheduler": Mapping(("steps", "denoise"), _build_folded, ()),
     "SplitSigmas": Mapping(("step",), _build_folded, ()),
     "CheckpointLoader": Mapping(("config_name", "ckpt_name"), _build_checkpoint_with_config, ("Checkpoint",)),
+    "VAEDecodeTiled": Mapping(("tile_size", "overlap", "temporal_size", "temporal_overlap"), _build_vae_decode_tiled,
+                              ("VAEDecode",)),
+    "VAEEncodeTiled": Mapping(("tile_size", "overlap", "temporal_size", "temporal_overlap"),
+                              _one_to_one("VAEEncode", {"pixels": "image", "vae": "vae"}, {}, ("latent",)), ("VAEEncode",)),
 })
+
+# Built-in ComfyUI node types nodeflow refuses on purpose, with the reason the import
+# error gives (docs/comfyui.md lists them; a test keeps the two in step).
+REFUSED: dict[str, str] = {
+    "ConditioningSetArea": "regional prompting (conditioning applied to an area) is not implemented yet",
+    "ConditioningSetAreaPercentage": "regional prompting (conditioning applied to an area) is not implemented yet",
+    "ConditioningSetTimestepRange": "conditioning limited to part of the schedule is not implemented yet",
+    "ConditioningSetMask": "conditioning limited to a mask is not implemented yet",
+    "AlignYourStepsScheduler": "its per-model sigma tables have no diffusers schedule; use karras or exponential",
+    "ModelSamplingDiscrete": "changing a checkpoint's prediction type or schedule is the Checkpoint's `prediction` field, and "
+                             "lcm / x0 sampling and zero-SNR rescaling are not implemented",
+    "ModelSamplingContinuousEDM": "continuous EDM sampling (Playground, SDXL-EDM models) is not implemented",
+    "Canny": "edge detection is not implemented yet",
+    "ModelMergeSimple": "merging models is not implemented yet",
+    "ModelMergeAdd": "merging models is not implemented yet",
+    "ModelMergeSubtract": "merging models is not implemented yet",
+    "ModelMergeBlocks": "merging models is not implemented yet",
+    "ModelMergeSDXL": "merging models is not implemented yet",
+    "CLIPMergeSimple": "merging text encoders is not implemented yet",
+    "CLIPMergeAdd": "merging text encoders is not implemented yet",
+    "CLIPMergeSubtract": "merging text encoders is not implemented yet",
+}
+
 # ===================================== end of comfy-import block
 
 
@@ -808,7 +845,9 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
     _give_latents_their_model(builder.nodes, links)
 
     errors = [
-        f"{type_name} (node{'s' if len(ids) > 1 else ''} {', '.join(ids)})" for type_name, ids in sorted(unsupported.items())
+        f"{type_name} (node{'s' if len(ids) > 1 else ''} {', '.join(ids)})"
+        + (f": {REFUSED[type_name]}" if type_name in REFUSED else "")
+        for type_name, ids in sorted(unsupported.items())
     ]
     message = []
     if errors:
