@@ -12,11 +12,12 @@ from nodes.diffusion.clip_similarity import CLIPSimilarity
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
 from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningZeroOut
 from nodes.diffusion.image_ops import (
-    ImageBatch, ImageBlend, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
+    Canny, ImageBatch, ImageBlend, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.latent_ops import LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
+from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
@@ -35,6 +36,7 @@ PACK = Pack(
         ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageBlend,
         ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
         LoadImageMask, PreviewMask, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
+        Canny, ModelSampling, ModelMerge, CLIPMerge,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

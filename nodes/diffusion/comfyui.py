@@ -699,6 +699,29 @@ def _build_vae_decode_tiled(b: Builder, c: ComfyNode) -> None:
     b.output(c, 0, node_id, "image")
 
 
+def _merge(type_name: str, kind: str, operation: str, ratio_input: str) -> Callable[[Builder, ComfyNode], None]:
+    """ModelMerge*/CLIPMerge*: one merge node with the operation set."""
+    def build(b: Builder, c: ComfyNode) -> None:
+        values: dict[str, Any] = {"operation": operation}
+        if ratio_input:
+            b.value(c, ratio_input, values, "ratio")
+        node_id = b.add(c, type_name, values=values)
+        b.link(c, f"{kind}1", node_id, f"{kind}1")
+        b.link(c, f"{kind}2", node_id, f"{kind}2")
+        b.output(c, 0, node_id, kind)
+
+    return build
+
+
+def _build_model_sampling(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    b.value(c, "sampling", values, "prediction", {"eps": "epsilon", "v_prediction": "v_prediction"}.__getitem__)
+    b.value(c, "zsnr", values, "zero_snr")
+    node_id = b.add(c, "ModelSampling", values=values)
+    b.link(c, "model", node_id, "model")
+    b.output(c, 0, node_id, "model")
+
+
 MAPPINGS.update({
     "ImageScale": Mapping(("upscale_method", "width", "height", "crop"), _build_image_scale, ("ImageScale",)),
     "ImageScaleBy": Mapping(
@@ -751,6 +774,14 @@ MAPPINGS.update({
     "SDTurboScheduler": Mapping(("steps", "denoise"), _build_folded, ()),
     "SplitSigmas": Mapping(("step",), _build_folded, ()),
     "CheckpointLoader": Mapping(("config_name", "ckpt_name"), _build_checkpoint_with_config, ("Checkpoint",)),
+    "Canny": _same("Canny", ("image",), ("low_threshold", "high_threshold"), ("image",)),
+    "ModelSamplingDiscrete": Mapping(("sampling", "zsnr"), _build_model_sampling, ("ModelSampling",)),
+    "ModelMergeSimple": Mapping(("ratio",), _merge("ModelMerge", "model", "blend", "ratio"), ("ModelMerge",)),
+    "ModelMergeAdd": Mapping((), _merge("ModelMerge", "model", "add", ""), ("ModelMerge",)),
+    "ModelMergeSubtract": Mapping(("multiplier",), _merge("ModelMerge", "model", "subtract", "multiplier"), ("ModelMerge",)),
+    "CLIPMergeSimple": Mapping(("ratio",), _merge("CLIPMerge", "clip", "blend", "ratio"), ("CLIPMerge",)),
+    "CLIPMergeAdd": Mapping((), _merge("CLIPMerge", "clip", "add", ""), ("CLIPMerge",)),
+    "CLIPMergeSubtract": Mapping(("multiplier",), _merge("CLIPMerge", "clip", "subtract", "multiplier"), ("CLIPMerge",)),
     "VAEDecodeTiled": Mapping(("tile_size", "overlap", "temporal_size", "temporal_overlap"), _build_vae_decode_tiled,
                               ("VAEDecode",)),
     "VAEEncodeTiled": Mapping(("tile_size", "overlap", "temporal_size", "temporal_overlap"),
@@ -764,19 +795,10 @@ REFUSED: dict[str, str] = {
     "ConditioningSetAreaPercentage": "regional prompting (conditioning applied to an area) is not implemented yet",
     "ConditioningSetTimestepRange": "conditioning limited to part of the schedule is not implemented yet",
     "ConditioningSetMask": "conditioning limited to a mask is not implemented yet",
-    "AlignYourStepsScheduler": "its per-model sigma tables have no diffusers schedule; use karras or exponential",
-    "ModelSamplingDiscrete": "changing a checkpoint's prediction type or schedule is the Checkpoint's `prediction` field, and "
-                             "lcm / x0 sampling and zero-SNR rescaling are not implemented",
+    "AlignYourStepsScheduler": "the Sampler cannot take a list of sigmas yet (karras or exponential are the nearest schedules)",
+    "ModelMergeBlocks": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
+    "ModelMergeSDXL": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
     "ModelSamplingContinuousEDM": "continuous EDM sampling (Playground, SDXL-EDM models) is not implemented",
-    "Canny": "edge detection is not implemented yet",
-    "ModelMergeSimple": "merging models is not implemented yet",
-    "ModelMergeAdd": "merging models is not implemented yet",
-    "ModelMergeSubtract": "merging models is not implemented yet",
-    "ModelMergeBlocks": "merging models is not implemented yet",
-    "ModelMergeSDXL": "merging models is not implemented yet",
-    "CLIPMergeSimple": "merging text encoders is not implemented yet",
-    "CLIPMergeAdd": "merging text encoders is not implemented yet",
-    "CLIPMergeSubtract": "merging text encoders is not implemented yet",
 }
 
 # ===================================== end of comfy-import block

@@ -122,3 +122,31 @@ def test_refusals_name_node_field_and_reason():
     message = str(error.value)
     assert "node 12 (KarrasScheduler): rho 3.0 has no nodeflow equivalent" in message
     assert "node 15 (SamplerEulerAncestral): eta 0.5 has no nodeflow equivalent" in message
+
+
+def test_model_operations_and_canny(models, input_dir, tmp_path):
+    flow = api.open(FIXTURES / "model_ops_api.json", device="cpu")
+    result = flow.run(output_dir=tmp_path / "out", input_dir=input_dir, device="cpu", settings=models,
+                      outputs=["60", "61", "62", "63", "71", "50", "30", "32"])
+    assert result.ok, result.error or result.problems
+    out = result.outputs
+    plain = out["61"]["images"].numpy()
+    # (m - 1.0 x m) + m is m again, weight for weight: UNet and text encoder merges are exact
+    assert np.array_equal(out["60"]["images"].numpy(), plain)
+    zeroed = out["30"]["model"].unet
+    assert all(float(p.detach().abs().max()) == 0.0 for p in zeroed.parameters())
+    # blending with the zeroed model halves the weights, which changes the image
+    halved = out["32"]["model"].unet
+    original = next(iter(out["50"]["model"].unet.parameters()))
+    assert np.allclose(next(iter(halved.parameters())).detach().numpy(), 0.5 * original.detach().numpy())
+    assert not np.array_equal(out["63"]["images"].numpy(), plain)
+    # the same model read as v-prediction gives another image; the cached model is unchanged
+    assert out["50"]["model"].scheduler_config["prediction_type"] == "v_prediction"
+    assert not np.array_equal(out["62"]["images"].numpy(), plain)
+    again = flow.run(output_dir=tmp_path / "again", input_dir=input_dir, device="cpu", settings=models, outputs=["61"])
+    assert np.array_equal(again.outputs["61"]["images"].numpy(), plain)
+    # Canny: one line of edges where red meets blue, nothing elsewhere
+    edges = out["71"]["images"][0, ..., 0].numpy()
+    columns = np.flatnonzero(edges[8:24].max(axis=0) > 0.5)
+    assert set(columns) <= {14, 15, 16, 17} and len(columns) >= 1
+    assert edges[:, :12].max() == 0 and edges[:, 20:].max() == 0
