@@ -10,7 +10,10 @@ no torch: the nodes import it when they run.
 from nodeflow import Pack
 from nodes.diffusion.clip_similarity import CLIPSimilarity
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
-from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningZeroOut
+from nodes.diffusion.conditioning import (
+    ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningSetArea, ConditioningSetTimestepRange,
+    ConditioningStack, ConditioningZeroOut,
+)
 from nodes.diffusion.image_ops import (
     Canny, ImageBatch, ImageBlend, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
@@ -36,7 +39,7 @@ PACK = Pack(
         ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageBlend,
         ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
         LoadImageMask, PreviewMask, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
-        Canny, ModelSampling, ModelMerge, CLIPMerge,
+        Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

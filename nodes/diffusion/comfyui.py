@@ -550,9 +550,10 @@ MAPPINGS: dict[str, Mapping] = {
     "KSamplerSelect": Mapping(("sampler_name",), _build_folded, ()),
     "BasicScheduler": Mapping(("scheduler", "steps", "denoise"), _build_folded, ()),
     "SamplerCustomAdvanced": Mapping((), _build_custom_sampler, ("Sampler",)),
+    # ComfyUI's Combine predicts each conditioning on its own and averages (our Stack).
     "ConditioningCombine": Mapping(
-        (), _one_to_one("ConditioningCombine", {"conditioning_1": "a", "conditioning_2": "b"}, {}, ("conditioning",)),
-        ("ConditioningCombine",)),
+        (), _one_to_one("ConditioningStack", {"conditioning_1": "a", "conditioning_2": "b"}, {}, ("conditioning",)),
+        ("ConditioningStack",)),
     "ConditioningAverage": Mapping(
         ("conditioning_to_strength",),
         _one_to_one("ConditioningAverage", {"conditioning_to": "a", "conditioning_from": "b"},
@@ -774,6 +775,10 @@ MAPPINGS.update({
     "SDTurboScheduler": Mapping(("steps", "denoise"), _build_folded, ()),
     "SplitSigmas": Mapping(("step",), _build_folded, ()),
     "CheckpointLoader": Mapping(("config_name", "ckpt_name"), _build_checkpoint_with_config, ("Checkpoint",)),
+    "ConditioningSetArea": _same("ConditioningSetArea", ("conditioning",), ("width", "height", "x", "y", "strength"),
+                                 ("conditioning",)),
+    "ConditioningSetTimestepRange": _same("ConditioningSetTimestepRange", ("conditioning",), ("start", "end"),
+                                          ("conditioning",)),
     "Canny": _same("Canny", ("image",), ("low_threshold", "high_threshold"), ("image",)),
     "ModelSamplingDiscrete": Mapping(("sampling", "zsnr"), _build_model_sampling, ("ModelSampling",)),
     "ModelMergeSimple": Mapping(("ratio",), _merge("ModelMerge", "model", "blend", "ratio"), ("ModelMerge",)),
@@ -791,9 +796,7 @@ MAPPINGS.update({
 # Built-in ComfyUI node types nodeflow refuses on purpose, with the reason the import
 # error gives (docs/comfyui.md lists them; a test keeps the two in step).
 REFUSED: dict[str, str] = {
-    "ConditioningSetArea": "regional prompting (conditioning applied to an area) is not implemented yet",
-    "ConditioningSetAreaPercentage": "regional prompting (conditioning applied to an area) is not implemented yet",
-    "ConditioningSetTimestepRange": "conditioning limited to part of the schedule is not implemented yet",
+    "ConditioningSetAreaPercentage": "areas given as fractions of the image are not implemented (ConditioningSetArea is)",
     "ConditioningSetMask": "conditioning limited to a mask is not implemented yet",
     "AlignYourStepsScheduler": "the Sampler cannot take a list of sigmas yet (karras or exponential are the nearest schedules)",
     "ModelMergeBlocks": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",

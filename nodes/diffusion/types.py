@@ -71,6 +71,23 @@ class Conditioning:
     embeds: "torch.Tensor"  # [B, tokens, dim] hidden states for cross-attention
     pooled: "torch.Tensor | None" = None  # [B, dim] for families that use it (SDXL)
     extras: dict[str, Any] = field(default_factory=dict)
+    # Where and when it applies (ConditioningSetArea / ConditioningSetTimestepRange):
+    area: tuple[int, int, int, int] | None = None  # (width, height, x, y) in pixels; None = everywhere
+    strength: float = 1.0  # its weight where areas overlap
+    timestep_range: tuple[float, float] | None = None  # (start, end) as fractions of the schedule
+    # Further conditionings predicted separately and averaged with this one, weighted by
+    # strength over their areas (ConditioningStack, ComfyUI's ConditioningCombine).
+    others: tuple["Conditioning", ...] = ()
+
+    def parts(self) -> list["Conditioning"]:
+        """This conditioning and its others, each on its own."""
+        from dataclasses import replace
+
+        return [replace(self, others=()), *self.others]
+
+    @property
+    def regional(self) -> bool:
+        return self.area is not None or self.timestep_range is not None or bool(self.others)
 
 
 CONDITIONING = DataType("CONDITIONING", (240, 160, 60), "Text embeddings the UNet cross-attends to", Conditioning)

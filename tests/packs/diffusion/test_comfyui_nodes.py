@@ -104,7 +104,7 @@ def test_custom_sampling_nodes(models, input_dir, tmp_path):
     assert (high["schedule"], high["steps"], high["end_step"], high["leftover_noise"]) == ("karras", 4, 2, True)
     assert (low["start_step"], graph.nodes["21.noise"].type) == (2, "DisableNoise")
     assert (turbo["sampler"], turbo["schedule"], turbo["steps"]) == ("euler_ancestral", "simple", 2)
-    assert graph.nodes["4"].type == "Checkpoint" and graph.nodes["10"].type == "ConditioningCombine"
+    assert graph.nodes["4"].type == "Checkpoint" and graph.nodes["10"].type == "ConditioningCombine"  # Concat
     out = _run("custom_sampling_api.json", input_dir, tmp_path, ["9", "19", "29", "11"], models)
     # SplitSigmas: the two halves are the whole schedule
     assert np.array_equal(out["9"]["images"].numpy(), out["19"]["images"].numpy())
