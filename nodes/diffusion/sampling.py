@@ -164,7 +164,7 @@ class Sampler(Node):
     def run(
         self, ctx: RunContext, noise: NoiseSource, guider: Any, latent: Latent,
         sampler: str, schedule: str, steps: int, denoise: float, eta: float,
-        start_step: int, end_step: int, leftover_noise: bool,
+        start_step: int = 0, end_step: int = 10000, leftover_noise: bool = False,
     ) -> Latent:
         from nodes.diffusion.impl.guidance import GuidanceError
         from nodes.diffusion.impl.sample import SamplingError, StepRange, sample
