@@ -13,7 +13,8 @@ from nodeflow.model.fields import FileChoice
 from nodeflow import NodeError, RunContext, RunSettings
 from nodeflow.model.registry import default_registry
 from nodeflow.model.validation import validate
-from nodeflow.files.workflow import WorkflowError, load_workflow, workflow_from_dict, workflow_from_json
+from nodeflow.files.workflow import WorkflowError
+from nodeflow.files.open import load_workflow, workflow_from_dict, workflow_from_json
 from tests.support import ROOT
 
 HOSTILE_NAMES = [
@@ -242,7 +243,9 @@ def test_a_shared_workflow_naming_an_absolute_model_runs_only_when_the_user_allo
 
     reader = api.open(tmp_path / "shared.json", device="cpu")
     refused = reader.run(output_dir=tmp_path / "out", check=False)
-    assert refused.status == "error" and 'field "checkpoint"' in refused.error and "absolute path" in refused.error
+    # refused before anything runs: validation looks the model up (Node.check_files)
+    [problem] = [p for p in refused.problems if p.field == "checkpoint"]
+    assert refused.status == "invalid" and problem.node_id == "1" and "absolute path" in problem.message
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
     allowed = build_run_settings(reader.graph.registry, allow_paths=[model.parent],

@@ -93,7 +93,7 @@ def test_stopping_without_leftover_noise_returns_a_clean_estimate(models, tmp_pa
 def test_comfyui_base_and_refiner_ksampler_advanced_equal_one_ksampler(models, tmp_path):
     import json
 
-    from nodeflow.files.workflow import workflow_from_dict
+    from nodeflow.files.open import workflow_from_dict
     from nodeflow.model.registry import default_registry
 
     data = json.loads((FIXTURES / "comfyui" / "base_refiner_api.json").read_text())
