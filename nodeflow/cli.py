@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a workflow headless")
-    run.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG/WebP image that carries a workflow")
+    run.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG that carries a workflow")
     run.add_argument(
         "--set",
         dest="overrides",
@@ -84,22 +84,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-metadata", action="store_true", help="do not store the workflow in saved images")
     run.set_defaults(handler=_run)
 
-    imp = sub.add_parser("import", help="convert a workflow from another tool (e.g. ComfyUI JSON, PNG or WebP)")
+    imp = sub.add_parser("import", help="convert a workflow from another tool (e.g. ComfyUI JSON or PNG)")
     imp.add_argument("source", help="a ComfyUI workflow (UI or API format), or an image carrying a workflow")
     imp.add_argument("--output", "-o", required=True, metavar="OUT.json", help="the nodeflow workflow to write")
     imp.set_defaults(handler=_import)
 
     validate = sub.add_parser("validate", help="check a workflow without running it")
-    validate.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG/WebP image that carries a workflow")
+    validate.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG that carries a workflow")
     validate.add_argument("--json", action="store_true", help="print problems as JSON")
-    validate.add_argument(
-        "--models", action="append", default=[], metavar="DIR",
-        help="a models folder, ComfyUI models/ tree or Hugging Face cache (repeatable; also NODEFLOW_MODELS)",
-    )
-    validate.add_argument(
-        "--allow-path", action="append", default=[], metavar="PATH",
-        help="let the workflow name files under PATH even outside the models folders (repeatable)",
-    )
+    validate.add_argument("--output-dir", "-o", default="output", help="folder a run would save images to")
+    validate.add_argument("--input-dir", default="input", help="folder LoadImage would read from")
+    validate.add_argument("--models", action="append", default=[], metavar="DIR", help="as for run")
+    validate.add_argument("--allow-path", action="append", default=[], metavar="PATH", help="as for run")
     validate.set_defaults(handler=_validate)
 
     nodes = sub.add_parser("nodes", help="list the node types and their declarations")
@@ -173,9 +169,14 @@ def _print_problems(problems, as_json: bool) -> None:
 def _validate(args: argparse.Namespace) -> int:
     from nodeflow.model.validation import validate
 
+    from nodeflow.model.context import RunContext
+
     workflow = _load(args)
-    settings = _run_settings(args, workflow.graph.registry, [])  # models are looked up where `run` looks
-    problems = validate(workflow.graph, extra_problems=workflow.problems, settings=settings)
+    # With the folders a run would use: missing model and input files, files outside the
+    # folders and an unusable output folder are found here too (Node.check_host).
+    settings = _run_settings(args, workflow.graph.registry, [])
+    context = RunContext(output_dir=Path(args.output_dir), input_dir=Path(args.input_dir), settings=settings)
+    problems = validate(workflow.graph, extra_problems=workflow.problems, context=context)
     if args.json:
         _print_problems(problems, as_json=True)
     elif problems:
@@ -293,11 +294,14 @@ def _run_settings(args: argparse.Namespace, registry, trusted: list[str], **opti
 
 
 def _import(args: argparse.Namespace) -> int:
+    from nodeflow.files.atomic import SaveError
     from nodeflow.files.open import convert_file
     from nodeflow.files.workflow import WorkflowError
 
     try:
         workflow = convert_file(args.source, args.output, _registry(args))
+    except SaveError as exc:  # the target: a missing folder, a full disk
+        raise UsageError(exc.strerror) from None
     except FileNotFoundError:
         raise UsageError(f"no such file: {args.source}") from None
     except WorkflowError as exc:

@@ -176,6 +176,13 @@ class LoadImageMask(Node):
 
         return LoadImage.fingerprint(values, ctx)
 
+    @classmethod
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """Before the run: the file is in the input folder (as for Load Image)."""
+        from nodes.diffusion.images import LoadImage
+
+        return LoadImage.check_host(values, ctx)
+
     def run(self, ctx: RunContext, image: str, channel: str) -> Any:
         from nodes.diffusion.images import read_image
 

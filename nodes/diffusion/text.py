@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from nodeflow import Int, Node, NodeError, Output, RunContext, Socket, String
 
@@ -36,15 +36,15 @@ class TextEncoder(Node):
     outputs = (Output("conditioning", CONDITIONING, "Token embeddings (and SDXL's pooled embedding)"),)
 
     @classmethod
-    def check_files(cls, values: dict[str, Any], settings: Any) -> dict[str, str]:
-        """validate's look-up of the ``embedding:NAME`` files the prompt names."""
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """Before the run: the ``embedding:NAME`` files the prompt names exist (Node.check_host)."""
         from nodes.diffusion.impl.paths import missing_model
         from nodes.diffusion.impl.prompt import EMBEDDING
 
         text = values.get("text")
         for name in EMBEDDING.findall(text) if isinstance(text, str) else ():
             candidates = [name] if "." in name.rsplit("/", 1)[-1] else [f"{name}{ext}" for ext in (".safetensors", ".pt", ".bin")]
-            messages = [missing_model(c, "embeddings", settings) for c in candidates]
+            messages = [missing_model(c, "embeddings", ctx.settings) for c in candidates]
             if all(messages):
                 return {"text": f"'embedding:{name}': {messages[0]}"}
         return {}
@@ -53,12 +53,15 @@ class TextEncoder(Node):
         from nodes.diffusion.impl.embeddings import EmbeddingError, EmbeddingFiles
 
         try:
-            return encode_text(clip, text, clip_skip, EmbeddingFiles(ctx.settings))
+            return encode_text(clip, text, clip_skip, ctx.check_interrupted, EmbeddingFiles(ctx.settings))
         except EmbeddingError as exc:
             raise NodeError(str(exc), field="text") from None
 
 
-def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1, embeddings: Any = None) -> "Conditioning":
+def encode_text(
+    clip: "TextEncoders", text: str, clip_skip: int = 1, check: "Callable[[], None]" = lambda: None,
+    embeddings: Any = None,
+) -> "Conditioning":
     """Embeddings [1, 77 * windows, dim] for ``text``; for SDXL the two encoders' penultimate
     layers side by side (768 + 1280) and the pooled embedding of the second encoder.
 
@@ -83,7 +86,8 @@ def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1, embeddings:
         pad = clip.pad_token_ids[index] if index < len(clip.pad_token_ids) else tokenizer.pad_token_id
         width = clip.encoders[index].get_input_embeddings().embedding_dim
         lookup = (lambda name, width=width: embeddings.vectors(name, width)) if embeddings is not None else None
-        per_encoder.append(windows(weighted_tokens(tokenizer, text, lookup), tokenizer.bos_token_id, tokenizer.eos_token_id, pad))
+        per_encoder.append(windows(weighted_tokens(tokenizer, text, check, lookup), tokenizer.bos_token_id,
+                                   tokenizer.eos_token_id, pad))
     if len({len(w) for w in per_encoder}) != 1:
         raise NodeError("the model's tokenizers split this prompt differently; cannot combine its encoders")
 

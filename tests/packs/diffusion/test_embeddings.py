@@ -48,8 +48,8 @@ def folder(tmp_path, tiny_clip):
 def test_an_embedding_encodes_as_the_word_its_vectors_are(tiny_clip, folder):
     files = EmbeddingFiles(RunSettings(model_folders={"embeddings": [folder]}))
     word = encode_text(tiny_clip, "a red circle").embeds
-    assert torch.equal(encode_text(tiny_clip, "a embedding:red_vec circle", 1, files).embeds, word)
-    assert torch.equal(encode_text(tiny_clip, "a embedding:red_pt.pt circle", 1, files).embeds, word)
+    assert torch.equal(encode_text(tiny_clip, "a embedding:red_vec circle", 1, embeddings=files).embeds, word)
+    assert torch.equal(encode_text(tiny_clip, "a embedding:red_pt.pt circle", 1, embeddings=files).embeds, word)
     # without the embedding the prompt means something else
     assert not torch.equal(encode_text(tiny_clip, "a blue circle").embeds, word)
 
@@ -69,6 +69,6 @@ def test_a_missing_or_unsafe_embedding_is_refused_naming_the_file(tiny_clip, fol
     with pytest.raises(NodeError, match="cannot read embedding 'evil.pt'"):
         node.run(RunContext(settings=settings), tiny_clip, "embedding:evil", 1)
 
-    # validate finds the missing one before a run
-    assert "'embedding:nothere'" in TextEncoder.check_files({"text": "a embedding:nothere"}, settings)["text"]
-    assert TextEncoder.check_files({"text": "a embedding:red_vec"}, settings) == {}
+    # validate finds the missing one before a run (Node.check_host)
+    assert "'embedding:nothere'" in TextEncoder.check_host({"text": "a embedding:nothere"}, RunContext(settings=settings))["text"]
+    assert TextEncoder.check_host({"text": "a embedding:red_vec"}, RunContext(settings=settings)) == {}

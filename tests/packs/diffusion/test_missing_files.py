@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import nodeflow.api as api
-from nodeflow import RunSettings
+from nodeflow import RunContext, RunSettings
 from nodeflow.model.problems import ProblemCode
 from nodeflow.model.validation import validate
 from tests.support import ROOT
@@ -39,14 +39,14 @@ def test_a_missing_checkpoint_is_a_validation_problem_with_the_nearest_name(tmp_
     (tmp_path / "v1-5-pruned-emaonly.safetensors").write_bytes(b"not read by validate")
     settings = RunSettings(model_folders={"checkpoints": [tmp_path]})
     flow = _checkpoint_flow("v1-5-pruned.safetensors")
-    problems = [p for p in validate(flow.graph, settings=settings) if p.code == ProblemCode.MISSING_FILE]
+    problems = [p for p in validate(flow.graph, context=RunContext(settings=settings)) if p.code == ProblemCode.MISSING_FILE]
     assert len(problems) == 1
     problem = problems[0]
     assert (problem.node_id, problem.node_type, problem.field) == ("ckpt", "Checkpoint", "checkpoint")
     assert str(tmp_path) in problem.message and "'v1-5-pruned-emaonly.safetensors'" in problem.message
 
     flow.set("ckpt", "checkpoint", "v1-5-pruned-emaonly.safetensors")
-    assert not [p for p in validate(flow.graph, settings=settings) if p.code == ProblemCode.MISSING_FILE]
+    assert not [p for p in validate(flow.graph, context=RunContext(settings=settings)) if p.code == ProblemCode.MISSING_FILE]
 
 
 def test_the_validate_command_reports_the_missing_file(tmp_path):
