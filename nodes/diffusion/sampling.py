@@ -109,6 +109,7 @@ class Sampler(Node):
         "first sampler stops with leftover noise, the second continues with No Noise). The "
         "preview shows the current estimate of the final image (predicted x0)."
     )
+    preview_label = "estimate of the final image (predicted x0)"
 
     noise = Socket(NOISE)
     guider = Socket(GUIDER)
