@@ -353,11 +353,11 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     editor.frames_pass(2)
     editor.xdotool("click", "3")
     editor.frames_pass(3)
-    editor.xdotool("mousemove", "740", "757")  # the "pictures" category
+    editor.xdotool("mousemove", "740", "775")  # the "pictures" category (under the core's "layout")
     editor.frames_pass(3)
-    editor.xdotool("mousemove", "840", "757")  # into its submenu, along the row
+    editor.xdotool("mousemove", "840", "775")  # into its submenu, along the row
     editor.frames_pass(3)
-    editor.xdotool("mousemove", "850", "775")  # "Sunset"
+    editor.xdotool("mousemove", "850", "793")  # "Sunset"
     editor.frames_pass(3)
     editor.xdotool("click", "1")
     placed = editor.wait_for(lambda s: len(s["nodes"]) == before + 1, timeout=30)
