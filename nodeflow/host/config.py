@@ -41,6 +41,9 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "unet": ("unet", "diffusion_models"),
     "clip": ("clip", "text_encoders"),
     "loras": ("loras",),
+    "controlnet": ("controlnet", "t2i_adapter"),
+    "upscale_models": ("upscale_models",),
+    "clip_vision": ("clip_vision",),
 }
 _HF_PREFIX = "models--"
 

@@ -18,6 +18,7 @@ from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Samp
 from nodes.diffusion.text import TextEncoder
 from nodes.diffusion.types import DATA_TYPES
 from nodes.diffusion.vae import VAEDecode, VAEEncode
+from nodes.diffusion.vae_loader import VAELoader
 
 PACK = Pack(
     "diffusion",
@@ -26,6 +27,8 @@ PACK = Pack(
         Checkpoint, UNet, TextEncoder, ConditioningCombine, ConditioningAverage, ConditioningDirection,
         EmptyLatent, LatentUpscale, Noise, DisableNoise, CFG, BasicGuider, Sampler, VAEDecode, VAEEncode,
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
+        # Models of other kinds than checkpoints (issue 11).
+        VAELoader,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

@@ -546,6 +546,14 @@ MAPPINGS: dict[str, Mapping] = {
     "LatentUpscaleBy": Mapping(("upscale_method", "scale_by"), _build_latent_upscale_by, ("LatentUpscale",)),
 }
 
+# ------------------------------------------------ models of other kinds (issue 11)
+# VAE files, LoRAs, ControlNets, ...: loaders and appliers onto nodeflow's own nodes.
+MAPPINGS.update({
+    "VAELoader": Mapping(("vae_name",), _one_to_one("VAELoader", {}, {"vae_name": "vae_name"}, ("vae",)),
+                         ("VAELoader",)),
+})
+# ---------------------------------------------- end of models of other kinds
+
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.
 PASS_THROUGH = {"Reroute", "CLIPSetLastLayer"}
 # Nodes of ComfyUI's editor with no run-time meaning, and their widget names.
