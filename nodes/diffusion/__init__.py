@@ -14,6 +14,7 @@ from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombin
 from nodes.diffusion.images import LoadImage, PreviewImage, SaveImage
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.loaders import Checkpoint, UNet
+from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
 from nodes.diffusion.text import TextEncoder
 from nodes.diffusion.types import DATA_TYPES
@@ -28,7 +29,7 @@ PACK = Pack(
         EmptyLatent, LatentUpscale, Noise, DisableNoise, CFG, BasicGuider, Sampler, VAEDecode, VAEEncode,
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
         # Models of other kinds than checkpoints (issue 11).
-        VAELoader,
+        VAELoader, LoRA, LoRAModelOnly,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

@@ -551,6 +551,15 @@ MAPPINGS: dict[str, Mapping] = {
 MAPPINGS.update({
     "VAELoader": Mapping(("vae_name",), _one_to_one("VAELoader", {}, {"vae_name": "vae_name"}, ("vae",)),
                          ("VAELoader",)),
+    "LoraLoader": Mapping(
+        ("lora_name", "strength_model", "strength_clip"),
+        _one_to_one("LoRA", {"model": "model", "clip": "clip"},
+                    {"lora_name": "lora_name", "strength_model": "strength_model", "strength_clip": "strength_clip"},
+                    ("model", "clip")), ("LoRA",)),
+    "LoraLoaderModelOnly": Mapping(
+        ("lora_name", "strength_model"),
+        _one_to_one("LoRAModelOnly", {"model": "model"}, {"lora_name": "lora_name", "strength_model": "strength_model"},
+                    ("model",)), ("LoRAModelOnly",)),
 })
 # ---------------------------------------------- end of models of other kinds
 

@@ -40,6 +40,14 @@ class TextEncoder(Node):
 
 
 def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Conditioning":
+    """:func:`_encode_text` with the CLIP record's LoRA adapters (and only those) on."""
+    from nodes.diffusion.impl.lora import active
+
+    with active(clip.encoders, clip.adapters):
+        return _encode_text(clip, text, clip_skip)
+
+
+def _encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Conditioning":
     """Embeddings [1, 77 * windows, dim] for ``text``; for SDXL the two encoders' penultimate
     layers side by side (768 + 1280) and the pooled embedding of the second encoder.
 

@@ -35,6 +35,9 @@ class DiffusionModel:
     dtype: "torch.dtype | None" = None
     source: str = ""
     latent_rgb: "torch.Tensor | None" = None  # the checkpoint's own preview map, when it has one
+    # LoRA adapters (PEFT adapter name, strength) switched on when this model runs; the UNet
+    # object is shared with the base model, which runs with none (impl/lora.py).
+    adapters: tuple[tuple[str, float], ...] = ()
 
 
 MODEL = DataType("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration", DiffusionModel)
@@ -48,6 +51,7 @@ class TextEncoders:
     pad_token_ids: list[int] = field(default_factory=list)
     vision: Any = None  # CLIPVisionModelWithProjection when the model carries one (bundled model)
     source: str = ""
+    adapters: tuple[tuple[str, float], ...] = ()  # LoRA adapters on when encoding, as DiffusionModel's
 
 
 CLIP = DataType("CLIP", (240, 210, 80), "Tokenizer(s) and text encoder(s)", TextEncoders)

@@ -57,7 +57,9 @@ def sample(
     except UnsupportedCombination as exc:
         raise SamplingError("schedule", str(exc)) from None
 
-    with torch.inference_mode():
+    from nodes.diffusion.impl.lora import active
+
+    with torch.inference_mode(), active([unet], model.adapters):
         device, dtype = unet.device, unet.dtype
         try:
             scheduler.set_timesteps(steps, device=device)

@@ -130,15 +130,16 @@ def test_ui_format_details_are_converted(registry):
 
 def test_unsupported_node_types_are_all_listed_in_one_error(registry):
     data = json.loads((FIXTURES / "txt2img_api.json").read_text())
-    data["10"] = {"class_type": "VAELoader", "inputs": {"vae_name": "x.safetensors"}}
-    data["11"] = {"class_type": "VAELoader", "inputs": {"vae_name": "y.safetensors"}}
-    data["12"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1]}}
+    # Custom-node types (not ComfyUI built-ins), which nodeflow does not have.
+    data["10"] = {"class_type": "UltimateSDUpscale", "inputs": {"upscale_by": 2}}
+    data["11"] = {"class_type": "UltimateSDUpscale", "inputs": {"upscale_by": 3}}
+    data["12"] = {"class_type": "IPAdapterApply", "inputs": {"model": ["4", 0], "clip": ["4", 1]}}
     data["3"]["inputs"]["sampler_name"] = "dpmpp_3m_sde"
     with pytest.raises(WorkflowError) as error:
         workflow_from_dict(data, registry)
     message = str(error.value)
-    assert "LoraLoader (node 12)" in message
-    assert "VAELoader (nodes 10, 11)" in message
+    assert "IPAdapterApply (node 12)" in message
+    assert "UltimateSDUpscale (nodes 10, 11)" in message
     assert "node 3 (KSampler): sampler_name 'dpmpp_3m_sde' has no nodeflow equivalent" in message
 
 
