@@ -10,6 +10,7 @@ no torch: the nodes import it when they run.
 from nodeflow import Pack
 from nodes.diffusion.clip_similarity import CLIPSimilarity
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
+from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection
 from nodes.diffusion.images import LoadImage, PreviewImage, SaveImage
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
@@ -29,7 +30,7 @@ PACK = Pack(
         EmptyLatent, LatentUpscale, Noise, DisableNoise, CFG, BasicGuider, Sampler, VAEDecode, VAEEncode,
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
         # Models of other kinds than checkpoints (issue 11).
-        VAELoader, LoRA, LoRAModelOnly,
+        VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

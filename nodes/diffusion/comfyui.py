@@ -560,7 +560,33 @@ MAPPINGS.update({
         ("lora_name", "strength_model"),
         _one_to_one("LoRAModelOnly", {"model": "model"}, {"lora_name": "lora_name", "strength_model": "strength_model"},
                     ("model",)), ("LoRAModelOnly",)),
+    "ControlNetLoader": Mapping(
+        ("control_net_name",),
+        _one_to_one("ControlNetLoader", {}, {"control_net_name": "control_net_name"}, ("control_net",)),
+        ("ControlNetLoader",)),
+    # Its model input only serves "difference" ControlNets, which the loader refuses by name.
+    "DiffControlNetLoader": Mapping(
+        ("control_net_name",),
+        _one_to_one("ControlNetLoader", {}, {"control_net_name": "control_net_name"}, ("control_net",)),
+        ("ControlNetLoader",)),
+    "ControlNetApply": Mapping(
+        ("strength",),
+        _one_to_one("ControlNetApply", {"conditioning": "conditioning", "control_net": "control_net", "image": "image"},
+                    {"strength": "strength"}, ("conditioning",)), ("ControlNetApply",)),
+    "ControlNetApplyAdvanced": Mapping(
+        ("strength", "start_percent", "end_percent"),
+        _one_to_one("ControlNetApplyAdvanced",
+                    {"positive": "positive", "negative": "negative", "control_net": "control_net", "image": "image",
+                     "vae": "vae"},
+                    {"strength": "strength", "start_percent": "start_percent", "end_percent": "end_percent"},
+                    ("positive", "negative")), ("ControlNetApplyAdvanced",)),
+    "SetUnionControlNetType": Mapping(("type",), lambda b, c: b.problem(c, REFUSED["SetUnionControlNetType"]), ()),
 })
+# Built-in types nodeflow refuses, and why (also listed in docs/comfyui.md).
+REFUSED: dict[str, str] = {
+    "SetUnionControlNetType": "ControlNet Union (ProMax) models are not supported: nodeflow loads ControlNets as "
+    "diffusers ControlNetModel, which has no control-type input",
+}
 # ---------------------------------------------- end of models of other kinds
 
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.

@@ -100,6 +100,18 @@ class NoiseSource:
 NOISE = DataType("NOISE", (200, 200, 200), "A seeded source of starting noise", NoiseSource)
 
 
+@dataclass
+class ControlModel:
+    """A ControlNet (diffusers ControlNetModel) or T2I-Adapter (diffusers T2IAdapter)."""
+
+    model: Any
+    kind: str  # "controlnet" or "t2i_adapter"
+    source: str = ""
+
+
+CONTROL_NET = DataType("CONTROL_NET", (0, 170, 120), "A ControlNet or T2I-Adapter that steers the UNet with a hint image", ControlModel)
+
+
 # IMAGE values are torch tensors [B, H, W, 3], float32 in [0, 1], on the CPU (the class is
 # not named here: importing torch would make every start-up pay for it).
 IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
@@ -107,4 +119,4 @@ IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0,
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER)
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET)

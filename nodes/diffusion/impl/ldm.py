@@ -68,7 +68,8 @@ def unet_config(state: State, base: Mapping[str, Any], family: str, pooled_dim: 
     config = dict(base)
     config.update(
         in_channels=int(state[p + "input_blocks.0.0.weight"].shape[1]),
-        out_channels=int(state[p + "out.2.weight"].shape[0]),
+        # (a ControlNet, which copies only the encoder half, has no output layer)
+        out_channels=int(state[p + "out.2.weight"].shape[0]) if p + "out.2.weight" in state else base["out_channels"],
         block_out_channels=channels,
         layers_per_block=per_block,
         down_block_types=["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
