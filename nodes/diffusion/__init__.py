@@ -12,6 +12,7 @@ from nodes.diffusion.clip_similarity import CLIPSimilarity
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
 from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection
+from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
 from nodes.diffusion.images import LoadImage, PreviewImage, SaveImage
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.loaders import Checkpoint, UNet
@@ -31,6 +32,7 @@ PACK = Pack(
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
         # Models of other kinds than checkpoints (issue 11).
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
+        VAEEncodeForInpaint, InpaintModelConditioning,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

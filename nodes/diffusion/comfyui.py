@@ -580,6 +580,15 @@ MAPPINGS.update({
                      "vae": "vae"},
                     {"strength": "strength", "start_percent": "start_percent", "end_percent": "end_percent"},
                     ("positive", "negative")), ("ControlNetApplyAdvanced",)),
+    "VAEEncodeForInpaint": Mapping(
+        ("grow_mask_by",),
+        _one_to_one("VAEEncodeForInpaint", {"pixels": "image", "vae": "vae", "mask": "mask"},
+                    {"grow_mask_by": "grow_mask_by"}, ("latent",)), ("VAEEncodeForInpaint",)),
+    "InpaintModelConditioning": Mapping(
+        ("noise_mask",),
+        _one_to_one("InpaintModelConditioning",
+                    {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "image", "mask": "mask"},
+                    {"noise_mask": "noise_mask"}, ("positive", "negative", "latent")), ("InpaintModelConditioning",)),
     "SetUnionControlNetType": Mapping(("type",), lambda b, c: b.problem(c, REFUSED["SetUnionControlNetType"]), ()),
 })
 # Built-in types nodeflow refuses, and why (also listed in docs/comfyui.md).

@@ -162,4 +162,4 @@ class Sampler(Node):
             raise _field_error(exc.field, str(exc)) from None
         except GuidanceError as exc:
             raise _field_error("guider", str(exc)) from None
-        return Latent(samples, guider.model.family)
+        return Latent(samples, guider.model.family, noise_mask=latent.noise_mask)

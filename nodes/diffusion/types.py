@@ -84,6 +84,9 @@ CONDITIONING = DataType("CONDITIONING", (240, 160, 60), "Text embeddings the UNe
 class Latent:
     samples: "torch.Tensor"  # [B, C, h, w], unscaled-by-VAE convention: already multiplied by scaling_factor
     family: ModelFamily | None = None
+    # Where the sampler may change the latent (1) and where it keeps it (0): [B, H, W] in
+    # pixels or latent cells, float in [0, 1]; None: everywhere (impl/inpaint.py).
+    noise_mask: "torch.Tensor | None" = None
 
 
 LATENT = DataType("LATENT", (240, 130, 200), "A batch of latent images", Latent)
@@ -116,7 +119,10 @@ CONTROL_NET = DataType("CONTROL_NET", (0, 170, 120), "A ControlNet or T2I-Adapte
 # not named here: importing torch would make every start-up pay for it).
 IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
 
+# MASK values are torch tensors [B, H, W], float32 in [0, 1], on the CPU.
+MASK = DataType("MASK", (120, 200, 120), "A batch of masks, values in [0, 1]")
+
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET)
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK)

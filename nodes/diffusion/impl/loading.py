@@ -280,10 +280,11 @@ def _pooled_dim(state: Mapping[str, Any]) -> int | None:
 
 
 def _refuse_inpainting(config: Mapping[str, Any]) -> None:
-    if config["in_channels"] != 4:
+    # 9 = 4 latent + 1 mask + 4 masked-image latent: an inpainting model (impl/inpaint.py).
+    if config["in_channels"] not in (4, 9):
         raise CheckpointError(
-            f"the UNet takes {config['in_channels']} input channels (an inpainting or other special model); "
-            "only text-to-image models with 4 latent channels are supported"
+            f"the UNet takes {config['in_channels']} input channels (a special model such as an instruct-pix2pix "
+            "or depth model); text-to-image (4) and inpainting (9) models are supported"
         )
 
 
@@ -395,7 +396,7 @@ def load_unet(path: Path, dtype: torch.dtype, device: str, prediction: str = "au
         else:
             family = folder_family(path)
             scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
-        return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
+        return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), scheduler)
 
     state = read_state_dict(path, device)
     if "conv_in.weight" in state and (path.parent / "config.json").is_file():
@@ -404,11 +405,17 @@ def load_unet(path: Path, dtype: torch.dtype, device: str, prediction: str = "au
         unet = _diffusers_model(UNet2DConditionModel, config, state, dtype, device)
         family = folder_family(path.parent)
         scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
-        return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
+        return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), scheduler)
     if not _ldm.has_prefix(state, _ldm.UNET):
         state = {_ldm.UNET + k: v for k, v in state.items()}  # a bare UNet in the original layout
     unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction)
-    return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), _scheduler_config(configs, chosen))
+    return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), _scheduler_config(configs, chosen))
+
+
+def _latent_channels(unet: Any) -> int:
+    """An inpainting UNet's 9 inputs are 4 latent channels, a mask and a 4-channel masked image."""
+    channels = int(unet.config.in_channels)
+    return 4 if channels == 9 else channels
 
 
 def _read_json(path: Path) -> dict[str, Any]:

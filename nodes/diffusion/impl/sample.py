@@ -45,10 +45,12 @@ def sample(
         raise SamplingError("eta", reason)
     model = guider.model
     unet = model.unet
-    if latent.samples.shape[1] != unet.config.in_channels:
-        raise SamplingError(
-            "latent", f"the latent has {latent.samples.shape[1]} channels but the model expects {unet.config.in_channels}"
-        )
+    from nodes.diffusion.impl.inpaint import MaskBlend, concat_inputs
+
+    try:  # an inpainting UNet takes the mask and the masked image beside the latent
+        extra_channels = concat_inputs(unet.config.in_channels, latent, guider.positive.extras.get("inpaint"), latent.samples)
+    except ValueError as exc:
+        raise SamplingError("latent", str(exc)) from None
     extra: dict[str, Any] = {}
     if sampler == "dpmpp_sde" and noise.seed is not None:
         extra["noise_sampler_seed"] = noise.seed  # its Brownian tree draws from its own seed
@@ -95,6 +97,11 @@ def sample(
             x = scheduler.add_noise(start, initial, timesteps[:1].repeat(shape[0]))
 
         predict = guider.bind(x)
+        if extra_channels is not None:
+            predict = _with_channels(predict, extra_channels.to(device=device, dtype=dtype))
+        blend = None
+        if latent.noise_mask is not None:
+            blend = MaskBlend(latent, initial if generator is not None else None, scheduler, timesteps, x)
         accepted = step_parameters(spec.scheduler_class)
         step_kwargs: dict[str, Any] = {}
         if "eta" in accepted:
@@ -111,8 +118,20 @@ def sample(
             result = scheduler.step(prediction, t, x, **step_kwargs, return_dict=True)
             preview = latent_preview(_preview_x0(result, scheduler, prediction, x), rgb_map) if previews else None
             x = result.prev_sample
+            if blend is not None:
+                x = blend(x, i)
             ctx.progress(i + 1, total, preview)
     return x
+
+
+def _with_channels(predict: Any, extra: "torch.Tensor") -> Any:
+    """``predict`` for a UNet that takes ``extra`` channels after the latent's (inpainting)."""
+    import torch
+
+    def with_channels(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        return predict(torch.cat([x, extra], dim=1), t)
+
+    return with_channels
 
 
 def _preview_x0(result: Any, scheduler: Any, prediction: "torch.Tensor", x: "torch.Tensor") -> "torch.Tensor":
