@@ -18,6 +18,7 @@ from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
+from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
 from nodes.diffusion.types import DATA_TYPES
 from nodes.diffusion.vae import VAEDecode, VAEEncode
@@ -32,7 +33,7 @@ PACK = Pack(
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
         # Models of other kinds than checkpoints (issue 11).
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
-        VAEEncodeForInpaint, InpaintModelConditioning,
+        VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

@@ -589,6 +589,16 @@ MAPPINGS.update({
         _one_to_one("InpaintModelConditioning",
                     {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "image", "mask": "mask"},
                     {"noise_mask": "noise_mask"}, ("positive", "negative", "latent")), ("InpaintModelConditioning",)),
+    "CLIPTextEncodeSDXL": Mapping(
+        ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l"),
+        _one_to_one("TextEncoderSDXL", {"clip": "clip"},
+                    {name: name for name in ("width", "height", "crop_w", "crop_h", "target_width", "target_height",
+                                             "text_g", "text_l")}, ("conditioning",)), ("TextEncoderSDXL",)),
+    "CLIPTextEncodeSDXLRefiner": Mapping(
+        ("ascore", "width", "height", "text"),
+        _one_to_one("TextEncoderSDXLRefiner", {"clip": "clip"},
+                    {"ascore": "ascore", "width": "width", "height": "height", "text": "text"}, ("conditioning",)),
+        ("TextEncoderSDXLRefiner",)),
     "SetUnionControlNetType": Mapping(("type",), lambda b, c: b.problem(c, REFUSED["SetUnionControlNetType"]), ()),
 })
 # Built-in types nodeflow refuses, and why (also listed in docs/comfyui.md).

@@ -39,15 +39,16 @@ class TextEncoder(Node):
         return encode_text(clip, text, clip_skip)
 
 
-def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Conditioning":
-    """:func:`_encode_text` with the CLIP record's LoRA adapters (and only those) on."""
+def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1, texts: "list[str] | None" = None) -> "Conditioning":
+    """:func:`_encode_text` with the CLIP record's LoRA adapters (and only those) on.
+    ``texts``: one prompt per encoder instead (SDXL's text_l and text_g)."""
     from nodes.diffusion.impl.lora import active
 
     with active(clip.encoders, clip.adapters):
-        return _encode_text(clip, text, clip_skip)
+        return _encode_text(clip, text, clip_skip, texts)
 
 
-def _encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Conditioning":
+def _encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1, texts: "list[str] | None" = None) -> "Conditioning":
     """Embeddings [1, 77 * windows, dim] for ``text``; for SDXL the two encoders' penultimate
     layers side by side (768 + 1280) and the pooled embedding of the second encoder.
 
@@ -59,7 +60,7 @@ def _encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Condit
     from nodes.diffusion.impl.prompt import weighted_tokens, windows
     from nodes.diffusion.types import Conditioning
 
-    sdxl = clip.family.name == "sdxl"
+    sdxl = clip.family.name in ("sdxl", "sdxl_refiner")  # the refiner: SDXL's second encoder alone
     layers = min(encoder.config.num_hidden_layers for encoder in clip.encoders)
     if clip_skip > layers:
         raise NodeError(f'{clip_skip} is more than the text encoder\'s {layers} layers', field="clip_skip")
@@ -67,8 +68,11 @@ def _encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Condit
     per_encoder: list[list[Window]] = []
     for index, tokenizer in enumerate(clip.tokenizers):
         pad = clip.pad_token_ids[index] if index < len(clip.pad_token_ids) else tokenizer.pad_token_id
-        per_encoder.append(windows(weighted_tokens(tokenizer, text), tokenizer.bos_token_id, tokenizer.eos_token_id, pad))
+        prompt = texts[index] if texts is not None else text
+        per_encoder.append(windows(weighted_tokens(tokenizer, prompt), tokenizer.bos_token_id, tokenizer.eos_token_id, pad))
     if len({len(w) for w in per_encoder}) != 1:
+        if texts is not None:
+            raise NodeError("text_g and text_l are of different lengths in 75-token windows; make them the same number of windows")
         raise NodeError("the model's tokenizers split this prompt differently; cannot combine its encoders")
 
     chunks, pooled = [], None

@@ -132,7 +132,9 @@ def _unet_inputs(
     if time_ids is None:  # original size, crop top-left, target size: the plain full-image case
         height, width = pixel_size
         time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
-    time_ids = _broadcast(torch.as_tensor(time_ids).reshape(-1, 6), batch, which).to(device=unet.device, dtype=unet.dtype)
+    time_ids = torch.as_tensor(time_ids, dtype=torch.float32)
+    time_ids = time_ids.reshape(-1, time_ids.shape[-1])  # 6 values per image; 5 for the SDXL refiner
+    time_ids = _broadcast(time_ids, batch, which).to(device=unet.device, dtype=unet.dtype)
     return embeds, {"text_embeds": pooled, "time_ids": time_ids}
 
 
