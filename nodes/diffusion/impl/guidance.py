@@ -131,7 +131,10 @@ def _unet_inputs(
     time_ids = cond.extras.get("time_ids")
     if time_ids is None:  # original size, crop top-left, target size: the plain full-image case
         height, width = pixel_size
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+        if model.family.name == "sdxl_refiner":  # original size, crop, aesthetic score (as diffusers' defaults)
+            time_ids = torch.tensor([[height, width, 0, 0, 6.0 if which == "positive" else 2.5]], dtype=torch.float32)
+        else:
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
     time_ids = torch.as_tensor(time_ids, dtype=torch.float32)
     time_ids = time_ids.reshape(-1, time_ids.shape[-1])  # 6 values per image; 5 for the SDXL refiner
     time_ids = _broadcast(time_ids, batch, which).to(device=unet.device, dtype=unet.dtype)
