@@ -548,7 +548,7 @@ MAPPINGS: dict[str, Mapping] = {
 
 # ------------------------------------------------ models of other kinds (issue 11)
 # VAE files, LoRAs, ControlNets, ...: loaders and appliers onto nodeflow's own nodes.
-MAPPINGS.update({
+MODEL_MAPPINGS: dict[str, Mapping] = {
     "VAELoader": Mapping(("vae_name",), _one_to_one("VAELoader", {}, {"vae_name": "vae_name"}, ("vae",)),
                          ("VAELoader",)),
     "LoraLoader": Mapping(
@@ -599,13 +599,33 @@ MAPPINGS.update({
         _one_to_one("TextEncoderSDXLRefiner", {"clip": "clip"},
                     {"ascore": "ascore", "width": "width", "height": "height", "text": "text"}, ("conditioning",)),
         ("TextEncoderSDXLRefiner",)),
-    "SetUnionControlNetType": Mapping(("type",), lambda b, c: b.problem(c, REFUSED["SetUnionControlNetType"]), ()),
-})
-# Built-in types nodeflow refuses, and why (also listed in docs/comfyui.md).
+}
+MAPPINGS.update(MODEL_MAPPINGS)
+# Built-in types nodeflow refuses, and why (the table in docs/comfyui.md is tested against this).
 REFUSED: dict[str, str] = {
     "SetUnionControlNetType": "ControlNet Union (ProMax) models are not supported: nodeflow loads ControlNets as "
     "diffusers ControlNetModel, which has no control-type input",
+    "UpscaleModelLoader": "upscale models (ESRGAN, SwinIR, ...) are not supported yet: they need spandrel, which "
+    "needs a torchvision build that the CPU torch nodeflow installs cannot load",
+    "ImageUpscaleWithModel": "upscale models are not supported yet (see UpscaleModelLoader); "
+    "ImageScale / LatentUpscale resize without a model",
+    "unCLIPCheckpointLoader": "unCLIP checkpoints (SD 2.1 unCLIP) are not supported yet",
+    "CLIPVisionLoader": "CLIP vision models are not supported yet; nodeflow has no node that uses image embeddings",
+    "CLIPVisionEncode": "CLIP vision encoding is not supported yet (no unCLIP or style-model nodes use it)",
+    "unCLIPConditioning": "unCLIP conditioning is not supported yet (needs an unCLIP checkpoint)",
+    "GLIGENLoader": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
+    "GLIGENTextBoxApply": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
+    "StyleModelLoader": "T2I style models are not supported: diffusers has no class for them",
+    "StyleModelApply": "T2I style models are not supported: diffusers has no class for them",
+    "HypernetworkLoader": "hypernetworks are not supported: diffusers has no class for them",
 }
+
+
+def _refuse(b: Builder, c: ComfyNode) -> None:
+    b.problem(c, f"not supported: {REFUSED[c.type]}")
+
+
+MAPPINGS.update({name: Mapping((), _refuse, ()) for name in REFUSED})
 # ---------------------------------------------- end of models of other kinds
 
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.

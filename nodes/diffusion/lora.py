@@ -26,7 +26,7 @@ def lora_field() -> FileChoice:
 
 
 def strength_field(what: str) -> Float:
-    return Float(1.0, min=-10.0, max=10.0, step=0.01, tooltip=f"how strongly the LoRA changes the {what}; 0 is off, negative inverts it")
+    return Float(1.0, min=-100.0, max=100.0, step=0.01, tooltip=f"how strongly the LoRA changes the {what}; 0 is off, negative inverts it")
 
 
 class LoRA(Node):
