@@ -188,12 +188,12 @@ def test_import_command_writes_a_native_workflow(tmp_path):
     assert {n["type"] for n in saved["nodes"]} >= {"Sampler", "CFG", "Noise", "Checkpoint"}
 
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"1": {"class_type": "UpscaleModelLoader", "inputs": {}}}))
+    bad.write_text(json.dumps({"1": {"class_type": "UltimateSDUpscale", "inputs": {}}}))  # a custom node
     failed = subprocess.run(
         [sys.executable, "-m", "nodeflow.cli", "import", str(bad), "-o", str(tmp_path / "x.json")],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
-    assert failed.returncode == 2 and "UpscaleModelLoader (node 1)" in failed.stderr
+    assert failed.returncode == 2 and "UltimateSDUpscale (node 1)" in failed.stderr
     assert not (tmp_path / "x.json").exists()  # nothing half-imported
 
 
