@@ -3,7 +3,7 @@ node editor (no nodeflow code), at the editor's window size, for comparison with
 bench_editor.py. Under Xvfb the drawing is done on the CPU (Mesa llvmpipe), and the node
 editor's cost grows with the canvas area, so this is the ceiling the editor can reach.
 
-    .venv/bin/python benchmarks/bench_dpg_ceiling.py          # starts its own Xvfb
+    .venv/bin/python -m benchmarks.bench_dpg_ceiling          # starts its own Xvfb
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 while a run is in progress, and the editor's own per-frame work, in a real window on
 a virtual screen (Xvfb).
 
-    .venv/bin/python benchmarks/bench_editor.py [--nodes 200] [--seconds 5]
+    .venv/bin/python -m benchmarks.bench_editor [--nodes 200] [--seconds 5]
 
 Targets: opens in under 2 s; at least 30 FPS. Under Xvfb the drawing is done by the
 CPU (Mesa llvmpipe), so FPS depends on the machine and its load; the "editor work per

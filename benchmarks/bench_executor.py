@@ -1,6 +1,6 @@
 """Executor overhead on a synthetic 1,000-node graph.
 
-    .venv/bin/python benchmarks/bench_executor.py [--layers 20] [--width 50] [--repeat 7]
+    .venv/bin/python -m benchmarks.bench_executor [--layers 20] [--width 50] [--repeat 7]
 
 Builds a layered DAG of cheap nodes (each one mixes three nodes of the layer above;
 every node feeds the next layer, the last layer feeds output nodes) and prints:

@@ -1,6 +1,6 @@
 """Model loading and prompt encoding cost, on the tiny test models.
 
-    .venv/bin/python benchmarks/bench_loading.py [--repeat 5]
+    .venv/bin/python -m benchmarks.bench_loading [--repeat 5]
 
 Prints, in ms (fastest of ``--repeat``; the machine is shared):
 
@@ -49,7 +49,7 @@ def main() -> None:
 
     print(f"import diffusers+transformers: {(time.perf_counter() - start) * 1000:8.0f} ms")
 
-    from nodeflow.model.node import RunContext
+    from nodeflow import RunContext
     from nodes.diffusion.loaders import Checkpoint
     from nodes.diffusion.text import TextEncoder
     from tests.support.tiny_models import build_tiny_sd, build_tiny_sdxl, save_single_file

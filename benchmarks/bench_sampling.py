@@ -6,7 +6,7 @@ timed: the pipeline gets precomputed prompt embeddings and output_type="latent",
 the node side runs Sampler.run with a prebuilt CFG guider (previews included, as in a
 real run). A ratio nodeflow / diffusers <= 1.0 is the target.
 
-    .venv/bin/python benchmarks/bench_sampling.py [--repeats 5] [--steps 10] [--mid-steps 6] [--sampler dpmpp_2m]
+    .venv/bin/python -m benchmarks.bench_sampling [--repeats 5] [--steps 10] [--mid-steps 6] [--sampler dpmpp_2m]
 
 Models: the tiny SD-1.x test model (16x16 latents), and a mid-size random-weight UNet
 (block channels 128/256/512, two cross-attention levels, 64x64 latents, 768-wide
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 import torch  # noqa: E402
 
-from nodeflow.model.node import RunContext  # noqa: E402
+from nodeflow import RunContext  # noqa: E402
 from nodes.diffusion.impl.samplers import SAMPLERS, make_scheduler  # noqa: E402
 from nodes.diffusion.types import Conditioning, DiffusionModel, Latent, ModelFamily, NoiseSource  # noqa: E402
 from nodes.diffusion.sampling import CFG, Sampler  # noqa: E402

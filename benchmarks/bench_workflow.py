@@ -1,6 +1,6 @@
 """Loading, validating and saving a synthetic 1,000-node workflow.
 
-    .venv/bin/python benchmarks/bench_workflow.py [--nodes 1000] [--repeat 15]
+    .venv/bin/python -m benchmarks.bench_workflow [--nodes 1000] [--repeat 15]
 
 Builds a layered graph of the test pack's nodes (each Add sums two nodes of the layer
 above, the last layer feeds output nodes), with positions, saves it, and prints the
@@ -24,7 +24,8 @@ from tests.support.testpack import make_registry  # noqa: E402
 
 from nodeflow.model.graph import Graph  # noqa: E402
 from nodeflow.model.validation import validate  # noqa: E402
-from nodeflow.files.workflow import save_workflow, workflow_from_json, workflow_to_json  # noqa: E402
+from nodeflow.files.workflow import save_workflow, workflow_to_json  # noqa: E402
+from nodeflow.files.open import workflow_from_json  # noqa: E402
 
 
 def build(nodes: int, width: int = 50) -> Graph:

@@ -1,6 +1,6 @@
 """Quality and speed of the bundled "shapes" model, measured on held-out data.
 
-    .venv/bin/python benchmarks/bundled_metrics.py [--prompts 120] [--steps 20] [--nodes]
+    .venv/bin/python -m benchmarks.bundled_metrics [--prompts 120] [--steps 20] [--nodes]
         [--grid docs/bundled-samples.png] [--denoising docs/bundled-denoising.png]
 
 Prints: VAE reconstruction PSNR and CLIP zero-shot accuracy on held-out images; the judging

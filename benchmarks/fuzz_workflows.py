@@ -7,7 +7,7 @@ text chunks, and raw bytes. An input passes when loading raises WorkflowError (w
 message) or returns a workflow that then validates, serialises and reloads without
 error. Anything else (an uncaught exception) is a failure, printed with its input.
 
-    nice -n 10 .venv/bin/python benchmarks/fuzz_workflows.py --examples 100000
+    nice -n 10 .venv/bin/python -m benchmarks.fuzz_workflows --examples 100000
 
 tests/test_fuzz_workflows.py runs a few hundred examples of the same checks.
 """
@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 from nodeflow.files.pngmeta import PNG_SIGNATURE  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
 from nodeflow.model.validation import validate  # noqa: E402
-from nodeflow.files.workflow import WorkflowError, workflow_from_dict, workflow_from_json  # noqa: E402
+from nodeflow.files.workflow import WorkflowError  # noqa: E402
+from nodeflow.files.open import workflow_from_dict, workflow_from_json  # noqa: E402
 from nodes.diffusion.comfyui import MAPPINGS, UI_ONLY  # noqa: E402
 
 SEEDS_NATIVE = [json.loads(p.read_text()) for p in sorted((ROOT / "workflows").glob("*.json"))]

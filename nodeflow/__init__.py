@@ -10,7 +10,8 @@ from nodeflow.host.paths import PathRefused, resolve_inside
 from nodeflow.model.context import RunContext, RunSettings
 from nodeflow.model.errors import NodeflowError
 from nodeflow.model.fields import Bool, Choice, FieldError, FileChoice, Float, Input, Int, Output, Seed, Socket, String, Widget
-from nodeflow.model.node import Interrupted, Node, NodeError
+from nodeflow.model.context import Interrupted
+from nodeflow.model.node import Node, NodeError
 from nodeflow.model.pack import Command, Pack
 from nodeflow.model.types import ANY, BOOLEAN, FLOAT, INT, STRING, DataType, is_compatible
 

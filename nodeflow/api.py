@@ -44,7 +44,7 @@ class RunFailed(Exception):
 def open(path: str | os.PathLike[str], registry: NodeRegistry | None = None, **executor_options: Any) -> "Flow":
     """Load a workflow file; ``executor_options`` go to :class:`~nodeflow.engine.executor.Executor`
     (``device``, ``cache_budget_bytes``)."""
-    from nodeflow.files.workflow import load_workflow
+    from nodeflow.files.open import load_workflow
 
     workflow = load_workflow(path, registry or default_registry())
     return Flow(workflow.graph, workflow.ui, workflow.meta, workflow.problems, **executor_options)
@@ -52,7 +52,7 @@ def open(path: str | os.PathLike[str], registry: NodeRegistry | None = None, **e
 
 def from_dict(data: Mapping[str, Any], registry: NodeRegistry | None = None, **executor_options: Any) -> "Flow":
     """A workflow from parsed JSON (e.g. ``json.load`` of a file or a web request)."""
-    from nodeflow.files.workflow import workflow_from_dict
+    from nodeflow.files.open import workflow_from_dict
 
     workflow = workflow_from_dict(data, registry or default_registry())
     return Flow(workflow.graph, workflow.ui, workflow.meta, workflow.problems, **executor_options)

@@ -126,7 +126,8 @@ def _registry(args: argparse.Namespace):
 
 
 def _load(args: argparse.Namespace):
-    from nodeflow.files.workflow import WorkflowError, load_workflow
+    from nodeflow.files.workflow import WorkflowError
+    from nodeflow.files.open import load_workflow
 
     try:
         return load_workflow(args.workflow, _registry(args))
@@ -279,7 +280,7 @@ def _run_settings(args: argparse.Namespace, registry, trusted: list[str], **opti
 
 
 def _import(args: argparse.Namespace) -> int:
-    from nodeflow.files.importers import convert_file
+    from nodeflow.files.open import convert_file
     from nodeflow.files.workflow import WorkflowError
 
     try:

@@ -12,7 +12,7 @@ from tests.support import testpack
 from nodeflow.editor.commands import AddNode, History, SetValue
 from nodeflow.editor.controller import EditorController, search_node_types
 from nodeflow.model.hooks import node_insight
-from nodeflow.files.workflow import load_workflow
+from nodeflow.files.open import load_workflow
 
 
 @pytest.fixture
@@ -472,7 +472,7 @@ def test_first_start_opens_the_shipped_default_workflow_without_a_save_target(tm
 def test_run_collects_result_pictures_and_per_step_previews(tmp_path):
     import torch
 
-    from editor_gui_app import registry
+    from tests.editor_gui_app import registry
 
     ctl = EditorController(registry(), config_folder=tmp_path / "cfg")
     sunset = ctl.add_node("Sunset", values={"steps": 5, "delay": 0.0, "size": 32})

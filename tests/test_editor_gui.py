@@ -308,7 +308,7 @@ def test_palette_and_keyboard_shortcuts(start_editor, tmp_path):
     editor.wait_for(lambda s: len(s["nodes"]) == 2 * (count + 1), timeout=30)
     editor.xdotool("key", "ctrl+s")  # the workflow has a file: saved in place, marker gone
     saved = editor.wait_for(lambda s: not s["dirty"], timeout=30)
-    from nodeflow.files.workflow import load_workflow
+    from nodeflow.files.open import load_workflow
 
     on_disk = load_workflow(tmp_path / "pictures.json", registry())
     assert set(on_disk.graph.nodes) == set(saved["nodes"]) and len(on_disk.graph.nodes) == 2 * (count + 1)

@@ -137,7 +137,7 @@ class EditorController:
     def open(self, path: str | Path) -> list[Any]:
         """Load a workflow file; returns the validator's problems (shown, not fatal).
         Raises on a file that cannot be read as a workflow at all."""
-        from nodeflow.files.workflow import load_workflow
+        from nodeflow.files.open import load_workflow
 
         path = Path(path)
         workflow = load_workflow(path, self.registry)
@@ -215,7 +215,7 @@ class EditorController:
         return self.recovery.load()
 
     def restore_recovery(self) -> list[Any]:
-        from nodeflow.files.workflow import workflow_from_dict
+        from nodeflow.files.open import workflow_from_dict
 
         record = self.recovery.load()
         if record is None:

@@ -48,7 +48,7 @@ from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NoReturn
+from typing import Any, Iterable, NoReturn
 
 from nodeflow.engine.cache import OutputCache
 from nodeflow.engine.device import resolve_device

@@ -19,7 +19,7 @@ Inputs
     case the link wins.
 
 Bypass
-    A node in mode ``"bypass"`` does not run. Each of its outputs passes on its first
+    A node in mode ``NodeMode.BYPASS`` does not run. Each of its outputs passes on its first
     input (in declaration order) of the same data type: that input's link, or for an
     unlinked widget its literal value; ``None`` when that input is an unconnected
     socket or there is no such input (validation reports the first case when a
@@ -39,9 +39,11 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, NamedTuple
 
 from nodeflow.model.fields import FieldError, Widget
-from nodeflow.model.graph import Graph, GraphError, Link, NodeInstance
+from nodeflow.model.graph import Graph, GraphError, Link, NodeInstance, NodeMode
 from nodeflow.model.node import Node
 from nodeflow.model.context import RunContext
+
+BYPASS = NodeMode.BYPASS  # bound once: compared for every node of every run
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class Plan:
 
 def default_outputs(graph: Graph) -> list[str]:
     """Every output node that is not bypassed."""
-    return [nid for nid in graph.output_nodes() if graph.nodes[nid].mode != "bypass"]
+    return [nid for nid in graph.output_nodes() if graph.nodes[nid].mode != BYPASS]
 
 
 def build_plan(
@@ -133,7 +135,7 @@ def build_plan(
 
     def feeding_links(node_id: str) -> list[Link]:
         linked = links_into.get(node_id, {})
-        if graph.nodes[node_id].mode != "bypass":
+        if graph.nodes[node_id].mode != BYPASS:
             return list(linked.values())
         choices = passthrough[node_id] = _bypass_choices(class_of(node_id), graph.nodes[node_id], linked)
         return [choice for choice in choices.values() if isinstance(choice, Link)]

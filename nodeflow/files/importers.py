@@ -1,11 +1,9 @@
-"""Workflows from elsewhere: other tools' formats and images that carry a workflow.
+"""Workflows from elsewhere: converters of other tools' formats.
 
-:func:`nodeflow.files.workflow.load_workflow` hands over what is not a native document:
-
-- a PNG image: its ``nodeflow`` text chunk is the workflow itself; failing that, an
-  importer that knows one of its chunks (e.g. ComfyUI's ``workflow`` / ``prompt``)
-  converts it;
-- a JSON object without ``"format"``: the importer that recognises it converts it.
+The front door (:mod:`nodeflow.files.open`) hands over what is not a native document: a
+JSON object without ``"format"`` (the importer that recognises it converts it), and the
+text chunks of an image that carries no nodeflow workflow (an importer that knows one
+of them, e.g. ComfyUI's ``workflow`` / ``prompt``, converts it).
 
 Importers come from node packs, since only a pack knows how another tool's nodes map to
 its own: a pack lists them in its :class:`~nodeflow.model.pack.Pack` (``importers=``);
@@ -15,12 +13,11 @@ returns a native workflow dict and never runs code the document names.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Protocol, Sequence
 
-from nodeflow.files.pngmeta import WORKFLOW_KEY, PngMetadataError, read_text_chunks
+from nodeflow.files.workflow import WorkflowError
 from nodeflow.model.registry import NodeRegistry, default_registry
-from nodeflow.files.workflow import Workflow, WorkflowError, save_workflow, workflow_from_json
+
 
 class Importer(Protocol):
     """Converts one foreign format to a native workflow document."""
@@ -68,41 +65,3 @@ def convert_foreign(data: Any, registry: NodeRegistry) -> dict[str, Any]:
             meta.setdefault("imported_from", described)
             return converted
     raise WorkflowError("not a nodeflow workflow: the 'format' key is missing (expected 'nodeflow.workflow')")
-
-
-def workflow_from_png(data: bytes, registry: NodeRegistry) -> Workflow:
-    """The workflow an image carries: nodeflow's own chunk, else one an importer reads."""
-    try:
-        texts = read_text_chunks(data)
-    except PngMetadataError as exc:
-        raise WorkflowError(f"cannot read the image's metadata: {exc}") from None
-    if WORKFLOW_KEY in texts:
-        return workflow_from_json(texts[WORKFLOW_KEY], registry)
-    first_error: WorkflowError | None = None
-    for importer in importers(registry):
-        for key in importer.png_keys:
-            if key not in texts:
-                continue
-            try:  # the same checks as a file: limits, duplicate keys, then the importer
-                workflow = workflow_from_json(texts[key], registry)
-            except WorkflowError as exc:  # e.g. a "workflow" with editor-only custom nodes: try "prompt"
-                first_error = first_error or WorkflowError(f"the image's {key!r} metadata: {exc}")
-                continue
-            if first_error is not None:  # say why the preferred chunk (with positions) was not used
-                workflow.meta.setdefault("import_note", str(first_error))
-            return workflow
-    if first_error is not None:
-        raise first_error
-    known = ", ".join(sorted(texts)) or "none"
-    raise WorkflowError(f"the image carries no workflow (its text chunks: {known})")
-
-
-def convert_file(source: str | os.PathLike[str], target: str | os.PathLike[str], registry: NodeRegistry) -> Workflow:
-    """``nodeflow import``: read ``source`` (any format load_workflow reads, e.g. a ComfyUI
-    JSON file or PNG) and write it to ``target`` as a native workflow file."""
-    from nodeflow.files.workflow import load_workflow
-
-    workflow = load_workflow(source, registry)
-    save_workflow(target, workflow.graph, workflow.ui, workflow.meta)
-    return workflow
-

@@ -1,4 +1,6 @@
-"""Upgrades of old workflow files, one registered step per format version.
+"""Every upgrade of old workflow files: the format's, and each node type's.
+
+Format steps: one registered step per format version.
 
 A step is a small pure function taking the document at version ``N`` and returning a
 new document at version ``N + 1``; :func:`migrate` chains them. Steps never touch the
@@ -6,19 +8,26 @@ registry: they move data between layouts, they do not judge it (the loader and t
 validator do that afterwards). A step raises :class:`MigrationError` when the old
 layout itself is malformed, naming where.
 
-Node-type versions are separate: a node class upgrades its own values through
-:meth:`nodeflow.model.node.Node.migrate_values`.
+Node-type versions are separate: a node class declares its own upgrades
+(:attr:`~nodeflow.model.node.Node.version`, ``renamed_ports``, ``migrate_values``) and
+:func:`upgrade_node_values` applies them to one saved node, below the format steps.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import copy
+from typing import Any, Callable, Mapping
+
+from nodeflow.model.errors import NodeflowError
+from nodeflow.model.node import Node
+from nodeflow.model.problems import Problem, ProblemCode
+from nodeflow.model.values import json_type
 
 Document = dict[str, Any]
 Step = Callable[[Document], Document]
 
 
-class MigrationError(ValueError):
+class MigrationError(NodeflowError, ValueError):
     """An old document that a step cannot upgrade; the message says where."""
 
 
@@ -77,12 +86,12 @@ def _v0_to_v1(document: Document) -> Document:
         raise MigrationError(f"unknown top-level key {unknown_top[0]!r} in a version 0 file")
     raw_nodes = document.get("nodes", {})
     if not isinstance(raw_nodes, dict):
-        raise MigrationError(f"'nodes' must be an object keyed by node id in version 0, not {_json_type(raw_nodes)}")
+        raise MigrationError(f"'nodes' must be an object keyed by node id in version 0, not {json_type(raw_nodes)}")
     nodes: list[Document] = []
     ui_nodes: dict[str, Document] = {}
     for node_id, raw in raw_nodes.items():
         if not isinstance(raw, dict):
-            raise MigrationError(f"nodes[{node_id!r}] must be an object, not {_json_type(raw)}")
+            raise MigrationError(f"nodes[{node_id!r}] must be an object, not {json_type(raw)}")
         unknown = sorted(set(raw) - _V0_NODE_KEYS)
         if unknown:
             raise MigrationError(f"nodes[{node_id!r}]: unknown key {unknown[0]!r}")
@@ -102,7 +111,7 @@ def _v0_to_v1(document: Document) -> Document:
 
     raw_links = document.get("links", [])
     if not isinstance(raw_links, list):
-        raise MigrationError(f"'links' must be a list in version 0, not {_json_type(raw_links)}")
+        raise MigrationError(f"'links' must be a list in version 0, not {json_type(raw_links)}")
     links = []
     for index, raw in enumerate(raw_links):
         if not (isinstance(raw, list) and len(raw) == 4):
@@ -121,18 +130,44 @@ def _v0_to_v1(document: Document) -> Document:
     return upgraded
 
 
-def _json_type(value: Any) -> str:
-    """The JSON name of ``value``'s type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+
+
+# ------------------------------------------------------------------ node-type upgrades
+# Each node type owns its upgrades (Node.version, renamed_ports, migrate_values); this
+# applies them to one saved node. A failing upgrade becomes a Problem, never a crash.
+def upgrade_node_values(
+    cls: type[Node], node_id: str, values: dict[str, Any], stored: int, problems: list[Problem]
+) -> tuple[dict[str, Any], int | None, Mapping[str, str]]:
+    """One node's values (saved by version ``stored`` of ``cls``) brought up to the installed class version, the version they now follow
+    (None: the class's own), and the ports renamed since (for the node's links). Values
+    that cannot be upgraded are kept as saved, with their links."""
+    if stored > cls.version:
+        problems.append(
+            Problem(
+                ProblemCode.NEWER_NODE_VERSION,
+                f"saved by version {stored} of {cls.type}, but version {cls.version} is installed; "
+                "update the node pack",
+                node_id,
+                cls.type,
+            )
+        )
+        return values, stored, {}
+    if stored == cls.version:
+        return values, None, {}
+    try:
+        renamed = dict(cls.renamed_ports(stored))
+        moved = {renamed.get(name, name): value for name, value in values.items()}
+        upgraded = cls.migrate_values(copy.deepcopy(moved), stored)
+        if not isinstance(upgraded, dict):
+            raise TypeError(f"migrate_values returned {type(upgraded).__name__}, not a dict")
+    except Exception as exc:  # a pack's bug must not stop the file from loading
+        problems.append(
+            Problem(
+                ProblemCode.MIGRATION_FAILED,
+                f"could not upgrade its values from version {stored} to {cls.version}: {exc}",
+                node_id,
+                cls.type,
+            )
+        )
+        return values, stored, {}
+    return upgraded, None, renamed

@@ -20,7 +20,7 @@ import json
 import sys
 from typing import Any
 
-from nodeflow.model.graph import MODES
+from nodeflow.model.graph import MODES, NodeMode
 from nodeflow.model.node import Node
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.files.workflow import MAX_LINKS, MAX_NODES, WORKFLOW_FORMAT, WORKFLOW_VERSION
@@ -56,7 +56,7 @@ def workflow_schema() -> dict[str, Any]:
                     "id": {"$ref": "#/$defs/name", "description": "Unique within the workflow."},
                     "type": {"$ref": "#/$defs/name", "description": "The node type, e.g. \"KSampler\"."},
                     "title": {"type": "string", "default": ""},
-                    "mode": {"enum": list(MODES), "default": "normal"},
+                    "mode": {"enum": list(MODES), "default": NodeMode.NORMAL.value},
                     "version": {
                         "type": "integer",
                         "minimum": 1,

@@ -13,18 +13,18 @@ saved workflows diff well, and atomic (see :mod:`nodeflow.files.atomic`).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from nodeflow.files.atomic import write_atomically
-from nodeflow.model.graph import Graph, Link, NodeInstance
-from nodeflow.files.migrations import MigrationError, migrate
-from nodeflow.model.node import Node
+from nodeflow.model.graph import Graph, Link, NodeInstance, NodeMode
+from nodeflow.files.migrations import MigrationError, migrate, upgrade_node_values
+from nodeflow.model.errors import NodeflowError
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.model.problems import Problem, ProblemCode, node_order_key
+from nodeflow.model.values import is_int, json_type, show
 
 WORKFLOW_FORMAT = "nodeflow.workflow"
 WORKFLOW_VERSION = 1
@@ -40,7 +40,7 @@ TOP_KEYS = ("format", "version", "meta", "nodes", "links", "ui")
 NODE_KEYS = ("id", "type", "title", "mode", "version", "values")
 
 
-class WorkflowError(ValueError):
+class WorkflowError(NodeflowError, ValueError):
     """A file that is not a readable workflow; the message says where and why."""
 
 
@@ -66,65 +66,42 @@ class Workflow:
 
 
 # ============================================================================ reading
-def load_workflow(path: str | os.PathLike[str], registry: NodeRegistry) -> Workflow:
-    """Read a workflow file. Raises FileNotFoundError when there is no such file, and
-    WorkflowError for anything else that stops it loading (unreadable, malformed)."""
-    try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:  # a folder, no permission, an I/O error
-        raise WorkflowError(f"cannot read the file: {exc.strerror or exc}") from None
-    return workflow_from_json(data, registry)
-
-
-def workflow_from_json(text: str | bytes, registry: NodeRegistry) -> Workflow:
-    """Parse workflow JSON (a file's bytes or text, e.g. from the clipboard)."""
+# Opening a file (which may be an image or another tool's format) starts at the front
+# door, nodeflow.files.open; this module reads only nodeflow's own documents.
+def read_document(text: str | bytes) -> Any:
+    """Parsed JSON of a workflow file's bytes or text, within the size limit."""
     if len(text) > MAX_FILE_BYTES:
         raise WorkflowError(f"the file is larger than the limit of {MAX_FILE_BYTES // (1024 * 1024)} MB")
-    if isinstance(text, bytes) and text.startswith(b"\x89PNG"):  # an image that carries a workflow
-        from nodeflow.files.importers import workflow_from_png
-
-        return workflow_from_png(text, registry)
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise WorkflowError(f"the file is not UTF-8 text (bad byte at offset {exc.start})") from None
-    data = _parse_json(text)
-    if _is_foreign(data):
-        data = _converted(data, registry)
+    return _parse_json(text)
+
+
+def is_native(data: Any) -> bool:
+    """Whether parsed ``data`` claims to be a nodeflow document (it has a "format")."""
+    return not (isinstance(data, dict) and "format" not in data)
+
+
+def native_workflow(data: Any, registry: NodeRegistry, owned: bool = False) -> Workflow:
+    """The :class:`Workflow` in a native document (any version). ``data`` is left as it
+    is unless ``owned`` (the caller parsed it and hands it over)."""
     version = _check_document(data)
-    return _build(data, version, registry)  # the parsed data is ours: no need to copy it
+    return _build(data if owned else _copy_json(data), version, registry)
 
 
-def workflow_from_dict(data: Any, registry: NodeRegistry) -> Workflow:
-    """Build a :class:`Workflow` from parsed JSON (any version); ``data`` is not modified."""
-    if _is_foreign(data):
-        data = _converted(data, registry)  # a new document: no need to copy it
-        return _build(data, _check_document(data), registry)
-    version = _check_document(data)
-    return _build(_copy_json(data), version, registry)
-
-
-def _is_foreign(data: Any) -> bool:
-    return isinstance(data, dict) and "format" not in data
-
-
-def _converted(data: dict[str, Any], registry: NodeRegistry) -> dict[str, Any]:
-    """Another tool's workflow (e.g. ComfyUI's) as a native document, by the importer
-    a node pack provides (see nodeflow.files.importers); within the same limits as ours."""
-    from nodeflow.files.importers import convert_foreign
-
-    _check_limits(data)
-    return convert_foreign(data, registry)
+def check_limits(data: Any) -> None:
+    """Refuse parsed JSON over the size limits, before anything looks inside it."""
+    if isinstance(data, dict):
+        _check_limits(data)
 
 
 def _check_document(data: Any) -> int:
     """The format version of ``data``, once it is known to be a workflow within limits."""
     if not isinstance(data, dict):
-        raise WorkflowError(f"the top level must be a JSON object, not {_json_type(data)}")
+        raise WorkflowError(f"the top level must be a JSON object, not {json_type(data)}")
     version = _check_format(data)
     _check_limits(data)
     return version
@@ -235,8 +212,8 @@ def _check_format(data: dict[str, Any]) -> int:
     version = data.get("version")
     if version is None:
         raise WorkflowError("the 'version' key is missing")
-    if not _is_int(version) or version < 0:
-        raise WorkflowError(f"'version' must be a whole number of at least 0, not {_show(version)}")
+    if not is_int(version) or version < 0:
+        raise WorkflowError(f"'version' must be a whole number of at least 0, not {show(version)}")
     if version > WORKFLOW_VERSION:
         raise WorkflowError(
             f"this workflow was saved by a newer nodeflow (format version {version}; this nodeflow reads "
@@ -251,7 +228,7 @@ def _read_placements(ui: dict[str, Any]) -> dict[str, tuple[tuple[float, float],
     placements = {}
     for node_id, entry in entries.items():
         if not isinstance(entry, dict):
-            raise WorkflowError(f"ui.nodes[{node_id!r}] must be an object, not {_json_type(entry)}")
+            raise WorkflowError(f"ui.nodes[{node_id!r}] must be an object, not {json_type(entry)}")
         pos = _pair(entry.get("pos", (0, 0)), node_id, "pos")
         size = entry.get("size")
         placements[node_id] = (pos, None if size is None else _pair(size, node_id, "size"))
@@ -264,7 +241,7 @@ def _pair(value: Any, node_id: str, key: str) -> tuple[float, float]:
         if type(x) in (int, float) and type(y) in (int, float):  # not bool, a subclass of int
             return (x, y)
     shape = "[x, y]" if key == "pos" else "[width, height]"
-    raise WorkflowError(f"ui.nodes[{node_id!r}].{key} must be two numbers {shape}, not {_show(value)}")
+    raise WorkflowError(f"ui.nodes[{node_id!r}].{key} must be two numbers {shape}, not {show(value)}")
 
 
 def _add_node(
@@ -272,70 +249,32 @@ def _add_node(
 ) -> str:
     where = f"nodes[{index}]"
     if not isinstance(raw, dict):
-        raise WorkflowError(f"{where} must be an object, not {_json_type(raw)}")
+        raise WorkflowError(f"{where} must be an object, not {json_type(raw)}")
     node_id = raw.get("id")
     if not isinstance(node_id, str) or not node_id:
-        raise WorkflowError(f"{where}: 'id' must be a non-empty string, not {_show(node_id)}")
+        raise WorkflowError(f"{where}: 'id' must be a non-empty string, not {show(node_id)}")
     where = f"nodes[{index}] (id {node_id!r})"
     _check_keys(raw, NODE_KEYS, where)
     type_name = raw.get("type")
     if not isinstance(type_name, str) or not type_name:
-        raise WorkflowError(f"{where}: 'type' must be a non-empty string, not {_show(type_name)}")
+        raise WorkflowError(f"{where}: 'type' must be a non-empty string, not {show(type_name)}")
     title = _get(raw, "title", str, "", where)
-    mode = _get(raw, "mode", str, "normal", where)  # an unknown mode is the validator's to report
+    mode = _get(raw, "mode", str, NodeMode.NORMAL, where)  # an unknown mode is the validator's to report
     values = _get(raw, "values", dict, {}, where)
     stored = raw.get("version")
-    if stored is not None and (not _is_int(stored) or stored < 1):
-        raise WorkflowError(f"{where}: 'version' must be a whole number of at least 1, not {_show(stored)}")
+    if stored is not None and (not is_int(stored) or stored < 1):
+        raise WorkflowError(f"{where}: 'version' must be a whole number of at least 1, not {show(stored)}")
     if node_id in graph.nodes:
         return node_id  # the caller reports the duplicate with both indices
 
     cls = graph.registry.get(type_name)
     version = stored
     if cls is not None and stored is not None:
-        values, version, renames[node_id] = _upgrade_values(cls, node_id, values, stored, problems)
+        values, version, renames[node_id] = upgrade_node_values(cls, node_id, values, stored, problems)
     pos, size = placements.get(node_id, ((0, 0), None))
     node = graph.add_node(type_name, values, node_id, title, mode, pos, size, check=False)
     node.version = version
     return node_id
-
-
-def _upgrade_values(
-    cls: type[Node], node_id: str, values: dict[str, Any], stored: int, problems: list[Problem]
-) -> tuple[dict[str, Any], int | None, Mapping[str, str]]:
-    """Values brought up to the installed class version, the version they now follow
-    (None: the class's own), and the ports renamed since (for the node's links). Values
-    that cannot be upgraded are kept as saved, with their links."""
-    if stored > cls.version:
-        problems.append(
-            Problem(
-                ProblemCode.NEWER_NODE_VERSION,
-                f"saved by version {stored} of {cls.type}, but version {cls.version} is installed; "
-                "update the node pack",
-                node_id,
-                cls.type,
-            )
-        )
-        return values, stored, {}
-    if stored == cls.version:
-        return values, None, {}
-    try:
-        renamed = dict(cls.renamed_ports(stored))
-        moved = {renamed.get(name, name): value for name, value in values.items()}
-        upgraded = cls.migrate_values(copy.deepcopy(moved), stored)
-        if not isinstance(upgraded, dict):
-            raise TypeError(f"migrate_values returned {type(upgraded).__name__}, not a dict")
-    except Exception as exc:  # a pack's bug must not stop the file from loading
-        problems.append(
-            Problem(
-                ProblemCode.MIGRATION_FAILED,
-                f"could not upgrade its values from version {stored} to {cls.version}: {exc}",
-                node_id,
-                cls.type,
-            )
-        )
-        return values, stored, {}
-    return upgraded, None, renamed
 
 
 def _add_link(
@@ -343,7 +282,7 @@ def _add_link(
     renames: dict[str, Mapping[str, str]],
 ) -> None:
     if not isinstance(raw, dict):
-        raise WorkflowError(f"links[{index}] must be an object with 'from' and 'to', not {_json_type(raw)}")
+        raise WorkflowError(f"links[{index}] must be an object with 'from' and 'to', not {json_type(raw)}")
     if raw.keys() != {"from", "to"}:
         _check_keys(raw, ("from", "to"), f"links[{index}]")
     source, output = _link_end(raw, "from", "output", index)
@@ -382,7 +321,7 @@ def _link_end(raw: dict[str, Any], key: str, port: str, index: int) -> tuple[str
         if isinstance(node_id, str) and isinstance(name, str) and node_id and name:
             return node_id, name
     raise WorkflowError(
-        f"links[{index}]: {key!r} must be an object {{\"node\": id, \"{port}\": name}}, not {_show(end)}"
+        f"links[{index}]: {key!r} must be an object {{\"node\": id, \"{port}\": name}}, not {show(end)}"
     )
 
 
@@ -525,7 +464,7 @@ def _render(value: Any, path: tuple[Any, ...] = (), level: int = 0) -> str:
 def _get(obj: dict[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
     value = obj.get(key, default)
     if not isinstance(value, kind):
-        raise WorkflowError(f"{where}: {key!r} must be {_KIND_NAMES[kind]}, not {_show(value)}")
+        raise WorkflowError(f"{where}: {key!r} must be {_KIND_NAMES[kind]}, not {show(value)}")
     return value
 
 
@@ -548,23 +487,8 @@ def _copy_json(value: Any) -> Any:
     return value
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _path_text(path: tuple[Any, ...]) -> str:
     text = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
     return text or "the top level"
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
-
-
-def _show(value: Any) -> str:
-    """A short JSON-ish rendering of a bad value for messages."""
-    if isinstance(value, (dict, list)):
-        return _json_type(value)
-    text = json.dumps(value) if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

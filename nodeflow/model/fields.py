@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Sequence
 
 from nodeflow.model.errors import NodeflowError
 from nodeflow.model.types import BOOLEAN, FLOAT, INT, STRING, DataType, require_data_type
+from nodeflow.model.values import is_int, show
 
 _MISSING: Any = object()
 
@@ -55,9 +56,9 @@ class Input:
             out["optional"] = True
         return out
 
-    @property
-    def data_type(self) -> str:  # pragma: no cover - overridden
-        raise NotImplementedError
+    # The name of the DataType a link into this input must carry (read on every link check,
+    # so a plain attribute: a class attribute for widgets, set per socket in its __init__).
+    data_type: ClassVar[str] = ""
 
 
 @dataclass(eq=False)
@@ -70,10 +71,7 @@ class Socket(Input):
     def __init__(self, type: DataType, tooltip: str = "", optional: bool = False):
         super().__init__(tooltip=tooltip, optional=optional)
         self.type = require_data_type(type, "Socket")
-
-    @property
-    def data_type(self) -> str:
-        return self.type.name
+        self.data_type = self.type.name  # type: ignore[misc]
 
 
 @dataclass(eq=False)
@@ -99,8 +97,6 @@ class Widget(Input):
         return out
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(eq=False)
@@ -111,15 +107,13 @@ class Int(Widget):
     step: int = 1
     kind: ClassVar[str] = "int"
 
-    @property
-    def data_type(self) -> str:
-        return INT.name
+    data_type: ClassVar[str] = INT.name
 
     def validate(self, value: Any) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if not _is_int(value):
-            raise FieldError(f"expected a whole number, got {_show(value)}")
+        if not is_int(value):
+            raise FieldError(f"expected a whole number, got {show(value)}")
         if self.min is not None and value < self.min:
             raise FieldError(f"{value} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
@@ -151,13 +145,11 @@ class Float(Widget):
     step: float = 0.01
     kind: ClassVar[str] = "float"
 
-    @property
-    def data_type(self) -> str:
-        return FLOAT.name
+    data_type: ClassVar[str] = FLOAT.name
 
     def validate(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise FieldError(f"expected a number, got {_show(value)}")
+            raise FieldError(f"expected a number, got {show(value)}")
         value = float(value)
         if not math.isfinite(value):
             raise FieldError(f"expected a finite number, got {value}")
@@ -181,13 +173,11 @@ class String(Widget):
     max_length: int = 100_000
     kind: ClassVar[str] = "string"
 
-    @property
-    def data_type(self) -> str:
-        return STRING.name
+    data_type: ClassVar[str] = STRING.name
 
     def validate(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise FieldError(f"expected text, got {_show(value)}")
+            raise FieldError(f"expected text, got {show(value)}")
         if len(value) > self.max_length:
             raise FieldError(f"text of {len(value)} characters is longer than the limit {self.max_length}")
         return value
@@ -204,13 +194,11 @@ class Bool(Widget):
     default: bool = False
     kind: ClassVar[str] = "bool"
 
-    @property
-    def data_type(self) -> str:
-        return BOOLEAN.name
+    data_type: ClassVar[str] = BOOLEAN.name
 
     def validate(self, value: Any) -> bool:
         if not isinstance(value, bool):
-            raise FieldError(f"expected true or false, got {_show(value)}")
+            raise FieldError(f"expected true or false, got {show(value)}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
@@ -235,13 +223,11 @@ class Choice(Widget):
         if self.default not in self.choices:
             raise ValueError(f"default {self.default!r} is not one of the choices")
 
-    @property
-    def data_type(self) -> str:
-        return STRING.name
+    data_type: ClassVar[str] = STRING.name
 
     def validate(self, value: Any) -> str:
         if value not in self.choices:
-            raise FieldError(f"{_show(value)} is not one of: {', '.join(self.choices)}")
+            raise FieldError(f"{show(value)} is not one of: {', '.join(self.choices)}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
@@ -265,13 +251,11 @@ class FileChoice(Widget):
     default: str = ""
     kind: ClassVar[str] = "file"
 
-    @property
-    def data_type(self) -> str:
-        return STRING.name
+    data_type: ClassVar[str] = STRING.name
 
     def validate(self, value: Any) -> str:
         if not isinstance(value, str):
-            raise FieldError(f"expected a file name, got {_show(value)}")
+            raise FieldError(f"expected a file name, got {show(value)}")
         if len(value) > 4096:
             raise FieldError("file name is longer than 4096 characters")
         if "\x00" in value:
@@ -292,13 +276,11 @@ class Output:
     name: str
     type: DataType
     tooltip: str = ""
+    data_type: str = field(init=False, compare=False, repr=False)  # the type's name, read on every link check
 
     def __post_init__(self) -> None:
         require_data_type(self.type, f"Output {self.name!r}")
-
-    @property
-    def data_type(self) -> str:
-        return self.type.name
+        object.__setattr__(self, "data_type", self.type.name)
 
     def describe(self) -> dict[str, Any]:
         out = {"name": self.name, "type": self.type.name}
@@ -313,8 +295,3 @@ def _bounded(schema: dict[str, Any], lo: Any, hi: Any) -> dict[str, Any]:
     if hi is not None:
         schema["maximum"] = hi
     return schema
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

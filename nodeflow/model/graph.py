@@ -2,9 +2,13 @@
 workflow files and the executor.
 
 Nodes are :class:`NodeInstance` records; a :class:`Link` joins one node's output to
-another node's input. The topology is kept in a networkx ``DiGraph`` (one edge per
-connected pair of nodes, carrying the links between them) so that ordering, ancestry
-and cycle questions are networkx's job.
+another node's input. The links table (``links``, keyed by target input) is what is
+saved and what the planner walks: it orders nodes with its own depth-first walk over
+each node's inputs in declaration order, so a plan's order is deterministic and costs
+no graph copy (see :func:`nodeflow.engine.plan.build_plan`). Beside it, a networkx
+``DiGraph`` mirror (``dag``: one edge per connected pair of nodes) answers the questions
+networkx answers best: ancestry (what a set of outputs needs, for validation's scope and
+the CLI's "not run" note), cycles (validation names every loop), and layered layouts.
 
 Edits refuse what is wrong with a :class:`GraphError` whose message says why. A
 workflow read from disk may be wrong in ways an edit would refuse (unknown types,
@@ -18,7 +22,8 @@ import copy
 import difflib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Literal
+from enum import StrEnum
+from typing import Any, Callable, Iterable, Iterator
 
 import networkx as nx
 
@@ -27,9 +32,16 @@ from nodeflow.model.node import Node
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.model.types import is_compatible
 
-Mode = Literal["normal", "bypass"]
+class NodeMode(StrEnum):
+    """How a node takes part in a run (a ``str``: files store the value)."""
+
+    NORMAL = "normal"
+    BYPASS = "bypass"  # does not run; each output passes on its first input of the same type
+
+
+
 _ATOMIC = (str, int, float, bool, type(None))  # values that copying may share
-MODES: tuple[str, ...] = ("normal", "bypass")
+MODES: tuple[str, ...] = tuple(NodeMode)
 
 
 class GraphError(ValueError):
@@ -47,7 +59,7 @@ class NodeInstance:
     type: str
     values: dict[str, Any] = field(default_factory=dict)
     title: str = ""
-    mode: str = "normal"
+    mode: str = NodeMode.NORMAL  # a str: a file may name a mode that validation then reports
     pos: tuple[float, float] = (0.0, 0.0)
     size: tuple[float, float] | None = None
     # The node type version its values follow, as read from a file; None means the
@@ -106,20 +118,6 @@ class Graph:
                 result |= nx.ancestors(self.dag, node_id)
         return result
 
-    def topological_order(self, subset: Iterable[str] | None = None) -> list[str]:
-        """Node ids, every node after its inputs; raises GraphError on a cycle."""
-        view = self.dag if subset is None else self.dag.subgraph(subset)
-        try:
-            return list(nx.topological_sort(view))
-        except nx.NetworkXUnfeasible:
-            raise GraphError("the graph has a cycle") from None
-
-    def find_cycle(self) -> list[str]:
-        try:
-            return [edge[0] for edge in nx.find_cycle(self.dag)]
-        except nx.NetworkXNoCycle:
-            return []
-
     def find_node(self, ref: str) -> str:
         """The id of the node whose id or (unique) title is ``ref``, as users name nodes
         on the command line and in scripts."""
@@ -159,7 +157,7 @@ class Graph:
         inp = dst_cls.inputs.get(input_name)
         if inp is None:
             return f"{dst_cls.type} has no input {input_name!r}"
-        if not is_compatible(out.type, inp.data_type):
+        if not is_compatible(out.data_type, inp.data_type):
             return f"{src_cls.type}.{output} gives {out.type}, but {dst_cls.type}.{input_name} takes {inp.data_type}"
         if target in self.ancestors([source]):
             return "the link would make a cycle"
@@ -178,7 +176,7 @@ class Graph:
         values: dict[str, Any] | None = None,
         node_id: str | None = None,
         title: str = "",
-        mode: str = "normal",
+        mode: str = NodeMode.NORMAL,
         pos: tuple[float, float] = (0.0, 0.0),
         size: tuple[float, float] | None = None,
         check: bool = True,

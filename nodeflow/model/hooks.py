@@ -1,18 +1,9 @@
-"""Optional explanations a node type can offer about its settings, drawn by the editor
-(and, below, the values it offers for a file field).
+"""What views read from a node type's optional hooks, checked and typed.
 
-A node class may define a classmethod ``insight(values) -> dict`` that, from its
-widget values alone (no run, no model loading beyond configs), returns plots such as a
-sampler's noise schedule::
-
-    @classmethod
-    def insight(cls, values):
-        sigmas = schedule_sigmas(..., values["scheduler"], values["steps"])
-        return {"plots": [{"title": "Noise schedule", "x_label": "step", "y_label": "sigma",
-                           "series": [{"label": "sigma", "x": list(range(len(sigmas))), "y": sigmas}]}]}
-
-The editor calls :func:`node_insight` for the selected node; it never needs to know
-what the plot means. A hook that fails is reported, never raised.
+:meth:`Node.insight <nodeflow.model.node.Node.insight>` returns plain JSON-like data
+(easy for a pack to write); :func:`node_insight` turns it into :class:`Insight` records
+and reports a hook that fails instead of raising, so a broken pack cannot break the
+editor. :func:`field_options` does the same for :meth:`Node.field_options`.
 """
 
 from __future__ import annotations
@@ -21,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from nodeflow.model.context import RunSettings
+from nodeflow.model.node import Node
 
 
 @dataclass(frozen=True)
@@ -45,17 +37,12 @@ class Insight:
     error: str | None = None
 
 
-def has_insight(cls: type) -> bool:
-    return callable(getattr(cls, "insight", None))
-
-
-def node_insight(cls: type, values: Mapping[str, Any]) -> Insight | None:
-    """What ``cls.insight(values)`` offers, checked and normalised; None if it has no hook."""
-    hook = getattr(cls, "insight", None)
-    if not callable(hook):
-        return None
+def node_insight(cls: type[Node], values: Mapping[str, Any]) -> Insight | None:
+    """What ``cls.insight(values)`` offers, checked and normalised; None if it offers nothing."""
     try:
-        raw = hook(dict(values)) or {}
+        raw = cls.insight(dict(values))
+        if raw is None:
+            return None
         return Insight(
             plots=tuple(_plot(p) for p in raw.get("plots", ())),
             notes=tuple(str(n) for n in raw.get("notes", ())),
@@ -75,15 +62,11 @@ def _plot(raw: Mapping[str, Any]) -> Plot:
     return Plot(str(raw.get("title", "")), tuple(series), str(raw.get("x_label", "")), str(raw.get("y_label", "")))
 
 
-def field_options(cls: type, field_name: str, settings: RunSettings | None = None) -> list[str] | None:
-    """The values a node type offers for a file field (e.g. installed checkpoints), from
-    an optional classmethod ``field_options(field_name, settings) -> list[str]``; None
-    when the node type has no such hook or it fails (the editor then lists folders itself)."""
-    hook = getattr(cls, "field_options", None)
-    if not callable(hook):
-        return None
+def field_options(cls: type[Node], field_name: str, settings: RunSettings | None = None) -> list[str] | None:
+    """The values ``cls.field_options`` offers for a file field (e.g. installed
+    checkpoints); None when it offers none or fails (the editor then lists folders itself)."""
     try:
-        options = hook(field_name, settings if settings is not None else RunSettings())
+        options = cls.field_options(field_name, settings if settings is not None else RunSettings())
     except Exception:
         return None
     return [str(option) for option in options] if options is not None else None

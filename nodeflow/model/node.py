@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 if TYPE_CHECKING:
     from nodeflow.model.types import DataType
 
-from nodeflow.model.context import Interrupted, RunContext, RunSettings  # noqa: F401 (re-exported)
+from nodeflow.model.context import RunContext, RunSettings
 from nodeflow.model.errors import NodeflowError
 from nodeflow.model.fields import Input, Output, Widget
 
@@ -132,6 +132,26 @@ class Node:
         Must be cheap and import nothing heavy: the editor validates on every Run.
         """
         return {}
+
+    @classmethod
+    def insight(cls, values: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Plots and notes that explain these settings, from the widget values alone (no
+        run, no model loading beyond configs), e.g. a sampler's noise schedule::
+
+            {"plots": [{"title": "Noise schedule", "x_label": "step", "y_label": "sigma",
+                        "series": [{"label": "sigma", "x": [...], "y": [...]}]}],
+             "notes": ["..."]}
+
+        A view draws them without knowing what they mean (see :mod:`nodeflow.model.hooks`,
+        which checks the shape); None (the default) means nothing to explain.
+        """
+        return None
+
+    @classmethod
+    def field_options(cls, field_name: str, settings: RunSettings) -> list[str] | None:
+        """The values this node offers for a file field (e.g. the installed checkpoints),
+        for the editor's combo box; None (the default) lets the host list the field's folders."""
+        return None
 
     @classmethod
     def fingerprint(cls, values: Mapping[str, Any], ctx: RunContext) -> str | None:

@@ -41,13 +41,9 @@ BOOLEAN = DataType("BOOLEAN", (180, 120, 180), "True or false", bool)
 PRIMITIVES = (ANY, INT, FLOAT, STRING, BOOLEAN)
 
 
-def type_name(data_type: DataType | str) -> str:
-    return data_type.name if isinstance(data_type, DataType) else data_type
-
-
-def is_compatible(source: DataType | str, target: DataType | str) -> bool:
-    """Whether an output of type ``source`` may feed an input of type ``target``."""
-    source, target = type_name(source), type_name(target)
+def is_compatible(source: str, target: str) -> bool:
+    """Whether an output of the data type named ``source`` may feed an input of the one
+    named ``target`` (names, as ``Output.data_type`` and ``Input.data_type`` give them)."""
     if source == target or ANY.name in (source, target):
         return True
     # An integer is a valid float, never the other way round.

@@ -17,10 +17,12 @@ from typing import Any, Iterable
 import networkx as nx
 
 from nodeflow.model.fields import FieldError, Socket, Widget
-from nodeflow.model.graph import MODES, Graph, Link
+from nodeflow.model.graph import MODES, Graph, Link, NodeMode
 from nodeflow.model.node import Node
 from nodeflow.model.problems import Problem, ProblemCode, ValidationError, node_order_key
 from nodeflow.model.types import is_compatible
+
+BYPASS = NodeMode.BYPASS  # bound once: compared for every node of every run
 
 def validate(
     graph: Graph, outputs: Iterable[str] | None = None, extra_problems: Iterable[Problem] = ()
@@ -58,7 +60,7 @@ def _scope(graph: Graph, outputs: Iterable[str] | None, problems: list[Problem])
         output_nodes = graph.output_nodes()
         if not output_nodes:
             problems.append(Problem(ProblemCode.NO_OUTPUT_NODE, "the workflow has no output node, so running it would do nothing"))
-        elif all(graph.nodes[nid].mode == "bypass" for nid in output_nodes):
+        elif all(graph.nodes[nid].mode == BYPASS for nid in output_nodes):
             problems.append(Problem(ProblemCode.NO_OUTPUT_NODE, "every output node is bypassed, so running would do nothing"))
         return set(graph.nodes)
     requested = list(dict.fromkeys(outputs))
@@ -105,7 +107,7 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[P
                 checked[name] = value
     # A bypassed node does not run, so it needs no inputs and its fields need not agree;
     # what it passes on is checked where it is used (see _link_problems).
-    if node.mode != "bypass":
+    if node.mode != BYPASS:
         for name, declared in cls.inputs.items():
             linked = graph.link_into(node_id, name) is not None
             if isinstance(declared, Socket) and not declared.optional and not linked:
@@ -131,7 +133,7 @@ def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], inpu
     declared = cls.inputs.get(input_name)
     if declared is None:
         return [problem(ProblemCode.TYPE_MISMATCH, f"{cls.type} has no input {input_name!r} (linked from {src_name})", input_name)]
-    if not is_compatible(out.type, declared.data_type):
+    if not is_compatible(out.data_type, declared.data_type):
         return [
             problem(
                 ProblemCode.TYPE_MISMATCH,
@@ -140,7 +142,7 @@ def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], inpu
             )
         ]
     needs_value = isinstance(declared, Widget) or not declared.optional
-    if needs_value and graph.nodes[source].mode == "bypass" and not _passes_through(graph, source, src_cls, out.data_type):
+    if needs_value and graph.nodes[source].mode == BYPASS and not _passes_through(graph, source, src_cls, out.data_type):
         return [
             problem(
                 ProblemCode.MISSING_INPUT,

@@ -98,7 +98,7 @@ def chain(graph: Graph, *specs: tuple[str, dict]) -> list[str]:
         if ids:
             output = graph.node_class(ids[-1]).outputs[0]
             inputs = graph.node_class(node_id).inputs.values()
-            target = next(i for i in inputs if is_compatible(output.type, i.data_type))
+            target = next(i for i in inputs if is_compatible(output.data_type, i.data_type))
             graph.connect(ids[-1], output.name, node_id, target.name)
         ids.append(node_id)
     return ids

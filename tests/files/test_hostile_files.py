@@ -13,7 +13,8 @@ from nodeflow.model.fields import FileChoice
 from nodeflow import NodeError, RunContext, RunSettings
 from nodeflow.model.registry import default_registry
 from nodeflow.model.validation import validate
-from nodeflow.files.workflow import WorkflowError, load_workflow, workflow_from_dict, workflow_from_json
+from nodeflow.files.workflow import WorkflowError
+from nodeflow.files.open import load_workflow, workflow_from_dict, workflow_from_json
 from tests.support import ROOT
 
 HOSTILE_NAMES = [

@@ -18,7 +18,7 @@ import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
 from nodeflow.files.pngmeta import PARAMETERS_KEY, WORKFLOW_KEY, read_text_chunks  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
-from nodeflow.files.workflow import load_workflow  # noqa: E402
+from nodeflow.files.open import load_workflow  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 from tests.support import ROOT
 

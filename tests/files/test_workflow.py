@@ -20,17 +20,8 @@ from nodeflow.files.migrations import migrate
 from nodeflow.model.registry import default_registry
 from nodeflow.files.schema import registry_schema, schema_text, workflow_schema
 from nodeflow.model.validation import validate
-from nodeflow.files.workflow import (
-    WORKFLOW_FORMAT,
-    WORKFLOW_VERSION,
-    WorkflowError,
-    load_workflow,
-    save_workflow,
-    workflow_from_dict,
-    workflow_from_json,
-    workflow_to_dict,
-    workflow_to_json,
-)
+from nodeflow.files.workflow import WORKFLOW_FORMAT, WORKFLOW_VERSION, WorkflowError, save_workflow, workflow_to_dict, workflow_to_json
+from nodeflow.files.open import load_workflow, workflow_from_dict, workflow_from_json
 from tests.support import ROOT
 from tests.support.testpack import make_registry
 

@@ -8,9 +8,9 @@ import pytest
 
 from nodeflow.model.fields import Float, Output, Socket
 from nodeflow.model.graph import Graph
-from nodeflow.model.node import Node
+from nodeflow import Node
 from nodeflow.model.validation import Problem, ValidationError, check, validate
-from nodeflow.files.workflow import load_workflow, workflow_from_json
+from nodeflow.files.open import load_workflow, workflow_from_json
 from tests.support.testpack import make_registry
 from nodeflow import FLOAT
 
@@ -83,9 +83,9 @@ def test_every_problem_is_reported_at_once_with_node_type_and_field(graph):
     text = [str(p) for p in problems]
     assert "'Upscale' is not installed" in text[0]
     assert text[1] == 'node 2 (Slow) field "steps": 0 is below the minimum 1'
-    assert text[2] == "node 2 (Slow) field \"delay\": expected a number, got 'fast'"
+    assert text[2] == "node 2 (Slow) field \"delay\": expected a number, got \"fast\""
     assert "does not have" in text[3] and "'missing'" in text[3]
-    assert text[4] == "node 3 (Format) field \"case\": 'lower' is not one of: as is, upper"
+    assert text[4] == 'node 3 (Format) field "case": "lower" is not one of: as is, upper'
     assert "has no field 'colour'" in text[5]
     assert "socket" in text[6]
     assert "has no input 'nothing'" in text[7]
@@ -244,7 +244,7 @@ def test_validation_error_lists_every_problem(graph):
     assert str(error).splitlines() == [
         "the workflow cannot run, 2 problem(s):",
         '  - node 1 (Sink) field "value": required input (*) is not connected',
-        "  - node 2 (Number) field \"value\": expected a number, got 'x'",
+        "  - node 2 (Number) field \"value\": expected a number, got \"x\"",
     ]
 
 

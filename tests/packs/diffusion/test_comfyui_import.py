@@ -21,7 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
-from nodeflow.files.workflow import WorkflowError, load_workflow, workflow_from_dict  # noqa: E402
+from nodeflow.files.workflow import WorkflowError  # noqa: E402
+from nodeflow.files.open import load_workflow, workflow_from_dict  # noqa: E402
 from nodes.diffusion.comfyui import steps_and_denoise  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 from tests.support import FIXTURES, ROOT

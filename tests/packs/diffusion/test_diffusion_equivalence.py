@@ -187,7 +187,7 @@ def test_sdxl_added_conditions_match_the_sdxl_pipeline(pipe):
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
-    from nodeflow.model.node import NodeError, RunContext
+    from nodeflow import NodeError, RunContext
     from nodes.diffusion.types import Conditioning, DiffusionModel, Latent, ModelFamily, NoiseSource
     from nodes.diffusion.sampling import CFG, Sampler
 

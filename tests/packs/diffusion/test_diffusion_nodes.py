@@ -12,7 +12,7 @@ from PIL import Image
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from nodeflow.model.node import NodeError, RunContext, RunSettings  # noqa: E402
+from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.diffusion.types import Autoencoder, Conditioning, Latent, ModelFamily  # noqa: E402
 from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection  # noqa: E402
 from nodes.diffusion.images import LoadImage, PreviewImage, SaveImage  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from nodeflow.model.node import NodeError, RunContext, RunSettings  # noqa: E402
+from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.diffusion.impl import loading as _loading  # noqa: E402
 from nodes.diffusion.impl.ldm import CheckpointError  # noqa: E402
 from nodes.diffusion.impl.paths import list_models, resolve_model_path  # noqa: E402

@@ -12,7 +12,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from nodeflow.model.node import Interrupted, NodeError, RunContext, RunSettings  # noqa: E402
+from nodeflow import Interrupted, NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map  # noqa: E402
 from nodes.diffusion.impl.samplers import SAMPLERS, SCHEDULES, make_scheduler, schedules_for  # noqa: E402
 from nodes.diffusion.types import Conditioning, Latent, NoiseSource  # noqa: E402
@@ -316,7 +316,7 @@ def test_an_unsupported_sampler_and_schedule_pair_fails_validation_not_the_run(t
     from nodeflow.api import Flow  # noqa: F401  (the public path users take)
     from nodeflow.model.registry import default_registry
     from nodeflow.model.validation import validate
-    from nodeflow.files.workflow import load_workflow
+    from nodeflow.files.open import load_workflow
 
     workflow = load_workflow("workflows/default.json", default_registry())
     sampler = next(n for n in workflow.graph.nodes.values() if n.type == "Sampler")

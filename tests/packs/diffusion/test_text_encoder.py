@@ -9,7 +9,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from nodeflow.model.node import NodeError, RunContext, RunSettings  # noqa: E402
+from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.diffusion.impl.prompt import parse_weights, weighted_tokens, windows  # noqa: E402
 from nodes.diffusion.text import TextEncoder, encode_text  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd, shared_tiny_sd2, shared_tiny_sdxl  # noqa: E402
