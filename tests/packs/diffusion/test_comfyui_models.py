@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
-from nodeflow.files.workflow import WorkflowError, workflow_from_dict  # noqa: E402
+from nodeflow.files.open import workflow_from_dict  # noqa: E402
+from nodeflow.files.workflow import WorkflowError  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
 from nodes.diffusion.comfyui import MAPPINGS, REFUSED  # noqa: E402
 from tests.packs.diffusion.test_controlnet import controlnets, hint_dir  # noqa: E402,F401  (fixtures)
