@@ -151,8 +151,9 @@ def residual_function(
                 intrablock = list(features) if intrablock is None else [a + b for a, b in zip(intrablock, features)]
                 continue
             model = hint.control.model
+            # An inpainting UNet's x carries mask + masked-image channels after the latent's.
             d, m = model(
-                x.to(model.dtype), t, encoder_hidden_states=embeds.to(model.dtype), controlnet_cond=image,
+                x[:, : model.config.in_channels].to(model.dtype), t, encoder_hidden_states=embeds.to(model.dtype), controlnet_cond=image,
                 conditioning_scale=hint.strength, added_cond_kwargs=added, return_dict=False,
             )
             down = list(d) if down is None else [a + b for a, b in zip(down, d)]

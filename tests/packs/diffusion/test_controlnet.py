@@ -196,3 +196,29 @@ def test_a_file_that_is_not_a_controlnet_is_refused_naming_the_field(tiny_sd, co
     with pytest.raises(NodeError, match="not a ControlNet") as error:
         ControlNetLoader().run(ctx, control_net_name="vae.safetensors", dtype="fp32")
     assert error.value.field == "control_net_name"
+
+
+@pytest.mark.slow
+def test_t2i_adapter_image_equals_the_adapter_pipeline(tiny_sd, controlnets, hint_dir, tmp_path):
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionAdapterPipeline, StableDiffusionPipeline, T2IAdapter
+    from PIL import Image
+
+    torch.manual_seed(6)
+    adapter = T2IAdapter(in_channels=3, channels=[32, 64], num_res_blocks=1, downscale_factor=2, adapter_type="full_adapter")
+    adapter.save_pretrained(controlnets / "tiny_t2i")
+    ours = _run(_flow(tiny_sd, (0.7,), net="tiny_t2i"), tiny_sd, controlnets, hint_dir, tmp_path)
+    plain = _run(_flow(tiny_sd, (0.0,), net="tiny_t2i"), tiny_sd, controlnets, hint_dir, tmp_path)
+    assert np.abs(ours - plain).max() > 1e-2
+
+    base = StableDiffusionPipeline.from_pretrained(tiny_sd, local_files_only=True, safety_checker=None)
+    parts = {k: v for k, v in base.components.items() if k != "image_encoder"}
+    pipe = StableDiffusionAdapterPipeline(**parts, adapter=T2IAdapter.from_pretrained(controlnets / "tiny_t2i"))
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    reference = pipe(
+        PROMPT, image=Image.open(hint_dir / "hint.png"), negative_prompt=NEGATIVE, num_inference_steps=STEPS,
+        guidance_scale=SCALE, adapter_conditioning_scale=0.7, generator=torch.Generator("cpu").manual_seed(SEED),
+        height=32, width=32, output_type="np",
+    ).images
+    assert np.abs(ours - reference).max() <= TOLERANCE
