@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import threading
 import warnings
 import weakref
@@ -88,11 +89,15 @@ def _load_text(name: str, weights: dict[str, Any], alphas: dict[str, float] | No
     text-encoder loader (its key conversions and LoRA config) without transformers' adapter
     integration, which asks for a newer peft than the registries have."""
     from diffusers.utils.peft_utils import _create_lora_config
-    from diffusers.utils.state_dict_utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft
+    from diffusers.utils.state_dict_utils import StateDictType, convert_state_dict_to_diffusers, convert_state_dict_to_peft
     from peft import inject_adapter_in_model, set_peft_model_state_dict
 
     state = {k.removeprefix(prefix + "."): v for k, v in weights.items() if k.startswith(prefix + ".")}
-    state = convert_state_dict_to_peft(convert_state_dict_to_diffusers(state))
+    # Kohya files come out of diffusers' converter in its old naming (to_q_lora.down), which
+    # its own detection recognises only when out_proj is among the layers: say so.
+    old = any(re.search(r"\.to_(q|k|v|out)_lora\.(down|up)\.", k) for k in state)
+    state = convert_state_dict_to_diffusers(state, original_type=StateDictType.DIFFUSERS_OLD if old else None)
+    state = convert_state_dict_to_peft(state)
     if not hasattr(encoder, "text_model"):  # transformers >= 5.6 flattened CLIPTextModel
         state = {k.removeprefix("text_model."): v for k, v in state.items()}
     rank = {k: v.shape[1] for k, v in state.items() if k.endswith("lora_B.weight")}

@@ -175,3 +175,65 @@ def test_a_file_that_is_not_a_lora_is_refused_naming_the_field(flow, tiny_sd, lo
     assert not result.ok
     text = str(result.errors if hasattr(result, "errors") else result)
     assert "not_a_lora.safetensors" in text and "lora_name" in text
+
+
+@pytest.mark.slow
+def test_sdxl_kohya_lora_with_both_text_encoders_equals_the_sdxl_pipeline(tmp_path_factory, tmp_path):
+    """SDXL kohya files name the encoders lora_te1_ and lora_te2_; the UNet's blocks as diffusers does."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from diffusers.utils import convert_state_dict_to_kohya
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from nodeflow.model.node import RunContext
+    from nodes.diffusion.latent import EmptyLatent
+    from nodes.diffusion.loaders import Checkpoint
+    from nodes.diffusion.lora import LoRA
+    from nodes.diffusion.sampling import CFG, Noise, Sampler
+    from nodes.diffusion.text import TextEncoder
+    from nodes.diffusion.vae import VAEDecode
+    from tests.support.tiny_models import shared_tiny_sdxl
+
+    sdxl = shared_tiny_sdxl(tmp_path_factory)
+    pipe = StableDiffusionXLPipeline.from_pretrained(sdxl, local_files_only=True)
+    torch.manual_seed(9)
+    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False, target_modules=["to_q", "to_v"]))
+    named = {f"unet.{k}": v * 0.3 for k, v in get_peft_model_state_dict(pipe.unet).items()}
+    deltas = {}
+    for prefix, encoder in (("text_encoder", pipe.text_encoder), ("text_encoder_2", pipe.text_encoder_2)):
+        for name, module in encoder.named_modules():
+            if name.endswith(("q_proj", "v_proj")):
+                down, up = torch.randn(2, module.in_features) * 0.3, torch.randn(module.out_features, 2) * 0.3
+                key = name if name.startswith("text_model.") else "text_model." + name
+                named[f"{prefix}.{key}.lora_A.weight"], named[f"{prefix}.{key}.lora_B.weight"] = down, up
+                deltas[(prefix, name)] = up @ down
+    kohya = {k: v.contiguous() for k, v in convert_state_dict_to_kohya(named).items()}
+    assert any(k.startswith("lora_te1_") for k in kohya) and any(k.startswith("lora_te2_") for k in kohya)
+    save_file(kohya, tmp_path / "xl_lora.safetensors")
+
+    ctx = RunContext(device="cpu", settings=RunSettings(model_folders={"checkpoints": [sdxl.parent], "loras": [tmp_path]}))
+    loaded = Checkpoint().run(ctx, sdxl.name, "fp32", "auto")
+    patched = LoRA().run(ctx, loaded["model"], loaded["clip"], "xl_lora.safetensors", 0.6, 0.6)
+    positive = TextEncoder().run(ctx, patched["clip"], PROMPT, 1)
+    negative = TextEncoder().run(ctx, patched["clip"], NEGATIVE, 1)
+    latent = EmptyLatent().run(ctx, width=32, height=32, batch=1, vae=loaded["vae"])
+    guider = CFG().run(ctx, patched["model"], positive, negative, SCALE, 0.0)
+    out = Sampler().run(ctx, Noise().run(ctx, SEED), guider, latent, "euler", "normal", STEPS, 1.0, 0.0)
+    ours = VAEDecode().run(ctx, loaded["vae"], out, "off", 512).numpy()
+
+    reference_pipe = StableDiffusionXLPipeline.from_pretrained(sdxl, local_files_only=True)
+    reference_pipe.scheduler = EulerDiscreteScheduler.from_config(reference_pipe.scheduler.config)
+    reference_pipe.set_progress_bar_config(disable=True)
+    state, alphas = reference_pipe.lora_state_dict(tmp_path / "xl_lora.safetensors", unet_config=reference_pipe.unet.config)
+    reference_pipe.load_lora_into_unet(state, alphas, reference_pipe.unet, adapter_name="x")
+    reference_pipe.unet.set_adapters(["x"], [0.6])
+    with torch.no_grad():
+        for (prefix, name), delta in deltas.items():
+            dict(getattr(reference_pipe, prefix).named_modules())[name].weight += 0.6 * delta
+    reference = reference_pipe(
+        PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=SCALE, height=32, width=32,
+        generator=torch.Generator("cpu").manual_seed(SEED), output_type="np",
+    ).images
+    assert np.abs(ours - reference).max() <= TOLERANCE
