@@ -222,3 +222,56 @@ def test_t2i_adapter_image_equals_the_adapter_pipeline(tiny_sd, controlnets, hin
         height=32, width=32, output_type="np",
     ).images
     assert np.abs(ours - reference).max() <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_sdxl_controlnet_image_equals_the_sdxl_controlnet_pipeline(tmp_path_factory, hint_dir, tmp_path):
+    """SDXL ControlNets also take the pooled text embedding and the size time ids."""
+    import torch
+    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline, UNet2DConditionModel
+    from PIL import Image
+
+    from nodeflow.model.node import RunContext
+    from nodes.diffusion.controlnet import ControlNetApplyAdvanced, ControlNetLoader
+    from nodes.diffusion.images import LoadImage
+    from nodes.diffusion.latent import EmptyLatent
+    from nodes.diffusion.loaders import Checkpoint
+    from nodes.diffusion.sampling import CFG, Noise, Sampler
+    from nodes.diffusion.text import TextEncoder
+    from nodes.diffusion.vae import VAEDecode
+    from tests.support.tiny_models import shared_tiny_sdxl
+
+    sdxl = shared_tiny_sdxl(tmp_path_factory)
+    folder = tmp_path / "cn"
+    net = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(sdxl / "unet"), conditioning_embedding_out_channels=(16, 32))
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    net.save_pretrained(folder / "xl_cn")
+
+    ctx = RunContext(device="cpu", input_dir=str(hint_dir),
+                     settings=RunSettings(model_folders={"checkpoints": [sdxl.parent], "controlnet": [folder]}))
+    loaded = Checkpoint().run(ctx, sdxl.name, "fp32", "auto")
+    positive = TextEncoder().run(ctx, loaded["clip"], PROMPT, 1)
+    negative = TextEncoder().run(ctx, loaded["clip"], NEGATIVE, 1)
+    control = ControlNetLoader().run(ctx, "xl_cn", "fp32")
+    hint = torch.from_numpy(np.asarray(Image.open(hint_dir / "hint.png"), dtype=np.float32) / 255.0)[None]
+    applied = ControlNetApplyAdvanced().run(ctx, positive, negative, control, hint, None, 0.8, 0.0, 1.0)
+    latent = EmptyLatent().run(ctx, width=32, height=32, batch=1, vae=loaded["vae"])
+    guider = CFG().run(ctx, loaded["model"], applied["positive"], applied["negative"], SCALE, 0.0)
+    out = Sampler().run(ctx, Noise().run(ctx, SEED), guider, latent, "euler", "normal", STEPS, 1.0, 0.0)
+    ours = VAEDecode().run(ctx, loaded["vae"], out, "off", 512).numpy()
+
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(
+        sdxl, controlnet=ControlNetModel.from_pretrained(folder / "xl_cn"), local_files_only=True,
+    )
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    reference = pipe(
+        PROMPT, negative_prompt=NEGATIVE, image=Image.open(hint_dir / "hint.png"), controlnet_conditioning_scale=0.8,
+        num_inference_steps=STEPS, guidance_scale=SCALE, height=32, width=32,
+        generator=torch.Generator("cpu").manual_seed(SEED), output_type="np",
+    ).images
+    assert np.abs(ours - reference).max() <= TOLERANCE
