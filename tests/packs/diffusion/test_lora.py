@@ -138,10 +138,18 @@ def test_the_cached_base_model_gives_the_same_image_after_a_lora_run(flow, tiny_
     assert "1" in result.cached and "L" in result.executed  # no checkpoint re-read for a new strength
     assert np.abs(weaker - with_lora).max() > 1e-3
 
+    # Back to the base model, with a new seed so that the sampler really runs again on the
+    # shared (adapter-carrying) UNet; the reference is the same seed in a fresh flow, whose
+    # checkpoint never saw a LoRA.
     flow.connect("1.model", "6.model").connect("1.clip", "2.clip").connect("1.clip", "3.clip")
+    flow.set("5.seed", SEED + 1).set("Prompt.text", PROMPT + " again")
     result, again = _image(flow, tmp_path, tiny_sd, loras)
-    assert "1" in result.cached
-    assert np.array_equal(again, base)  # the shared UNet and text encoder run as before
+    assert "1" in result.cached and {"2", "7"} <= set(result.executed)  # text encoder and sampler run
+    fresh = api.open(WORKFLOWS / "txt2img.json", device="cpu")
+    fresh.set("1.checkpoint", tiny_sd.name).set("Prompt.text", PROMPT + " again").set("Negative prompt.text", NEGATIVE)
+    fresh.set("5.seed", SEED + 1).set("6.scale", SCALE).set("7.steps", STEPS).set("7.sampler", "euler")
+    _, reference = _image(fresh, tmp_path, tiny_sd, loras)
+    assert np.array_equal(again, reference)  # the shared UNet and text encoder run exactly as before
 
 
 def test_strength_zero_is_the_base_image_and_stacked_strengths_add_up(flow, tiny_sd, loras, tmp_path):
