@@ -1,4 +1,4 @@
-"""The ``nodeflow`` command line: run, validate, list nodes, edit, train the demo model.
+"""The ``nodeflow`` command line: run, validate, list nodes, edit, serve, train the demo model.
 
 Exit codes: 0 ok, 1 failure while running, 2 invalid workflow or arguments, 130 interrupted.
 """
@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     edit = sub.add_parser("edit", help="open the desktop editor (the default with no command)")
     edit.add_argument("workflow", nargs="?")
     edit.set_defaults(handler=_edit)
+
+    from .server.command import add_serve_command  # argparse only: no web framework until it runs
+
+    add_serve_command(sub)
 
     from nodeflow.model.registry import default_registry
 

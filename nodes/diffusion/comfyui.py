@@ -649,6 +649,13 @@ class ComfyUIImporter:
     def sniff(self, data: Any) -> str | None:
         return sniff(data)
 
+    def describe_types(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """The ComfyUI node types this importer converts: their widget names and the
+        nodeflow types they become (``nodeflow serve`` lists them in /object_info)."""
+        types = {name: {"widgets": spec.widgets, "creates": spec.creates} for name, spec in MAPPINGS.items()}
+        types.update({name: {"widgets": widgets, "creates": ()} for name, widgets in UI_ONLY.items()})
+        return types
+
     def convert(self, data: Any, registry: NodeRegistry) -> dict[str, Any]:
         described = sniff(data) or "ComfyUI workflow"
         needed = {t for spec in MAPPINGS.values() for t in spec.creates}
