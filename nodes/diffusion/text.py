@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from nodeflow import Int, Node, NodeError, Output, RunContext, Socket, String
 
@@ -36,19 +36,25 @@ class TextEncoder(Node):
     outputs = (Output("conditioning", CONDITIONING, "Token embeddings (and SDXL's pooled embedding)"),)
 
     def run(self, ctx: RunContext, clip: "TextEncoders", text: str, clip_skip: int) -> "Conditioning":
-        return encode_text(clip, text, clip_skip)
+        return encode_text(clip, text, clip_skip, ctx.check_interrupted)
 
 
-def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1, texts: "list[str] | None" = None) -> "Conditioning":
+def encode_text(
+    clip: "TextEncoders", text: str, clip_skip: int = 1, check: "Callable[[], None]" = lambda: None,
+    texts: "list[str] | None" = None,
+) -> "Conditioning":
     """:func:`_encode_text` with the CLIP record's LoRA adapters (and only those) on.
     ``texts``: one prompt per encoder instead (SDXL's text_l and text_g)."""
     from nodes.diffusion.impl.lora import active
 
     with active(clip.encoders, clip.adapters):
-        return _encode_text(clip, text, clip_skip, texts)
+        return _encode_text(clip, text, clip_skip, check, texts)
 
 
-def _encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1, texts: "list[str] | None" = None) -> "Conditioning":
+def _encode_text(
+    clip: "TextEncoders", text: str, clip_skip: int = 1, check: "Callable[[], None]" = lambda: None,
+    texts: "list[str] | None" = None,
+) -> "Conditioning":
     """Embeddings [1, 77 * windows, dim] for ``text``; for SDXL the two encoders' penultimate
     layers side by side (768 + 1280) and the pooled embedding of the second encoder.
 
@@ -69,7 +75,7 @@ def _encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1, texts: "li
     for index, tokenizer in enumerate(clip.tokenizers):
         pad = clip.pad_token_ids[index] if index < len(clip.pad_token_ids) else tokenizer.pad_token_id
         prompt = texts[index] if texts is not None else text
-        per_encoder.append(windows(weighted_tokens(tokenizer, prompt), tokenizer.bos_token_id, tokenizer.eos_token_id, pad))
+        per_encoder.append(windows(weighted_tokens(tokenizer, prompt, check), tokenizer.bos_token_id, tokenizer.eos_token_id, pad))
     if len({len(w) for w in per_encoder}) != 1:
         if texts is not None:
             raise NodeError("text_g and text_l are of different lengths in 75-token windows; make them the same number of windows")

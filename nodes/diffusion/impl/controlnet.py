@@ -28,7 +28,8 @@ import torch
 
 from nodes.diffusion.impl import ldm as _ldm
 from nodes.diffusion.impl.ldm import CheckpointError
-from nodes.diffusion.impl.loading import CONFIG_DIR, _diffusers_model, _diffusers_weights, _read_json, read_state_dict
+from nodes.diffusion.impl.loading import CONFIG_DIR, SHIPPED, _diffusers_model, _folder_weights, _read_json, read_state_dict
+from nodes.diffusion.impl.paths import ModelFiles
 from nodes.diffusion.types import ControlModel
 
 _LDM_PREFIX = "control_model."
@@ -50,13 +51,14 @@ def load_control(path: Path, dtype: torch.dtype, device: str) -> ControlModel:
     from diffusers import ControlNetModel, T2IAdapter
 
     if path.is_dir():
-        config = _read_json(path / "config.json")
+        files = ModelFiles.around(path)
+        config = _read_json(path / "config.json", files)
         name = config.get("_class_name", "ControlNetModel")
         classes = {"ControlNetModel": (ControlNetModel, "controlnet"), "T2IAdapter": (T2IAdapter, "t2i_adapter")}
         if name not in classes:
             raise CheckpointError(f"unsupported control model class {name!r} (ControlNetModel or T2IAdapter)")
         cls, kind = classes[name]
-        return ControlModel(_diffusers_model(cls, config, _diffusers_weights(path), dtype, device), kind, str(path))
+        return ControlModel(_diffusers_model(cls, config, _folder_weights(path, files), dtype, device), kind, str(path))
 
     state = read_state_dict(path, device)
     if "difference" in state:
@@ -81,7 +83,7 @@ def controlnet_config(state: Mapping[str, Any]) -> dict[str, Any]:
 
     view = {_ldm.UNET + k[len(_LDM_PREFIX):]: v for k, v in state.items() if k.startswith(_LDM_PREFIX)}
     family = detect_family(view)
-    base = _read_json(CONFIG_DIR / family / "unet" / "config.json")
+    base = _read_json(CONFIG_DIR / family / "unet" / "config.json", SHIPPED)
     unet = _ldm.unet_config(view, base, family)
     accepted = set(inspect.signature(ControlNetModel.__init__).parameters) - {"self"}
     config = {k: v for k, v in unet.items() if k in accepted}

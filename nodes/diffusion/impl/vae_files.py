@@ -19,7 +19,8 @@ import torch
 
 from nodes.diffusion.impl import ldm as _ldm
 from nodes.diffusion.impl.ldm import CheckpointError
-from nodes.diffusion.impl.loading import CONFIG_DIR, _component, _diffusers_model, _read_json, _vae_dtype, read_state_dict
+from nodes.diffusion.impl.loading import CONFIG_DIR, SHIPPED, _component, _diffusers_model, _read_json, _vae_dtype, read_state_dict
+from nodes.diffusion.impl.paths import ModelFiles
 
 SCALING = {"sd1": 0.18215, "sdxl": 0.13025}
 
@@ -37,7 +38,7 @@ def load_vae(path: Path, family: str, dtype: torch.dtype, device: str) -> Loaded
 
     if path.is_dir():
         folder = path / "vae" if (path / "vae" / "config.json").is_file() else path
-        vae = _component(folder, AutoencoderKL, dtype, device)
+        vae = _component(folder, AutoencoderKL, dtype, device, ModelFiles.around(path))
         return _with_family(vae, family, _family_of_scale(vae.config.get("scaling_factor")))
 
     state = read_state_dict(path, device)
@@ -45,7 +46,7 @@ def load_vae(path: Path, family: str, dtype: torch.dtype, device: str) -> Loaded
         config_file = path.parent / "config.json"
         if not config_file.is_file():
             raise CheckpointError("the file is in diffusers naming but its folder has no config.json")
-        config = _read_json(config_file)
+        config = _read_json(config_file, ModelFiles.around(path))
         vae = _diffusers_model(AutoencoderKL, config, state, _vae_dtype(config, dtype), device)
         return _with_family(vae, family, _family_of_scale(config.get("scaling_factor")))
     if _ldm.vae_prefix(state) is None:
@@ -54,7 +55,7 @@ def load_vae(path: Path, family: str, dtype: torch.dtype, device: str) -> Loaded
         raise CheckpointError("not a VAE: no decoder.conv_in weights in the original or diffusers layout")
     guessed = "sdxl" if "xl" in path.name.lower() else "sd1"
     chosen = guessed if family == "auto" else family
-    base = _read_json(CONFIG_DIR / chosen / "vae" / "config.json")
+    base = _read_json(CONFIG_DIR / chosen / "vae" / "config.json", SHIPPED)
     config = _ldm.vae_config(state, base)
     vae = _diffusers_model(AutoencoderKL, config, _ldm.convert_vae(state, config), _vae_dtype(config, dtype), device)
     return LoadedVAE(vae, chosen)
