@@ -4,7 +4,7 @@
 orders the points, ``worker`` runs one point (here or in a Ray actor), ``runner``
 drives a sweep and writes the files, ``manifest`` records it for resuming, ``sheet``
 draws the contact sheet, ``models`` names model files by content, ``command`` is
-``nodeflow sweep`` and ``ray`` the optional scale-out (imported only when asked for).
+``nodeflow sweep`` and ``ray_backend`` the optional scale-out (imported only when asked for).
 
 The names below are loaded on first use, so building the CLI's parser (which imports
 ``nodeflow.sweep.command``) costs nothing.

@@ -86,7 +86,8 @@ def make_axis(graph: Graph, node_ref: str, field: str, values: Iterable[Any], wh
     cls = graph.node_class(node_id)
     widget = cls.widgets().get(field) if cls is not None else None
     if widget is None:
-        kind = "not installed" if cls is None else "not a field of it"
+        kind = ("not installed" if cls is None else "a socket (it takes a link, not a value)" if field in cls.inputs
+                else f"not a field of it; its fields are: {', '.join(cls.widgets()) or 'none'}")
         raise SweepError(f"{where}: node {node_id} ({graph.nodes[node_id].type}): {field!r} is {kind}")
     if graph.link_into(node_id, field) is not None:
         raise SweepError(f"{where}: node {node_id} field {field!r} is fed by a link, so a value would be ignored")

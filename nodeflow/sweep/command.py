@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps(sweep.plan.summary(), indent=2))
         return EXIT_OK
     if args.ray:
-        from nodeflow.sweep.ray import RayBackend  # the one place Ray is imported
+        from nodeflow.sweep.ray_backend import RayBackend  # the one place Ray is imported
 
         backend = RayBackend(sweep.document(), device=args.device, models=args.models, allow_paths=args.allow_path,
                              input_dir=args.input_dir, address=None if args.ray == "local" else args.ray,
@@ -91,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"{summary['status']}: {len(result.ran)} point(s) run, {len(result.skipped)} already done, "
               f"{len(result.failed)} failed in {result.seconds:.1f} s; "
               f"manifest {result.manifest}" + (f", sheet {result.sheet}" if result.sheet else ""))
+        if result.error:
+            print(f"nodeflow: {result.error}", file=sys.stderr)
         for index, error in sorted(result.failed.items()):
             print(f"  point {index}: {error}", file=sys.stderr)
     if result.interrupted:

@@ -46,14 +46,15 @@ class SweepResult:
     sheet: Path | None = None
     interrupted: bool = False
     seconds: float = 0.0
+    error: str | None = None  # the backend could not go on (e.g. every Ray actor died)
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.interrupted
+        return not self.failed and not self.interrupted and self.error is None
 
     def summary(self) -> dict[str, Any]:
         return {
-            "status": "interrupted" if self.interrupted else "error" if self.failed else "ok",
+            "status": "interrupted" if self.interrupted else "ok" if self.ok else "error", "error": self.error,
             "plan": self.plan.summary(),
             "ran": len(self.ran), "skipped": len(self.skipped),
             "failed": {str(k): v for k, v in self.failed.items()},
@@ -166,7 +167,9 @@ class Sweep:
             backend.run(todo, self.models, deliver, on_event)
         except KeyboardInterrupt:
             result.interrupted = True
-        if len(result.ran) + len(result.skipped) + len(result.failed) < len(self.plan.points):
+        except SweepError as exc:
+            result.error = str(exc)
+        if result.error is None and len(result.ran) + len(result.skipped) + len(result.failed) < len(self.plan.points):
             result.interrupted = True
         cells = [(p.point, (result.files.get(p.point.index) or [None])[0]) for p in
                  sorted(self.plan.points, key=lambda p: p.point.index)]

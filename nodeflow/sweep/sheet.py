@@ -73,8 +73,7 @@ def contact_sheet(axes: Sequence[Axis], mode: str, cells: Sequence[tuple[Point, 
 
     def text(at: tuple[int, int], value: str, role: str) -> None:
         draw.text(at, value, fill=INK, font=font())
-        w, h = label_size(value)
-        layout["labels"].append({"text": value, "box": [at[0], at[1], at[0] + w, at[1] + h], "role": role})
+        layout["labels"].append({"text": value, "box": list(draw.textbbox(at, value, font=font())), "role": role})
 
     if grid:
         for c, value in enumerate(col_labels):
