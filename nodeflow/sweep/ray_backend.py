@@ -78,6 +78,7 @@ class RayBackend:
             for i in range(count)
         ]
         self._stop = False
+        self.retried: list[int] = []  # indexes of points handed to another actor after theirs died
 
     def pids(self) -> list[int]:
         """The actors' process ids (e.g. to kill one in a test)."""
@@ -126,9 +127,10 @@ class RayBackend:
         alive.discard(i)
         orphans = [planned, *queues[i]]
         queues[i].clear()
+        self.retried.append(planned.point.index)
         if not alive:
             raise SweepError("every Ray actor died; the points done so far are in the manifest")
-        for orphan in orphans:
+        for orphan in reversed(orphans):  # the point that was running comes first again
             queues[min(alive, key=lambda j: len(queues[j]))].appendleft(orphan)
 
     def interrupt(self) -> None:

@@ -213,3 +213,18 @@ def test_nodeflow_and_its_command_line_do_not_import_ray():
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_points_sharing_a_prompt_run_together_and_go_to_one_worker(tmp_path):
+    from nodeflow.sweep.plan import assign
+
+    flow = nodeflow.api.open(DEFAULT)
+    plan = flow.sweep({"6.scale": [4, 6, 8], "Prompt.text": ["a fox", "a cat"]}, output_dir=tmp_path, dry_run=True)
+    asked = [(p.point.overrides[0][2], p.point.overrides[1][2]) for p in plan.points]
+    assert asked == [(4.0, "a fox"), (6.0, "a fox"), (8.0, "a fox"), (4.0, "a cat"), (6.0, "a cat"), (8.0, "a cat")]
+    assert plan.executions["TextEncoder"] == 3 and plan.executions["CFG"] == 6
+    workers = assign(plan.points, 2)
+    assert sorted({p.point.overrides[1][2] for p in w} == {"a fox"} or {p.point.overrides[1][2] for p in w} == {"a cat"}
+                  for w in workers) == [True, True]
+    seeds = flow.sweep({"5.seed": range(6)}, output_dir=tmp_path, dry_run=True)
+    assert [len(w) for w in assign(seeds.points, 2)] == [3, 3]  # nothing to keep together: an even split
