@@ -13,8 +13,10 @@ each time into a fresh folder (nothing is resumed), and prints for each backend:
   PNG bytes coming back), averaged over the steady state of the 1-actor run;
   and the round trip of an empty actor call.
 
-Ray starts locally with ``num_cpus=2`` (one CPU actor each). The local sweep uses
-torch's default threads; a Ray CPU actor gets one thread (Ray sets OMP_NUM_THREADS=1).
+Ray starts locally with ``num_cpus=2`` (one CPU actor each). A Ray CPU actor gets one
+thread (Ray sets OMP_NUM_THREADS=1), so the local sweep runs with one thread too
+(``--threads`` to change it; on a busy 2-core machine two spinning OpenMP threads made
+the local run about 7x slower per point, which is not what this compares).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import shutil
 import statistics
 import tempfile
@@ -87,7 +90,12 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=32)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the local sweep (default 1)")
     args = parser.parse_args()
+    if "torch" in sys.modules:
+        raise SystemExit("torch was imported before the thread settings")
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported (the first run imports it)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     folder = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
         path = workflow(folder, args.steps)
@@ -106,11 +114,12 @@ def main() -> None:
 
                 rows.append((f"ray, {actors} actor(s)", run(path, args.points, folder / f"ray{actors}", factory)))
             ray.shutdown()
-        print(f"{args.points}-point seed sweep, {args.steps} sampler steps, bundled model, {os.cpu_count()} CPUs")
+        print(f"{args.points}-point seed sweep, {args.steps} sampler steps, bundled model, {os.cpu_count()} CPUs, "
+              f"local sweep with {args.threads} thread(s); overhead: 1-actor run only")
         print(f"{'backend':<18} {'wall s':>7} {'pts/min':>8} {'steady pts/min':>15} {'s/point':>8} {'overhead ms':>12}")
         for name, r in rows:
             print(f"{name:<18} {r['wall_s']:7.1f} {r['points_per_min']:8.1f} {r['steady_points_per_min']:15.1f} "
-                  f"{r['mean_point_s']:8.2f} {r['overhead_ms'] if name != 'local' else float('nan'):12.1f}"
+                  f"{r['mean_point_s']:8.2f} {r['overhead_ms'] if name.startswith('ray, 1 ') else float('nan'):12.1f}"
                   + (f"   (empty actor call {r['round_trip_ms']:.1f} ms)" if "round_trip_ms" in r else ""))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
