@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import struct
 import sys
 import time
@@ -35,6 +36,7 @@ from nodeflow.model.validation import validate  # noqa: E402
 from nodeflow.files.workflow import WorkflowError  # noqa: E402
 from nodeflow.files.open import workflow_from_dict, workflow_from_json  # noqa: E402
 from nodes.diffusion.comfyui import MAPPINGS, UI_ONLY  # noqa: E402
+from nodes.diffusion.impl.metadata import workflow_text  # noqa: E402
 
 SEEDS_NATIVE = [json.loads(p.read_text()) for p in sorted((ROOT / "workflows").glob("*.json"))]
 SEEDS_COMFY = [json.loads(p.read_text()) for p in sorted((ROOT / "tests/fixtures/comfyui").glob("*.json"))]
@@ -43,9 +45,17 @@ COMFY_TYPES = sorted(MAPPINGS) + sorted(UI_ONLY) + ["VAELoader", "LoraLoader"]
 outcomes: Counter[str] = Counter()
 
 # ------------------------------------------------------------------------ strategies
+# Values at the edges of what JSON can spell and Python can hold: integers past the
+# 4,300-digit int/str conversion limit and past float range, non-finite floats (a dict
+# built in code can hold them; JSON text spells them 1e999 / NaN), lone surrogates.
+extreme = st.one_of(
+    st.tuples(st.sampled_from([20, 64, 309, 400, 4301, 5000]), st.booleans()).map(lambda e: (-1 if e[1] else 1) * 10 ** e[0]), st.sampled_from([math.inf, -math.inf, math.nan, 1e308, -1e308, 5e-324]),
+    st.sampled_from(["\ud800", "a\udfffb", "\udc80" * 3, "\x00", "\u202e"]),
+)
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20), st.sampled_from(["", "1", "3", "4", "normal", "bypass", "euler", "randomize", "..", "/etc"]),
+    extreme,
 )
 json_values = st.recursive(
     scalars,
@@ -134,7 +144,7 @@ def _png(chunks: list[tuple[bytes, bytes]], good_crc: bool = True) -> bytes:
 @st.composite
 def png_files(draw: Any) -> bytes:
     payload = draw(st.one_of(
-        mutated_comfy().map(json.dumps), mutated_native().map(json.dumps), st.text(max_size=50)))
+        mutated_comfy().map(json_text), mutated_native().map(json_text), st.text(max_size=50)))
     keyword = draw(st.sampled_from([b"nodeflow", b"workflow", b"prompt", b"parameters", b"", b"x" * 90]))
     data = payload.encode("utf-8", "surrogatepass")
     kind = draw(st.sampled_from([b"tEXt", b"zTXt", b"iTXt", b"IDAT"]))
@@ -152,10 +162,37 @@ def png_files(draw: Any) -> bytes:
     return raw
 
 
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, spelling what json.dumps cannot (integers past the
+    conversion limit, non-finite floats) the way a hostile file would: raw digits, 1e999, NaN."""
+    spelled: dict[str, str] = {}
+
+    def mark(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {key: mark(v) for key, v in item.items()}
+        if isinstance(item, list):
+            return [mark(v) for v in item]
+        if isinstance(item, int) and not isinstance(item, bool) and item.bit_length() > 4000:
+            text = ("-" if item < 0 else "") + "9" * (len(spelled) % 3 * 500 + 4301)
+        elif isinstance(item, float) and not math.isfinite(item):
+            text = "NaN" if math.isnan(item) else ("1e999" if item > 0 else "-Infinity")
+        else:
+            return item
+        key = f"@@spelled{len(spelled)}@@"
+        spelled[key] = text
+        return key
+
+    out = json.dumps(mark(value), ensure_ascii=True)
+    for key, text in spelled.items():
+        out = out.replace(json.dumps(key), text)
+    return out
+
+
 inputs = st.one_of(
     json_values.map(lambda v: ("dict", v)),
     mutated_native().map(lambda v: ("dict", v)),
-    mutated_native().map(lambda v: ("json", json.dumps(v))),
+    mutated_native().map(lambda v: ("json", json_text(v))),
+    mutated_comfy().map(lambda v: ("json", json_text(v))),
     mutated_comfy().map(lambda v: ("dict", v)),
     random_comfy_api().map(lambda v: ("dict", v)),
     random_comfy_ui().map(lambda v: ("dict", v)),
@@ -177,7 +214,18 @@ def check(kind: str, data: Any, registry: Any) -> None:
     validate(workflow.graph, extra_problems=workflow.problems)
     again = workflow_from_dict(workflow.to_dict(), registry)
     assert again.to_dict() == workflow.to_dict(), "a loaded workflow does not survive save/load"
+    # What SaveImage embeds in a PNG must be UTF-8 and read back to the same workflow.
+    embedded = workflow_text(workflow.to_dict()).encode("utf-8")
+    assert workflow_from_json(embedded, registry).to_dict() == workflow.to_dict(), "the PNG copy differs"
     outcomes["loaded"] += 1
+
+
+def _safe(value: Any) -> str:
+    """repr/str that survive integers past the conversion limit."""
+    try:
+        return repr(value) if not isinstance(value, BaseException) else str(value)
+    except ValueError:
+        return f"<{type(value).__name__} holding an integer too long to print>"
 
 
 def _report(start: float) -> str:
@@ -210,7 +258,7 @@ def run(examples: int, seed: int | None = None, keep_going: bool = False, progre
             outcomes["failed"] += 1
             where = traceback.extract_tb(exc.__traceback__)[-1]
             key = f"{type(exc).__name__} at {Path(where.filename).name}:{where.lineno}"
-            failures.setdefault(key, f"{key}: {exc}\n    input: {repr(case)[:600]}")
+            failures.setdefault(key, f"{key}: {_safe(exc)}\n    input: {_safe(case)[:600]}")
 
     fuzz()
     return list(failures.values())

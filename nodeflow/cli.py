@@ -1,4 +1,4 @@
-"""The ``nodeflow`` command line: run, sweep, validate, list nodes, edit, train the demo model.
+"""The ``nodeflow`` command line: run, sweep, validate, list nodes, edit, serve, train the demo model.
 
 Exit codes: 0 ok, 1 failure while running, 2 invalid workflow or arguments, 130 interrupted.
 """
@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow", help="workflow JSON file, ComfyUI workflow, or PNG that carries a workflow")
     validate.add_argument("--json", action="store_true", help="print problems as JSON")
+    validate.add_argument("--output-dir", "-o", default="output", help="folder a run would save images to")
+    validate.add_argument("--input-dir", default="input", help="folder LoadImage would read from")
+    validate.add_argument("--models", action="append", default=[], metavar="DIR", help="as for run")
+    validate.add_argument("--allow-path", action="append", default=[], metavar="PATH", help="as for run")
     validate.set_defaults(handler=_validate)
 
     nodes = sub.add_parser("nodes", help="list the node types and their declarations")
@@ -107,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     edit = sub.add_parser("edit", help="open the desktop editor (the default with no command)")
     edit.add_argument("workflow", nargs="?")
     edit.set_defaults(handler=_edit)
+
+    from .server.command import add_serve_command  # argparse only: no web framework until it runs
+
+    add_serve_command(sub)
 
     from nodeflow.model.registry import default_registry
 
@@ -165,8 +173,14 @@ def _print_problems(problems, as_json: bool) -> None:
 def _validate(args: argparse.Namespace) -> int:
     from nodeflow.model.validation import validate
 
+    from nodeflow.model.context import RunContext
+
     workflow = _load(args)
-    problems = validate(workflow.graph, extra_problems=workflow.problems)
+    # With the folders a run would use: missing model and input files, files outside the
+    # folders and an unusable output folder are found here too (Node.check_host).
+    settings = _run_settings(args, workflow.graph.registry, [])
+    context = RunContext(output_dir=Path(args.output_dir), input_dir=Path(args.input_dir), settings=settings)
+    problems = validate(workflow.graph, extra_problems=workflow.problems, context=context)
     if args.json:
         _print_problems(problems, as_json=True)
     elif problems:
@@ -284,11 +298,14 @@ def _run_settings(args: argparse.Namespace, registry, trusted: list[str], **opti
 
 
 def _import(args: argparse.Namespace) -> int:
+    from nodeflow.files.atomic import SaveError
     from nodeflow.files.open import convert_file
     from nodeflow.files.workflow import WorkflowError
 
     try:
         workflow = convert_file(args.source, args.output, _registry(args))
+    except SaveError as exc:  # the target: a missing folder, a full disk
+        raise UsageError(exc.strerror) from None
     except FileNotFoundError:
         raise UsageError(f"no such file: {args.source}") from None
     except WorkflowError as exc:

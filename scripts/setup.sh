@@ -13,6 +13,11 @@ want="$(sha256sum pyproject.toml | cut -c1-16) $torch_spec"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "nodeflow: installing into .venv (first run takes a few minutes)" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "$torch_spec"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+    # Hold torch where it is: a dependency that asks for another torch (or a CUDA-only
+    # companion such as torchvision's PyPI build) fails loudly instead of pulling gigabytes.
+    constraints=$(mktemp)
+    echo "$torch_spec" > "$constraints"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c "$constraints" -e '.[test]'
+    rm -f "$constraints"
     echo "$want" > "$stamp"
 fi

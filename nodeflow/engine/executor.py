@@ -64,6 +64,7 @@ from nodeflow.engine.events import (
     RunStarted,
     RunStatus,
 )
+from nodeflow.model.memory import check_memory
 from nodeflow.model.graph import Graph, GraphError
 from nodeflow.model.context import Interrupted, RunContext, RunSettings
 from nodeflow.model.node import NodeError
@@ -211,7 +212,8 @@ class Executor:
         device = self.device if device is None else resolve_device(device)
         output_dir, input_dir = Path(output_dir), Path(input_dir)
         settings = settings if settings is not None else RunSettings()
-        problems = list(validate(snapshot, requested, extra_problems))
+        context = RunContext(device=device, output_dir=output_dir, input_dir=input_dir, settings=settings)
+        problems = list(validate(snapshot, requested, extra_problems, context))
         plan = None
         if not problems:
             try:
@@ -321,6 +323,7 @@ class _Run:
         self.emit(NodeStarted(node_id, node_type))
         started = time.perf_counter()
         try:
+            check_memory(step.cls.working_memory(inputs, prepared.settings), prepared.settings)  # before allocating
             outputs = step.cls.normalize_result(step.cls().run(ctx, **inputs))
         except Interrupted:
             raise _Stop(RunStatus.INTERRUPTED, f"interrupted in node {node_id} ({node_type})") from None

@@ -14,10 +14,12 @@ saved workflows diff well, and atomic (see :mod:`nodeflow.files.atomic`).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from nodeflow.model import jsontext
 from nodeflow.files.atomic import write_atomically
 from nodeflow.model.graph import Graph, Link, NodeInstance, NodeMode
 from nodeflow.files.migrations import MigrationError, migrate, upgrade_node_values
@@ -142,11 +144,11 @@ def _build(data: dict[str, Any], version: int, registry: NodeRegistry) -> Workfl
 
 def _parse_json(text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise WorkflowError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-    except RecursionError:
-        raise WorkflowError(f"the JSON is nested too deeply (the limit is {MAX_DEPTH} levels)") from None
+        return jsontext.loads(text, object_pairs_hook=_object_without_duplicates)
+    except jsontext.JSONTextError as exc:
+        if "nested too deeply" in str(exc):
+            raise WorkflowError(f"the JSON is nested too deeply (the limit is {MAX_DEPTH} levels)") from None
+        raise WorkflowError(str(exc)) from None
 
 
 def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -159,12 +161,11 @@ def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _reject_constant(name: str) -> Any:
-    raise WorkflowError(f"{name} is not valid JSON (numbers must be finite)")
+_MAX_INT_BITS = int(jsontext.MAX_INT_DIGITS * 3.3219)  # what Python can still print (and JSON write)
 
 
 def _check_limits(data: dict[str, Any]) -> None:
-    """Nesting depth and string lengths, in one pass without recursion.
+    """Nesting depth, string lengths and numbers JSON can write, in one pass without recursion.
 
     Only containers go on the stack (scalars are checked in place) and paths are
     worked out only for the error message, which keeps this a few ms for 1,000 nodes.
@@ -179,6 +180,15 @@ def _check_limits(data: dict[str, Any]) -> None:
                     path = _path_to(data, item)
                     raise WorkflowError(
                         f"the text at {path} is {len(item)} characters long; the limit is {MAX_STRING_LENGTH}"
+                    )
+            elif isinstance(item, float):
+                if item != item or item in (math.inf, -math.inf):
+                    raise WorkflowError(f"the number at {_path_to(data, item)} is {item}; numbers must be finite")
+            elif isinstance(item, int):
+                if item.bit_length() > _MAX_INT_BITS:
+                    raise WorkflowError(
+                        f"the number at {_path_to(data, item)} is {show(item)} "
+                        f"(the limit is {jsontext.MAX_INT_DIGITS:,} digits)"
                     )
             elif isinstance(item, (dict, list)):
                 if depth >= MAX_DEPTH:
@@ -208,7 +218,8 @@ def _check_format(data: dict[str, Any]) -> int:
     if name is None:
         raise WorkflowError(f"not a nodeflow workflow: the 'format' key is missing (expected {WORKFLOW_FORMAT!r})")
     if name != WORKFLOW_FORMAT:
-        raise WorkflowError(f"not a nodeflow workflow: 'format' is {name!r}, expected {WORKFLOW_FORMAT!r}")
+        shown = repr(name) if isinstance(name, str) else show(name)
+        raise WorkflowError(f"not a nodeflow workflow: 'format' is {shown}, expected {WORKFLOW_FORMAT!r}")
     version = data.get("version")
     if version is None:
         raise WorkflowError("the 'version' key is missing")
@@ -216,7 +227,7 @@ def _check_format(data: dict[str, Any]) -> int:
         raise WorkflowError(f"'version' must be a whole number of at least 0, not {show(version)}")
     if version > WORKFLOW_VERSION:
         raise WorkflowError(
-            f"this workflow was saved by a newer nodeflow (format version {version}; this nodeflow reads "
+            f"this workflow was saved by a newer nodeflow (format version {show(version)}; this nodeflow reads "
             f"versions up to {WORKFLOW_VERSION}); please update nodeflow"
         )
     return version
@@ -238,10 +249,19 @@ def _read_placements(ui: dict[str, Any]) -> dict[str, tuple[tuple[float, float],
 def _pair(value: Any, node_id: str, key: str) -> tuple[float, float]:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         x, y = value
-        if type(x) in (int, float) and type(y) in (int, float):  # not bool, a subclass of int
+        if _is_coordinate(x) and _is_coordinate(y):
             return (x, y)
     shape = "[x, y]" if key == "pos" else "[width, height]"
     raise WorkflowError(f"ui.nodes[{node_id!r}].{key} must be two numbers {shape}, not {show(value)}")
+
+
+MAX_COORDINATE = 1e9  # canvas units; far beyond any real layout, well inside float range
+
+
+def _is_coordinate(value: Any) -> bool:
+    """A finite number (not bool, a subclass of int) of sensible size: a position saved in a
+    PNG or a file must read back as the same number (Infinity and NaN are not JSON)."""
+    return type(value) in (int, float) and -MAX_COORDINATE <= value <= MAX_COORDINATE
 
 
 def _add_node(

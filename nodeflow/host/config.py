@@ -28,6 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from nodeflow.model import jsontext
+from nodeflow.model.values import show
+
 from nodeflow.model.errors import NodeflowError
 
 ENV_MODELS = "NODEFLOW_MODELS"
@@ -69,8 +72,8 @@ def read_config_file(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = jsontext.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, jsontext.JSONTextError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be an object")
@@ -85,7 +88,9 @@ def load_models_config(models: Iterable[str | os.PathLike[str]] = (), environ: M
     configured = file.get("models") or []
     if isinstance(configured, str):
         configured = [configured]
-    locations += [Path(str(p)).expanduser() for p in configured]
+    if not isinstance(configured, list) or not all(isinstance(p, str) for p in configured):
+        raise ConfigError(f"{config_dir(environ) / CONFIG_FILE}: 'models' must be a folder or a list of folders")
+    locations += [Path(p).expanduser() for p in configured]
 
     config = ModelsConfig()
     for location in locations:
@@ -96,8 +101,14 @@ def load_models_config(models: Iterable[str | os.PathLike[str]] = (), environ: M
     if not isinstance(folders, dict):
         raise ConfigError("'model_folders' in the config file must map a kind to a list of folders")
     for kind, paths in folders.items():
-        for path in [paths] if isinstance(paths, str) else paths:
-            config.add_folder(kind, Path(str(path)).expanduser())
+        paths = [paths] if isinstance(paths, str) else paths
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise ConfigError(
+                f"{config_dir(environ) / CONFIG_FILE}: 'model_folders'[{show(kind)}] must be a folder "
+                f"or a list of folders, not {show(paths)}"
+            )
+        for path in paths:
+            config.add_folder(kind, Path(path).expanduser())
     return config
 
 

@@ -10,7 +10,9 @@ allowed folder, unless the user named the path themselves: hosts list such paths
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable, Iterable, Sequence
 
@@ -56,15 +58,88 @@ def resolve_inside(
         raise PathRefused(f"{what} {name!r} contains '..'; a workflow may not leave the configured folders")
     for folder in folders:
         candidate = folder / path
-        if not exists(candidate):
+        # Where a name leads is checked before whether it exists, so that the answer never
+        # tells a workflow whether some file outside the folders exists.
+        if not os.path.lexists(candidate):
             continue
-        if is_within(candidate, [*folders, *trusted]):
+        if not is_within(candidate, [*folders, *trusted]):
+            raise PathRefused(
+                f"{what} {name!r} in {folder} is a symlink that leads outside the configured folders "
+                "(add the location it leads to as a folder, or --allow-path it, to use it)"
+            )
+        if exists(candidate):
             return candidate
-        raise PathRefused(
-            f"{what} {name!r} in {folder} is a symlink to {_real(candidate)}, outside the configured folders "
-            "(add that location as a folder, or --allow-path it, to use it)"
-        )
     return None
+
+
+def open_inside(path: Path, roots: Sequence[Path], what: str = "file") -> int:
+    """A read-only descriptor for ``path``, which must be a regular file that lies, with every
+    symlink followed, inside one of ``roots``. Raises :class:`PathRefused` otherwise and
+    FileNotFoundError when there is no such file inside.
+
+    The check holds for the file actually opened, not just for the name: the path is
+    resolved once, then opened one component at a time from the root with ``O_NOFOLLOW``,
+    so a symlink swapped in after the check is refused rather than followed; and
+    ``O_NONBLOCK`` plus the ``fstat`` check mean a FIFO or device is refused, never waited on.
+    Read from the descriptor (or :func:`descriptor_path`), never by the name again."""
+    real = _real(path)
+    root = next((r for r in map(_real, roots) if real == r or real.is_relative_to(r)), None)
+    if root is None:
+        raise PathRefused(f"{what} {path.name!r} is outside the allowed folders")
+    if not hasattr(os, "O_NOFOLLOW") or os.open not in os.supports_dir_fd:  # Windows: check, open, compare
+        return _open_and_compare(real, what)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        for part in real.relative_to(root).parts:
+            inner = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        _require_regular(fd, path, what)
+        os.set_blocking(fd, True)
+        return fd
+    except BaseException as error:
+        os.close(fd)
+        if isinstance(error, OSError) and error.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise PathRefused(f"{what} {path.name!r} changed while it was being opened (a symlink was swapped in)") from None
+        raise
+
+
+def descriptor_path(fd: int, fallback: Path) -> str:
+    """A name that opens exactly the file behind ``fd`` (``/proc/self/fd/N`` on Linux), for
+    libraries that take only a path; elsewhere ``fallback``."""
+    proc = f"/proc/self/fd/{fd}"
+    return proc if os.path.exists(proc) else str(fallback)
+
+
+def read_inside(path: Path, roots: Sequence[Path], limit: int, what: str = "file") -> bytes:
+    """The bytes of ``path`` (see :func:`open_inside`), refusing a file over ``limit`` bytes."""
+    fd = open_inside(path, roots, what)
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise PathRefused(f"{what} {path.name!r} is larger than the limit of {limit:,} bytes")
+    return data
+
+
+def _require_regular(fd: int, path: Path, what: str) -> None:
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise PathRefused(f"{what} {path.name!r} is not a regular file (a folder, FIFO or device is never read)")
+
+
+def _open_and_compare(real: Path, what: str) -> int:
+    before = os.stat(real)
+    fd = os.open(real, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    after = os.fstat(fd)
+    if (before.st_dev, before.st_ino) != (after.st_dev, after.st_ino):
+        os.close(fd)
+        raise PathRefused(f"{what} {real.name!r} changed while it was being opened")
+    try:
+        _require_regular(fd, real, what)
+    except PathRefused:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _real(path: Path) -> Path:

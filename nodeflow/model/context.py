@@ -45,7 +45,8 @@ class RunSettings:
       ``--allow-path``, a file dialog), which a workflow may then reach (nodeflow.host.paths);
     - ``workflow``: the document saved images embed, and ``embed_workflow`` whether they do;
     - ``previews``: False when nobody looks at step previews, so nodes skip computing them;
-    - ``max_batch_pixels``: the pixel budget of one batch (None: the default in nodeflow.host.limits).
+    - ``max_batch_pixels``: the pixel budget of one batch (None: the default in nodeflow.host.limits);
+    - ``memory_budget``: bytes of working memory a node may ask for (None: see nodeflow.model.memory).
     """
 
     model_folders: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
@@ -55,6 +56,7 @@ class RunSettings:
     embed_workflow: bool = True
     previews: bool = True
     max_batch_pixels: int | None = None
+    memory_budget: int | None = None
 
     def __post_init__(self) -> None:
         folders = {str(kind): _paths(paths) for kind, paths in dict(self.model_folders).items()}

@@ -10,3 +10,4 @@ callers that caught ``ValueError`` keep working.
 
 class NodeflowError(Exception):
     """An error whose message is written for the user."""
+

@@ -115,9 +115,9 @@ class Int(Widget):
         if not is_int(value):
             raise FieldError(f"expected a whole number, got {show(value)}")
         if self.min is not None and value < self.min:
-            raise FieldError(f"{value} is below the minimum {self.min}")
+            raise FieldError(f"{show(value)} is below the minimum {self.min}")
         if self.max is not None and value > self.max:
-            raise FieldError(f"{value} is above the maximum {self.max}")
+            raise FieldError(f"{show(value)} is above the maximum {self.max}")
         return value
 
     def json_schema(self) -> dict[str, Any]:
@@ -150,7 +150,10 @@ class Float(Widget):
     def validate(self, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise FieldError(f"expected a number, got {show(value)}")
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an integer past float range, e.g. 10**400
+            raise FieldError(f"expected a finite number, got {show(value)}") from None
         if not math.isfinite(value):
             raise FieldError(f"expected a finite number, got {value}")
         if self.min is not None and value < self.min:

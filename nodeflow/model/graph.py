@@ -2,13 +2,15 @@
 workflow files and the executor.
 
 Nodes are :class:`NodeInstance` records; a :class:`Link` joins one node's output to
-another node's input. The links table (``links``, keyed by target input) is what is
-saved and what the planner walks: it orders nodes with its own depth-first walk over
-each node's inputs in declaration order, so a plan's order is deterministic and costs
-no graph copy (see :func:`nodeflow.engine.plan.build_plan`). Beside it, a networkx
-``DiGraph`` mirror (``dag``: one edge per connected pair of nodes) answers the questions
-networkx answers best: ancestry (what a set of outputs needs, for validation's scope and
-the CLI's "not run" note), cycles (validation names every loop), and layered layouts.
+another node's input. The links table (``links``, keyed by target input) is the one
+source of topology: it is what is saved, what the planner walks (its own depth-first
+walk over each node's inputs in declaration order, so a plan's order is deterministic;
+see :func:`nodeflow.engine.plan.build_plan`), and what two small indexes (links into
+and out of each node) are kept beside for ancestry and neighbours. networkx answers the
+questions it is best at, on a ``DiGraph`` built from the links when asked (:attr:`dag`):
+naming every loop of a graph that has one (validation) and layered layouts (the
+editor). It is imported only then, so listing and validating a graph without a loop
+never pay for importing it.
 
 Edits refuse what is wrong with a :class:`GraphError` whose message says why. A
 workflow read from disk may be wrong in ways an edit would refuse (unknown types,
@@ -24,8 +26,6 @@ import itertools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator
-
-import networkx as nx
 
 from nodeflow.model.fields import FieldError, Socket, Widget
 from nodeflow.model.node import Node
@@ -87,7 +87,8 @@ class Graph:
         self.nodes: dict[str, NodeInstance] = {}
         # Each input takes at most one link, so links are keyed by their target end.
         self.links: dict[tuple[str, str], Link] = {}
-        self.dag = nx.DiGraph()
+        self._into: dict[str, set[Link]] = {}  # node id -> links into it (an index of ``links``)
+        self._out: dict[str, set[Link]] = {}  # node id -> links out of it
         self._listeners: list[Listener] = []
         self._ids = itertools.count(1)
 
@@ -99,12 +100,10 @@ class Graph:
         return self.links.get((node_id, input_name))
 
     def links_into(self, node_id: str) -> list[Link]:
-        return [
-            link for pred in self.dag.predecessors(node_id) for link in self.dag.edges[pred, node_id]["links"]
-        ]
+        return list(self._into.get(node_id, ()))
 
     def links_from(self, node_id: str) -> list[Link]:
-        return [link for succ in self.dag.successors(node_id) for link in self.dag.edges[node_id, succ]["links"]]
+        return list(self._out.get(node_id, ()))
 
     def iter_links(self) -> Iterator[Link]:
         return iter(list(self.links.values()))
@@ -112,11 +111,29 @@ class Graph:
     def ancestors(self, node_ids: Iterable[str]) -> set[str]:
         """The given nodes and everything upstream of them."""
         result: set[str] = set()
-        for node_id in node_ids:
+        pending = [node_id for node_id in node_ids if node_id in self.nodes]
+        while pending:
+            node_id = pending.pop()
             if node_id not in result:
                 result.add(node_id)
-                result |= nx.ancestors(self.dag, node_id)
+                pending.extend(link.source for link in self._into.get(node_id, ()))
         return result
+
+    @property
+    def dag(self):
+        """A networkx ``DiGraph`` of this graph as it is now: one edge per connected pair
+        of nodes, its ``links`` attribute the set of links between them. Built on each
+        access (cheap next to what networkx then computes); edits go through the Graph."""
+        import networkx as nx
+
+        view = nx.DiGraph()
+        view.add_nodes_from(self.nodes)
+        for link in self.links.values():
+            if view.has_edge(link.source, link.target):
+                view.edges[link.source, link.target]["links"].add(link)
+            else:
+                view.add_edge(link.source, link.target, links={link})
+        return view
 
     def find_node(self, ref: str) -> str:
         """The id of the node whose id or (unique) title is ``ref``, as users name nodes
@@ -205,7 +222,6 @@ class Graph:
                 full[name] = value
         node = NodeInstance(node_id, type_name, full, title, mode, tuple(pos), size)  # type: ignore[arg-type]
         self.nodes[node_id] = node
-        self.dag.add_node(node_id)
         self._emit("node_added", node=node)
         return node
 
@@ -216,7 +232,8 @@ class Graph:
         for link in removed:
             self._drop_link(link)
         del self.nodes[node_id]
-        self.dag.remove_node(node_id)
+        self._into.pop(node_id, None)
+        self._out.pop(node_id, None)
         self._emit("node_removed", node=node, links=removed)
         return node, removed
 
@@ -245,11 +262,7 @@ class Graph:
         if replaced is not None:
             self._drop_link(replaced)
         link = Link(source, output, target, input_name)
-        self.links[(target, input_name)] = link
-        if self.dag.has_edge(source, target):
-            self.dag.edges[source, target]["links"].add(link)
-        else:
-            self.dag.add_edge(source, target, links={link})
+        self._index(link)
         self._emit("link_added", link=link, replaced=replaced)
         return link, replaced
 
@@ -310,13 +323,9 @@ class Graph:
             other.nodes[node.id] = NodeInstance(
                 node.id, node.type, values, node.title, node.mode, node.pos, node.size, node.version
             )
-        other.dag.add_nodes_from(other.nodes)
-        edges: dict[tuple[str, str], set[Link]] = {}
         for link in links:
             if link.source in other.nodes and link.target in other.nodes:
-                other.links[(link.target, link.input)] = link
-                edges.setdefault((link.source, link.target), set()).add(link)
-        other.dag.add_edges_from((source, target, {"links": group}) for (source, target), group in edges.items())
+                other._index(link)
         return other
 
     # ---------------------------------------------------------------- listeners
@@ -343,12 +352,15 @@ class Graph:
         except FieldError as exc:
             raise GraphError(f"{cls.type}.{name}: {exc}", node_id, name) from None
 
+    def _index(self, link: Link) -> None:
+        self.links[(link.target, link.input)] = link
+        self._into.setdefault(link.target, set()).add(link)
+        self._out.setdefault(link.source, set()).add(link)
+
     def _drop_link(self, link: Link) -> None:
         del self.links[(link.target, link.input)]
-        edge = self.dag.edges[link.source, link.target]
-        edge["links"].discard(link)
-        if not edge["links"]:
-            self.dag.remove_edge(link.source, link.target)
+        self._into[link.target].discard(link)
+        self._out[link.source].discard(link)
 
     def _emit(self, event: str, **details: Any) -> None:
         for listener in list(self._listeners):

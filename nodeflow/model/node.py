@@ -26,6 +26,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 if TYPE_CHECKING:
+    from nodeflow.model.memory import MemoryNeed
     from nodeflow.model.types import DataType
 
 from nodeflow.model.context import RunContext, RunSettings
@@ -132,6 +133,26 @@ class Node:
         Must be cheap and import nothing heavy: the editor validates on every Run.
         """
         return {}
+
+    @classmethod
+    def check_host(cls, values: Mapping[str, Any], ctx: RunContext) -> dict[str, str]:
+        """Problems only the host can tell, as ``{field: message}``: a file the node would
+        read that is missing or outside its folders, an output folder it cannot write, a
+        size over the memory budget. ``values`` as for :meth:`check_values`; ``ctx`` is the
+        run's context without a node id. Validation calls it when it is given a context
+        (``nodeflow validate`` and every run, before anything runs). Must be cheap: no
+        reading of contents, no torch.
+        """
+        return {}
+
+    @classmethod
+    def working_memory(cls, inputs: Mapping[str, Any], settings: "RunSettings") -> "MemoryNeed | None":
+        """About how much memory ``run`` will allocate for these ``inputs`` (the values it is
+        about to get, links resolved), from their shapes and the model's config, without
+        allocating; the executor refuses a need over the budget before calling ``run``
+        (see :mod:`nodeflow.model.memory`). None (the default): nothing worth checking.
+        """
+        return None
 
     @classmethod
     def insight(cls, values: Mapping[str, Any]) -> Mapping[str, Any] | None:

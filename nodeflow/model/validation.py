@@ -12,11 +12,11 @@ problems (a dangling link, a newer node version, a failed upgrade), passed in as
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
-import networkx as nx
-
-from nodeflow.model.fields import FieldError, Socket, Widget
+from nodeflow.model.context import RunContext
+from nodeflow.model.fields import FieldError, FileChoice, Socket, Widget
 from nodeflow.model.graph import MODES, Graph, Link, NodeMode
 from nodeflow.model.node import Node
 from nodeflow.model.problems import Problem, ProblemCode, ValidationError, node_order_key
@@ -25,13 +25,18 @@ from nodeflow.model.types import is_compatible
 BYPASS = NodeMode.BYPASS  # bound once: compared for every node of every run
 
 def validate(
-    graph: Graph, outputs: Iterable[str] | None = None, extra_problems: Iterable[Problem] = ()
+    graph: Graph,
+    outputs: Iterable[str] | None = None,
+    extra_problems: Iterable[Problem] = (),
+    context: RunContext | None = None,
 ) -> list[Problem]:
     """Every problem that stops ``graph`` (or just ``outputs`` and their ancestors) from running.
 
     ``extra_problems`` (load-time problems of a :class:`~nodeflow.files.workflow.Workflow`)
     come first; with ``outputs`` given, those about nodes outside the checked part are
-    left out.
+    left out. With a ``context`` (the run's folders and settings), each node's
+    :meth:`~nodeflow.model.node.Node.check_host` runs too: missing files, files outside
+    the folders, an unwritable output folder, sizes over the memory budget.
     """
     problems: list[Problem] = []
     scope = _scope(graph, outputs, problems)
@@ -41,7 +46,7 @@ def validate(
         links_into.setdefault(link.target, []).append(link)
     for node_id in graph.nodes:
         if node_id in scope:
-            problems.extend(_node_problems(graph, node_id, links_into.get(node_id, [])))
+            problems.extend(_node_problems(graph, node_id, links_into.get(node_id, []), context))
     problems.extend(_cycle_problems(graph, scope))
     return extra + problems
 
@@ -79,7 +84,7 @@ def _node_class(graph: Graph, node_id: str) -> type[Node] | None:
 
 
 # ----------------------------------------------------------------------- per node
-def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[Problem]:
+def _node_problems(graph: Graph, node_id: str, links_into: list[Link], context: RunContext | None = None) -> list[Problem]:
     node = graph.nodes[node_id]
     cls = graph.registry.get(node.type)
 
@@ -92,6 +97,9 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[P
     checked: dict[str, Any] = {}  # widget values that are valid and not fed by a link
     if node.mode not in MODES:
         found.append(problem(ProblemCode.INVALID_VALUE, f"mode {node.mode!r} is not one of: {', '.join(MODES)}", "mode"))
+    if not all(_finite(v) for v in (*node.pos, *(node.size or ()))):
+        # JSON cannot hold Infinity or NaN: a saved file or image would not reopen
+        found.append(problem(ProblemCode.INVALID_VALUE, "the node's position or size is not a finite number", "pos"))
     for name, value in node.values.items():
         declared = cls.inputs.get(name)
         if declared is None:
@@ -114,12 +122,24 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link]) -> list[P
                 found.append(problem(ProblemCode.MISSING_INPUT, f"required input ({declared.data_type}) is not connected", name))
             elif isinstance(declared, Widget) and name not in node.values and not linked:
                 checked[name] = declared.default
-        for name, message in cls.check_values(checked).items():
+        own = cls.check_values(checked)
+        for name, message in own.items():
             found.append(problem(ProblemCode.INVALID_VALUE, message, name))
+        if context is not None and not own:
+            for name, message in cls.check_host(checked, context).items():
+                is_file = isinstance(cls.inputs.get(name), FileChoice)
+                found.append(problem(ProblemCode.MISSING_FILE if is_file else ProblemCode.INVALID_VALUE, message, name or None))
 
     for link in links_into:
         found.extend(_link_problems(graph, link.source, link.output, cls, link.input, problem))
     return found
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except (TypeError, OverflowError):
+        return False
 
 
 def _link_problems(graph: Graph, source: str, output: str, cls: type[Node], input_name: str, problem) -> list[Problem]:
@@ -165,7 +185,13 @@ def _passes_through(graph: Graph, node_id: str, cls: type[Node], data_type: str)
 
 # -------------------------------------------------------------------------- cycles
 def _cycle_problems(graph: Graph, scope: set[str]) -> list[Problem]:
-    """One problem per knot of nodes that feed each other, naming a loop through it."""
+    """One problem per knot of nodes that feed each other, naming a loop through it.
+    A graph without a loop (nearly every one) is told apart in one linear pass, so only
+    a graph that has one pays for networkx, which then names each knot."""
+    if not _has_cycle(graph, scope):
+        return []
+    import networkx as nx
+
     view = graph.dag if len(scope) == len(graph.nodes) else graph.dag.subgraph(scope)
     found = []
     for component in nx.strongly_connected_components(view):
@@ -177,3 +203,23 @@ def _cycle_problems(graph: Graph, scope: set[str]) -> list[Problem]:
         found.append(Problem(ProblemCode.CYCLE, f"the links form a loop: {names}", start, graph.nodes[start].type))
     found.sort(key=lambda p: node_order_key(p.node_id or ""))
     return found
+
+
+def _has_cycle(graph: Graph, scope: set[str]) -> bool:
+    """Whether the links among ``scope`` form a loop (Kahn's algorithm: peel off nodes
+    that nothing in scope feeds; whatever is left sits on or behind a loop)."""
+    feeding = {node_id: 0 for node_id in scope}
+    for link in graph.links.values():
+        if link.source in feeding and link.target in feeding:
+            feeding[link.target] += 1
+    ready = [node_id for node_id, count in feeding.items() if count == 0]
+    peeled = 0
+    while ready:
+        node_id = ready.pop()
+        peeled += 1
+        for link in graph.links_from(node_id):
+            if link.target in feeding:
+                feeding[link.target] -= 1
+                if feeding[link.target] == 0:
+                    ready.append(link.target)
+    return peeled < len(feeding)

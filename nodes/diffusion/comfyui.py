@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from nodeflow.model.values import show as _show_value
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.files.workflow import WORKFLOW_FORMAT, WORKFLOW_VERSION, WorkflowError
 
@@ -52,7 +53,7 @@ def sniff(data: Any) -> str | None:
         return None
     if isinstance(data.get("nodes"), list) and ("last_node_id" in data or "state" in data or "links" in data):
         version = data.get("version")
-        return f"ComfyUI workflow (schema {version})" if isinstance(version, (int, float, str)) else "ComfyUI workflow"
+        return f"ComfyUI workflow (schema {_show_value(version, 20)})" if isinstance(version, (int, float, str)) else "ComfyUI workflow"
     if all(isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values()):
         return "ComfyUI API format"
     return None
@@ -397,6 +398,9 @@ def _build_ksampler(b: Builder, c: ComfyNode, advanced: bool = False) -> None:
     b.output(c, 0, sampler, "latent")
 
 
+_MAX_STEPS = 10_000
+
+
 def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
     """KSamplerAdvanced's start/end steps: starting late is a lower denoise; stopping
     early (leftover noise for a second sampler) has no equivalent."""
@@ -406,6 +410,8 @@ def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
     if not (_is_int(start) and _is_int(end) and _is_int(steps)):
         b.problem(c, "start_at_step and end_at_step must be whole numbers")
         return
+    if not 0 < steps <= _MAX_STEPS:  # the Sampler refuses it too; no denoise to work out
+        return
     if end < steps or b.resolved(c, "return_with_leftover_noise") == "enable":
         b.problem(c, f"stopping at step {end} of {steps} (or returning leftover noise) has no nodeflow "
                   "equivalent; the Sampler always finishes the schedule")
@@ -413,7 +419,8 @@ def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
         b.problem(c, f"start_at_step {start} leaves none of the {steps} steps to run")
     elif start > 0:
         remaining = steps - start
-        values["denoise"] = next(d for d in (remaining / steps, (remaining + 0.5) / steps) if int(steps * d) == remaining)
+        values["denoise"] = next((d for d in (remaining / steps, (remaining + 0.5) / steps) if int(steps * d) == remaining),
+                                 remaining / steps)
 
 
 def _build_custom_sampler(b: Builder, c: ComfyNode) -> None:
@@ -567,6 +574,13 @@ class ComfyUIImporter:
     def sniff(self, data: Any) -> str | None:
         return sniff(data)
 
+    def describe_types(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """The ComfyUI node types this importer converts: their widget names and the
+        nodeflow types they become (``nodeflow serve`` lists them in /object_info)."""
+        types = {name: {"widgets": spec.widgets, "creates": spec.creates} for name, spec in MAPPINGS.items()}
+        types.update({name: {"widgets": widgets, "creates": ()} for name, widgets in UI_ONLY.items()})
+        return types
+
     def convert(self, data: Any, registry: NodeRegistry) -> dict[str, Any]:
         described = sniff(data) or "ComfyUI workflow"
         needed = {t for spec in MAPPINGS.values() for t in spec.creates}
@@ -692,6 +706,8 @@ def _group(raw: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _show(value: Any) -> str:
+    if _is_int(value) and value.bit_length() > 128:  # repr would fail past 4,300 digits
+        return _show_value(value)
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -13,7 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from nodeflow import Bool, FileChoice, Node, NodeError, Output, RunContext, RunSettings, Socket, String
+from nodeflow import (
+    Bool, FileChoice, MemoryNeed, Node, NodeError, Output, PathRefused, RunContext, RunSettings, Socket, String,
+    check_memory, open_inside, write_atomically,
+)
 
 from nodes.diffusion.types import IMAGE
 
@@ -39,29 +42,72 @@ class LoadImage(Node):
         except NodeError:  # refused or empty: the run reports it
             return None
 
+    @classmethod
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """Before the run: the image is a regular file inside the input folder (else the
+        folder searched and the nearest name there). Reads no pixels."""
+        import stat
+
+        from nodes.diffusion.impl.paths import nearest
+
+        name = values.get("image", "")
+        folder = Path(ctx.input_dir)
+        try:
+            path = _inside(folder, name, ctx.settings)
+            mode = os.stat(path).st_mode
+        except NodeError as error:
+            return {"image": error.message}
+        except FileNotFoundError:
+            names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+            return {"image": f"{_short(name)} is not in the input folder {folder}{nearest(name, names)}"}
+        except OSError as exc:
+            return {"image": f"cannot open {_short(name)}: {exc.strerror or exc}"}
+        if not stat.S_ISREG(mode):
+            return {"image": f"{_short(name)} is not a regular file (a folder, FIFO or device is never read)"}
+        return {}
+
     def run(self, ctx: RunContext, image: str) -> Any:
         import numpy as np
         import torch
         from PIL import Image, ImageOps
 
-        path = _inside(Path(ctx.input_dir), image, ctx.settings)
+        folder = Path(ctx.input_dir)
+        path = _inside(folder, image, ctx.settings)
         try:
-            with Image.open(path) as picture:
+            # Opened once, checked on the descriptor (inside the folder, a regular file) and
+            # read from it: a symlink swapped in after the check, or a FIFO, is never read.
+            file = os.fdopen(open_inside(path, [folder, *ctx.settings.trusted_paths], "image"), "rb")
+        except PathRefused as error:
+            raise NodeError(str(error), field="image") from None
+        except FileNotFoundError:
+            raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
+        except OSError as exc:  # e.g. a name too long for the file system, no permission
+            raise NodeError(f"cannot open {_short(image)}: {exc.strerror or exc}", field="image") from None
+        try:
+            with file, Image.open(file) as picture:
                 if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
                     raise NodeError(
-                        f'{image!r} is {picture.width}x{picture.height} pixels, more than the '
+                        f'{_short(image)} is {picture.width}x{picture.height} pixels, more than the '
                         f"limit of {Image.MAX_IMAGE_PIXELS} pixels",
                         field="image",
                     )
+                # A tiny PNG can decode to gigabytes: decoded bytes, RGB copy and float32 pixels.
+                check_memory(MemoryNeed(picture.width * picture.height * 19, "image",
+                                        f"decoding {_short(image)} of {picture.width}x{picture.height}"),
+                             ctx.settings)
                 rgb = ImageOps.exif_transpose(picture).convert("RGB")
         except FileNotFoundError:
             raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
         except Image.DecompressionBombError as exc:
             raise NodeError(f'{image!r} is too large to open: {exc}', field="image") from None
         except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk over Pillow's limits
-            raise NodeError(f'cannot read {image!r} as an image: {exc}', field="image") from None
+            raise NodeError(f'cannot read {_short(image)} as an image: {exc}', field="image") from None
         pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
         return pixels[None]
+
+
+def _short(name: str) -> str:
+    return repr(name) if len(name) <= 80 else repr(name[:77] + "...")
 
 
 def _inside(folder: Path, name: str, settings: RunSettings) -> Path:
@@ -95,12 +141,29 @@ class SaveImage(Node):
     )
     outputs = (Output("images", IMAGE, tooltip="the saved images, passed on"),)
 
+    @classmethod
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """Before the run, so a generated image is never lost to a bad name: the prefix is
+        a plain file name and the output folder is a folder that exists or can be made."""
+        try:
+            _check_prefix(values.get("filename_prefix", "nodeflow"))
+        except NodeError as error:
+            return {"filename_prefix": error.message}
+        problem = _output_folder_problem(Path(ctx.output_dir))
+        return {"": problem} if problem else {}
+
     def run(self, ctx: RunContext, images: Any, filename_prefix: str, embed_workflow: bool) -> Any:
         from nodes.diffusion.impl.metadata import image_metadata
 
         _check_prefix(filename_prefix)
         folder = Path(ctx.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        problem = _output_folder_problem(folder)
+        if problem:
+            raise NodeError(problem)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NodeError(f"cannot make the output folder {folder}: {exc.strerror or exc}") from None
         metadata = image_metadata(ctx, embed_workflow)
         for picture in _to_pil(images):
             ctx.report_written(_write_new_png(folder, filename_prefix, picture, metadata))
@@ -121,10 +184,32 @@ class PreviewImage(Node):
         return images
 
 
+def _output_folder_problem(folder: Path) -> str | None:
+    """Why images could not be written into ``folder`` (made if missing), or None."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink() or (existing.parent.exists() and not existing.parent.is_dir()):
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return f"the output folder {folder} cannot be used: {existing} is a file, not a folder"
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        return f"the output folder {folder} cannot be written (no permission on {existing})"
+    return None
+
+
+_MAX_PREFIX = 200  # leaves room for _00001.png and the temporary name's suffix within 255 bytes
+
+
 def _check_prefix(prefix: str) -> None:
     separators = {"/", "\\", os.sep, os.altsep or "/"}
     if not prefix.strip():
         raise NodeError('give a file name prefix', field="filename_prefix")
+    if len(prefix.encode("utf-8", "surrogatepass")) > _MAX_PREFIX:
+        raise NodeError(f"the prefix is longer than {_MAX_PREFIX} bytes, too long for a file name",
+                        field="filename_prefix")
+    if any("\ud800" <= ch <= "\udfff" for ch in prefix):
+        raise NodeError("the prefix holds a lone surrogate, which no file name can hold", field="filename_prefix")
     if any(sep in prefix for sep in separators) or ".." in prefix or "\x00" in prefix or ":" in prefix:
         raise NodeError(
             f'{prefix!r} may not contain folder separators, ":" or ".."; '
@@ -134,21 +219,29 @@ def _check_prefix(prefix: str) -> None:
 
 
 def _write_new_png(folder: Path, prefix: str, picture: Any, metadata: Any = None) -> Path:
-    """Write ``picture`` to the first unused ``prefix_NNNNN.png``; exclusive creation
-    means a file that appears meanwhile (another run) is skipped, never replaced."""
+    """Write ``picture`` to the first unused ``prefix_NNNNN.png``, atomically: the PNG is
+    encoded in memory and goes through :func:`nodeflow.write_atomically` (a temporary name,
+    fsync, then a rename that never replaces a file which appeared meanwhile), so a full
+    disk or kill -9 never leaves a torn image under the final name, and the numbering
+    never skips a number for one."""
     import glob
+    import io
 
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", pnginfo=metadata)
+    data = buffer.getvalue()
     numbered = re.compile(re.escape(prefix) + r"_(\d{5,})\.png")
     taken = [int(m[1]) for p in folder.glob(glob.escape(prefix) + "_*.png") if (m := numbered.fullmatch(p.name))]
     counter = max(taken, default=0) + 1
     while True:
         path = folder / f"{prefix}_{counter:05d}.png"
         try:
-            with open(path, "xb") as handle:
-                picture.save(handle, format="PNG", pnginfo=metadata)
+            write_atomically(path, data, replace=False)
             return path
         except FileExistsError:
             counter += 1
+        except OSError as exc:
+            raise NodeError(exc.strerror or str(exc)) from None  # a SaveError: names the file and why
 
 
 def _to_pil(images: Any) -> list[Any]:

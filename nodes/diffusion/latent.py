@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nodeflow import Choice, Float, Int, Node, NodeError, Output, RunContext, Socket, check_pixels
 
 from nodes.diffusion.types import LATENT, MODEL, VAE, Autoencoder, DiffusionModel, Latent, ModelFamily
@@ -43,6 +45,18 @@ class EmptyLatent(Node):
     vae = Socket(VAE, optional=True, tooltip="tells the latent shape of the model family")
     model = Socket(MODEL, optional=True, tooltip="tells the latent shape when no VAE is connected")
     outputs = (Output("latent", LATENT),)
+
+    @classmethod
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """The batch's pixel budget, before anything runs (the run checks it again)."""
+        width, height, batch = (values.get(k) for k in ("width", "height", "batch"))
+        if None in (width, height, batch):
+            return {}
+        try:
+            check_pixels("batch" if batch > 1 else "width", width, height, batch, ctx.settings)
+        except NodeError as error:
+            return {error.field or "width": error.message}
+        return {}
 
     def run(
         self, ctx: RunContext, width: int, height: int, batch: int,

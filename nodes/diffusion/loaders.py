@@ -43,6 +43,21 @@ def _model_fingerprint(cls: type[Node], values: dict[str, Any], ctx: RunContext)
         return None
 
 
+def _model_file_problems(cls: type[Node], values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+    """Before anything runs: the model file named exists in the folders searched (or a
+    nearest name is offered) and lies inside them. Cheap: no file is read."""
+    from nodes.diffusion.impl.paths import resolve_model_path
+
+    found = {}
+    for name, declared in cls.inputs.items():
+        if isinstance(declared, FileChoice) and name in values:
+            try:
+                resolve_model_path(values[name], declared.folder, ctx.settings)
+            except NodeError as error:
+                found[name] = error.message
+    return found
+
+
 def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -> list[str]:
     """The models the editor offers for a file field: what the configured folders hold."""
     from nodes.diffusion.impl.paths import list_models
@@ -69,6 +84,7 @@ class Checkpoint(Node):
     prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_host = classmethod(_model_file_problems)
     outputs = (
         Output("model", MODEL, "The denoising UNet and its noise schedule"),
         Output("clip", CLIP, "Tokenizer(s) and text encoder(s)"),
@@ -80,7 +96,7 @@ class Checkpoint(Node):
         from nodes.diffusion.types import Autoencoder, DiffusionModel, TextEncoders
 
         path = _resolve(checkpoint, "checkpoints", ctx)
-        loaded = _load(load_checkpoint, path, "checkpoint", resolve_dtype(dtype, ctx.device), ctx.device, prediction)
+        loaded = _load(load_checkpoint, path, "checkpoints", resolve_dtype(dtype, ctx.device), ctx.device, prediction, ctx)
         source = str(path)
         vae_config = loaded.vae.config
         latent_rgb = _latent_rgb(loaded)
@@ -121,6 +137,7 @@ class UNet(Node):
     prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_host = classmethod(_model_file_problems)
     outputs = (Output("model", MODEL, "The denoising UNet and its noise schedule"),)
 
     def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:
@@ -129,7 +146,7 @@ class UNet(Node):
 
         path = _resolve(unet, "unet", ctx)
         torch_dtype = resolve_dtype(dtype, ctx.device)
-        loaded = _load(load_unet, path, "unet", torch_dtype, ctx.device, prediction)
+        loaded = _load(load_unet, path, "unet", torch_dtype, ctx.device, prediction, ctx)
         return DiffusionModel(loaded.unet, loaded.family, loaded.scheduler_config, torch_dtype, str(path))
 
 
@@ -145,18 +162,21 @@ def _resolve(value: str, kind: str, ctx: RunContext) -> Path:
 _FIELD = {"checkpoints": "checkpoint", "unet": "unet"}
 
 
-def _load(loader: Any, path: Path, field: str, dtype: Any, device: str, prediction: str) -> Any:
+def _load(loader: Any, path: Path, kind: str, dtype: Any, device: str, prediction: str, ctx: RunContext) -> Any:
+    """Run ``loader`` with every file it opens confined to the model folders of ``kind``."""
     from nodes.diffusion.impl.ldm import CheckpointError
+    from nodes.diffusion.impl.paths import ModelFileError, model_files
 
     try:
-        return loader(path, dtype, device, prediction)
-    except CheckpointError as error:
-        raise NodeError(f'{path.name}: {error}', field=field) from None
+        return loader(path, dtype, device, prediction, model_files(path, kind, ctx.settings))
+    except (CheckpointError, ModelFileError) as error:
+        raise NodeError(f'{path.name}: {error}', field=_FIELD[kind]) from None
 
 
 def _latent_rgb(loaded: Any) -> Any:
     """The preview map: the model's own fit when its folder ships one, else the family's."""
     import json
+    import os
 
     import torch
 
@@ -165,8 +185,16 @@ def _latent_rgb(loaded: Any) -> Any:
     channels = loaded.family.latent_channels
     own = loaded.folder / "vae" / "latent_rgb.json" if loaded.folder is not None else None
     if own is not None and own.is_file():
-        table = torch.tensor(json.loads(own.read_text()), dtype=torch.float32)
-        if table.shape == (channels + 1, 3):
+        from nodes.diffusion.impl.paths import ModelFileError, ModelFiles
+
+        try:
+            fd = ModelFiles.around(loaded.folder).open(own)
+            with os.fdopen(fd, "rb") as file:
+                rows = json.loads(file.read(1 << 20))
+            table = torch.tensor(rows, dtype=torch.float32)
+        except (ModelFileError, ValueError, TypeError, RuntimeError, OverflowError):
+            table = None  # only a preview: a malformed map falls back to the family's
+        if table is not None and table.shape == (channels + 1, 3):
             # The file maps to RGB in [0, 1]; previews use [-1, 1] like the family maps.
             table = table * 2.0
             table[-1] -= 1.0

@@ -149,6 +149,12 @@ class Sampler(Node):
             "notes": ["with Stable Diffusion 1.x's training schedule; a model with its own config may differ"],
         }
 
+    @classmethod
+    def working_memory(cls, inputs: Mapping[str, Any], settings: Any) -> Any:
+        from nodes.diffusion.impl.memory import sampler_need
+
+        return sampler_need(inputs["guider"], getattr(inputs["latent"], "samples", None))
+
     def run(
         self, ctx: RunContext, noise: NoiseSource, guider: Any, latent: Latent,
         sampler: str, schedule: str, steps: int, denoise: float, eta: float,

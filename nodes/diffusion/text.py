@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from nodeflow import Int, Node, NodeError, Output, RunContext, Socket, String
 
@@ -36,10 +36,12 @@ class TextEncoder(Node):
     outputs = (Output("conditioning", CONDITIONING, "Token embeddings (and SDXL's pooled embedding)"),)
 
     def run(self, ctx: RunContext, clip: "TextEncoders", text: str, clip_skip: int) -> "Conditioning":
-        return encode_text(clip, text, clip_skip)
+        return encode_text(clip, text, clip_skip, ctx.check_interrupted)
 
 
-def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Conditioning":
+def encode_text(
+    clip: "TextEncoders", text: str, clip_skip: int = 1, check: "Callable[[], None]" = lambda: None
+) -> "Conditioning":
     """Embeddings [1, 77 * windows, dim] for ``text``; for SDXL the two encoders' penultimate
     layers side by side (768 + 1280) and the pooled embedding of the second encoder.
 
@@ -59,7 +61,7 @@ def encode_text(clip: "TextEncoders", text: str, clip_skip: int = 1) -> "Conditi
     per_encoder: list[list[Window]] = []
     for index, tokenizer in enumerate(clip.tokenizers):
         pad = clip.pad_token_ids[index] if index < len(clip.pad_token_ids) else tokenizer.pad_token_id
-        per_encoder.append(windows(weighted_tokens(tokenizer, text), tokenizer.bos_token_id, tokenizer.eos_token_id, pad))
+        per_encoder.append(windows(weighted_tokens(tokenizer, text, check), tokenizer.bos_token_id, tokenizer.eos_token_id, pad))
     if len({len(w) for w in per_encoder}) != 1:
         raise NodeError("the model's tokenizers split this prompt differently; cannot combine its encoders")
 

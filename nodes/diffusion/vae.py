@@ -28,6 +28,18 @@ class VAEDecode(Node):
     tile_size = Int(512, min=64, max=4096, step=64, tooltip="tile side in pixels when tiling")
     outputs = (Output("image", IMAGE),)
 
+    @classmethod
+    def working_memory(cls, inputs: dict[str, Any], settings: Any) -> Any:
+        from nodes.diffusion.impl.memory import tiled_decode_need, vae_need
+
+        vae, latent = inputs["vae"], inputs["latent"]
+        factor = vae.family.vae_scale_factor
+        batch, (height, width) = latent.samples.shape[0], (side * factor for side in latent.samples.shape[-2:])
+        if _tiled(inputs["tiling"], height, width):
+            return tiled_decode_need(vae, batch, height, width, inputs["tile_size"])
+        return vae_need(vae, batch, height, width, "tiling", f"decoding {batch} x {width}x{height} without tiles",
+                        "set tiling to on or auto")
+
     def run(self, ctx: RunContext, vae: Autoencoder, latent: Latent, tiling: str, tile_size: int) -> Any:
         import torch
 
@@ -41,11 +53,14 @@ class VAEDecode(Node):
             )
         factor = vae.family.vae_scale_factor
         height, width = (side * factor for side in latent.samples.shape[-2:])
-        tiled = tiling == "on" or (tiling == "auto" and height * width > AUTO_TILE_PIXELS)
         with torch.inference_mode():
-            if tiled:
+            if _tiled(tiling, height, width):
                 return decode_tiled(vae, latent.samples, max(1, tile_size // factor))
             return decode(vae, latent.samples)
+
+
+def _tiled(tiling: str, height: int, width: int) -> bool:
+    return tiling == "on" or (tiling == "auto" and height * width > AUTO_TILE_PIXELS)
 
 
 class VAEEncode(Node):
@@ -61,6 +76,15 @@ class VAEEncode(Node):
     vae = Socket(VAE)
     image = Socket(IMAGE)
     outputs = (Output("latent", LATENT),)
+
+    @classmethod
+    def working_memory(cls, inputs: dict[str, Any], settings: Any) -> Any:
+        from nodes.diffusion.impl.memory import vae_need
+
+        image = inputs["image"]
+        batch, height, width = (int(side) for side in image.shape[:3])
+        return vae_need(inputs["vae"], batch, height, width, "image", f"encoding {batch} x {width}x{height}",
+                        "use a smaller image (e.g. scale it down first)")
 
     def run(self, ctx: RunContext, vae: Autoencoder, image: Any) -> Latent:
         import torch

@@ -111,7 +111,8 @@ def test_the_cli_finds_models_through_the_flag(tmp_path, tmp_path_factory):
     flow.set("1.checkpoint", "tiny-sd").set("7.steps", 1)
     flow.save(tmp_path / "wf.json")
     missing = flow.run(output_dir=tmp_path / "none", device="cpu", check=False)  # no models folder given
-    assert missing.status == "error" and "'tiny-sd' not found" in missing.error
+    # found before anything runs (validation asks the host), not after the model would load
+    assert missing.status == "invalid" and "'tiny-sd' not found" in missing.error
 
     command = [sys.executable, "-m", "nodeflow.cli", "run", str(tmp_path / "wf.json"), "-q", "-o", str(tmp_path / "out"),
                "--models", str(models)]

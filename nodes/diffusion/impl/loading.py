@@ -8,12 +8,16 @@ and the configs and CLIP vocabulary that ship in ``configs/`` fill the gaps, so 
 is ever fetched from a hub.
 
 Models are built on the ``meta`` device and take the loaded tensors as their
-parameters (``assign=True``): no random initialisation, no second copy of the weights.
+parameters (``assign=True``): no random initialisation, no second copy of the weights,
+and no allocation that a model folder's ``config.json`` alone could make huge.
+
+A model folder is untrusted: every file is read through a :class:`ModelFiles` (only
+inside the allowed folders, through a checked descriptor), and every malformed file is
+a :class:`CheckpointError` naming it.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,9 +26,11 @@ import torch
 
 from nodes.diffusion.impl import ldm as _ldm
 from nodes.diffusion.impl.ldm import CheckpointError
+from nodes.diffusion.impl.paths import ModelFileError, ModelFiles
 from nodes.diffusion.types import ModelFamily
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
+SHIPPED = ModelFiles((CONFIG_DIR,))  # the configs and vocabulary this pack ships
 FAMILIES = ("sd1", "sd2", "sdxl")
 PREDICTIONS = ("auto", "epsilon", "v_prediction")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -57,36 +63,65 @@ def resolve_dtype(choice: str, device: str) -> torch.dtype:
 # -- reading files -------------------------------------------------------------------------
 
 
-def read_state_dict(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a weights file. Pickle-based formats are read weights-only."""
+def read_state_dict(path: Path, device: str = "cpu", files: ModelFiles | None = None) -> dict[str, torch.Tensor]:
+    """All tensors of a weights file, read through ``files`` (by default confined to the
+    file's own folder). Pickle-based formats are read weights-only."""
+    import os
+
+    from nodeflow import descriptor_path
+
+    suffix = path.suffix.lower()
+    if suffix != ".safetensors" and suffix not in PICKLE_SUFFIXES:
+        raise CheckpointError(f"{path.name}: unsupported file type {path.suffix!r} (use .safetensors)")
+    fd = _open(files or ModelFiles.around(path), path)
+    try:
+        # The libraries take a name: /proc/self/fd/N names exactly the checked file.
+        return _read_weights(path, descriptor_path(fd, path), device)
+    finally:
+        os.close(fd)
+
+
+def _read_weights(path: Path, name: str, device: str) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
-            return load_file(path, device=str(device))
-        except (SafetensorError, OSError) as error:
-            raise CheckpointError(f"{path.name} is not a readable .safetensors file ({error})") from None
+            return load_file(name, device=str(device))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as error:
+            raise CheckpointError(f"{path.name} is not a readable .safetensors file ({_first_line(error)})") from None
     if path.suffix.lower() in PICKLE_SUFFIXES:
         import pickle
         import zipfile
 
         try:
             # weights_only: the unpickler accepts tensors and plain containers, nothing that runs code.
-            data = torch.load(path, map_location=device, weights_only=True, mmap=zipfile.is_zipfile(path))
+            data = torch.load(name, map_location=device, weights_only=True, mmap=zipfile.is_zipfile(name))
         except pickle.UnpicklingError:  # also what garbage gives: the two look alike
             raise CheckpointError(
                 f"{path.name} is not a plain weights file: unreadable, or holding objects whose unpickling "
                 "would run code from the file, which is never done; convert it to .safetensors"
             ) from None
-        except (RuntimeError, OSError, EOFError, ValueError) as error:
-            raise CheckpointError(f"{path.name} is not a readable weights file ({error})") from None
+        except (RuntimeError, OSError, EOFError, ValueError, TypeError, AttributeError) as error:
+            # torch's own message may suggest weights_only=False, which would run the file's code: not shown.
+            raise CheckpointError(f"{path.name} is not a readable weights file ({type(error).__name__})") from None
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
             data = data["state_dict"]
         if not isinstance(data, dict):
             raise CheckpointError(f"{path.name} holds no state dict")
         return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
     raise CheckpointError(f"{path.name}: unsupported file type {path.suffix!r} (use .safetensors)")
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:200]
+
+
+def _open(files: ModelFiles, path: Path) -> int:
+    try:
+        return files.open(path)
+    except ModelFileError as error:
+        raise CheckpointError(str(error)) from None
 
 
 # -- family detection ----------------------------------------------------------------------
@@ -139,30 +174,58 @@ def make_family(name: str, vae_config: Mapping[str, Any] | None, latent_channels
     return ModelFamily(name, latent_channels=latent_channels, vae_scale_factor=factor, uses_pooled=name == "sdxl")
 
 
-def folder_family(folder: Path) -> str:
+def folder_family(folder: Path, files: ModelFiles | None = None) -> str:
     """Family of a diffusers folder: declared (``_nodeflow_family``) or read from the UNet config."""
-    index = _read_json(folder / "model_index.json") if (folder / "model_index.json").is_file() else {}
+    files = files or ModelFiles.around(folder)
+    index = _read_json(folder / "model_index.json", files) if (folder / "model_index.json").is_file() else {}
     if index.get("_nodeflow_family"):
         return str(index["_nodeflow_family"])
-    unet = _read_json(_unet_folder(folder) / "config.json")
+    unet = _read_json(_unet_folder(folder) / "config.json", files)
     if unet.get("addition_embed_type") == "text_time":
         return "sdxl"
     text = folder / "text_encoder" / "config.json"
     # SD 2.x's OpenCLIP encoder uses plain GELU where OpenAI's CLIP (SD 1.x) uses quick GELU.
     if text.is_file():
-        return "sd2" if _read_json(text).get("hidden_act") == "gelu" else "sd1"
+        return "sd2" if _read_json(text, files).get("hidden_act") == "gelu" else "sd1"
     return "sd2" if unet.get("cross_attention_dim") == 1024 else "sd1"
 
 
 # -- building models -----------------------------------------------------------------------
 
 
+MAX_TRAIN_TIMESTEPS = 100_000
+MAX_CONFIG_LIST = 64  # entries in any list of a model config (blocks, channels per level)
+MAX_CONFIG_COUNT = 1024  # layers, blocks, heads: counts of modules a config asks to build
+MAX_CONFIG_INT = 2**31
+
+
+def _check_config(config: Mapping[str, Any], what: str) -> None:
+    """Refuse config values that would make even a meta-device build take hours: a list of
+    a million blocks, a million layers. Sizes of tensors are left to the weights check."""
+    stack: list[tuple[str, Any]] = list(config.items())
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, (list, tuple)):
+            if len(value) > MAX_CONFIG_LIST:
+                raise CheckpointError(f"{what} config: {key!r} has {len(value):,} entries (at most {MAX_CONFIG_LIST})")
+            stack.extend((key, item) for item in value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            counts = ("layers", "blocks", "heads", "depth", "num_")
+            limit = MAX_CONFIG_COUNT if any(word in key for word in counts) and "timesteps" not in key else MAX_CONFIG_INT
+            if not -MAX_CONFIG_INT <= value <= limit:
+                raise CheckpointError(f"{what} config: {key!r} is {value:,}, more than this loader builds ({limit:,})")
+
+
 def _diffusers_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor], dtype: torch.dtype, device: str) -> Any:
     """A diffusers model from its config and diffusers-named weights, without random init."""
-    with torch.device("meta"):
-        model = cls.from_config(dict(config))
+    _check_config(config, cls.__name__)
+    try:
+        with torch.device("meta"):
+            model = cls.from_config(dict(config))
+    except Exception as error:  # any shape of config a library chokes on: the file's fault
+        raise CheckpointError(f"its config.json does not describe a {cls.__name__} ({_first_line(error)})") from None
     weights = {k: v.to(device=device, dtype=dtype) for k, v in weights.items()}
-    missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+    missing, unexpected = _assign(model, weights, cls.__name__)
     if missing or unexpected:
         raise CheckpointError(
             f"{cls.__name__} weights do not fit the architecture: "
@@ -174,15 +237,44 @@ def _diffusers_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, 
     return model.eval()
 
 
-def _text_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor], dtype: torch.dtype, device: str) -> Any:
-    from transformers import CLIPTextConfig
+def _assign(model: Any, weights: Mapping[str, torch.Tensor], what: str) -> tuple[list[str], list[str]]:
+    """Load ``weights`` into a meta-device ``model``; a shape that does not fit is the file's error."""
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False, assign=True)
+    except RuntimeError as error:  # size mismatch: the config and the weights disagree
+        lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line] or [_first_line(error)]
+        raise CheckpointError(f"{what} weights do not fit its config: {lines[0][:300]}") from None
+    return list(missing), list(unexpected)
 
-    model, info = cls.from_pretrained(
-        None, config=CLIPTextConfig(**config), state_dict=dict(weights), dtype=dtype, output_loading_info=True
-    )
-    bad = [k for k in info.get("missing_keys", ()) if "position_ids" not in k]
+
+def _text_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor], dtype: torch.dtype, device: str) -> Any:
+    """A CLIP text (or vision) model from its config and weights, built on the meta device
+    like the diffusers models: a config declaring a 30-million-token vocabulary costs
+    nothing until the weights are found not to fit it."""
+    import transformers
+
+    config_cls = getattr(transformers, cls.__name__.replace("WithProjection", "").replace("Model", "Config"), None)
+    config_cls = config_cls or transformers.CLIPTextConfig
+    _check_config(config, cls.__name__)
+    try:
+        built = config_cls(**{k: v for k, v in config.items() if not k.startswith("_")})
+        with torch.device("meta"):
+            model = cls._from_config(built, dtype=dtype)
+    except Exception as error:  # any shape of config transformers chokes on: the file's fault
+        raise CheckpointError(f"its config.json does not describe a {cls.__name__} ({_first_line(error)})") from None
+    weights = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    missing, unexpected = _assign(model, weights, cls.__name__)
+    bad = [k for k in missing if "position_ids" not in k]
     if bad:
         raise CheckpointError(f"text encoder weights are incomplete: missing {sorted(bad)[:5]}")
+    for name, buffer in list(model.named_buffers()):
+        if buffer.is_meta and name.endswith("position_ids"):  # not stored in files: the positions 0..n-1
+            owner = model.get_submodule(name.rsplit(".", 1)[0])
+            rows = owner.position_embedding.weight.shape[0]
+            owner.register_buffer("position_ids", torch.arange(rows).expand((1, -1)), persistent=False)
+    leftover = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if leftover:
+        raise CheckpointError(f"{cls.__name__}: no weights for {leftover[:5]}")
     return model.to(device).eval()
 
 
@@ -207,23 +299,34 @@ def _family_configs(family: str, prediction: str) -> Path:
     return CONFIG_DIR / (name if name in ("sd1", "sd2", "sd2-base", "sdxl") else "sd1")
 
 
-def _scheduler_config(folder: Path, prediction: str) -> dict[str, Any]:
-    config = _read_json(folder / "scheduler" / "scheduler_config.json")
+def _scheduler_config(folder: Path, prediction: str, files: ModelFiles = SHIPPED) -> dict[str, Any]:
+    config = _read_json(folder / "scheduler" / "scheduler_config.json", files)
+    timesteps = config.get("num_train_timesteps", 1000)
+    if not (isinstance(timesteps, int) and not isinstance(timesteps, bool) and 1 <= timesteps <= MAX_TRAIN_TIMESTEPS):
+        raise CheckpointError(
+            f"scheduler/scheduler_config.json: num_train_timesteps must be a whole number from 1 to "
+            f"{MAX_TRAIN_TIMESTEPS:,}"
+        )
+    for key in ("beta_start", "beta_end"):
+        if key in config and (isinstance(config[key], bool) or not isinstance(config[key], (int, float))):
+            raise CheckpointError(f"scheduler/scheduler_config.json: {key} must be a number")
     if prediction != "auto":
         config["prediction_type"] = prediction
     return config
 
 
-def load_single_file(path: Path, dtype: torch.dtype, device: str, prediction: str = "auto") -> LoadedCheckpoint:
+def load_single_file(
+    path: Path, dtype: torch.dtype, device: str, prediction: str = "auto", files: ModelFiles | None = None
+) -> LoadedCheckpoint:
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     from nodes.diffusion.impl.tokenizer import PAD_END, PAD_ZERO, clip_tokenizer
 
     _quiet_transformers()
-    state = read_state_dict(path, device)
+    state = read_state_dict(path, device, files)
     unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction)
-    vae_cfg = _ldm.vae_config(state, _read_json(configs / "vae" / "config.json"))
+    vae_cfg = _ldm.vae_config(state, _read_json(configs / "vae" / "config.json", SHIPPED))
     vae = _diffusers_model(AutoencoderKL, vae_cfg, _ldm.convert_vae(state, vae_cfg), _vae_dtype(vae_cfg, dtype), device)
 
     encoders, tokenizers = [], []
@@ -231,7 +334,7 @@ def load_single_file(path: Path, dtype: torch.dtype, device: str, prediction: st
         prefix = _ldm.CLIP_L[family]
         if not _ldm.has_prefix(state, prefix):
             raise CheckpointError(f"{path.name} has no text encoder weights ({prefix}*)")
-        cfg = _ldm.clip_config(state, prefix, _read_json(configs / "text_encoder" / "config.json"))
+        cfg = _ldm.clip_config(state, prefix, _read_json(configs / "text_encoder" / "config.json", SHIPPED))
         encoders.append(_text_model(CLIPTextModel, cfg, _ldm.convert_clip(state, prefix), dtype, device))
         tokenizers.append(clip_tokenizer(PAD_END))
     if family in _ldm.OPEN_CLIP:
@@ -240,7 +343,7 @@ def load_single_file(path: Path, dtype: torch.dtype, device: str, prediction: st
             raise CheckpointError(f"{path.name} has no OpenCLIP text encoder weights ({prefix}*)")
         sub = "text_encoder_2" if family == "sdxl" else "text_encoder"
         cls = CLIPTextModelWithProjection if family == "sdxl" else CLIPTextModel
-        cfg = _ldm.open_clip_config(state, prefix, _read_json(configs / sub / "config.json"), drop_last=family == "sd2")
+        cfg = _ldm.open_clip_config(state, prefix, _read_json(configs / sub / "config.json", SHIPPED), drop_last=family == "sd2")
         weights = _ldm.convert_open_clip(state, prefix, cfg, with_projection=cls is CLIPTextModelWithProjection)
         encoders.append(_text_model(cls, cfg, weights, dtype, device))
         tokenizers.append(clip_tokenizer(PAD_ZERO))
@@ -268,7 +371,7 @@ def _original_layout_unet(
     family = detect_family(state)
     chosen = detect_prediction(state, family) if prediction == "auto" else prediction
     configs = _family_configs(family, chosen)
-    config = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json"), family, _pooled_dim(state))
+    config = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json", SHIPPED), family, _pooled_dim(state))
     _refuse_inpainting(config)
     unet = _diffusers_model(UNet2DConditionModel, config, _ldm.convert_unet(state, config), dtype, device)
     return unet, family, chosen, configs
@@ -294,49 +397,58 @@ def _unet_folder(folder: Path) -> Path:
     return folder / "unet" if (folder / "unet" / "config.json").is_file() else folder
 
 
-def _diffusers_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The weights of one diffusers component folder (plain, fp16 variant or sharded)."""
-    for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"):
+def _folder_weights(folder: Path, files: ModelFiles, stem: str = "diffusion_pytorch_model",
+                    pickled: str = "diffusion_pytorch_model.bin") -> dict[str, torch.Tensor]:
+    """The weights of one component folder (plain, fp16 variant or sharded), every file
+    (each shard the index names too) read through ``files``."""
+    for name in (f"{stem}.safetensors", f"{stem}.fp16.safetensors"):
         if (folder / name).is_file():
-            return read_state_dict(folder / name)
-    index = folder / "diffusion_pytorch_model.safetensors.index.json"
+            return read_state_dict(folder / name, files=files)
+    index = folder / f"{stem}.safetensors.index.json"
     if index.is_file():
+        weight_map = _read_json(index, files).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) and v for v in weight_map.values()):
+            raise CheckpointError(f"{index.name}: 'weight_map' must map tensor names to shard file names")
         weights: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(_read_json(index)["weight_map"].values())):
-            weights.update(read_state_dict(folder / shard))
+        for shard in sorted(set(weight_map.values())):
+            if "\x00" in shard or not shard.lower().endswith(".safetensors"):
+                raise CheckpointError(f"{index.name}: shard {shard[:80]!r} is not a .safetensors file")
+            weights.update(read_state_dict(folder / shard, files=files))  # files refuses ../ and absolute
         return weights
-    if (folder / "diffusion_pytorch_model.bin").is_file():
-        return read_state_dict(folder / "diffusion_pytorch_model.bin")
-    raise CheckpointError(f"no weights in {folder} (expected diffusion_pytorch_model.safetensors)")
+    if (folder / pickled).is_file():
+        return read_state_dict(folder / pickled, files=files)
+    raise CheckpointError(f"no weights in {folder.name}/ (expected {stem}.safetensors)")
 
 
-def _component(folder: Path, cls: Any, dtype: torch.dtype, device: str) -> Any:
-    config = _read_json(folder / "config.json")
+def _component(folder: Path, cls: Any, dtype: torch.dtype, device: str, files: ModelFiles) -> Any:
+    config = _read_json(folder / "config.json", files)
     if cls.__name__ == "AutoencoderKL":
         dtype = _vae_dtype(config, dtype)
-    return _diffusers_model(cls, config, _diffusers_weights(folder), dtype, device)
+    return _diffusers_model(cls, config, _folder_weights(folder, files), dtype, device)
 
 
-def load_folder(folder: Path, dtype: torch.dtype, device: str, prediction: str = "auto") -> LoadedCheckpoint:
+def load_folder(
+    folder: Path, dtype: torch.dtype, device: str, prediction: str = "auto", files: ModelFiles | None = None
+) -> LoadedCheckpoint:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTokenizer
 
     _quiet_transformers()
+    files = files or ModelFiles.around(folder)
     if not (folder / "model_index.json").is_file():
-        raise CheckpointError(f"{folder} is not a diffusers model folder (no model_index.json)")
-    index = _read_json(folder / "model_index.json")
-    family = folder_family(folder)
-    unet = _component(folder / "unet", UNet2DConditionModel, dtype, device)
-    vae = _component(folder / "vae", AutoencoderKL, dtype, device)
+        raise CheckpointError(f"{folder.name} is not a diffusers model folder (no model_index.json)")
+    index = _read_json(folder / "model_index.json", files)
+    family = folder_family(folder, files)
+    unet = _component(folder / "unet", UNet2DConditionModel, dtype, device, files)
+    vae = _component(folder / "vae", AutoencoderKL, dtype, device, files)
 
     tokenizers, encoders = [], []
     for tok_name, enc_name in (("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")):
         if (folder / enc_name).is_dir():
-            encoders.append(_transformers_model(index, enc_name, folder, dtype, device))
-            tokenizers.append(CLIPTokenizer.from_pretrained(folder / tok_name, local_files_only=True))
+            encoders.append(_transformers_model(index, enc_name, folder, dtype, device, files))
+            tokenizers.append(_tokenizer(folder / tok_name, files))
     vision = None
-    if (folder / "image_encoder").is_dir() and (index.get("image_encoder") or [None, None])[1]:
-        vision = _transformers_model(index, "image_encoder", folder, dtype, device)
+    if (folder / "image_encoder").is_dir() and _class_name(index, "image_encoder"):
+        vision = _transformers_model(index, "image_encoder", folder, dtype, device, files)
 
     return LoadedCheckpoint(
         family=make_family(family, vae.config),
@@ -344,7 +456,7 @@ def load_folder(folder: Path, dtype: torch.dtype, device: str, prediction: str =
         vae=vae,
         tokenizers=tokenizers,
         text_encoders=encoders,
-        scheduler_config=_scheduler_config(folder, prediction),
+        scheduler_config=_scheduler_config(folder, prediction, files),
         dtype=dtype,
         vision=vision,
         folder=folder,
@@ -352,28 +464,61 @@ def load_folder(folder: Path, dtype: torch.dtype, device: str, prediction: str =
     )
 
 
-def _transformers_model(index: Mapping[str, Any], name: str, folder: Path, dtype: torch.dtype, device: str) -> Any:
+def _class_name(index: Mapping[str, Any], name: str) -> str | None:
+    entry = index.get(name)
+    if entry is None:
+        return None
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(v, (str, type(None))) for v in entry)):
+        raise CheckpointError(f"model_index.json: {name!r} must be [library, class name]")
+    return entry[1]
+
+
+def _transformers_model(
+    index: Mapping[str, Any], name: str, folder: Path, dtype: torch.dtype, device: str, files: ModelFiles
+) -> Any:
+    """A transformers component read like the diffusers ones: config and weights through
+    ``files``, the model built on the meta device (see :func:`_text_model`)."""
     import transformers
 
-    class_name = (index.get(name) or [None, None])[1] or "CLIPTextModel"
+    class_name = _class_name(index, name) or "CLIPTextModel"
     cls = getattr(transformers, class_name, None)
     if cls is None or not class_name.startswith("CLIP"):
-        raise CheckpointError(f"{folder.name}/{name}: unsupported model class {class_name!r}")
-    # Hub snapshots sometimes hold only the half-precision variant.
-    variant = "fp16" if (folder / name / "model.fp16.safetensors").is_file() and not any(
-        (folder / name / f).is_file() for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-    ) else None
-    return cls.from_pretrained(folder / name, dtype=dtype, variant=variant, local_files_only=True).to(device).eval()
+        raise CheckpointError(f"{name}: unsupported model class {class_name[:60]!r}")
+    config = _read_json(folder / name / "config.json", files)
+    weights = _folder_weights(folder / name, files, stem="model", pickled="pytorch_model.bin")
+    return _text_model(cls, config, weights, dtype, device)
+
+
+def _tokenizer(folder: Path, files: ModelFiles) -> Any:
+    """The CLIP tokenizer in ``folder``. The library opens its files by name, so the folder is
+    checked whole first (all inside, plain files); a malformed file is an error naming it."""
+    from transformers import CLIPTokenizer
+
+    try:
+        files.check_folder(folder)
+    except ModelFileError as error:
+        raise CheckpointError(str(error)) from None
+    for name in ("tokenizer_config.json", "special_tokens_map.json", "vocab.json", "tokenizer.json"):
+        if (folder / name).is_file():
+            _read_json(folder / name, files)  # a clear error for a malformed file, before the library's
+    try:
+        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+    except Exception as error:  # what a bogus tokenizer folder makes the library raise varies
+        raise CheckpointError(f"{folder.name}/ is not a readable CLIP tokenizer ({_first_line(error)})") from None
 
 
 # -- entry points --------------------------------------------------------------------------
 
 
-def load_checkpoint(path: Path, dtype: torch.dtype, device: str, prediction: str = "auto") -> LoadedCheckpoint:
-    """A whole model from a diffusers folder or a single checkpoint file."""
+def load_checkpoint(
+    path: Path, dtype: torch.dtype, device: str, prediction: str = "auto", files: ModelFiles | None = None
+) -> LoadedCheckpoint:
+    """A whole model from a diffusers folder or a single checkpoint file; every file read
+    through ``files`` (:func:`~nodes.diffusion.impl.paths.model_files`; by default
+    confined to the model itself)."""
     if path.is_dir():
-        return load_folder(path, dtype, device, prediction)
-    return load_single_file(path, dtype, device, prediction)
+        return load_folder(path, dtype, device, prediction, files)
+    return load_single_file(path, dtype, device, prediction, files)
 
 
 @dataclass
@@ -383,26 +528,29 @@ class LoadedUNet:
     scheduler_config: dict[str, Any]
 
 
-def load_unet(path: Path, dtype: torch.dtype, device: str, prediction: str = "auto") -> LoadedUNet:
+def load_unet(
+    path: Path, dtype: torch.dtype, device: str, prediction: str = "auto", files: ModelFiles | None = None
+) -> LoadedUNet:
     """Only the UNet, from a diffusers folder (pipeline or ``unet`` folder) or a single file
-    (full checkpoint or UNet-only, original layout)."""
+    (full checkpoint or UNet-only, original layout); files read through ``files``."""
     from diffusers import UNet2DConditionModel
 
+    files = files or ModelFiles.around(path)
     if path.is_dir():
-        unet = _component(_unet_folder(path), UNet2DConditionModel, dtype, device)
+        unet = _component(_unet_folder(path), UNet2DConditionModel, dtype, device, files)
         if (path / "model_index.json").is_file():
-            family, scheduler = folder_family(path), _scheduler_config(path, prediction)
+            family, scheduler = folder_family(path, files), _scheduler_config(path, prediction, files)
         else:
-            family = folder_family(path)
+            family = folder_family(path, files)
             scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
         return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
 
-    state = read_state_dict(path, device)
+    state = read_state_dict(path, device, files)
     if "conv_in.weight" in state and (path.parent / "config.json").is_file():
         # diffusers-named weights picked from inside a diffusers unet folder
-        config = _read_json(path.parent / "config.json")
+        config = _read_json(path.parent / "config.json", files)
         unet = _diffusers_model(UNet2DConditionModel, config, state, dtype, device)
-        family = folder_family(path.parent)
+        family = folder_family(path.parent, files)
         scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
         return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
     if not _ldm.has_prefix(state, _ldm.UNET):
@@ -411,8 +559,9 @@ def load_unet(path: Path, dtype: torch.dtype, device: str, prediction: str = "au
     return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), _scheduler_config(configs, chosen))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, files: ModelFiles) -> dict[str, Any]:
+    """A model's JSON file through ``files``; a :class:`CheckpointError` naming it otherwise."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"missing {path}") from None
+        return files.read_json(path)
+    except ModelFileError as error:
+        raise CheckpointError(str(error)) from None

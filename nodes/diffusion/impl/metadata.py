@@ -31,11 +31,24 @@ def image_metadata(ctx: RunContext, embed: bool = True) -> Any:
     document = ctx.settings.workflow
     if not embed or not ctx.settings.embed_workflow or not isinstance(document, Mapping):
         return None
-    texts = {WORKFLOW_KEY: json.dumps(document, ensure_ascii=False, separators=(",", ":"))}
+    texts = {WORKFLOW_KEY: workflow_text(document)}
     summary = parameters_text(document, ctx.node_id)
     if summary:
-        texts[PARAMETERS_KEY] = summary
+        texts[PARAMETERS_KEY] = _utf8_safe(summary)
     return png_info(texts)
+
+
+def workflow_text(document: Mapping[str, Any]) -> str:
+    """The workflow as it goes into a PNG: compact JSON that is valid UTF-8 (a lone surrogate,
+    legal in JSON text, is written as its ``\\udXXX`` escape) and reads back to the same
+    document. Non-finite numbers are refused (ValueError) rather than written as ``Infinity``;
+    validation refuses them before a run starts."""
+    return _utf8_safe(json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")))
+
+
+def _utf8_safe(text: str) -> str:
+    # Surrogates only occur inside JSON strings, where backslashreplace's \udXXX is the JSON escape.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def parameters_text(document: Mapping[str, Any], save_node: str) -> str:

@@ -10,7 +10,10 @@ user's own, then those packs ship, such as the bundled model's). Every lookup go
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
 from nodeflow import NodeError, RunSettings
 
 # Folder kinds a node's FileChoice can name, with the file types each lists.
@@ -38,10 +41,24 @@ def resolve_model_path(value: str, kind: str, settings: RunSettings) -> Path:
         found = resolve_inside(value, folders, settings.trusted_paths, exists=_is_model, what=_singular(kind))
     except PathRefused as error:
         raise NodeError(str(error)) from None
+    except OSError as error:  # e.g. a name too long for the file system
+        raise NodeError(f"{_singular(kind)} {_short(value)}: {error.strerror or error}") from None
     if found is not None:
         return found
-    searched = ", ".join(str(folder) for folder in folders)
-    raise NodeError(f"{_singular(kind)} {value!r} not found; searched: {searched}")
+    searched = ", ".join(str(folder) for folder in folders) or "no folders are configured"
+    raise NodeError(f"{_singular(kind)} {_short(value)} not found; searched: {searched}{nearest(value, list_models(kind, settings))}")
+
+
+def nearest(value: str, names: list[str]) -> str:
+    """``"; nearest name: 'x'"`` when one of ``names`` is close to ``value``, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(value, names, n=1, cutoff=0.5) if len(value) <= 256 else []
+    return f"; nearest name: {close[0]!r}" if close else ""
+
+
+def _short(value: str) -> str:
+    return repr(value) if len(value) <= 80 else repr(value[:77] + "...")
 
 
 def list_models(kind: str, settings: RunSettings) -> list[str]:
@@ -79,3 +96,101 @@ def _is_diffusers_folder(path: Path, kind: str) -> bool:
 
 def _singular(kind: str) -> str:
     return {"checkpoints": "checkpoint", "unet": "UNet"}.get(kind, kind.rstrip("s"))
+
+
+# -- reading a model's files ---------------------------------------------------------------
+
+MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json files of large vocabularies run to ~20 MB
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The folders a model's files may be read from, and the only way loaders read them.
+
+    A model folder is as untrusted as a workflow: its shard index may name ``../../x`` and
+    its ``vae/`` may be a symlink out. Every file a loader opens goes through :meth:`open`
+    (or :meth:`read_json`), which refuses anything that does not lie inside ``roots`` and
+    reads the checked descriptor (see :func:`nodeflow.open_inside`); folders handed to a
+    library that opens files by name (a tokenizer) are checked whole by :meth:`check_folder`.
+    Refusals name the file as the model refers to it, never whether an outside file exists.
+    """
+
+    roots: tuple[Path, ...]
+
+    @classmethod
+    def around(cls, path: Path) -> "ModelFiles":
+        """Confined to the model itself: its folder, or the file's own folder."""
+        return cls((path if path.is_dir() else path.parent,))
+
+    def open(self, path: Path) -> int:
+        """A descriptor of ``path``; :class:`ModelFileError` if refused or missing."""
+        from nodeflow import PathRefused, open_inside
+
+        try:
+            return open_inside(path, self.roots, "model file")
+        except PathRefused:
+            raise ModelFileError(f"{self._shown(path)} lies outside the model folders; it is never read") from None
+        except FileNotFoundError:
+            raise ModelFileError(f"missing {self._shown(path)}") from None
+        except OSError as exc:
+            raise ModelFileError(f"cannot open {self._shown(path)}: {exc.strerror or exc}") from None
+
+    def read_json(self, path: Path) -> dict[str, Any]:
+        """The JSON object in ``path``; an error naming the file for anything else."""
+        from nodeflow import JSONTextError, parse_json
+
+        fd = self.open(path)
+        with os.fdopen(fd, "rb") as file:
+            data = file.read(MAX_JSON_BYTES + 1)
+        if len(data) > MAX_JSON_BYTES:
+            raise ModelFileError(f"{self._shown(path)} is larger than {MAX_JSON_BYTES // 2**20} MB")
+        try:
+            value = parse_json(data.decode("utf-8-sig"))
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{self._shown(path)} is not UTF-8 text") from None
+        except JSONTextError as exc:
+            raise ModelFileError(f"{self._shown(path)}: {exc}") from None
+        if not isinstance(value, dict):
+            raise ModelFileError(f"{self._shown(path)} must hold a JSON object")
+        return value
+
+    def check_folder(self, folder: Path) -> None:
+        """Refuse ``folder`` unless it and everything in it lies inside the roots and is a
+        plain file or folder: for libraries that will open its files by name."""
+        from nodeflow import is_within
+
+        if not is_within(folder, self.roots):
+            raise ModelFileError(f"{self._shown(folder)} lies outside the model folders; it is never read")
+        for root, dirs, names in os.walk(folder, followlinks=False):
+            for name in [*dirs, *names]:
+                entry = Path(root) / name
+                if not is_within(entry, self.roots):
+                    raise ModelFileError(f"{self._shown(entry)} lies outside the model folders; it is never read")
+                if os.path.islink(entry) and os.path.isdir(entry):
+                    raise ModelFileError(f"{self._shown(entry)} is a symlinked folder; copy it in instead")
+                if name in names and not (entry.is_file() or entry.is_dir()):
+                    raise ModelFileError(f"{self._shown(entry)} is not a regular file")
+
+    def _shown(self, path: Path) -> str:
+        for root in self.roots:
+            try:
+                return Path(os.path.normpath(path)).relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return path.name
+
+
+class ModelFileError(ValueError):
+    """A model file refused or unreadable; the message names it as the model refers to it."""
+
+
+def model_files(path: Path, kind: str, settings: RunSettings) -> ModelFiles:
+    """Where the model at ``path`` (from :func:`resolve_model_path`) may read files: the
+    folders configured for ``kind``, the paths the user allowed and, for a Hugging Face
+    cache snapshot, its repository folder (snapshot files are symlinks into ``blobs/``)."""
+    roots = [*settings.folders(kind), *settings.trusted_paths]
+    for named in settings.model_names.get(kind, {}).values():
+        if path == named:
+            repo = next((p for p in path.parents if p.name.startswith("models--")), path)
+            roots.append(repo)
+    return ModelFiles(tuple(roots))

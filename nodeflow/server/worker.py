@@ -1,0 +1,198 @@
+"""One thread per device that takes queued jobs one after another and runs them.
+
+Every worker has its own :class:`~nodeflow.executor.Executor` (an executor runs one graph
+at a time) and all of them share one output cache, so a second job on the same checkpoint
+reuses the loaded model, and a job that changes only the seed re-runs only what the seed
+feeds. The executor is made on the first job: resolving the device imports torch, which
+start-up must not do.
+
+Cancelling is by job id: :meth:`Worker.cancel` interrupts the executor only while that job
+is the one running, and the flag is checked again at every event, so a cancel that arrives
+between claiming the job and its first node is not lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import traceback
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from nodeflow.engine.cache import OutputCache
+from nodeflow.files.open import workflow_from_dict
+from nodeflow.model.registry import NodeRegistry
+from .comfy_shapes import comfy_id
+from .config import ServerConfig
+from .hub import Hub
+from .reporter import JobReporter, file_ref
+from .store import CANCELLED, DONE, FAILED, INTERRUPTED, Job, JobStore
+
+log = logging.getLogger(__name__)
+_FIELD = re.compile(r'field "([^"]+)"')
+
+
+class Worker(threading.Thread):
+    def __init__(self, device: str, config: ServerConfig, store: JobStore, hub: Hub, registry: NodeRegistry,
+                 cache: OutputCache, wake: threading.Condition, on_change: Callable[[], None]):
+        super().__init__(name=f"nodeflow-worker-{device}", daemon=True)
+        self.device = device
+        self.config, self.store, self.hub, self.registry, self.cache = config, store, hub, registry, cache
+        self.wake = wake
+        self.on_change = on_change  # the queue changed: ComfyUI clients get a "status"
+        self.executor: Any = None
+        self._lock = threading.Lock()  # guards current / cancelling against the job switching
+        self.current: str | None = None
+        self._cancelling = threading.Event()
+        self._stopping = threading.Event()
+
+    # ------------------------------------------------------------ control (any thread)
+    def stop(self) -> None:
+        self._stopping.set()
+        self.interrupt()
+        with self.wake:
+            self.wake.notify_all()
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop ``job_id`` if this worker is running it."""
+        with self._lock:
+            if self.current != job_id:
+                return False
+            self._cancelling.set()
+            if self.executor is not None:
+                self.executor.interrupt()
+            return True
+
+    def interrupt(self, job_id: str | None = None) -> str | None:
+        """ComfyUI's /interrupt: stop the running job (only if it is ``job_id``, when given)
+        without cancelling it; returns the id of the job interrupted."""
+        with self._lock:
+            if self.current is None or (job_id is not None and job_id != self.current):
+                return None
+            if self.executor is not None:
+                self.executor.interrupt()
+            return self.current
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                with self.wake:
+                    self.wake.wait(timeout=1.0)
+                continue
+            self._reporter: JobReporter | None = None
+            with self._lock:
+                self.current = job.id
+                self._cancelling.clear()
+                if self.store.cancel_requested(job.id):
+                    self._cancelling.set()
+            self.on_change()
+            try:
+                self._run(job)
+            except Exception:  # a bug here must not kill the worker, leave the job running or a client waiting
+                log.exception("job %s failed in the server", job.id)
+                error = _error(None, None, "the server failed running this job: " + traceback.format_exc(limit=3))
+                self.store.finish(job.id, FAILED, {}, {}, error)
+                if self._reporter is not None:
+                    self._reporter.finished(FAILED, {}, error, {})
+            finally:
+                with self._lock:
+                    self.current = None
+                self.on_change()
+
+    def _run(self, job: Job) -> None:
+        reporter = self._reporter = JobReporter(job, self.hub, self.config.outputs, on_event=self._check_cancel)
+        reporter.started()
+        if self._cancelling.is_set():
+            return self._end(job, reporter, CANCELLED, {}, {}, _error(None, None, "cancelled before it started"), {})
+        try:
+            if self.executor is None:
+                from nodeflow.engine.executor import Executor
+
+                self.executor = Executor(self.registry, cache=self.cache, device=self.device)
+            workflow = workflow_from_dict(job.workflow, self.registry)
+        except ValueError as exc:  # a device this machine lacks; a workflow that no longer loads
+            return self._end(job, reporter, FAILED, {}, {}, _error(None, None, str(exc)), {})
+        settings = replace(self.config.run_settings, workflow=job.workflow, embed_workflow=True,
+                           previews=self.config.previews)
+        if self._cancelling.is_set():
+            self.executor.interrupt()
+        result = self.executor.run(workflow.graph, on_event=reporter, output_dir=self.config.outputs,
+                                   input_dir=self.config.inputs, settings=settings, extra_problems=workflow.problems)
+        node_times: dict[str, float] = {}
+        for node_id, seconds in result.timings.items():
+            key = comfy_id(job, node_id) or node_id
+            node_times[key] = node_times.get(key, 0.0) + seconds
+        job.node_times = node_times
+        outputs = {node: {"images": refs} for node, refs in reporter.files.items()}
+        late: dict[str, Any] = {}
+        if result.status == "ok":
+            late = self._keep_images(job, workflow.graph, result.outputs, outputs)
+            outputs.update(late)
+            return self._end(job, reporter, DONE, outputs, node_times, None, late)
+        failed = result.failed_node
+        node_type = workflow.graph.nodes[failed].type if failed in workflow.graph.nodes else None
+        if result.status == "interrupted":
+            status = CANCELLED if self._cancelling.is_set() or self.store.cancel_requested(job.id) else INTERRUPTED
+            return self._end(job, reporter, status, outputs, node_times, _error(comfy_id(job, failed), node_type,
+                                                                                 result.error or status), {})
+        if result.status == "invalid":
+            first = next(iter(result.problems), None)
+            error = _error(comfy_id(job, getattr(first, "node_id", None)), getattr(first, "node_type", None),
+                           result.error or "invalid", getattr(first, "field", None))
+            return self._end(job, reporter, FAILED, outputs, node_times, error, {})
+        return self._end(job, reporter, FAILED, outputs, node_times,
+                         _error(comfy_id(job, failed), node_type, result.error or "failed", result.failed_field), {})
+
+    def _end(self, job: Job, reporter: JobReporter, status: str, outputs: dict[str, Any],
+             node_times: dict[str, float], error: dict[str, Any] | None, late: dict[str, Any]) -> None:
+        self.store.finish(job.id, status, outputs, node_times, error)
+        reporter.finished(status, outputs, error, late)
+
+    def _check_cancel(self, _event: Any) -> None:
+        if self._cancelling.is_set() and self.executor is not None:
+            self.executor.interrupt()
+
+    def _keep_images(self, job: Job, graph: Any, results: dict[str, dict[str, Any]],
+                     announced: dict[str, Any]) -> dict[str, Any]:
+        """Images of output nodes that wrote no file (a preview; a save found in the cache)
+        are kept in the temp folder, so the client can still fetch them with /view."""
+        kept: dict[str, Any] = {}
+        for node_id, values in results.items():
+            node = comfy_id(job, node_id) or node_id
+            cls = graph.node_class(node_id)
+            if node in announced or cls is None:
+                continue
+            refs = []
+            for output in cls.outputs:
+                if getattr(output.type, "name", output.type) == "IMAGE" and values.get(output.name) is not None:
+                    refs += save_temp_images(values[output.name], self.config.temp, f"{job.id[:8]}_{node}")
+            if refs:
+                kept[node] = {"images": refs}
+        return kept
+
+
+def save_temp_images(images: Any, folder: Path, stem: str) -> list[dict[str, str]]:
+    """Write a batch of images (``[B, H, W, C]`` in 0..1, a torch tensor or array) as PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    data = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if data.ndim == 3:
+        data = data[None]
+    folder.mkdir(parents=True, exist_ok=True)
+    refs = []
+    for index, pixels in enumerate(np.clip(data * 255.0 + 0.5, 0, 255).astype(np.uint8)):
+        path = folder / f"{stem}_{index:05d}.png"
+        Image.fromarray(pixels[..., :3] if pixels.shape[-1] >= 3 else pixels[..., 0]).save(path)
+        refs.append(file_ref(path, folder, "temp"))
+    return refs
+
+
+def _error(node: str | None, node_type: str | None, message: str, field: str | None = None) -> dict[str, Any]:
+    if field is None and (match := _FIELD.search(message or "")):
+        field = match[1]
+    return {"node": node, "node_type": node_type, "field": field, "message": message}

@@ -1,0 +1,65 @@
+"""Working-memory estimates for the diffusion nodes, from shapes and model configs alone.
+
+Each node's :meth:`working_memory` hook calls one of these; the executor checks the result
+against the budget before the node runs (see :mod:`nodeflow.model.memory`). The figures
+are deliberately simple upper-side estimates of the activations alive at the peak, not
+measurements: enough to refuse a 100 GB request before it is made, not to pack memory.
+
+- VAE decode/encode: the full-resolution levels hold about eight tensors of the first
+  block's channel count at the image's size (upsampled input, resnet activations,
+  group-norm temporaries); a tiled decode holds that for one tile, plus the output.
+- Sampling: the UNet's first level holds about twelve tensors of its first block's
+  channels at the latent's size, for each copy of the batch classifier-free guidance runs.
+  Attention uses PyTorch's memory-efficient kernels, so its matrices are not counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from nodeflow import MemoryNeed
+
+_VAE_TENSORS = 8
+_UNET_TENSORS = 12
+
+
+def _first_channels(model: Any, default: int) -> int:
+    config = getattr(model, "config", None)
+    try:
+        channels = config["block_out_channels"] if isinstance(config, Mapping) else config.block_out_channels
+        return int(channels[0])
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+        return default
+
+
+def _element_size(model: Any) -> int:
+    dtype = getattr(model, "dtype", None)
+    return int(getattr(dtype, "itemsize", 4) or 4)
+
+
+def vae_need(vae: Any, batch: int, height: int, width: int, field: str, what: str, hint: str = "") -> MemoryNeed:
+    """Decoding or encoding ``batch`` images of ``height`` x ``width`` pixels whole."""
+    model = getattr(vae, "vae", vae)
+    per_pixel = _first_channels(model, 128) * _element_size(model) * _VAE_TENSORS
+    return MemoryNeed(batch * height * width * per_pixel, field, what, hint)
+
+
+def tiled_decode_need(vae: Any, batch: int, height: int, width: int, tile: int) -> MemoryNeed:
+    """A tiled decode: one tile's activations and the float32 output with its weight map."""
+    tile_need = vae_need(vae, batch, min(tile, height), min(tile, width), "tile_size", "").bytes
+    output = (batch * 3 + 1) * height * width * 4 * 2  # output and weight sums, then the image copy
+    return MemoryNeed(tile_need + output, "tile_size", f"decoding {batch} x {width}x{height} in tiles of {tile}",
+                      "lower tile_size")
+
+
+def sampler_need(guider: Any, samples: Any) -> MemoryNeed | None:
+    """Sampling ``samples`` (a latent tensor) with the UNet behind ``guider``."""
+    shape = getattr(samples, "shape", None)
+    if shape is None or len(shape) != 4:
+        return None
+    batch, _, h, w = (int(side) for side in shape)
+    unet = getattr(getattr(guider, "model", None), "unet", None)
+    copies = 2 if getattr(guider, "negative", None) is not None else 1
+    per_position = _first_channels(unet, 320) * _element_size(unet) * _UNET_TENSORS
+    return MemoryNeed(batch * copies * h * w * per_position, "latent",
+                      f"sampling a {batch} x {w}x{h} latent", "make the image or the batch smaller")
