@@ -2,7 +2,9 @@
 
 ``python tests/editor_gui_app.py WORKFLOW`` opens the real editor with the test node
 pack plus two picture nodes (so a run shows an image without any model), remote
-controlled through ``NODEFLOW_EDITOR_HOOK`` (see nodeflow.editor.testhook).
+controlled through ``NODEFLOW_EDITOR_HOOK`` (tests/support/editor_hook.py, installed as a
+frame hook: the product editor carries no test code). ``NODEFLOW_TEST_REGISTRY=installed``
+uses the installed packs instead (the default workflow, ComfyUI imports).
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ class ShowImage(Node):
 
 
 def registry():
+    import os
+
+    if os.environ.get("NODEFLOW_TEST_REGISTRY") == "installed":
+        from nodeflow.model.registry import default_registry
+
+        return default_registry()
     from tests.support.testpack import make_registry
 
     reg = make_registry()
@@ -70,5 +78,6 @@ def registry():
 
 if __name__ == "__main__":
     from nodeflow.editor.app import run_app
+    from tests.support.editor_hook import EditorHook
 
-    sys.exit(run_app(sys.argv[1] if len(sys.argv) > 1 else None, registry()))
+    sys.exit(run_app(sys.argv[1] if len(sys.argv) > 1 else None, registry(), frame_hooks=(EditorHook.install,)))

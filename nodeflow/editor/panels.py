@@ -1,9 +1,20 @@
-"""Side panels: run progress, result and live previews, the per-step x0 strip, the
-selected node's properties and its insight plot."""
+"""Side panels: run progress, the result with every picture of the run and a gallery
+of this session's files, the live step preview and the strip of per-step previews, the
+selected node's properties and its insight plot.
+
+The panel names no node kind: the running node's step previews are titled by its
+declared ``preview_label``, plots by what its ``insight`` hook returns.
+"""
 
 from __future__ import annotations
 
+from typing import Callable
+
+import os
+import subprocess
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import dearpygui.dearpygui as dpg
 import numpy as np
@@ -12,7 +23,7 @@ from PIL import Image
 from nodeflow.model.hooks import Insight, node_insight
 from nodeflow.editor.controller import EditorController
 from nodeflow.editor.images import fit_rgba
-from nodeflow.editor.runner import LIBRARY_LOCK, RunView
+from nodeflow.editor.runner import NODE_CODE_LOCK, RunView
 
 PREVIEW_SIZE = 340
 LIVE_SIZE = 164
@@ -37,9 +48,16 @@ class ImageSlot:
         self._shown = image
         dpg.set_value(self.texture, fit_rgba(image, self.width, self.height))
 
+    def clear(self) -> None:
+        if self._shown is not None:
+            self._shown = None
+            blank = np.full(self.width * self.height * 4, 0.1, dtype=np.float32)
+            blank[3::4] = 1.0
+            dpg.set_value(self.texture, blank)
+
 
 def strip_image(frames: list[Image.Image], count: int = STRIP_FRAMES, thumb: int = STRIP_THUMB) -> Image.Image | None:
-    """``count`` evenly spaced frames of a run's x0 estimates side by side, last one included."""
+    """``count`` evenly spaced frames of a run's step previews side by side, last one included."""
     if not frames:
         return None
     picks = sorted({round(i * (len(frames) - 1) / max(count - 1, 1)) for i in range(count)})
@@ -50,7 +68,7 @@ def strip_image(frames: list[Image.Image], count: int = STRIP_FRAMES, thumb: int
 
 
 def _insight_in_turn(cls: type, values: dict) -> Insight | None:
-    with LIBRARY_LOCK:
+    with NODE_CODE_LOCK:
         return node_insight(cls, values)
 
 
@@ -59,39 +77,74 @@ def _first_sentence(text: str, limit: int = 110) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 3] + "..."
 
 
+def run_summary(view: RunView, label: Callable[[str], str]) -> str:
+    """The progress bar's words: the state, which node is working (so a model that loads
+    for a minute is named, not hidden behind "0/10 nodes"), nodes done, the step."""
+    done = f"{view.finished_nodes}/{len(view.planned)} nodes" if view.planned else ""
+    step = f"step {view.step[1]}/{view.step[2]}" if view.step else ""
+    if view.status == "running" and view.current:
+        parts = [f"running {label(view.current)}", done, step]
+    else:
+        parts = [view.status, done]
+    return "  ".join(p for p in parts if p) + f"  {view.elapsed:.1f} s"
+
+
+def open_folder(folder: Path) -> None:
+    """Show ``folder`` in the system's file manager."""
+    if sys.platform.startswith("win"):
+        os.startfile(folder)  # type: ignore[attr-defined]
+    else:
+        subprocess.Popen(["open" if sys.platform == "darwin" else "xdg-open", str(folder)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 class SidePanel:
-    def __init__(self, controller: EditorController, parent: int | str, textures: int):
+    def __init__(self, controller: EditorController, parent: int | str, textures: int,
+                 output_folder: Callable[[], Path] = lambda: Path("output")):
         self.c = controller
+        self.output_folder = output_folder
         self._shown_node: str | None = None
         self._shown_values: object = None
         self._strip_len = -1
-        # Insight hooks may import heavy libraries (a sampler's schedule needs diffusers),
-        # so they run on a worker thread and the plot appears when ready.
+        self._pictures_shown: object = None
+        self._gallery_len = -1
+        self.shown_picture: tuple[str, int] | None = None  # (node id, index) of the big picture
+        self.shown_file: Path | None = None
+        # Insight hooks may import heavy libraries, so they run on a worker thread and
+        # the plot appears when ready.
         self._insight_pool = ThreadPoolExecutor(1, thread_name_prefix="nodeflow-insight")
         self._insight_future: Future | None = None
         self._insight: Insight | None = None
         with dpg.group(parent=parent) as column:
+            self.column = column
             dpg.add_text("Run")
             self.progress = dpg.add_progress_bar(default_value=0.0, width=PREVIEW_SIZE, overlay="idle")
-            self.run_text = dpg.add_text("", wrap=PREVIEW_SIZE)
+            self.run_text = dpg.add_text("", wrap=PREVIEW_SIZE, color=(240, 110, 100))
             dpg.add_separator()
             dpg.add_text("Result")
             self.result = ImageSlot(textures, PREVIEW_SIZE, PREVIEW_SIZE, column)
             self.result_caption = dpg.add_text("press Run (Ctrl+Enter) to make an image", wrap=PREVIEW_SIZE)
+            # Every picture of the run, and every file this session wrote.
+            self.picture_choice = dpg.add_combo([], width=PREVIEW_SIZE, label="", show=False, callback=self._on_pick_picture)
+            with dpg.group(horizontal=True):
+                self.file_choice = dpg.add_combo([], width=PREVIEW_SIZE - 170, label="", callback=self._on_pick_file,
+                                                 default_value="", show=False)
+                self.open_button = dpg.add_button(label="Open folder", callback=self._open_folder)
+                self.copy_button = dpg.add_button(label="Copy path", callback=self._copy_path, show=False)
             dpg.add_separator()
             with dpg.group(horizontal=True):
                 with dpg.group():
-                    dpg.add_text("Live preview (x0)")
+                    self.live_title = dpg.add_text("Live preview", wrap=LIVE_SIZE)
                     self.live = ImageSlot(textures, LIVE_SIZE, LIVE_SIZE, dpg.last_container())
                 with dpg.group():
                     dpg.add_text("Selected node")
                     self.title_input = dpg.add_input_text(width=LIVE_SIZE, hint="title", on_enter=True, callback=self._on_rename)
                     self.node_text = dpg.add_text("", wrap=LIVE_SIZE)
-            dpg.add_text("x0 estimate per step (last run)")
+            self.strip_title = dpg.add_text("Step previews (last run)")
             self.strip = ImageSlot(textures, STRIP_FRAMES * STRIP_THUMB, STRIP_THUMB, column)
             dpg.add_separator()
-            with dpg.plot(label="Noise schedule", height=170, width=PREVIEW_SIZE, no_menus=True) as self.plot:
-                self.x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="step")
+            with dpg.plot(label="", height=170, width=PREVIEW_SIZE, no_menus=True, show=False) as self.plot:
+                self.x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="")
                 self.y_axis = dpg.add_plot_axis(dpg.mvYAxis, label="")
             self.plot_choice = dpg.add_radio_button([], horizontal=True, callback=lambda: self._draw_plot())
             self.insight_text = dpg.add_text("select a node that explains its settings (e.g. a sampler)", wrap=PREVIEW_SIZE)
@@ -99,19 +152,89 @@ class SidePanel:
     # ------------------------------------------------------------------ run
     def show_run(self, view: RunView) -> None:
         dpg.set_value(self.progress, view.fraction)
-        step = f"  step {view.step[1]}/{view.step[2]}" if view.step else ""
-        done = f"{view.finished_nodes}/{len(view.planned)} nodes" if view.planned else ""
-        dpg.configure_item(self.progress, overlay=f"{view.status}  {done}{step}  {view.elapsed:.1f} s")
+        dpg.configure_item(self.progress, overlay=run_summary(view, self.c.label))
         dpg.set_value(self.run_text, view.error or "")
         self.live.show(view.live_preview)
-        if len(view.x0_strip) != self._strip_len:
-            self._strip_len = len(view.x0_strip)
-            self.strip.show(strip_image(view.x0_strip))
+        if view.step and view.live_preview is not None:
+            cls = self.c.registry.get(self.c.graph.nodes[view.step[0]].type) if view.step[0] in self.c.graph.nodes else None
+            what = getattr(cls, "preview_label", "") or "step preview"
+            dpg.set_value(self.live_title, f"Live: {what}")
+        if len(view.step_previews) != self._strip_len:
+            self._strip_len = len(view.step_previews)
+            self.strip.show(strip_image(view.step_previews))
+        pictures = (id(view), len(view.images), view.status)
+        if pictures != self._pictures_shown:
+            self._pictures_shown = pictures
+            self._show_pictures(view)
+        if len(self.c.written) != self._gallery_len:
+            self._gallery_len = len(self.c.written)
+            self._show_gallery()
+
+    def _show_pictures(self, view: RunView) -> None:
+        labels = [f"{i + 1}: {img.width}x{img.height} from {self.c.label(nid)}" for i, (nid, img) in enumerate(view.images)]
+        dpg.configure_item(self.picture_choice, items=labels, show=len(labels) > 1)
         if view.images:
-            node_id, image = view.images[0]
-            self.result.show(image)
-            more = f" (+{len(view.images) - 1} more)" if len(view.images) > 1 else ""
-            dpg.set_value(self.result_caption, f"{image.width}x{image.height} from node #{node_id}{more}")
+            self._show_picture(view, 0)
+            if len(labels) > 1:
+                dpg.set_value(self.picture_choice, labels[0])
+        elif view.status == "running" and self.result._shown is not None:
+            dpg.set_value(self.result_caption, "running... (the picture above is from the previous run)")
+        elif view.status == "idle":
+            self.result.clear()
+            self.shown_picture = None
+            dpg.set_value(self.result_caption, "press Run (Ctrl+Enter) to make an image")
+
+    def _show_picture(self, view: RunView, index: int) -> None:
+        node_id, image = view.images[index]
+        self.result.show(image)
+        self.shown_picture, self.shown_file = (node_id, index), None
+        more = f" (picture {index + 1} of {len(view.images)}: choose below)" if len(view.images) > 1 else ""
+        dpg.set_value(self.result_caption, f"{image.width}x{image.height} from {self.c.label(node_id)}{more}")
+
+    def _on_pick_picture(self, sender: int, label: str) -> None:
+        view = self.c.runner.view
+        index = int(label.split(":", 1)[0]) - 1
+        if 0 <= index < len(view.images):
+            self._show_picture(view, index)
+
+    def _show_gallery(self) -> None:
+        files = [str(p) for p in reversed(self.c.written)]  # newest first
+        dpg.configure_item(self.file_choice, items=files, show=bool(files))
+        dpg.configure_item(self.copy_button, show=bool(files))
+        if files:
+            dpg.set_value(self.file_choice, files[0])
+
+    def _on_pick_file(self, sender: int, name: str) -> None:
+        path = Path(name)
+        try:
+            with Image.open(path) as picture:
+                picture.load()
+                self.result.show(picture.convert("RGB"))
+        except OSError as exc:
+            self.c.complain(f"could not show {path}: {exc}")
+            return
+        self.shown_file = path
+        dpg.set_value(self.result_caption, f"{path}")
+
+    def chosen_file(self) -> Path | None:
+        value = dpg.get_value(self.file_choice)
+        return Path(value) if value else None
+
+    def _open_folder(self) -> None:
+        chosen = self.chosen_file()
+        folder = chosen.parent if chosen else Path(self.output_folder())
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            open_folder(folder.resolve())
+            self.c.say(f"opened the folder {folder.resolve()}")
+        except OSError as exc:
+            self.c.complain(f"could not open {folder}: {exc}")
+
+    def _copy_path(self) -> None:
+        chosen = self.chosen_file()
+        if chosen is not None:
+            dpg.set_clipboard_text(str(chosen.resolve()))
+            self.c.say(f"copied {chosen.resolve()}")
 
     # -------------------------------------------------------- selected node
     def show_selection(self) -> None:
@@ -160,8 +283,8 @@ class SidePanel:
     def _draw_plot(self) -> None:
         dpg.delete_item(self.y_axis, children_only=True)
         plots = self._insight.plots if self._insight else ()
+        dpg.configure_item(self.plot, show=bool(plots))
         if not plots:
-            dpg.configure_item(self.plot, label="Noise schedule")
             return
         chosen = dpg.get_value(self.plot_choice)
         plot = next((p for p in plots if (p.y_label or p.title) == chosen), plots[0])

@@ -11,22 +11,43 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from PIL import Image
 
-from nodeflow.engine.events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunFinished, RunStarted
+from nodeflow.engine.events import (
+    FileWritten,
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeStarted,
+    Progress,
+    RunFinished,
+    RunStarted,
+)
 from nodeflow.model.graph import Graph
 from nodeflow.editor.images import images_in_outputs, to_pil_images
 
 # What the view colours a node by. "idle" means "not part of the last run".
 NODE_STATES = ("idle", "queued", "running", "cached", "done", "error")
-STRIP_LIMIT = 64  # per-step x0 previews kept from the last run
+STRIP_LIMIT = 64  # per-step previews kept from the last run
 
-# diffusers' lazy imports fail when two threads import it at once ("cannot import name
-# 'AutoencoderKL'"), so a run and the editor's own model-library work (insight plots)
-# take turns: a run holds this lock throughout, insight waits for it.
-LIBRARY_LOCK = threading.Lock()
+# Node code (a run) and the editor's calls into node hooks (insight plots) may import the
+# same libraries, and not every library imports safely from two threads at once; so they
+# take turns: a run holds this lock throughout, a hook call waits for it.
+NODE_CODE_LOCK = threading.Lock()
+
+
+# What the worker thread puts on the queue besides the executor's own events.
+@dataclass(frozen=True)
+class WorkerDone:
+    result: Any  # the executor's RunResult
+
+
+@dataclass(frozen=True)
+class WorkerFailed:
+    message: str  # the run could not start (e.g. a graph that does not validate)
 
 
 @dataclass
@@ -38,14 +59,16 @@ class RunView:
     planned: tuple[str, ...] = ()
     finished_nodes: int = 0
     step: tuple[str, int, int] | None = None  # (node id, step, total) of the node sampling now
+    current: str | None = None  # the node running now (e.g. loading a model: no steps yet)
     started_at: float = 0.0
     ended_at: float | None = None
     live_preview: Image.Image | None = None
-    x0_strip: list[Image.Image] = field(default_factory=list)
+    step_previews: list[Image.Image] = field(default_factory=list)
     images: list[tuple[str, Image.Image]] = field(default_factory=list)
     error: str | None = None
     error_node: str | None = None
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)  # files the run wrote, in order
 
     @property
     def elapsed(self) -> float:
@@ -104,6 +127,11 @@ class Runner:
         self._thread = threading.Thread(target=self._work, args=(snapshot, outputs, options), name="nodeflow-run", daemon=True)
         self._thread.start()
 
+    def forget_last_run(self) -> None:
+        """Show no run (after New/Open: the last graph's pictures are not this one's)."""
+        if not self.running:
+            self.view = RunView()
+
     def interrupt(self) -> None:
         if self._executor is not None and self.running:
             self._executor.interrupt()
@@ -116,12 +144,12 @@ class Runner:
 
     def _work(self, graph: Graph, outputs: list[str] | None, options: dict[str, Any]) -> None:
         try:
-            with LIBRARY_LOCK:
+            with NODE_CODE_LOCK:
                 result = self._executor.run(graph, outputs, on_event=self._events.put, **options)
         except Exception as exc:  # e.g. a graph that does not validate
-            self._events.put(("failed", f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)))
+            self._events.put(WorkerFailed(str(exc) or type(exc).__name__))
         else:
-            self._events.put(("result", result))
+            self._events.put(WorkerDone(result))
 
     def poll(self, limit: int = 1000) -> bool:
         """Apply queued events to :attr:`view`; True if anything changed."""
@@ -145,7 +173,7 @@ class Runner:
                 states[node_id] = "queued"
         elif isinstance(event, NodeStarted):
             states[event.node_id] = "running"
-            view.step = None
+            view.step, view.current = None, event.node_id
         elif isinstance(event, NodeCached):
             states[event.node_id] = "cached"
             view.finished_nodes += 1
@@ -161,12 +189,14 @@ class Runner:
             pictures = to_pil_images(event.preview) if event.preview is not None else []
             if pictures:
                 view.live_preview = pictures[0]
-                view.x0_strip.append(pictures[0])
-                del view.x0_strip[:-STRIP_LIMIT]
+                view.step_previews.append(pictures[0])
+                del view.step_previews[:-STRIP_LIMIT]
         elif isinstance(event, RunFinished):
             self._finish(event.status, event.error)
-        elif isinstance(event, tuple) and event[0] == "result":
-            result = event[1]
+        elif isinstance(event, FileWritten):
+            view.written.append(event.path)
+        elif isinstance(event, WorkerDone):
+            result = event.result
             view.outputs = dict(result.outputs)
             view.images = images_in_outputs(view.outputs, order=getattr(result, "executed", ()))
             for problem in getattr(result, "problems", ()):  # a graph that did not validate
@@ -174,14 +204,14 @@ class Runner:
                     states[problem.node_id] = "error"
                     view.error_node = view.error_node or problem.node_id
             self._finish(result.status, getattr(result, "error", None))
-        elif isinstance(event, tuple) and event[0] == "failed":
-            self._finish("error", event[1])
+        elif isinstance(event, WorkerFailed):
+            self._finish("error", event.message)
 
     def _finish(self, status: str, error: str | None) -> None:
         view = self.view
         view.status = status
         view.ended_at = view.ended_at or time.monotonic()
-        view.step = None
+        view.step = view.current = None
         if error and not view.error:
             view.error = error
         for node_id, state in view.node_states.items():

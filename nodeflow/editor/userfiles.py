@@ -8,8 +8,6 @@ point at a temporary folder, else ``~/.config/nodeflow``).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,16 +22,12 @@ def config_dir() -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file."""
+    """Through nodeflow's one atomic writer (fsynced, folder synced), so a crash never
+    leaves half a recovery file, and the recovery copy is as safe as a saved workflow."""
+    from nodeflow.files.atomic import write_atomically
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, json.dumps(data, indent=1).encode("utf-8"))
 
 
 def _read_json(path: Path) -> Any:

@@ -78,7 +78,53 @@ class Link:
         return f"{self.source}.{self.output} -> {self.target}.{self.input}"
 
 
-Listener = Callable[[str, dict[str, Any]], None]
+# ------------------------------------------------------------------ edit events
+# What a subscriber (the editor's canvas) is told after each edit: one small frozen
+# type per kind of change, so listeners dispatch on the type, not on a name string.
+@dataclass(frozen=True)
+class NodeAdded:
+    node: NodeInstance
+
+
+@dataclass(frozen=True)
+class NodeRemoved:
+    node: NodeInstance
+    links: tuple[Link, ...]
+
+
+@dataclass(frozen=True)
+class LinkAdded:
+    link: Link
+    replaced: Link | None
+
+
+@dataclass(frozen=True)
+class LinkRemoved:
+    link: Link
+
+
+@dataclass(frozen=True)
+class ValueChanged:
+    node: NodeInstance
+    name: str
+    old: Any
+    value: Any
+
+
+@dataclass(frozen=True)
+class NodeChanged:
+    """The node's title or mode changed."""
+
+    node: NodeInstance
+
+
+@dataclass(frozen=True)
+class NodeMoved:
+    node: NodeInstance
+
+
+GraphEvent = NodeAdded | NodeRemoved | LinkAdded | LinkRemoved | ValueChanged | NodeChanged | NodeMoved
+Listener = Callable[[GraphEvent], None]
 
 
 class Graph:
@@ -222,7 +268,7 @@ class Graph:
                 full[name] = value
         node = NodeInstance(node_id, type_name, full, title, mode, tuple(pos), size)  # type: ignore[arg-type]
         self.nodes[node_id] = node
-        self._emit("node_added", node=node)
+        self._emit(NodeAdded(node))
         return node
 
     def remove_node(self, node_id: str) -> tuple[NodeInstance, list[Link]]:
@@ -234,7 +280,7 @@ class Graph:
         del self.nodes[node_id]
         self._into.pop(node_id, None)
         self._out.pop(node_id, None)
-        self._emit("node_removed", node=node, links=removed)
+        self._emit(NodeRemoved(node, tuple(removed)))
         return node, removed
 
     def connect(
@@ -263,7 +309,7 @@ class Graph:
             self._drop_link(replaced)
         link = Link(source, output, target, input_name)
         self._index(link)
-        self._emit("link_added", link=link, replaced=replaced)
+        self._emit(LinkAdded(link, replaced))
         return link, replaced
 
     def disconnect(self, target: str, input_name: str) -> Link:
@@ -271,7 +317,7 @@ class Graph:
         if link is None:
             raise GraphError(f"input {target}.{input_name} is not connected", target, input_name)
         self._drop_link(link)
-        self._emit("link_removed", link=link)
+        self._emit(LinkRemoved(link))
         return link
 
     def set_value(self, node_id: str, name: str, value: Any) -> Any:
@@ -283,7 +329,7 @@ class Graph:
         value = self._checked_value(cls, node_id, name, value)
         old = node.values.get(name)
         node.values[name] = value
-        self._emit("value_changed", node=node, name=name, old=old, value=value)
+        self._emit(ValueChanged(node, name, old, value))
         return old
 
     def set_mode(self, node_id: str, mode: str) -> str:
@@ -291,19 +337,19 @@ class Graph:
         if mode not in MODES:
             raise GraphError(f"mode must be one of {', '.join(MODES)}, not {mode!r}", node_id)
         old, node.mode = node.mode, mode
-        self._emit("node_changed", node=node)
+        self._emit(NodeChanged(node))
         return old
 
     def set_title(self, node_id: str, title: str) -> str:
         node = self._node(node_id)
         old, node.title = node.title, str(title)
-        self._emit("node_changed", node=node)
+        self._emit(NodeChanged(node))
         return old
 
     def move(self, node_id: str, pos: tuple[float, float]) -> tuple[float, float]:
         node = self._node(node_id)
         old, node.pos = node.pos, (float(pos[0]), float(pos[1]))
-        self._emit("node_moved", node=node)
+        self._emit(NodeMoved(node))
         return old
 
     def copy(self) -> "Graph":
@@ -330,7 +376,8 @@ class Graph:
 
     # ---------------------------------------------------------------- listeners
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(event, details)`` after each edit; returns an unsubscribe function."""
+        """Call ``listener(event)`` with a :data:`GraphEvent` after each edit; returns an
+        unsubscribe function."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
@@ -362,6 +409,6 @@ class Graph:
         self._into[link.target].discard(link)
         self._out[link.source].discard(link)
 
-    def _emit(self, event: str, **details: Any) -> None:
+    def _emit(self, event: GraphEvent) -> None:
         for listener in list(self._listeners):
-            listener(event, details)
+            listener(event)

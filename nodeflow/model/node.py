@@ -61,6 +61,10 @@ class Node:
     outputs: ClassVar[tuple[Output, ...]] = ()
     output_node: ClassVar[bool] = False
     deterministic: ClassVar[bool] = True
+    # What a host (the editor) calls the pictures this node sends with ``ctx.progress``
+    # while it runs, e.g. "predicted x0"; empty means just "step preview". A display
+    # hook: the editor shows the pack's words and knows none of its own.
+    preview_label: ClassVar[str] = ""
 
     inputs: ClassVar[dict[str, Input]] = {}
 
@@ -185,6 +189,22 @@ class Node:
         ``ctx`` is the run's context (folders, settings, device) without a node id.
         """
         return None
+
+    @classmethod
+    def output_facts(cls, values: Mapping[str, Any], settings: RunSettings) -> Mapping[str, Any]:
+        """What a host can know about this node's outputs from its widget values alone,
+        before anything runs, e.g. a loader's ``{"native_size": 512}`` (the image side its
+        model was trained at). Handed to the nodes downstream through :meth:`advise`.
+        Must be cheap (read a config file, never weights); default: nothing known."""
+        return {}
+
+    @classmethod
+    def advise(cls, values: Mapping[str, Any], upstream: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Advice for the editor from ``upstream`` (the merged :meth:`output_facts` of the
+        nodes this one depends on): values this node would best start from, which the
+        editor applies to fields still at their defaults when the node gets linked, and
+        warnings ``{field: message}`` shown on the node before a run. Default: none."""
+        return {}, {}
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from nodeflow import Choice, Float, Int, Node, NodeError, Output, RunContext, Socket, check_pixels
 
@@ -57,6 +57,20 @@ class EmptyLatent(Node):
         except NodeError as error:
             return {error.field or "width": error.message}
         return {}
+
+    @classmethod
+    def advise(cls, values: Mapping[str, Any], upstream: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The connected model's native size as the default; a warning far from it (a
+        model makes poor images away from its training size, and a larger one is slow)."""
+        native = upstream.get("native_size")
+        if not isinstance(native, int) or native <= 0:
+            return {}, {}
+        warnings = {}
+        for name in ("width", "height"):
+            value = values.get(name)
+            if isinstance(value, int) and not native / 2 <= value <= native * 2:
+                warnings[name] = f"{value} px is far from the model's native {native} px: expect a poor or slow result"
+        return {"width": native, "height": native}, warnings
 
     def run(
         self, ctx: RunContext, width: int, height: int, batch: int,

@@ -65,6 +65,23 @@ def _field_options(cls: type[Node], field_name: str, settings: dict[str, Any]) -
     return list_models(cls.inputs[field_name].folder, settings)
 
 
+def _native_size(cls: type[Node], values: dict[str, Any], settings: Any) -> dict[str, Any]:
+    """The image side a diffusers-folder model was trained at, from its configs alone
+    (the UNet's sample size times the VAE's scale factor); nothing for a single file."""
+    import json
+
+    from nodes.diffusion.impl.paths import resolve_model_path
+
+    name = next((n for n, f in cls.inputs.items() if isinstance(f, FileChoice)), None)
+    try:
+        path = resolve_model_path(values[name], cls.inputs[name].folder, settings)
+        unet = json.loads((path / "unet" / "config.json").read_text())
+        vae = json.loads((path / "vae" / "config.json").read_text())
+        return {"native_size": int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)}
+    except (NodeError, OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 class Checkpoint(Node):
     type = "Checkpoint"
     display_name = "Load Checkpoint"
@@ -85,6 +102,7 @@ class Checkpoint(Node):
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
+    output_facts = classmethod(_native_size)
     outputs = (
         Output("model", MODEL, "The denoising UNet and its noise schedule"),
         Output("clip", CLIP, "Tokenizer(s) and text encoder(s)"),

@@ -107,6 +107,7 @@ class Sampler(Node):
         "noised to the matching step (image-to-image, like diffusers' strength). The "
         "preview shows the current estimate of the final image (predicted x0)."
     )
+    preview_label = "estimate of the final image (predicted x0)"
 
     noise = Socket(NOISE)
     guider = Socket(GUIDER)

@@ -458,12 +458,12 @@ def test_compound_edit_is_one_undo_step_and_all_or_nothing(ctl):
 
 
 def test_first_start_opens_the_shipped_default_workflow_without_a_save_target(tmp_path):
-    from nodeflow.editor.controller import DEFAULT_WORKFLOW
+    from nodeflow.editor.shipped import default_workflow
     from nodeflow.model.registry import default_registry
 
     ctl = EditorController(default_registry(), config_folder=tmp_path / "fresh")
     ctl.open_startup()
-    shipped = json.loads(DEFAULT_WORKFLOW.read_text())
+    shipped = json.loads(default_workflow().read_text())
     assert set(ctl.graph.nodes) == {node["id"] for node in shipped["nodes"]}
     assert ctl.problems == [] and ctl.graph.output_nodes()  # ready to Run
     assert ctl.path is None and not ctl.dirty  # Ctrl+S asks where instead of overwriting the example
@@ -483,7 +483,7 @@ def test_run_collects_result_pictures_and_per_step_previews(tmp_path):
     view = ctl.runner.view
     assert view.status == "ok", view.error
     assert [(node, image.size) for node, image in view.images] == [(show, (32, 32))]
-    assert len(view.x0_strip) == 5 and view.live_preview is view.x0_strip[-1]
+    assert len(view.step_previews) == 5 and view.live_preview is view.step_previews[-1]
     # IMAGE tensors [B, H, W, 3] in [0, 1] become one picture per batch item
     from nodeflow.editor.images import to_pil_images
 
