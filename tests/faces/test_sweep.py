@@ -79,11 +79,11 @@ def rendered_label(text: str) -> Image.Image:
     return canvas.crop(draw.textbbox((10, 10), text, font=sheet_module.font()))
 
 
-def test_a_prompt_by_scale_grid_has_a_labelled_cell_per_point(tmp_path, capsys):
+def test_a_prompt_by_scale_grid_has_a_labelled_cell_per_point(tmp_path, capsys, monkeypatch):
     prompts = ["a red circle", "a blue square", "a green circle", "a white square"]
     (tmp_path / "prompts.txt").write_text("\n".join(prompts) + "\n\n")
     out = tmp_path / "grid"
-    os.chdir(tmp_path)  # @prompts.txt is relative to the current folder
+    monkeypatch.chdir(tmp_path)  # @prompts.txt is relative to the current folder
     code, report = sweep_cli(capsys, str(quick_workflow(tmp_path, steps=2)), "--vary", "2.text=@prompts.txt",
                              "--vary", "6.scale=2,4,6,8", "-o", str(out))
     assert code == 0, report
