@@ -2,7 +2,8 @@
 
 A path, bytes or parsed JSON may hold nodeflow's own document, another tool's (e.g. a
 ComfyUI workflow, converted by the importer of the pack that knows its nodes; see
-:mod:`nodeflow.files.importers`), or an image whose metadata carries either. Every host
+:mod:`nodeflow.files.importers`), or an image (PNG, or WebP with the texts in EXIF)
+whose metadata carries either. Every host
 (CLI, API, editor, server) opens files here, so every one of them gets the same limits
 and the same errors. The flow runs one way: this module reads images and dispatches,
 :mod:`~nodeflow.files.importers` converts foreign documents, and
@@ -16,6 +17,7 @@ from typing import Any
 
 from nodeflow.files.importers import convert_foreign, importers
 from nodeflow.files.pngmeta import PNG_SIGNATURE, WORKFLOW_KEY, PngMetadataError, read_text_chunks
+from nodeflow.files.webpmeta import is_webp, read_exif_texts
 from nodeflow.files.workflow import (
     MAX_FILE_BYTES,
     Workflow,
@@ -44,8 +46,8 @@ def load_workflow(path: str | os.PathLike[str], registry: NodeRegistry) -> Workf
 
 def workflow_from_json(text: str | bytes, registry: NodeRegistry) -> Workflow:
     """A workflow from a file's bytes or text (e.g. from the clipboard); bytes may be an image."""
-    if isinstance(text, bytes) and text.startswith(PNG_SIGNATURE[:4]):  # even a torn PNG is refused as one
-        return _from_png(text, registry)
+    if isinstance(text, bytes) and (text.startswith(PNG_SIGNATURE[:4]) or text[:4] == b"RIFF"):  # even a torn one
+        return _from_image(text, registry)
     return workflow_from_dict(read_document(text), registry, owned=True)
 
 
@@ -57,10 +59,20 @@ def workflow_from_dict(data: Any, registry: NodeRegistry, owned: bool = False) -
     return native_workflow(convert_foreign(data, registry), registry, owned=True)
 
 
-def _from_png(data: bytes, registry: NodeRegistry) -> Workflow:
+def image_texts(data: bytes) -> dict[str, str]:
+    """The keyword -> text metadata of a PNG (its text chunks) or a WebP, still or
+    animated (its EXIF "key:text" tags, :mod:`nodeflow.files.webpmeta`)."""
+    if data[:4] == b"RIFF":
+        if not is_webp(data):
+            raise PngMetadataError("a RIFF file that is not a WebP image")
+        return read_exif_texts(data)
+    return read_text_chunks(data)
+
+
+def _from_image(data: bytes, registry: NodeRegistry) -> Workflow:
     """The workflow an image carries: nodeflow's own chunk, else one an importer reads."""
     try:
-        texts = read_text_chunks(data)
+        texts = image_texts(data)
     except PngMetadataError as exc:
         raise WorkflowError(f"cannot read the image's metadata: {exc}") from None
     if WORKFLOW_KEY in texts:

@@ -44,6 +44,7 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "unet": ("unet", "diffusion_models"),
     "clip": ("clip", "text_encoders"),
     "loras": ("loras",),
+    "embeddings": ("embeddings",),  # comfy-import: textual inversion
 }
 _HF_PREFIX = "models--"
 

@@ -10,9 +10,18 @@ no torch: the nodes import it when they run.
 from nodeflow import Pack
 from nodes.diffusion.clip_similarity import CLIPSimilarity
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
-from nodes.diffusion.conditioning import ConditioningAverage, ConditioningCombine, ConditioningDirection
-from nodes.diffusion.images import LoadImage, PreviewImage, SaveImage
+from nodes.diffusion.conditioning import (
+    ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningSetArea, ConditioningSetTimestepRange,
+    ConditioningStack, ConditioningZeroOut,
+)
+from nodes.diffusion.image_ops import (
+    Canny, ImageBatch, ImageBlend, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
+)
+from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
+from nodes.diffusion.latent_ops import LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
+from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
+from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
 from nodes.diffusion.text import TextEncoder
@@ -26,6 +35,11 @@ PACK = Pack(
         Checkpoint, UNet, TextEncoder, ConditioningCombine, ConditioningAverage, ConditioningDirection,
         EmptyLatent, LatentUpscale, Noise, DisableNoise, CFG, BasicGuider, Sampler, VAEDecode, VAEEncode,
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
+        # comfy-import: masks, pixel and latent operations
+        ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageBlend,
+        ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
+        LoadImageMask, PreviewMask, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
+        Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

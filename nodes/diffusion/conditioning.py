@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 
-from nodeflow import Float, Node, NodeError, Output, RunContext, Socket
+from nodeflow import Float, Int, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.types import CONDITIONING, Conditioning
 
@@ -121,3 +121,101 @@ def _blend_pooled(
         return pa if pa is not None else pb
     pa, pb = _aligned(pa, pb)
     return blend(pa, pb)
+
+
+class ConditioningZeroOut(Node):
+    type = "ConditioningZeroOut"
+    display_name = "Zero Conditioning"
+    category = "conditioning"
+    description = (
+        "The conditioning with every embedding set to zero (pooled too): an empty-prompt "
+        "stand-in some SDXL and Turbo workflows use as the negative."
+    )
+
+    conditioning = Socket(CONDITIONING)
+    outputs = (Output("conditioning", CONDITIONING),)
+
+    def run(self, ctx: RunContext, conditioning: Conditioning) -> Conditioning:
+        import torch
+
+        from dataclasses import replace
+
+        pooled = None if conditioning.pooled is None else torch.zeros_like(conditioning.pooled)
+        zeroed = [replace(p, embeds=torch.zeros_like(p.embeds), pooled=None if p.pooled is None else torch.zeros_like(p.pooled))
+                  for p in conditioning.others]
+        return replace(conditioning, embeds=torch.zeros_like(conditioning.embeds), pooled=pooled, others=tuple(zeroed))
+
+
+class ConditioningStack(Node):
+    type = "ConditioningStack"
+    display_name = "Stack Conditioning"
+    category = "conditioning"
+    description = (
+        "Uses both conditionings, each in its own UNet pass, and averages the predictions "
+        "weighted by strength over their areas (ComfyUI's Conditioning Combine). Unlike "
+        "Combine Conditioning, each keeps its own area and step range."
+    )
+
+    a = Socket(CONDITIONING)
+    b = Socket(CONDITIONING)
+    outputs = (Output("conditioning", CONDITIONING),)
+
+    def run(self, ctx: RunContext, a: Conditioning, b: Conditioning) -> Conditioning:
+        from dataclasses import replace
+
+        if a.embeds.shape[-1] != b.embeds.shape[-1]:
+            raise NodeError(f"the conditionings have embedding sizes {a.embeds.shape[-1]}, {b.embeds.shape[-1]}: "
+                            "they come from different text encoders", field="b")
+        return replace(a, others=(*a.others, *b.parts()))
+
+
+class ConditioningSetArea(Node):
+    type = "ConditioningSetArea"
+    display_name = "Conditioning Area"
+    category = "conditioning"
+    description = (
+        "Applies the conditioning only to a rectangle of the image (regional prompting): the "
+        "UNet sees that part of the latent with this prompt. Stack it with a prompt for the "
+        "whole image; where areas overlap, predictions are averaged by strength."
+    )
+
+    conditioning = Socket(CONDITIONING)
+    width = Int(64, min=8, max=16384, step=8, tooltip="in pixels")
+    height = Int(64, min=8, max=16384, step=8, tooltip="in pixels")
+    x = Int(0, min=0, max=16384, step=8, tooltip="left edge in pixels")
+    y = Int(0, min=0, max=16384, step=8, tooltip="top edge in pixels")
+    strength = Float(1.0, min=0.0, max=10.0, step=0.01, tooltip="its weight where areas overlap")
+    outputs = (Output("conditioning", CONDITIONING),)
+
+    def run(self, ctx: RunContext, conditioning: Conditioning, width: int, height: int, x: int, y: int,
+            strength: float) -> Conditioning:
+        from dataclasses import replace
+
+        return replace(conditioning, area=(width, height, x, y), strength=strength)
+
+
+class ConditioningSetTimestepRange(Node):
+    type = "ConditioningSetTimestepRange"
+    display_name = "Conditioning Step Range"
+    category = "conditioning"
+    description = (
+        "Applies the conditioning only during part of the schedule, from `start` to `end` "
+        "(0 = the first, noisiest step, 1 = the end), e.g. one prompt for the layout and "
+        "another for the details."
+    )
+
+    conditioning = Socket(CONDITIONING)
+    start = Float(0.0, min=0.0, max=1.0, step=0.001)
+    end = Float(1.0, min=0.0, max=1.0, step=0.001)
+    outputs = (Output("conditioning", CONDITIONING),)
+
+    @classmethod
+    def check_values(cls, values: dict) -> dict[str, str]:
+        if values.get("start", 0.0) > values.get("end", 1.0):
+            return {"end": f"end {values['end']} is before start {values['start']}"}
+        return {}
+
+    def run(self, ctx: RunContext, conditioning: Conditioning, start: float, end: float) -> Conditioning:
+        from dataclasses import replace
+
+        return replace(conditioning, timestep_range=(start, end))

@@ -18,7 +18,7 @@ from nodeflow import (
     check_memory, open_inside, write_atomically,
 )
 
-from nodes.diffusion.types import IMAGE
+from nodes.diffusion.types import IMAGE, MASK
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -27,10 +27,13 @@ class LoadImage(Node):
     type = "LoadImage"
     display_name = "Load Image"
     category = "image"
-    description = "Reads an image from the input folder as RGB (any alpha channel is dropped)."
+    description = (
+        "Reads an image from the input folder as RGB, and its alpha channel as a mask "
+        "(transparent = masked; no alpha = an empty mask)."
+    )
 
     image = FileChoice(folder="input", extensions=IMAGE_EXTENSIONS, tooltip="a file in the input folder")
-    outputs = (Output("image", IMAGE),)
+    outputs = (Output("image", IMAGE), Output("mask", MASK, "1 - alpha: the transparent part"))
 
     @classmethod
     def fingerprint(cls, values: dict[str, Any], ctx: RunContext) -> str | None:
@@ -67,43 +70,56 @@ class LoadImage(Node):
         return {}
 
     def run(self, ctx: RunContext, image: str) -> Any:
-        import numpy as np
-        import torch
-        from PIL import Image, ImageOps
+        return read_image(ctx, image)
 
-        folder = Path(ctx.input_dir)
-        path = _inside(folder, image, ctx.settings)
-        try:
-            # Opened once, checked on the descriptor (inside the folder, a regular file) and
-            # read from it: a symlink swapped in after the check, or a FIFO, is never read.
-            file = os.fdopen(open_inside(path, [folder, *ctx.settings.trusted_paths], "image"), "rb")
-        except PathRefused as error:
-            raise NodeError(str(error), field="image") from None
-        except FileNotFoundError:
-            raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
-        except OSError as exc:  # e.g. a name too long for the file system, no permission
-            raise NodeError(f"cannot open {_short(image)}: {exc.strerror or exc}", field="image") from None
-        try:
-            with file, Image.open(file) as picture:
-                if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
-                    raise NodeError(
-                        f'{_short(image)} is {picture.width}x{picture.height} pixels, more than the '
-                        f"limit of {Image.MAX_IMAGE_PIXELS} pixels",
-                        field="image",
-                    )
-                # A tiny PNG can decode to gigabytes: decoded bytes, RGB copy and float32 pixels.
-                check_memory(MemoryNeed(picture.width * picture.height * 19, "image",
-                                        f"decoding {_short(image)} of {picture.width}x{picture.height}"),
-                             ctx.settings)
-                rgb = ImageOps.exif_transpose(picture).convert("RGB")
-        except FileNotFoundError:
-            raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
-        except Image.DecompressionBombError as exc:
-            raise NodeError(f'{image!r} is too large to open: {exc}', field="image") from None
-        except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk over Pillow's limits
-            raise NodeError(f'cannot read {_short(image)} as an image: {exc}', field="image") from None
-        pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
-        return pixels[None]
+
+def read_image(ctx: RunContext, image: str) -> tuple[Any, Any]:
+    """The input-folder image ``image`` as (RGB [1, H, W, 3], mask [1, H, W]): the mask is
+    1 - alpha (transparent = masked, as ComfyUI), all 0 for an image without alpha."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
+    folder = Path(ctx.input_dir)
+    path = _inside(folder, image, ctx.settings)
+    try:
+        # Opened once, checked on the descriptor (inside the folder, a regular file) and
+        # read from it: a symlink swapped in after the check, or a FIFO, is never read.
+        file = os.fdopen(open_inside(path, [folder, *ctx.settings.trusted_paths], "image"), "rb")
+    except PathRefused as error:
+        raise NodeError(str(error), field="image") from None
+    except FileNotFoundError:
+        raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
+    except OSError as exc:  # e.g. a name too long for the file system, no permission
+        raise NodeError(f"cannot open {_short(image)}: {exc.strerror or exc}", field="image") from None
+    try:
+        with file, Image.open(file) as picture:
+            if picture.width * picture.height > (Image.MAX_IMAGE_PIXELS or 0) > 0:  # before decoding
+                raise NodeError(
+                    f'{_short(image)} is {picture.width}x{picture.height} pixels, more than the '
+                    f"limit of {Image.MAX_IMAGE_PIXELS} pixels",
+                    field="image",
+                )
+            # A tiny PNG can decode to gigabytes: decoded bytes, RGB copy and float32 pixels.
+            check_memory(MemoryNeed(picture.width * picture.height * 19, "image",
+                                    f"decoding {_short(image)} of {picture.width}x{picture.height}"),
+                         ctx.settings)
+            upright = ImageOps.exif_transpose(picture)
+            rgb = upright.convert("RGB")
+            has_alpha = "A" in upright.getbands() or "transparency" in upright.info
+            alpha = upright.convert("RGBA").getchannel("A") if has_alpha else None
+    except FileNotFoundError:
+        raise NodeError(f'{image!r} is not in the input folder {ctx.input_dir}', field="image") from None
+    except Image.DecompressionBombError as exc:
+        raise NodeError(f'{image!r} is too large to open: {exc}', field="image") from None
+    except (OSError, ValueError) as exc:  # ValueError: e.g. a text chunk over Pillow's limits
+        raise NodeError(f'cannot read {_short(image)} as an image: {exc}', field="image") from None
+    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
+    if alpha is None:
+        mask = torch.zeros(pixels.shape[:3], dtype=torch.float32)
+    else:
+        mask = 1.0 - torch.from_numpy(np.asarray(alpha, dtype=np.float32) / 255.0)[None]
+    return pixels, mask
 
 
 def _short(name: str) -> str:
@@ -199,6 +215,20 @@ def _output_folder_problem(folder: Path) -> str | None:
 
 
 _MAX_PREFIX = 200  # leaves room for _00001.png and the temporary name's suffix within 255 bytes
+
+
+class PreviewMask(Node):
+    type = "PreviewMask"
+    display_name = "Preview Mask"
+    category = "mask"
+    description = "Shows masks as grey images (white = masked) in the editor and in the run's result."
+    output_node = True
+
+    mask = Socket(MASK)
+    outputs = (Output("images", IMAGE, tooltip="the masks as grey images"),)
+
+    def run(self, ctx: RunContext, mask: Any) -> Any:
+        return mask.float()[..., None].expand(*mask.shape, 3).contiguous()
 
 
 def _check_prefix(prefix: str) -> None:

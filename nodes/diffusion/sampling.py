@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from nodeflow import Choice, Float, Int, Node, NodeError, Output, RunContext, Seed, Socket
+from nodeflow import Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Seed, Socket
 
 from nodes.diffusion.impl.samplers import SAMPLERS, SCHEDULES, eta_unsupported_reason, unsupported_reason
 from nodes.diffusion.types import CONDITIONING, GUIDER, LATENT, MODEL, NOISE, Conditioning, DiffusionModel, Latent, NoiseSource
@@ -104,7 +104,9 @@ class Sampler(Node):
     description = (
         "Denoises the latent step by step along the noise schedule. Denoise 1 starts from "
         "pure noise (the latent only gives the size); below 1 it starts from the latent "
-        "noised to the matching step (image-to-image, like diffusers' strength). The "
+        "noised to the matching step (image-to-image, like diffusers' strength). "
+        "start_step / end_step run only part of the schedule (SDXL base then refiner: the "
+        "first sampler stops with leftover noise, the second continues with No Noise). The "
         "preview shows the current estimate of the final image (predicted x0)."
     )
     preview_label = "estimate of the final image (predicted x0)"
@@ -117,6 +119,12 @@ class Sampler(Node):
     steps = Int(20, min=1, max=1000, tooltip="number of steps (heun and dpm_2 call the model twice per step)")
     denoise = Float(1.0, min=0.0, max=1.0, step=0.01, tooltip="1 for text-to-image; lower keeps more of the input latent")
     eta = Float(0.0, min=0.0, max=1.0, step=0.01, tooltip="ddim only: 0 is deterministic DDIM, 1 adds DDPM-like noise")
+    start_step = Int(0, min=0, max=10000, tooltip="run the schedule from this step (0 = the start); "
+                     "with No Noise, continue a latent another sampler stopped at this step")
+    end_step = Int(10000, min=1, max=10000, tooltip="stop before this step (10000 = the end), e.g. an SDXL base "
+                   "model's share before the refiner")
+    leftover_noise = Bool(False, tooltip="stopping early: hand on the still-noisy latent for a second sampler "
+                          "(with No Noise, start_step = this end_step); off finishes it to a clean estimate")
     outputs = (Output("latent", LATENT),)
 
     @classmethod
@@ -127,6 +135,10 @@ class Sampler(Node):
                 problems["schedule"] = reason
         if "sampler" in values and (reason := eta_unsupported_reason(values["sampler"], values.get("eta", 0.0))):
             problems["eta"] = reason
+        if values.get("start_step", 0) >= values.get("end_step", 10000):
+            problems["end_step"] = f"end_step {values['end_step']} must be after start_step {values['start_step']}"
+        elif "steps" in values and values.get("start_step", 0) >= values["steps"]:
+            problems["start_step"] = f"start_step {values['start_step']} leaves none of the {values['steps']} steps to run"
         return problems
 
     @classmethod
@@ -159,14 +171,16 @@ class Sampler(Node):
     def run(
         self, ctx: RunContext, noise: NoiseSource, guider: Any, latent: Latent,
         sampler: str, schedule: str, steps: int, denoise: float, eta: float,
+        start_step: int = 0, end_step: int = 10000, leftover_noise: bool = False,
     ) -> Latent:
         from nodes.diffusion.impl.guidance import GuidanceError
-        from nodes.diffusion.impl.sample import SamplingError, sample
+        from nodes.diffusion.impl.sample import SamplingError, StepRange, sample
 
         try:
-            samples = sample(ctx, noise, guider, latent, sampler, schedule, steps, denoise, eta)
+            samples = sample(ctx, noise, guider, latent, sampler, schedule, steps, denoise, eta,
+                             StepRange(start_step, end_step, leftover_noise))
         except SamplingError as exc:
             raise _field_error(exc.field, str(exc)) from None
         except GuidanceError as exc:
             raise _field_error("guider", str(exc)) from None
-        return Latent(samples, guider.model.family)
+        return Latent(samples, guider.model.family, latent.noise_mask)

@@ -35,19 +35,42 @@ class TextEncoder(Node):
     )
     outputs = (Output("conditioning", CONDITIONING, "Token embeddings (and SDXL's pooled embedding)"),)
 
+    @classmethod
+    def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
+        """Before the run: the ``embedding:NAME`` files the prompt names exist (Node.check_host)."""
+        from nodes.diffusion.impl.paths import missing_model
+        from nodes.diffusion.impl.prompt import EMBEDDING
+
+        text = values.get("text")
+        for name in EMBEDDING.findall(text) if isinstance(text, str) else ():
+            candidates = [name] if "." in name.rsplit("/", 1)[-1] else [f"{name}{ext}" for ext in (".safetensors", ".pt", ".bin")]
+            messages = [missing_model(c, "embeddings", ctx.settings) for c in candidates]
+            if all(messages):
+                return {"text": f"'embedding:{name}': {messages[0]}"}
+        return {}
+
     def run(self, ctx: RunContext, clip: "TextEncoders", text: str, clip_skip: int) -> "Conditioning":
-        return encode_text(clip, text, clip_skip, ctx.check_interrupted)
+        from nodes.diffusion.impl.embeddings import EmbeddingError, EmbeddingFiles
+
+        try:
+            return encode_text(clip, text, clip_skip, ctx.check_interrupted, EmbeddingFiles(ctx.settings))
+        except EmbeddingError as exc:
+            raise NodeError(str(exc), field="text") from None
 
 
 def encode_text(
-    clip: "TextEncoders", text: str, clip_skip: int = 1, check: "Callable[[], None]" = lambda: None
+    clip: "TextEncoders", text: str, clip_skip: int = 1, check: "Callable[[], None]" = lambda: None,
+    embeddings: Any = None,
 ) -> "Conditioning":
     """Embeddings [1, 77 * windows, dim] for ``text``; for SDXL the two encoders' penultimate
     layers side by side (768 + 1280) and the pooled embedding of the second encoder.
 
     Emphasis multiplies each token's embedding by its weight, then rescales the window so
     its mean is what it was before weighting (the A1111 method); unweighted windows are
-    left untouched, so a plain prompt encodes exactly as diffusers' pipelines encode it."""
+    left untouched, so a plain prompt encodes exactly as diffusers' pipelines encode it.
+
+    ``embeddings`` (an :class:`~nodes.diffusion.impl.embeddings.EmbeddingFiles`) reads the
+    ``embedding:NAME`` textual inversions of the prompt; without it they are plain text."""
     import torch
 
     from nodes.diffusion.impl.prompt import weighted_tokens, windows
@@ -61,7 +84,10 @@ def encode_text(
     per_encoder: list[list[Window]] = []
     for index, tokenizer in enumerate(clip.tokenizers):
         pad = clip.pad_token_ids[index] if index < len(clip.pad_token_ids) else tokenizer.pad_token_id
-        per_encoder.append(windows(weighted_tokens(tokenizer, text, check), tokenizer.bos_token_id, tokenizer.eos_token_id, pad))
+        width = clip.encoders[index].get_input_embeddings().embedding_dim
+        lookup = (lambda name, width=width: embeddings.vectors(name, width)) if embeddings is not None else None
+        per_encoder.append(windows(weighted_tokens(tokenizer, text, check, lookup), tokenizer.bos_token_id,
+                                   tokenizer.eos_token_id, pad))
     if len({len(w) for w in per_encoder}) != 1:
         raise NodeError("the model's tokenizers split this prompt differently; cannot combine its encoders")
 
@@ -70,7 +96,7 @@ def encode_text(
         for position, group in enumerate(zip(*per_encoder)):
             parts = []
             for index, (encoder, window) in enumerate(zip(clip.encoders, group)):
-                hidden, pooled_here = _encode_window(encoder, window.ids, clip_skip, sdxl)
+                hidden, pooled_here = _encode_window(encoder, window.ids, clip_skip, sdxl, window.vectors)
                 parts.append(hidden)
                 if position == 0 and pooled_here is not None:
                     pooled = pooled_here
@@ -79,14 +105,30 @@ def encode_text(
     return Conditioning(torch.cat(chunks, dim=1), pooled if sdxl else None, {})
 
 
-def _encode_window(encoder: Any, ids: list[int], clip_skip: int, sdxl: bool) -> tuple["torch.Tensor", "torch.Tensor | None"]:
+def _encode_window(
+    encoder: Any, ids: list[int], clip_skip: int, sdxl: bool, vectors: dict[int, Any] | None = None
+) -> tuple["torch.Tensor", "torch.Tensor | None"]:
     """Hidden states [1, 77, dim] of one window, and the projected pooled output when the
-    encoder has a projection."""
+    encoder has a projection. ``vectors`` replace the input embeddings at their positions
+    (textual inversion), through a hook for this call only: the cached encoder is unchanged."""
     import torch
 
     input_ids = torch.tensor([ids], dtype=torch.long, device=encoder.device)
     needs_layers = sdxl or clip_skip > 1
-    out = encoder(input_ids=input_ids, output_hidden_states=needs_layers)
+    hook = None
+    if vectors:
+        def replace(module: Any, args: Any, output: "torch.Tensor") -> "torch.Tensor":
+            output = output.clone()
+            for position, vector in vectors.items():
+                output[0, position] = vector.to(device=output.device, dtype=output.dtype)
+            return output
+
+        hook = encoder.get_input_embeddings().register_forward_hook(replace)
+    try:
+        out = encoder(input_ids=input_ids, output_hidden_states=needs_layers)
+    finally:
+        if hook is not None:
+            hook.remove()
     pooled = getattr(out, "text_embeds", None)
     if sdxl:  # SDXL reads the penultimate layer, without the final layer norm
         return out.hidden_states[-(clip_skip + 1)], pooled

@@ -71,6 +71,23 @@ class Conditioning:
     embeds: "torch.Tensor"  # [B, tokens, dim] hidden states for cross-attention
     pooled: "torch.Tensor | None" = None  # [B, dim] for families that use it (SDXL)
     extras: dict[str, Any] = field(default_factory=dict)
+    # Where and when it applies (ConditioningSetArea / ConditioningSetTimestepRange):
+    area: tuple[int, int, int, int] | None = None  # (width, height, x, y) in pixels; None = everywhere
+    strength: float = 1.0  # its weight where areas overlap
+    timestep_range: tuple[float, float] | None = None  # (start, end) as fractions of the schedule
+    # Further conditionings predicted separately and averaged with this one, weighted by
+    # strength over their areas (ConditioningStack, ComfyUI's ConditioningCombine).
+    others: tuple["Conditioning", ...] = ()
+
+    def parts(self) -> list["Conditioning"]:
+        """This conditioning and its others, each on its own."""
+        from dataclasses import replace
+
+        return [replace(self, others=()), *self.others]
+
+    @property
+    def regional(self) -> bool:
+        return self.area is not None or self.timestep_range is not None or bool(self.others)
 
 
 CONDITIONING = DataType("CONDITIONING", (240, 160, 60), "Text embeddings the UNet cross-attends to", Conditioning)
@@ -80,6 +97,9 @@ CONDITIONING = DataType("CONDITIONING", (240, 160, 60), "Text embeddings the UNe
 class Latent:
     samples: "torch.Tensor"  # [B, C, h, w], unscaled-by-VAE convention: already multiplied by scaling_factor
     family: ModelFamily | None = None
+    # [B or 1, H, W] in [0, 1]: where a Sampler may change the latent (1) and where it keeps
+    # it (0); any size, resized to the latent's. None: everywhere (SetLatentNoiseMask).
+    noise_mask: "torch.Tensor | None" = None
 
 
 LATENT = DataType("LATENT", (240, 130, 200), "A batch of latent images", Latent)
@@ -100,7 +120,11 @@ NOISE = DataType("NOISE", (200, 200, 200), "A seeded source of starting noise", 
 # not named here: importing torch would make every start-up pay for it).
 IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
 
+# MASK values are torch tensors [B, H, W], float32 in [0, 1], on the CPU: 1 marks the
+# masked area (what inpainting repaints), as in ComfyUI.
+MASK = DataType("MASK", (120, 200, 120), "A batch of masks, one value in [0, 1] per pixel (1 = masked)")
+
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER)
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, MASK)

@@ -93,7 +93,7 @@ def test_an_over_long_image_name_is_a_field_error(registry, folders):
 
 
 def test_a_loaded_image_is_read_through_the_checked_descriptor(registry, folders):
-    image = registry.get("LoadImage")().run(_ctx(folders), image="red.png")
+    image, _mask = registry.get("LoadImage")().run(_ctx(folders), image="red.png")
     assert tuple(image.shape) == (1, 4, 4, 3) and float(image[0, 0, 0, 0]) == 1.0
 
 

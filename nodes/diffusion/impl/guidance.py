@@ -47,6 +47,8 @@ class Guider:  # GUIDER
 
         unet = self.model.unet
         batch = latent.shape[0]
+        if self.positive.regional or (self.uses_uncond and self.negative.regional):
+            return self._bind_regional(latent)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
         positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive")
         if not self.uses_uncond:
@@ -85,6 +87,67 @@ class Guider:  # GUIDER
             return guide(uncond, cond)
 
         return denoise_batched
+
+
+    def _bind_regional(self, latent: "torch.Tensor") -> Denoiser:
+        """The model call when a conditioning has areas, step ranges or stacked parts: each
+        part is predicted on its area of the latent (one UNet call each) and the parts'
+        predictions are averaged there, weighted by strength (0 where no part applies)."""
+        positive = _Regions(self.positive, self.model, latent, "positive")
+        if not self.uses_uncond:
+            return positive.predict
+        negative = _Regions(self.negative, self.model, latent, "negative")
+        scale, rescale = self.scale, self.rescale
+
+        def denoise(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+            uncond, cond = negative.predict(x, t), positive.predict(x, t)
+            guided = uncond + scale * (cond - uncond)
+            return _rescale(guided, cond, rescale) if rescale > 0 else guided
+
+        return denoise
+
+
+class _Regions:
+    """The parts of one conditioning, ready to predict on their areas."""
+
+    def __init__(self, cond: Conditioning, model: DiffusionModel, latent: "torch.Tensor", which: str):
+        factor = model.family.vae_scale_factor
+        height, width = latent.shape[2], latent.shape[3]
+        self.model = model
+        self.train_steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
+        self.parts = []
+        for part in cond.parts():
+            if part.area is None:
+                box = (0, height, 0, width)
+            else:
+                w, h, x, y = part.area
+                top, left = min(y // factor, height - 1), min(x // factor, width - 1)
+                box = (top, min(height, top + max(1, h // factor)), left, min(width, left + max(1, w // factor)))
+            pixels = ((box[1] - box[0]) * factor, (box[3] - box[2]) * factor)
+            self.parts.append((part, box, _unet_inputs(part, model, latent.shape[0], pixels, which)))
+
+    def active(self, part: Conditioning, t: "torch.Tensor") -> bool:
+        if part.timestep_range is None:
+            return True
+        start, end = part.timestep_range
+        last = self.train_steps - 1
+        level = float(t.reshape(-1)[0])
+        return (1.0 - end) * last - 1e-6 <= level <= (1.0 - start) * last + 1e-6
+
+    def predict(self, x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        unet = self.model.unet
+        out = torch.zeros_like(x)
+        weight = torch.zeros_like(x[:, :1])
+        for part, (top, bottom, left, right), (embeds, added) in self.parts:
+            if not self.active(part, t) or part.strength == 0:
+                continue
+            crop = x[:, :, top:bottom, left:right]
+            prediction = unet(crop, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+            out[:, :, top:bottom, left:right] += prediction * part.strength
+            weight[:, :, top:bottom, left:right] += part.strength
+        return torch.where(weight > 0, out / weight.clamp(min=1e-12), out)
 
 
 def _unet_inputs(

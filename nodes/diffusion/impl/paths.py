@@ -20,6 +20,8 @@ from nodeflow import NodeError, RunSettings
 MODEL_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "checkpoints": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     "unet": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
+    # comfy-import: textual-inversion embeddings (.pt only through torch's weights-only loading)
+    "embeddings": (".safetensors", ".pt", ".bin"),
 }
 _DIFFUSERS_MARKERS = ("model_index.json", "config.json")
 
@@ -59,6 +61,18 @@ def nearest(value: str, names: list[str]) -> str:
 
 def _short(value: str) -> str:
     return repr(value) if len(value) <= 80 else repr(value[:77] + "...")
+
+
+def missing_model(value: Any, kind: str, settings: RunSettings) -> str | None:
+    """Why ``value`` names no model of ``kind`` (the folders searched and the nearest name
+    found there), or None when it resolves. Cheap: names are listed, nothing is read."""
+    if not isinstance(value, str):
+        return None  # the field's own check reports a wrong type
+    try:
+        resolve_model_path(value, kind, settings)
+    except NodeError as error:
+        return error.message
+    return None
 
 
 def list_models(kind: str, settings: RunSettings) -> list[str]:

@@ -9,6 +9,7 @@ Emphasis syntax (weights multiply when nested):
 ``(word:1.3)``     x 1.3 (any number, also below 1 or negative)
 ``\\(`` ``\\)`` ``\\[`` ``\\]`` ``\\\\``   literal brackets / backslash
 ``BREAK``          start a new 75-token window here
+``embedding:NAME`` the textual-inversion embedding NAME (its vectors take token places)
 =================  =========================================
 
 A bracket that is never closed weights the rest of the prompt; a closing bracket with
@@ -42,6 +43,9 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _BREAK_SPLIT = re.compile(r"\s*\bBREAK\b\s*")
+# ComfyUI's form: "embedding:" and a file name (extension optional) up to a space or comma.
+EMBEDDING = re.compile(r"\bembedding:([^\s,]+)")
+PLACEHOLDER_ID = 0  # the id an embedding vector's token place gets; its input embedding is replaced
 
 
 def parse_weights(text: str, check: Callable[[], None] = lambda: None) -> list[tuple[str, float]]:
@@ -112,26 +116,35 @@ def _span_products(count: int, spans: list[tuple[int, int, float, bool]]) -> lis
 
 @dataclass
 class Window:
-    """One 77-token encoder input and the weight of each position."""
+    """One 77-token encoder input, the weight of each position, and the embedding
+    vectors that replace the input embedding at some positions (textual inversion)."""
 
     ids: list[int]
     weights: list[float]
+    vectors: dict[int, Any] | None = None  # position -> [dim] tensor
 
 
 def weighted_tokens(
-    tokenizer: Any, text: str, check: Callable[[], None] = lambda: None
-) -> list[list[tuple[int, float]]]:
+    tokenizer: Any, text: str, check: Callable[[], None] = lambda: None, embedding: Callable[[str], Any] | None = None
+) -> list[list[tuple[Any, ...]]]:
     """Token ids with weights, without start/end tokens, split into the parts ``BREAK``
-    separates; ``check`` is called between pieces so a long prompt can be interrupted."""
-    parts: list[list[tuple[int, float]]] = []
+    separates; ``check`` is called between pieces so a long prompt can be interrupted.
+
+    With ``embedding`` (name -> [n, dim] vectors), each ``embedding:NAME`` becomes n
+    entries ``(PLACEHOLDER_ID, weight, vector)``; without, it is read as plain text."""
+    parts: list[list[tuple[Any, ...]]] = []
     for part in _BREAK_SPLIT.split(text):
-        tokens: list[tuple[int, float]] = []
+        tokens: list[tuple[Any, ...]] = []
         for number, (piece, weight) in enumerate(parse_weights(part, check)):
             if number % 256 == 255:
                 check()
-            if piece.strip():
-                ids = tokenizer(piece, add_special_tokens=False, truncation=False, verbose=False).input_ids
-                tokens.extend((token, weight) for token in ids)
+            pieces = EMBEDDING.split(piece) if embedding is not None else [piece]
+            for index, chunk in enumerate(pieces):
+                if index % 2:  # a name the pattern captured
+                    tokens.extend((PLACEHOLDER_ID, weight, vector) for vector in embedding(chunk))
+                elif chunk.strip():
+                    ids = tokenizer(chunk, add_special_tokens=False, truncation=False, verbose=False).input_ids
+                    tokens.extend((token, weight) for token in ids)
         parts.append(tokens)
     return parts
 
@@ -147,10 +160,12 @@ def windows(parts: Sequence[Sequence[tuple[int, float]]], bos: int, eos: int, pa
         for start in range(0, max(len(tokens), 1), WINDOW):
             chunk = list(tokens[start : start + WINDOW])
             filler = WINDOW - len(chunk)
+            vectors = {1 + i: entry[2] for i, entry in enumerate(chunk) if len(entry) > 2}
             out.append(
                 Window(
-                    ids=[bos] + [t for t, _ in chunk] + [eos] + [pad] * filler,
-                    weights=[1.0] + [w for _, w in chunk] + [1.0] + [1.0] * filler,
+                    ids=[bos] + [entry[0] for entry in chunk] + [eos] + [pad] * filler,
+                    weights=[1.0] + [entry[1] for entry in chunk] + [1.0] + [1.0] * filler,
+                    vectors=vectors or None,
                 )
             )
     return out

@@ -9,6 +9,7 @@ pipeline given the same seed produce the same image.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nodeflow import RunContext
@@ -23,6 +24,22 @@ if TYPE_CHECKING:
     from nodes.diffusion.impl.guidance import Guider
 
 
+@dataclass(frozen=True)
+class StepRange:
+    """Which steps of the schedule run: ``[start, end)`` (an end past the last step is the
+    end). Stopping early with ``leftover_noise`` hands on the latent as it is at step
+    ``end`` (in k-diffusion's x0 + sigma*eps form, whatever the solver keeps, so a second
+    sampler of another kind can continue it); without, the last step's estimate of the
+    clean latent is returned, as a finished run would."""
+
+    start: int = 0
+    end: int = 10_000
+    leftover_noise: bool = False
+
+
+FULL = StepRange()
+
+
 class SamplingError(ValueError):
     """Settings the sampler refuses; ``field`` names the input at fault."""
 
@@ -33,7 +50,7 @@ class SamplingError(ValueError):
 
 def sample(
     ctx: RunContext, noise: NoiseSource, guider: "Guider", latent: Latent,
-    sampler: str, schedule: str, steps: int, denoise: float, eta: float,
+    sampler: str, schedule: str, steps: int, denoise: float, eta: float, steps_run: StepRange = FULL,
 ) -> "torch.Tensor":
     """Run the sampler; returns the denoised latents [B, C, h, w] in model space."""
     import torch
@@ -63,34 +80,41 @@ def sample(
             scheduler.set_timesteps(steps, device=device)
         except ValueError as exc:  # e.g. lcm: more steps than the model was distilled for
             raise SamplingError("steps", f"{sampler} cannot run {steps} steps: {exc}") from None
-        timesteps = scheduler.timesteps
+        full = scheduler.timesteps
+        order = scheduler.order
         shape = tuple(latent.samples.shape)
         generator = None if noise.seed is None else torch.Generator("cpu").manual_seed(noise.seed)
         if generator is not None:
             initial = torch.randn(shape, generator=generator, dtype=dtype).to(device)
+        # The last `denoise` fraction of the schedule (diffusers' img2img strength), then
+        # the requested step range within the whole schedule.
+        begin = 0 if denoise >= 1.0 else (steps - min(int(steps * denoise), steps)) * order
+        begin = max(begin, steps_run.start * order)
+        stop = min(len(full), steps_run.end * order)
+        timesteps = full[begin:stop]
+        if len(timesteps) == 0:
+            return latent.samples  # nothing left to denoise
+        if begin and hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        vp = spec.variance_preserving
 
         if generator is None:
             # No noise (DisableNoise): the input latent is taken to be noisy already, at the
-            # level of the first step that runs, so it is the starting point as it is.
-            begin = 0 if denoise >= 1.0 else (steps - min(int(steps * denoise), steps)) * scheduler.order
-            timesteps = timesteps[begin:]
-            if len(timesteps) == 0:
-                return latent.samples
-            if begin and hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(begin)
+            # level of the first step that runs (k-diffusion form), so it is the starting point.
             x = latent.samples.to(device=device, dtype=dtype)
-        elif denoise >= 1.0:
+            if begin and vp:
+                x = x * _vp_alpha(scheduler, full, begin)
+        elif begin == 0:
             x = initial * scheduler.init_noise_sigma
         else:
-            # The last `denoise` fraction of the schedule, as diffusers' img2img strength.
-            begin = (steps - min(int(steps * denoise), steps)) * scheduler.order
-            timesteps = timesteps[begin:]
-            if len(timesteps) == 0:
-                return latent.samples  # nothing left to denoise
-            if hasattr(scheduler, "set_begin_index"):
-                scheduler.set_begin_index(begin)
             start = latent.samples.to(device=device, dtype=dtype)
             x = scheduler.add_noise(start, initial, timesteps[:1].repeat(shape[0]))
+
+        masked = _noise_mask(latent, shape, device, dtype)
+        if masked is not None:  # the outside is kept: the input latent, re-noised to each level
+            original = latent.samples.to(device=device, dtype=dtype)
+            kept_noise = initial if generator is not None else torch.randn(
+                shape, generator=torch.Generator("cpu").manual_seed(0), dtype=dtype).to(device)
 
         predict = guider.bind(x)
         accepted = step_parameters(spec.scheduler_class)
@@ -108,18 +132,69 @@ def sample(
             prediction = predict(scheduler.scale_model_input(x, t), t)
             result = scheduler.step(prediction, t, x, **step_kwargs, return_dict=True)
             preview = latent_preview(_preview_x0(result, scheduler, prediction, x), rgb_map) if previews else None
+            clean = None
+            if stop < len(full) and i == total - 1 and not steps_run.leftover_noise:
+                clean = _x0(result, scheduler, prediction, x)
             x = result.prev_sample
+            if masked is not None:
+                last = i + 1 == total
+                if last and (stop >= len(full) or not steps_run.leftover_noise):
+                    kept = original
+                else:
+                    level = timesteps[i + 1: i + 2] if not last else full[stop: stop + 1]
+                    kept = scheduler.add_noise(original, kept_noise, level.repeat(shape[0]))
+                x = masked * x + (1 - masked) * kept
+                if clean is not None:
+                    clean = masked * clean + (1 - masked) * original
             ctx.progress(i + 1, total, preview)
+        if stop < len(full):  # stopped early
+            if clean is not None:
+                return clean
+            return x / _vp_alpha(scheduler, full, stop) if vp else x
     return x
+
+
+def _noise_mask(latent: Latent, shape: tuple[int, ...], device: Any, dtype: Any) -> "torch.Tensor | None":
+    """The latent's noise mask as [B, 1, h, w] on the latent grid, or None."""
+    import torch.nn.functional as F
+
+    mask = latent.noise_mask
+    if mask is None:
+        return None
+    mask = mask.float().reshape(-1, 1, *mask.shape[-2:])
+    mask = F.interpolate(mask, size=shape[-2:], mode="bilinear", align_corners=False)
+    if mask.shape[0] != shape[0]:
+        if shape[0] % mask.shape[0]:
+            raise SamplingError("latent", f"the noise mask has a batch of {mask.shape[0]}, the latent {shape[0]}")
+        mask = mask.repeat(shape[0] // mask.shape[0], 1, 1, 1)
+    return mask.clamp(0.0, 1.0).to(device=device, dtype=dtype)
+
+
+def _vp_alpha(scheduler: Any, timesteps: "torch.Tensor", index: int) -> "torch.Tensor":
+    """alpha_t = 1 / sqrt(1 + sigma^2) at step ``index``: a variance-preserving solver's
+    latent is alpha_t times the k-diffusion one (x0 + sigma * eps)."""
+    import torch
+
+    sigmas = getattr(scheduler, "sigmas", None)
+    if sigmas is not None and len(sigmas) > index:
+        sigma = sigmas[index].float()
+    else:  # DDPM/DDIM/LCM keep alphas-bar instead
+        alpha_bar = scheduler.alphas_cumprod[int(timesteps[index])].float()
+        sigma = ((1 - alpha_bar) / alpha_bar).sqrt()
+    return torch.rsqrt(sigma * sigma + 1.0).to(timesteps.device)
 
 
 def _preview_x0(result: Any, scheduler: Any, prediction: "torch.Tensor", x: "torch.Tensor") -> "torch.Tensor":
     """The step's estimate of the clean latent for the first image of the batch (the preview)."""
+    return _x0(result, scheduler, prediction[:1], x[:1], first_only=True)
+
+
+def _x0(result: Any, scheduler: Any, prediction: "torch.Tensor", x: "torch.Tensor", first_only: bool = False) -> "torch.Tensor":
+    """The step's estimate of the clean latent."""
     for name in ("pred_original_sample", "denoised"):  # most schedulers report it
         x0 = getattr(result, name, None)
         if x0 is not None:
-            return x0[:1]
-    x, prediction = x[:1], prediction[:1]
+            return x0[:1] if first_only else x0
     # DPM-Solver multistep and UniPC do not; they keep x in variance-preserving scale,
     # x = alpha_t * x0 + sigma_t * eps, with sigma = sigma_t / alpha_t at the step just taken.
     sigma = scheduler.sigmas[scheduler.step_index - 1].to(x.device, x.dtype)

@@ -36,11 +36,17 @@ class SamplerSpec:
     takes_eta: bool = False  # eta is a parameter of the class's step() (DDIM)
     sigma_schedules: bool = True  # the class takes karras / exponential sigmas
     description: str = ""
+    # Its running latent is variance-preserving (alpha x0 + sigma_t eps) rather than
+    # k-diffusion's x0 + sigma eps; a latent handed between samplers mid-schedule is
+    # converted to and from the latter (nodes.diffusion.impl.sample).
+    variance_preserving: bool = False
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
-    "ddpm": SamplerSpec("DDPMScheduler", sigma_schedules=False, description="ancestral DDPM (stochastic)"),
-    "ddim": SamplerSpec("DDIMScheduler", takes_eta=True, sigma_schedules=False, description="DDIM; eta 0 is deterministic, 1 is DDPM-like"),
+    "ddpm": SamplerSpec("DDPMScheduler", sigma_schedules=False, description="ancestral DDPM (stochastic)",
+                        variance_preserving=True),
+    "ddim": SamplerSpec("DDIMScheduler", takes_eta=True, sigma_schedules=False, description="DDIM; eta 0 is deterministic, 1 is DDPM-like",
+                        variance_preserving=True),
     "euler": SamplerSpec("EulerDiscreteScheduler", description="Euler (deterministic)"),
     "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_schedules=False, description="Euler ancestral (stochastic)"),
     "heun": SamplerSpec("HeunDiscreteScheduler", description="Heun, 2 model calls per step"),
@@ -50,16 +56,22 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "dpmpp_2m": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2},
-        description="DPM-Solver++(2M)",
+        description="DPM-Solver++(2M)", variance_preserving=True,
     ),
     "dpmpp_2m_sde": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
-        description="DPM-Solver++(2M) SDE (stochastic)",
+        description="DPM-Solver++(2M) SDE (stochastic)", variance_preserving=True,
+    ),
+    "dpmpp_3m_sde": SamplerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
+        description="DPM-Solver++(3M) SDE (stochastic)", variance_preserving=True,
     ),
     "dpmpp_sde": SamplerSpec("DPMSolverSDEScheduler", description="DPM-Solver++ SDE, Brownian-tree noise"),
-    "unipc": SamplerSpec("UniPCMultistepScheduler", description="UniPC multistep"),
-    "lcm": SamplerSpec("LCMScheduler", sigma_schedules=False, description="LCM, for latent-consistency-distilled models"),
+    "unipc": SamplerSpec("UniPCMultistepScheduler", description="UniPC multistep", variance_preserving=True),
+    "lcm": SamplerSpec("LCMScheduler", sigma_schedules=False, description="LCM, for latent-consistency-distilled models",
+                       variance_preserving=True),
 }
 
 # Schedules that set sigmas rather than timestep spacing.

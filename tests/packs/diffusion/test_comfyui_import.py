@@ -134,13 +134,13 @@ def test_unsupported_node_types_are_all_listed_in_one_error(registry):
     data["10"] = {"class_type": "VAELoader", "inputs": {"vae_name": "x.safetensors"}}
     data["11"] = {"class_type": "VAELoader", "inputs": {"vae_name": "y.safetensors"}}
     data["12"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1]}}
-    data["3"]["inputs"]["sampler_name"] = "dpmpp_3m_sde"
+    data["3"]["inputs"]["sampler_name"] = "dpmpp_2s_ancestral"
     with pytest.raises(WorkflowError) as error:
         workflow_from_dict(data, registry)
     message = str(error.value)
     assert "LoraLoader (node 12)" in message
     assert "VAELoader (nodes 10, 11)" in message
-    assert "node 3 (KSampler): sampler_name 'dpmpp_3m_sde' has no nodeflow equivalent" in message
+    assert "node 3 (KSampler): sampler_name 'dpmpp_2s_ancestral' has no nodeflow equivalent" in message
 
 
 def test_clip_set_last_layer_becomes_clip_skip(registry):
@@ -207,3 +207,54 @@ def test_disable_noise_imports_as_our_disable_noise(registry):
     assert imported.type == "DisableNoise"
     sampler = next(nid for nid, n in graph.nodes.items() if n.type == "Sampler")
     assert graph.link_into(sampler, "noise").source == imported.id
+
+
+# ------------------------------------------------------------ older and newer file forms
+@pytest.mark.parametrize("fixture", ["boolean_seed_ui_v04.json", "subgraph_ui_v1.json", "txt2img_animated.webp"])
+def test_older_and_newer_comfyui_forms_run_to_the_same_image(fixture, models, native_image, tmp_path):
+    # boolean_seed: KSampler's widgets are [seed, true, steps, ...] (older ComfyUI) and
+    # "EmptyLatentImage " has a trailing space; subgraph: the prompts sit in a subgraph
+    # that holds another; the WebP is animated and carries both graphs in EXIF.
+    flow = api.open(FIXTURES / fixture, device="cpu")
+    assert np.array_equal(_run(flow, models, tmp_path, "converted"), native_image)
+
+
+def test_a_boolean_seed_control_does_not_shift_the_values(registry):
+    graph = load_workflow(FIXTURES / "boolean_seed_ui_v04.json", registry).graph
+    assert graph.nodes["3.noise"].values["seed"] == SEED
+    assert (graph.nodes["3"].values["steps"], graph.nodes["3"].values["sampler"]) == (STEPS, "euler")
+    assert graph.nodes["3.cfg"].values["scale"] == SCALE
+    assert graph.nodes["5"].type == "EmptyLatent"
+
+
+def test_subgraphs_are_inlined_with_titles_and_positions(registry):
+    graph = load_workflow(FIXTURES / "subgraph_ui_v1.json", registry).graph
+    positive, negative = graph.nodes["30:6"], graph.nodes["30:7:1"]  # ComfyUI's own ids for inner nodes
+    assert positive.title == "Positive" and positive.values["text"] == PROMPT
+    assert negative.values["text"] == NEGATIVE
+    # the subgraph's top-left inner node lands where the instance was, the rest keep their offsets
+    assert positive.pos == (400.0, 100.0) and negative.pos == (400.0, 340.0)
+    assert graph.link_into("30:6", "clip").source == "4" and graph.link_into("30:7:1", "clip").source == "4"
+    assert graph.link_into("21", "positive").source == "30:6"
+    assert graph.link_into("21", "negative").source == "30:7:1"
+
+
+def test_a_subgraph_with_an_unsupported_node_names_it(registry):
+    data = json.loads((FIXTURES / "subgraph_ui_v1.json").read_text())
+    inner = data["definitions"]["subgraphs"][1]["nodes"][0]
+    inner["type"] = "GLIGENTextBoxApply"
+    with pytest.raises(WorkflowError, match=r"GLIGENTextBoxApply \(node 30:7:1\)"):
+        workflow_from_dict(data, registry)
+
+
+def test_a_webp_without_a_workflow_says_so(tmp_path):
+    from PIL import Image
+
+    plain = tmp_path / "plain.webp"
+    Image.new("RGB", (8, 8)).save(plain)
+    with pytest.raises(WorkflowError, match="carries no workflow"):
+        load_workflow(plain, default_registry())
+    broken = tmp_path / "broken.webp"
+    broken.write_bytes((FIXTURES / "txt2img_animated.webp").read_bytes()[:200])
+    with pytest.raises(WorkflowError, match="truncated"):
+        load_workflow(broken, default_registry())

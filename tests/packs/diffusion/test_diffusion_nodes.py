@@ -101,9 +101,11 @@ def test_vae_encode_refuses_sizes_off_the_grid(vae):
 def test_load_image_reads_rgb_in_unit_range(tmp_path):
     pixels = np.random.default_rng(0).integers(0, 256, (6, 5, 4), dtype=np.uint8)
     Image.fromarray(pixels, "RGBA").save(tmp_path / "in.png")
-    image = LoadImage().run(RunContext(input_dir=tmp_path), image="in.png")
+    image, mask = LoadImage().run(RunContext(input_dir=tmp_path), image="in.png")
     assert image.shape == (1, 6, 5, 3) and image.dtype == torch.float32
     assert np.array_equal((image[0].numpy() * 255).round().astype(np.uint8), pixels[..., :3])
+    # the mask is 1 - alpha: transparent is masked
+    assert np.array_equal(((1 - mask[0].numpy()) * 255).round().astype(np.uint8), pixels[..., 3])
 
 
 @pytest.mark.parametrize("name", ["../secret.png", "/etc/passwd", "sub/../../x.png"])

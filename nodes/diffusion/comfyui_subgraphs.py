@@ -1,0 +1,108 @@
+"""ComfyUI subgraphs, inlined: a subgraph instance becomes the nodes inside it.
+
+ComfyUI's UI format (schema 1, frontend 1.24+) keeps reusable groups of nodes in
+``definitions.subgraphs``: each definition has its own ``nodes`` and ``links``, a list of
+``inputs`` and ``outputs``, and two virtual nodes, the input node (id -10) whose output
+slot *i* is the instance's input *i*, and the output node (id -20) whose input slot *j*
+is the instance's output *j*. A node of the outer graph whose ``type`` is a definition's
+id is an instance of it.
+
+nodeflow has no subgraphs, so each instance is replaced by its inner nodes, with ids
+``"<instance id>:<inner id>"`` (ComfyUI's own execution ids for them), their own titles,
+and positions moved to where the instance sits. Links through the input and output
+nodes are rewired to what feeds the instance and to what the instance fed. Subgraphs
+inside subgraphs are inlined the same way, to a bounded depth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeflow.files.workflow import WorkflowError
+
+from nodes.diffusion.comfyui import ComfyNode, Ref, _is_int, _list, read_ui_graph
+
+INPUT_NODE, OUTPUT_NODE = "-10", "-20"
+MAX_DEPTH = 32  # subgraphs inside subgraphs; a definition that contains itself must end
+
+
+def subgraph_definitions(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Definition id -> definition, for every subgraph the file defines."""
+    definitions = data.get("definitions")
+    raw = definitions.get("subgraphs") if isinstance(definitions, dict) else None
+    found: dict[str, dict[str, Any]] = {}
+    for index, entry in enumerate(_list(raw)):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise WorkflowError(f"ComfyUI definitions.subgraphs[{index}] needs an 'id'")
+        if not isinstance(entry.get("nodes"), list):
+            raise WorkflowError(f"ComfyUI subgraph {entry.get('name') or entry['id']!r} has no 'nodes' list")
+        found[entry["id"]] = entry
+    return found
+
+
+def inline_subgraphs(nodes: list[ComfyNode], definitions: dict[str, dict[str, Any]], depth: int = 0) -> list[ComfyNode]:
+    """``nodes`` with every subgraph instance replaced by its (inlined) inner nodes."""
+    if not any(n.type in definitions for n in nodes):
+        return nodes
+    if depth >= MAX_DEPTH:
+        raise WorkflowError(f"ComfyUI subgraphs are nested more than {MAX_DEPTH} deep (does one contain itself?)")
+    out: list[ComfyNode] = []
+    substitutes: dict[tuple[str, int], Any] = {}  # a Ref to replace -> its replacement
+    for node in nodes:
+        definition = definitions.get(node.type)
+        if definition is None:
+            out.append(node)
+            continue
+        prefix = f"{node.id}:"
+        inner = read_ui_graph(definition, prefix, definitions)
+        _place(inner, node, definition)
+        for slot, name in enumerate(node.slots):  # the input node's slot i is the instance's input i
+            substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name)
+        for slot, ref in _output_sources(definition, prefix).items():
+            substitutes[(node.id, slot)] = ref
+        if not node.slots:  # an instance saved without its input list: match by the definition's names
+            for slot, entry in enumerate(_list(definition.get("inputs"))):
+                name = entry.get("name") if isinstance(entry, dict) else None
+                substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name) if isinstance(name, str) else None
+        out.extend(inner)
+    for node in out:
+        for name, value in list(node.inputs.items()):
+            node.inputs[name] = _substituted(value, substitutes)
+    return inline_subgraphs(out, definitions, depth + 1)
+
+
+def _substituted(value: Any, substitutes: dict[tuple[str, int], Any]) -> Any:
+    for _ in range(MAX_DEPTH * 4):
+        if not isinstance(value, Ref) or (value.node, value.slot) not in substitutes:
+            return value
+        value = substitutes[(value.node, value.slot)]
+    raise WorkflowError("ComfyUI subgraph inputs and outputs feed each other in a loop")
+
+
+def _output_sources(definition: dict[str, Any], prefix: str) -> dict[int, Ref]:
+    """The instance's output slot j -> the inner output that feeds the output node's slot j."""
+    sources: dict[int, Ref] = {}
+    for raw in _list(definition.get("links")):
+        if isinstance(raw, dict):
+            origin, origin_slot, target, target_slot = (raw.get(k) for k in ("origin_id", "origin_slot", "target_id", "target_slot"))
+        elif isinstance(raw, list) and len(raw) >= 5:
+            origin, origin_slot, target, target_slot = raw[1:5]
+        else:
+            continue
+        if str(target) == OUTPUT_NODE and _is_int(target_slot) and _is_int(origin_slot):
+            sources[target_slot] = Ref(prefix + str(origin), origin_slot)
+    return sources
+
+
+def _place(inner: list[ComfyNode], instance: ComfyNode, definition: dict[str, Any]) -> None:
+    """Move the inner nodes so that their top-left corner is where the instance sits; an
+    inner node inherits the instance's mode (a muted or bypassed instance is all muted or bypassed)."""
+    placed = [n.pos for n in inner if n.pos is not None]
+    for node in inner:
+        if instance.mode != "normal":
+            node.mode = instance.mode
+        if instance.pos is None:
+            node.pos = None
+        elif node.pos is not None and placed:
+            left, top = min(p[0] for p in placed), min(p[1] for p in placed)
+            node.pos = (instance.pos[0] + node.pos[0] - left, instance.pos[1] + node.pos[1] - top)

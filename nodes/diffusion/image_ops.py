@@ -1,0 +1,273 @@
+"""Pixel operations on IMAGE batches: resize, crop, invert, blend, batch, pad for outpainting.
+
+Images are [B, H, W, 3] float tensors in [0, 1] on the CPU; every node returns a new
+tensor (inputs are cached and never changed in place). Sizes are checked against the
+host's pixel limit before anything large is allocated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeflow import Choice, Float, Int, Node, Output, RunContext, Socket, check_pixels
+
+from nodes.diffusion.types import IMAGE, MASK
+
+METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
+
+
+def resize(images: Any, height: int, width: int, method: str) -> Any:
+    """``images`` [B, H, W, C] resized to height x width with ``method``."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    if method == "lanczos":  # torch has none: Pillow's, per image
+        from PIL import Image
+
+        frames = []
+        for frame in images:
+            picture = Image.fromarray((frame.clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8))
+            resized = picture.resize((width, height), Image.Resampling.LANCZOS)
+            frames.append(torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0))
+        return torch.stack(frames)
+    channels_first = images.movedim(-1, 1).float()
+    mode = "nearest-exact" if method == "nearest" else method
+    options = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
+    out = F.interpolate(channels_first, size=(height, width), mode=mode, **options)
+    return out.clamp(0.0, 1.0).movedim(1, -1).contiguous()
+
+
+def _center_crop(images: Any, height: int, width: int) -> Any:
+    """The centre of ``images`` with the aspect ratio of height x width."""
+    h, w = images.shape[1:3]
+    if w * height > h * width:  # too wide
+        new_w = max(1, round(h * width / height))
+        left = (w - new_w) // 2
+        return images[:, :, left:left + new_w]
+    new_h = max(1, round(w * height / width))
+    top = (h - new_h) // 2
+    return images[:, top:top + new_h]
+
+
+class ImageScale(Node):
+    type = "ImageScale"
+    display_name = "Resize Image"
+    category = "image"
+    description = (
+        "Resizes images to a width and height in pixels; 0 for one of them keeps the aspect "
+        "ratio. `crop` center first cuts the image to the target's aspect ratio."
+    )
+
+    image = Socket(IMAGE)
+    method = Choice(METHODS, default="bilinear", tooltip="interpolation")
+    width = Int(512, min=0, max=16384, tooltip="target width; 0 = from height and the aspect ratio")
+    height = Int(512, min=0, max=16384, tooltip="target height; 0 = from width and the aspect ratio")
+    crop = Choice(("disabled", "center"), default="disabled", tooltip="center: keep the target's aspect ratio by cutting")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, method: str, width: int, height: int, crop: str) -> Any:
+        h, w = image.shape[1:3]
+        if width == 0 and height == 0:
+            return image
+        width = width or max(1, round(w * height / h))
+        height = height or max(1, round(h * width / w))
+        check_pixels("width", width, height, image.shape[0], ctx.settings)
+        source = _center_crop(image, height, width) if crop == "center" else image
+        return resize(source, height, width, method)
+
+
+class ImageScaleBy(Node):
+    type = "ImageScaleBy"
+    display_name = "Scale Image"
+    category = "image"
+    description = "Resizes images by a factor (both sides)."
+
+    image = Socket(IMAGE)
+    method = Choice(METHODS, default="bilinear")
+    scale_by = Float(1.0, min=0.01, max=8.0, step=0.01)
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, method: str, scale_by: float) -> Any:
+        h, w = image.shape[1:3]
+        height, width = max(1, round(h * scale_by)), max(1, round(w * scale_by))
+        check_pixels("scale_by", width, height, image.shape[0], ctx.settings)
+        return resize(image, height, width, method)
+
+
+class ImageScaleToTotalPixels(Node):
+    type = "ImageScaleToTotalPixels"
+    display_name = "Scale Image to Megapixels"
+    category = "image"
+    description = "Resizes images, keeping the aspect ratio, to about `megapixels` million pixels."
+
+    image = Socket(IMAGE)
+    method = Choice(METHODS, default="bilinear")
+    megapixels = Float(1.0, min=0.01, max=16.0, step=0.01)
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, method: str, megapixels: float) -> Any:
+        h, w = image.shape[1:3]
+        factor = (megapixels * 1024 * 1024 / (h * w)) ** 0.5
+        height, width = max(1, round(h * factor)), max(1, round(w * factor))
+        check_pixels("megapixels", width, height, image.shape[0], ctx.settings)
+        return resize(image, height, width, method)
+
+
+class ImageCrop(Node):
+    type = "ImageCrop"
+    display_name = "Crop Image"
+    category = "image"
+    description = "The width x height rectangle at (x, y), cut to the image where it reaches past its edge."
+
+    image = Socket(IMAGE)
+    width = Int(512, min=1, max=16384)
+    height = Int(512, min=1, max=16384)
+    x = Int(0, min=0, max=16384, tooltip="left edge in pixels")
+    y = Int(0, min=0, max=16384, tooltip="top edge in pixels")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, width: int, height: int, x: int, y: int) -> Any:
+        h, w = image.shape[1:3]
+        x, y = min(x, w - 1), min(y, h - 1)
+        return image[:, y:y + height, x:x + width].clone()
+
+
+class ImageInvert(Node):
+    type = "ImageInvert"
+    display_name = "Invert Image"
+    category = "image"
+    description = "1 - each colour value: the negative."
+
+    image = Socket(IMAGE)
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any) -> Any:
+        return 1.0 - image
+
+
+BLEND_MODES = ("normal", "multiply", "screen", "overlay", "soft_light", "difference")
+
+
+class ImageBlend(Node):
+    type = "ImageBlend"
+    display_name = "Blend Images"
+    category = "image"
+    description = (
+        "Mixes image2 into image1 with a blend mode, by `blend_factor` (0 = image1 alone). "
+        "image2 is resized to image1's size if they differ."
+    )
+
+    image1 = Socket(IMAGE)
+    image2 = Socket(IMAGE)
+    blend_factor = Float(0.5, min=0.0, max=1.0, step=0.01)
+    blend_mode = Choice(BLEND_MODES, default="normal")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image1: Any, image2: Any, blend_factor: float, blend_mode: str) -> Any:
+        import torch
+
+        if image2.shape[1:3] != image1.shape[1:3]:
+            image2 = resize(image2, image1.shape[1], image1.shape[2], "bicubic")
+        a, b = image1.float(), image2.float()
+        if blend_mode == "normal":
+            blended = b
+        elif blend_mode == "multiply":
+            blended = a * b
+        elif blend_mode == "screen":
+            blended = 1 - (1 - a) * (1 - b)
+        elif blend_mode == "overlay":
+            blended = torch.where(a <= 0.5, 2 * a * b, 1 - 2 * (1 - a) * (1 - b))
+        elif blend_mode == "soft_light":
+            g = torch.where(a <= 0.25, ((16 * a - 12) * a + 4) * a, torch.sqrt(a))
+            blended = torch.where(b <= 0.5, a - (1 - 2 * b) * a * (1 - a), a + (2 * b - 1) * (g - a))
+        else:
+            blended = (a - b).abs()
+        return (a * (1 - blend_factor) + blended * blend_factor).clamp(0.0, 1.0)
+
+
+class ImageBatch(Node):
+    type = "ImageBatch"
+    display_name = "Batch Images"
+    category = "image"
+    description = "image1's batch followed by image2's (image2 resized to image1's size if they differ)."
+
+    image1 = Socket(IMAGE)
+    image2 = Socket(IMAGE)
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image1: Any, image2: Any) -> Any:
+        import torch
+
+        if image2.shape[1:3] != image1.shape[1:3]:
+            image2 = resize(image2, image1.shape[1], image1.shape[2], "bilinear")
+        return torch.cat([image1, image2.to(image1.dtype)])
+
+
+class ImagePadForOutpaint(Node):
+    type = "ImagePadForOutpaint"
+    display_name = "Pad Image for Outpainting"
+    category = "image"
+    description = (
+        "Adds borders to the image (grey, 0.5) and gives the mask of what to paint: 1 on the "
+        "new borders, fading into the old image over `feathering` pixels."
+    )
+
+    image = Socket(IMAGE)
+    left = Int(0, min=0, max=8192, step=8)
+    top = Int(0, min=0, max=8192, step=8)
+    right = Int(0, min=0, max=8192, step=8)
+    bottom = Int(0, min=0, max=8192, step=8)
+    feathering = Int(40, min=0, max=8192, tooltip="pixels over which the mask fades into the old image")
+    outputs = (Output("image", IMAGE), Output("mask", MASK))
+
+    def run(self, ctx: RunContext, image: Any, left: int, top: int, right: int, bottom: int, feathering: int) -> Any:
+        import torch
+
+        batch, h, w, channels = image.shape
+        height, width = h + top + bottom, w + left + right
+        check_pixels("left", width, height, batch, ctx.settings)
+        padded = torch.full((batch, height, width, channels), 0.5, dtype=image.dtype)
+        padded[:, top:top + h, left:left + w] = image
+        mask = torch.ones((batch, height, width), dtype=torch.float32)
+        inner = torch.zeros((h, w), dtype=torch.float32)
+        if feathering > 0 and feathering * 2 < min(h, w):
+            rows = torch.arange(h, dtype=torch.float32)[:, None]
+            cols = torch.arange(w, dtype=torch.float32)[None, :]
+            distance = torch.full((h, w), float("inf"))
+            for side, near in ((top, rows), (bottom, h - 1 - rows), (left, cols), (right, w - 1 - cols)):
+                if side:
+                    distance = torch.minimum(distance, near.expand(h, w))
+            fade = ((feathering - distance) / feathering).clamp(min=0.0)
+            inner = fade * fade
+        mask[:, top:top + h, left:left + w] = inner
+        return padded, mask
+
+
+
+class Canny(Node):
+    type = "Canny"
+    display_name = "Canny Edges"
+    category = "image"
+    description = (
+        "White edges on black, by the Canny detector (Gaussian blur, Sobel gradients, thin "
+        "edges, two thresholds with hysteresis), computed with kornia, the library ComfyUI's "
+        "Canny uses, so the edges match. The usual input of a Canny ControlNet."
+    )
+
+    image = Socket(IMAGE)
+    low_threshold = Float(0.4, min=0.01, max=0.99, step=0.01, tooltip="gradients above this are edges if they touch a strong one")
+    high_threshold = Float(0.8, min=0.01, max=0.99, step=0.01, tooltip="gradients above this are always edges")
+    outputs = (Output("image", IMAGE),)
+
+    @classmethod
+    def check_values(cls, values: dict[str, Any]) -> dict[str, str]:
+        if values.get("low_threshold", 0.0) > values.get("high_threshold", 1.0):
+            return {"low_threshold": f"low_threshold {values['low_threshold']} is above high_threshold {values['high_threshold']}"}
+        return {}
+
+    def run(self, ctx: RunContext, image: Any, low_threshold: float, high_threshold: float) -> Any:
+        import kornia
+
+        _, edges = kornia.filters.canny(image.movedim(-1, 1).float(), low_threshold, high_threshold)
+        return edges.expand(-1, 3, -1, -1).movedim(1, -1).contiguous()

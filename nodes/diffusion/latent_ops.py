@@ -1,0 +1,150 @@
+"""Operations on LATENT batches: paste, crop, pick from and repeat a batch, set a noise mask.
+
+Positions and sizes are in pixels, as the user sees the image, and are divided by the
+model family's VAE scale factor (8 for Stable Diffusion); a value that is not a multiple
+of it is rounded down, as ComfyUI does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeflow import Int, Node, NodeError, Output, RunContext, Socket
+
+from nodes.diffusion.types import LATENT, MASK, Latent
+
+from nodes.diffusion.latent import DEFAULT_FAMILY
+
+
+def _factor(latent: Latent) -> int:
+    return (latent.family or DEFAULT_FAMILY).vae_scale_factor
+
+
+def _with(latent: Latent, samples: Any, noise_mask: Any = None) -> Latent:
+    return Latent(samples, latent.family, noise_mask)
+
+
+class LatentComposite(Node):
+    type = "LatentComposite"
+    display_name = "Paste Latent"
+    category = "latent"
+    description = (
+        "Pastes `source` into `destination` with its top-left corner at (x, y); with "
+        "`feather`, the source's inner edges fade into the destination over that many pixels."
+    )
+
+    destination = Socket(LATENT)
+    source = Socket(LATENT)
+    x = Int(0, min=0, max=16384, step=8, tooltip="in pixels")
+    y = Int(0, min=0, max=16384, step=8, tooltip="in pixels")
+    feather = Int(0, min=0, max=16384, step=8, tooltip="in pixels; 0 is a hard edge")
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, destination: Latent, source: Latent, x: int, y: int, feather: int) -> Latent:
+        import torch
+
+        factor = _factor(destination)
+        x, y, feather = x // factor, y // factor, feather // factor
+        out = destination.samples.clone()
+        src = source.samples.to(out)
+        if src.shape[1] != out.shape[1]:
+            raise NodeError(f"the source has {src.shape[1]} channels, the destination {out.shape[1]}", field="source")
+        height, width = out.shape[-2:]
+        h, w = min(src.shape[-2], height - y), min(src.shape[-1], width - x)
+        if h <= 0 or w <= 0:
+            return _with(destination, out, destination.noise_mask)
+        src = src[..., :h, :w]
+        if src.shape[0] != out.shape[0]:
+            src = src[:1].expand(out.shape[0], -1, -1, -1)
+        weight = torch.ones((h, w), dtype=out.dtype, device=out.device)
+        if feather:
+            for i in range(feather):
+                edge = (i + 1) / feather
+                if y > 0:
+                    weight[i, :] = torch.clamp(weight[i, :], max=edge)
+                if y + h < height:
+                    weight[h - 1 - i, :] = torch.clamp(weight[h - 1 - i, :], max=edge)
+                if x > 0:
+                    weight[:, i] = torch.clamp(weight[:, i], max=edge)
+                if x + w < width:
+                    weight[:, w - 1 - i] = torch.clamp(weight[:, w - 1 - i], max=edge)
+        region = out[..., y:y + h, x:x + w]
+        out[..., y:y + h, x:x + w] = weight * src + (1 - weight) * region
+        return _with(destination, out, destination.noise_mask)
+
+
+class LatentCrop(Node):
+    type = "LatentCrop"
+    display_name = "Crop Latent"
+    category = "latent"
+    description = "The width x height rectangle (in pixels) at (x, y) of the latents."
+
+    latent = Socket(LATENT)
+    width = Int(512, min=8, max=16384, step=8)
+    height = Int(512, min=8, max=16384, step=8)
+    x = Int(0, min=0, max=16384, step=8)
+    y = Int(0, min=0, max=16384, step=8)
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, latent: Latent, width: int, height: int, x: int, y: int) -> Latent:
+        factor = _factor(latent)
+        samples = latent.samples
+        h, w = samples.shape[-2:]
+        left, top = min(x // factor, w - 1), min(y // factor, h - 1)
+        return _with(latent, samples[..., top:top + height // factor, left:left + width // factor].clone())
+
+
+class LatentFromBatch(Node):
+    type = "LatentFromBatch"
+    display_name = "Latents from Batch"
+    category = "latent"
+    description = "`length` latents of the batch, starting at `batch_index` (0 = the first)."
+
+    latent = Socket(LATENT)
+    batch_index = Int(0, min=0, max=63)
+    length = Int(1, min=1, max=64)
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, latent: Latent, batch_index: int, length: int) -> Latent:
+        samples = latent.samples
+        start = min(batch_index, samples.shape[0] - 1)
+        mask = latent.noise_mask
+        if mask is not None and mask.shape[0] > 1:
+            mask = mask[start:start + length]
+        return _with(latent, samples[start:start + length].clone(), mask)
+
+
+class RepeatLatentBatch(Node):
+    type = "RepeatLatentBatch"
+    display_name = "Repeat Latent Batch"
+    category = "latent"
+    description = "The batch repeated `amount` times (e.g. to run several variations of one image-to-image latent)."
+
+    latent = Socket(LATENT)
+    amount = Int(1, min=1, max=64)
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, latent: Latent, amount: int) -> Latent:
+        mask = latent.noise_mask
+        if mask is not None and mask.shape[0] > 1:
+            mask = mask.repeat(amount, 1, 1)
+        return _with(latent, latent.samples.repeat(amount, 1, 1, 1), mask)
+
+
+class SetLatentNoiseMask(Node):
+    type = "SetLatentNoiseMask"
+    display_name = "Set Latent Noise Mask"
+    category = "latent"
+    description = (
+        "Marks where a Sampler may change the latent: inside the mask (1) it denoises, "
+        "outside (0) the latent is kept, re-noised to each step's level so the edges blend."
+    )
+
+    latent = Socket(LATENT)
+    mask = Socket(MASK)
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, latent: Latent, mask: Any) -> Latent:
+        if mask.ndim == 2:
+            mask = mask[None]
+        return _with(latent, latent.samples, mask.float())
