@@ -179,6 +179,7 @@ def test_a_point_fails_naming_the_model_file_whose_hash_differs(tmp_path):
     other = ModelFile(model.node_id, model.node_type, model.field, model.value, model.size, "0" * 32)
     runner = PointRunner(sweep.document(), Executor(flow.graph.registry, device="cpu"), settings)
     outcome = runner.run(sweep.points[0], [other])
+    runner.close()
     assert outcome.status == "error" and not outcome.files
     assert "'shapes'" in outcome.error and model.hash in outcome.error and other.hash in outcome.error
 
