@@ -8,6 +8,7 @@
     result = wf.run(output_dir="out", device="cpu")
     image = result.outputs["9"]["image"]
     wf.save("fox.json")
+    sweep = wf.sweep({"5.seed": range(1, 17)}, output_dir="seeds")  # see nodeflow.sweep
 
 A :class:`Flow` keeps one executor, so running it again after a change re-runs only the
 nodes the change affects. ``run`` raises :class:`RunFailed` (carrying the result) unless
@@ -157,6 +158,44 @@ class Flow:
         if check and not result.ok:
             raise RunFailed(result)
         return result
+
+    def sweep(
+        self,
+        vary: Mapping[str, Any],
+        mode: str = "product",
+        output_dir: str | os.PathLike[str] = "sweep",
+        input_dir: str | os.PathLike[str] = "input",
+        dry_run: bool = False,
+        ray: str | bool | None = None,
+        actors: int | None = None,
+        on_point: Any = None,
+        settings: RunSettings | None = None,
+    ) -> Any:
+        """Run the workflow at every point of ``vary`` (``{"5.seed": range(1, 17), "Prompt.text":
+        ["a", "b"], "6.scale": "4..8:2"}``), crossed (``mode="product"``) or ``"zip"``-ped; see
+        :mod:`nodeflow.sweep`. Returns the :class:`~nodeflow.sweep.SweepResult` (its ``plan`` says
+        what the sweep cost), or with ``dry_run`` just the :class:`~nodeflow.sweep.SweepPlan`.
+        Locally the points run on this flow's executor (its cache counts as done work);
+        ``ray=True`` (a local Ray) or an address (``"auto"``) runs them on Ray actors."""
+        from nodeflow.sweep import Sweep, axes_from_mapping
+
+        settings = self._settings(settings)
+        sweep = Sweep(self.graph, axes_from_mapping(self.graph, vary), mode, output_dir, settings,
+                      self.executor.device, self.ui, self.meta, self.load_problems, cached=self.executor.cache)
+        if dry_run:
+            return sweep.plan
+        if ray:
+            from nodeflow.sweep.ray_backend import RayBackend
+
+            backend: Any = RayBackend(sweep.document(), self.executor.device, allow_paths=self.trusted_paths,
+                                      input_dir=str(input_dir), address=None if ray is True else str(ray),
+                                      actors=actors, embed_workflow=settings.embed_workflow)
+        else:
+            backend = sweep.local_backend(self.executor, input_dir)
+        try:
+            return sweep.run(backend, on_point=on_point)
+        finally:
+            backend.close()
 
     def _trust_files(self, node_id: str, values: Mapping[str, Any]) -> None:
         """File paths given in code are the user's own, not a shared file's (see nodeflow.host.paths)."""

@@ -1,4 +1,4 @@
-"""The ``nodeflow`` command line: run, validate, list nodes, edit, serve, train the demo model.
+"""The ``nodeflow`` command line: run, sweep, validate, list nodes, edit, serve, train the demo model.
 
 Exit codes: 0 ok, 1 failure while running, 2 invalid workflow or arguments, 130 interrupted.
 """
@@ -103,6 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="every declaration as JSON")
     fmt.add_argument("--markdown", action="store_true", help="the node reference as Markdown")
     nodes.set_defaults(handler=_nodes)
+
+    from nodeflow.sweep.command import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)  # nodeflow sweep: see nodeflow/sweep/command.py
 
     edit = sub.add_parser("edit", help="open the desktop editor (the default with no command)")
     edit.add_argument("workflow", nargs="?")

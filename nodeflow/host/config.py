@@ -45,6 +45,9 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "clip": ("clip", "text_encoders"),
     "loras": ("loras",),
     "embeddings": ("embeddings",),  # comfy-import: textual inversion
+    "controlnet": ("controlnet", "t2i_adapter"),
+    "upscale_models": ("upscale_models",),
+    "clip_vision": ("clip_vision",),
 }
 _HF_PREFIX = "models--"
 

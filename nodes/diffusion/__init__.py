@@ -14,19 +14,24 @@ from nodes.diffusion.conditioning import (
     ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningSetArea, ConditioningSetTimestepRange,
     ConditioningStack, ConditioningZeroOut,
 )
+from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from nodes.diffusion.image_ops import (
     Canny, ImageBatch, ImageBlend, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
+from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.latent_ops import LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
+from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
+from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
 from nodes.diffusion.types import DATA_TYPES
 from nodes.diffusion.vae import VAEDecode, VAEEncode
+from nodes.diffusion.vae_loader import VAELoader
 
 PACK = Pack(
     "diffusion",
@@ -40,6 +45,9 @@ PACK = Pack(
         ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
         LoadImageMask, PreviewMask, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
         Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,
+        # Models of other kinds than checkpoints (issue 11).
+        VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
+        VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
     ),
     data_types=DATA_TYPES,
     importers=(COMFYUI_IMPORTER,),

@@ -813,6 +813,80 @@ REFUSED: dict[str, str] = {
 # ===================================== end of comfy-import block
 
 
+# ------------------------------------------------ models of other kinds (issue 11)
+# VAE files, LoRAs, ControlNets, ...: loaders and appliers onto nodeflow's own nodes.
+MODEL_MAPPINGS: dict[str, Mapping] = {
+    "VAELoader": Mapping(("vae_name",), _one_to_one("VAELoader", {}, {"vae_name": "vae_name"}, ("vae",)),
+                         ("VAELoader",)),
+    "LoraLoader": Mapping(
+        ("lora_name", "strength_model", "strength_clip"),
+        _one_to_one("LoRA", {"model": "model", "clip": "clip"},
+                    {"lora_name": "lora_name", "strength_model": "strength_model", "strength_clip": "strength_clip"},
+                    ("model", "clip")), ("LoRA",)),
+    "LoraLoaderModelOnly": Mapping(
+        ("lora_name", "strength_model"),
+        _one_to_one("LoRAModelOnly", {"model": "model"}, {"lora_name": "lora_name", "strength_model": "strength_model"},
+                    ("model",)), ("LoRAModelOnly",)),
+    "ControlNetLoader": Mapping(
+        ("control_net_name",),
+        _one_to_one("ControlNetLoader", {}, {"control_net_name": "control_net_name"}, ("control_net",)),
+        ("ControlNetLoader",)),
+    # Its model input only serves "difference" ControlNets, which the loader refuses by name.
+    "DiffControlNetLoader": Mapping(
+        ("control_net_name",),
+        _one_to_one("ControlNetLoader", {}, {"control_net_name": "control_net_name"}, ("control_net",)),
+        ("ControlNetLoader",)),
+    "ControlNetApply": Mapping(
+        ("strength",),
+        _one_to_one("ControlNetApply", {"conditioning": "conditioning", "control_net": "control_net", "image": "image"},
+                    {"strength": "strength"}, ("conditioning",)), ("ControlNetApply",)),
+    "ControlNetApplyAdvanced": Mapping(
+        ("strength", "start_percent", "end_percent"),
+        _one_to_one("ControlNetApplyAdvanced",
+                    {"positive": "positive", "negative": "negative", "control_net": "control_net", "image": "image",
+                     "vae": "vae"},
+                    {"strength": "strength", "start_percent": "start_percent", "end_percent": "end_percent"},
+                    ("positive", "negative")), ("ControlNetApplyAdvanced",)),
+    "VAEEncodeForInpaint": Mapping(
+        ("grow_mask_by",),
+        _one_to_one("VAEEncodeForInpaint", {"pixels": "image", "vae": "vae", "mask": "mask"},
+                    {"grow_mask_by": "grow_mask_by"}, ("latent",)), ("VAEEncodeForInpaint",)),
+    "InpaintModelConditioning": Mapping(
+        ("noise_mask",),
+        _one_to_one("InpaintModelConditioning",
+                    {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "image", "mask": "mask"},
+                    {"noise_mask": "noise_mask"}, ("positive", "negative", "latent")), ("InpaintModelConditioning",)),
+    "CLIPTextEncodeSDXL": Mapping(
+        ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l"),
+        _one_to_one("TextEncoderSDXL", {"clip": "clip"},
+                    {name: name for name in ("width", "height", "crop_w", "crop_h", "target_width", "target_height",
+                                             "text_g", "text_l")}, ("conditioning",)), ("TextEncoderSDXL",)),
+    "CLIPTextEncodeSDXLRefiner": Mapping(
+        ("ascore", "width", "height", "text"),
+        _one_to_one("TextEncoderSDXLRefiner", {"clip": "clip"},
+                    {"ascore": "ascore", "width": "width", "height": "height", "text": "text"}, ("conditioning",)),
+        ("TextEncoderSDXLRefiner",)),
+}
+MAPPINGS.update(MODEL_MAPPINGS)
+REFUSED.update({
+    "SetUnionControlNetType": "ControlNet Union (ProMax) models are not supported: nodeflow loads ControlNets as "
+    "diffusers ControlNetModel, which has no control-type input",
+    "UpscaleModelLoader": "upscale models (ESRGAN, SwinIR, ...) are not supported yet: they need spandrel, which "
+    "needs a torchvision build that the CPU torch nodeflow installs cannot load",
+    "ImageUpscaleWithModel": "upscale models are not supported yet (see UpscaleModelLoader); "
+    "ImageScale / LatentUpscale resize without a model",
+    "unCLIPCheckpointLoader": "unCLIP checkpoints (SD 2.1 unCLIP) are not supported yet",
+    "CLIPVisionLoader": "CLIP vision models are not supported yet; nodeflow has no node that uses image embeddings",
+    "CLIPVisionEncode": "CLIP vision encoding is not supported yet (no unCLIP or style-model nodes use it)",
+    "unCLIPConditioning": "unCLIP conditioning is not supported yet (needs an unCLIP checkpoint)",
+    "GLIGENLoader": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
+    "GLIGENTextBoxApply": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
+    "StyleModelLoader": "T2I style models are not supported: diffusers has no class for them",
+    "StyleModelApply": "T2I style models are not supported: diffusers has no class for them",
+    "HypernetworkLoader": "hypernetworks are not supported: diffusers has no class for them",
+})
+# ---------------------------------------------- end of models of other kinds
+
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.
 PASS_THROUGH = {"Reroute", "CLIPSetLastLayer"}
 # Nodes of ComfyUI's editor with no run-time meaning, and their widget names.

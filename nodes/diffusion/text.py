@@ -61,6 +61,19 @@ class TextEncoder(Node):
 def encode_text(
     clip: "TextEncoders", text: str, clip_skip: int = 1, check: "Callable[[], None]" = lambda: None,
     embeddings: Any = None,
+    texts: "list[str] | None" = None,
+) -> "Conditioning":
+    """:func:`_encode_text` with the CLIP record's LoRA adapters (and only those) on.
+    ``texts``: one prompt per encoder instead (SDXL's text_l and text_g)."""
+    from nodes.diffusion.impl.lora import active
+
+    with active(clip.encoders, clip.adapters):
+        return _encode_text(clip, text, clip_skip, check, embeddings, texts)
+
+
+def _encode_text(
+    clip: "TextEncoders", text: str, clip_skip: int = 1, check: "Callable[[], None]" = lambda: None,
+    embeddings: Any = None, texts: "list[str] | None" = None,
 ) -> "Conditioning":
     """Embeddings [1, 77 * windows, dim] for ``text``; for SDXL the two encoders' penultimate
     layers side by side (768 + 1280) and the pooled embedding of the second encoder.
@@ -76,7 +89,7 @@ def encode_text(
     from nodes.diffusion.impl.prompt import weighted_tokens, windows
     from nodes.diffusion.types import Conditioning
 
-    sdxl = clip.family.name == "sdxl"
+    sdxl = clip.family.name in ("sdxl", "sdxl_refiner")  # the refiner: SDXL's second encoder alone
     layers = min(encoder.config.num_hidden_layers for encoder in clip.encoders)
     if clip_skip > layers:
         raise NodeError(f'{clip_skip} is more than the text encoder\'s {layers} layers', field="clip_skip")
@@ -86,9 +99,12 @@ def encode_text(
         pad = clip.pad_token_ids[index] if index < len(clip.pad_token_ids) else tokenizer.pad_token_id
         width = clip.encoders[index].get_input_embeddings().embedding_dim
         lookup = (lambda name, width=width: embeddings.vectors(name, width)) if embeddings is not None else None
-        per_encoder.append(windows(weighted_tokens(tokenizer, text, check, lookup), tokenizer.bos_token_id,
+        prompt = texts[index] if texts is not None else text
+        per_encoder.append(windows(weighted_tokens(tokenizer, prompt, check, lookup), tokenizer.bos_token_id,
                                    tokenizer.eos_token_id, pad))
     if len({len(w) for w in per_encoder}) != 1:
+        if texts is not None:
+            raise NodeError("text_g and text_l are of different lengths in 75-token windows; make them the same number of windows")
         raise NodeError("the model's tokenizers split this prompt differently; cannot combine its encoders")
 
     chunks, pooled = [], None

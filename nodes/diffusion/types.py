@@ -35,6 +35,9 @@ class DiffusionModel:
     dtype: "torch.dtype | None" = None
     source: str = ""
     latent_rgb: "torch.Tensor | None" = None  # the checkpoint's own preview map, when it has one
+    # LoRA adapters (PEFT adapter name, strength) switched on when this model runs; the UNet
+    # object is shared with the base model, which runs with none (impl/lora.py).
+    adapters: tuple[tuple[str, float], ...] = ()
 
 
 MODEL = DataType("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration", DiffusionModel)
@@ -48,6 +51,7 @@ class TextEncoders:
     pad_token_ids: list[int] = field(default_factory=list)
     vision: Any = None  # CLIPVisionModelWithProjection when the model carries one (bundled model)
     source: str = ""
+    adapters: tuple[tuple[str, float], ...] = ()  # LoRA adapters on when encoding, as DiffusionModel's
 
 
 CLIP = DataType("CLIP", (240, 210, 80), "Tokenizer(s) and text encoder(s)", TextEncoders)
@@ -116,6 +120,18 @@ class NoiseSource:
 NOISE = DataType("NOISE", (200, 200, 200), "A seeded source of starting noise", NoiseSource)
 
 
+@dataclass
+class ControlModel:
+    """A ControlNet (diffusers ControlNetModel) or T2I-Adapter (diffusers T2IAdapter)."""
+
+    model: Any
+    kind: str  # "controlnet" or "t2i_adapter"
+    source: str = ""
+
+
+CONTROL_NET = DataType("CONTROL_NET", (0, 170, 120), "A ControlNet or T2I-Adapter that steers the UNet with a hint image", ControlModel)
+
+
 # IMAGE values are torch tensors [B, H, W, 3], float32 in [0, 1], on the CPU (the class is
 # not named here: importing torch would make every start-up pay for it).
 IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
@@ -127,4 +143,4 @@ MASK = DataType("MASK", (120, 200, 120), "A batch of masks, one value in [0, 1] 
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, MASK)
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK)

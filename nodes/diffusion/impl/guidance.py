@@ -51,15 +51,18 @@ class Guider:  # GUIDER
             return self._bind_regional(latent)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
         positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive")
+        control_pos = _control(self.positive, positive, self.model, latent)
         if not self.uses_uncond:
             embeds, added = positive
 
             def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+                extra = control_pos(x, t) if control_pos else {}
+                return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
 
             return denoise
 
         negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative")
+        control_neg = _control(self.negative, negative, self.model, latent)
         scale, rescale = self.scale, self.rescale
 
         def guide(uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -69,8 +72,10 @@ class Guider:  # GUIDER
         if positive[0].shape[1] != negative[0].shape[1]:  # token lengths differ: no shared batch
 
             def denoise_twice(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                uncond = unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False)[0]
-                cond = unet(x, t, encoder_hidden_states=positive[0], added_cond_kwargs=positive[1], return_dict=False)[0]
+                extra_neg = control_neg(x, t) if control_neg else {}
+                extra_pos = control_pos(x, t) if control_pos else {}
+                uncond = unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False, **extra_neg)[0]
+                cond = unet(x, t, encoder_hidden_states=positive[0], added_cond_kwargs=positive[1], return_dict=False, **extra_pos)[0]
                 return guide(uncond, cond)
 
             return denoise_twice
@@ -82,7 +87,12 @@ class Guider:  # GUIDER
             added = {key: torch.cat([negative[1][key], positive[1][key]]) for key in positive[1]}
 
         def denoise_batched(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            both = unet(torch.cat([x, x]), t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+            extra = {}
+            if control_neg or control_pos:
+                from nodes.diffusion.impl.controlnet import combine
+
+                extra = combine(control_neg(x, t) if control_neg else {}, control_pos(x, t) if control_pos else {})
+            both = unet(torch.cat([x, x]), t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
             uncond, cond = both.chunk(2)
             return guide(uncond, cond)
 
@@ -148,6 +158,22 @@ class _Regions:
             out[:, :, top:bottom, left:right] += prediction * part.strength
             weight[:, :, top:bottom, left:right] += part.strength
         return torch.where(weight > 0, out / weight.clamp(min=1e-12), out)
+def _control(
+    cond: Conditioning, inputs: tuple["torch.Tensor", dict[str, "torch.Tensor"] | None], model: DiffusionModel,
+    latent: "torch.Tensor",
+) -> Callable[["torch.Tensor", "torch.Tensor"], dict[str, "torch.Tensor"]] | None:
+    """The ControlNet/T2I-Adapter residuals of ``cond``'s control hints, per step (None without hints)."""
+    hints = cond.extras.get("control", ())
+    if not hints:
+        return None
+    from nodes.diffusion.impl.controlnet import residual_function
+
+    try:
+        return residual_function(
+            tuple(hints), inputs[0], inputs[1], tuple(latent.shape), int(model.scheduler_config.get("num_train_timesteps", 1000))
+        )
+    except ValueError as error:
+        raise GuidanceError(str(error)) from None
 
 
 def _unet_inputs(
@@ -166,8 +192,13 @@ def _unet_inputs(
     time_ids = cond.extras.get("time_ids")
     if time_ids is None:  # original size, crop top-left, target size: the plain full-image case
         height, width = pixel_size
-        time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
-    time_ids = _broadcast(torch.as_tensor(time_ids).reshape(-1, 6), batch, which).to(device=unet.device, dtype=unet.dtype)
+        if model.family.name == "sdxl_refiner":  # original size, crop, aesthetic score (as diffusers' defaults)
+            time_ids = torch.tensor([[height, width, 0, 0, 6.0 if which == "positive" else 2.5]], dtype=torch.float32)
+        else:
+            time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=torch.float32)
+    time_ids = torch.as_tensor(time_ids, dtype=torch.float32)
+    time_ids = time_ids.reshape(-1, time_ids.shape[-1])  # 6 values per image; 5 for the SDXL refiner
+    time_ids = _broadcast(time_ids, batch, which).to(device=unet.device, dtype=unet.dtype)
     return embeds, {"text_embeds": pooled, "time_ids": time_ids}
 
 

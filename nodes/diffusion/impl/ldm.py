@@ -18,7 +18,10 @@ import torch
 UNET = "model.diffusion_model."
 VAE_PREFIXES = ("first_stage_model.", "vae.")
 CLIP_L = {"sd1": "cond_stage_model.transformer.text_model.", "sdxl": "conditioner.embedders.0.transformer.text_model."}
-OPEN_CLIP = {"sd2": "cond_stage_model.model.", "sdxl": "conditioner.embedders.1.model."}
+OPEN_CLIP = {
+    "sd2": "cond_stage_model.model.", "sdxl": "conditioner.embedders.1.model.",
+    "sdxl_refiner": "conditioner.embedders.0.model.",  # the refiner has SDXL's second encoder alone
+}
 
 State = Mapping[str, torch.Tensor]
 
@@ -40,7 +43,9 @@ def has_prefix(state: State, prefix: str) -> bool:
 # -- UNet ----------------------------------------------------------------------------------
 
 
-def unet_config(state: State, base: Mapping[str, Any], family: str, pooled_dim: int | None = None) -> dict[str, Any]:
+def unet_config(
+    state: State, base: Mapping[str, Any], family: str, pooled_dim: int | None = None, time_ids: int = 6
+) -> dict[str, Any]:
     """The diffusers ``UNet2DConditionModel`` config for the UNet under ``model.diffusion_model.``.
 
     ``pooled_dim``: width of the pooled text embedding (SDXL), which with the added
@@ -68,7 +73,8 @@ def unet_config(state: State, base: Mapping[str, Any], family: str, pooled_dim: 
     config = dict(base)
     config.update(
         in_channels=int(state[p + "input_blocks.0.0.weight"].shape[1]),
-        out_channels=int(state[p + "out.2.weight"].shape[0]),
+        # (a ControlNet, which copies only the encoder half, has no output layer)
+        out_channels=int(state[p + "out.2.weight"].shape[0]) if p + "out.2.weight" in state else base["out_channels"],
         block_out_channels=channels,
         layers_per_block=per_block,
         down_block_types=["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
@@ -82,8 +88,8 @@ def unet_config(state: State, base: Mapping[str, Any], family: str, pooled_dim: 
     if p + "label_emb.0.0.weight" in state:
         added = int(state[p + "label_emb.0.0.weight"].shape[1])
         config.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=added)
-        if pooled_dim is not None and (added - pooled_dim) % 6 == 0:
-            config["addition_time_embed_dim"] = (added - pooled_dim) // 6
+        if pooled_dim is not None and (added - pooled_dim) % time_ids == 0:  # the refiner has 5 time ids
+            config["addition_time_embed_dim"] = (added - pooled_dim) // time_ids
     return config
 
 

@@ -132,16 +132,17 @@ def detect_family(state: Mapping[str, Any]) -> str:
     lone UNet, its cross-attention width and extra embeddings. Values need only ``.shape``."""
     if _ldm.has_prefix(state, "conditioner.embedders.1."):
         return "sdxl"
-    if _ldm.has_prefix(state, "conditioner.embedders.0.model."):
-        raise CheckpointError("SDXL refiner checkpoints are not supported")
+    if _ldm.has_prefix(state, _ldm.OPEN_CLIP["sdxl_refiner"]):
+        return "sdxl_refiner"
     if _ldm.has_prefix(state, _ldm.OPEN_CLIP["sd2"]):
         return "sd2"
     if _ldm.has_prefix(state, "cond_stage_model.transformer."):
         return "sd1"
     # No text encoder: decide from the UNet alone.
-    if _ldm.UNET + "label_emb.0.0.weight" in state:
-        return "sdxl"
     to_k = next((k for k in state if k.startswith(_ldm.UNET) and k.endswith("attn2.to_k.weight")), None)
+    if _ldm.UNET + "label_emb.0.0.weight" in state:
+        # The refiner cross-attends to OpenCLIP-G alone (1280 wide), the base to both encoders.
+        return "sdxl_refiner" if to_k is not None and int(state[to_k].shape[1]) == 1280 else "sdxl"
     if to_k is None:
         raise CheckpointError("not a Stable Diffusion checkpoint: no UNet cross-attention weights in the original layout")
     return {1024: "sd2", 2048: "sdxl"}.get(int(state[to_k].shape[1]), "sd1")
@@ -171,7 +172,7 @@ def make_family(name: str, vae_config: Mapping[str, Any] | None, latent_channels
         factor = 2 ** (len(vae_config.get("block_out_channels", (0,) * 4)) - 1)
     else:
         factor = 8
-    return ModelFamily(name, latent_channels=latent_channels, vae_scale_factor=factor, uses_pooled=name == "sdxl")
+    return ModelFamily(name, latent_channels=latent_channels, vae_scale_factor=factor, uses_pooled=name in ("sdxl", "sdxl_refiner"))
 
 
 def folder_family(folder: Path, files: ModelFiles | None = None) -> str:
@@ -182,7 +183,7 @@ def folder_family(folder: Path, files: ModelFiles | None = None) -> str:
         return str(index["_nodeflow_family"])
     unet = _read_json(_unet_folder(folder) / "config.json", files)
     if unet.get("addition_embed_type") == "text_time":
-        return "sdxl"
+        return "sdxl" if (folder / "text_encoder").is_dir() or not (folder / "text_encoder_2").is_dir() else "sdxl_refiner"
     text = folder / "text_encoder" / "config.json"
     # SD 2.x's OpenCLIP encoder uses plain GELU where OpenAI's CLIP (SD 1.x) uses quick GELU.
     if text.is_file():
@@ -296,6 +297,8 @@ def _vae_dtype(config: Mapping[str, Any], dtype: torch.dtype) -> torch.dtype:
 def _family_configs(family: str, prediction: str) -> Path:
     """The shipped config folder for ``family``; SD 1.x's for families without one."""
     name = "sd2-base" if family == "sd2" and prediction == "epsilon" else family
+    if name == "sdxl_refiner":  # the base's configs; the refiner's differences are read from its weights
+        name = "sdxl"
     return CONFIG_DIR / (name if name in ("sd1", "sd2", "sd2-base", "sdxl") else "sd1")
 
 
@@ -341,8 +344,8 @@ def load_single_file(
         prefix = _ldm.OPEN_CLIP[family]
         if not _ldm.has_prefix(state, prefix):
             raise CheckpointError(f"{path.name} has no OpenCLIP text encoder weights ({prefix}*)")
-        sub = "text_encoder_2" if family == "sdxl" else "text_encoder"
-        cls = CLIPTextModelWithProjection if family == "sdxl" else CLIPTextModel
+        sub = "text_encoder_2" if family in ("sdxl", "sdxl_refiner") else "text_encoder"
+        cls = CLIPTextModelWithProjection if family in ("sdxl", "sdxl_refiner") else CLIPTextModel
         cfg = _ldm.open_clip_config(state, prefix, _read_json(configs / sub / "config.json", SHIPPED), drop_last=family == "sd2")
         weights = _ldm.convert_open_clip(state, prefix, cfg, with_projection=cls is CLIPTextModelWithProjection)
         encoders.append(_text_model(cls, cfg, weights, dtype, device))
@@ -371,7 +374,10 @@ def _original_layout_unet(
     family = detect_family(state)
     chosen = detect_prediction(state, family) if prediction == "auto" else prediction
     configs = _family_configs(family, chosen)
-    config = _ldm.unet_config(state, _read_json(configs / "unet" / "config.json", SHIPPED), family, _pooled_dim(state))
+    config = _ldm.unet_config(
+        state, _read_json(configs / "unet" / "config.json", SHIPPED), family, _pooled_dim(state),
+        time_ids=5 if family == "sdxl_refiner" else 6,
+    )
     _refuse_inpainting(config)
     unet = _diffusers_model(UNet2DConditionModel, config, _ldm.convert_unet(state, config), dtype, device)
     return unet, family, chosen, configs
@@ -379,14 +385,17 @@ def _original_layout_unet(
 
 def _pooled_dim(state: Mapping[str, Any]) -> int | None:
     projection = state.get(_ldm.OPEN_CLIP["sdxl"] + "text_projection")
+    if projection is None:
+        projection = state.get(_ldm.OPEN_CLIP["sdxl_refiner"] + "text_projection")
     return int(projection.shape[1]) if projection is not None else None
 
 
 def _refuse_inpainting(config: Mapping[str, Any]) -> None:
-    if config["in_channels"] != 4:
+    # 9 = 4 latent + 1 mask + 4 masked-image latent: an inpainting model (impl/inpaint.py).
+    if config["in_channels"] not in (4, 9):
         raise CheckpointError(
-            f"the UNet takes {config['in_channels']} input channels (an inpainting or other special model); "
-            "only text-to-image models with 4 latent channels are supported"
+            f"the UNet takes {config['in_channels']} input channels (a special model such as an instruct-pix2pix "
+            "or depth model); text-to-image (4) and inpainting (9) models are supported"
         )
 
 
@@ -543,7 +552,7 @@ def load_unet(
         else:
             family = folder_family(path, files)
             scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
-        return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
+        return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), scheduler)
 
     state = read_state_dict(path, device, files)
     if "conv_in.weight" in state and (path.parent / "config.json").is_file():
@@ -552,11 +561,17 @@ def load_unet(
         unet = _diffusers_model(UNet2DConditionModel, config, state, dtype, device)
         family = folder_family(path.parent, files)
         scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
-        return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), scheduler)
+        return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), scheduler)
     if not _ldm.has_prefix(state, _ldm.UNET):
         state = {_ldm.UNET + k: v for k, v in state.items()}  # a bare UNet in the original layout
     unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction)
-    return LoadedUNet(unet, make_family(family, None, unet.config.in_channels), _scheduler_config(configs, chosen))
+    return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), _scheduler_config(configs, chosen))
+
+
+def _latent_channels(unet: Any) -> int:
+    """An inpainting UNet's 9 inputs are 4 latent channels, a mask and a 4-channel masked image."""
+    channels = int(unet.config.in_channels)
+    return 4 if channels == 9 else channels
 
 
 def _read_json(path: Path, files: ModelFiles) -> dict[str, Any]:

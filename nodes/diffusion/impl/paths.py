@@ -22,7 +22,14 @@ MODEL_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "unet": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     # comfy-import: textual-inversion embeddings (.pt only through torch's weights-only loading)
     "embeddings": (".safetensors", ".pt", ".bin"),
+    "vae": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
+    "loras": (".safetensors", ".ckpt", ".pt", ".bin"),
+    "controlnet": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
+    "upscale_models": (".safetensors", ".pth", ".pt"),
+    "clip_vision": (".safetensors", ".bin"),
 }
+# Kinds whose diffusers form is one model folder (config.json + weights), not a pipeline.
+_LONE_MODEL_KINDS = ("unet", "vae", "controlnet")
 _DIFFUSERS_MARKERS = ("model_index.json", "config.json")
 
 
@@ -104,12 +111,15 @@ def _is_model(path: Path) -> bool:
 def _is_diffusers_folder(path: Path, kind: str) -> bool:
     if (path / "model_index.json").is_file():
         return True
-    # A lone diffusers UNet folder is a choice for the UNet loader.
-    return kind == "unet" and (path / "config.json").is_file()
+    # A lone diffusers model folder (a UNet, VAE or ControlNet) is a choice for its loader.
+    return kind in _LONE_MODEL_KINDS and (path / "config.json").is_file()
 
 
 def _singular(kind: str) -> str:
-    return {"checkpoints": "checkpoint", "unet": "UNet"}.get(kind, kind.rstrip("s"))
+    return {
+        "checkpoints": "checkpoint", "unet": "UNet", "vae": "VAE", "loras": "LoRA", "controlnet": "ControlNet",
+        "upscale_models": "upscale model", "clip_vision": "CLIP vision model",
+    }.get(kind, kind.rstrip("s"))
 
 
 # -- reading a model's files ---------------------------------------------------------------

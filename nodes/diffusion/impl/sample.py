@@ -62,10 +62,12 @@ def sample(
         raise SamplingError("eta", reason)
     model = guider.model
     unet = model.unet
-    if latent.samples.shape[1] != unet.config.in_channels:
-        raise SamplingError(
-            "latent", f"the latent has {latent.samples.shape[1]} channels but the model expects {unet.config.in_channels}"
-        )
+    from nodes.diffusion.impl.inpaint import concat_inputs
+
+    try:  # an inpainting UNet takes the mask and the masked image beside the latent
+        extra_channels = concat_inputs(unet.config.in_channels, latent, guider.positive.extras.get("inpaint"), latent.samples)
+    except ValueError as exc:
+        raise SamplingError("latent", str(exc)) from None
     extra: dict[str, Any] = {}
     if sampler == "dpmpp_sde" and noise.seed is not None:
         extra["noise_sampler_seed"] = noise.seed  # its Brownian tree draws from its own seed
@@ -74,7 +76,9 @@ def sample(
     except UnsupportedCombination as exc:
         raise SamplingError("schedule", str(exc)) from None
 
-    with torch.inference_mode():
+    from nodes.diffusion.impl.lora import active
+
+    with torch.inference_mode(), active([unet], model.adapters):
         device, dtype = unet.device, unet.dtype
         try:
             scheduler.set_timesteps(steps, device=device)
@@ -117,6 +121,8 @@ def sample(
                 shape, generator=torch.Generator("cpu").manual_seed(0), dtype=dtype).to(device)
 
         predict = guider.bind(x)
+        if extra_channels is not None:
+            predict = _with_channels(predict, extra_channels.to(device=device, dtype=dtype))
         accepted = step_parameters(spec.scheduler_class)
         step_kwargs: dict[str, Any] = {}
         if "eta" in accepted:
@@ -182,6 +188,14 @@ def _vp_alpha(scheduler: Any, timesteps: "torch.Tensor", index: int) -> "torch.T
         alpha_bar = scheduler.alphas_cumprod[int(timesteps[index])].float()
         sigma = ((1 - alpha_bar) / alpha_bar).sqrt()
     return torch.rsqrt(sigma * sigma + 1.0).to(timesteps.device)
+def _with_channels(predict: Any, extra: "torch.Tensor") -> Any:
+    """``predict`` for a UNet that takes ``extra`` channels after the latent's (inpainting)."""
+    import torch
+
+    def with_channels(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        return predict(torch.cat([x, extra], dim=1), t)
+
+    return with_channels
 
 
 def _preview_x0(result: Any, scheduler: Any, prediction: "torch.Tensor", x: "torch.Tensor") -> "torch.Tensor":

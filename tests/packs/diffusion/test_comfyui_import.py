@@ -131,15 +131,16 @@ def test_ui_format_details_are_converted(registry):
 
 def test_unsupported_node_types_are_all_listed_in_one_error(registry):
     data = json.loads((FIXTURES / "txt2img_api.json").read_text())
-    data["10"] = {"class_type": "VAELoader", "inputs": {"vae_name": "x.safetensors"}}
-    data["11"] = {"class_type": "VAELoader", "inputs": {"vae_name": "y.safetensors"}}
-    data["12"] = {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1]}}
+    # Custom-node types (not ComfyUI built-ins), which nodeflow does not have.
+    data["10"] = {"class_type": "UltimateSDUpscale", "inputs": {"upscale_by": 2}}
+    data["11"] = {"class_type": "UltimateSDUpscale", "inputs": {"upscale_by": 3}}
+    data["12"] = {"class_type": "IPAdapterApply", "inputs": {"model": ["4", 0], "clip": ["4", 1]}}
     data["3"]["inputs"]["sampler_name"] = "dpmpp_2s_ancestral"
     with pytest.raises(WorkflowError) as error:
         workflow_from_dict(data, registry)
     message = str(error.value)
-    assert "LoraLoader (node 12)" in message
-    assert "VAELoader (nodes 10, 11)" in message
+    assert "IPAdapterApply (node 12)" in message
+    assert "UltimateSDUpscale (nodes 10, 11)" in message
     assert "node 3 (KSampler): sampler_name 'dpmpp_2s_ancestral' has no nodeflow equivalent" in message
 
 
@@ -188,12 +189,12 @@ def test_import_command_writes_a_native_workflow(tmp_path):
     assert {n["type"] for n in saved["nodes"]} >= {"Sampler", "CFG", "Noise", "Checkpoint"}
 
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"1": {"class_type": "UpscaleModelLoader", "inputs": {}}}))
+    bad.write_text(json.dumps({"1": {"class_type": "UltimateSDUpscale", "inputs": {}}}))  # a custom node
     failed = subprocess.run(
         [sys.executable, "-m", "nodeflow.cli", "import", str(bad), "-o", str(tmp_path / "x.json")],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
-    assert failed.returncode == 2 and "UpscaleModelLoader (node 1)" in failed.stderr
+    assert failed.returncode == 2 and "UltimateSDUpscale (node 1)" in failed.stderr
     assert not (tmp_path / "x.json").exists()  # nothing half-imported
 
 

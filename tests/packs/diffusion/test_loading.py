@@ -324,9 +324,14 @@ def test_family_detection_from_keys_and_shapes(state, family):
     assert _loading.detect_family(state) == family
 
 
-def test_refiner_and_foreign_files_are_refused_with_a_reason():
-    with pytest.raises(CheckpointError, match="refiner"):
-        _loading.detect_family({"conditioner.embedders.0.model.text_projection": torch.empty(1280, 1280, device="meta")})
+def test_refiner_is_recognised_and_foreign_files_are_refused_with_a_reason():
+    refiner = {"conditioner.embedders.0.model.text_projection": torch.empty(1280, 1280, device="meta")}
+    assert _loading.detect_family(refiner) == "sdxl_refiner"
+    unet_only = {
+        "model.diffusion_model.label_emb.0.0.weight": torch.empty(1536, 2560, device="meta"),
+        "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight": torch.empty(768, 1280, device="meta"),
+    }
+    assert _loading.detect_family(unet_only) == "sdxl_refiner"
     with pytest.raises(CheckpointError, match="not a Stable Diffusion checkpoint"):
         _loading.detect_family({"encoder.weight": torch.empty(2, 2)})
 

@@ -1,0 +1,83 @@
+"""Runs one point of a sweep and hands back what it made, as plain data.
+
+The same code runs in the local process and inside each Ray actor: it keeps one
+:class:`~nodeflow.engine.executor.Executor` (so models load once and shared upstream
+work stays in its cache), checks the sweep's model hashes, runs the point's graph into a
+fresh staging folder and returns the files' bytes; the driver decides where they go.
+A fresh folder per attempt also means the output nodes always write (their signature
+holds the folder), even when a point is retried on the worker that failed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from nodeflow.engine.events import EventHandler
+from nodeflow.engine.executor import Executor
+from nodeflow.files.open import workflow_from_dict
+from nodeflow.files.workflow import workflow_to_dict
+from nodeflow.host.settings import user_named_files
+from nodeflow.model.context import RunSettings
+from nodeflow.sweep.axes import Point
+from nodeflow.sweep.models import ModelFile, check_models
+from nodeflow.sweep.plan import point_graph
+
+
+@dataclass
+class PointOutcome:
+    index: int  # the point's index
+    status: str  # "ok", "error", "interrupted", "invalid"
+    error: str | None = None
+    executed: list[tuple[str, str]] = field(default_factory=list)  # (node id, node type) that ran
+    cached: list[str] = field(default_factory=list)
+    files: list[tuple[str, bytes]] = field(default_factory=list)  # (file name, content), in order
+    seconds: float = 0.0
+    worker: str = ""
+
+
+class PointRunner:
+    """One worker's state: the workflow, its executor and the host settings it runs with."""
+
+    def __init__(self, document: Mapping[str, Any], executor: Executor, settings: RunSettings,
+                 input_dir: str | os.PathLike[str] = "input", name: str = "local"):
+        self.executor = executor
+        workflow = workflow_from_dict(document, executor.registry)
+        self.graph, self.ui, self.meta, self.problems = workflow.graph, workflow.ui, workflow.meta, workflow.problems
+        self.settings = settings
+        self.input_dir = Path(input_dir)
+        self.name = name
+        self._staging = Path(tempfile.mkdtemp(prefix="nodeflow-sweep-"))
+
+    def run(self, point: Point, models: Iterable[ModelFile] = (), on_event: EventHandler | None = None) -> PointOutcome:
+        started = time.perf_counter()
+        graph = point_graph(self.graph, point)
+        problem = check_models(models, graph, self.settings)
+        if problem is not None:
+            return PointOutcome(point.index, "error", problem, worker=self.name)
+        trusted = [path for node_id, name, value in point.overrides
+                   for path in user_named_files(graph.registry, graph.nodes[node_id].type, {name: value})]
+        settings = self.settings.trusting(*trusted).replace(workflow=workflow_to_dict(graph, self.ui, self.meta))
+        folder = Path(tempfile.mkdtemp(prefix=f"point-{point.index}-", dir=self._staging))
+        try:
+            result = self.executor.run(graph, on_event=on_event, output_dir=folder, input_dir=self.input_dir,
+                                       settings=settings, extra_problems=self.problems)
+            files = [(Path(p).name, Path(p).read_bytes()) for p in result.files] if result.ok else []
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        return PointOutcome(
+            point.index, str(result.status), result.error,
+            [(nid, graph.nodes[nid].type) for nid in result.executed], list(result.cached), files,
+            time.perf_counter() - started, self.name,
+        )
+
+    def interrupt(self) -> None:
+        self.executor.interrupt()
+
+    def close(self) -> None:
+        shutil.rmtree(self._staging, ignore_errors=True)

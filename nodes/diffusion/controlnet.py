@@ -1,0 +1,113 @@
+"""ControlNet and T2I-Adapter: steering the UNet with a hint image (edges, depth, pose, ...).
+
+The loader reads the model; the apply nodes attach it, with its hint image, strength and
+part of the schedule, to conditioning. The guider then adds the model's residuals to the
+UNet at every step where the hint is active (impl/controlnet.py). Chain apply nodes to
+use several at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from nodeflow import FileChoice, Float, Node, NodeError, Output, RunContext, Socket
+
+from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
+from nodes.diffusion.loaders import _field_options, _model_fingerprint, dtype_field
+from nodes.diffusion.types import CONDITIONING, CONTROL_NET, IMAGE, VAE, Conditioning, ControlModel
+
+
+class ControlNetLoader(Node):
+    type = "ControlNetLoader"
+    display_name = "Load ControlNet"
+    category = "loaders"
+    description = (
+        "Loads a ControlNet (a single file in the original layout, or a diffusers folder) or a "
+        "T2I-Adapter (a diffusers folder), for SD 1.x/2.x and SDXL."
+    )
+
+    control_net_name = FileChoice(
+        folder="controlnet", extensions=MODEL_EXTENSIONS["controlnet"], default="",
+        tooltip="A ControlNet file or diffusers folder in a controlnet folder.",
+    )
+    dtype = dtype_field()
+    field_options = classmethod(_field_options)
+    fingerprint = classmethod(_model_fingerprint)
+    outputs = (Output("control_net", CONTROL_NET),)
+
+    def run(self, ctx: RunContext, control_net_name: str, dtype: str) -> ControlModel:
+        from nodes.diffusion.impl.controlnet import load_control
+        from nodes.diffusion.impl.ldm import CheckpointError
+        from nodes.diffusion.impl.loading import resolve_dtype
+        from nodes.diffusion.impl.paths import resolve_model_path
+
+        try:
+            path = resolve_model_path(control_net_name, "controlnet", ctx.settings)
+        except NodeError as error:
+            raise NodeError(error.message, field="control_net_name") from None
+        try:
+            return load_control(path, resolve_dtype(dtype, ctx.device), ctx.device)
+        except CheckpointError as error:
+            raise NodeError(f"{path.name}: {error}", field="control_net_name") from None
+
+
+def _strength() -> Float:
+    return Float(1.0, min=0.0, max=10.0, step=0.01, tooltip="how strongly the hint steers the image; 0 is off")
+
+
+def _attach(cond: Conditioning, control: ControlModel, image: Any, strength: float, start: float, end: float) -> Conditioning:
+    from nodes.diffusion.impl.controlnet import ControlHint
+
+    hints = tuple(cond.extras.get("control", ())) + (ControlHint(control, image, strength, start, end),)
+    return dataclasses.replace(cond, extras={**cond.extras, "control": hints})
+
+
+class ControlNetApply(Node):
+    type = "ControlNetApply"
+    display_name = "Apply ControlNet"
+    category = "conditioning"
+    description = (
+        "Attaches a ControlNet and its hint image to one conditioning (usually the prompt), for "
+        "the whole schedule. The hint is resized to the latent's pixel size when it differs."
+    )
+
+    conditioning = Socket(CONDITIONING)
+    control_net = Socket(CONTROL_NET)
+    image = Socket(IMAGE, tooltip="the hint: an edge map, depth map, pose, ... as the ControlNet was trained on")
+    strength = _strength()
+    outputs = (Output("conditioning", CONDITIONING),)
+
+    def run(self, ctx: RunContext, conditioning: Conditioning, control_net: ControlModel, image: Any, strength: float) -> Conditioning:
+        return _attach(conditioning, control_net, image, strength, 0.0, 1.0)
+
+
+class ControlNetApplyAdvanced(Node):
+    type = "ControlNetApplyAdvanced"
+    display_name = "Apply ControlNet (positive and negative)"
+    category = "conditioning"
+    description = (
+        "Attaches a ControlNet and its hint image to both the positive and the negative "
+        "conditioning, active from start to end of the schedule (as fractions)."
+    )
+
+    positive = Socket(CONDITIONING)
+    negative = Socket(CONDITIONING)
+    control_net = Socket(CONTROL_NET)
+    image = Socket(IMAGE, tooltip="the hint image")
+    vae = Socket(VAE, optional=True, tooltip="not needed: SD 1.x/2.x/XL ControlNets take the hint in pixels")
+    strength = _strength()
+    start_percent = Float(0.0, min=0.0, max=1.0, step=0.001, tooltip="where in the schedule the hint starts acting (0 = first step)")
+    end_percent = Float(1.0, min=0.0, max=1.0, step=0.001, tooltip="where it stops (1 = last step)")
+    outputs = (Output("positive", CONDITIONING), Output("negative", CONDITIONING))
+
+    def run(
+        self, ctx: RunContext, positive: Conditioning, negative: Conditioning, control_net: ControlModel, image: Any,
+        vae: Any, strength: float, start_percent: float, end_percent: float,
+    ) -> dict[str, Conditioning]:
+        if start_percent > end_percent:
+            raise NodeError(f"start {start_percent} is after end {end_percent}", field="start_percent")
+        return {
+            "positive": _attach(positive, control_net, image, strength, start_percent, end_percent),
+            "negative": _attach(negative, control_net, image, strength, start_percent, end_percent),
+        }
