@@ -263,6 +263,10 @@ def previews_of(result: Any, flow: Any) -> dict[str, Any]:
     return pictures
 
 
+def slug(title: str) -> str:
+    return "-".join("".join(c if c.isalnum() else " " for c in title.lower()).split())
+
+
 def run_workflow(path: Path, output_dir: Path) -> tuple[Any, Any]:
     import nodeflow.api
 
@@ -286,13 +290,13 @@ def main(argv: list[str] | None = None) -> None:
             began = time.perf_counter()
             flow, result = run_workflow(WORKFLOWS / f"{name}.json", Path(out))
             seconds = time.perf_counter() - began
-            for index, (title, picture) in enumerate(sorted(previews_of(result, flow).items())):
-                node_id = next(i for i, n in flow.graph.nodes.items() if (n.title or i) == title)
-                target = PICTURES / f"{name}-{node_id}.png"
+            for title, picture in sorted(previews_of(result, flow).items()):
                 image = Image.fromarray((picture.clip(0, 1) * 255 + 0.5).astype("uint8"))
                 if image.width < 200:  # the model's 32 px pictures, shown bigger
                     image = image.resize((image.width * 4, image.height * 4), Image.NEAREST)
-                image.save(target, optimize=True)
+                else:  # plots and strips: a 256-colour palette keeps the committed files small
+                    image = image.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+                image.save(PICTURES / f"{name}-{slug(title)}.png", optimize=True)
             print(f"{name:20s} {seconds:6.1f} s")
 
 
