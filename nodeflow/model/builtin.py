@@ -34,7 +34,7 @@ class Note(Node):
     type = "Note"
     category = "layout"
     description = "Text on the canvas, e.g. what a workflow shows and where to look; it never runs."
-    text = String("", multiline=True, tooltip="the note")
+    text = String("", multiline=True, lines=18, width=1.9, tooltip="the note")
 
     def run(self, ctx: Any, text: str) -> None:  # never called: nothing links to a note
         return None

@@ -42,7 +42,7 @@ class SamplerInsides(Node):
         "the CFG difference and of the added noise (large for DDPM, zero for DDIM eta 0). "
         "Noise-like rows are scaled to unit spread."
     )
-    preview_label = "the step's view picked in its preview field (x0 estimate by default)"
+    preview_label = "estimate of the final image (predicted x0)"
 
     noise = Socket(NOISE)
     guider = Socket(GUIDER)
