@@ -112,7 +112,7 @@ class Sampler(Node):
         "(predicted x0), the predicted noise, the noisy latent, the predictions with and "
         "without the prompt, their difference (what CFG amplifies) or the noise added back."
     )
-    preview_label = "the step's view picked in its preview field (x0 estimate by default)"
+    preview_label = PREVIEW_KINDS["x0"]
 
     noise = Socket(NOISE)
     guider = Socket(GUIDER)
@@ -131,6 +131,10 @@ class Sampler(Node):
     preview = Choice(tuple(PREVIEW_KINDS), default="x0",
                      tooltip="what the live step preview shows: " + "; ".join(f"{k}: {v}" for k, v in PREVIEW_KINDS.items()))
     outputs = (Output("latent", LATENT),)
+
+    @classmethod
+    def preview_title(cls, values: Mapping[str, Any]) -> str:
+        return PREVIEW_KINDS.get(values.get("preview", "x0"), cls.preview_label)
 
     @classmethod
     def check_values(cls, values: Mapping[str, Any]) -> dict[str, str]:

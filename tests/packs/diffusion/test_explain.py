@@ -159,6 +159,8 @@ def test_sampler_previews_the_chosen_view_and_computes_none_when_nobody_looks(sh
         Sampler().run(ctx, noise=NoiseSource(2), guider=guider(shapes), latent=shapes["latent"], sampler="euler",
                       schedule="normal", steps=4, denoise=1.0, eta=0.0, preview=kind)
     assert all(len(v) == 4 for v in pictures.values())
+    assert "CFG" in Sampler.preview_title({"preview": "cfg_difference"})  # how the editor titles the live view
+    assert Sampler.preview_title({"preview": "x0"}) == Sampler.preview_label
     assert np.abs(pictures["x0"][-1] - pictures["cfg_difference"][-1]).mean() > 10
     assert np.abs(pictures["noise"][-1] - pictures["cfg_difference"][-1]).mean() > 10
 
