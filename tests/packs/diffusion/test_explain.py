@@ -16,7 +16,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from nodeflow import RunContext, RunSettings  # noqa: E402
+from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.bundled import MODEL_DIR  # noqa: E402
 from nodes.diffusion.explain.clip_space import CLIPSpace, pca_2d, text_embeddings  # noqa: E402
 from nodes.diffusion.explain.insides import SamplerInsides  # noqa: E402
@@ -296,3 +296,32 @@ def test_shipped_explain_workflow_runs_to_the_pictures_its_note_describes(name, 
     if name == "forward-noising":
         strip = pictures["x_t across the schedule"]
         assert strip.shape[1] > 8 * 64
+
+
+def test_the_views_work_on_another_model_a_v_prediction_sd2(tmp_path_factory):
+    from tests.support.tiny_models import shared_tiny_sd2
+
+    folder = shared_tiny_sd2(tmp_path_factory)
+    ctx = RunContext(device="cpu", settings=RunSettings(model_folders={"checkpoints": [folder.parent]}))
+    loaded = Checkpoint().run(ctx, checkpoint=folder.name, dtype="fp32", prediction="auto")
+    model = loaded["model"]
+    assert model.scheduler_config["prediction_type"] == "v_prediction"
+    encode = TextEncoder()
+    positive = encode.run(RunContext(), clip=loaded["clip"], text="a red circle", clip_skip=1)
+    negative = encode.run(RunContext(), clip=loaded["clip"], text="a blue square", clip_skip=1)
+    cfg = CFG().run(RunContext(), model=model, positive=positive, negative=negative, scale=4.0, rescale=0.0)
+    latent = EmptyLatent().run(RunContext(), width=16, height=16, batch=1, vae=loaded["vae"])
+    views = []
+    result = run_sampler(RunContext(), NoiseSource(3), cfg, latent, "ddim", "normal", 4, 1.0, 0.0, trace=views.append)
+    for view in views:
+        torch.testing.assert_close(view.uncond + 4.0 * (view.cond - view.uncond), view.prediction, atol=1e-5, rtol=1e-5)
+    assert max(float(v.added_noise.abs().max()) for v in views[:-1]) < 1e-4  # DDIM eta 0, whatever the prediction type
+    inside, strips, _ = SamplerInsides().run(RunContext(), noise=NoiseSource(3), guider=cfg, latent=latent, vae=loaded["vae"],
+                                             sampler="ddim", schedule="normal", steps=4, eta=0.0, columns=4)
+    torch.testing.assert_close(inside.samples, result)
+    assert strips[0].numpy().std() > 0.05
+    plot = ScheduleCompare().run(RunContext(), model=model, sampler="euler", steps=8, axis="log_snr")[0]
+    assert plot.numpy().std() > 0.05
+    with pytest.raises(NodeError, match="vision tower"):  # SD's CLIP has no vision tower: said, not a traceback
+        CLIPSpace().run(RunContext(), clip=loaded["clip"], images=torch.zeros((1, 16, 16, 3)), prompts="a\nb",
+                        base="", a="", b="")
