@@ -68,7 +68,8 @@ _DEPENDENTS = {
 TRAINED_STAGES = ["vae", "clip", "classifier", "unet", *_adapters.DEFAULT_STEPS]
 # Step budgets, not time budgets, so the result does not depend on the machine's speed:
 # 1 h 20 min on this 2-core machine, idle (see docs/bundled-model.md), plus the adapters.
-DEFAULT_STEPS = {"vae": 1200, "clip": 1500, "classifier": 300, "unet": 7000, **_adapters.DEFAULT_STEPS}
+MODEL_STEPS = {"vae": 1200, "clip": 1500, "classifier": 300, "unet": 7000}  # the model's stages (training.json)
+DEFAULT_STEPS = {**MODEL_STEPS, **_adapters.DEFAULT_STEPS}
 DEFAULT_BATCH = {"vae": 32, "clip": 128, "classifier": 128, "unet": 32, **_adapters.DEFAULT_BATCH}
 CLIP_TEXT_LENGTH = 16  # training length; the pooled (EOS) output does not depend on padding
 CAPTION_DROPOUT = 0.1  # empty prompts, so classifier-free guidance has an unconditional model
@@ -537,7 +538,8 @@ def _write_provenance(settings: Settings, path: Path, digests: dict[str, str]) -
     record = {
         "command": "nodeflow train-demo",
         "seed": settings.seed, "train_images": settings.train_images, "held_out_images": settings.held_out_images,
-        "steps": settings.steps, "batch": settings.batch, "time_caps_minutes": settings.minutes,
+        "steps": {k: settings.steps[k] for k in MODEL_STEPS}, "batch": {k: settings.batch[k] for k in MODEL_STEPS},
+        "time_caps_minutes": {k: v for k, v in settings.minutes.items() if k in MODEL_STEPS},
         "max_steps": settings.max_steps, "threads": settings.threads,
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                      "transformers": transformers.__version__},
