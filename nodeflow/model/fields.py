@@ -174,6 +174,10 @@ class String(Widget):
     default: str = ""
     multiline: bool = False
     max_length: int = 100_000
+    # How big a view shows a multi-line box: ``lines`` of text, ``width`` times the usual
+    # widget width (a Note's text is longer than a prompt).
+    lines: int = 4
+    width: float = 1.0
     kind: ClassVar[str] = "string"
 
     data_type: ClassVar[str] = STRING.name
