@@ -278,6 +278,8 @@ def measure_comfyui(comfy: Path, work: dict) -> dict:
 
     port = _free_port()
     base = Path(tempfile.mkdtemp(prefix="bench-comfy-"))
+    for sub in ("out", "temp", "user"):
+        (base / sub).mkdir()
     (base / "paths.yaml").write_text(f"bench:\n  checkpoints: {Path(work['ckpt_path']).parent}\n")
     cmd = [str(comfy / "venv" / "bin" / "python"), str(comfy / "comfy" / "main.py"), "--cpu", "--listen", "127.0.0.1",
            "--port", str(port), "--disable-auto-launch", "--front-end-root", str(comfy / "empty-frontend"),
@@ -289,7 +291,7 @@ def measure_comfyui(comfy: Path, work: dict) -> dict:
     try:
         while True:
             if proc.poll() is not None:
-                raise SystemExit(f"ComfyUI exited ({proc.returncode}); see {base / 'log.txt'}")
+                raise SystemExit(f"ComfyUI exited ({proc.returncode}):\n{(base / 'log.txt').read_text()[-2000:]}")
             try:
                 _get(f"http://127.0.0.1:{port}/system_stats", 1)
                 break
@@ -401,9 +403,9 @@ def main() -> None:
         ckpt, folder = build_checkpoint()
         work = {"ckpt": CKPT_NAME, "models": [str(ckpt.parent)], "folder": str(folder), "size": SIZE,
                 "ckpt_path": str(ckpt)}
-        tools = ["nodeflow", "diffusers"] + (["comfyui"] if args.comfyui else [])
+        tools = (["comfyui"] if args.comfyui else []) + ["nodeflow", "diffusers"]
     if args.before:
-        tools.insert(1, "nodeflow-before")
+        tools.insert(tools.index("nodeflow") + 1, "nodeflow-before")
     if args.only:
         tools = [t for t in tools if t in args.only]
     results: dict[str, list[dict]] = {t: [] for t in tools}
