@@ -76,9 +76,15 @@ class Socket(Input):
 
 @dataclass(eq=False)
 class Widget(Input):
-    """An input with a literal value. Subclasses define the value's rules."""
+    """An input with a literal value. Subclasses define the value's rules.
+
+    ``affects_result=False`` marks a field that only chooses what is *shown* while the
+    node runs (e.g. which view the live step preview draws): ``run`` still receives it,
+    but it is left out of the node's signature, so changing it never re-runs the node or
+    anything downstream, and never writes another copy of a saved image."""
 
     default: Any = None
+    affects_result: bool = field(default=True, kw_only=True)
 
     @property
     def is_widget(self) -> bool:
@@ -94,6 +100,8 @@ class Widget(Input):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["default"] = self.default
+        if not self.affects_result:
+            out["affects_result"] = False
         return out
 
 
@@ -219,8 +227,9 @@ class Choice(Widget):
     choices: Sequence[str] = ()
     kind: ClassVar[str] = "choice"
 
-    def __init__(self, choices: Sequence[str], default: str = _MISSING, tooltip: str = "", optional: bool = False):
-        super().__init__(tooltip=tooltip, optional=optional)
+    def __init__(self, choices: Sequence[str], default: str = _MISSING, tooltip: str = "", optional: bool = False,
+                 affects_result: bool = True):
+        super().__init__(tooltip=tooltip, optional=optional, affects_result=affects_result)
         self.choices = tuple(choices)
         self.default = default
         if not self.choices:

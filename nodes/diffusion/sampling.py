@@ -128,7 +128,7 @@ class Sampler(Node):
                    "model's share before the refiner")
     leftover_noise = Bool(False, tooltip="stopping early: hand on the still-noisy latent for a second sampler "
                           "(with No Noise, start_step = this end_step); off finishes it to a clean estimate")
-    preview = Choice(tuple(PREVIEW_KINDS), default="x0",
+    preview = Choice(tuple(PREVIEW_KINDS), default="x0", affects_result=False,
                      tooltip="what the live step preview shows: " + "; ".join(f"{k}: {v}" for k, v in PREVIEW_KINDS.items()))
     outputs = (Output("latent", LATENT),)
 

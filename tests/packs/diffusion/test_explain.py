@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,3 +326,14 @@ def test_the_views_work_on_another_model_a_v_prediction_sd2(tmp_path_factory):
     with pytest.raises(NodeError, match="vision tower"):  # SD's CLIP has no vision tower: said, not a traceback
         CLIPSpace().run(RunContext(), clip=loaded["clip"], images=torch.zeros((1, 16, 16, 3)), prompts="a\nb",
                         base="", a="", b="")
+
+
+def test_choosing_another_preview_view_re_runs_nothing_and_saves_no_second_image(tmp_path):
+    from nodeflow import api
+
+    flow = api.open(Path(__file__).parents[3] / "workflows" / "default.json")
+    first = flow.run(output_dir=tmp_path)
+    assert "7" in first.executed and len(first.files) == 1
+    flow.set("7", "preview", "cfg_difference")
+    again = flow.run(output_dir=tmp_path)
+    assert again.executed == () and again.files == ()
