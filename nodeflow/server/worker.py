@@ -28,7 +28,8 @@ from .comfy_shapes import comfy_id
 from .config import ServerConfig
 from .hub import Hub
 from .reporter import JobReporter, file_ref
-from .store import CANCELLED, DONE, FAILED, INTERRUPTED, Job, JobStore
+from .store import CANCELLED, DONE, FAILED, INTERRUPTED, SWEEP_KIND, Job, JobStore
+from .sweeps import Announcing, SweepReporter, progress_of, sweep_outputs
 
 log = logging.getLogger(__name__)
 _FIELD = re.compile(r'field "([^"]+)"')
@@ -45,6 +46,7 @@ class Worker(threading.Thread):
         self.executor: Any = None
         self._lock = threading.Lock()  # guards current / cancelling against the job switching
         self.current: str | None = None
+        self.sweep: Any = None  # the sweep running now (cancelling it stops between points too)
         self._cancelling = threading.Event()
         self._stopping = threading.Event()
 
@@ -52,6 +54,8 @@ class Worker(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
         self.interrupt()
+        if self.sweep is not None:
+            self.sweep.interrupt()
         with self.wake:
             self.wake.notify_all()
 
@@ -61,6 +65,8 @@ class Worker(threading.Thread):
             if self.current != job_id:
                 return False
             self._cancelling.set()
+            if self.sweep is not None:
+                self.sweep.interrupt()
             if self.executor is not None:
                 self.executor.interrupt()
             return True
@@ -71,6 +77,8 @@ class Worker(threading.Thread):
         with self._lock:
             if self.current is None or (job_id is not None and job_id != self.current):
                 return None
+            if self.sweep is not None:
+                self.sweep.interrupt()
             if self.executor is not None:
                 self.executor.interrupt()
             return self.current
@@ -104,7 +112,8 @@ class Worker(threading.Thread):
                 self.on_change()
 
     def _run(self, job: Job) -> None:
-        reporter = self._reporter = JobReporter(job, self.hub, self.config.outputs, on_event=self._check_cancel)
+        kind = SweepReporter if job.kind == SWEEP_KIND else JobReporter
+        reporter = self._reporter = kind(job, self.hub, self.config.outputs, on_event=self._check_cancel)
         reporter.started()
         if self._cancelling.is_set():
             return self._end(job, reporter, CANCELLED, {}, {}, _error(None, None, "cancelled before it started"), {})
@@ -116,6 +125,8 @@ class Worker(threading.Thread):
             workflow = workflow_from_dict(job.workflow, self.registry)
         except ValueError as exc:  # a device this machine lacks; a workflow that no longer loads
             return self._end(job, reporter, FAILED, {}, {}, _error(None, None, str(exc)), {})
+        if job.kind == SWEEP_KIND:
+            return self._run_sweep(job, workflow, reporter)
         settings = replace(self.config.run_settings, workflow=job.workflow, embed_workflow=True,
                            previews=self.config.previews)
         if self._cancelling.is_set():
@@ -146,6 +157,59 @@ class Worker(threading.Thread):
             return self._end(job, reporter, FAILED, outputs, node_times, error, {})
         return self._end(job, reporter, FAILED, outputs, node_times,
                          _error(comfy_id(job, failed), node_type, result.error or "failed", result.failed_field), {})
+
+    def _run_sweep(self, job: Job, workflow: Any, reporter: Any) -> None:
+        """A sweep job: its points through this worker's executor, files under OUTPUT/sweeps/ID/."""
+        from nodeflow.sweep.axes import SweepError, make_axis
+        from nodeflow.sweep.runner import Sweep
+
+        spec = job.extra["sweep"]
+        settings = replace(self.config.run_settings, embed_workflow=True, previews=self.config.previews)
+        try:
+            axes = [make_axis(workflow.graph, a["node"], a["field"], a["values"]) for a in spec["axes"]]
+            sweep = Sweep(workflow.graph, axes, spec["mode"], self.config.outputs / spec["folder"], settings,
+                          self.executor.device, workflow.ui, workflow.meta, workflow.problems,
+                          source=f"job {job.id}", cached=self.cache)
+        except SweepError as exc:  # the installed nodes changed since it was queued
+            return self._end(job, reporter, FAILED, {}, {}, _error(None, None, str(exc)), {})
+        backend = Announcing(sweep.local_backend(self.executor, self.config.inputs), reporter, one_by_one=True)
+        reporter.native("sweep.planned", **sweep.plan.summary())
+
+        def on_point(outcome: Any) -> None:
+            result = sweep.result
+            job.extra["sweep"] = progress_of(job, result, self.config.outputs)
+            self.store.update_extra(job.id, job.extra)
+            files = [file_ref(path, self.config.outputs, "output") for path in result.files.get(outcome.index, [])]
+            reporter.point = None
+            reporter.native("point.finished", point=outcome.index, status="ok" if outcome.status == "ok" else "error",
+                            error=outcome.error, files=files, done=job.extra["sweep"]["points_done"],
+                            total=len(sweep.plan.points), seconds=round(outcome.seconds, 3))
+
+        with self._lock:
+            self.sweep = backend
+            if self._cancelling.is_set():
+                backend.interrupt()
+        try:
+            result = sweep.run(backend, on_event=reporter, on_point=on_point)
+        finally:
+            with self._lock:
+                self.sweep = None
+            backend.close()
+        job.extra["sweep"] = progress_of(job, result, self.config.outputs)
+        self.store.update_extra(job.id, job.extra)
+        outputs = sweep_outputs(result, self.config.outputs)
+        if result.interrupted:
+            if self._stopping.is_set() and not (self._cancelling.is_set() or self.store.cancel_requested(job.id)):
+                self.store.requeue(job.id)  # the server is stopping: the next start resumes it
+                return
+            status = CANCELLED if self._cancelling.is_set() or self.store.cancel_requested(job.id) else INTERRUPTED
+            return self._end(job, reporter, status, outputs, {}, _error(None, None, f"sweep {status} after "
+                             f"{job.extra['sweep']['points_done']} of {len(sweep.plan.points)} point(s)"), {})
+        if result.error or result.failed:
+            index, message = next(iter(sorted(result.failed.items())), (None, result.error))
+            where = f"point {index}: " if index is not None else ""
+            return self._end(job, reporter, FAILED, outputs, {}, _error(None, None, where + str(message)), {})
+        return self._end(job, reporter, DONE, outputs, {}, None, {})
 
     def _end(self, job: Job, reporter: JobReporter, status: str, outputs: dict[str, Any],
              node_times: dict[str, float], error: dict[str, Any] | None, late: dict[str, Any]) -> None:
