@@ -220,21 +220,19 @@ class RayBackend:
             self.pool.close()
 
 
-def run_job(pool: RayPool, i: int, document: dict, models: Sequence[ModelFile] = ()) -> PointOutcome:
-    """One server job (a workflow with nothing varied) on actor ``i``; a dead actor is
-    replaced and the job tried once more on the new one."""
-    for attempt in range(2):
-        actor = pool.actors[i]
-        try:
-            return ray.get(actor.run.remote(document, Point(0, (), ()), list(models)))
-        except RayActorError:
-            if attempt or not pool.replace(i, actor):
-                raise SweepError("the Ray actor running this job died") from None
-    raise AssertionError("unreachable")
+def run_job(pool: RayPool, i: int, document: dict) -> PointOutcome:
+    """One server job (the workflow as it is, nothing varied) on actor ``i``. When the actor
+    dies (killed by :func:`kill` to stop the job, or lost), the outcome says ``interrupted``
+    and the pool puts a new actor in its place for the next job."""
+    actor = pool.actors[i]
+    try:
+        return ray.get(actor.run.remote(document, Point(0, (), ()), []))
+    except RayActorError as exc:
+        pool.replace(i, actor)
+        return PointOutcome(0, "interrupted", f"the Ray actor running this job stopped: {type(exc).__name__}")
 
 
 def kill(pool: RayPool, i: int) -> None:
-    """Stop what actor ``i`` runs now (a cancelled job): it is killed and replaced."""
-    actor = pool.actors[i]
-    ray.kill(actor)
-    pool.replace(i, actor)
+    """Stop what actor ``i`` runs now (a cancelled job): it is killed (and replaced by :func:`run_job`)."""
+    if i < len(pool.actors):
+        ray.kill(pool.actors[i])
