@@ -8,7 +8,7 @@
 #     torch 2.N.P  ->  torchvision 0.(N+15).P     e.g. 2.13.0 -> 0.28.0, 2.9.1 -> 0.24.1
 # With a torch this rule does not cover, or a torchvision from another index (e.g. the
 # PyTorch CPU or CUDA index, installed into .venv before running this), set
-# NODEFLOW_TORCHVISION (e.g. "torchvision==0.28.0"). See docs/install.md.
+# NODEFLOW_TORCHVISION (e.g. "torchvision==0.28.0"). See the README's Quick start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
