@@ -27,11 +27,16 @@ NODE_WIDTH, TITLE_HEIGHT, ROW_HEIGHT, TEXT_BOX_HEIGHT = 250.0, 34.0, 26.0, 100.0
 def estimate_size(cls: type | None) -> tuple[float, float]:
     if cls is None:
         return NODE_WIDTH, TITLE_HEIGHT + 2 * ROW_HEIGHT
-    rows = 0.0
+    rows, width = 0.0, NODE_WIDTH
     for field_decl in cls.inputs.values():
-        rows += TEXT_BOX_HEIGHT / ROW_HEIGHT if getattr(field_decl, "multiline", False) else 1.0
+        if getattr(field_decl, "multiline", False):  # a box of `lines` (4: TEXT_BOX_HEIGHT), `width` times as wide
+            lines = getattr(field_decl, "lines", 4)
+            rows += (TEXT_BOX_HEIGHT + 16 * (lines - 4)) / ROW_HEIGHT
+            width = max(width, NODE_WIDTH + 170 * (getattr(field_decl, "width", 1.0) - 1.0))
+        else:
+            rows += 1.0
     rows += len(cls.outputs)
-    return NODE_WIDTH, TITLE_HEIGHT + ROW_HEIGHT * max(rows, 1.0) + 8.0
+    return width, TITLE_HEIGHT + ROW_HEIGHT * max(rows, 1.0) + 8.0
 
 
 def overlaps(a: Rect, b: Rect, gap: float = 0.0) -> bool:

@@ -67,6 +67,13 @@ def strip_image(frames: list[Image.Image], count: int = STRIP_FRAMES, thumb: int
     return strip
 
 
+def _preview_title(cls: type, values: dict) -> str:
+    try:  # a pack's display hook must not break the panel
+        return str(cls.preview_title(dict(values)))
+    except Exception:
+        return str(getattr(cls, "preview_label", ""))
+
+
 def _insight_in_turn(cls: type, values: dict, upstream: dict) -> Insight | None:
     with NODE_CODE_LOCK:
         return node_insight(cls, values, upstream)
@@ -156,8 +163,10 @@ class SidePanel:
         dpg.set_value(self.run_text, view.error or "")
         self.live.show(view.live_preview)
         if view.step and view.live_preview is not None:
-            cls = self.c.registry.get(self.c.graph.nodes[view.step[0]].type) if view.step[0] in self.c.graph.nodes else None
-            what = getattr(cls, "preview_label", "") or "step preview"
+            node = self.c.graph.nodes.get(view.step[0])
+            cls = self.c.registry.get(node.type) if node is not None else None
+            what = _preview_title(cls, node.values) if cls is not None else ""
+            what = what or "step preview"
             dpg.set_value(self.live_title, f"Live: {what}")
         if len(view.step_previews) != self._strip_len:
             self._strip_len = len(view.step_previews)

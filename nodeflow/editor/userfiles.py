@@ -31,9 +31,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def _read_json(path: Path) -> Any:
+    """The strict reader every nodeflow JSON file goes through (no ``NaN``, no ``1e999``,
+    no 5,000-digit integers); a file it refuses counts as damaged."""
+    from nodeflow.model import jsontext
+    from nodeflow.model.errors import NodeflowError
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return jsontext.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, NodeflowError):
         return None  # missing or damaged: start afresh rather than refuse to open
 
 

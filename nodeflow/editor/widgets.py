@@ -103,9 +103,11 @@ def _file(canvas: "Canvas", node: "NodeInstance", field_decl: FileChoice, value:
 def _string(canvas: "Canvas", node: "NodeInstance", field_decl: String, value: Any, common: dict) -> int:  # type: ignore[override]
     if field_decl.multiline:
         dpg.add_text(field_decl.name)
-        item = dpg.add_input_text(default_value=str(value), multiline=True, height=canvas.scaled(64), tab_input=False,
-                                  **{**common, "label": ""})
-        canvas.follow_zoom(item, _base_width(common, canvas), height=64)
+        height = 16 * max(1, field_decl.lines)
+        width = common["width"] * max(field_decl.width, 0.2)
+        item = dpg.add_input_text(default_value=str(value), multiline=True, height=canvas.scaled(height), tab_input=False,
+                                  **{**common, "label": "", "width": width})
+        canvas.follow_zoom(item, width / canvas.view.zoom, height=height)
         canvas.wrapped.add(item)  # shown with soft line breaks at the box's width (nodeflow.editor.wrapping)
         dpg.set_value(item, canvas.wrap_for(item, str(value)))
         return item

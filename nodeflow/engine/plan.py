@@ -286,7 +286,8 @@ def _signature(
     cls: type[Node], literals: dict[str, Any], sources: dict[str, ValueRef], extra: tuple
 ) -> tuple[str, dict[str, Any]]:
     canonical = {name: _canonical(cls.inputs[name], value) for name, value in literals.items()}  # type: ignore[arg-type]
-    return _digest(_class_key(cls), canonical, sources, extra), canonical
+    signed = {name: value for name, value in canonical.items() if cls.inputs[name].affects_result}  # type: ignore[attr-defined]
+    return _digest(_class_key(cls), signed, sources, extra), canonical
 
 
 def _class_key(cls: type[Node]) -> list[Any]:

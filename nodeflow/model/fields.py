@@ -76,9 +76,15 @@ class Socket(Input):
 
 @dataclass(eq=False)
 class Widget(Input):
-    """An input with a literal value. Subclasses define the value's rules."""
+    """An input with a literal value. Subclasses define the value's rules.
+
+    ``affects_result=False`` marks a field that only chooses what is *shown* while the
+    node runs (e.g. which view the live step preview draws): ``run`` still receives it,
+    but it is left out of the node's signature, so changing it never re-runs the node or
+    anything downstream, and never writes another copy of a saved image."""
 
     default: Any = None
+    affects_result: bool = field(default=True, kw_only=True)
 
     @property
     def is_widget(self) -> bool:
@@ -94,6 +100,8 @@ class Widget(Input):
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         out["default"] = self.default
+        if not self.affects_result:
+            out["affects_result"] = False
         return out
 
 
@@ -174,6 +182,10 @@ class String(Widget):
     default: str = ""
     multiline: bool = False
     max_length: int = 100_000
+    # How big a view shows a multi-line box: ``lines`` of text, ``width`` times the usual
+    # widget width (a Note's text is longer than a prompt).
+    lines: int = 4
+    width: float = 1.0
     kind: ClassVar[str] = "string"
 
     data_type: ClassVar[str] = STRING.name
@@ -215,8 +227,9 @@ class Choice(Widget):
     choices: Sequence[str] = ()
     kind: ClassVar[str] = "choice"
 
-    def __init__(self, choices: Sequence[str], default: str = _MISSING, tooltip: str = "", optional: bool = False):
-        super().__init__(tooltip=tooltip, optional=optional)
+    def __init__(self, choices: Sequence[str], default: str = _MISSING, tooltip: str = "", optional: bool = False,
+                 affects_result: bool = True):
+        super().__init__(tooltip=tooltip, optional=optional, affects_result=affects_result)
         self.choices = tuple(choices)
         self.default = default
         if not self.choices:

@@ -178,6 +178,13 @@ class Node:
         return None
 
     @classmethod
+    def preview_title(cls, values: Mapping[str, Any]) -> str:
+        """What the pictures this node sends with ``ctx.progress`` show, for these widget
+        values (e.g. a sampler whose ``preview`` field picks the view); by default its
+        :attr:`preview_label`. A display hook, like ``preview_label``."""
+        return cls.preview_label
+
+    @classmethod
     def field_options(cls, field_name: str, settings: RunSettings) -> list[str] | None:
         """The values this node offers for a file field (e.g. the installed checkpoints),
         for the editor's combo box; None (the default) lets the host list the field's folders."""

@@ -14,6 +14,7 @@ from nodes.diffusion.conditioning import (
     ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningSetArea, ConditioningSetTimestepRange,
     ConditioningStack, ConditioningZeroOut,
 )
+from nodes.diffusion.explain import EXPLAIN_NODES, EXPLAIN_TYPES
 from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from nodes.diffusion.image_ops import (
     Canny, ImageBatch, ImageBlend, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
@@ -50,7 +51,9 @@ PACK = Pack(
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
         VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
         UpscaleModelLoader, ImageUpscaleWithModel,
+        # How diffusion works, shown (issue 18).
+        *EXPLAIN_NODES,
     ),
-    data_types=DATA_TYPES,
+    data_types=DATA_TYPES + EXPLAIN_TYPES,
     importers=(COMFYUI_IMPORTER,),
 )

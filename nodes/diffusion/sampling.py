@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from nodeflow import Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Seed, Socket
 
 from nodes.diffusion.impl.samplers import SAMPLERS, SCHEDULES, eta_unsupported_reason, unsupported_reason
+from nodes.diffusion.impl.views import PREVIEW_KINDS
 from nodes.diffusion.types import CONDITIONING, GUIDER, LATENT, MODEL, NOISE, Conditioning, DiffusionModel, Latent, NoiseSource
 
 
@@ -107,9 +108,11 @@ class Sampler(Node):
         "noised to the matching step (image-to-image, like diffusers' strength). "
         "start_step / end_step run only part of the schedule (SDXL base then refiner: the "
         "first sampler stops with leftover noise, the second continues with No Noise). The "
-        "preview shows the current estimate of the final image (predicted x0)."
+        "live preview shows what `preview` picks: the current estimate of the final image "
+        "(predicted x0), the predicted noise, the noisy latent, the predictions with and "
+        "without the prompt, their difference (what CFG amplifies) or the noise added back."
     )
-    preview_label = "estimate of the final image (predicted x0)"
+    preview_label = PREVIEW_KINDS["x0"]
 
     noise = Socket(NOISE)
     guider = Socket(GUIDER)
@@ -125,7 +128,13 @@ class Sampler(Node):
                    "model's share before the refiner")
     leftover_noise = Bool(False, tooltip="stopping early: hand on the still-noisy latent for a second sampler "
                           "(with No Noise, start_step = this end_step); off finishes it to a clean estimate")
+    preview = Choice(tuple(PREVIEW_KINDS), default="x0", affects_result=False,
+                     tooltip="what the live step preview shows: " + "; ".join(f"{k}: {v}" for k, v in PREVIEW_KINDS.items()))
     outputs = (Output("latent", LATENT),)
+
+    @classmethod
+    def preview_title(cls, values: Mapping[str, Any]) -> str:
+        return PREVIEW_KINDS.get(values.get("preview", "x0"), cls.preview_label)
 
     @classmethod
     def check_values(cls, values: Mapping[str, Any]) -> dict[str, str]:
@@ -176,14 +185,14 @@ class Sampler(Node):
     def run(
         self, ctx: RunContext, noise: NoiseSource, guider: Any, latent: Latent,
         sampler: str, schedule: str, steps: int, denoise: float, eta: float,
-        start_step: int = 0, end_step: int = 10000, leftover_noise: bool = False,
+        start_step: int = 0, end_step: int = 10000, leftover_noise: bool = False, preview: str = "x0",
     ) -> Latent:
         from nodes.diffusion.impl.guidance import GuidanceError
         from nodes.diffusion.impl.sample import SamplingError, StepRange, sample
 
         try:
             samples = sample(ctx, noise, guider, latent, sampler, schedule, steps, denoise, eta,
-                             StepRange(start_step, end_step, leftover_noise))
+                             StepRange(start_step, end_step, leftover_noise), preview_kind=preview)
         except SamplingError as exc:
             raise _field_error(exc.field, str(exc)) from None
         except GuidanceError as exc:

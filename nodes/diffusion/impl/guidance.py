@@ -9,7 +9,10 @@ cannot share a batch, and two calls are made instead.
 
 A :class:`Guider` is an immutable, cacheable record; :meth:`Guider.bind` prepares the
 per-run tensors once (conditioning broadcast to the latent batch, moved to the UNet's
-device and dtype) and returns the function the sampler calls every step.
+device and dtype) and returns the function the sampler calls every step. Given a ``tap``,
+that function also hands it the two predictions before they are mixed, ``tap(uncond,
+cond)`` (uncond None without a negative pass), for views of what guidance amplifies;
+without one it does nothing more.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
 Denoiser = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+Tap = Callable[["torch.Tensor | None", "torch.Tensor"], None]
 
 
 class GuidanceError(ValueError):
@@ -41,14 +45,15 @@ class Guider:  # GUIDER
     def uses_uncond(self) -> bool:
         return self.negative is not None and self.scale != 1.0
 
-    def bind(self, latent: "torch.Tensor") -> Denoiser:
-        """The per-step model call for latents shaped like ``latent`` [B, C, h, w]."""
+    def bind(self, latent: "torch.Tensor", tap: Tap | None = None) -> Denoiser:
+        """The per-step model call for latents shaped like ``latent`` [B, C, h, w];
+        ``tap(uncond, cond)`` sees each step's unmixed predictions (see the module doc)."""
         import torch
 
         unet = self.model.unet
         batch = latent.shape[0]
         if self.positive.regional or (self.uses_uncond and self.negative.regional):
-            return self._bind_regional(latent)
+            return _tapped(self._bind_regional(latent, tap), tap, self.uses_uncond)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
         positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive")
         control_pos = _control(self.positive, positive, self.model, latent)
@@ -59,13 +64,15 @@ class Guider:  # GUIDER
                 extra = control_pos(x, t) if control_pos else {}
                 return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
 
-            return denoise
+            return _tapped(denoise, tap, False)
 
         negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative")
         control_neg = _control(self.negative, negative, self.model, latent)
         scale, rescale = self.scale, self.rescale
 
         def guide(uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            if tap is not None:
+                tap(uncond, cond)
             guided = uncond + scale * (cond - uncond)
             return _rescale(guided, cond, rescale) if rescale > 0 else guided
 
@@ -99,7 +106,7 @@ class Guider:  # GUIDER
         return denoise_batched
 
 
-    def _bind_regional(self, latent: "torch.Tensor") -> Denoiser:
+    def _bind_regional(self, latent: "torch.Tensor", tap: Tap | None = None) -> Denoiser:
         """The model call when a conditioning has areas, step ranges or stacked parts: each
         part is predicted on its area of the latent (one UNet call each) and the parts'
         predictions are averaged there, weighted by strength (0 where no part applies)."""
@@ -111,10 +118,26 @@ class Guider:  # GUIDER
 
         def denoise(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
             uncond, cond = negative.predict(x, t), positive.predict(x, t)
+            if tap is not None:
+                tap(uncond, cond)
             guided = uncond + scale * (cond - uncond)
             return _rescale(guided, cond, rescale) if rescale > 0 else guided
 
         return denoise
+
+
+def _tapped(denoise: Denoiser, tap: Tap | None, taps_itself: bool) -> Denoiser:
+    """``denoise`` that shows a ``tap`` its prediction as the cond one (no negative pass);
+    unchanged without a tap, or when it calls the tap itself (``taps_itself``)."""
+    if tap is None or taps_itself:
+        return denoise
+
+    def tapped(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+        prediction = denoise(x, t)
+        tap(None, prediction)
+        return prediction
+
+    return tapped
 
 
 class _Regions:

@@ -10,11 +10,12 @@ pipeline given the same seed produce the same image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from nodeflow import RunContext
 
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map
+from nodes.diffusion.impl.views import PREVIEW_KINDS  # noqa: F401  (re-exported)
 from nodes.diffusion.impl.samplers import SAMPLERS, UnsupportedCombination, eta_unsupported_reason, make_scheduler, step_parameters
 from nodes.diffusion.types import Latent, NoiseSource
 
@@ -40,6 +41,39 @@ class StepRange:
 FULL = StepRange()
 
 
+@dataclass(frozen=True)
+class StepView:
+    """What one step of a run saw and did, for the first latent of the batch, in
+    k-diffusion form whatever the solver keeps (``latent`` = x0 + sigma * noise):
+
+    - ``latent``: x_t before the step, at noise level ``sigma``; ``next_latent`` after it
+      (at ``sigma_next``);
+    - ``prediction``: the guided model output; ``cond`` / ``uncond``: the two predictions
+      classifier-free guidance mixed (uncond None without a negative pass);
+    - ``x0``: the step's estimate of the clean latent; ``noise``: the total noise it
+      implies, (latent - x0) / sigma (what an epsilon model predicts);
+    - ``added_noise``: next_latent minus the deterministic move along that estimate
+      (x0 + sigma_next * noise): zero for DDIM with eta 0 and Euler, the fresh noise a
+      stochastic sampler (DDPM) adds back.
+    """
+
+    index: int
+    total: int
+    timestep: float
+    sigma: float
+    sigma_next: float
+    latent: "torch.Tensor"
+    prediction: "torch.Tensor"
+    cond: "torch.Tensor | None"
+    uncond: "torch.Tensor | None"
+    x0: "torch.Tensor"
+    noise: "torch.Tensor"
+    next_latent: "torch.Tensor"
+    added_noise: "torch.Tensor"
+
+
+
+
 class SamplingError(ValueError):
     """Settings the sampler refuses; ``field`` names the input at fault."""
 
@@ -51,8 +85,12 @@ class SamplingError(ValueError):
 def sample(
     ctx: RunContext, noise: NoiseSource, guider: "Guider", latent: Latent,
     sampler: str, schedule: str, steps: int, denoise: float, eta: float, steps_run: StepRange = FULL,
+    preview_kind: str = "x0", trace: Callable[[StepView], None] | None = None,
 ) -> "torch.Tensor":
-    """Run the sampler; returns the denoised latents [B, C, h, w] in model space."""
+    """Run the sampler; returns the denoised latents [B, C, h, w] in model space.
+    ``preview_kind`` (a key of :data:`PREVIEW_KINDS`) is what the progress previews show;
+    ``trace`` is called with every step's :class:`StepView`. Views are only computed when
+    someone looks (previews on, or a trace)."""
     import torch
 
     if sampler not in SAMPLERS:
@@ -120,7 +158,14 @@ def sample(
             kept_noise = initial if generator is not None else torch.randn(
                 shape, generator=torch.Generator("cpu").manual_seed(0), dtype=dtype).to(device)
 
-        predict = guider.bind(x)
+        previews = ctx.on_progress is not None and ctx.settings.previews
+        views = trace is not None or (previews and preview_kind != "x0")
+        tapped: list[Any] = [None, None]
+
+        def tap(uncond: "torch.Tensor | None", cond: "torch.Tensor") -> None:
+            tapped[0], tapped[1] = uncond, cond
+
+        predict = guider.bind(x, tap if views else None)
         if extra_channels is not None:
             predict = _with_channels(predict, extra_channels.to(device=device, dtype=dtype))
         accepted = step_parameters(spec.scheduler_class)
@@ -132,12 +177,20 @@ def sample(
         # The checkpoint's own map (the bundled model ships a fitted one), else its family's.
         rgb_map = model.latent_rgb if model.latent_rgb is not None else latent_rgb_map(model.family, shape[1])
         # Previews cost about a millisecond a step; skip them when nobody will look.
-        previews = ctx.on_progress is not None and ctx.settings.previews
         total = len(timesteps)
         for i, t in enumerate(timesteps):
+            before = x[:1].clone() if views else None
             prediction = predict(scheduler.scale_model_input(x, t), t)
             result = scheduler.step(prediction, t, x, **step_kwargs, return_dict=True)
-            preview = latent_preview(_preview_x0(result, scheduler, prediction, x), rgb_map) if previews else None
+            if views:
+                following = timesteps[i + 1] if i + 1 < total else (full[stop] if stop < len(full) else None)
+                view = _step_view(i, total, t, following, scheduler, vp, before, prediction[:1],
+                                  _preview_x0(result, scheduler, prediction, x), result.prev_sample[:1], tapped)
+                if trace is not None:
+                    trace(view)
+                preview = _view_preview(view, preview_kind, rgb_map) if previews else None
+            else:
+                preview = latent_preview(_preview_x0(result, scheduler, prediction, x), rgb_map) if previews else None
             clean = None
             if stop < len(full) and i == total - 1 and not steps_run.leftover_noise:
                 clean = _x0(result, scheduler, prediction, x)
@@ -158,6 +211,52 @@ def sample(
                 return clean
             return x / _vp_alpha(scheduler, full, stop) if vp else x
     return x
+
+
+def sigma_at(scheduler: Any, timestep: Any) -> float:
+    """The k-diffusion noise level sqrt((1 - alpha-bar) / alpha-bar) at a (possibly
+    fractional, as karras sigmas give) train timestep, interpolated in log sigma the way
+    diffusers maps sigmas to timesteps; 0 past the end of the schedule (None)."""
+    import math
+
+    if timestep is None:  # past the last step: DDIM ends at its final alpha-bar, the others at 0
+        final = getattr(scheduler, "final_alpha_cumprod", None)
+        return 0.0 if final is None else float(((1 - final) / final) ** 0.5)
+    alpha_bar = scheduler.alphas_cumprod.double()
+    log_sigma = (0.5 * ((1 - alpha_bar) / alpha_bar).log()).tolist()
+    t = min(max(float(timestep), 0.0), len(log_sigma) - 1.0)
+    low = int(math.floor(t))
+    high = min(low + 1, len(log_sigma) - 1)
+    return math.exp(log_sigma[low] + (t - low) * (log_sigma[high] - log_sigma[low]))
+
+
+def _step_view(index: int, total: int, t: Any, following: Any, scheduler: Any, vp: bool, before: "torch.Tensor",
+               prediction: "torch.Tensor", x0: "torch.Tensor", after: "torch.Tensor", tapped: list[Any]) -> StepView:
+    sigma, sigma_next = sigma_at(scheduler, t), sigma_at(scheduler, following)
+    # A variance-preserving solver keeps alpha * (x0 + sigma * eps), alpha = 1 / sqrt(1 + sigma^2).
+    latent = before * (1.0 + sigma * sigma) ** 0.5 if vp else before
+    next_latent = after * (1.0 + sigma_next * sigma_next) ** 0.5 if vp else after
+    x0 = x0.to(latent.dtype)
+    noise = (latent - x0) / sigma
+    uncond, cond = tapped
+    return StepView(index, total, float(t), sigma, sigma_next, latent.float(), prediction.float(),
+                    None if cond is None else cond[:1].float(), None if uncond is None else uncond[:1].float(),
+                    x0.float(), noise.float(), next_latent.float(), (next_latent - (x0 + sigma_next * noise)).float())
+
+
+def _view_preview(view: StepView, kind: str, rgb_map: "torch.Tensor") -> Any:
+    """The preview picture of ``kind`` for one step. Noise-like views (everything but x0
+    and the latent) are scaled to unit spread, so their pattern shows at any size."""
+    if kind == "latent":
+        return latent_preview(view.latent / (1.0 + view.sigma * view.sigma) ** 0.5, rgb_map)
+    if kind == "x0":
+        return latent_preview(view.x0, rgb_map)
+    tensor = {"noise": view.noise, "cond": view.cond, "uncond": view.uncond, "added_noise": view.added_noise,
+              "cfg_difference": None if view.cond is None or view.uncond is None else view.cond - view.uncond,
+              }.get(kind, view.x0)
+    if tensor is None:  # no negative pass: nothing to show for uncond / the difference
+        tensor = view.prediction * 0
+    return latent_preview(tensor / tensor.std().clamp(min=1e-6) * 0.5, rgb_map)
 
 
 def _noise_mask(latent: Latent, shape: tuple[int, ...], device: Any, dtype: Any) -> "torch.Tensor | None":
