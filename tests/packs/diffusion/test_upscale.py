@@ -277,3 +277,23 @@ def test_imagescale_and_latentupscale_take_bislerp():
     assert bigger.samples.shape == (1, 4, 16, 16)
     # slerp keeps the vectors' length where bilinear shrinks it
     assert float(bigger.samples.norm(dim=1).mean()) > float(plain.samples.norm(dim=1).mean())
+
+
+def test_validate_reports_missing_vae_lora_and_controlnet_files_too(tmp_path):
+    from nodeflow.model.problems import ProblemCode
+    from nodeflow.model.validation import validate
+    from nodeflow.model.registry import default_registry
+    from nodeflow.files.open import workflow_from_dict
+
+    data = {
+        "1": {"class_type": "VAELoader", "inputs": {"vae_name": "vae-ft-mse.safetensors"}},
+        "2": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "canny.safetensors"}},
+        "3": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15.safetensors"}},
+        "4": {"class_type": "LoraLoader", "inputs": {"model": ["3", 0], "clip": ["3", 1], "lora_name": "style.safetensors",
+                                                     "strength_model": 1.0, "strength_clip": 1.0}},
+    }
+    graph = workflow_from_dict(data, default_registry()).graph
+    settings = RunSettings(model_folders={kind: [tmp_path] for kind in ("vae", "controlnet", "checkpoints", "loras")})
+    missing = {(p.node_type, p.field) for p in validate(graph, context=RunContext(settings=settings))
+               if p.code == ProblemCode.MISSING_FILE}
+    assert {("VAELoader", "vae_name"), ("ControlNetLoader", "control_net_name"), ("LoRA", "lora_name")} <= missing
