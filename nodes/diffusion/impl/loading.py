@@ -64,9 +64,11 @@ def resolve_dtype(choice: str, device: str) -> torch.dtype:
 # -- reading files -------------------------------------------------------------------------
 
 
-def read_state_dict(path: Path, device: str = "cpu", files: ModelFiles | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, device: str = "cpu", files: ModelFiles | None = None,
+                    wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, torch.Tensor]:
     """All tensors of a weights file, read through ``files`` (by default confined to the
-    file's own folder). Pickle-based formats are read weights-only."""
+    file's own folder). Pickle-based formats are read weights-only; a pickled dict whose
+    weights sit under one of ``wrappers`` (e.g. ``{"state_dict": {...}}``) is unwrapped."""
     import os
 
     from nodeflow import descriptor_path
@@ -77,7 +79,7 @@ def read_state_dict(path: Path, device: str = "cpu", files: ModelFiles | None = 
     fd = _open(files or ModelFiles.around(path), path)
     try:
         # The libraries take a name: /proc/self/fd/N names exactly the checked file.
-        return _read_weights(path, descriptor_path(fd, path), device)
+        return _read_weights(path, descriptor_path(fd, path), device, wrappers)
     finally:
         os.close(fd)
 
@@ -98,7 +100,7 @@ def read_mapped(path: Path, device: str = "cpu", files: ModelFiles | None = None
     return mapped.tensors, mapped
 
 
-def _read_weights(path: Path, name: str, device: str) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path, name: str, device: str, wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -122,8 +124,9 @@ def _read_weights(path: Path, name: str, device: str) -> dict[str, torch.Tensor]
         except (RuntimeError, OSError, EOFError, ValueError, TypeError, AttributeError) as error:
             # torch's own message may suggest weights_only=False, which would run the file's code: not shown.
             raise CheckpointError(f"{path.name} is not a readable weights file ({type(error).__name__})") from None
-        if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-            data = data["state_dict"]
+        wrapper = next((w for w in wrappers if isinstance(data, dict) and isinstance(data.get(w), dict)), None)
+        if wrapper is not None:
+            data = data[wrapper]
         if not isinstance(data, dict):
             raise CheckpointError(f"{path.name} holds no state dict")
         return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
