@@ -8,3 +8,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# Tests build diffusers models directly; diffusers imports torchvision through transformers
+# when it is installed, which needs the diffusion pack's compatibility step first.
+import nodes.diffusion.impl  # noqa: E402,F401
+

@@ -30,6 +30,7 @@ from nodeflow.editor.search import SearchPopup
 from nodeflow.editor.panels import PREVIEW_SIZE, SidePanel
 from nodeflow.editor.shipped import is_shipped
 from nodeflow.editor.groups import GroupLayer
+from nodeflow.editor.sweep_dialog import SweepDialog
 from nodeflow.editor.theme import global_theme
 
 WINDOW_SIZE = (1600, 1000)
@@ -130,6 +131,8 @@ class EditorApp:
                 with dpg.menu(label="Run"):
                     dpg.add_menu_item(label="Run", shortcut="Ctrl+Enter", callback=self.run)
                     dpg.add_menu_item(label="Interrupt", shortcut="Esc", callback=self.c.interrupt)
+                    dpg.add_separator()
+                    dpg.add_menu_item(label="Sweep the selected nodes...", callback=lambda: self.sweep.open())
                 dpg.add_button(label="Run (Ctrl+Enter)", callback=self.run)
                 self.queue_count = dpg.add_input_int(label="times", default_value=1, min_value=1, max_value=100,
                                                      min_clamped=True, max_clamped=True, width=90, step=1)
@@ -201,6 +204,7 @@ class EditorApp:
                 dpg.add_button(label="Discard changes", callback=self._confirmed)
                 dpg.add_button(label="Cancel", callback=lambda: dpg.configure_item(self.confirm, show=False))
         self._pending: Callable[[], Any] | None = None
+        self.sweep = SweepDialog(self.c, self.textures)
         with dpg.window(modal=True, show=False, no_title_bar=True, autosize=True) as self.recovery_window:
             self.recovery_text = dpg.add_text("")
             with dpg.group(horizontal=True):
@@ -314,7 +318,8 @@ class EditorApp:
     def _covered(self) -> bool:
         """Whether a menu, popup or dialog may be over the canvas (the group frames,
         drawn over the whole window, then step aside)."""
-        return self._dialog_open() or self.search.shown or dpg.is_item_shown(self.context_menu.window)
+        return (self._dialog_open() or self.search.shown or dpg.is_item_shown(self.context_menu.window)
+                or self.sweep.shown)
 
     def _dialog_open(self) -> bool:
         return any(dpg.is_item_shown(w) for w in (self.file_dialog, self.confirm, self.recovery_window))
@@ -322,7 +327,7 @@ class EditorApp:
     def _typing(self) -> bool:
         """Whether a text box has the keyboard (then Del, Ctrl+C, +, F... edit the text)."""
         boxes = [self.palette.filter, self.side.title_input, self.search.query, self.queue_count,
-                 *self.canvas.widgets.values()]
+                 *self.sweep.text_inputs(), *self.canvas.widgets.values()]
         return any(dpg.is_item_active(w) for w in boxes)
 
     def woke(self) -> None:
@@ -515,6 +520,7 @@ class EditorApp:
             self.side.show_run(view)
             self.canvas.show_states(view.node_states)
             self.canvas.show_run_pictures(view.images)
+        self.sweep.each_frame()
         self.canvas.each_frame()
         self.canvas.show_advice()
         if self.groups.dragging and dpg.is_mouse_button_down(dpg.mvMouseButton_Left):

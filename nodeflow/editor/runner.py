@@ -50,6 +50,14 @@ class WorkerFailed:
     message: str  # the run could not start (e.g. a graph that does not validate)
 
 
+@dataclass(frozen=True)
+class TaskDone:
+    result: Any  # what a task (see Runner.start_task) returned
+    status: str  # ok | error | interrupted, for the view
+    error: str | None = None
+    images: tuple[tuple[str, Image.Image], ...] = ()  # pictures for the result panel (a sweep's sheet)
+
+
 @dataclass
 class RunView:
     """Everything about the current (or last) run that the editor displays."""
@@ -103,6 +111,14 @@ class Runner:
         self._thread: threading.Thread | None = None
         self.run_options = dict(run_options or {})
         self.view = RunView()
+        self._task_stop: Callable[[], None] | None = None  # a task's own interrupt (set while one runs)
+        self.task_items: list[Any] = []  # what the running task sent besides executor events, for its owner
+
+    def executor(self) -> Any:
+        """The executor runs use (made now if no run has made it yet)."""
+        if self._executor is None:
+            self._executor = self._factory(self.registry)
+        return self._executor
 
     @property
     def running(self) -> bool:
@@ -127,6 +143,32 @@ class Runner:
         self._thread = threading.Thread(target=self._work, args=(snapshot, outputs, options), name="nodeflow-run", daemon=True)
         self._thread.start()
 
+    def start_task(self, work: Callable[[Any, Callable[[Any], None]], TaskDone],
+                   stop: Callable[[], None] | None = None) -> None:
+        """Run ``work(executor, send)`` on the run thread, with the executor runs keep (its
+        cache included): many runs in one go, such as a sweep's points. Executor events it
+        passes to ``send`` update :attr:`view` as a run's do (each run inside starts the node
+        states afresh); anything else it sends is put on :attr:`task_items` by :meth:`poll`
+        for the task's owner. ``work`` returns a :class:`TaskDone`; :meth:`interrupt` calls ``stop``."""
+        if self.running:
+            raise RuntimeError("a run is already in progress")
+        executor = self.executor()
+        self.view = RunView(status="running", started_at=time.monotonic())
+        self.task_items = []
+        self._task_stop = stop or (lambda: None)
+
+        def task() -> None:
+            try:
+                with NODE_CODE_LOCK:
+                    done = work(executor, self._events.put)
+            except Exception as exc:  # a bug in the task must not leave the view running
+                self._events.put(WorkerFailed(str(exc) or type(exc).__name__))
+            else:
+                self._events.put(done)
+
+        self._thread = threading.Thread(target=task, name="nodeflow-task", daemon=True)
+        self._thread.start()
+
     def forget_last_run(self) -> None:
         """Show no run (after New/Open: the last graph's pictures are not this one's)."""
         if not self.running:
@@ -134,6 +176,8 @@ class Runner:
 
     def interrupt(self) -> None:
         if self._executor is not None and self.running:
+            if self._task_stop is not None:
+                self._task_stop()
             self._executor.interrupt()
 
     def wait(self, timeout: float | None = None) -> None:
@@ -168,6 +212,9 @@ class Runner:
         view = self.view
         states = view.node_states
         if isinstance(event, RunStarted):
+            if self._task_stop is not None:  # the next run of a task: a fresh start for the nodes
+                view.node_states.clear()
+                view.finished_nodes, view.error, view.error_node = 0, None, None
             view.planned = tuple(event.planned)
             for node_id in event.planned:
                 states[node_id] = "queued"
@@ -192,9 +239,11 @@ class Runner:
                 view.step_previews.append(pictures[0])
                 del view.step_previews[:-STRIP_LIMIT]
         elif isinstance(event, RunFinished):
-            self._finish(event.status, event.error)
+            if self._task_stop is None:  # a task goes on after each of its runs
+                self._finish(event.status, event.error)
         elif isinstance(event, FileWritten):
-            view.written.append(event.path)
+            if self._task_stop is None:  # a task's runs write to its own staging folders
+                view.written.append(event.path)
         elif isinstance(event, WorkerDone):
             result = event.result
             view.outputs = dict(result.outputs)
@@ -204,8 +253,15 @@ class Runner:
                     states[problem.node_id] = "error"
                     view.error_node = view.error_node or problem.node_id
             self._finish(result.status, getattr(result, "error", None))
+        elif isinstance(event, TaskDone):
+            self._task_stop = None
+            view.images = list(event.images)
+            self._finish(event.status, event.error)
         elif isinstance(event, WorkerFailed):
+            self._task_stop = None
             self._finish("error", event.message)
+        else:
+            self.task_items.append(event)
 
     def _finish(self, status: str, error: str | None) -> None:
         view = self.view

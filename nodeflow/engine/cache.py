@@ -121,6 +121,18 @@ class OutputCache:
                     del self._pins[signature]
             self._evict_locked()
 
+    def free_unpinned(self) -> int:
+        """Evict every entry no run has pinned (what an out-of-memory retry does first);
+        returns the bytes they held."""
+        with self._lock:
+            victims = [signature for signature in self._entries if signature not in self._pins]
+            freed = 0
+            for signature in victims:
+                freed += self._entries.pop(signature).nbytes
+            self._bytes -= freed
+            self._evictions += len(victims)
+            return freed
+
     def clear(self) -> None:
         """Forget every entry (pins stay: they belong to runs in progress, which hold their own values)."""
         with self._lock:

@@ -50,3 +50,35 @@ def resolve_device(name: str = "auto") -> str:
     if index is not None and int(index) >= count:
         raise DeviceError(f"device {name!r} is not available: {count} CUDA GPU(s), numbered from 0")
     return name
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Is ``error`` the device (or the host) running out of memory? Recognised by name and
+    message, so the core needs no torch: ``torch.OutOfMemoryError`` (CUDA), MPS's and the
+    CPU allocator's RuntimeErrors, Python's MemoryError."""
+    if isinstance(error, MemoryError):
+        return True
+    if type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    phrases = ("out of memory", "not enough memory", "can't allocate memory", "cannot allocate memory")
+    return isinstance(error, RuntimeError) and any(phrase in text for phrase in phrases)
+
+
+def release_device_memory(device: str) -> None:
+    """Give freed blocks back after dropping cached values: collect garbage, and empty the
+    caching allocator of a CUDA or MPS device (torch imported only if it already is)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        elif str(device).startswith("mps") and hasattr(torch, "mps"):
+            torch.mps.empty_cache()
+    except (RuntimeError, AttributeError):  # a device in a bad state: the retry will tell
+        pass

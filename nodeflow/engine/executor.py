@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Iterable, NoReturn
 
 from nodeflow.engine.cache import OutputCache
-from nodeflow.engine.device import resolve_device
+from nodeflow.engine.device import is_out_of_memory, release_device_memory, resolve_device
 from nodeflow.engine.events import (
     EventHandler,
     FileWritten,
@@ -324,7 +324,15 @@ class _Run:
         started = time.perf_counter()
         try:
             check_memory(step.cls.working_memory(inputs, prepared.settings), prepared.settings)  # before allocating
-            outputs = step.cls.normalize_result(step.cls().run(ctx, **inputs))
+            out_of_memory = False
+            try:
+                outputs = step.cls.normalize_result(step.cls().run(ctx, **inputs))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                out_of_memory = True  # retried outside this block: the error's traceback holds the node's tensors
+            if out_of_memory:
+                outputs = self._retry_out_of_memory(step, ctx, inputs)
         except Interrupted:
             raise _Stop(RunStatus.INTERRUPTED, f"interrupted in node {node_id} ({node_type})") from None
         except NodeError as exc:
@@ -336,6 +344,24 @@ class _Run:
         self.executed.append(node_id)
         self.emit(NodeFinished(node_id, node_type, seconds))
         return outputs
+
+    def _retry_out_of_memory(self, step: Step, ctx: RunContext, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The node ran out of memory: free every cached result this run does not need
+        (unpinned entries), give the device's freed blocks back, and run it once more. A
+        second failure names the node and what was freed."""
+        freed = self.cache.free_unpinned()
+        release_device_memory(self.prepared.device)
+        log.warning("node %s (%s) ran out of memory; freed %d cached bytes, retrying once",
+                    step.node_id, step.node_type, freed)
+        try:
+            return step.cls.normalize_result(step.cls().run(ctx, **inputs))
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise NodeError(
+                f"out of memory on {self.prepared.device}, also after freeing {freed / 2**20:,.0f} MB of cached "
+                f"results and retrying once ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            ) from None
 
     def _written(self, node_id: str, path: Path) -> None:
         self.files.append(path)

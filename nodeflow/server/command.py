@@ -34,6 +34,11 @@ def add_serve_command(sub: "argparse._SubParsersAction") -> None:
     serve.add_argument("--previews", action="store_true",
                        help="send step previews (binary frames on /ws, data URLs on /v1/events); off by default, "
                             "like ComfyUI's --preview-method none")
+    serve.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run the jobs (and sweep points) on Ray actors: none for a local Ray, 'auto' or an "
+                            "address for a cluster (pip install nodeflow[ray])")
+    serve.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                       help="Ray actors (default: one per GPU, else one per CPU); one queue worker each")
     serve.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     serve.set_defaults(handler=run_serve)
 
@@ -51,7 +56,8 @@ def config_from_args(args: argparse.Namespace, registry) -> ServerConfig:
         allowed_hosts=tuple(args.allow_host), allowed_origins=tuple(args.allow_origin),
         max_body_bytes=int(args.max_body_mb * MiB), max_upload_bytes=int(args.max_upload_mb * MiB),
         cache_budget_bytes=None if args.cache_mb is None else int(args.cache_mb * MiB),
-        previews=args.previews, run_settings=settings,
+        previews=args.previews, run_settings=settings, ray=args.ray, ray_actors=args.ray_actors,
+        model_dirs=tuple(args.models), allow_paths=tuple(args.allow_path),
     )
 
 

@@ -47,6 +47,10 @@ class ServerConfig:
     previews: bool = False  # step previews (ComfyUI's default "--preview-method none" is off too)
     cache_budget_bytes: int | None = None
     run_settings: RunSettings = field(default_factory=RunSettings)  # model folders, --allow-path (host.settings)
+    ray: str | None = None  # run jobs on Ray actors: "local" (a Ray started here) or a cluster's address
+    ray_actors: int | None = None  # default: one per GPU, else one per CPU of the cluster
+    model_dirs: tuple[str, ...] = ()  # --models and --allow-path as given: each Ray actor builds its settings from them
+    allow_paths: tuple[str, ...] = ()
 
     @property
     def inputs(self) -> Path:

@@ -20,6 +20,7 @@ from .comfy_routes import receive_upload
 from .requests import service_of
 from .store import FINISHED, STATUSES, Job
 from .submit import Refused, build_job
+from .sweeps import build_sweep_job
 
 router = APIRouter(prefix="/v1", tags=["nodeflow"])
 Status = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
@@ -30,6 +31,51 @@ class JobRequest(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description='values to set first: {"NODE.FIELD": value}',
                                       examples=[{"5.seed": 42, "Prompt.text": "a red circle"}])
     client_id: str | None = Field(default=None, description="ComfyUI clients with this id get the job's /ws events")
+
+
+class SweepRequest(BaseModel):
+    workflow: dict[str, Any] = Field(description="a nodeflow workflow, or a ComfyUI workflow (API or UI format)")
+    vary: dict[str, list[Any] | str] = Field(
+        description='the axes, in order: {"NODE.FIELD": [values] or a range/list SPEC as on the command line '
+                    '("1..16", "0.5..2:0.5", "4,6,8")}; NODE is a node id or unique title of the nodeflow workflow',
+        examples=[{"5.seed": "1..4", "7.scale": [4, 6]}])
+    mode: Literal["product", "zip"] = Field("product", description="every combination, or the i-th value of each axis")
+    overrides: dict[str, Any] = Field(default_factory=dict, description='values to set first: {"NODE.FIELD": value}')
+    client_id: str | None = None
+
+
+class FileRef(BaseModel):
+    filename: str
+    subfolder: str
+    type: Literal["output"]
+    url: str | None = None
+
+
+class SweepAxisOut(BaseModel):
+    node: str
+    field: str
+    values: list[Any]
+
+
+class SweepPlanOut(BaseModel):
+    points: int
+    node_executions: int = Field(description="node runs the sweep costs, shared upstream work counted once")
+    without_sharing: int = Field(description="node runs if every point ran alone")
+    executions_by_type: dict[str, int]
+    already_cached_by_type: dict[str, int]
+
+
+class SweepOut(BaseModel):
+    mode: Literal["product", "zip"]
+    axes: list[SweepAxisOut]
+    plan: SweepPlanOut = Field(description="the cost, planned at submission against the cache")
+    points_done: int = Field(description="points with their files on disk (run now, or found done when resuming)")
+    ran: int
+    skipped: int = Field(description="points found done on disk (a resumed sweep)")
+    failed: dict[str, str] = Field(description="point index -> error")
+    folder: str = Field(description="subfolder of the output folder with the images, sheet.png and sweep.json")
+    manifest: FileRef | None = None
+    sheet: FileRef | None = None
 
 
 class JobError(BaseModel):
@@ -59,6 +105,9 @@ class JobOut(BaseModel):
     outputs: dict[str, dict[str, list[ImageRef]]] = Field(description="node id -> {'images': [...]}")
     error: JobError | None = None
     overrides: dict[str, Any] = {}
+    kind: Literal["run", "sweep"] = "run"
+    sweep: SweepOut | None = Field(None, description="a sweep job's axes, cost and progress; outputs are keyed "
+                                                     "'sheet' and by point index")
 
 
 class JobList(BaseModel):
@@ -101,11 +150,22 @@ class Health(BaseModel):
     cache: CacheOut
 
 
+def _url(ref: dict[str, Any]) -> dict[str, Any]:
+    ref["url"] = "/view?" + urlencode({k: ref[k] for k in ("filename", "subfolder", "type")})
+    return ref
+
+
 def job_out(job: Job) -> dict[str, Any]:
     summary = job.summary()
     for output in summary["outputs"].values():
         for ref in output.get("images", []):
-            ref["url"] = "/view?" + urlencode({k: ref[k] for k in ("filename", "subfolder", "type")})
+            _url(ref)
+    if job.kind == "sweep":
+        sweep = dict(job.extra.get("sweep") or {})
+        for name in ("manifest", "sheet"):
+            if sweep.get(name):
+                sweep[name] = _url(dict(sweep[name]))
+        summary["sweep"] = sweep
     return summary
 
 
@@ -117,6 +177,19 @@ async def submit(request: Request, body: JobRequest) -> Any:
     try:
         job = await run_in_threadpool(build_job, body.workflow, service.registry, service.config.run_settings,
                                       source=source, overrides=body.overrides, client_id=body.client_id)
+    except Refused as exc:
+        return JSONResponse({"error": exc.message, "problems": [p.to_dict() for p in exc.problems]}, status_code=400)
+    await run_in_threadpool(service.submit, job)
+    return job_out(job)
+
+
+@router.post("/sweeps", status_code=201, response_model=JobOut, responses={400: {"model": Refusal}},
+             summary="Queue a sweep: one workflow at every point of its axes")
+async def submit_sweep(request: Request, body: SweepRequest) -> Any:
+    service = service_of(request)
+    try:
+        job = await run_in_threadpool(build_sweep_job, body.workflow, body.vary, body.mode, service.registry,
+                                      service.config.run_settings, overrides=body.overrides, client_id=body.client_id)
     except Refused as exc:
         return JSONResponse({"error": exc.message, "problems": [p.to_dict() for p in exc.problems]}, status_code=400)
     await run_in_threadpool(service.submit, job)

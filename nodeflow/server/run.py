@@ -26,6 +26,9 @@ def serve(config: ServerConfig, registry: NodeRegistry, out: TextIO = sys.stderr
     if service.recovered:
         print(f"nodeflow serve: {len(service.recovered)} job(s) were running when the server stopped; "
               "marked interrupted", file=out)
+    if service.store.resumed:
+        print(f"nodeflow serve: {len(service.store.resumed)} sweep(s) were running when the server stopped; "
+              "queued again, to resume where they were", file=out)
     if config.token:
         origin = "generated for this run" if generated else "given"
         print(f"nodeflow serve: token ({origin}): {config.token}", file=out)

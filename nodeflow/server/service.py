@@ -33,14 +33,28 @@ class Service:
         self.wake = threading.Condition()
         self.hub: Hub | None = None
         self.workers: list[Worker] = []
+        self.pool: Any = None  # the Ray actors, with --ray
 
     # ------------------------------------------------------------ life cycle
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = Hub(loop)
-        self.workers = [
-            Worker(device, self.config, self.store, self.hub, self.registry, self.cache, self.wake, self.queue_changed)
-            for device in self.config.devices
-        ]
+        if self.config.ray:  # one queue worker per Ray actor; Ray is imported only here
+            from nodeflow.sweep.ray_backend import RayPool
+
+            config = self.config
+            self.pool = RayPool(config.devices[0], config.model_dirs, config.allow_paths, str(config.inputs),
+                                None if config.ray == "local" else config.ray, config.ray_actors)
+            self.workers = [
+                Worker(f"ray actor {i}", self.config, self.store, self.hub, self.registry, self.cache, self.wake,
+                       self.queue_changed, pool=self.pool, actor=i)
+                for i in range(len(self.pool))
+            ]
+        else:
+            self.workers = [
+                Worker(device, self.config, self.store, self.hub, self.registry, self.cache, self.wake,
+                       self.queue_changed)
+                for device in self.config.devices
+            ]
         for worker in self.workers:
             worker.start()
 
@@ -49,6 +63,8 @@ class Service:
             worker.stop()
         for worker in self.workers:
             worker.join(timeout=10)
+        if self.pool is not None:
+            self.pool.close()
         self.store.close()
 
     # ------------------------------------------------------------------ jobs

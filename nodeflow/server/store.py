@@ -5,6 +5,9 @@ mode with ``synchronous=FULL``, so a ``kill -9`` at any moment leaves either the
 before a change or after it, never a torn row. :meth:`JobStore.recover` runs at start-up:
 a job the previous process was running when it died is marked ``interrupted`` (it is not
 re-run: a job that crashed the server would crash it again); queued jobs stay queued.
+A sweep job (``extra["kind"] == "sweep"``) is the exception: it goes back to the queue,
+because its own resume (:mod:`nodeflow.sweep.manifest`) runs only the points not yet on
+disk; after ``MAX_SWEEP_RESUMES`` such restarts it is marked interrupted like any job.
 
 Status: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled`` | ``interrupted``;
 a queued job can also go straight to ``cancelled``.
@@ -24,6 +27,8 @@ QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED = "queued", "running", "do
 STATUSES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED, INTERRUPTED)
 FINISHED = (DONE, FAILED, CANCELLED, INTERRUPTED)
 SCHEMA_VERSION = 1
+SWEEP_KIND = "sweep"
+MAX_SWEEP_RESUMES = 3  # restarts a sweep job is resumed through before it counts as crashing the server
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -68,13 +73,18 @@ class Job:
     error: dict[str, Any] | None = None  # {"node", "node_type", "field", "message"}
     cancel_requested: bool = False
 
+    @property
+    def kind(self) -> str:
+        """``run`` (one workflow run) or ``sweep`` (many points, see :mod:`.sweeps`)."""
+        return str(self.extra.get("kind") or "run")
+
     def summary(self) -> dict[str, Any]:
         """The job as the native API shows it (without the workflow, which can be large)."""
         return {
             "id": self.id, "number": self.number, "status": self.status, "source": self.source,
             "client_id": self.client_id, "created": self.created, "started": self.started,
             "finished": self.finished, "node_times": self.node_times, "outputs": self.outputs,
-            "error": self.error, "overrides": self.overrides,
+            "error": self.error, "overrides": self.overrides, "kind": self.kind,
         }
 
 
@@ -85,6 +95,7 @@ class JobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
+        self.resumed: list[str] = []  # sweep jobs :meth:`recover` queued again
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         self._db.row_factory = sqlite3.Row
         with self._lock:
@@ -160,6 +171,14 @@ class JobStore:
              None if error is None else json.dumps(error), job_id, RUNNING),
         )
 
+    def update_extra(self, job_id: str, extra: dict[str, Any]) -> None:
+        """Replace a job's ``extra`` (a sweep's progress, written after every point)."""
+        self._write("UPDATE jobs SET extra=? WHERE id=?", (json.dumps(extra), job_id))
+
+    def requeue(self, job_id: str) -> None:
+        """A running sweep the server stopped in goes back to the queue, to resume at the next start."""
+        self._write("UPDATE jobs SET status=?, started=NULL WHERE id=? AND status=?", (QUEUED, job_id, RUNNING))
+
     def cancel(self, job_id: str) -> str | None:
         """Cancel a queued job, or flag a running one (its worker stops it). Returns the
         status the job had, or None when there is no such job."""
@@ -203,11 +222,22 @@ class JobStore:
         )
 
     def recover(self) -> list[str]:
-        """At start-up: jobs left running by a process that died are interrupted."""
+        """At start-up: jobs left running by a process that died are interrupted; sweeps
+        are queued again (up to ``MAX_SWEEP_RESUMES`` times). Returns the interrupted ids;
+        :attr:`resumed` holds the sweeps queued again."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                ids = [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE status=?", (RUNNING,))]
+                ids, self.resumed = [], []
+                for row in self._db.execute("SELECT id, extra FROM jobs WHERE status=?", (RUNNING,)).fetchall():
+                    extra = json.loads(row["extra"] or "{}")
+                    if extra.get("kind") == SWEEP_KIND and int(extra.get("resumes", 0)) < MAX_SWEEP_RESUMES:
+                        extra["resumes"] = int(extra.get("resumes", 0)) + 1
+                        self._db.execute("UPDATE jobs SET status=?, started=NULL, extra=? WHERE id=?",
+                                         (QUEUED, json.dumps(extra), row["id"]))
+                        self.resumed.append(row["id"])
+                    else:
+                        ids.append(row["id"])
                 error = json.dumps({"node": None, "node_type": None, "field": None,
                                     "message": "the server stopped while this job was running"})
                 self._db.execute(

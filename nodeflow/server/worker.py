@@ -22,13 +22,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nodeflow.engine.cache import OutputCache
+from nodeflow.files.atomic import write_atomically
 from nodeflow.files.open import workflow_from_dict
 from nodeflow.model.registry import NodeRegistry
 from .comfy_shapes import comfy_id
 from .config import ServerConfig
 from .hub import Hub
 from .reporter import JobReporter, file_ref
-from .store import CANCELLED, DONE, FAILED, INTERRUPTED, Job, JobStore
+from .store import CANCELLED, DONE, FAILED, INTERRUPTED, SWEEP_KIND, Job, JobStore
+from .sweeps import Announcing, SweepReporter, progress_of, sweep_outputs
 
 log = logging.getLogger(__name__)
 _FIELD = re.compile(r'field "([^"]+)"')
@@ -36,22 +38,27 @@ _FIELD = re.compile(r'field "([^"]+)"')
 
 class Worker(threading.Thread):
     def __init__(self, device: str, config: ServerConfig, store: JobStore, hub: Hub, registry: NodeRegistry,
-                 cache: OutputCache, wake: threading.Condition, on_change: Callable[[], None]):
+                 cache: OutputCache, wake: threading.Condition, on_change: Callable[[], None],
+                 pool: Any = None, actor: int = 0):
         super().__init__(name=f"nodeflow-worker-{device}", daemon=True)
         self.device = device
         self.config, self.store, self.hub, self.registry, self.cache = config, store, hub, registry, cache
         self.wake = wake
         self.on_change = on_change  # the queue changed: ComfyUI clients get a "status"
         self.executor: Any = None
+        self.pool, self.actor = pool, actor  # with serve --ray: the Ray actors, and the one this worker sends jobs to
+        self._on_actor = False  # a job of this worker is running on its actor now
         self._lock = threading.Lock()  # guards current / cancelling against the job switching
         self.current: str | None = None
+        self.sweep: Any = None  # the sweep running now (cancelling it stops between points too)
         self._cancelling = threading.Event()
         self._stopping = threading.Event()
 
     # ------------------------------------------------------------ control (any thread)
     def stop(self) -> None:
         self._stopping.set()
-        self.interrupt()
+        with self._lock:
+            self._stop_running()
         with self.wake:
             self.wake.notify_all()
 
@@ -61,8 +68,7 @@ class Worker(threading.Thread):
             if self.current != job_id:
                 return False
             self._cancelling.set()
-            if self.executor is not None:
-                self.executor.interrupt()
+            self._stop_running()
             return True
 
     def interrupt(self, job_id: str | None = None) -> str | None:
@@ -71,9 +77,20 @@ class Worker(threading.Thread):
         with self._lock:
             if self.current is None or (job_id is not None and job_id != self.current):
                 return None
-            if self.executor is not None:
-                self.executor.interrupt()
+            self._stop_running()
             return self.current
+
+    def _stop_running(self) -> None:
+        """Stop the job running now (under the lock): at its next step, between sweep points,
+        or on Ray by killing the actor it runs on (a new one takes its place)."""
+        if self.sweep is not None:
+            self.sweep.interrupt()
+        if self.executor is not None:
+            self.executor.interrupt()
+        if self.pool is not None and self._on_actor:
+            from nodeflow.sweep.ray_backend import kill
+
+            kill(self.pool, self.actor)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -104,18 +121,23 @@ class Worker(threading.Thread):
                 self.on_change()
 
     def _run(self, job: Job) -> None:
-        reporter = self._reporter = JobReporter(job, self.hub, self.config.outputs, on_event=self._check_cancel)
+        kind = SweepReporter if job.kind == SWEEP_KIND else JobReporter
+        reporter = self._reporter = kind(job, self.hub, self.config.outputs, on_event=self._check_cancel)
         reporter.started()
         if self._cancelling.is_set():
             return self._end(job, reporter, CANCELLED, {}, {}, _error(None, None, "cancelled before it started"), {})
         try:
-            if self.executor is None:
+            if self.executor is None and self.pool is None:
                 from nodeflow.engine.executor import Executor
 
                 self.executor = Executor(self.registry, cache=self.cache, device=self.device)
             workflow = workflow_from_dict(job.workflow, self.registry)
         except ValueError as exc:  # a device this machine lacks; a workflow that no longer loads
             return self._end(job, reporter, FAILED, {}, {}, _error(None, None, str(exc)), {})
+        if job.kind == SWEEP_KIND:
+            return self._run_sweep(job, workflow, reporter)
+        if self.pool is not None:
+            return self._run_on_ray(job, workflow, reporter)
         settings = replace(self.config.run_settings, workflow=job.workflow, embed_workflow=True,
                            previews=self.config.previews)
         if self._cancelling.is_set():
@@ -146,6 +168,105 @@ class Worker(threading.Thread):
             return self._end(job, reporter, FAILED, outputs, node_times, error, {})
         return self._end(job, reporter, FAILED, outputs, node_times,
                          _error(comfy_id(job, failed), node_type, result.error or "failed", result.failed_field), {})
+
+    def _run_sweep(self, job: Job, workflow: Any, reporter: Any) -> None:
+        """A sweep job: its points through this worker's executor, files under OUTPUT/sweeps/ID/."""
+        from nodeflow.sweep.axes import SweepError, make_axis
+        from nodeflow.sweep.runner import Sweep
+
+        spec = job.extra["sweep"]
+        settings = replace(self.config.run_settings, embed_workflow=True, previews=self.config.previews)
+        device = self.executor.device if self.executor is not None else self.config.devices[0]
+        try:
+            axes = [make_axis(workflow.graph, a["node"], a["field"], a["values"]) for a in spec["axes"]]
+            sweep = Sweep(workflow.graph, axes, spec["mode"], self.config.outputs / spec["folder"], settings,
+                          device, workflow.ui, workflow.meta, workflow.problems,
+                          source=f"job {job.id}", cached=self.cache)
+        except SweepError as exc:  # the installed nodes changed since it was queued
+            return self._end(job, reporter, FAILED, {}, {}, _error(None, None, str(exc)), {})
+        if self.pool is not None:  # the points spread over every actor of the pool
+            from nodeflow.sweep.ray_backend import RayBackend
+
+            backend = Announcing(RayBackend(sweep.document(), pool=self.pool), reporter, one_by_one=False)
+        else:
+            backend = Announcing(sweep.local_backend(self.executor, self.config.inputs), reporter, one_by_one=True)
+        reporter.native("sweep.planned", **sweep.plan.summary())
+
+        def on_point(outcome: Any) -> None:
+            result = sweep.result
+            job.extra["sweep"] = progress_of(job, result, self.config.outputs)
+            self.store.update_extra(job.id, job.extra)
+            files = [file_ref(path, self.config.outputs, "output") for path in result.files.get(outcome.index, [])]
+            reporter.point = None
+            reporter.native("point.finished", point=outcome.index, status="ok" if outcome.status == "ok" else "error",
+                            error=outcome.error, files=files, done=job.extra["sweep"]["points_done"],
+                            total=len(sweep.plan.points), seconds=round(outcome.seconds, 3))
+
+        with self._lock:
+            self.sweep = backend
+            if self._cancelling.is_set():
+                backend.interrupt()
+        try:
+            result = sweep.run(backend, on_event=reporter, on_point=on_point)
+        finally:
+            with self._lock:
+                self.sweep = None
+            backend.close()
+        job.extra["sweep"] = progress_of(job, result, self.config.outputs)
+        self.store.update_extra(job.id, job.extra)
+        outputs = sweep_outputs(result, self.config.outputs)
+        if result.interrupted:
+            if self._stopping.is_set() and not (self._cancelling.is_set() or self.store.cancel_requested(job.id)):
+                self.store.requeue(job.id)  # the server is stopping: the next start resumes it
+                return
+            status = CANCELLED if self._cancelling.is_set() or self.store.cancel_requested(job.id) else INTERRUPTED
+            return self._end(job, reporter, status, outputs, {}, _error(None, None, f"sweep {status} after "
+                             f"{job.extra['sweep']['points_done']} of {len(sweep.plan.points)} point(s)"), {})
+        if result.error or result.failed:
+            index, message = next(iter(sorted(result.failed.items())), (None, result.error))
+            where = f"point {index}: " if index is not None else ""
+            return self._end(job, reporter, FAILED, outputs, {}, _error(None, None, where + str(message)), {})
+        return self._end(job, reporter, DONE, outputs, {}, None, {})
+
+    def _run_on_ray(self, job: Job, workflow: Any, reporter: Any) -> None:
+        """A job on this worker's Ray actor: the files come back as bytes and are written here.
+        Node events are sent when the job is back (the actor's steps do not stream)."""
+        from nodeflow.sweep.ray_backend import run_job
+
+        with self._lock:
+            self._on_actor = True
+            cancelled_early = self._cancelling.is_set()
+        try:
+            outcome = run_job(self.pool, self.actor, job.workflow) if not cancelled_early else None
+        finally:
+            with self._lock:
+                self._on_actor = False
+        graph = workflow.graph
+        if outcome is None or outcome.status == "interrupted":
+            status = CANCELLED if self._cancelling.is_set() or self.store.cancel_requested(job.id) else INTERRUPTED
+            message = "cancelled" if status == CANCELLED else (outcome.error if outcome else status)
+            return self._end(job, reporter, status, {}, {}, _error(None, None, message), {})
+        node_times: dict[str, float] = {}
+        for node_id, seconds in outcome.timings.items():
+            key = comfy_id(job, node_id) or node_id
+            node_times[key] = node_times.get(key, 0.0) + seconds
+        job.node_times = node_times
+        outputs: dict[str, Any] = {}
+        for (name, data), node_id in zip(outcome.files, outcome.file_nodes):
+            path = _write_new(self.config.outputs / name, data)
+            outputs.setdefault(comfy_id(job, node_id) or node_id, {"images": []})["images"].append(
+                file_ref(path, self.config.outputs, "output"))
+        for node_id, node_type in outcome.executed:
+            reporter.native("node.finished", node=comfy_id(job, node_id), node_type=node_type,
+                            seconds=outcome.timings.get(node_id, 0.0),
+                            files=outputs.get(comfy_id(job, node_id) or node_id, {}).get("images", []))
+        if outcome.status == "ok":
+            return self._end(job, reporter, DONE, outputs, node_times, None, outputs)
+        failed = outcome.failed_node
+        node_type = graph.nodes[failed].type if failed in graph.nodes else None
+        return self._end(job, reporter, FAILED, outputs, node_times,
+                         _error(comfy_id(job, failed), node_type, outcome.error or outcome.status,
+                                outcome.failed_field), {})
 
     def _end(self, job: Job, reporter: JobReporter, status: str, outputs: dict[str, Any],
              node_times: dict[str, float], error: dict[str, Any] | None, late: dict[str, Any]) -> None:
@@ -190,6 +311,18 @@ def save_temp_images(images: Any, folder: Path, stem: str) -> list[dict[str, str
         Image.fromarray(pixels[..., :3] if pixels.shape[-1] >= 3 else pixels[..., 0]).save(path)
         refs.append(file_ref(path, folder, "temp"))
     return refs
+
+
+def _write_new(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path``, or to ``stem-1.png``, ``stem-2.png`` ... when that name is
+    taken (a Ray actor numbers its files in its own staging folder, so names repeat across jobs)."""
+    candidate, n = path, 1
+    while True:
+        try:
+            write_atomically(candidate, data, replace=False)
+            return candidate
+        except FileExistsError:
+            candidate, n = path.with_name(f"{path.stem}-{n}{path.suffix}"), n + 1
 
 
 def _error(node: str | None, node_type: str | None, message: str, field: str | None = None) -> dict[str, Any]:

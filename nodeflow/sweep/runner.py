@@ -123,7 +123,7 @@ class Sweep:
 
         started = time.perf_counter()
         manifest = Manifest(self.output_dir, self._header(backend))
-        result = SweepResult(self.plan, self.output_dir, manifest.path)
+        result = self.result = SweepResult(self.plan, self.output_dir, manifest.path)  # read while it runs
         todo = []
         for planned in self.plan.points:
             entry = manifest.done(planned)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from nodeflow.engine.events import EventHandler
+from nodeflow.engine.events import EventHandler, FileWritten
 from nodeflow.engine.executor import Executor
 from nodeflow.files.open import workflow_from_dict
 from nodeflow.files.workflow import workflow_to_dict
@@ -27,6 +27,32 @@ from nodeflow.model.context import RunSettings
 from nodeflow.sweep.axes import Point
 from nodeflow.sweep.models import ModelFile, check_models
 from nodeflow.sweep.plan import point_graph
+
+
+STAGING_PREFIX = "nodeflow-sweep-"  # + the worker's pid: a folder whose process is gone is left over
+
+
+def remove_stale_staging(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Remove staging folders of workers that died without cleaning up (a killed Ray actor);
+    returns them. A folder is stale when the process its name carries no longer exists."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*-*"):
+        pid_text = folder.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or not folder.is_dir() or _alive(int(pid_text)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 @dataclass
@@ -39,6 +65,10 @@ class PointOutcome:
     files: list[tuple[str, bytes]] = field(default_factory=list)  # (file name, content), in order
     seconds: float = 0.0
     worker: str = ""
+    file_nodes: list[str] = field(default_factory=list)  # the node that wrote each of ``files``
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per node that ran
+    failed_node: str | None = None
+    failed_field: str | None = None
 
 
 class PointRunner:
@@ -52,7 +82,8 @@ class PointRunner:
         self.settings = settings
         self.input_dir = Path(input_dir)
         self.name = name
-        self._staging = Path(tempfile.mkdtemp(prefix="nodeflow-sweep-"))
+        remove_stale_staging()
+        self._staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
 
     def run(self, point: Point, models: Iterable[ModelFile] = (), on_event: EventHandler | None = None) -> PointOutcome:
         started = time.perf_counter()
@@ -64,16 +95,26 @@ class PointRunner:
                    for path in user_named_files(graph.registry, graph.nodes[node_id].type, {name: value})]
         settings = self.settings.trusting(*trusted).replace(workflow=workflow_to_dict(graph, self.ui, self.meta))
         folder = Path(tempfile.mkdtemp(prefix=f"point-{point.index}-", dir=self._staging))
+        writers: dict[str, str] = {}  # file path -> the node that wrote it
+
+        def watch(event: Any) -> None:
+            if isinstance(event, FileWritten):
+                writers[str(event.path)] = event.node_id
+            if on_event is not None:
+                on_event(event)
+
         try:
-            result = self.executor.run(graph, on_event=on_event, output_dir=folder, input_dir=self.input_dir,
+            result = self.executor.run(graph, on_event=watch, output_dir=folder, input_dir=self.input_dir,
                                        settings=settings, extra_problems=self.problems)
-            files = [(Path(p).name, Path(p).read_bytes()) for p in result.files] if result.ok else []
+            written = list(result.files) if result.ok else []
+            files = [(Path(p).name, Path(p).read_bytes()) for p in written]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
         return PointOutcome(
             point.index, str(result.status), result.error,
             [(nid, graph.nodes[nid].type) for nid in result.executed], list(result.cached), files,
-            time.perf_counter() - started, self.name,
+            time.perf_counter() - started, self.name, [writers.get(str(p), "") for p in written],
+            dict(result.timings), result.failed_node, result.failed_field,
         )
 
     def interrupt(self) -> None:

@@ -31,6 +31,7 @@ from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Samp
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
 from nodes.diffusion.types import DATA_TYPES
+from nodes.diffusion.upscale import ImageUpscaleWithModel, UpscaleModelLoader
 from nodes.diffusion.vae import VAEDecode, VAEEncode
 from nodes.diffusion.vae_loader import VAELoader
 
@@ -49,6 +50,7 @@ PACK = Pack(
         # Models of other kinds than checkpoints (issue 11).
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
         VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
+        UpscaleModelLoader, ImageUpscaleWithModel,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -225,7 +225,8 @@ SCHEDULER_NAMES = {
     "normal": "normal", "karras": "karras", "exponential": "exponential", "simple": "simple",
     "sgm_uniform": "simple", "ddim_uniform": "normal", "linear": "linear",
 }
-UPSCALE_METHODS = {"nearest-exact": "nearest", "bilinear": "bilinear", "bicubic": "bicubic"}
+UPSCALE_METHODS = {"nearest-exact": "nearest", "bilinear": "bilinear", "bicubic": "bicubic", "area": "area",
+                   "bislerp": "bislerp"}
 
 
 class Builder:
@@ -572,7 +573,7 @@ MAPPINGS: dict[str, Mapping] = {
 
 # ======================================== comfy-import: masks, pixel and latent operations
 IMAGE_METHODS = {"nearest-exact": "nearest", "bilinear": "bilinear", "bicubic": "bicubic", "area": "area",
-                 "lanczos": "lanczos"}
+                 "lanczos": "lanczos", "bislerp": "bislerp"}
 
 
 def _same(type_name: str, inputs: tuple[str, ...], widgets: tuple[str, ...], outputs: tuple[str, ...],
@@ -866,15 +867,17 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
         _one_to_one("TextEncoderSDXLRefiner", {"clip": "clip"},
                     {"ascore": "ascore", "width": "width", "height": "height", "text": "text"}, ("conditioning",)),
         ("TextEncoderSDXLRefiner",)),
+    "UpscaleModelLoader": Mapping(
+        ("model_name",), _one_to_one("UpscaleModelLoader", {}, {"model_name": "model_name"}, ("upscale_model",)),
+        ("UpscaleModelLoader",)),
+    "ImageUpscaleWithModel": Mapping(
+        (), _one_to_one("ImageUpscaleWithModel", {"upscale_model": "upscale_model", "image": "image"}, {}, ("image",)),
+        ("ImageUpscaleWithModel",)),
 }
 MAPPINGS.update(MODEL_MAPPINGS)
 REFUSED.update({
     "SetUnionControlNetType": "ControlNet Union (ProMax) models are not supported: nodeflow loads ControlNets as "
     "diffusers ControlNetModel, which has no control-type input",
-    "UpscaleModelLoader": "upscale models (ESRGAN, SwinIR, ...) are not supported yet: they need spandrel, which "
-    "needs a torchvision build that the CPU torch nodeflow installs cannot load",
-    "ImageUpscaleWithModel": "upscale models are not supported yet (see UpscaleModelLoader); "
-    "ImageScale / LatentUpscale resize without a model",
     "unCLIPCheckpointLoader": "unCLIP checkpoints (SD 2.1 unCLIP) are not supported yet",
     "CLIPVisionLoader": "CLIP vision models are not supported yet; nodeflow has no node that uses image embeddings",
     "CLIPVisionEncode": "CLIP vision encoding is not supported yet (no unCLIP or style-model nodes use it)",

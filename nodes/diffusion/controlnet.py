@@ -14,7 +14,7 @@ from typing import Any
 from nodeflow import FileChoice, Float, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
-from nodes.diffusion.loaders import _field_options, _model_fingerprint, dtype_field
+from nodes.diffusion.loaders import _field_options, _model_file_problems, _model_fingerprint, dtype_field
 from nodes.diffusion.types import CONDITIONING, CONTROL_NET, IMAGE, VAE, Conditioning, ControlModel
 
 
@@ -34,6 +34,7 @@ class ControlNetLoader(Node):
     dtype = dtype_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_host = classmethod(_model_file_problems)
     outputs = (Output("control_net", CONTROL_NET),)
 
     def run(self, ctx: RunContext, control_net_name: str, dtype: str) -> ControlModel:

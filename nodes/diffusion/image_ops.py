@@ -13,7 +13,7 @@ from nodeflow import Choice, Float, Int, Node, Output, RunContext, Socket, check
 
 from nodes.diffusion.types import IMAGE, MASK
 
-METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
+METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos", "bislerp")
 
 
 def resize(images: Any, height: int, width: int, method: str) -> Any:
@@ -32,6 +32,10 @@ def resize(images: Any, height: int, width: int, method: str) -> Any:
             frames.append(torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0))
         return torch.stack(frames)
     channels_first = images.movedim(-1, 1).float()
+    if method == "bislerp":  # each pixel's colour vector slerped between its neighbours
+        from nodes.diffusion.impl.resample import bislerp
+
+        return bislerp(channels_first, height, width).clamp(0.0, 1.0).movedim(1, -1).contiguous()
     mode = "nearest-exact" if method == "nearest" else method
     options = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
     out = F.interpolate(channels_first, size=(height, width), mode=mode, **options)

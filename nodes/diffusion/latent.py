@@ -96,7 +96,8 @@ class LatentUpscale(Node):
     )
 
     latent = Socket(LATENT)
-    method = Choice(("nearest", "bilinear", "bicubic"), default="bilinear", tooltip="interpolation")
+    method = Choice(("nearest", "bilinear", "bicubic", "area", "bislerp"), default="bilinear",
+                    tooltip="interpolation; bislerp keeps the latent vectors' length where neighbours differ")
     width = Int(0, min=0, max=16384, step=8, tooltip="target width in pixels; 0 = from height or scale_by")
     height = Int(0, min=0, max=16384, step=8, tooltip="target height in pixels; 0 = from width or scale_by")
     scale_by = Float(1.5, min=0.01, max=8.0, step=0.05, tooltip="factor used when width and height are both 0")
@@ -122,6 +123,12 @@ class LatentUpscale(Node):
                      samples.shape[0], ctx.settings)
         if method == "nearest":  # torch's plain "nearest" is shifted by half a pixel
             resized = F.interpolate(samples, size=size, mode="nearest-exact")
+        elif method == "area":
+            resized = F.interpolate(samples, size=size, mode="area")
+        elif method == "bislerp":
+            from nodes.diffusion.impl.resample import bislerp
+
+            resized = bislerp(samples, *size)
         else:
             resized = F.interpolate(samples, size=size, mode=method, align_corners=False)
         return Latent(resized, latent.family)

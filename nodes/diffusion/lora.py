@@ -14,7 +14,7 @@ from typing import Any
 from nodeflow import FileChoice, Float, Node, NodeError, Output, RunContext, Socket, stamp
 
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
-from nodes.diffusion.loaders import _field_options, _model_fingerprint
+from nodes.diffusion.loaders import _field_options, _model_file_problems, _model_fingerprint
 from nodes.diffusion.types import CLIP, MODEL, DiffusionModel, TextEncoders
 
 
@@ -45,6 +45,7 @@ class LoRA(Node):
     strength_clip = strength_field("text encoder")
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_host = classmethod(_model_file_problems)
     outputs = (Output("model", MODEL), Output("clip", CLIP))
 
     def run(
@@ -69,6 +70,7 @@ class LoRAModelOnly(Node):
     strength_model = strength_field("UNet")
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_host = classmethod(_model_file_problems)
     outputs = (Output("model", MODEL),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, lora_name: str, strength_model: float) -> DiffusionModel:

@@ -132,6 +132,22 @@ class ControlModel:
 CONTROL_NET = DataType("CONTROL_NET", (0, 170, 120), "A ControlNet or T2I-Adapter that steers the UNet with a hint image", ControlModel)
 
 
+@dataclass
+class UpscaleModel:
+    """An image-to-image network spandrel recognised from its weights (ESRGAN, Real-ESRGAN
+    compact, SwinIR, DAT, HAT, ...), ready to run on RGB images."""
+
+    descriptor: Any  # spandrel ImageModelDescriptor (the network, its scale and size needs)
+    architecture: str  # spandrel's name for it, e.g. "ESRGAN"
+    scale: int  # output side / input side
+    features: int = 64  # channels of its first layer, for the working-memory estimate
+    tiling: str = "supported"  # spandrel's advice: "supported", "discouraged", "internal" (tiles itself)
+    source: str = ""
+
+
+UPSCALE_MODEL = DataType("UPSCALE_MODEL", (150, 110, 240), "An image upscaling network (ESRGAN, SwinIR, ...)", UpscaleModel)
+
+
 # IMAGE values are torch tensors [B, H, W, 3], float32 in [0, 1], on the CPU (the class is
 # not named here: importing torch would make every start-up pay for it).
 IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
@@ -143,4 +159,4 @@ MASK = DataType("MASK", (120, 200, 120), "A batch of masks, one value in [0, 1] 
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK)
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL)

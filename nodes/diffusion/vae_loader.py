@@ -7,7 +7,7 @@ from typing import Any
 from nodeflow import Choice, FileChoice, Node, NodeError, Output, RunContext
 
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
-from nodes.diffusion.loaders import _field_options, _model_fingerprint, dtype_field
+from nodes.diffusion.loaders import _field_options, _model_file_problems, _model_fingerprint, dtype_field
 from nodes.diffusion.types import VAE
 
 
@@ -32,6 +32,7 @@ class VAELoader(Node):
     dtype = dtype_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
+    check_host = classmethod(_model_file_problems)
     outputs = (Output("vae", VAE, "The autoencoder between pixels and latents"),)
 
     def run(self, ctx: RunContext, vae_name: str, family: str, dtype: str) -> Any:

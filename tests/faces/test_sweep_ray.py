@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,8 @@ def test_killing_an_actor_mid_sweep_still_completes_every_point_once(local_ray, 
     killed = []
 
     def on_point(outcome):
-        if not killed:  # the first point is back: both actors are busy; kill one of them for good
+        if not killed:  # the first point is back: both actors are busy; kill one of them
+            assert list(Path(tempfile.gettempdir()).glob(f"nodeflow-sweep-{victim}-*"))  # its staging folder
             os.kill(victim, signal.SIGKILL)
             killed.append(outcome.worker)
 
@@ -82,3 +84,7 @@ def test_killing_an_actor_mid_sweep_still_completes_every_point_once(local_ray, 
     assert backend.retried  # the killed actor's points in flight were lost and run elsewhere
     by_victim = [p for p in points if p["worker"].endswith(f"pid {victim}")]
     assert len(by_victim) <= 1 and not set(backend.retried) & {p["index"] for p in by_victim}
+    # The dead actor was replaced by a new one, and the staging folder the killed process
+    # could not remove is gone.
+    assert backend.pool.restarts == 1 and victim not in backend.pids()
+    assert not list(Path(tempfile.gettempdir()).glob(f"nodeflow-sweep-{victim}-*"))

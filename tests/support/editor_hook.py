@@ -8,7 +8,9 @@ would, unless it says ``"quiet": true`` (the benchmark's idle figures). Commands
 and node positions, zoom, frame counters), ``run``, ``screenshot`` (``path``), ``open``
 (``path``), ``resize`` (``width``, ``height``), ``select`` (``nodes``),
 ``answer_recovery`` (``restore``: bool), ``file_chosen`` (``path``: what the open file
-dialog returns), ``dialog`` (whether the file dialog is open, its purpose), ``quit``.
+dialog returns), ``dialog`` (whether the file dialog is open, its purpose), ``sweep_open`` (Run >
+Sweep the selected nodes), ``sweep_set`` (``axes``: [[NODE.FIELD, values], ...], ``mode``: what
+choosing in the Sweep window's field boxes and typing its values does), ``quit``.
 
 The frame counters (frames drawn, time to the first frame after opening, the editor's
 own work per frame) are measured here, from outside the product's loop.
@@ -102,6 +104,19 @@ class EditorHook:
         if cmd == "fit":
             app.fit_all()
             return {"ok": True}
+        if cmd == "sweep_open":
+            app.sweep.open()
+            return {"shown": app.sweep.shown, "status": c.status}
+        if cmd == "sweep_set":
+            dialog = app.sweep
+            labels = {target: label for label, target in dialog._labels.items()}
+            for index, (target, values) in enumerate(data.get("axes", [])):
+                dialog.choose_field(index, labels.get(target, target))
+                dpg.set_value(dialog.values[index], values)
+                dialog.type_values(index, values)
+            if data.get("mode"):
+                dialog.choose_mode(data["mode"])
+            return {"ok": True, "axes": dialog.session.axes}
         if cmd == "quit":
             app.quit()
             return {"ok": True}
@@ -120,6 +135,20 @@ class EditorHook:
             app.on_file_chosen(Path(data["path"]))
             return {"ok": True, "status": c.status}
         return {"error": f"unknown command {cmd!r}"}
+
+    def _sweep_state(self) -> dict[str, Any]:
+        dialog = self.app.sweep
+        state = dialog.session.state
+
+        def rect(item: Any) -> list[float]:
+            return [*dpg.get_item_rect_min(item), *dpg.get_item_rect_size(item)]
+
+        return {"shown": dialog.shown, "status": state.status, "done": state.done, "total": state.total,
+                "cost": dpg.get_value(dialog.cost), "error": dpg.get_value(dialog.error),
+                "folder": dpg.get_value(dialog.folder_text), "points_bar": dpg.get_value(dialog.points_bar),
+                "output_dir": str(state.output_dir) if state.output_dir else None,
+                "sheet": str(state.sheet) if state.sheet else None, "sheet_rect": rect(dialog.sheet.item),
+                "run_button": rect(dialog.run_button), "sheet_shown": dialog.sheet._shown is not None}
 
     def _state(self) -> dict[str, Any]:
         app, c, canvas = self.app, self.app.c, self.app.canvas
@@ -164,6 +193,7 @@ class EditorHook:
             "group_items": len(dpg.get_item_children(app.groups.layer, 2) or []),
             "search": {"shown": app.search.shown, "pos": dpg.get_item_pos(app.search.window),
                        "types": [cls.type for cls in app.search._matches], "accepting": app.search.accepting},
+            "sweep": self._sweep_state(),
             "fps": fps,
             "open_seconds": self.open_seconds,
             "logic_ms": 1000 * sum(self.logic_seconds) / max(len(self.logic_seconds), 1),

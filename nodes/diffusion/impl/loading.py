@@ -26,6 +26,7 @@ import torch
 
 from nodes.diffusion.impl import ldm as _ldm
 from nodes.diffusion.impl.ldm import CheckpointError
+from nodes.diffusion.impl.mapped import MappedFile, adopt, map_file
 from nodes.diffusion.impl.paths import ModelFileError, ModelFiles
 from nodes.diffusion.types import ModelFamily
 
@@ -63,9 +64,11 @@ def resolve_dtype(choice: str, device: str) -> torch.dtype:
 # -- reading files -------------------------------------------------------------------------
 
 
-def read_state_dict(path: Path, device: str = "cpu", files: ModelFiles | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, device: str = "cpu", files: ModelFiles | None = None,
+                    wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, torch.Tensor]:
     """All tensors of a weights file, read through ``files`` (by default confined to the
-    file's own folder). Pickle-based formats are read weights-only."""
+    file's own folder). Pickle-based formats are read weights-only; a pickled dict whose
+    weights sit under one of ``wrappers`` (e.g. ``{"state_dict": {...}}``) is unwrapped."""
     import os
 
     from nodeflow import descriptor_path
@@ -76,12 +79,28 @@ def read_state_dict(path: Path, device: str = "cpu", files: ModelFiles | None = 
     fd = _open(files or ModelFiles.around(path), path)
     try:
         # The libraries take a name: /proc/self/fd/N names exactly the checked file.
-        return _read_weights(path, descriptor_path(fd, path), device)
+        return _read_weights(path, descriptor_path(fd, path), device, wrappers)
     finally:
         os.close(fd)
 
 
-def _read_weights(path: Path, name: str, device: str) -> dict[str, torch.Tensor]:
+def read_mapped(path: Path, device: str = "cpu", files: ModelFiles | None = None) -> tuple[dict[str, torch.Tensor], MappedFile | None]:
+    """Like :func:`read_state_dict`, but a ``.safetensors`` file is memory-mapped: its
+    tensors are views of the file (see :mod:`~nodes.diffusion.impl.mapped`), to be copied
+    into a model with :func:`~nodes.diffusion.impl.mapped.adopt`, which releases their pages."""
+    import os
+
+    if path.suffix.lower() != ".safetensors":
+        return read_state_dict(path, device, files), None
+    fd = _open(files or ModelFiles.around(path), path)
+    try:
+        mapped = map_file(fd, path)
+    finally:
+        os.close(fd)
+    return mapped.tensors, mapped
+
+
+def _read_weights(path: Path, name: str, device: str, wrappers: tuple[str, ...] = ("state_dict",)) -> dict[str, torch.Tensor]:
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -105,8 +124,9 @@ def _read_weights(path: Path, name: str, device: str) -> dict[str, torch.Tensor]
         except (RuntimeError, OSError, EOFError, ValueError, TypeError, AttributeError) as error:
             # torch's own message may suggest weights_only=False, which would run the file's code: not shown.
             raise CheckpointError(f"{path.name} is not a readable weights file ({type(error).__name__})") from None
-        if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-            data = data["state_dict"]
+        wrapper = next((w for w in wrappers if isinstance(data, dict) and isinstance(data.get(w), dict)), None)
+        if wrapper is not None:
+            data = data[wrapper]
         if not isinstance(data, dict):
             raise CheckpointError(f"{path.name} holds no state dict")
         return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
@@ -217,15 +237,17 @@ def _check_config(config: Mapping[str, Any], what: str) -> None:
                 raise CheckpointError(f"{what} config: {key!r} is {value:,}, more than this loader builds ({limit:,})")
 
 
-def _diffusers_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor], dtype: torch.dtype, device: str) -> Any:
-    """A diffusers model from its config and diffusers-named weights, without random init."""
+def _diffusers_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor], dtype: torch.dtype, device: str,
+                     source: MappedFile | None = None) -> Any:
+    """A diffusers model from its config and diffusers-named weights, without random init;
+    weights that are views of ``source`` are copied (and their pages released)."""
     _check_config(config, cls.__name__)
     try:
         with torch.device("meta"):
             model = cls.from_config(dict(config))
     except Exception as error:  # any shape of config a library chokes on: the file's fault
         raise CheckpointError(f"its config.json does not describe a {cls.__name__} ({_first_line(error)})") from None
-    weights = {k: v.to(device=device, dtype=dtype) for k, v in weights.items()}
+    weights = {k: adopt(v, device, dtype, source) for k, v in weights.items()}
     missing, unexpected = _assign(model, weights, cls.__name__)
     if missing or unexpected:
         raise CheckpointError(
@@ -248,7 +270,8 @@ def _assign(model: Any, weights: Mapping[str, torch.Tensor], what: str) -> tuple
     return list(missing), list(unexpected)
 
 
-def _text_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor], dtype: torch.dtype, device: str) -> Any:
+def _text_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor], dtype: torch.dtype, device: str,
+                source: MappedFile | None = None) -> Any:
     """A CLIP text (or vision) model from its config and weights, built on the meta device
     like the diffusers models: a config declaring a 30-million-token vocabulary costs
     nothing until the weights are found not to fit it."""
@@ -263,7 +286,7 @@ def _text_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch
             model = cls._from_config(built, dtype=dtype)
     except Exception as error:  # any shape of config transformers chokes on: the file's fault
         raise CheckpointError(f"its config.json does not describe a {cls.__name__} ({_first_line(error)})") from None
-    weights = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    weights = {k: adopt(v, "cpu", dtype, source) for k, v in weights.items()}
     missing, unexpected = _assign(model, weights, cls.__name__)
     bad = [k for k in missing if "position_ids" not in k]
     if bad:
@@ -327,10 +350,11 @@ def load_single_file(
     from nodes.diffusion.impl.tokenizer import PAD_END, PAD_ZERO, clip_tokenizer
 
     _quiet_transformers()
-    state = read_state_dict(path, device, files)
-    unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction)
+    state, source = read_mapped(path, device, files)
+    unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction, source)
     vae_cfg = _ldm.vae_config(state, _read_json(configs / "vae" / "config.json", SHIPPED))
-    vae = _diffusers_model(AutoencoderKL, vae_cfg, _ldm.convert_vae(state, vae_cfg), _vae_dtype(vae_cfg, dtype), device)
+    vae = _diffusers_model(AutoencoderKL, vae_cfg, _ldm.convert_vae(state, vae_cfg), _vae_dtype(vae_cfg, dtype), device,
+                           source)
 
     encoders, tokenizers = [], []
     if family in _ldm.CLIP_L:
@@ -338,7 +362,7 @@ def load_single_file(
         if not _ldm.has_prefix(state, prefix):
             raise CheckpointError(f"{path.name} has no text encoder weights ({prefix}*)")
         cfg = _ldm.clip_config(state, prefix, _read_json(configs / "text_encoder" / "config.json", SHIPPED))
-        encoders.append(_text_model(CLIPTextModel, cfg, _ldm.convert_clip(state, prefix), dtype, device))
+        encoders.append(_text_model(CLIPTextModel, cfg, _ldm.convert_clip(state, prefix), dtype, device, source))
         tokenizers.append(clip_tokenizer(PAD_END))
     if family in _ldm.OPEN_CLIP:
         prefix = _ldm.OPEN_CLIP[family]
@@ -348,8 +372,10 @@ def load_single_file(
         cls = CLIPTextModelWithProjection if family in ("sdxl", "sdxl_refiner") else CLIPTextModel
         cfg = _ldm.open_clip_config(state, prefix, _read_json(configs / sub / "config.json", SHIPPED), drop_last=family == "sd2")
         weights = _ldm.convert_open_clip(state, prefix, cfg, with_projection=cls is CLIPTextModelWithProjection)
-        encoders.append(_text_model(cls, cfg, weights, dtype, device))
+        encoders.append(_text_model(cls, cfg, weights, dtype, device, source))
         tokenizers.append(clip_tokenizer(PAD_ZERO))
+    if source is not None:
+        source.release_all()  # what the models did not take (an EMA copy, a second VAE) leaves RSS too
 
     return LoadedCheckpoint(
         family=make_family(family, vae_cfg),
@@ -364,7 +390,7 @@ def load_single_file(
 
 
 def _original_layout_unet(
-    state: Mapping[str, Any], dtype: torch.dtype, device: str, prediction: str
+    state: Mapping[str, Any], dtype: torch.dtype, device: str, prediction: str, source: MappedFile | None = None
 ) -> tuple[Any, str, str, Path]:
     """The UNet of an original-layout (single-file) state dict, with the detected family,
     the prediction type in force and the shipped config folder used; shared by full
@@ -379,7 +405,7 @@ def _original_layout_unet(
         time_ids=5 if family == "sdxl_refiner" else 6,
     )
     _refuse_inpainting(config)
-    unet = _diffusers_model(UNet2DConditionModel, config, _ldm.convert_unet(state, config), dtype, device)
+    unet = _diffusers_model(UNet2DConditionModel, config, _ldm.convert_unet(state, config), dtype, device, source)
     return unet, family, chosen, configs
 
 
@@ -554,17 +580,17 @@ def load_unet(
             scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
         return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), scheduler)
 
-    state = read_state_dict(path, device, files)
+    state, source = read_mapped(path, device, files)
     if "conv_in.weight" in state and (path.parent / "config.json").is_file():
         # diffusers-named weights picked from inside a diffusers unet folder
         config = _read_json(path.parent / "config.json", files)
-        unet = _diffusers_model(UNet2DConditionModel, config, state, dtype, device)
+        unet = _diffusers_model(UNet2DConditionModel, config, state, dtype, device, source)
         family = folder_family(path.parent, files)
         scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
         return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), scheduler)
     if not _ldm.has_prefix(state, _ldm.UNET):
         state = {_ldm.UNET + k: v for k, v in state.items()}  # a bare UNet in the original layout
-    unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction)
+    unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction, source)
     return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), _scheduler_config(configs, chosen))
 
 

@@ -8,6 +8,9 @@ measurements: enough to refuse a 100 GB request before it is made, not to pack m
 - VAE decode/encode: the full-resolution levels hold about eight tensors of the first
   block's channel count at the image's size (upsampled input, resnet activations,
   group-norm temporaries); a tiled decode holds that for one tile, plus the output.
+- Upscale models: about eight tensors of the first layer's width at the input's size, and
+  two per output pixel of the upsampling layers (scale squared times as many positions),
+  for one image at a time; in tiles, for one tile, plus the output and its blend weights.
 - Sampling: the UNet's first level holds about twelve tensors of its first block's
   channels at the latent's size, for each copy of the batch classifier-free guidance runs.
   Attention uses PyTorch's memory-efficient kernels, so its matrices are not counted.
@@ -21,6 +24,7 @@ from nodeflow import MemoryNeed
 
 _VAE_TENSORS = 8
 _UNET_TENSORS = 12
+_UPSCALE_TENSORS = 8
 
 
 def _first_channels(model: Any, default: int) -> int:
@@ -63,3 +67,19 @@ def sampler_need(guider: Any, samples: Any) -> MemoryNeed | None:
     per_position = _first_channels(unet, 320) * _element_size(unet) * _UNET_TENSORS
     return MemoryNeed(batch * copies * h * w * per_position, "latent",
                       f"sampling a {batch} x {w}x{h} latent", "make the image or the batch smaller")
+
+
+def upscale_need(model: Any, batch: int, height: int, width: int, tile: int | None) -> MemoryNeed:
+    """Upscaling ``batch`` images of ``height`` x ``width`` with ``model`` (an UpscaleModel),
+    whole (``tile`` None) or in tiles of ``tile`` pixels; images run one at a time."""
+    scale, features = int(model.scale), int(model.features)
+    side_h, side_w = (height, width) if tile is None else (min(tile, height), min(tile, width))
+    per_pixel = features * 4 * (_UPSCALE_TENSORS + 2 * scale * scale)
+    out_pixels = height * scale * width * scale
+    output = batch * 3 * out_pixels * 4 * 2 + (4 * out_pixels * 4 if tile is not None else 0)
+    total = side_h * side_w * per_pixel + output
+    if tile is None:
+        return MemoryNeed(total, "tiling", f"upscaling {batch} x {width}x{height} by {scale} without tiles",
+                          "set tiling to auto or on")
+    return MemoryNeed(total, "tile_size", f"upscaling {batch} x {width}x{height} by {scale} in tiles of {tile}",
+                      "lower tile_size or make the image smaller")
