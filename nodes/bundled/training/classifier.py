@@ -23,7 +23,10 @@ HEADS = {
 
 
 class ShapeClassifier(nn.Module):
-    def __init__(self, width: int = 32) -> None:
+    """``shapes``: how many shapes it tells apart (the base five; six for the judge that also
+    knows the LoRA's heart)."""
+
+    def __init__(self, width: int = 32, shapes: int = len(SHAPES)) -> None:
         super().__init__()
 
         def block(cin: int, cout: int) -> nn.Sequential:
@@ -36,7 +39,8 @@ class ShapeClassifier(nn.Module):
             block(2 * width, 4 * width), nn.MaxPool2d(2),  # 4x4
             nn.Flatten(), nn.Linear(4 * width * 16, 256), nn.ReLU(),
         )
-        self.heads = nn.ModuleDict({name: nn.Linear(256, n) for name, n in HEADS.items()})
+        heads = {**HEADS, "shape": shapes}
+        self.heads = nn.ModuleDict({name: nn.Linear(256, n) for name, n in heads.items()})
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``images``: [B, 3, 32, 32] in [0, 1]. Returns logits per head."""
@@ -60,6 +64,7 @@ def save_classifier(model: ShapeClassifier, path: str | Path) -> None:
 def load_classifier(path: str | Path) -> ShapeClassifier:
     from safetensors.torch import load_file
 
-    model = ShapeClassifier()
-    model.load_state_dict(load_file(str(path)))
+    state = load_file(str(path))
+    model = ShapeClassifier(shapes=int(state["heads.shape.weight"].shape[0]))
+    model.load_state_dict(state)
     return model.eval()

@@ -28,6 +28,9 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 COLOUR_NAMES = list(COLOURS)
 SHAPES = ["circle", "square", "triangle", "star", "cross"]
+# Shapes the base model never sees: taught by the bundled LoRA (Scene.shape indexes ALL_SHAPES).
+NEW_SHAPES = ["heart"]
+ALL_SHAPES = SHAPES + NEW_SHAPES
 SIZE_BINS = 3  # small / medium / large, for the judging classifier
 POSITION_BINS = 3  # per axis: left / centre / right, top / middle / bottom
 _COLOUR_JITTER = 12
@@ -86,13 +89,36 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return points
 
 
-def render(scene: Scene) -> Image.Image:
-    s = _SUPERSAMPLE
+def render(scene: Scene, size: int = SIZE) -> Image.Image:
+    """The scene at ``size`` pixels (a multiple of 32: the same scene, finer)."""
+    s = _SUPERSAMPLE * size // SIZE
     image = Image.new("RGB", (SIZE * s, SIZE * s), _rgb(scene.background, scene.jitter[3:]))
-    draw = ImageDraw.Draw(image)
-    fill = _rgb(scene.colour, scene.jitter[:3])
+    _draw(ImageDraw.Draw(image), scene, s, _rgb(scene.colour, scene.jitter[:3]))
+    return image.resize((size, size), Image.Resampling.BOX)
+
+
+def render_mask(scene: Scene, size: int = SIZE) -> Image.Image:
+    """Where the shape is: white on black ("L"), anti-aliased like the image."""
+    s = _SUPERSAMPLE * size // SIZE
+    image = Image.new("L", (SIZE * s, SIZE * s), 0)
+    _draw(ImageDraw.Draw(image), scene, s, 255)
+    return image.resize((size, size), Image.Resampling.BOX)
+
+
+def _heart(cx: float, cy: float, r: float, steps: int = 48) -> list[tuple[float, float]]:
+    """The classic parametric heart, scaled to fill about the same box as the other shapes."""
+    points = []
+    for k in range(steps):
+        t = 2 * math.pi * k / steps
+        x = 16 * math.sin(t) ** 3
+        y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+        points.append((cx + x / 16 * r, cy - (y + 2.5) / 15 * r))
+    return points
+
+
+def _draw(draw: ImageDraw.ImageDraw, scene: Scene, s: int, fill) -> None:
     cx, cy, r = scene.cx * s, scene.cy * s, scene.radius * s
-    name = SHAPES[scene.shape]
+    name = ALL_SHAPES[scene.shape]
     if name == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     elif name == "square":
@@ -102,11 +128,14 @@ def render(scene: Scene) -> Image.Image:
         draw.polygon([(cx, cy - r), (cx + r * 0.95, cy + r * 0.75), (cx - r * 0.95, cy + r * 0.75)], fill=fill)
     elif name == "star":
         draw.polygon(_star(cx, cy, r * 1.1), fill=fill)
-    else:  # cross: thick enough to survive the autoencoder
+    elif name == "cross":  # thick enough to survive the autoencoder
         w = r * 0.38
         draw.rectangle([cx - r, cy - w, cx + r, cy + w], fill=fill)
         draw.rectangle([cx - w, cy - r, cx + w, cy + r], fill=fill)
-    return image.resize((SIZE, SIZE), Image.Resampling.BOX)
+    elif name == "heart":
+        draw.polygon(_heart(cx, cy, r), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {name!r}")
 
 
 # --- captions ---------------------------------------------------------------------------
@@ -137,14 +166,14 @@ _PARTIAL_TEMPLATES = [
 
 def full_caption(scene: Scene, template: int = 0) -> str:
     return _FULL_TEMPLATES[template].format(
-        c=COLOUR_NAMES[scene.colour], s=SHAPES[scene.shape], b=COLOUR_NAMES[scene.background])
+        c=COLOUR_NAMES[scene.colour], s=ALL_SHAPES[scene.shape], b=COLOUR_NAMES[scene.background])
 
 
 def caption(scene: Scene, rng: random.Random, partial_fraction: float = 0.25) -> str:
     """A caption for ``scene``: usually complete in a random word order, sometimes partial."""
     templates = _PARTIAL_TEMPLATES if rng.random() < partial_fraction else _FULL_TEMPLATES
     return rng.choice(templates).format(
-        c=COLOUR_NAMES[scene.colour], s=SHAPES[scene.shape], b=COLOUR_NAMES[scene.background])
+        c=COLOUR_NAMES[scene.colour], s=ALL_SHAPES[scene.shape], b=COLOUR_NAMES[scene.background])
 
 
 def mentioned(text: str) -> tuple[int, int, int]:
@@ -172,19 +201,26 @@ TRAIN_SEED = 0
 HELD_OUT_SEED = 1_000_003  # a separate stream: held-out scenes never appear in training
 
 
-def make_split(count: int, seed: int) -> dict[str, np.ndarray]:
-    """``count`` scenes rendered: images uint8 [N, 32, 32, 3] plus integer labels.
-
-    Combinations cycle through all (colour, shape, background) triples so every split is
-    balanced; size, position and colour jitter are random.
-    """
+def split_scenes(count: int, seed: int, shapes: tuple[int, ...] | None = None) -> list[Scene]:
+    """The scenes of a split: combinations cycle through all (colour, shape, background)
+    triples (over ``shapes``, default the base five) so every split is balanced; size,
+    position and colour jitter are random."""
     rng = random.Random(seed)
-    combos = [(c, s, b) for c in range(len(COLOURS)) for s in range(len(SHAPES))
+    combos = [(c, s, b) for c in range(len(COLOURS)) for s in (shapes or range(len(SHAPES)))
               for b in range(len(COLOURS)) if b != c]
     rng.shuffle(combos)
-    scenes = [random_scene(rng, *combos[i % len(combos)]) for i in range(count)]
+    return [random_scene(rng, *combos[i % len(combos)]) for i in range(count)]
+
+
+def make_split(count: int, seed: int, shapes: tuple[int, ...] | None = None, masks: bool = False,
+               size: int = SIZE) -> dict[str, np.ndarray]:
+    """``count`` scenes rendered: images uint8 [N, size, size, 3] plus integer labels (and
+    with ``masks`` the shapes' masks, uint8 [N, size, size])."""
+    scenes = split_scenes(count, seed, shapes)
+    extra = {"masks": np.stack([np.asarray(render_mask(s, size)) for s in scenes])} if masks else {}
     return {
-        "images": np.stack([np.asarray(render(s)) for s in scenes]),
+        **extra,
+        "images": np.stack([np.asarray(render(s, size)) for s in scenes]),
         "colour": np.array([s.colour for s in scenes], dtype=np.int64),
         "shape": np.array([s.shape for s in scenes], dtype=np.int64),
         "background": np.array([s.background for s in scenes], dtype=np.int64),

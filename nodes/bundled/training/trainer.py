@@ -16,6 +16,10 @@ the machine's speed and is no longer reproducible.
     unet        UNet2DConditionModel, epsilon objective on VAE latents, text tower frozen
     latent_rgb  least-squares latent -> RGB preview map
     export      assemble the diffusers folder
+
+then the model's adapters (a LoRA, a ControlNet, a 2x upscaler; see adapters.py):
+
+    adapter_data, judge, lora, controlnet, upscaler, export_adapters
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from tqdm import tqdm
 
 from nodes.diffusion.clip_similarity import CLIP_MEAN, CLIP_STD
 
-from nodes.bundled import CLASSIFIER_PATH, MODEL_DIR
+from nodes.bundled import ADAPTER_JUDGE_PATH, ADAPTERS_DIR, CLASSIFIER_PATH, MODEL_DIR
+from nodes.bundled.training import adapters as _adapters
 from nodes.bundled.training.classifier import ShapeClassifier, save_classifier
 from nodes.bundled.training.dataset import (COLOUR_NAMES, HELD_OUT_SEED, SHAPES, TRAIN_SEED, WORDS, Scene, caption,
                        make_split, mentioned, scene_of)
@@ -46,22 +51,26 @@ from nodes.bundled.training.models import (LATENT_CHANNELS, SCHEDULER_CONFIG, VA
                       text_config, vision_config)
 from nodes.bundled.training.tokenizer import load_tokenizer, save_tokenizer
 
-STAGES = ["dataset", "vae", "clip", "classifier", "unet", "latent_rgb", "export"]
+MODEL_STAGES = ["dataset", "vae", "clip", "classifier", "unet", "latent_rgb", "export"]
+STAGES = MODEL_STAGES + _adapters.STAGES
+_ON_THE_MODEL = ["lora", "controlnet", "export_adapters"]  # adapters trained on the UNet
 # Finishing a stage again invalidates these later ones.
 _DEPENDENTS = {
     "dataset": STAGES[1:],
-    "vae": ["unet", "latent_rgb", "export"],
-    "clip": ["unet", "export"],
+    "vae": ["unet", "latent_rgb", "export", *_ON_THE_MODEL],
+    "clip": ["unet", "export", *_ON_THE_MODEL],
     "classifier": [],
-    "unet": ["export"],
+    "unet": ["export", *_ON_THE_MODEL],
     "latent_rgb": ["export"],
     "export": [],
+    **_adapters.DEPENDENTS,
 }
-TRAINED_STAGES = ["vae", "clip", "classifier", "unet"]
+TRAINED_STAGES = ["vae", "clip", "classifier", "unet", *_adapters.DEFAULT_STEPS]
 # Step budgets, not time budgets, so the result does not depend on the machine's speed:
-# 1 h 20 min on this 2-core machine, idle (see docs/bundled-model.md).
-DEFAULT_STEPS = {"vae": 1200, "clip": 1500, "classifier": 300, "unet": 7000}
-DEFAULT_BATCH = {"vae": 32, "clip": 128, "classifier": 128, "unet": 32}
+# 1 h 20 min on this 2-core machine, idle (see docs/bundled-model.md), plus the adapters.
+MODEL_STEPS = {"vae": 1200, "clip": 1500, "classifier": 300, "unet": 7000}  # the model's stages (training.json)
+DEFAULT_STEPS = {**MODEL_STEPS, **_adapters.DEFAULT_STEPS}
+DEFAULT_BATCH = {"vae": 32, "clip": 128, "classifier": 128, "unet": 32, **_adapters.DEFAULT_BATCH}
 CLIP_TEXT_LENGTH = 16  # training length; the pooled (EOS) output does not depend on padding
 CAPTION_DROPOUT = 0.1  # empty prompts, so classifier-free guidance has an unconditional model
 
@@ -71,6 +80,8 @@ class Settings:
     work: Path = Path("build/train-demo")
     export_to: Path = MODEL_DIR
     classifier_to: Path = CLASSIFIER_PATH
+    adapters_to: Path = ADAPTERS_DIR
+    judge_to: Path = ADAPTER_JUDGE_PATH
     seed: int = 0
     train_images: int = 30000
     held_out_images: int = 1000
@@ -520,14 +531,15 @@ def _write_provenance(settings: Settings, path: Path, digests: dict[str, str]) -
     import transformers
 
     stages = {}
-    for stage in STAGES[:-1]:
+    for stage in MODEL_STAGES[:-1]:
         marker = _done_marker(settings, stage)
         if marker.exists():
             stages[stage] = json.loads(marker.read_text())
     record = {
         "command": "nodeflow train-demo",
         "seed": settings.seed, "train_images": settings.train_images, "held_out_images": settings.held_out_images,
-        "steps": settings.steps, "batch": settings.batch, "time_caps_minutes": settings.minutes,
+        "steps": {k: settings.steps[k] for k in MODEL_STEPS}, "batch": {k: settings.batch[k] for k in MODEL_STEPS},
+        "time_caps_minutes": {k: v for k, v in settings.minutes.items() if k in MODEL_STEPS},
         "max_steps": settings.max_steps, "threads": settings.threads,
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__,
                      "transformers": transformers.__version__},
@@ -540,6 +552,7 @@ def _write_provenance(settings: Settings, path: Path, digests: dict[str, str]) -
 _STAGE_FUNCTIONS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "dataset": stage_dataset, "vae": stage_vae, "clip": stage_clip, "classifier": stage_classifier,
     "unet": stage_unet, "latent_rgb": stage_latent_rgb, "export": stage_export,
+    **_adapters.STAGE_FUNCTIONS,
 }
 
 
@@ -563,6 +576,43 @@ def reopen(settings: Settings, stage: str) -> None:
     downstream of it is rebuilt from scratch afterwards."""
     for name in [stage, *_DEPENDENTS[stage]]:
         _done_marker(settings, name).unlink(missing_ok=True)
+
+
+def adopt_shipped(settings: Settings) -> None:
+    """Fill the work folder with the shipped model as its stages' output, as if this run had
+    trained it: the model folder's weights are checked against the digests its
+    ``training.json`` recorded, and the settings must be those it was trained with, so the
+    adapters trained on it are the ones a run from scratch gives. The dataset stage is
+    rendered again (deterministic, seconds)."""
+    source = settings.export_to
+    record = json.loads((source / "training.json").read_text())
+    if weight_digests(source) != record["sha256"]:
+        raise SystemExit(f"{source}: the weights are not the ones its training.json names; retrain from scratch")
+    for key in ["seed", "train_images", "held_out_images"]:
+        if record[key] != getattr(settings, key):
+            raise SystemExit(f"--from-shipped: the shipped model was trained with {key}={record[key]!r}, "
+                             f"not {getattr(settings, key)!r}")
+    if any(settings.steps[k] != v for k, v in record["steps"].items()) or any(
+            settings.batch[k] != v for k, v in record["batch"].items()):
+        raise SystemExit("--from-shipped: the model stages' steps and batches must be the shipped ones")
+    work = settings.work
+    work.mkdir(parents=True, exist_ok=True)
+    if not _done_marker(settings, "dataset").exists():
+        train(settings, ["dataset"])  # first: finishing it clears the later stages' folders
+    copies = {"vae/model": "vae", "clip/text_encoder": "text_encoder", "clip/image_encoder": "image_encoder",
+              "unet/model": "unet"}
+    for target, name in copies.items():
+        shutil.rmtree(work / target, ignore_errors=True)
+        shutil.copytree(source / name, work / target)
+    (work / "vae" / "model" / "latent_rgb.json").unlink(missing_ok=True)
+    shutil.copy(source / "vae" / "latent_rgb.json", work / "latent_rgb.json")
+    (work / "classifier").mkdir(exist_ok=True)
+    shutil.copy(settings.classifier_to, work / "classifier" / "classifier.safetensors")
+    for stage in ["vae", "clip", "classifier", "unet", "latent_rgb", "export"]:
+        figures = {**record["stages"].get(stage, {}), "adopted_from": str(source)}
+        _done_marker(settings, stage).parent.mkdir(parents=True, exist_ok=True)
+        _done_marker(settings, stage).write_text(json.dumps(figures, indent=2) + "\n")
+    _log(settings, f"adopted the shipped model from {source}")
 
 
 def train(settings: Settings, stages: list[str] | None = None) -> dict[str, dict[str, Any]]:
@@ -601,6 +651,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=Settings.work, help="checkpoint folder (resumed when rerun)")
     p.add_argument("--export-to", type=Path, default=MODEL_DIR, help="where the diffusers folder is written")
     p.add_argument("--classifier-to", type=Path, default=CLASSIFIER_PATH, help="where the judging classifier is written")
+    p.add_argument("--adapters-to", type=Path, default=ADAPTERS_DIR,
+                   help="where the adapters are written (loras/, controlnet/, upscale_models/)")
+    p.add_argument("--judge-to", type=Path, default=ADAPTER_JUDGE_PATH,
+                   help="where the judge that also knows the LoRA's heart is written")
+    p.add_argument("--from-shipped", action="store_true",
+                   help="take the model's finished stages from the shipped folder (checked against its "
+                        "training.json digests) instead of retraining them: only the adapters train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-images", type=int, default=Settings.train_images)
     p.add_argument("--held-out-images", type=int, default=Settings.held_out_images)
@@ -634,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings(
         work=args.work, export_to=args.export_to, classifier_to=args.classifier_to, seed=args.seed,
+        adapters_to=args.adapters_to, judge_to=args.judge_to,
         train_images=args.train_images, held_out_images=args.held_out_images,
         steps={**DEFAULT_STEPS, **_pairs(args.steps, int, "--steps")},
         minutes=_pairs(args.minutes, float, "--minutes"),
@@ -646,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown stage(s) {unknown}; stages are {STAGES}")
         return 2
     settings.work.mkdir(parents=True, exist_ok=True)
+    if args.from_shipped:
+        adopt_shipped(settings)
     for stage in args.reopen:
         reopen(settings, stage)
     report = train(settings, stages)

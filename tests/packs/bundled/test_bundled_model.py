@@ -67,7 +67,7 @@ def test_checkpoint_node_loads_the_bundled_family_with_its_extras(loaded):
 def test_the_shipped_weights_are_the_ones_train_demo_recorded():
     """training.json, written by `nodeflow train-demo`, names the weights it produced: a
     retrain with the same settings on the same machine gives these digests."""
-    from nodes.bundled.training.trainer import DEFAULT_STEPS, weight_digests
+    from nodes.bundled.training.trainer import MODEL_STEPS as DEFAULT_STEPS, weight_digests
 
     record = json.loads((MODEL_DIR / "training.json").read_text())
     assert record["sha256"] == weight_digests(MODEL_DIR)

@@ -18,12 +18,14 @@ from nodes.bundled.training.metrics import judge_colours, to_image
 from nodes.bundled.training.tokenizer import load_tokenizer, save_tokenizer
 
 TINY = ["--train-images", "48", "--held-out-images", "8", "--max-steps", "2", "--quiet", "--threads", "1",
-        "--batch", "vae=4", "--batch", "clip=8", "--batch", "classifier=8", "--batch", "unet=4"]
+        "--batch", "vae=4", "--batch", "clip=8", "--batch", "classifier=8", "--batch", "unet=4",
+        "--batch", "judge=8", "--batch", "lora=4", "--batch", "controlnet=4", "--batch", "upscaler=4"]
 
 
 def _tiny_args(tmp_path) -> list[str]:
     return ["--work", str(tmp_path / "work"), "--export-to", str(tmp_path / "shapes"),
-            "--classifier-to", str(tmp_path / "classifier.safetensors"), *TINY]
+            "--classifier-to", str(tmp_path / "classifier.safetensors"), "--adapters-to", str(tmp_path / "adapters"),
+            "--judge-to", str(tmp_path / "judge_heart.safetensors"), *TINY]
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +164,56 @@ def test_training_is_reproducible_even_when_interrupted_and_resumed(trained, tmp
     assert record["sha256"] == json.loads((tmp_path / "resumed" / "shapes" / "training.json").read_text())["sha256"]
     assert record["sha256"] == _train.weight_digests(once) and record["steps"]["unet"] == _train.DEFAULT_STEPS["unet"]
     assert record["stages"]["unet"]["steps"] == 3
+    adapters = tmp_path / "adapters"
+    first, second = _weights(adapters), _weights(tmp_path / "resumed" / "adapters")
+    assert len(first) == 3 and first.keys() == second.keys()
+    assert all(first[name] == second[name] for name in first), [n for n in first if first[n] != second[n]]
+    assert json.loads((adapters / "adapters.json").read_text())["stages"]["lora"]["steps"] == 3
+
+
+def test_adapters_are_files_of_their_kinds_in_the_layouts_user_files_have(trained):
+    """The LoRA in the kohya layout, the ControlNet a diffusers folder, the upscaler the
+    RealESRGAN-compact key layout; read back with the libraries' own loaders."""
+    from diffusers import ControlNetModel
+    from safetensors.torch import load_file
+
+    from nodes.bundled.training.adapters import load_upscaler
+
+    adapters = trained / "adapters"
+    lora = load_file(str(adapters / "loras" / "shapes-heart.safetensors"))
+    assert lora and all(k.startswith("lora_unet_") for k in lora)
+    assert any(k.endswith(".lora_down.weight") for k in lora) and any(k.endswith(".alpha") for k in lora)
+    assert any("attentions" in k for k in lora)
+    controlnet = ControlNetModel.from_pretrained(adapters / "controlnet" / "shapes-mask")
+    assert controlnet.config.conditioning_embedding_out_channels == [16, 32]
+    state = load_file(str(adapters / "upscale_models" / "2x-shapes-compact.safetensors"))
+    assert {"body.0.weight", "body.1.weight"} <= state.keys()
+    upscaler = load_upscaler(adapters / "upscale_models" / "2x-shapes-compact.safetensors")
+    assert upscaler(torch.rand(1, 3, 32, 32)).shape == (1, 3, 64, 64)
+
+
+def test_from_shipped_refuses_a_model_folder_whose_weights_are_not_the_recorded_ones(trained, tmp_path):
+    import shutil
+
+    folder = tmp_path / "shapes"
+    shutil.copytree(trained / "shapes", folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    args = _tiny_args(tmp_path)
+    args[args.index("--export-to") + 1] = str(folder)
+    with pytest.raises(SystemExit, match="not the ones"):
+        _train.main([*args, "--from-shipped"])
+
+
+def test_hearts_are_a_new_shape_with_masks_at_any_size():
+    from nodes.bundled.training.adapters import HEART
+
+    hearts = make_split(12, seed=5, shapes=(HEART,), masks=True, size=64)
+    assert (hearts["shape"] == HEART).all() and hearts["images"].shape == (12, 64, 64, 3)
+    drawn = (hearts["masks"] > 127)
+    assert drawn.any(axis=(1, 2)).all() and not drawn.all(axis=(1, 2)).any()
+    shape_colour, _ = judge_colours(to_image(hearts["images"]))
+    assert (shape_colour.numpy() == hearts["colour"]).all()
 
 
 def test_cli_passes_options_through_to_train_demo(tmp_path, capsys):

@@ -1,0 +1,66 @@
+"""The bundled model's adapters measured through the project's nodes (docs/bundled-model.md,
+"Adapters"): the LoRA's heart rate at strengths 1 / 0.5 / 0 and the base prompts with it on,
+the ControlNet's IoU with its mask (and at strength 0), inpainting inside/outside, and the
+upscaler's PSNR against bicubic.
+
+    .venv/bin/python -m benchmarks.bundled_adapters [--count 40] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from nodes.bundled import ADAPTER_FOLDERS, ADAPTER_JUDGE_PATH, CLASSIFIER_PATH  # noqa: E402
+from nodes.bundled.training import adapter_metrics as am  # noqa: E402
+from nodes.bundled.training.adapters import UPSCALER_NAME, load_upscaler  # noqa: E402
+from nodes.bundled.training.classifier import load_classifier  # noqa: E402
+from nodes.bundled.training.dataset import HELD_OUT_SEED, held_out_prompts, make_split, split_scenes  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--count", type=int, default=40, help="held-out cases per figure")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    judge, heart_judge = load_classifier(CLASSIFIER_PATH), load_classifier(ADAPTER_JUDGE_PATH)
+
+    lora = am.LoRAGenerator()
+    hearts = [p for p, _ in am.heart_prompts(args.count)]
+    for strength in (1.0, 0.5, 0.0):
+        print(f"LoRA strength {strength}: heart in {am.shape_rate(lora(hearts, strength), heart_judge, am.HEART):.1%} "
+              f"of {args.count} held-out heart prompts")
+    base = held_out_prompts(args.count)
+    print(f"LoRA strength 1: base prompts all three right {am.base_adherence(lora([p for p, _ in base], 1.0), [s for _, s in base], heart_judge):.1%}")
+
+    control = am.ControlNetGenerator()
+    cases = am.control_cases(args.count)
+    for strength in (1.0, 0.0):
+        images = control(cases, strength=strength)
+        overlap = am.iou(images, [c[2] for c in cases])
+        right = am.judged_right(images, [c[1] for c in cases], judge).float().mean()
+        print(f"ControlNet strength {strength}: IoU >= 0.7 in {(overlap >= 0.7).float().mean():.1%} "
+              f"(median {overlap.median():.2f}), judged right {right:.1%}")
+
+    cases = am.inpaint_cases(args.count)
+    images = am.InpaintGenerator()(cases)
+    outside = am.outside_psnr(images, cases)
+    print(f"inpainting: inside judged right {am.judged_right(images, [c[3] for c in cases], judge).float().mean():.1%}, "
+          f"outside PSNR median {outside.median():.1f} dB (>= 30 dB in {(outside >= 30).float().mean():.1%})")
+
+    from nodes.bundled.training.adapters import _large
+
+    count = max(args.count, 200)
+    small = make_split(count, HELD_OUT_SEED)["images"]
+    large = _large(split_scenes(count, HELD_OUT_SEED))
+    model, bicubic = am.upscale_psnr(load_upscaler(ADAPTER_FOLDERS["upscale_models"] / UPSCALER_NAME), small, large)
+    print(f"upscaler 2x, {count} held-out images: {model:.2f} dB, bicubic {bicubic:.2f} dB")
+
+
+if __name__ == "__main__":
+    main()
