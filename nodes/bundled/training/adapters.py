@@ -111,16 +111,7 @@ def stage_judge(settings: Settings) -> dict[str, Any]:
         k = max(1, batch // 6)
         index = torch.cat([torch.randint(n_base, (batch - k,), generator=gen),
                            n_base + torch.randint(n_hearts, (k,), generator=gen)])
-        x = (t._pixels(images[index.numpy()]) + 1) / 2
-        if i % 2:
-            x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + x * 0.5
-        x = (x + 0.03 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
-        logits = model(x)
-        loss = sum(F.cross_entropy(logits[k], labels[k][index]) for k in logits)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item()}
+        return t.judge_step(model, optimizer, images, labels, index, gen, blur=bool(i % 2))
 
     model.train()
     loop.run(step)

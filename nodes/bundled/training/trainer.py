@@ -310,6 +310,23 @@ def stage_clip(settings: Settings) -> dict[str, Any]:
     return {"steps": loop.step, "seconds": round(loop.elapsed)}
 
 
+def judge_step(model, optimizer, images: np.ndarray, labels: dict[str, torch.Tensor], index: torch.Tensor,
+               gen: torch.Generator, blur: bool) -> dict[str, float]:
+    """One step of a judge classifier on the images at ``index`` (the base judge and the
+    adapters' heart-aware judge train alike). Generated images are a little soft and noisy,
+    so every other batch is blurred and every batch gets a little noise: judge robustly to both."""
+    x = (_pixels(images[index.numpy()]) + 1) / 2
+    if blur:
+        x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + x * 0.5
+    x = (x + 0.03 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    logits = model(x)
+    loss = sum(F.cross_entropy(logits[k], labels[k][index]) for k in logits)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.item()}
+
+
 def stage_classifier(settings: Settings) -> dict[str, Any]:
     train = _load_split(settings, "train")
     model = ShapeClassifier()
@@ -321,17 +338,7 @@ def stage_classifier(settings: Settings) -> dict[str, Any]:
     def step(i: int) -> dict[str, float]:
         _, gen = _rng(settings, "classifier", i)
         index = torch.randint(len(train["images"]), (batch,), generator=gen)
-        x = (_pixels(train["images"][index.numpy()]) + 1) / 2
-        # Generated images are a little soft and noisy: judge robustly to both.
-        if i % 2:
-            x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 0.5 + x * 0.5
-        x = (x + 0.03 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
-        logits = model(x)
-        loss = sum(F.cross_entropy(logits[k], labels[k][index]) for k in logits)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {"loss": loss.item()}
+        return judge_step(model, optimizer, train["images"], labels, index, gen, blur=bool(i % 2))
 
     model.train()
     loop.run(step)
