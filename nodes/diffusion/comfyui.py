@@ -730,7 +730,17 @@ def _build_model_sampling(b: Builder, c: ComfyNode) -> None:
     b.output(c, 0, node_id, "model")
 
 
+def _build_note(b: Builder, c: ComfyNode) -> None:
+    """A note stays a note on the canvas, where its author put it (a text that is not a
+    string, which ComfyUI never writes, is dropped rather than refusing the workflow)."""
+    text = c.inputs.get("text")
+    if isinstance(text, str):
+        b.add(c, "Note", values={"text": text})
+
+
 MAPPINGS.update({
+    "Note": Mapping(("text",), _build_note, ("Note",)),
+    "MarkdownNote": Mapping(("text",), _build_note, ("Note",)),
     "ImageScale": Mapping(("upscale_method", "width", "height", "crop"), _build_image_scale, ("ImageScale",)),
     "ImageScaleBy": Mapping(
         ("upscale_method", "scale_by"),
@@ -897,8 +907,6 @@ PRIMITIVES = {"PrimitiveNode", "PrimitiveInt", "PrimitiveFloat", "PrimitiveStrin
               "PrimitiveBoolean"}
 UI_ONLY: dict[str, tuple[str, ...]] = {
     "Reroute": (),
-    "Note": ("text",),
-    "MarkdownNote": ("text",),
     **{name: ("value",) for name in PRIMITIVES},
 }
 
@@ -982,12 +990,6 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
             ui["groups"] = [g for g in groups if g]
     document: dict[str, Any] = {"format": WORKFLOW_FORMAT, "version": WORKFLOW_VERSION, "nodes": builder.nodes,
                                 "links": links}
-    notes = [n.inputs.get("text") for n in comfy if n.type in ("Note", "MarkdownNote")]
-    meta: dict[str, Any] = {}
-    if any(isinstance(t, str) and t for t in notes):
-        meta["notes"] = [t for t in notes if isinstance(t, str) and t]
-    if meta:
-        document["meta"] = meta
     if ui:
         document["ui"] = ui
     return document

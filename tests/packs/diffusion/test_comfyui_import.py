@@ -126,7 +126,10 @@ def test_ui_format_details_are_converted(registry):
     assert "12" not in graph.nodes and "10" not in graph.nodes and "11" not in graph.nodes
     assert graph.nodes["4"].pos == (26.0, 474.0)
     assert workflow.ui["groups"][0]["title"] == "Model"
-    assert workflow.meta["notes"] == ["Written by hand for nodeflow's import tests."]
+    notes = [n for n in graph.nodes.values() if n.type == "Note"]  # the note stays on the canvas
+    assert [n.values["text"] for n in notes] == ["Written by hand for nodeflow's import tests."]
+    assert notes[0].pos is not None
+    assert "notes" not in workflow.meta
 
 
 def test_unsupported_node_types_are_all_listed_in_one_error(registry):
