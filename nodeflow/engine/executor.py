@@ -326,7 +326,7 @@ class _Run:
             check_memory(step.cls.working_memory(inputs, prepared.settings), prepared.settings)  # before allocating
             out_of_memory = False
             try:
-                outputs = step.cls.normalize_result(step.cls().run(ctx, **inputs))
+                outputs = _call(step, ctx, inputs)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -354,7 +354,7 @@ class _Run:
         log.warning("node %s (%s) ran out of memory; freed %d cached bytes, retrying once",
                     step.node_id, step.node_type, freed)
         try:
-            return step.cls.normalize_result(step.cls().run(ctx, **inputs))
+            return _call(step, ctx, inputs)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -422,3 +422,9 @@ class _SafeEmitter:
             self.handler(event)
         except Exception:
             log.exception("event listener failed on %s; the run continues", type(event).__name__)
+
+
+def _call(step: Step, ctx: RunContext, inputs: dict[str, Any]) -> dict[str, Any]:
+    """One run of the step's node, its result as {output name: value} (the first try and
+    the out-of-memory retry run exactly the same call)."""
+    return step.cls.normalize_result(step.cls().run(ctx, **inputs))
