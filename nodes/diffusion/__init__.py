@@ -14,6 +14,7 @@ from nodes.diffusion.conditioning import (
     ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningSetArea, ConditioningSetTimestepRange,
     ConditioningStack, ConditioningZeroOut,
 )
+from nodes.diffusion.conditioning_regions import ConditioningSetAreaPercentage, ConditioningSetMask
 from nodes.diffusion.explain import EXPLAIN_NODES, EXPLAIN_TYPES
 from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from nodes.diffusion.image_ops import (
@@ -51,6 +52,8 @@ PACK = Pack(
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
         VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
         UpscaleModelLoader, ImageUpscaleWithModel,
+        # Regions, schedules and merges (issue 11).
+        ConditioningSetAreaPercentage, ConditioningSetMask,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -813,8 +813,6 @@ MAPPINGS.update({
 # Built-in ComfyUI node types nodeflow refuses on purpose, with the reason the import
 # error gives (docs/comfyui.md lists them; a test keeps the two in step).
 REFUSED: dict[str, str] = {
-    "ConditioningSetAreaPercentage": "areas given as fractions of the image are not implemented (ConditioningSetArea is)",
-    "ConditioningSetMask": "conditioning limited to a mask is not implemented yet",
     "AlignYourStepsScheduler": "the Sampler cannot take a list of sigmas yet (karras or exponential are the nearest schedules)",
     "ModelMergeBlocks": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
     "ModelMergeSDXL": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
@@ -899,6 +897,11 @@ REFUSED.update({
     "HypernetworkLoader": "hypernetworks are not supported: diffusers has no class for them",
 })
 # ---------------------------------------------- end of models of other kinds
+
+# Regional conditioning, sigma schedules and block merges (issue 11): comfyui_regions.py.
+from nodes.diffusion.comfyui_regions import REGION_MAPPINGS  # noqa: E402  (needs the helpers above)
+
+MAPPINGS.update(REGION_MAPPINGS)
 
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.
 PASS_THROUGH = {"Reroute", "CLIPSetLastLayer"}

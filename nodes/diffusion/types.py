@@ -77,7 +77,16 @@ class Conditioning:
     extras: dict[str, Any] = field(default_factory=dict)
     # Where and when it applies (ConditioningSetArea / ConditioningSetTimestepRange):
     area: tuple[int, int, int, int] | None = None  # (width, height, x, y) in pixels; None = everywhere
+    # (width, height, x, y) as fractions of the image (ConditioningSetAreaPercentage); set
+    # instead of ``area``, resolved against the latent's size when sampling.
+    area_fraction: tuple[float, float, float, float] | None = None
     strength: float = 1.0  # its weight where areas overlap
+    # ConditioningSetMask: a MASK [B or 1, H, W] (any size, resized to the latent) that
+    # weights this part's prediction per cell, times ``mask_strength``; ``mask_bounds``
+    # predicts only the mask's bounding box (instead of ``area``, or the whole latent).
+    mask: "torch.Tensor | None" = None
+    mask_strength: float = 1.0
+    mask_bounds: bool = False
     timestep_range: tuple[float, float] | None = None  # (start, end) as fractions of the schedule
     # Further conditionings predicted separately and averaged with this one, weighted by
     # strength over their areas (ConditioningStack, ComfyUI's ConditioningCombine).
@@ -91,7 +100,8 @@ class Conditioning:
 
     @property
     def regional(self) -> bool:
-        return self.area is not None or self.timestep_range is not None or bool(self.others)
+        return (self.area is not None or self.area_fraction is not None or self.mask is not None
+                or self.timestep_range is not None or bool(self.others))
 
 
 CONDITIONING = DataType("CONDITIONING", (240, 160, 60), "Text embeddings the UNet cross-attends to", Conditioning)

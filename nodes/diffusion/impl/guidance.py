@@ -141,23 +141,29 @@ def _tapped(denoise: Denoiser, tap: Tap | None, taps_itself: bool) -> Denoiser:
 
 
 class _Regions:
-    """The parts of one conditioning, ready to predict on their areas."""
+    """The parts of one conditioning, ready to predict on their regions (impl/regions.py),
+    each with its own ControlNet hints, which see only that part's crop (as in ComfyUI,
+    the hint image is resized to the crop)."""
 
     def __init__(self, cond: Conditioning, model: DiffusionModel, latent: "torch.Tensor", which: str):
+        from nodes.diffusion.impl.regions import RegionError, region
+
         factor = model.family.vae_scale_factor
         height, width = latent.shape[2], latent.shape[3]
         self.model = model
         self.train_steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
         self.parts = []
         for part in cond.parts():
-            if part.area is None:
-                box = (0, height, 0, width)
-            else:
-                w, h, x, y = part.area
-                top, left = min(y // factor, height - 1), min(x // factor, width - 1)
-                box = (top, min(height, top + max(1, h // factor)), left, min(width, left + max(1, w // factor)))
-            pixels = ((box[1] - box[0]) * factor, (box[3] - box[2]) * factor)
-            self.parts.append((part, box, _unet_inputs(part, model, latent.shape[0], pixels, which)))
+            try:
+                where = region(part, latent.shape[0], (height, width), factor)
+            except RegionError as error:
+                raise GuidanceError(f"the {which} conditioning: {error}") from None
+            top, bottom, left, right = where.box
+            pixels = ((bottom - top) * factor, (right - left) * factor)
+            inputs = _unet_inputs(part, model, latent.shape[0], pixels, which)
+            crop = latent[:, :, top:bottom, left:right]
+            weight = None if where.weight is None else where.weight.to(device=latent.device, dtype=latent.dtype)
+            self.parts.append((part, where.box, weight, inputs, _control(part, inputs, model, crop)))
 
     def active(self, part: Conditioning, t: "torch.Tensor") -> bool:
         if part.timestep_range is None:
@@ -171,16 +177,21 @@ class _Regions:
         import torch
 
         unet = self.model.unet
-        out = torch.zeros_like(x)
+        # An inpainting UNet's x carries mask + masked-image channels; it predicts the latent's.
+        out = x.new_zeros((x.shape[0], unet.config.out_channels, *x.shape[2:]))
         weight = torch.zeros_like(x[:, :1])
-        for part, (top, bottom, left, right), (embeds, added) in self.parts:
+        for part, (top, bottom, left, right), mask, (embeds, added), control in self.parts:
             if not self.active(part, t) or part.strength == 0:
                 continue
             crop = x[:, :, top:bottom, left:right]
-            prediction = unet(crop, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
-            out[:, :, top:bottom, left:right] += prediction * part.strength
-            weight[:, :, top:bottom, left:right] += part.strength
+            extra = control(crop, t) if control else {}
+            prediction = unet(crop, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
+            share = part.strength if mask is None else mask * part.strength
+            out[:, :, top:bottom, left:right] += prediction * share
+            weight[:, :, top:bottom, left:right] += share
         return torch.where(weight > 0, out / weight.clamp(min=1e-12), out)
+
+
 def _control(
     cond: Conditioning, inputs: tuple["torch.Tensor", dict[str, "torch.Tensor"] | None], model: DiffusionModel,
     latent: "torch.Tensor",
