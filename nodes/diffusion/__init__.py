@@ -29,6 +29,7 @@ from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImag
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
+from nodes.diffusion.sigmas import AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, SplitSigmas
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
 from nodes.diffusion.types import DATA_TYPES
@@ -53,7 +54,8 @@ PACK = Pack(
         VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
         UpscaleModelLoader, ImageUpscaleWithModel,
         # Regions, schedules and merges (issue 11).
-        ConditioningSetAreaPercentage, ConditioningSetMask,
+        ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
+        SplitSigmas,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -447,8 +447,10 @@ def _build_custom_sampler(b: Builder, c: ComfyNode) -> None:
     select = b.source_node(c, "sampler", SAMPLER_SOURCES)
     if select is not None:
         _sampler_choice(b, select, values)
-    _sigmas_values(b, c, values)
+    listed = _sigmas_values(b, c, values)
     node_id = b.add(c, "Sampler", values=values)
+    if listed:
+        b.link(c, "sigmas", node_id, "sigmas")
     b.link(c, "noise", node_id, "noise")
     b.link(c, "guider", node_id, "guider")
     b.link(c, "latent_image", node_id, "latent")
@@ -589,8 +591,10 @@ def _build_sampler_custom(b: Builder, c: ComfyNode) -> None:
     select = b.source_node(c, "sampler", SAMPLER_SOURCES)
     if select is not None:
         _sampler_choice(b, select, values)
-    _sigmas_values(b, c, values)
+    listed = _sigmas_values(b, c, values)
     sampler = b.add(c, "Sampler", values=values)
+    if listed:
+        b.link(c, "sigmas", sampler, "sigmas")
     if b.resolved(c, "add_noise") is False:
         noise = b.add(c, "DisableNoise", "noise", main=False, offset=1)
     else:
@@ -612,9 +616,10 @@ def _build_sampler_custom(b: Builder, c: ComfyNode) -> None:
 
 
 SAMPLER_SOURCES = ("KSamplerSelect", "SamplerEulerAncestral")
-SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "SDTurboScheduler", "SplitSigmas")
+SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "SDTurboScheduler", "SplitSigmas",
+                 "AlignYourStepsScheduler")
 # KarrasScheduler / ExponentialScheduler defaults: SD's own sigma range, which the
-# Sampler's karras / exponential schedules use; other values have no equivalent.
+# Sampler's karras / exponential schedules use; other values become a list of sigmas.
 _SIGMA_RANGE = {"sigma_max": 14.614642, "sigma_min": 0.0291675}
 
 
@@ -629,28 +634,34 @@ def _sampler_choice(b: Builder, select: ComfyNode, values: dict[str, Any]) -> No
     values["sampler"] = "euler_ancestral"
 
 
-def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input: str = "sigmas") -> None:
-    """The schedule, steps, denoise and step range of the node feeding ``sigmas``."""
+def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input: str = "sigmas") -> bool:
+    """The schedule, steps, denoise and step range of the node feeding ``sigmas``, as the
+    Sampler's widgets; True when they are an explicit list instead (its own nodes, which
+    the Sampler's ``sigmas`` input takes; comfyui_regions.py)."""
+    from nodes.diffusion.comfyui_regions import needs_sigma_list
+
     source = b.source_node(c, comfy_input, SIGMA_SOURCES)
     if source is None:
-        return
+        return False
+    if needs_sigma_list(b, source):
+        return True
     if source.type == "SplitSigmas":
         _sigmas_values(b, source, values)
         step = b.resolved(source, "step")
         step = 0 if step is None else step
         if not _is_int(step):
             b.problem(source, "step must be a whole number")
-            return
+            return False
         # Which half is used depends on the output slot the sampler is linked to.
         ref = b.resolved(c, comfy_input)
         if ref.slot == 0:  # high_sigmas: the first `step` steps, noise left over
             values["end_step"], values["leftover_noise"] = max(1, step), True
         else:  # low_sigmas: from `step` on
             values["start_step"] = step
-        return
+        return False
     if source.type == "BasicScheduler":
         _sampler_values(b, source, values)
-        return
+        return False
     steps = b.resolved(source, "steps")
     values["steps"] = 20 if steps is None else steps
     if source.type == "SDTurboScheduler":
@@ -661,16 +672,10 @@ def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input
                 values["steps"], values["denoise"] = steps_and_denoise(values["steps"], denoise)
             except ValueError:
                 b.problem(source, f"steps {_show(steps)} with denoise {_show(denoise)} have no nodeflow equivalent")
-        return
+        return False
+    # SD's own range (and rho 7): the Sampler's schedule, as diffusers computes it.
     values["schedule"] = "karras" if source.type == "KarrasScheduler" else "exponential"
-    for name, default in _SIGMA_RANGE.items():
-        value = b.resolved(source, name)
-        if _is_number(value) and abs(value - default) > 1e-3:
-            b.problem(source, f"{name} {_show(value)} has no nodeflow equivalent: the schedule uses the "
-                      f"model's own range ({default})")
-    rho = b.resolved(source, "rho")
-    if source.type == "KarrasScheduler" and _is_number(rho) and rho != 7.0:
-        b.problem(source, f"rho {_show(rho)} has no nodeflow equivalent (the karras schedule uses 7)")
+    return False
 
 
 def _build_pad_for_outpaint(b: Builder, c: ComfyNode) -> None:
@@ -787,10 +792,7 @@ MAPPINGS.update({
                                                   {}, ("conditioning",)), ("ConditioningCombine",)),
     "SamplerCustom": Mapping(("add_noise", "noise_seed", "cfg"), _build_sampler_custom, ("Noise", "DisableNoise", "CFG", "Sampler")),
     "SamplerEulerAncestral": Mapping(("eta", "s_noise"), _build_folded, ()),
-    "KarrasScheduler": Mapping(("steps", "sigma_max", "sigma_min", "rho"), _build_folded, ()),
-    "ExponentialScheduler": Mapping(("steps", "sigma_max", "sigma_min"), _build_folded, ()),
     "SDTurboScheduler": Mapping(("steps", "denoise"), _build_folded, ()),
-    "SplitSigmas": Mapping(("step",), _build_folded, ()),
     "CheckpointLoader": Mapping(("config_name", "ckpt_name"), _build_checkpoint_with_config, ("Checkpoint",)),
     "ConditioningSetArea": _same("ConditioningSetArea", ("conditioning",), ("width", "height", "x", "y", "strength"),
                                  ("conditioning",)),
@@ -813,7 +815,6 @@ MAPPINGS.update({
 # Built-in ComfyUI node types nodeflow refuses on purpose, with the reason the import
 # error gives (docs/comfyui.md lists them; a test keeps the two in step).
 REFUSED: dict[str, str] = {
-    "AlignYourStepsScheduler": "the Sampler cannot take a list of sigmas yet (karras or exponential are the nearest schedules)",
     "ModelMergeBlocks": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
     "ModelMergeSDXL": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
     "ModelSamplingContinuousEDM": "continuous EDM sampling (Playground, SDXL-EDM models) is not implemented",

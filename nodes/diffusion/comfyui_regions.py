@@ -22,3 +22,57 @@ REGION_MAPPINGS: dict[str, Mapping] = {
                     {"strength": "strength", "set_cond_area": "area"}, ("conditioning",),
                     {"set_cond_area": _MASK_AREAS.__getitem__}), ("ConditioningSetMask",)),
 }
+
+
+# ----------------------------------------------------------- explicit sigma lists
+_AYS_MODELS = {"SD1": "SD1", "SDXL": "SDXL"}  # SVD is a video model
+
+
+def needs_sigma_list(b: Builder, source: ComfyNode) -> bool:
+    """Whether the schedule ``source`` makes has no Sampler widget equivalent, so it
+    becomes nodeflow's own SIGMAS node: Align Your Steps always; Karras / exponential
+    with another than SD's own range (or rho 7); a split of either."""
+    from nodes.diffusion.comfyui import _SIGMA_RANGE, Ref, _is_number
+
+    if source.type == "AlignYourStepsScheduler":
+        return True
+    if source.type in ("KarrasScheduler", "ExponentialScheduler"):
+        rho = b.resolved(source, "rho") if source.type == "KarrasScheduler" else None
+        return (any(_is_number(v := b.resolved(source, name)) and abs(v - default) > 1e-3
+                    for name, default in _SIGMA_RANGE.items())
+                or (_is_number(rho) and rho != 7.0))
+    if source.type == "SplitSigmas":
+        ref = b.resolved(source, "sigmas")
+        inner = b.comfy.get(ref.node) if isinstance(ref, Ref) else None
+        return inner is not None and needs_sigma_list(b, inner)
+    return False
+
+
+def _when_listed(build: Any) -> Any:
+    """A scheduler node's builder that adds its node only when a sampler needs the list
+    (otherwise the sampler reads it as widgets and it has no node of its own)."""
+
+    def maybe(b: Builder, c: ComfyNode) -> None:
+        if needs_sigma_list(b, c):
+            build(b, c)
+
+    return maybe
+
+
+REGION_MAPPINGS.update({
+    "AlignYourStepsScheduler": Mapping(
+        ("model_type", "steps", "denoise"),
+        _one_to_one("AlignYourStepsScheduler", {}, {"model_type": "model_type", "steps": "steps", "denoise": "denoise"},
+                    ("sigmas",), {"model_type": _AYS_MODELS.__getitem__}), ("AlignYourStepsScheduler",)),
+    "KarrasScheduler": Mapping(
+        ("steps", "sigma_max", "sigma_min", "rho"),
+        _when_listed(_one_to_one("KarrasScheduler", {}, {n: n for n in ("steps", "sigma_max", "sigma_min", "rho")},
+                                 ("sigmas",))), ("KarrasScheduler",)),
+    "ExponentialScheduler": Mapping(
+        ("steps", "sigma_max", "sigma_min"),
+        _when_listed(_one_to_one("ExponentialScheduler", {}, {n: n for n in ("steps", "sigma_max", "sigma_min")},
+                                 ("sigmas",))), ("ExponentialScheduler",)),
+    "SplitSigmas": Mapping(
+        ("step",), _when_listed(_one_to_one("SplitSigmas", {"sigmas": "sigmas"}, {"step": "step"},
+                                            ("high_sigmas", "low_sigmas"))), ("SplitSigmas",)),
+})

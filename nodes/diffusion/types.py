@@ -158,6 +158,30 @@ class UpscaleModel:
 UPSCALE_MODEL = DataType("UPSCALE_MODEL", (150, 110, 240), "An image upscaling network (ESRGAN, SwinIR, ...)", UpscaleModel)
 
 
+@dataclass(frozen=True)
+class Sigmas:
+    """An explicit noise schedule: k-diffusion sigmas from the noisiest step down to the
+    last (usually 0), one more than the steps. ``start`` / ``stop`` are the window of
+    steps that run (SplitSigmas, a denoise below 1): steps [start, stop) of the whole
+    list, so a sampler knows where in the schedule it is; a window that stops early
+    hands on a still-noisy latent."""
+
+    values: tuple[float, ...]
+    start: int = 0
+    end: int | None = None  # None: the last step
+
+    @property
+    def steps(self) -> int:
+        return len(self.values) - 1
+
+    @property
+    def stop(self) -> int:
+        return self.steps if self.end is None else min(self.end, self.steps)
+
+
+SIGMAS = DataType("SIGMAS", (120, 220, 220), "An explicit noise schedule: the sigma of each step", Sigmas)
+
+
 # IMAGE values are torch tensors [B, H, W, 3], float32 in [0, 1], on the CPU (the class is
 # not named here: importing torch would make every start-up pay for it).
 IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
@@ -169,4 +193,4 @@ MASK = DataType("MASK", (120, 200, 120), "A batch of masks, one value in [0, 1] 
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL)
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL, SIGMAS)

@@ -17,7 +17,7 @@ from nodeflow import RunContext
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map
 from nodes.diffusion.impl.views import PREVIEW_KINDS  # noqa: F401  (re-exported)
 from nodes.diffusion.impl.samplers import SAMPLERS, UnsupportedCombination, eta_unsupported_reason, make_scheduler, step_parameters
-from nodes.diffusion.types import Latent, NoiseSource
+from nodes.diffusion.types import Latent, NoiseSource, Sigmas
 
 if TYPE_CHECKING:
     import torch
@@ -85,12 +85,13 @@ class SamplingError(ValueError):
 def sample(
     ctx: RunContext, noise: NoiseSource, guider: "Guider", latent: Latent,
     sampler: str, schedule: str, steps: int, denoise: float, eta: float, steps_run: StepRange = FULL,
-    preview_kind: str = "x0", trace: Callable[[StepView], None] | None = None,
+    preview_kind: str = "x0", trace: Callable[[StepView], None] | None = None, sigmas: "Sigmas | None" = None,
 ) -> "torch.Tensor":
     """Run the sampler; returns the denoised latents [B, C, h, w] in model space.
     ``preview_kind`` (a key of :data:`PREVIEW_KINDS`) is what the progress previews show;
     ``trace`` is called with every step's :class:`StepView`. Views are only computed when
-    someone looks (previews on, or a trace)."""
+    someone looks (previews on, or a trace). ``sigmas`` (an explicit schedule) replaces
+    ``schedule``, ``steps`` and ``denoise``; its window narrows ``steps_run``."""
     import torch
 
     if sampler not in SAMPLERS:
@@ -110,16 +111,24 @@ def sample(
     if sampler == "dpmpp_sde" and noise.seed is not None:
         extra["noise_sampler_seed"] = noise.seed  # its Brownian tree draws from its own seed
     try:
-        scheduler = make_scheduler(sampler, schedule, model.scheduler_config, **extra)
+        # An explicit list replaces the schedule: the scheduler is built without sigma options.
+        scheduler = make_scheduler(sampler, "normal" if sigmas is not None else schedule, model.scheduler_config, **extra)
     except UnsupportedCombination as exc:
         raise SamplingError("schedule", str(exc)) from None
+
+    timing: dict[str, Any] | None = None
+    if sigmas is not None:
+        timing, steps, denoise, steps_run = _explicit(sampler, scheduler, sigmas, steps_run)
 
     from nodes.diffusion.impl.lora import active
 
     with torch.inference_mode(), active([unet], model.adapters):
         device, dtype = unet.device, unet.dtype
         try:
-            scheduler.set_timesteps(steps, device=device)
+            if timing is None:
+                scheduler.set_timesteps(steps, device=device)
+            else:
+                scheduler.set_timesteps(device=device, **timing)
         except ValueError as exc:  # e.g. lcm: more steps than the model was distilled for
             raise SamplingError("steps", f"{sampler} cannot run {steps} steps: {exc}") from None
         full = scheduler.timesteps
@@ -211,6 +220,26 @@ def sample(
                 return clean
             return x / _vp_alpha(scheduler, full, stop) if vp else x
     return x
+
+
+def _explicit(sampler: str, scheduler: Any, sigmas: "Sigmas", steps_run: StepRange) -> tuple[dict[str, Any], int, float, StepRange]:
+    """``set_timesteps`` arguments, steps, denoise and step range for an explicit schedule."""
+    from nodes.diffusion.impl.samplers import sigma_list_samplers
+    from nodes.diffusion.impl.sigmas import SigmaError, timesteps_for
+
+    spec = SAMPLERS[sampler]
+    if not spec.sigma_list:
+        raise SamplingError("sampler", f"the {sampler} sampler cannot take a list of sigmas (diffusers' "
+                            f"{spec.scheduler_class} takes neither sigmas nor timesteps); use one of: "
+                            f"{', '.join(sigma_list_samplers())}")
+    try:
+        timing = timesteps_for(spec.sigma_list, sigmas, scheduler.alphas_cumprod.tolist(), sampler)
+    except SigmaError as exc:
+        raise SamplingError(exc.field, str(exc)) from None
+    early = sigmas.stop < sigmas.steps  # the window stops before the end: hand on the noisy latent
+    window = StepRange(max(steps_run.start, sigmas.start), min(steps_run.end, sigmas.stop) if early else steps_run.end,
+                       steps_run.leftover_noise or early)
+    return timing, sigmas.steps, 1.0, window
 
 
 def sigma_at(scheduler: Any, timestep: Any) -> float:
