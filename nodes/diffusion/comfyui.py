@@ -728,7 +728,8 @@ def _merge(type_name: str, kind: str, operation: str, ratio_input: str) -> Calla
 
 def _build_model_sampling(b: Builder, c: ComfyNode) -> None:
     values: dict[str, Any] = {}
-    b.value(c, "sampling", values, "prediction", {"eps": "epsilon", "v_prediction": "v_prediction"}.__getitem__)
+    b.value(c, "sampling", values, "prediction",
+            {"eps": "epsilon", "v_prediction": "v_prediction", "x0": "sample", "lcm": "lcm"}.__getitem__)
     b.value(c, "zsnr", values, "zero_snr")
     node_id = b.add(c, "ModelSampling", values=values)
     b.link(c, "model", node_id, "model")
@@ -815,8 +816,6 @@ MAPPINGS.update({
 # Built-in ComfyUI node types nodeflow refuses on purpose, with the reason the import
 # error gives (docs/comfyui.md lists them; a test keeps the two in step).
 REFUSED: dict[str, str] = {
-    "ModelMergeBlocks": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
-    "ModelMergeSDXL": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
     "ModelSamplingContinuousEDM": "continuous EDM sampling (Playground, SDXL-EDM models) is not implemented",
 }
 

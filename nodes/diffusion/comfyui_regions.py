@@ -76,3 +76,22 @@ REGION_MAPPINGS.update({
         ("step",), _when_listed(_one_to_one("SplitSigmas", {"sigmas": "sigmas"}, {"step": "step"},
                                             ("high_sigmas", "low_sigmas"))), ("SplitSigmas",)),
 })
+
+
+# ------------------------------------------------------------------ block merges
+def _sdxl_merge_widgets() -> dict[str, str]:
+    from nodes.diffusion.merge_blocks import SDXL_BLOCKS
+
+    return {comfy: ours for ours, comfy in SDXL_BLOCKS.items()}
+
+
+_MERGE_INPUTS = {"model1": "model1", "model2": "model2"}
+REGION_MAPPINGS.update({
+    "ModelMergeBlocks": Mapping(
+        ("input", "middle", "out"),
+        _one_to_one("ModelMergeBlocks", _MERGE_INPUTS, {n: n for n in ("input", "middle", "out")}, ("model",)),
+        ("ModelMergeBlocks",)),
+    "ModelMergeSDXL": Mapping(
+        tuple(_sdxl_merge_widgets()), _one_to_one("ModelMergeSDXL", _MERGE_INPUTS, _sdxl_merge_widgets(), ("model",)),
+        ("ModelMergeSDXL",)),
+})

@@ -101,6 +101,9 @@ def sample(
         raise SamplingError("eta", reason)
     model = guider.model
     unet = model.unet
+    if model.distilled == "lcm" and sampler != "lcm":
+        raise SamplingError("sampler", f"the model is LCM-distilled (Model Prediction lcm), which runs with the lcm "
+                            f"sampler (its 50-step grid and boundary condition); {sampler} would not run it as distilled")
     from nodes.diffusion.impl.inpaint import concat_inputs
 
     try:  # an inpainting UNet takes the mask and the masked image beside the latent
