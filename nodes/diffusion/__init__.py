@@ -26,6 +26,7 @@ from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.latent_ops import LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSDXL
+from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
@@ -56,7 +57,7 @@ PACK = Pack(
         UpscaleModelLoader, ImageUpscaleWithModel,
         # Regions, schedules and merges (issue 11).
         ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
-        SplitSigmas, ModelMergeBlocks, ModelMergeSDXL,
+        SplitSigmas, ModelMergeBlocks, ModelMergeSDXL, ModelSamplingEDM,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

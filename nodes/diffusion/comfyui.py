@@ -815,9 +815,7 @@ MAPPINGS.update({
 
 # Built-in ComfyUI node types nodeflow refuses on purpose, with the reason the import
 # error gives (docs/comfyui.md lists them; a test keeps the two in step).
-REFUSED: dict[str, str] = {
-    "ModelSamplingContinuousEDM": "continuous EDM sampling (Playground, SDXL-EDM models) is not implemented",
-}
+REFUSED: dict[str, str] = {}
 
 # ===================================== end of comfy-import block
 

@@ -95,3 +95,30 @@ REGION_MAPPINGS.update({
         tuple(_sdxl_merge_widgets()), _one_to_one("ModelMergeSDXL", _MERGE_INPUTS, _sdxl_merge_widgets(), ("model",)),
         ("ModelMergeSDXL",)),
 })
+
+
+# ------------------------------------------------------------ continuous EDM models
+_EDM_REFUSED = {
+    "eps": "diffusers' EDM schedulers have no noise prediction with EDM's input scaling (their epsilon is EDM's "
+           "F-prediction, ComfyUI's 'edm')",
+    "edm_playground_v2.5": "Playground v2.5 also needs its per-channel latent scaling, which nodeflow's VAE does not have",
+    "cosmos_rflow": "a rectified-flow video model, not an SD-family one",
+}
+
+
+def _build_edm(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    kind = b.resolved(c, "sampling")
+    if kind in _EDM_REFUSED:
+        b.problem(c, f"sampling {kind!r} has no nodeflow equivalent: {_EDM_REFUSED[kind]}")
+    else:
+        b.value(c, "sampling", values, "prediction", {"v_prediction": "v_prediction", "edm": "edm"}.__getitem__)
+    b.value(c, "sigma_max", values, "sigma_max")
+    b.value(c, "sigma_min", values, "sigma_min")
+    node_id = b.add(c, "ModelSamplingEDM", values=values)
+    b.link(c, "model", node_id, "model")
+    b.output(c, 0, node_id, "model")
+
+
+REGION_MAPPINGS["ModelSamplingContinuousEDM"] = Mapping(("sampling", "sigma_max", "sigma_min"), _build_edm,
+                                                        ("ModelSamplingEDM",))

@@ -39,7 +39,7 @@ class ModelSampling(Node):
         config = dict(model.scheduler_config, prediction_type=kind, rescale_betas_zero_snr=zero_snr)
         if zero_snr:
             config["timestep_spacing"] = "trailing"  # the paper's fix 2: sample from the last step
-        return replace(model, scheduler_config=config, distilled="lcm" if prediction == "lcm" else "")
+        return replace(model, scheduler_config=config, sampling="lcm" if prediction == "lcm" else "")
 
 
 def _merged(first: Any, second: Any, combine: Callable[[Any, Any], Any], skip: tuple[str, ...] = (),

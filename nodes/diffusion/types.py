@@ -38,9 +38,11 @@ class DiffusionModel:
     # LoRA adapters (PEFT adapter name, strength) switched on when this model runs; the UNet
     # object is shared with the base model, which runs with none (impl/lora.py).
     adapters: tuple[tuple[str, float], ...] = ()
-    # "lcm": a latent-consistency-distilled UNet (ModelSampling lcm), which only the lcm
-    # sampler runs as it was distilled (its 50-step grid and boundary condition).
-    distilled: str = ""
+    # How it samples beyond its scheduler config: "" as usual; "lcm" a latent-consistency-
+    # distilled UNet (ModelSampling lcm), which only the lcm sampler runs as distilled (its
+    # 50-step grid and boundary condition); "edm" continuous EDM sampling (ModelSamplingEDM,
+    # impl/edm.py), its config then an EDM scheduler's.
+    sampling: str = ""
 
 
 MODEL = DataType("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration", DiffusionModel)

@@ -74,7 +74,7 @@ def test_lcm_mode_runs_with_the_lcm_sampler_and_refuses_the_others(parts):
     with pytest.raises(NodeError) as refused:
         run(lcm_model, "euler")
     assert refused.value.field == "sampler" and "lcm" in str(refused.value)
-    assert ModelSampling().run(CTX, lcm_model, "epsilon", False).distilled == ""
+    assert ModelSampling().run(CTX, lcm_model, "epsilon", False).sampling == ""
 
 
 def test_block_ratios_take_each_block_from_the_model_they_name(parts):
@@ -147,4 +147,61 @@ def test_comfyui_block_merges_and_sampling_modes_import(tmp_path):
     data["32"]["inputs"]["sampling"] = "img_to_img"
     path.write_text(json.dumps(data))
     with pytest.raises(Exception, match="node 32 .ModelSamplingDiscrete.: sampling 'img_to_img' has no nodeflow"):
+        api.open(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline.from_pretrained(tiny_sd, local_files_only=True, safety_checker=None)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.mark.parametrize("prediction,sampler,schedule,scheduler_class,settings", [
+    ("v_prediction", "euler", "karras", "EDMEulerScheduler", {}),
+    ("edm", "dpmpp_2m", "exponential", "EDMDPMSolverMultistepScheduler",
+     {"sigma_schedule": "exponential", "algorithm_type": "dpmsolver++", "solver_order": 2}),
+])
+def test_an_edm_model_samples_as_diffusers_edm_schedulers_do(parts, pipe, prediction, sampler, schedule,
+                                                             scheduler_class, settings):
+    import diffusers
+
+    from nodes.diffusion.model_edm import ModelSamplingEDM
+    from nodes.diffusion.sampling import CFG
+
+    edm = ModelSamplingEDM().run(CTX, parts["model"], prediction, 80.0, 0.01)
+    guider = CFG().run(CTX, edm, parts["positive"], parts["negative"], 5.0, 0.0)
+    latent = latent_for(parts, side=32)
+    ours = Sampler().run(CTX, Noise().run(CTX, 7), guider, latent, sampler, schedule, 4, 1.0, 0.0).samples
+    sigma_data = 1.0 if prediction == "v_prediction" else 0.5
+    pipe.scheduler = getattr(diffusers, scheduler_class)(
+        sigma_min=0.01, sigma_max=80.0, sigma_data=sigma_data,
+        prediction_type="v_prediction" if prediction == "v_prediction" else "epsilon", **settings)
+    reference = pipe(prompt_embeds=parts["positive"].embeds, negative_prompt_embeds=parts["negative"].embeds,
+                     num_inference_steps=4, guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(7),
+                     height=32, width=32, output_type="latent").images
+    assert torch.allclose(ours, reference, atol=1e-5, rtol=0)
+    plain = Sampler().run(CTX, Noise().run(CTX, 7), CFG().run(CTX, parts["model"], parts["positive"], parts["negative"],
+                                                            5.0, 0.0), latent, sampler, schedule, 4, 1.0, 0.0).samples
+    assert not torch.allclose(ours, plain, atol=1e-2)
+    with pytest.raises(NodeError) as refused:
+        Sampler().run(CTX, Noise().run(CTX, 7), guider, latent, "lms", "normal", 4, 1.0, 0.0)
+    assert refused.value.field == "sampler" and "euler" in str(refused.value)
+
+
+def test_comfyui_continuous_edm_imports_and_refuses_what_diffusers_lacks(tmp_path):
+    import nodeflow.api as api
+
+    data = {"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},
+            "40": {"class_type": "ModelSamplingContinuousEDM",
+                   "inputs": {"model": ["4", 0], "sampling": "v_prediction", "sigma_max": 120.0, "sigma_min": 0.002}}}
+    path = tmp_path / "edm.json"
+    path.write_text(json.dumps(data))
+    node = api.open(path, device="cpu").graph.nodes["40"]
+    assert (node.type, node.values["prediction"], node.values["sigma_max"]) == ("ModelSamplingEDM", "v_prediction", 120.0)
+    data["40"]["inputs"]["sampling"] = "edm_playground_v2.5"
+    path.write_text(json.dumps(data))
+    with pytest.raises(Exception, match="sampling 'edm_playground_v2.5' has no nodeflow equivalent: Playground"):
         api.open(path, device="cpu")
