@@ -25,7 +25,8 @@ def _range() -> tuple[Float, Float]:
             Float(SD_SIGMA_MIN, min=0.0001, max=5000.0, step=0.01, tooltip="the last step's sigma before 0"))
 
 
-def _check_range(values: dict) -> dict[str, str]:
+def _check_range(cls: type, values: dict) -> dict[str, str]:
+    """check_values of the schedules with a sigma range: min below max."""
     if values.get("sigma_min", SD_SIGMA_MIN) >= values.get("sigma_max", SD_SIGMA_MAX):
         return {"sigma_min": f"sigma_min {values['sigma_min']} must be below sigma_max {values['sigma_max']}"}
     return {}
@@ -65,10 +66,7 @@ class KarrasScheduler(Node):
     sigma_max, sigma_min = _range()
     rho = Float(7.0, min=0.0001, max=100.0, step=0.01, tooltip="the ramp's curvature; 1 is evenly spaced sigmas")
     outputs = (Output("sigmas", SIGMAS),)
-
-    @classmethod
-    def check_values(cls, values: dict) -> dict[str, str]:
-        return _check_range(values)
+    check_values = classmethod(_check_range)
 
     def run(self, ctx: RunContext, steps: int, sigma_max: float, sigma_min: float, rho: float) -> Sigmas:
         return karras(steps, sigma_max, sigma_min, rho)
@@ -83,10 +81,7 @@ class ExponentialScheduler(Node):
     steps = _steps()
     sigma_max, sigma_min = _range()
     outputs = (Output("sigmas", SIGMAS),)
-
-    @classmethod
-    def check_values(cls, values: dict) -> dict[str, str]:
-        return _check_range(values)
+    check_values = classmethod(_check_range)
 
     def run(self, ctx: RunContext, steps: int, sigma_max: float, sigma_min: float) -> Sigmas:
         return exponential(steps, sigma_max, sigma_min)
