@@ -9,6 +9,7 @@ no torch: the nodes import it when they run.
 
 from nodeflow import Pack
 from nodes.diffusion.clip_similarity import CLIPSimilarity
+from nodes.diffusion.clip_vision import CLIPVisionEncode, CLIPVisionLoader
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
 from nodes.diffusion.conditioning import (
     ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningSetArea, ConditioningSetTimestepRange,
@@ -30,6 +31,7 @@ from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
+from nodes.diffusion.unclip import UnCLIPCheckpoint, UnCLIPConditioning
 from nodes.diffusion.types import DATA_TYPES
 from nodes.diffusion.upscale import ImageUpscaleWithModel, UpscaleModelLoader
 from nodes.diffusion.vae import VAEDecode, VAEEncode
@@ -51,6 +53,7 @@ PACK = Pack(
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
         VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
         UpscaleModelLoader, ImageUpscaleWithModel,
+        CLIPVisionLoader, CLIPVisionEncode, UnCLIPCheckpoint, UnCLIPConditioning,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -45,18 +45,19 @@ class Guider:  # GUIDER
     def uses_uncond(self) -> bool:
         return self.negative is not None and self.scale != 1.0
 
-    def bind(self, latent: "torch.Tensor", tap: Tap | None = None) -> Denoiser:
+    def bind(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None) -> Denoiser:
         """The per-step model call for latents shaped like ``latent`` [B, C, h, w];
-        ``tap(uncond, cond)`` sees each step's unmixed predictions (see the module doc)."""
+        ``tap(uncond, cond)`` sees each step's unmixed predictions (see the module doc);
+        ``seed`` (the sampler's) seeds what conditioning draws, e.g. unCLIP's noise augmentation."""
         import torch
 
         unet = self.model.unet
         batch = latent.shape[0]
         if self.positive.regional or (self.uses_uncond and self.negative.regional):
-            return _tapped(self._bind_regional(latent, tap), tap, self.uses_uncond)
+            return _tapped(self._bind_regional(latent, tap, seed), tap, self.uses_uncond)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
         positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive")
-        control_pos = _control(self.positive, positive, self.model, latent)
+        control_pos = _control(self.positive, positive, self.model, latent, seed)
         if not self.uses_uncond:
             embeds, added = positive
 
@@ -67,7 +68,7 @@ class Guider:  # GUIDER
             return _tapped(denoise, tap, False)
 
         negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative")
-        control_neg = _control(self.negative, negative, self.model, latent)
+        control_neg = _control(self.negative, negative, self.model, latent, seed)
         scale, rescale = self.scale, self.rescale
 
         def guide(uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -106,14 +107,14 @@ class Guider:  # GUIDER
         return denoise_batched
 
 
-    def _bind_regional(self, latent: "torch.Tensor", tap: Tap | None = None) -> Denoiser:
+    def _bind_regional(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None) -> Denoiser:
         """The model call when a conditioning has areas, step ranges or stacked parts: each
         part is predicted on its area of the latent (one UNet call each) and the parts'
         predictions are averaged there, weighted by strength (0 where no part applies)."""
-        positive = _Regions(self.positive, self.model, latent, "positive")
+        positive = _Regions(self.positive, self.model, latent, "positive", seed)
         if not self.uses_uncond:
             return positive.predict
-        negative = _Regions(self.negative, self.model, latent, "negative")
+        negative = _Regions(self.negative, self.model, latent, "negative", seed)
         scale, rescale = self.scale, self.rescale
 
         def denoise(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
@@ -143,7 +144,8 @@ def _tapped(denoise: Denoiser, tap: Tap | None, taps_itself: bool) -> Denoiser:
 class _Regions:
     """The parts of one conditioning, ready to predict on their areas."""
 
-    def __init__(self, cond: Conditioning, model: DiffusionModel, latent: "torch.Tensor", which: str):
+    def __init__(self, cond: Conditioning, model: DiffusionModel, latent: "torch.Tensor", which: str,
+                 seed: int | None = None):
         factor = model.family.vae_scale_factor
         height, width = latent.shape[2], latent.shape[3]
         self.model = model
@@ -157,7 +159,8 @@ class _Regions:
                 top, left = min(y // factor, height - 1), min(x // factor, width - 1)
                 box = (top, min(height, top + max(1, h // factor)), left, min(width, left + max(1, w // factor)))
             pixels = ((box[1] - box[0]) * factor, (box[3] - box[2]) * factor)
-            self.parts.append((part, box, _unet_inputs(part, model, latent.shape[0], pixels, which)))
+            inputs = _unet_inputs(part, model, latent.shape[0], pixels, which)
+            self.parts.append((part, box, inputs, _class_labels(part, model, latent.shape[0], seed)))
 
     def active(self, part: Conditioning, t: "torch.Tensor") -> bool:
         if part.timestep_range is None:
@@ -173,30 +176,47 @@ class _Regions:
         unet = self.model.unet
         out = torch.zeros_like(x)
         weight = torch.zeros_like(x[:, :1])
-        for part, (top, bottom, left, right), (embeds, added) in self.parts:
+        for part, (top, bottom, left, right), (embeds, added), labels in self.parts:
             if not self.active(part, t) or part.strength == 0:
                 continue
             crop = x[:, :, top:bottom, left:right]
-            prediction = unet(crop, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+            prediction = unet(crop, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **labels)[0]
             out[:, :, top:bottom, left:right] += prediction * part.strength
             weight[:, :, top:bottom, left:right] += part.strength
         return torch.where(weight > 0, out / weight.clamp(min=1e-12), out)
 def _control(
     cond: Conditioning, inputs: tuple["torch.Tensor", dict[str, "torch.Tensor"] | None], model: DiffusionModel,
-    latent: "torch.Tensor",
+    latent: "torch.Tensor", seed: int | None = None,
 ) -> Callable[["torch.Tensor", "torch.Tensor"], dict[str, "torch.Tensor"]] | None:
-    """The ControlNet/T2I-Adapter residuals of ``cond``'s control hints, per step (None without hints)."""
+    """The extra UNet inputs of ``cond`` per step: its control hints' ControlNet/T2I-Adapter
+    residuals, and an unCLIP model's class labels (None when there are neither)."""
+    labels = _class_labels(cond, model, latent.shape[0], seed)
     hints = cond.extras.get("control", ())
     if not hints:
-        return None
+        return (lambda x, t: labels) if labels else None
     from nodes.diffusion.impl.controlnet import residual_function
 
     try:
-        return residual_function(
+        residuals = residual_function(
             tuple(hints), inputs[0], inputs[1], tuple(latent.shape), int(model.scheduler_config.get("num_train_timesteps", 1000))
         )
     except ValueError as error:
         raise GuidanceError(str(error)) from None
+    return (lambda x, t: {**residuals(x, t), **labels}) if labels else residuals
+
+
+def _class_labels(cond: Conditioning, model: DiffusionModel, batch: int, seed: int | None) -> dict[str, "torch.Tensor"]:
+    """``{"class_labels": ...}`` for an unCLIP UNet (its image embeddings, impl/unclip.py), else nothing."""
+    from nodes.diffusion.impl import unclip
+
+    if not unclip.takes_images(model):
+        return {}
+    try:
+        labels = unclip.class_labels(cond, model, seed)
+    except ValueError as error:
+        raise GuidanceError(str(error)) from None
+    unet = model.unet
+    return {"class_labels": labels.expand(batch, -1).to(device=unet.device, dtype=unet.dtype)}
 
 
 def _unet_inputs(

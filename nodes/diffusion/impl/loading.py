@@ -160,8 +160,9 @@ def detect_family(state: Mapping[str, Any]) -> str:
         return "sd1"
     # No text encoder: decide from the UNet alone.
     to_k = next((k for k in state if k.startswith(_ldm.UNET) and k.endswith("attn2.to_k.weight")), None)
-    if _ldm.UNET + "label_emb.0.0.weight" in state:
-        # The refiner cross-attends to OpenCLIP-G alone (1280 wide), the base to both encoders.
+    if _ldm.UNET + "label_emb.0.0.weight" in state and (to_k is None or int(state[to_k].shape[1]) != 1024):
+        # The refiner cross-attends to OpenCLIP-G alone (1280 wide), the base to both encoders
+        # (a 1024-wide UNet with a label embedding is SD 2.1 unCLIP).
         return "sdxl_refiner" if to_k is not None and int(state[to_k].shape[1]) == 1280 else "sdxl"
     if to_k is None:
         raise CheckpointError("not a Stable Diffusion checkpoint: no UNet cross-attention weights in the original layout")
@@ -179,6 +180,8 @@ def detect_prediction(state: Mapping[str, Any], family: str) -> str:
         return "v_prediction"
     if family != "sd2":
         return "epsilon"
+    if _ldm.UNET + "label_emb.0.0.weight" in state:
+        return "v_prediction"  # SD 2.1 unCLIP (-h and -l) predicts v
     keys = [k for k in state if k.startswith(_ldm.UNET + "output_blocks.") and k.endswith("transformer_blocks.0.norm1.bias")]
     if not keys:
         return "epsilon"
