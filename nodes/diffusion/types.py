@@ -38,6 +38,9 @@ class DiffusionModel:
     # LoRA adapters (PEFT adapter name, strength) switched on when this model runs; the UNet
     # object is shared with the base model, which runs with none (impl/lora.py).
     adapters: tuple[tuple[str, float], ...] = ()
+    # unCLIP models: the image normaliser's (mean, std), each [1, D], when the model ships one
+    # (diffusers folders); None is the identity, as for published single files (impl/unclip.py).
+    image_stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
 
 
 MODEL = DataType("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration", DiffusionModel)

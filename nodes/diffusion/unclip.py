@@ -28,13 +28,13 @@ class UnCLIPCheckpoint(Node):
     display_name = "Load unCLIP Checkpoint"
     category = "loaders"
     description = (
-        "Loads an SD 2.1 unCLIP checkpoint (a single file in the original layout): its UNet, which also takes "
-        "an image embedding, text encoder and VAE, and the CLIP image encoder stored beside them."
+        "Loads an SD 2.1 unCLIP checkpoint (a single file in the original layout, or a diffusers folder): its "
+        "UNet, which also takes an image embedding, text encoder and VAE, and the CLIP image encoder stored beside them."
     )
 
     checkpoint = FileChoice(
         folder="checkpoints", extensions=MODEL_EXTENSIONS["checkpoints"], default="",
-        tooltip="An unCLIP checkpoint file (e.g. sd21-unclip-h.ckpt) in a checkpoints folder.",
+        tooltip="An unCLIP checkpoint file (e.g. sd21-unclip-h.ckpt) or diffusers folder in a checkpoints folder.",
     )
     dtype = dtype_field()
     prediction = prediction_field()

@@ -52,6 +52,7 @@ class LoadedCheckpoint:
     vision: Any = None
     folder: Path | None = None  # a diffusers folder, for extras such as vae/latent_rgb.json
     pad_token_ids: list[int] = field(default_factory=list)
+    image_stats: tuple[torch.Tensor, torch.Tensor] | None = None  # an unCLIP folder's image normaliser
 
 
 def resolve_dtype(choice: str, device: str) -> torch.dtype:
@@ -487,6 +488,11 @@ def load_folder(
     vision = None
     if (folder / "image_encoder").is_dir() and _class_name(index, "image_encoder"):
         vision = _transformers_model(index, "image_encoder", folder, dtype, device, files)
+    image_stats = None
+    if (folder / "image_normalizer").is_dir() and _class_name(index, "image_normalizer"):
+        from nodes.diffusion.impl.unclip import read_image_stats
+
+        image_stats = read_image_stats(folder / "image_normalizer", files)
 
     return LoadedCheckpoint(
         family=make_family(family, vae.config),
@@ -499,6 +505,7 @@ def load_folder(
         vision=vision,
         folder=folder,
         pad_token_ids=[t.pad_token_id for t in tokenizers],
+        image_stats=image_stats,
     )
 
 

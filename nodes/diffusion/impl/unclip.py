@@ -5,8 +5,9 @@ original's ``label_emb``) that takes, as class labels, an image embedding after 
 augmentation, diffusers' StableUnCLIP way: the embedding is normalised with the
 embedder's statistics, noised to ``noise_level`` on a squared-cosine schedule, put back
 to its own scale, and the sinusoidal embedding of the noise level is appended. Published
-single files carry no statistics (the original kept them out of the state dict), so the
-normalisation is the identity for them, as in ComfyUI and diffusers' converted ViT-H model.
+single files carry no statistics (the original kept them out of the state dict), so for
+them the normalisation is the identity, as in ComfyUI; a diffusers folder's
+``image_normalizer`` holds them, and they are used.
 
 Several images (unCLIPConditioning nodes chained, or a batch of images in one encoding)
 combine as in ComfyUI: each is augmented at its own level and weighted by its strength;
@@ -56,6 +57,8 @@ def class_labels(cond: "Conditioning", model: "DiffusionModel", seed: int | None
     images = cond.extras.get("unclip", ())
     if not images:
         return torch.zeros(1, 2 * width)
+    if model.image_stats is not None and model.image_stats[0].shape[-1] != width:
+        raise ValueError(f"the model's image normaliser is {model.image_stats[0].shape[-1]} wide, its UNet takes {width}")
     generator_seed = (seed if seed is not None else 0) + SEED_OFFSET
     parts = []
     for image in images:
@@ -64,25 +67,44 @@ def class_labels(cond: "Conditioning", model: "DiffusionModel", seed: int | None
             raise ValueError(f"the image embedding is {embeds.shape[-1]} wide; this unCLIP model takes {width} "
                              "(use the CLIP vision model of its own checkpoint)")
         for row in embeds:
-            parts.append(augment(row[None], noise_level(image.noise_augmentation), generator_seed) * image.strength)
+            level = noise_level(image.noise_augmentation)
+            parts.append(augment(row[None], level, generator_seed, model.image_stats) * image.strength)
     if len(parts) == 1:
         return parts[0]
     summed = torch.stack(parts).sum(0)
-    return augment(summed[:, :width], noise_level(MERGE_AUGMENTATION), generator_seed)
+    return augment(summed[:, :width], noise_level(MERGE_AUGMENTATION), generator_seed, model.image_stats)
+
+
+def read_image_stats(folder: Any, files: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mean, std) of a diffusers unCLIP folder's ``image_normalizer`` (StableUnCLIPImageNormalizer)."""
+    from nodes.diffusion.impl.ldm import CheckpointError
+    from nodes.diffusion.impl.loading import _folder_weights
+
+    weights = _folder_weights(folder, files)
+    mean, std = weights.get("mean"), weights.get("std")
+    if mean is None or std is None or mean.ndim != 2 or mean.shape[0] != 1 or mean.shape != std.shape:
+        raise CheckpointError(f"{folder.name}/: expected 'mean' and 'std' weights of shape [1, width]")
+    if not bool((std != 0).all()):
+        raise CheckpointError(f"{folder.name}/: the image normaliser's std has zeros")
+    return mean.float(), std.float()
 
 
 def noise_level(augmentation: float) -> int:
     return round((NOISE_STEPS - 1) * float(augmentation))
 
 
-def augment(embeds: torch.Tensor, level: int, seed: int) -> torch.Tensor:
-    """[N, D] -> [N, 2D]: noised to ``level`` (the normalisation being the identity) and the
-    level's sinusoidal embedding appended (diffusers' StableUnCLIP noise_image_embeddings)."""
+def augment(embeds: torch.Tensor, level: int, seed: int,
+            stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """[N, D] -> [N, 2D]: normalised with ``stats`` (mean, std; None: as it is), noised to
+    ``level``, put back to its own scale, and the level's sinusoidal embedding appended
+    (diffusers' StableUnCLIP noise_image_embeddings)."""
     from diffusers.models.embeddings import get_timestep_embedding
 
+    mean, std = stats if stats is not None else (torch.zeros(1), torch.ones(1))
+    mean, std = mean.float().cpu(), std.float().cpu()
     noise = torch.randn(embeds.shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=embeds.dtype)
     levels = torch.full((embeds.shape[0],), level, dtype=torch.long)
-    noised = _schedule().add_noise(embeds, noise, levels)
+    noised = _schedule().add_noise((embeds - mean) / std, noise, levels) * std + mean
     level_embedding = get_timestep_embedding(levels, embeds.shape[-1], flip_sin_to_cos=True, downscale_freq_shift=0)
     return torch.cat([noised, level_embedding.to(noised.dtype)], dim=1)
 

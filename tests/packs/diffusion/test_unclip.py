@@ -255,3 +255,62 @@ def test_an_embedding_of_the_wrong_width_is_refused_when_sampling(unclip_file, t
     cond = UnCLIPConditioning().run(RunContext(), text, wide, 1.0, 0.0)
     with pytest.raises(GuidanceError, match="40 wide; this unCLIP model takes 32"):
         Guider(parts["model"], cond).bind(torch.zeros(1, 4, 16, 16))
+
+
+def test_a_diffusers_unclip_folder_uses_its_image_normaliser_as_the_pipeline_does(unclip_dir, photo_dir, tmp_path):
+    """diffusers folders keep the embedder's statistics (image_normalizer); with them the
+    graph still equals the pipeline, and they change the image."""
+    import shutil
+
+    import torch
+    from diffusers import StableUnCLIPImg2ImgPipeline
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+
+    folder = tmp_path / "models" / "unclip-stats"
+    shutil.copytree(unclip_dir, folder)
+    normaliser = StableUnCLIPImageNormalizer(embedding_dim=EMBED_DIM)
+    generator = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        normaliser.mean.copy_(torch.randn(1, EMBED_DIM, generator=generator) * 0.5)
+        normaliser.std.copy_(torch.rand(1, EMBED_DIM, generator=generator) + 0.5)
+    normaliser.save_pretrained(folder / "image_normalizer")
+    pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(folder, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+
+    flow = api.open(FIXTURES / "comfyui" / "unclip_ui_v04.json", device="cpu")
+    flow.set("1.checkpoint", "unclip-stats").set("6.noise_augmentation", 0.5)
+    settings = RunSettings(model_folders={"checkpoints": [folder.parent]})
+    ours = flow.run(output_dir=tmp_path, input_dir=photo_dir, settings=settings).outputs["10"]["images"].numpy()
+    assert np.abs(ours - _reference(pipe, photo_dir, noise_level=500)).max() <= TOLERANCE
+    shutil.rmtree(folder / "image_normalizer")  # without statistics: the identity
+    plain = flow.run(output_dir=tmp_path, input_dir=photo_dir, settings=settings).outputs["10"]["images"].numpy()
+    assert np.abs(plain - ours).max() > 1e-3
+
+
+def test_an_api_workflow_with_the_plain_checkpoint_loader_and_a_clip_vision_file_runs_the_same(
+    unclip_file, pipe, photo_dir, tmp_path
+):
+    """Many workflows load the unCLIP model with CheckpointLoaderSimple and the image encoder
+    from clip_vision; with the same encoder weights that is the same image."""
+    build_tiny_vision(tmp_path / "clip_vision" / "vit-tiny.safetensors")  # the weights inside the checkpoint
+    data = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": unclip_file.name}},
+        "2": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "vit-tiny.safetensors"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+        "4": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["2", 0], "image": ["3", 0], "crop": "none"}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": PROMPT}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": NEGATIVE}},
+        "7": {"class_type": "unCLIPConditioning", "inputs": {
+            "conditioning": ["5", 0], "clip_vision_output": ["4", 0], "strength": 1.0, "noise_augmentation": 0.25}},
+        "8": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}},
+        "9": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["7", 0], "negative": ["6", 0], "latent_image": ["8", 0], "seed": SEED,
+            "steps": 4, "cfg": 7.5, "sampler_name": "ddim", "scheduler": "normal", "denoise": 1.0}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
+        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+    }
+    flow = api.from_dict(data, device="cpu")
+    assert flow.graph.nodes["4"].values["crop"] == "none" and flow.graph.nodes["2"].type == "CLIPVisionLoader"
+    settings = RunSettings(model_folders={"checkpoints": [unclip_file.parent], "clip_vision": [tmp_path / "clip_vision"]})
+    ours = flow.run(output_dir=tmp_path, input_dir=photo_dir, settings=settings).outputs["11"]["images"].numpy()
+    assert np.abs(ours - _reference(pipe, photo_dir, noise_level=250)).max() <= TOLERANCE
