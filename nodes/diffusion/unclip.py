@@ -85,7 +85,8 @@ class UnCLIPConditioning(Node):
     description = (
         "Attaches image embeddings to a conditioning, for unCLIP models: the image steers the result besides "
         "the prompt. Chain several to mix images, each with its strength. Noise augmentation blurs what the "
-        "embedding says, for looser variations."
+        "embedding says, for looser variations. With SDXL the embedding (of a CLIP-G vision model) takes the "
+        "place of the pooled prompt embedding (\"Revision\"); other models ignore it."
     )
 
     conditioning = Socket(CONDITIONING)

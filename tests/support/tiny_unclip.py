@@ -35,14 +35,14 @@ VISION_PATCH = 8
 EMBED_DIM = 32  # the image embedding's width; the UNet's class input is twice it
 
 
-def tiny_vision_model(seed: int = 11) -> Any:
+def tiny_vision_model(seed: int = 11, projection_dim: int = EMBED_DIM) -> Any:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     torch.manual_seed(seed)
     model = CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=VISION_HIDDEN, intermediate_size=2 * VISION_HIDDEN, num_hidden_layers=VISION_LAYERS,
         num_attention_heads=VISION_HIDDEN // 64, image_size=VISION_IMAGE, patch_size=VISION_PATCH,
-        projection_dim=EMBED_DIM, hidden_act="gelu", layer_norm_eps=1e-5,
+        projection_dim=projection_dim, hidden_act="gelu", layer_norm_eps=1e-5,
     ))
     with torch.no_grad():  # trained layer norms are not exactly 1 and 0
         for module in model.modules():

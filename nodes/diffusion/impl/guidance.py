@@ -56,7 +56,7 @@ class Guider:  # GUIDER
         if self.positive.regional or (self.uses_uncond and self.negative.regional):
             return _tapped(self._bind_regional(latent, tap, seed), tap, self.uses_uncond)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
-        positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive")
+        positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive", seed)
         control_pos = _control(self.positive, positive, self.model, latent, seed)
         if not self.uses_uncond:
             embeds, added = positive
@@ -67,7 +67,7 @@ class Guider:  # GUIDER
 
             return _tapped(denoise, tap, False)
 
-        negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative")
+        negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative", seed)
         control_neg = _control(self.negative, negative, self.model, latent, seed)
         scale, rescale = self.scale, self.rescale
 
@@ -159,7 +159,7 @@ class _Regions:
                 top, left = min(y // factor, height - 1), min(x // factor, width - 1)
                 box = (top, min(height, top + max(1, h // factor)), left, min(width, left + max(1, w // factor)))
             pixels = ((box[1] - box[0]) * factor, (box[3] - box[2]) * factor)
-            inputs = _unet_inputs(part, model, latent.shape[0], pixels, which)
+            inputs = _unet_inputs(part, model, latent.shape[0], pixels, which, seed)
             self.parts.append((part, box, inputs, _class_labels(part, model, latent.shape[0], seed)))
 
     def active(self, part: Conditioning, t: "torch.Tensor") -> bool:
@@ -220,9 +220,11 @@ def _class_labels(cond: Conditioning, model: DiffusionModel, batch: int, seed: i
 
 
 def _unet_inputs(
-    cond: Conditioning, model: DiffusionModel, batch: int, pixel_size: tuple[int, int], which: str
+    cond: Conditioning, model: DiffusionModel, batch: int, pixel_size: tuple[int, int], which: str,
+    seed: int | None = None,
 ) -> tuple["torch.Tensor", dict[str, "torch.Tensor"] | None]:
-    """Hidden states and SDXL's added conditions for ``cond``, broadcast to ``batch``."""
+    """Hidden states and SDXL's added conditions for ``cond``, broadcast to ``batch`` (the
+    pooled embedding replaced by an image's where ``cond`` carries one, impl/unclip.py)."""
     import torch
 
     unet = model.unet
@@ -231,7 +233,8 @@ def _unet_inputs(
         return embeds, None
     if cond.pooled is None:
         raise GuidanceError(f"the {which} conditioning has no pooled text embedding, which {model.family.name} models need")
-    pooled = _broadcast(cond.pooled, batch, which).to(device=unet.device, dtype=unet.dtype)
+    pooled = _image_pooled(cond, cond.pooled, seed)
+    pooled = _broadcast(pooled, batch, which).to(device=unet.device, dtype=unet.dtype)
     time_ids = cond.extras.get("time_ids")
     if time_ids is None:  # original size, crop top-left, target size: the plain full-image case
         height, width = pixel_size
@@ -243,6 +246,16 @@ def _unet_inputs(
     time_ids = time_ids.reshape(-1, time_ids.shape[-1])  # 6 values per image; 5 for the SDXL refiner
     time_ids = _broadcast(time_ids, batch, which).to(device=unet.device, dtype=unet.dtype)
     return embeds, {"text_embeds": pooled, "time_ids": time_ids}
+
+
+def _image_pooled(cond: Conditioning, pooled: "torch.Tensor", seed: int | None) -> "torch.Tensor":
+    from nodes.diffusion.impl import unclip
+
+    try:
+        image = unclip.pooled_embeds(cond, pooled.shape[-1], seed)
+    except ValueError as error:
+        raise GuidanceError(str(error)) from None
+    return pooled if image is None else image
 
 
 def _broadcast(tensor: "torch.Tensor", batch: int, which: str) -> "torch.Tensor":

@@ -13,7 +13,9 @@ Several images (unCLIPConditioning nodes chained, or a batch of images in one en
 combine as in ComfyUI: each is augmented at its own level and weighted by its strength;
 with more than one, the weighted embeddings are summed and augmented once more at level
 ``MERGE_AUGMENTATION``. A conditioning without images gets zeros, as the pipelines'
-unconditional half does. The noise is drawn from a CPU generator seeded with the
+unconditional half does. SDXL models take no class labels; there, as in ComfyUI
+("Revision"), the augmented embedding replaces the pooled text embedding (merge level 0).
+The noise is drawn from a CPU generator seeded with the
 sampler's seed minus 10 (ComfyUI's choice; its merge step draws unseeded noise, here it
 is seeded too so runs repeat).
 """
@@ -59,20 +61,36 @@ def class_labels(cond: "Conditioning", model: "DiffusionModel", seed: int | None
         return torch.zeros(1, 2 * width)
     if model.image_stats is not None and model.image_stats[0].shape[-1] != width:
         raise ValueError(f"the model's image normaliser is {model.image_stats[0].shape[-1]} wide, its UNet takes {width}")
+    return combined(images, width, seed, MERGE_AUGMENTATION, model.image_stats, "this unCLIP model")
+
+
+def pooled_embeds(cond: "Conditioning", width: int, seed: int | None) -> torch.Tensor | None:
+    """SDXL with image embeddings ("Revision", as ComfyUI does it): the augmented image
+    embedding [1, width] in place of the pooled text embedding; None without images."""
+    images = cond.extras.get("unclip", ())
+    if not images:
+        return None
+    return combined(images, width, seed, 0.0, None, "the SDXL pooled embedding")[:, :width]
+
+
+def combined(images: tuple[UnclipImage, ...], width: int, seed: int | None, merge: float,
+             stats: tuple[torch.Tensor, torch.Tensor] | None, taker: str) -> torch.Tensor:
+    """Each image of ``images`` augmented at its level and weighted by its strength; more
+    than one: the weighted sum's embedding part augmented again at level ``merge``."""
     generator_seed = (seed if seed is not None else 0) + SEED_OFFSET
     parts = []
     for image in images:
         embeds = image.image_embeds.float().cpu()
         if embeds.ndim != 2 or embeds.shape[-1] != width:
-            raise ValueError(f"the image embedding is {embeds.shape[-1]} wide; this unCLIP model takes {width} "
-                             "(use the CLIP vision model of its own checkpoint)")
+            raise ValueError(f"the image embedding is {embeds.shape[-1]} wide; {taker} takes {width} "
+                             "(use the CLIP vision model made for it)")
         for row in embeds:
             level = noise_level(image.noise_augmentation)
-            parts.append(augment(row[None], level, generator_seed, model.image_stats) * image.strength)
+            parts.append(augment(row[None], level, generator_seed, stats) * image.strength)
     if len(parts) == 1:
         return parts[0]
     summed = torch.stack(parts).sum(0)
-    return augment(summed[:, :width], noise_level(MERGE_AUGMENTATION), generator_seed, model.image_stats)
+    return augment(summed[:, :width], noise_level(merge), generator_seed, stats)
 
 
 def read_image_stats(folder: Any, files: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -314,3 +314,66 @@ def test_an_api_workflow_with_the_plain_checkpoint_loader_and_a_clip_vision_file
     settings = RunSettings(model_folders={"checkpoints": [unclip_file.parent], "clip_vision": [tmp_path / "clip_vision"]})
     ours = flow.run(output_dir=tmp_path, input_dir=photo_dir, settings=settings).outputs["11"]["images"].numpy()
     assert np.abs(ours - _reference(pipe, photo_dir, noise_level=250)).max() <= TOLERANCE
+
+
+def test_sdxl_takes_the_image_embedding_in_place_of_the_pooled_prompt_embedding(tmp_path_factory):
+    """ComfyUI's "Revision": with SDXL, unCLIPConditioning's augmented embedding (merge level
+    0) is the pooled embedding the UNet gets; the negative keeps its text one."""
+    import torch
+
+    from nodes.diffusion.impl.guidance import Guider
+    from nodes.diffusion.impl.unclip import augment
+    from nodes.diffusion.loaders import Checkpoint
+    from nodes.diffusion.text import TextEncoder
+    from nodes.diffusion.types import VisionOutput
+    from nodes.diffusion.unclip import UnCLIPConditioning
+    from tests.support.tiny_models import TEXT2_HIDDEN, shared_tiny_sdxl
+
+    sdxl = shared_tiny_sdxl(tmp_path_factory)
+    parts = Checkpoint().run(_ctx(checkpoints=sdxl.parent), sdxl.name, "auto", "auto")
+    text = TextEncoder().run(RunContext(), parts["clip"], PROMPT, 1)
+    negative = TextEncoder().run(RunContext(), parts["clip"], NEGATIVE, 1)
+    vision = tiny_vision_model(projection_dim=TEXT2_HIDDEN)
+    with torch.no_grad():
+        embeds = [vision(pixel_values=torch.rand(1, 3, VISION_IMAGE, VISION_IMAGE, generator=torch.Generator().manual_seed(i))).image_embeds
+                  for i in (1, 2)]
+    outputs = [VisionOutput(e, torch.zeros(1, 5, 8), torch.zeros(1, 5, 8)) for e in embeds]
+    cond = UnCLIPConditioning().run(RunContext(), text, outputs[0], 0.8, 0.2)
+    cond = UnCLIPConditioning().run(RunContext(), cond, outputs[1], 0.6, 0.0)
+
+    seen = []
+    unet = parts["model"].unet
+    original = unet.forward
+    unet.forward = lambda *a, **k: seen.append(k["added_cond_kwargs"]["text_embeds"]) or original(*a, **k)
+    try:
+        x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+        Guider(parts["model"], cond, negative, 4.0).bind(x, seed=SEED)(x, torch.tensor(500))
+    finally:
+        del unet.forward
+    first = augment(embeds[0], 200, SEED - 10) * 0.8
+    second = augment(embeds[1], 0, SEED - 10) * 0.6
+    expected = augment((first + second)[:, :TEXT2_HIDDEN], 0, SEED - 10)[:, :TEXT2_HIDDEN]
+    pooled = seen[0]
+    assert torch.allclose(pooled[1], expected[0], atol=1e-6)
+    assert torch.allclose(pooled[0], negative.pooled[0], atol=1e-6)
+
+
+def test_a_model_without_image_inputs_ignores_unclip_conditioning_as_comfyui_does(tmp_path_factory):
+    """e.g. a second pass with a plain SD model reusing the unCLIP pass's conditioning."""
+    import torch
+
+    from nodes.diffusion.impl.guidance import Guider
+    from nodes.diffusion.loaders import Checkpoint
+    from nodes.diffusion.text import TextEncoder
+    from nodes.diffusion.types import VisionOutput
+    from nodes.diffusion.unclip import UnCLIPConditioning
+    from tests.support.tiny_models import shared_tiny_sd
+
+    sd = shared_tiny_sd(tmp_path_factory)
+    parts = Checkpoint().run(_ctx(checkpoints=sd.parent), sd.name, "auto", "auto")
+    text = TextEncoder().run(RunContext(), parts["clip"], PROMPT, 1)
+    image = VisionOutput(torch.ones(1, 7), torch.zeros(1, 5, 8), torch.zeros(1, 5, 8))
+    with_image = UnCLIPConditioning().run(RunContext(), text, image, 1.0, 0.0)
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor(500)
+    assert torch.equal(Guider(parts["model"], with_image).bind(x, seed=1)(x, t), Guider(parts["model"], text).bind(x)(x, t))
