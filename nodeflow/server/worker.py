@@ -229,15 +229,16 @@ class Worker(threading.Thread):
         return self._end(job, reporter, DONE, outputs, {}, None, {})
 
     def _run_on_ray(self, job: Job, workflow: Any, reporter: Any) -> None:
-        """A job on this worker's Ray actor: the files come back as bytes and are written here.
-        Node events are sent when the job is back (the actor's steps do not stream)."""
+        """A job on this worker's Ray actor: nodes starting and every step stream live; the
+        files come back as bytes with the outcome and are written here, and each node's
+        ``node.finished`` (with its files) is sent then."""
         from nodeflow.sweep.ray_backend import run_job
 
         with self._lock:
             self._on_actor = True
             cancelled_early = self._cancelling.is_set()
         try:
-            outcome = run_job(self.pool, self.actor, job.workflow) if not cancelled_early else None
+            outcome = run_job(self.pool, self.actor, job.workflow, reporter) if not cancelled_early else None
         finally:
             with self._lock:
                 self._on_actor = False
