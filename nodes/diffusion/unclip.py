@@ -15,18 +15,17 @@ from typing import Any
 from nodeflow import FileChoice, Float, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
-from nodes.diffusion.loaders import (
-    Checkpoint, _field_options, _model_facts, _model_file_problems, _model_fingerprint, dtype_field, prediction_field,
-)
+from nodes.diffusion.loaders import Checkpoint
 from nodes.diffusion.types import CLIP, CLIP_VISION, CLIP_VISION_OUTPUT, CONDITIONING, MODEL, VAE, Conditioning, VisionOutput
 
 EMBEDDED_VISION = "embedder.model.visual."  # where SD 2.1 unCLIP files keep their image encoder
 
 
-class UnCLIPCheckpoint(Node):
+class UnCLIPCheckpoint(Checkpoint):
+    """Checkpoint's fields and loading, plus the image encoder the file carries."""
+
     type = "UnCLIPCheckpoint"
     display_name = "Load unCLIP Checkpoint"
-    category = "loaders"
     description = (
         "Loads an SD 2.1 unCLIP checkpoint (a single file in the original layout, or a diffusers folder): its "
         "UNet, which also takes an image embedding, text encoder and VAE, and the CLIP image encoder stored beside them."
@@ -36,12 +35,6 @@ class UnCLIPCheckpoint(Node):
         folder="checkpoints", extensions=MODEL_EXTENSIONS["checkpoints"], default="",
         tooltip="An unCLIP checkpoint file (e.g. sd21-unclip-h.ckpt) or diffusers folder in a checkpoints folder.",
     )
-    dtype = dtype_field()
-    prediction = prediction_field()
-    field_options = classmethod(_field_options)
-    fingerprint = classmethod(_model_fingerprint)
-    check_host = classmethod(_model_file_problems)
-    output_facts = classmethod(_model_facts)
     outputs = (
         Output("model", MODEL, "The denoising UNet (it takes image embeddings) and its noise schedule"),
         Output("clip", CLIP, "Tokenizer and text encoder"),
@@ -57,7 +50,7 @@ class UnCLIPCheckpoint(Node):
         from nodes.diffusion.impl.loading import resolve_dtype
         from nodes.diffusion.impl.paths import model_files, resolve_model_path
 
-        loaded = Checkpoint().run(ctx, checkpoint, dtype, prediction)
+        loaded = super().run(ctx, checkpoint, dtype, prediction)
         path = resolve_model_path(checkpoint, "checkpoints", ctx.settings)
         if not unclip.takes_images(loaded["model"]):
             raise NodeError(f"{path.name} is not an unCLIP checkpoint: its UNet takes no image embedding "

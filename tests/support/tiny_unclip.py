@@ -18,14 +18,14 @@ loaders that read the architecture from the weights can rebuild them.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tests.support.tiny_models import (
-    SAMPLE_SIZE, SCHEDULER_CONFIG, TEXT2_HIDDEN, UNET_CHANNELS, _text_encoder, _vae, save_single_file,
+    _SHARED, SAMPLE_SIZE, SCHEDULER_CONFIG, TEXT2_HIDDEN, UNET_CHANNELS, _text_encoder, _vae, open_clip_state,
+    save_single_file,
 )
 
 VISION_HIDDEN = 128  # two 64-wide heads
@@ -71,8 +71,6 @@ def build_tiny_vision(out_file: Path | str, layout: str = "transformers", seed: 
     return out_file
 
 
-_LAYER_TO_OPEN_CLIP = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
-                       "self_attn.out_proj": "attn.out_proj"}
 _TOP_TO_OPEN_CLIP = {
     "vision_model.embeddings.class_embedding": "class_embedding",
     "vision_model.embeddings.patch_embedding.weight": "conv1.weight",
@@ -83,25 +81,12 @@ _TOP_TO_OPEN_CLIP = {
 
 
 def open_clip_vision_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A transformers CLIP vision state dict in OpenCLIP's visual-tower names."""
-    out: dict[str, torch.Tensor] = {}
-    fused: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        if key in _TOP_TO_OPEN_CLIP:
-            out[_TOP_TO_OPEN_CLIP[key]] = value
-        elif key == "visual_projection.weight":
-            out["proj"] = value.T.contiguous()
-        elif m := re.match(r"vision_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key):
-            fused.setdefault(f"transformer.resblocks.{m[1]}.attn.in_proj_{m[3]}", {})[m[2]] = value
-        elif m := re.match(r"vision_model\.encoder\.layers\.(\d+)\.(.*)", key):
-            rest = m[2]
-            for new, old in _LAYER_TO_OPEN_CLIP.items():
-                rest = rest.replace(new, old)
-            out[f"transformer.resblocks.{m[1]}.{rest}"] = value
-        elif not key.endswith("position_ids"):
-            raise KeyError(f"no OpenCLIP name for {key!r}")
-    for name, parts in fused.items():
-        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    """A transformers CLIP vision state dict in OpenCLIP's visual-tower names (the layers
+    renamed as the text tower's are)."""
+    out = {name: state[key] for key, name in _TOP_TO_OPEN_CLIP.items()}
+    out["proj"] = state["visual_projection.weight"].T.contiguous()
+    layers = {k.removeprefix("vision_model."): v for k, v in state.items() if k.startswith("vision_model.encoder.")}
+    out.update(open_clip_state(layers))
     return out
 
 
@@ -171,9 +156,6 @@ def save_unclip_single_file(diffusers_dir: Path | str, out_file: Path | str) -> 
         state["embedder.model.visual." + key] = value
     save_file({k: v.contiguous() for k, v in state.items()}, out_file)
     return out_file
-
-
-_SHARED: dict[str, Path] = {}
 
 
 def shared_tiny_unclip(tmp_path_factory: Any) -> Path:
