@@ -74,7 +74,7 @@ class WorkerActor:
         self.runners: OrderedDict[str, Any] = OrderedDict()
 
     def run(self, document: dict, point: Point, models: Sequence[ModelFile],
-            on_event: Callable[[Any], None] | None = None) -> PointOutcome:
+            on_event: Callable[[Any], None] | None = None, keep_unsaved: bool = False) -> PointOutcome:
         from nodeflow.sweep.worker import PointRunner
 
         key = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
@@ -83,11 +83,12 @@ class WorkerActor:
         self.runners[key] = runner
         while len(self.runners) > KEPT_WORKFLOWS:
             self.runners.popitem(last=False)[1].close()
-        return runner.run(point, models, on_event)
+        return runner.run(point, models, on_event, keep_unsaved)
 
     def run_streaming(self, document: dict, point: Point, models: Sequence[ModelFile]) -> Iterator[Any]:
-        """:meth:`run`, yielding its live events (:data:`LIVE_EVENTS`, previews left out) as
-        they happen and then the :class:`PointOutcome` (a Ray streaming generator)."""
+        """:meth:`run` for a server job, yielding its live events (:data:`LIVE_EVENTS`, step
+        previews left out) as they happen and then the :class:`PointOutcome`, with the images
+        the job showed but saved nowhere (a Ray streaming generator)."""
         events: queue.Queue[Any] = queue.Queue()
         done = object()
         result: list[Any] = []
@@ -95,7 +96,8 @@ class WorkerActor:
         def work() -> None:
             try:
                 result.append(self.run(document, point, models,
-                                       lambda event: events.put(event) if isinstance(event, LIVE_EVENTS) else None))
+                                       lambda event: events.put(event) if isinstance(event, LIVE_EVENTS) else None,
+                                       keep_unsaved=True))
             except BaseException as exc:  # re-raised below, in the actor's own call
                 result.append(exc)
             finally:

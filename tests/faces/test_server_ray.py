@@ -21,14 +21,23 @@ def ray_address():
     ray.shutdown()
 
 
+def previewed(workflow: dict) -> dict:
+    """``workflow`` showing its image in a Preview Image node instead of saving it."""
+    for node in workflow["nodes"]:
+        if node["type"] == "SaveImage":
+            node.update(type="PreviewImage", values={})
+    return workflow
+
+
 def run_all(server: Server) -> tuple[list[bytes], list[bytes], dict]:
-    """Three jobs (two native, one ComfyUI) and a 4-point sweep; their images' bytes."""
+    """Four jobs (two native, one ComfyUI, one that only previews its image) and a 4-point
+    sweep; their images' bytes."""
     bodies = [{"workflow": default_workflow(steps=3, seed=1)}, {"workflow": comfy_prompt(steps=3, seed=2)},
-              {"workflow": default_workflow(steps=3, seed=3)}]
+              {"workflow": default_workflow(steps=3, seed=3)}, {"workflow": previewed(default_workflow(steps=3, seed=4))}]
     ids = [server.post("/v1/jobs", json=body).json()["id"] for body in bodies]
     sweep = server.post("/v1/sweeps", json={"workflow": default_workflow(steps=3), "vary": {"5.seed": "1..4"}}).json()
     jobs = [server.wait_job(job_id) for job_id in ids]
-    assert [job["status"] for job in jobs] == ["done"] * 3, jobs
+    assert [job["status"] for job in jobs] == ["done"] * 4, jobs
     images = []
     for job in jobs:
         (output,) = job["outputs"].values()
