@@ -377,3 +377,34 @@ def test_a_model_without_image_inputs_ignores_unclip_conditioning_as_comfyui_doe
     x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
     t = torch.tensor(500)
     assert torch.equal(Guider(parts["model"], with_image).bind(x, seed=1)(x, t), Guider(parts["model"], text).bind(x)(x, t))
+
+
+def test_stacked_conditionings_each_give_the_unet_their_own_image(unclip_file, photo_dir):
+    """ConditioningStack (ComfyUI's Conditioning Combine) predicts each part on its own:
+    each with its own image's class labels, a part without one with zeros."""
+    import torch
+
+    from nodes.diffusion.clip_vision import CLIPVisionEncode
+    from nodes.diffusion.conditioning import ConditioningStack
+    from nodes.diffusion.impl.guidance import Guider
+    from nodes.diffusion.impl.unclip import augment
+    from nodes.diffusion.text import TextEncoder
+    from nodes.diffusion.unclip import UnCLIPCheckpoint, UnCLIPConditioning
+
+    parts = UnCLIPCheckpoint().run(_ctx(checkpoints=unclip_file.parent), unclip_file.name, "auto", "auto")
+    embeds = CLIPVisionEncode().run(RunContext(), parts["clip_vision"], _image_tensor(photo_dir, "photo.png"), "center")
+    text = TextEncoder().run(RunContext(), parts["clip"], PROMPT, 1)
+    stacked = ConditioningStack().run(RunContext(), UnCLIPConditioning().run(RunContext(), text, embeds, 0.9, 0.0), text)
+
+    seen = []
+    unet = parts["model"].unet
+    original = unet.forward
+    unet.forward = lambda *a, **k: seen.append(k.get("class_labels")) or original(*a, **k)
+    try:
+        x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+        Guider(parts["model"], stacked).bind(x, seed=7)(x, torch.tensor(500))
+    finally:
+        del unet.forward
+    assert len(seen) == 2
+    assert torch.allclose(seen[0], augment(embeds.image_embeds, 0, 7 - 10) * 0.9, atol=1e-6)
+    assert torch.equal(seen[1], torch.zeros(1, 2 * EMBED_DIM))
