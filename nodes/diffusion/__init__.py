@@ -9,6 +9,7 @@ no torch: the nodes import it when they run.
 
 from nodeflow import Pack
 from nodes.diffusion.clip_similarity import CLIPSimilarity
+from nodes.diffusion.clip_vision import CLIPVisionEncode, CLIPVisionLoader
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
 from nodes.diffusion.conditioning import (
     ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningSetArea, ConditioningSetTimestepRange,
@@ -34,6 +35,7 @@ from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Samp
 from nodes.diffusion.sigmas import AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, SplitSigmas
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
+from nodes.diffusion.unclip import UnCLIPCheckpoint, UnCLIPConditioning
 from nodes.diffusion.types import DATA_TYPES
 from nodes.diffusion.upscale import ImageUpscaleWithModel, UpscaleModelLoader
 from nodes.diffusion.vae import VAEDecode, VAEEncode
@@ -58,6 +60,8 @@ PACK = Pack(
         # Regions, schedules and merges (issue 11).
         ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
         SplitSigmas, ModelMergeBlocks, ModelMergeSDXL, ModelSamplingEDM,
+        # unCLIP and CLIP vision (issue 11).
+        CLIPVisionLoader, CLIPVisionEncode, UnCLIPCheckpoint, UnCLIPConditioning,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -879,15 +879,24 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
     "ImageUpscaleWithModel": Mapping(
         (), _one_to_one("ImageUpscaleWithModel", {"upscale_model": "upscale_model", "image": "image"}, {}, ("image",)),
         ("ImageUpscaleWithModel",)),
+    "CLIPVisionLoader": Mapping(("clip_name",), _one_to_one("CLIPVisionLoader", {}, {"clip_name": "clip_name"},
+                                                            ("clip_vision",)), ("CLIPVisionLoader",)),
+    "CLIPVisionEncode": Mapping(
+        ("crop",), _one_to_one("CLIPVisionEncode", {"clip_vision": "clip_vision", "image": "image"}, {"crop": "crop"},
+                               ("clip_vision_output",)), ("CLIPVisionEncode",)),
+    "unCLIPCheckpointLoader": Mapping(
+        ("ckpt_name",), _one_to_one("UnCLIPCheckpoint", {}, {"ckpt_name": "checkpoint"},
+                                    ("model", "clip", "vae", "clip_vision")), ("UnCLIPCheckpoint",)),
+    "unCLIPConditioning": Mapping(
+        ("strength", "noise_augmentation"),
+        _one_to_one("UnCLIPConditioning", {"conditioning": "conditioning", "clip_vision_output": "clip_vision_output"},
+                    {"strength": "strength", "noise_augmentation": "noise_augmentation"}, ("conditioning",)),
+        ("UnCLIPConditioning",)),
 }
 MAPPINGS.update(MODEL_MAPPINGS)
 REFUSED.update({
     "SetUnionControlNetType": "ControlNet Union (ProMax) models are not supported: nodeflow loads ControlNets as "
     "diffusers ControlNetModel, which has no control-type input",
-    "unCLIPCheckpointLoader": "unCLIP checkpoints (SD 2.1 unCLIP) are not supported yet",
-    "CLIPVisionLoader": "CLIP vision models are not supported yet; nodeflow has no node that uses image embeddings",
-    "CLIPVisionEncode": "CLIP vision encoding is not supported yet (no unCLIP or style-model nodes use it)",
-    "unCLIPConditioning": "unCLIP conditioning is not supported yet (needs an unCLIP checkpoint)",
     "GLIGENLoader": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
     "GLIGENTextBoxApply": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
     "StyleModelLoader": "T2I style models are not supported: diffusers has no class for them",

@@ -43,6 +43,9 @@ class DiffusionModel:
     # 50-step grid and boundary condition); "edm" continuous EDM sampling (ModelSamplingEDM,
     # impl/edm.py), its config then an EDM scheduler's.
     sampling: str = ""
+    # unCLIP models: the image normaliser's (mean, std), each [1, D], when the model ships one
+    # (diffusers folders); None is the identity, as for published single files (impl/unclip.py).
+    image_stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
 
 
 MODEL = DataType("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration", DiffusionModel)
@@ -198,4 +201,32 @@ MASK = DataType("MASK", (120, 200, 120), "A batch of masks, one value in [0, 1] 
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL, SIGMAS)
+@dataclass
+class VisionModel:
+    """A CLIP image encoder (transformers CLIPVisionModelWithProjection) and the pixels it
+    was trained on: square images of ``image_size``, normalised with ``mean``/``std``."""
+
+    model: Any
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str = ""
+
+
+CLIP_VISION = DataType("CLIP_VISION", (160, 200, 255), "A CLIP image encoder", VisionModel)
+
+
+@dataclass
+class VisionOutput:
+    """What a CLIP image encoder says about a batch of images."""
+
+    image_embeds: "torch.Tensor"  # [B, projection_dim]: the projected embedding (unCLIP's input)
+    penultimate_hidden_states: "torch.Tensor"  # [B, tokens, hidden]: the second-to-last layer's output
+    last_hidden_state: "torch.Tensor"  # [B, tokens, hidden]
+
+
+CLIP_VISION_OUTPUT = DataType("CLIP_VISION_OUTPUT", (120, 170, 230), "CLIP image embeddings of a batch of images",
+                              VisionOutput)
+
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL,
+              CLIP_VISION, CLIP_VISION_OUTPUT, SIGMAS)
