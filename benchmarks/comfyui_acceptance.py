@@ -21,7 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 UNSUPPORTED = re.compile(r"unsupported node types: (.*?)(?:\. unsupported values: |$)", re.S)
-TYPE_ENTRY = re.compile(r"(?:^|; )(.+?) \(nodes? [^)]*\)")
+# "Type (node 3)" or "Type (nodes 3, 4): reason"; a reason may itself hold "; ", a type name parentheses
+TYPE_ENTRY = re.compile(r"(?:^|; )([^;]+?) \(nodes? [\w:., -]+\)")
 VALUE_ENTRY = re.compile(r"node [^ ]+ \(([^)]+)\): ([^;]+)")
 UI_ONLY = {"Reroute", "Note", "MarkdownNote", "PrimitiveNode"}
 

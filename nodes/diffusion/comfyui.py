@@ -409,6 +409,8 @@ def _sampler_values(b: Builder, c: ComfyNode, values: dict[str, Any], steps_inpu
     b.value(c, "sampler_name", values, "sampler", _sampler_name)
     b.value(c, "scheduler", values, "schedule", _scheduler_name)
     steps, denoise = b.resolved(c, steps_input), b.resolved(c, denoise_input) if denoise_input else 1.0
+    if _fed_by_link(b, c, {steps_input: steps, denoise_input: denoise}):
+        return
     steps = 20 if steps is None else steps
     denoise = 1.0 if denoise is None else denoise
     try:
@@ -445,10 +447,23 @@ def _build_ksampler(b: Builder, c: ComfyNode, advanced: bool = False) -> None:
 _MAX_STEPS = 10_000
 
 
+def _fed_by_link(b: Builder, c: ComfyNode, widgets: dict[str, Any]) -> bool:
+    """Report each of ``widgets`` (name -> resolved value) that another node feeds: the
+    Sampler needs these numbers when the workflow is imported, not when it runs."""
+    fed = {name: ref for name, ref in widgets.items() if isinstance(ref, Ref)}
+    for name, ref in fed.items():
+        source = b.comfy.get(ref.node)
+        b.problem(c, f"widget {name!r} is fed by node {ref.node}"
+                     f"{f' ({source.type})' if source is not None else ''}; nodeflow needs its value here")
+    return bool(fed)
+
+
 def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
     """KSamplerAdvanced's start/end steps and leftover noise: the Sampler's step range."""
     steps = values.get("steps")
     start, end = b.resolved(c, "start_at_step"), b.resolved(c, "end_at_step")
+    if steps is None or _fed_by_link(b, c, {"start_at_step": start, "end_at_step": end}):
+        return  # the steps were refused already, or a step number comes from another node
     start = 0 if start is None else start
     end = 10_000 if end is None else end
     if not (_is_int(start) and _is_int(end) and _is_int(steps)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pytest
 
 import nodes.diffusion.impl  # noqa: F401  (torchvision shim before diffusers)
 import nodeflow.api as api  # noqa: E402
@@ -52,3 +53,16 @@ def test_a_link_id_given_twice_links_each_input_to_its_own_source():
     assert graph.link_into("9", "images").source == "8"  # VAEDecode -> SaveImage
     assert graph.link_into("3.cfg", "model").source == "4"  # checkpoint -> the KSampler's guider
     assert [p for p in [*workflow.problems, *validate(graph)]] == []
+
+
+def test_a_step_count_fed_by_another_node_is_refused_naming_the_widget_and_the_node():
+    """Published API files feed KSamplerAdvanced's steps from custom integer nodes; the
+    refusal names the custom type and says which widget needs a value (not a Ref repr)."""
+    from nodeflow.files.workflow import WorkflowError
+
+    with pytest.raises(WorkflowError) as raised:
+        load_workflow(FIXTURES / "steps_from_another_node_api.json", default_registry())
+    message = str(raised.value)
+    assert "ttN int (node 5)" in message
+    assert "node 6 (KSamplerAdvanced): widget 'steps' is fed by node 5 (ttN int); nodeflow needs its value here" in message
+    assert "Ref(" not in message
