@@ -60,9 +60,11 @@ def used_types(path: Path) -> set[str] | None:
     found: set[str] = set()
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):
         nodes = list(data["nodes"])
-        for sub in (data.get("definitions") or {}).get("subgraphs") or []:
+        subgraphs = [s for s in (data.get("definitions") or {}).get("subgraphs") or [] if isinstance(s, dict)]
+        for sub in subgraphs:
             nodes.extend(sub.get("nodes") or [])
-        found = {str(n.get("type", "")).strip() for n in nodes if isinstance(n, dict)}
+        instances = {s.get("id") for s in subgraphs}  # a subgraph instance's type is its definition's id
+        found = {str(n.get("type", "")).strip() for n in nodes if isinstance(n, dict) and n.get("type") not in instances}
     elif isinstance(data, dict):
         found = {str(n.get("class_type", "")).strip() for n in data.values() if isinstance(n, dict)}
     return found or None
