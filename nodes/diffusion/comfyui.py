@@ -18,12 +18,15 @@ reported in one :class:`WorkflowError`.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from nodeflow.model.values import show as _show_value
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.files.workflow import WORKFLOW_FORMAT, WORKFLOW_VERSION, WorkflowError
+
+from nodes.diffusion.comfyui_names import normalise_model_names
 
 SEED_CONTROLS = frozenset({"fixed", "increment", "decrement", "randomize"})
 MAX_NODES = 5_000
@@ -100,6 +103,7 @@ def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
 def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) -> list[ComfyNode]:
     """The nodes of one UI graph: the file's, or a subgraph's (ids ``prefix + id``)."""
     links = {key: Ref(prefix + ref.node, ref.slot) for key, ref in _ui_links(data.get("links") or []).items()}
+    by_target = {key: Ref(prefix + ref.node, ref.slot) for key, ref in _ui_links_by_target(data.get("links")).items()}
     nodes = []
     for index, raw in enumerate(_list(data.get("nodes"))):
         if not isinstance(raw, dict):
@@ -133,7 +137,8 @@ def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) 
             if isinstance(name, str) and isinstance(link, (int, str)) and not isinstance(link, bool):
                 if link not in links:
                     raise WorkflowError(f"ComfyUI node {node.id} input {name!r}: link {link!r} is not in 'links'")
-                node.inputs[name] = links[link]
+                # A hand-edited file may give two links one id; the one ending at this node is meant.
+                node.inputs[name] = by_target.get((link, str(node_id)), links[link])
         nodes.append(node)
     return nodes
 
@@ -154,6 +159,25 @@ def _ui_links(raw_links: Any) -> dict[Any, Ref]:
         if isinstance(link_id, (int, str)) and not isinstance(link_id, bool):
             links[link_id] = Ref(str(origin), slot)
     return links
+
+
+def _ui_links_by_target(raw_links: Any) -> dict[tuple[Any, str], Ref]:
+    """(link id, target node id) -> origin, for the links whose id is given twice."""
+    if not isinstance(raw_links, list):
+        return {}
+    ids = [raw[0] if isinstance(raw, list) and raw else raw.get("id") if isinstance(raw, dict) else None
+           for raw in raw_links]
+    counts = Counter(i for i in ids if isinstance(i, (int, str)) and not isinstance(i, bool))
+    repeated = {i for i, n in counts.items() if n > 1}
+    found: dict[tuple[Any, str], Ref] = {}
+    for link_id, raw in zip(ids, raw_links):
+        if link_id not in repeated:
+            continue
+        single = _ui_links([raw])
+        target = raw[3] if isinstance(raw, list) and len(raw) >= 5 else raw.get("target_id") if isinstance(raw, dict) else None
+        if link_id in single and isinstance(target, (int, str)) and not isinstance(target, bool):
+            found[(link_id, str(target))] = single[link_id]
+    return found
 
 
 def _widget_values(values: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -385,6 +409,8 @@ def _sampler_values(b: Builder, c: ComfyNode, values: dict[str, Any], steps_inpu
     b.value(c, "sampler_name", values, "sampler", _sampler_name)
     b.value(c, "scheduler", values, "schedule", _scheduler_name)
     steps, denoise = b.resolved(c, steps_input), b.resolved(c, denoise_input) if denoise_input else 1.0
+    if _fed_by_link(b, c, {steps_input: steps, denoise_input: denoise}):
+        return
     steps = 20 if steps is None else steps
     denoise = 1.0 if denoise is None else denoise
     try:
@@ -421,10 +447,23 @@ def _build_ksampler(b: Builder, c: ComfyNode, advanced: bool = False) -> None:
 _MAX_STEPS = 10_000
 
 
+def _fed_by_link(b: Builder, c: ComfyNode, widgets: dict[str, Any]) -> bool:
+    """Report each of ``widgets`` (name -> resolved value) that another node feeds: the
+    Sampler needs these numbers when the workflow is imported, not when it runs."""
+    fed = {name: ref for name, ref in widgets.items() if isinstance(ref, Ref)}
+    for name, ref in fed.items():
+        source = b.comfy.get(ref.node)
+        b.problem(c, f"widget {name!r} is fed by node {ref.node}"
+                     f"{f' ({source.type})' if source is not None else ''}; nodeflow needs its value here")
+    return bool(fed)
+
+
 def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
     """KSamplerAdvanced's start/end steps and leftover noise: the Sampler's step range."""
     steps = values.get("steps")
     start, end = b.resolved(c, "start_at_step"), b.resolved(c, "end_at_step")
+    if steps is None or _fed_by_link(b, c, {"start_at_step": start, "end_at_step": end}):
+        return  # the steps were refused already, or a step number comes from another node
     start = 0 if start is None else start
     end = 10_000 if end is None else end
     if not (_is_int(start) and _is_int(end) and _is_int(steps)):
@@ -960,6 +999,7 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
             raise WorkflowError(f"the ComfyUI workflow has two nodes with id {node.id}")
         nodes[node.id] = node
     active = [n for n in comfy if n.mode != "muted"]  # ComfyUI drops muted nodes and their links
+    normalise_model_names(active)  # "sdxl\\model.safetensors" saved on Windows names sdxl/model.safetensors
 
     unsupported: dict[str, list[str]] = {}
     for node in active:
