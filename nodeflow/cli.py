@@ -94,8 +94,8 @@ def _parser() -> argparse.ArgumentParser:
         help="hand the run to a running `nodeflow serve` at URL (e.g. http://127.0.0.1:8188; env NODEFLOW_SERVER), "
              "which has torch and the model loaded already: progress is shown here and the images it saves are "
              "downloaded into --output-dir under the names a local run would give them; exit codes as for a local "
-             "run. The server's own --models and input folder apply (--models, --allow-path, --input-dir and "
-             "--device are refused). If the server cannot be reached the run fails (exit 1), it never falls back "
+             "run. Input images found under --input-dir are uploaded to the server first; the server's own "
+             "model folders and devices apply (--models, --allow-path and --device are refused). If the server cannot be reached the run fails (exit 1), it never falls back "
              "to a local run; a token is read from NODEFLOW_TOKEN",
     )
     run.add_argument("--local", action="store_true", help="run in this process even if NODEFLOW_SERVER is set")
@@ -324,11 +324,11 @@ def _run_on_server(args: argparse.Namespace, server: str, workflow):
     from nodeflow.server.client import ServerClient, ServerError
 
     local_only = [name for name, given in (("--models", args.models), ("--allow-path", args.allow_path),
-                                           ("--input-dir", args.input_dir), ("--device", args.device)) if given]
+                                           ("--device", args.device)) if given]
     if local_only:
         verb = "applies" if len(local_only) == 1 else "apply"
         raise UsageError(f"{', '.join(local_only)} {verb} to a run in this process; the server at {server} uses its "
-                         "own (nodeflow serve --models/--allow-path/--input-dir/--device), or run with --local")
+                         "own (nodeflow serve --models/--allow-path/--device), or run with --local")
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UsageError(f"the output folder {output_dir} is a file")
@@ -348,6 +348,8 @@ def _run_on_server(args: argparse.Namespace, server: str, workflow):
         signal.signal(signal.SIGINT, on_sigint)
     try:
         client = ServerClient(server, token=os.environ.get("NODEFLOW_TOKEN") or None)
+        client.check()
+        client.upload_inputs(graph, Path(args.input_dir or "input"))
         planned = tuple(sorted(graph.ancestors(default_outputs(graph))))
         return client.run(workflow.to_dict(), output_dir, planned=planned, embed_workflow=not args.no_metadata,
                           on_event=progress, cancel=cancel)

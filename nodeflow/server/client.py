@@ -23,8 +23,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from nodeflow.engine.events import (
@@ -99,6 +100,48 @@ class ServerClient:
             raise ServerError(f"the server at {self.url} needs a token: set NODEFLOW_TOKEN")
         if status != 200 or not isinstance(body, dict) or body.get("status") != "ok":
             raise ServerError(f"{self.url} is not a nodeflow server (GET /v1/health answered {status})")
+
+    def upload(self, path: Path, subfolder: str = "") -> str:
+        """Put a local image into the server's input folder; the name to use for it there
+        (the server numbers it when a different file already has the name)."""
+        boundary = "nodeflow-" + uuid.uuid4().hex
+        parts = []
+        for name, value in (("subfolder", subfolder), ("type", "input")):
+            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+        filename = path.name.replace('"', "_")
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n")
+        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+        request = urllib.request.Request(self.url + "/v1/uploads", data=body, method="POST", headers={
+            **self.headers, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise ServerError(f"the server refused the input image {path}: {_text(exc.read())}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServerError(f"cannot reach a nodeflow server at {self.url} ({getattr(exc, 'reason', exc)})") from None
+        return "/".join(p for p in (answer.get("subfolder") or "", str(answer["name"])) if p)
+
+    def upload_inputs(self, graph: Any, input_dir: Path) -> list[str]:
+        """Upload every image the workflow reads from the input folder (a ``FileChoice`` of
+        folder ``input``) that exists here, and point the workflow at the uploaded copies;
+        files not found here are left for the server to find in its own input folder."""
+        sent = []
+        for node_id, node in graph.nodes.items():
+            cls = graph.node_class(node_id)
+            for name, declared in (cls.inputs.items() if cls is not None else ()):
+                value = node.values.get(name)
+                if getattr(declared, "folder", None) != "input" or not isinstance(value, str) or not value:
+                    continue
+                local = Path(value) if Path(value).is_absolute() else input_dir / value
+                if not local.is_file():
+                    continue
+                relative = PurePosixPath(value.replace("\\", "/"))
+                subfolder = "" if Path(value).is_absolute() or ".." in relative.parts else relative.parent.as_posix()
+                graph.set_value(node_id, name, self.upload(local, "" if subfolder == "." else subfolder))
+                sent.append(str(local))
+        return sent
 
     # ------------------------------------------------------------------ a run
     def run(self, document: dict[str, Any], output_dir: Path, *, planned: tuple[str, ...] = (),

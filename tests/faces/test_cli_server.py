@@ -55,7 +55,8 @@ def test_the_default_workflow_through_a_server_writes_what_a_local_run_writes(se
     assert f"running on the server at {server.url}" in first.stderr
     # The same name, and the same bytes: pixels and the workflow stored in the PNG.
     assert "wrote there/nodeflow_00001.png" in first.stdout
-    assert (tmp_path / "there" / "nodeflow_00001.png").read_bytes() == (tmp_path / "here" / "nodeflow_00001.png").read_bytes()
+    (mine,), (theirs,) = sorted((tmp_path / "here").iterdir()), sorted((tmp_path / "there").iterdir())
+    assert mine.name == theirs.name and theirs.read_bytes() == mine.read_bytes()
 
     # Again, through NODEFLOW_SERVER: everything but the save is cached on the server, and
     # the image is saved again under the next local number, as a second local run would.
@@ -142,3 +143,15 @@ def test_help_states_the_hand_off():
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
     text = " ".join(proc.stdout.split())
     assert "--server URL" in text and "NODEFLOW_SERVER" in text and "never falls back" in text and "--local" in text
+
+
+def test_an_input_image_found_here_is_uploaded_and_the_image_is_the_local_runs(server, tmp_path):
+    args = ["run", str(WORKFLOWS / "img2img.json"), "--input-dir", str(WORKFLOWS / "input"), "--set", "8.steps=3"]
+    here = nodeflow(*args, "-o", "here", cwd=tmp_path)
+    assert here.returncode == 0, here.stderr
+    assert not (server.data_dir / "input" / "example.png").exists()
+    there = nodeflow(*args, "-o", "there", "--server", server.url, cwd=tmp_path)
+    assert there.returncode == 0, there.stderr
+    assert (server.data_dir / "input" / "example.png").read_bytes() == (WORKFLOWS / "input" / "example.png").read_bytes()
+    (mine,), (theirs,) = sorted((tmp_path / "here").iterdir()), sorted((tmp_path / "there").iterdir())
+    assert mine.name == theirs.name and theirs.read_bytes() == mine.read_bytes()
