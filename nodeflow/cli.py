@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -265,6 +264,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_here(args: argparse.Namespace, workflow, trusted: list[str]):
     """The run in this process: imports torch and the packs' models, then runs the graph."""
     from nodeflow.cli_progress import ConsoleProgress
+    from nodeflow.cli_signals import first_ctrl_c
     from nodeflow.engine.executor import Executor
 
     graph = workflow.graph
@@ -283,28 +283,18 @@ def _run_here(args: argparse.Namespace, workflow, trusted: list[str]):
 
     # Ctrl+C asks the executor to stop at the next step instead of killing the process
     # mid-write; a second Ctrl+C falls through to Python's default.
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        executor.interrupt()
-        signal.signal(signal.SIGINT, previous)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = executor.run(
-            graph,
-            on_event=progress,
-            output_dir=Path(args.output_dir),
-            input_dir=Path(args.input_dir or "input"),
-            settings=settings,
-            extra_problems=workflow.problems,
-        )
+        with first_ctrl_c(executor.interrupt):
+            result = executor.run(
+                graph,
+                on_event=progress,
+                output_dir=Path(args.output_dir),
+                input_dir=Path(args.input_dir or "input"),
+                settings=settings,
+                extra_problems=workflow.problems,
+            )
     finally:
         progress.close()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)
-
     return result
 
 
@@ -320,6 +310,7 @@ def _server_url(args: argparse.Namespace) -> str:
 def _run_on_server(args: argparse.Namespace, server: str, workflow):
     """The run on a warm ``nodeflow serve`` (see :mod:`nodeflow.server.client`), reported like a local one."""
     from nodeflow.cli_progress import ConsoleProgress
+    from nodeflow.cli_signals import first_ctrl_c
     from nodeflow.engine.plan import default_outputs
     from nodeflow.server.client import ServerClient, ServerError
 
@@ -336,29 +327,19 @@ def _run_on_server(args: argparse.Namespace, server: str, workflow):
     via = "--server" if args.server is not None else "NODEFLOW_SERVER"
     print(f"nodeflow: running on the server at {server} ({via}; --local runs here)", file=sys.stderr)
     progress = ConsoleProgress(graph, enabled=not args.quiet and sys.stderr.isatty())
-    cancel = threading.Event()
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):  # the first Ctrl+C cancels the job on the server; a second one ends here
-        cancel.set()
-        signal.signal(signal.SIGINT, previous)
-
-    in_main = threading.current_thread() is threading.main_thread()
-    if in_main:
-        signal.signal(signal.SIGINT, on_sigint)
+    cancel = threading.Event()  # the first Ctrl+C cancels the job on the server; a second one ends here
     try:
-        client = ServerClient(server, token=os.environ.get("NODEFLOW_TOKEN") or None)
-        client.check()
-        client.upload_inputs(graph, Path(args.input_dir or "input"))
-        planned = tuple(sorted(graph.ancestors(default_outputs(graph))))
-        return client.run(workflow.to_dict(), output_dir, planned=planned, embed_workflow=not args.no_metadata,
-                          on_event=progress, cancel=cancel)
+        with first_ctrl_c(cancel.set):
+            client = ServerClient(server, token=os.environ.get("NODEFLOW_TOKEN") or None)
+            client.check()
+            client.upload_inputs(graph, Path(args.input_dir or "input"))
+            planned = tuple(sorted(graph.ancestors(default_outputs(graph))))
+            return client.run(workflow.to_dict(), output_dir, planned=planned, embed_workflow=not args.no_metadata,
+                              on_event=progress, cancel=cancel)
     except ServerError as exc:
         raise CommandFailed(str(exc)) from None
     finally:
         progress.close()
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
 
 
 def _unused_nodes(graph) -> list[str]:
