@@ -4,7 +4,8 @@
 
 Every ``.json``, ``.png`` and ``.webp`` under DIR is opened as a user would (the front door,
 ``nodeflow.files.open.load_workflow``) and, when it imports, validated for structure
-(no model folders: missing model files are not counted). Prints the import and validation
+as a run checks it (what the output nodes need, as ComfyUI checks; no model folders:
+missing model files are not counted). Prints the import and validation
 rates, then the node types and value refusals that block the most files. With
 ``--builtins`` (a ComfyUI checkout, or a folder holding its source archive, such as
 ``/work/shared/peers/comfyui``), files whose node types are all ComfyUI built-ins are
@@ -73,7 +74,7 @@ def used_types(path: Path) -> set[str] | None:
 def measure(folder: Path, builtins: set[str] | None) -> dict:
     from nodeflow.files.open import load_workflow
     from nodeflow.model.registry import default_registry
-    from nodeflow.model.validation import validate
+    from nodeflow.model.validation import run_outputs, validate
 
     registry = default_registry()
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".json", ".png", ".webp") and p.is_file())
@@ -96,7 +97,7 @@ def measure(folder: Path, builtins: set[str] | None) -> dict:
             rows.append(row)
             continue
         row["imported"] = True
-        problems = [p for p in [*workflow.problems, *validate(workflow.graph)] if p.code.name != "MISSING_FILE"]
+        problems = [p for p in [*workflow.problems, *validate(workflow.graph, run_outputs(workflow.graph))] if p.code.name != "MISSING_FILE"]
         row["problems"] = [f"{p.node_type}.{p.field}: {p.code.name}" for p in problems]
         row["valid"] = not problems
         rows.append(row)

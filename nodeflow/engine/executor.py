@@ -69,8 +69,8 @@ from nodeflow.model.graph import Graph, GraphError
 from nodeflow.model.context import Interrupted, RunContext, RunSettings
 from nodeflow.model.node import NodeError
 from nodeflow.model.problems import Problem, ProblemCode
-from nodeflow.model.validation import validate
-from nodeflow.engine.plan import Plan, SignatureMemo, Step, ValueRef, build_plan, default_outputs, producer, resolve
+from nodeflow.model.validation import run_outputs, validate
+from nodeflow.engine.plan import Plan, SignatureMemo, Step, ValueRef, build_plan, producer, resolve
 from nodeflow.model.registry import NodeRegistry
 
 log = logging.getLogger(__name__)
@@ -207,13 +207,8 @@ class Executor:
     ) -> _Prepared:
         snapshot = graph.copy()
         snapshot.registry = self.registry
-        requested = None if outputs is None else list(outputs)
-        if requested is None and (runnable := default_outputs(snapshot)):
-            # Like ComfyUI, check what the output nodes need: a half-wired node elsewhere
-            # (just dropped from the palette) does not block Run. A node of an unknown type
-            # may be an output, so it is still checked (and refused).
-            unknown = [nid for nid, node in snapshot.nodes.items() if node.type not in self.registry]
-            requested = runnable + unknown
+        # Like ComfyUI, by default what the output nodes need is checked and run (run_outputs).
+        requested = run_outputs(snapshot) if outputs is None else list(outputs)
         device = self.device if device is None else resolve_device(device)
         output_dir, input_dir = Path(output_dir), Path(input_dir)
         settings = settings if settings is not None else RunSettings()

@@ -59,6 +59,18 @@ def check(graph: Graph, outputs: Iterable[str] | None = None, extra_problems: It
 
 
 # --------------------------------------------------------------------------- scope
+def run_outputs(graph: Graph) -> list[str] | None:
+    """The nodes a Run of the whole workflow checks and runs: its output nodes that are not
+    bypassed, and any node of an unknown type (it may be an output, so it is refused); None
+    when nothing would run (then :func:`validate` says so). Like ComfyUI, a half-wired node
+    that feeds no output (just dropped from the palette, a stray label in a shared file)
+    does not block a run; ``validate(graph)`` without outputs still names it, as a linter."""
+    runnable = [nid for nid in graph.output_nodes() if graph.nodes[nid].mode != BYPASS]
+    if not runnable:
+        return None
+    return runnable + [nid for nid, node in graph.nodes.items() if node.type not in graph.registry]
+
+
 def _scope(graph: Graph, outputs: Iterable[str] | None, problems: list[Problem]) -> set[str]:
     """The node ids to check; records a problem when nothing would be run."""
     if outputs is None:

@@ -23,7 +23,7 @@ from nodeflow.model.context import RunContext, RunSettings
 from nodeflow.model.graph import Graph, GraphError
 from nodeflow.model.problems import Problem, ProblemCode
 from nodeflow.model.registry import NodeRegistry
-from nodeflow.model.validation import validate
+from nodeflow.model.validation import run_outputs, validate
 from .comfy_shapes import OUTPUTS_KEY
 from .store import QUEUED, Job
 
@@ -107,7 +107,7 @@ def submission_problems(graph: Graph, load_problems: list[Problem], context: Run
     second time as missing."""
     refused = file_problems(graph, context.settings)
     named = {(p.node_id, p.field) for p in refused}
-    checked = validate(graph, extra_problems=load_problems, context=context)
+    checked = validate(graph, run_outputs(graph), load_problems, context)  # what a run runs, as ComfyUI checks
     return [p for p in checked if (p.node_id, p.field) not in named or p.node_id is None] + refused
 
 

@@ -22,7 +22,7 @@ from nodeflow.files.atomic import write_atomically
 from nodeflow.files.workflow import workflow_to_dict
 from nodeflow.model.context import RunSettings
 from nodeflow.model.graph import Graph
-from nodeflow.model.validation import validate
+from nodeflow.model.validation import run_outputs, validate
 from nodeflow.sweep.axes import Axis, SweepError, points as make_points
 from nodeflow.sweep.manifest import Manifest, file_names
 from nodeflow.sweep.models import ModelFile, model_files
@@ -101,7 +101,7 @@ class Sweep:
         self.device = device
         self.ui, self.meta, self.problems = dict(ui or {}), dict(meta or {}), list(problems)
         self.source = source
-        found = validate(graph, extra_problems=self.problems)
+        found = validate(graph, run_outputs(graph), self.problems)  # what each point's run runs
         if found:
             raise SweepError("the workflow is not valid: " + "; ".join(str(p) for p in found))
         self.points = make_points(self.axes, mode)

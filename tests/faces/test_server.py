@@ -165,6 +165,16 @@ def test_invalid_comfyui_prompt_gets_node_errors_and_is_not_queued(server):
     assert server.get("/queue").json() == {"queue_running": [], "queue_pending": []}
 
 
+def test_a_stray_half_wired_node_does_not_stop_a_submitted_workflow(server):
+    """Shared ComfyUI files keep stray nodes (a text encoder used as a label, its clip
+    unlinked); ComfyUI runs what the outputs need, and so does the server."""
+    prompt = comfy_prompt()
+    prompt["99"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "just a note"}}
+    response = server.post("/prompt", json={"prompt": prompt})
+    assert response.status_code == 200, response.json()
+    assert server.wait_job(response.json()["prompt_id"])["status"] == "done"
+
+
 def test_a_missing_model_file_is_refused_at_submission_not_after_queueing(server):
     """A job naming a checkpoint the server does not have would only fail once its turn
     came; it is refused when submitted, naming node and field and the nearest name."""
