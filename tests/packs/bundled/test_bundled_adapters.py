@@ -74,11 +74,17 @@ def test_the_controlnet_puts_the_shape_inside_the_mask_and_strength_zero_is_the_
 
 
 def test_inpainting_repaints_inside_the_mask_and_keeps_the_outside(judge):
+    import numpy as np
+
     cases = am.inpaint_cases(16)
-    images = am.InpaintGenerator()(cases)
-    assert am.judged_right(images, [c[3] for c in cases], judge).float().mean() >= 0.85
-    # Measured 26.4 dB median on these 16 (29.3 dB on 40): the VAE round trip, below the 30 dB (see the model card).
-    assert am.outside_psnr(images, cases).median() >= 24.0
+    pasted, decoded = am.InpaintGenerator()(cases)
+    assert am.judged_right(pasted, [c[3] for c in cases], judge).float().mean() >= 0.85
+    # Outside the mask the paste is the source itself (the decoder alone gives its VAE round
+    # trip, about 29 dB); inside, the repaint.
+    assert am.outside_psnr(pasted, cases).min() >= 60.0
+    assert am.outside_psnr(decoded, cases).median() < 40.0
+    inside = torch.from_numpy(np.stack([c[1] for c in cases])) == 255
+    assert torch.equal(pasted[inside], decoded[inside])
 
 
 def test_the_upscaler_reads_as_a_realesrgan_compact_network():
@@ -138,4 +144,5 @@ def test_the_shipped_inpaint_workflow_replaces_the_circle_and_keeps_the_backgrou
     assert am.judged_right(image, [Scene(1, 3, 4, 0, 0, 0, (0,) * 6)], judge).all()  # a green star on purple
     source = np.asarray(Image.open(os.path.join(WORKFLOWS, "input", "shapes-inpaint-source.png")))
     mask = np.asarray(Image.open(os.path.join(WORKFLOWS, "input", "shapes-inpaint-mask.png")))
-    assert am.outside_psnr(image, [(source, mask, "", None)])[0] >= 25.0
+    outside = mask == 0
+    assert np.array_equal(np.asarray(image[0] * 255).round().astype(np.uint8)[outside], source[outside])
