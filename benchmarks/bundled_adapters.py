@@ -15,9 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from nodes.bundled import ADAPTER_FOLDERS, ADAPTER_JUDGE_PATH, CLASSIFIER_PATH  # noqa: E402
+from nodes.bundled import ADAPTER_JUDGE_PATH, CLASSIFIER_PATH  # noqa: E402
 from nodes.bundled.training import adapter_metrics as am  # noqa: E402
-from nodes.bundled.training.adapters import UPSCALER_NAME, load_upscaler  # noqa: E402
 from nodes.bundled.training.classifier import load_classifier  # noqa: E402
 from nodes.bundled.training.dataset import HELD_OUT_SEED, held_out_prompts, make_split, split_scenes  # noqa: E402
 
@@ -59,8 +58,18 @@ def main() -> None:
     count = max(args.count, 200)
     small = make_split(count, HELD_OUT_SEED)["images"]
     large = _large(split_scenes(count, HELD_OUT_SEED))
-    model, bicubic = am.upscale_psnr(load_upscaler(ADAPTER_FOLDERS["upscale_models"] / UPSCALER_NAME), small, large)
-    print(f"upscaler 2x, {count} held-out images: {model:.2f} dB, bicubic {bicubic:.2f} dB")
+    from nodes.bundled.training.metrics import psnr
+
+    truth = torch.from_numpy(large).float() / 255
+    model, bicubic = am.UpscaleGenerator()(small)  # through Load Upscale Model + Upscale Image (using Model)
+    print(f"upscaler 2x, {count} held-out images: {psnr(truth, model):.2f} dB, bicubic {psnr(truth, bicubic):.2f} dB")
+
+    prompts = held_out_prompts(args.count)
+    first, hires = am.HiresFixGenerator()([p for p, _ in prompts])
+    scenes = [s for _, s in prompts]
+    print(f"hires fix (denoise {am.HIRES_DENOISE}): judged right at 32x32 "
+          f"{am.judged_right(first, scenes, judge).float().mean():.1%}, at 64x64 (area-downscaled for the judge) "
+          f"{am.judged_right(am.to_judge_size(hires), scenes, judge).float().mean():.1%}")
 
 
 if __name__ == "__main__":

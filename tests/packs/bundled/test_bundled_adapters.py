@@ -100,6 +100,18 @@ def test_the_upscaler_reads_as_a_realesrgan_compact_network():
     assert load_upscaler(path)(torch.rand(1, 3, 32, 32)).shape == (1, 3, 64, 64)
 
 
+def test_the_upscaler_beats_bicubic_by_3_db_through_the_nodes():
+    from nodes.bundled.training.adapters import _large
+    from nodes.bundled.training.dataset import HELD_OUT_SEED, make_split, split_scenes
+    from nodes.bundled.training.metrics import psnr
+
+    small = make_split(48, HELD_OUT_SEED)["images"]
+    truth = torch.from_numpy(_large(split_scenes(48, HELD_OUT_SEED))).float() / 255
+    model, bicubic = am.UpscaleGenerator()(small)
+    # Measured 36.0 dB against bicubic's 30.4 on 200 held-out images (docs/bundled-model.md).
+    assert psnr(truth, model) >= psnr(truth, bicubic) + 3.0
+
+
 WORKFLOWS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "workflows")
 
 
@@ -146,3 +158,22 @@ def test_the_shipped_inpaint_workflow_replaces_the_circle_and_keeps_the_backgrou
     mask = np.asarray(Image.open(os.path.join(WORKFLOWS, "input", "shapes-inpaint-mask.png")))
     outside = mask == 0
     assert np.array_equal(np.asarray(image[0] * 255).round().astype(np.uint8)[outside], source[outside])
+
+
+def test_the_hires_fix_is_judged_right_nearly_as_often_as_its_first_pass(judge):
+    prompts = held_out_prompts(16)
+    first, hires = am.HiresFixGenerator()([p for p, _ in prompts])
+    assert hires.shape[1:3] == (64, 64)
+    scenes = [s for _, s in prompts]
+    small_rate = am.judged_right(first, scenes, judge).float().mean()
+    hires_rate = am.judged_right(am.to_judge_size(hires), scenes, judge).float().mean()
+    # Measured 97.9% at 32x32 and 91.7% at 64x64 on 48 prompts: short of "as often" (see the model card).
+    assert hires_rate >= 0.8 and hires_rate >= small_rate - 0.15, (small_rate, hires_rate)
+
+
+def test_the_shipped_hires_fix_workflow_draws_a_64px_yellow_star_on_purple(tmp_path, judge):
+    from nodes.bundled.training.dataset import Scene
+
+    image = _run_workflow("hires-fix.json", tmp_path)
+    assert image.shape == (1, 64, 64, 3)
+    assert am.judged_right(am.to_judge_size(image), [Scene(3, 3, 4, 0, 0, 0, (0,) * 6)], judge).all()
