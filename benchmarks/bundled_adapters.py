@@ -15,9 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from nodes.bundled import ADAPTER_FOLDERS, ADAPTER_JUDGE_PATH, CLASSIFIER_PATH  # noqa: E402
+from nodes.bundled import ADAPTER_JUDGE_PATH, CLASSIFIER_PATH  # noqa: E402
 from nodes.bundled.training import adapter_metrics as am  # noqa: E402
-from nodes.bundled.training.adapters import UPSCALER_NAME, load_upscaler  # noqa: E402
 from nodes.bundled.training.classifier import load_classifier  # noqa: E402
 from nodes.bundled.training.dataset import HELD_OUT_SEED, held_out_prompts, make_split, split_scenes  # noqa: E402
 
@@ -48,18 +47,29 @@ def main() -> None:
               f"(median {overlap.median():.2f}), judged right {right:.1%}")
 
     cases = am.inpaint_cases(args.count)
-    images = am.InpaintGenerator()(cases)
-    outside = am.outside_psnr(images, cases)
-    print(f"inpainting: inside judged right {am.judged_right(images, [c[3] for c in cases], judge).float().mean():.1%}, "
-          f"outside PSNR median {outside.median():.1f} dB (>= 30 dB in {(outside >= 30).float().mean():.1%})")
+    pasted, decoded = am.InpaintGenerator()(cases)
+    outside, round_trip = am.outside_psnr(pasted, cases), am.outside_psnr(decoded, cases)
+    print(f"inpainting: inside judged right {am.judged_right(pasted, [c[3] for c in cases], judge).float().mean():.1%}, "
+          f"outside PSNR after the paste min {outside.min():.1f} dB (120 = identical), "
+          f"the decoder's alone median {round_trip.median():.1f} dB")
 
     from nodes.bundled.training.adapters import _large
 
     count = max(args.count, 200)
     small = make_split(count, HELD_OUT_SEED)["images"]
     large = _large(split_scenes(count, HELD_OUT_SEED))
-    model, bicubic = am.upscale_psnr(load_upscaler(ADAPTER_FOLDERS["upscale_models"] / UPSCALER_NAME), small, large)
-    print(f"upscaler 2x, {count} held-out images: {model:.2f} dB, bicubic {bicubic:.2f} dB")
+    from nodes.bundled.training.metrics import psnr
+
+    truth = torch.from_numpy(large).float() / 255
+    model, bicubic = am.UpscaleGenerator()(small)  # through Load Upscale Model + Upscale Image (using Model)
+    print(f"upscaler 2x, {count} held-out images: {psnr(truth, model):.2f} dB, bicubic {psnr(truth, bicubic):.2f} dB")
+
+    prompts = held_out_prompts(args.count)
+    first, hires = am.HiresFixGenerator()([p for p, _ in prompts])
+    scenes = [s for _, s in prompts]
+    print(f"hires fix (denoise {am.HIRES_DENOISE}): judged right at 32x32 "
+          f"{am.judged_right(first, scenes, judge).float().mean():.1%}, at 64x64 (area-downscaled for the judge) "
+          f"{am.judged_right(am.to_judge_size(hires), scenes, judge).float().mean():.1%}")
 
 
 if __name__ == "__main__":

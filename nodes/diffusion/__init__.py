@@ -19,7 +19,7 @@ from nodes.diffusion.conditioning_regions import ConditioningSetAreaPercentage, 
 from nodes.diffusion.explain import EXPLAIN_NODES, EXPLAIN_TYPES
 from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from nodes.diffusion.image_ops import (
-    Canny, ImageBatch, ImageBlend, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
+    Canny, ImageBatch, ImageBlend, ImageCompositeMasked, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
@@ -50,7 +50,7 @@ PACK = Pack(
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
         # comfy-import: masks, pixel and latent operations
         ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageBlend,
-        ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
+        ImageCompositeMasked, ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
         LoadImageMask, PreviewMask, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
         Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,
         # Models of other kinds than checkpoints (issue 11).

@@ -799,6 +799,8 @@ MAPPINGS.update({
     "ImageInvert": _same("ImageInvert", ("image",), (), ("image",)),
     "ImageBlend": _same("ImageBlend", ("image1", "image2"), ("blend_factor", "blend_mode"), ("image",)),
     "ImageBatch": _same("ImageBatch", ("image1", "image2"), (), ("image",)),
+    "ImageCompositeMasked": _same("ImageCompositeMasked", ("destination", "source", "mask"), ("x", "y", "resize_source"),
+                                  ("image",)),
     "ImagePadForOutpaint": Mapping(("left", "top", "right", "bottom", "feathering"), _build_pad_for_outpaint,
                                    ("ImagePadForOutpaint",)),
     "LoadImageMask": Mapping(("image", "channel", "upload"),

@@ -15,11 +15,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nodes.bundled.training.adapters import CONTROLNET_NAME, HEART, HEART_HELD_OUT_SEED, LORA_NAME
+from nodes.bundled.training.adapters import CONTROLNET_NAME, HEART, HEART_HELD_OUT_SEED, LORA_NAME, UPSCALER_NAME
 from nodes.bundled.training.dataset import (_FULL_TEMPLATES, COLOUR_NAMES, HELD_OUT_SEED, SHAPES, Scene, full_caption,
                                             render, render_mask, split_scenes)
 from nodes.bundled.training.metrics import _FOREGROUND_DISTANCE, judge_colours
 
+HIRES_DENOISE = 0.4  # the second pass: 0.4 kept the shapes best of 0.4 / 0.5 / 0.6
 _BASE_LINKS = ["ckpt.clip pos.clip", "ckpt.clip neg.clip", "noise.noise sampler.noise", "cfg.guider sampler.guider",
                "ckpt.vae decode.vae", "sampler.latent decode.latent", "decode.image preview.images"]
 
@@ -181,29 +182,35 @@ def inpaint_cases(count: int, seed: int = HELD_OUT_SEED) -> list[tuple[np.ndarra
 
 class InpaintGenerator:
     """Load Image + Load Image as Mask -> VAE Encode -> Set Latent Noise Mask -> Sampler at
-    denoise 1 -> VAE Decode."""
+    denoise 1 -> VAE Decode -> Paste Image (masked) onto the source through the mask: the
+    inpaint workflow. Returns (pasted, decoded): the result, and the decoder's image before the
+    paste (outside the mask that one is the VAE round trip of the source, not the source)."""
 
     def __init__(self) -> None:
         self.input_dir = Path(tempfile.mkdtemp(prefix="nodeflow-inpaint-"))
         self.flow = _flow(
             [("LoadImage", "src", {"image": "image.png"}), ("LoadImageMask", "mask", {"image": "mask.png", "channel": "red"}),
-             ("VAEEncode", "encode", {}), ("SetLatentNoiseMask", "noise_mask", {})],
+             ("VAEEncode", "encode", {}), ("SetLatentNoiseMask", "noise_mask", {}),
+             ("ImageCompositeMasked", "paste", {}), ("PreviewImage", "pasted", {})],
             ["ckpt.model cfg.model", "pos.conditioning cfg.positive", "neg.conditioning cfg.negative",
              "ckpt.vae encode.vae", "src.image encode.image", "encode.latent noise_mask.latent",
-             "mask.mask noise_mask.mask", "noise_mask.latent sampler.latent"])
+             "mask.mask noise_mask.mask", "noise_mask.latent sampler.latent", "src.image paste.destination",
+             "decode.image paste.source", "mask.mask paste.mask", "paste.image pasted.images"])
 
-    def __call__(self, cases, seed: int = 0, guidance: float = 5.0, steps: int = 20) -> torch.Tensor:
+    def __call__(self, cases, seed: int = 0, guidance: float = 5.0, steps: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
         from PIL import Image
 
         self.flow.set("cfg.scale", guidance).set("sampler.steps", steps).set("sampler.denoise", 1.0)
-        images = []
+        pasted, decoded = [], []
         for i, (image, mask, prompt, _) in enumerate(cases):
             Image.fromarray(image).save(self.input_dir / f"image_{i}.png")
             Image.fromarray(mask).save(self.input_dir / f"mask_{i}.png")
             self.flow.set("src.image", f"image_{i}.png").set("mask.image", f"mask_{i}.png")
             self.flow.set("pos.text", prompt).set("noise.seed", seed + i)
-            images.append(_image(self.flow, self.input_dir))
-        return torch.cat(images)
+            outputs = self.flow.run(outputs=["pasted", "preview"], input_dir=self.input_dir).outputs
+            pasted.append(outputs["pasted"]["images"].float().clamp(0, 1))
+            decoded.append(outputs["preview"]["images"].float().clamp(0, 1))
+        return torch.cat(pasted), torch.cat(decoded)
 
 
 def outside_psnr(images: torch.Tensor, cases) -> torch.Tensor:
@@ -227,6 +234,38 @@ def judged_right(images: torch.Tensor, scenes: Sequence[Scene], judge) -> torch.
 # --- upscaler ------------------------------------------------------------------------------
 
 
+class UpscaleGenerator:
+    """Load Image -> Upscale Image (using Model) with the shipped upscaler, and beside it
+    Resize Image (bicubic) to the same size: uint8 [B, 32, 32, 3] -> (model, bicubic) IMAGEs."""
+
+    def __init__(self, upscaler_name: str = UPSCALER_NAME) -> None:
+        import nodeflow.api
+
+        self.input_dir = Path(tempfile.mkdtemp(prefix="nodeflow-upscale-"))
+        self.flow = nodeflow.api.new(device="cpu")
+        for type_name, node_id, values in [
+                ("LoadImage", "src", {"image": "image.png"}), ("UpscaleModelLoader", "up_model", {"model_name": upscaler_name}),
+                ("ImageUpscaleWithModel", "upscale", {}), ("ImageScale", "bicubic", {"method": "bicubic"}),
+                ("PreviewImage", "model_out", {}), ("PreviewImage", "bicubic_out", {})]:
+            self.flow.add(type_name, node_id, **values)
+        for link in ["up_model.upscale_model upscale.upscale_model", "src.image upscale.image", "src.image bicubic.image",
+                     "upscale.image model_out.images", "bicubic.image bicubic_out.images"]:
+            self.flow.connect(*link.split())
+
+    def __call__(self, small: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        from PIL import Image
+
+        model, bicubic = [], []
+        for i, image in enumerate(small):
+            Image.fromarray(image).save(self.input_dir / f"image_{i}.png")
+            side = 2 * image.shape[0]
+            self.flow.set("src.image", f"image_{i}.png").set("bicubic.width", side).set("bicubic.height", side)
+            outputs = self.flow.run(outputs=["model_out", "bicubic_out"], input_dir=self.input_dir).outputs
+            model.append(outputs["model_out"]["images"].float())
+            bicubic.append(outputs["bicubic_out"]["images"].float())
+        return torch.cat(model), torch.cat(bicubic)
+
+
 def upscale_psnr(upscale, small: np.ndarray, large: np.ndarray) -> tuple[float, float]:
     """(model PSNR, bicubic PSNR) in dB of 2x upscales of ``small`` against ``large`` (uint8)."""
     from nodes.bundled.training.metrics import psnr
@@ -237,3 +276,44 @@ def upscale_psnr(upscale, small: np.ndarray, large: np.ndarray) -> tuple[float, 
         model = upscale(x).clamp(0, 1)
     bicubic = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
     return psnr(y, model), psnr(y, bicubic)
+
+
+# --- hires fix -----------------------------------------------------------------------------
+
+
+class HiresFixGenerator:
+    """txt2img at 32x32, then the shipped 2x upscaler (Load Upscale Model + Upscale Image using
+    Model), VAE Encode and a second Sampler pass at ``denoise`` over the 64x64 latent: the
+    hires-fix workflow. Returns (32x32 first pass, 64x64 result)."""
+
+    def __init__(self, upscaler_name: str = UPSCALER_NAME, denoise: float = HIRES_DENOISE) -> None:
+        self.flow = _flow(
+            [("EmptyLatent", "empty", {"width": 32, "height": 32, "batch": 1}),
+             ("UpscaleModelLoader", "up_model", {"model_name": upscaler_name}),
+             ("ImageUpscaleWithModel", "upscale", {}), ("VAEEncode", "encode", {}),
+             ("Sampler", "hires", {"sampler": "dpmpp_2m", "steps": 20, "denoise": denoise}),
+             ("VAEDecode", "decode64", {}), ("PreviewImage", "preview64", {})],
+            ["ckpt.model cfg.model", "pos.conditioning cfg.positive", "neg.conditioning cfg.negative",
+             "ckpt.vae empty.vae", "empty.latent sampler.latent", "up_model.upscale_model upscale.upscale_model",
+             "decode.image upscale.image", "upscale.image encode.image", "ckpt.vae encode.vae",
+             "encode.latent hires.latent", "noise.noise hires.noise", "cfg.guider hires.guider",
+             "hires.latent decode64.latent", "ckpt.vae decode64.vae", "decode64.image preview64.images"])
+
+    def __call__(self, prompts: Sequence[str], seed: int = 0, guidance: float = 5.0,
+                 steps: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+        self.flow.set("cfg.scale", guidance).set("sampler.steps", steps).set("hires.steps", steps)
+        small, large = [], []
+        for i, prompt in enumerate(prompts):
+            self.flow.set("pos.text", prompt).set("noise.seed", seed + i)
+            outputs = self.flow.run(outputs=["preview", "preview64"]).outputs
+            small.append(outputs["preview"]["images"].float().clamp(0, 1))
+            large.append(outputs["preview64"]["images"].float().clamp(0, 1))
+        return torch.cat(small), torch.cat(large)
+
+
+def to_judge_size(images: torch.Tensor) -> torch.Tensor:
+    """IMAGE [B, H, W, 3] at a multiple of 32 -> 32x32 by area averaging (what the judge reads)."""
+    factor = images.shape[1] // 32
+    if factor <= 1:
+        return images
+    return torch.nn.functional.avg_pool2d(images.movedim(-1, 1), factor).movedim(1, -1).contiguous()

@@ -678,6 +678,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=None, help="comma-separated subset of: " + ",".join(STAGES))
     p.add_argument("--reopen", action="append", default=[], metavar="STAGE",
                    help="train a finished stage on from its checkpoint (and redo what depends on it)")
+    p.add_argument("--keep-shipped", action="append", default=[], metavar="STAGE",
+                   help=f"take this adapter stage's output ({', '.join(_adapters.KEEPABLE)}) from the shipped "
+                        "adapters folder, checked against adapters.json, instead of training it")
     p.add_argument("--threads", type=int, default=2,
                    help="torch threads; on a machine busy with other work, 1 is often faster")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -715,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
         adopt_shipped(settings)
     for stage in args.reopen:
         reopen(settings, stage)
+    if args.keep_shipped:
+        _adapters.keep_shipped(settings, args.keep_shipped)
     report = train(settings, stages)
     for stage, figures in report.items():
         print(f"{stage:>11}: {figures}")

@@ -74,11 +74,17 @@ def test_the_controlnet_puts_the_shape_inside_the_mask_and_strength_zero_is_the_
 
 
 def test_inpainting_repaints_inside_the_mask_and_keeps_the_outside(judge):
+    import numpy as np
+
     cases = am.inpaint_cases(16)
-    images = am.InpaintGenerator()(cases)
-    assert am.judged_right(images, [c[3] for c in cases], judge).float().mean() >= 0.85
-    # Measured 26.4 dB median on these 16 (29.3 dB on 40): the VAE round trip, below the 30 dB (see the model card).
-    assert am.outside_psnr(images, cases).median() >= 24.0
+    pasted, decoded = am.InpaintGenerator()(cases)
+    assert am.judged_right(pasted, [c[3] for c in cases], judge).float().mean() >= 0.85
+    # Outside the mask the paste is the source itself (the decoder alone gives its VAE round
+    # trip, about 29 dB); inside, the repaint.
+    assert am.outside_psnr(pasted, cases).min() >= 60.0
+    assert am.outside_psnr(decoded, cases).median() < 40.0
+    inside = torch.from_numpy(np.stack([c[1] for c in cases])) == 255
+    assert torch.equal(pasted[inside], decoded[inside])
 
 
 def test_the_upscaler_reads_as_a_realesrgan_compact_network():
@@ -92,6 +98,18 @@ def test_the_upscaler_reads_as_a_realesrgan_compact_network():
     assert {"body.0.weight", "body.1.weight", f"body.{last}.bias"} <= state.keys()
     assert state[f"body.{last}.bias"].shape == (12,)  # 3 channels x 2 x 2: a 2x model
     assert load_upscaler(path)(torch.rand(1, 3, 32, 32)).shape == (1, 3, 64, 64)
+
+
+def test_the_upscaler_beats_bicubic_by_3_db_through_the_nodes():
+    from nodes.bundled.training.adapters import _large
+    from nodes.bundled.training.dataset import HELD_OUT_SEED, make_split, split_scenes
+    from nodes.bundled.training.metrics import psnr
+
+    small = make_split(48, HELD_OUT_SEED)["images"]
+    truth = torch.from_numpy(_large(split_scenes(48, HELD_OUT_SEED))).float() / 255
+    model, bicubic = am.UpscaleGenerator()(small)
+    # Measured 36.0 dB against bicubic's 30.4 on 200 held-out images (docs/bundled-model.md).
+    assert psnr(truth, model) >= psnr(truth, bicubic) + 3.0
 
 
 WORKFLOWS = os.path.join(os.path.dirname(__file__), "..", "..", "..", "workflows")
@@ -138,4 +156,24 @@ def test_the_shipped_inpaint_workflow_replaces_the_circle_and_keeps_the_backgrou
     assert am.judged_right(image, [Scene(1, 3, 4, 0, 0, 0, (0,) * 6)], judge).all()  # a green star on purple
     source = np.asarray(Image.open(os.path.join(WORKFLOWS, "input", "shapes-inpaint-source.png")))
     mask = np.asarray(Image.open(os.path.join(WORKFLOWS, "input", "shapes-inpaint-mask.png")))
-    assert am.outside_psnr(image, [(source, mask, "", None)])[0] >= 25.0
+    outside = mask == 0
+    assert np.array_equal(np.asarray(image[0] * 255).round().astype(np.uint8)[outside], source[outside])
+
+
+def test_the_hires_fix_is_judged_right_nearly_as_often_as_its_first_pass(judge):
+    prompts = held_out_prompts(16)
+    first, hires = am.HiresFixGenerator()([p for p, _ in prompts])
+    assert hires.shape[1:3] == (64, 64)
+    scenes = [s for _, s in prompts]
+    small_rate = am.judged_right(first, scenes, judge).float().mean()
+    hires_rate = am.judged_right(am.to_judge_size(hires), scenes, judge).float().mean()
+    # Measured 97.9% at 32x32 and 91.7% at 64x64 on 48 prompts: short of "as often" (see the model card).
+    assert hires_rate >= 0.8 and hires_rate >= small_rate - 0.15, (small_rate, hires_rate)
+
+
+def test_the_shipped_hires_fix_workflow_draws_a_64px_yellow_star_on_purple(tmp_path, judge):
+    from nodes.bundled.training.dataset import Scene
+
+    image = _run_workflow("hires-fix.json", tmp_path)
+    assert image.shape == (1, 64, 64, 3)
+    assert am.judged_right(am.to_judge_size(image), [Scene(3, 3, 4, 0, 0, 0, (0,) * 6)], judge).all()

@@ -205,6 +205,33 @@ def test_from_shipped_refuses_a_model_folder_whose_weights_are_not_the_recorded_
         _train.main([*args, "--from-shipped"])
 
 
+def test_keep_shipped_takes_checked_adapters_instead_of_training_them(trained, tmp_path):
+    """Retraining one adapter need not retrain the others: --keep-shipped takes their files
+    from the shipped folder once their digests are the ones adapters.json records."""
+    import shutil
+
+    shipped = tmp_path / "adapters"
+    shutil.copytree(trained / "adapters", shipped)
+    before = _weights(shipped)
+    args = [a.replace(str(tmp_path / "shapes"), str(trained / "shapes")) for a in _tiny_args(tmp_path)]
+    args[args.index("--classifier-to") + 1] = str(trained / "classifier.safetensors")
+    args[args.index("--max-steps") + 1] = str(json.loads((shipped / "adapters.json").read_text())["max_steps"])
+    keep = ["--keep-shipped", "lora", "--keep-shipped", "controlnet"]
+    assert _train.main([*args, "--from-shipped", *keep]) == 0
+    assert not (tmp_path / "work" / "lora" / "checkpoint.pt").exists()  # kept, not trained
+    assert (tmp_path / "work" / "upscaler" / "checkpoint.pt").exists()  # trained again
+    after = _weights(shipped)
+    kept = [name for name in before if not name.startswith("upscale_models")]
+    assert len(kept) == 2 and all(after[name] == before[name] for name in kept)
+    record = json.loads((shipped / "adapters.json").read_text())
+    assert record["stages"]["lora"]["kept_from_shipped"] and "kept_from_shipped" not in record["stages"]["upscaler"]
+
+    lora = shipped / "loras" / "shapes-heart.safetensors"
+    lora.write_bytes(lora.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(SystemExit, match="not the file adapters.json records"):
+        _train.main([*args, "--work", str(tmp_path / "work2"), "--from-shipped", *keep])
+
+
 def test_hearts_are_a_new_shape_with_masks_at_any_size():
     from nodes.bundled.training.adapters import HEART
 

@@ -54,7 +54,7 @@ def _run(fixture: str, input_dir, tmp_path, outputs, settings=None) -> dict:
 
 
 def test_image_and_mask_nodes(input_dir, tmp_path):
-    ids = [str(i) for i in range(1, 17)] + ["90", "91"]
+    ids = [str(i) for i in range(1, 20)] + ["90", "91"]
     out = _run("masks_and_images_api.json", input_dir, tmp_path, ids)
     image, mask = out["1"]["image"], out["1"]["mask"]
     assert image.shape == (1, 32, 32, 3) and mask.shape == (1, 32, 32)
@@ -79,6 +79,13 @@ def test_image_and_mask_nodes(input_dir, tmp_path):
     assert np.array_equal(out["16"]["mask"].numpy(), 1 - mask.numpy())
     assert out["14"]["image"].shape == (1, 16, 16, 3)
     assert out["15"]["image"].shape == (1, 102, 102, 3)  # 0.01 megapixels, square
+    # ImageCompositeMasked: the source where the mask is 1, the destination where it is 0; at (x, y); resized
+    weight = out["12"]["mask"][..., None].numpy()
+    assert np.allclose(out["17"]["image"].numpy(), inverted.numpy() * weight + scaled.numpy() * (1 - weight))
+    pasted = out["18"]["image"].numpy()
+    assert np.array_equal(pasted[:, 2:10, 4:12], out["4"]["image"].numpy())
+    assert np.array_equal(pasted[:, :2], scaled[:, :2].numpy()) and np.array_equal(pasted[:, 10:], scaled[:, 10:].numpy())
+    assert np.array_equal(out["19"]["image"].numpy(), scaled.numpy())  # the 32x32 source resized as ImageScale does
     assert out["90"]["images"].shape == (1, 16, 24, 3)
     assert np.array_equal(out["91"]["images"][..., 1].numpy(), mask.numpy())  # the mask preview is grey
 
