@@ -282,12 +282,25 @@ def _run_here(args: argparse.Namespace, workflow, trusted: list[str]):
     )
 
     # Ctrl+C asks the executor to stop at the next step instead of killing the process
-    # mid-write; a second Ctrl+C falls through to Python's default.
+    # mid-write; a second Ctrl+C falls through to Python's default. A run clears the
+    # executor's stop request as it begins, so one that came just before (while the run
+    # was being checked) is passed on again with the run's first event.
+    asked = threading.Event()
+
+    def stop() -> None:
+        asked.set()
+        executor.interrupt()
+
+    def on_event(event: Any) -> None:
+        if asked.is_set():
+            executor.interrupt()
+        progress(event)
+
     try:
-        with first_ctrl_c(executor.interrupt):
+        with first_ctrl_c(stop):
             result = executor.run(
                 graph,
-                on_event=progress,
+                on_event=on_event,
                 output_dir=Path(args.output_dir),
                 input_dir=Path(args.input_dir or "input"),
                 settings=settings,
