@@ -27,6 +27,7 @@ from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
+from nodes.diffusion.devices import DEVICES
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
@@ -56,4 +57,5 @@ PACK = Pack(
     ),
     data_types=DATA_TYPES + EXPLAIN_TYPES,
     importers=(COMFYUI_IMPORTER,),
+    devices=DEVICES,
 )
