@@ -49,7 +49,7 @@ async def post_prompt(request: Request) -> Response:
         client_id = body.get("client_id")
         extra = body.get("extra_data") if isinstance(body.get("extra_data"), dict) else {}
         job = await run_in_threadpool(
-            build_job, body["prompt"], service.registry, service.config.run_settings, source="comfyui",
+            build_job, body["prompt"], service.registry, service.config.run_context, source="comfyui",
             client_id=str(client_id) if client_id else None, extra=extra, job_id=prompt_id,
         )
         if prompt_id is not None and await run_in_threadpool(service.store.get, prompt_id) is not None:

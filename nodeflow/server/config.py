@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodeflow.model.context import RunSettings
+from nodeflow.model.context import RunContext, RunSettings
 
 MiB = 1024 * 1024
 
@@ -63,6 +63,11 @@ class ServerConfig:
     @property
     def temp(self) -> Path:
         return (self.data_dir / "temp").resolve()
+
+    @property
+    def run_context(self) -> RunContext:
+        """The folders and settings a job runs with, for checking a workflow at submission."""
+        return RunContext(output_dir=self.outputs, input_dir=self.inputs, settings=self.run_settings)
 
     @property
     def database(self) -> Path:

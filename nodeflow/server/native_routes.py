@@ -175,7 +175,7 @@ async def submit(request: Request, body: JobRequest) -> Any:
     service = service_of(request)
     source = "native" if "format" in body.workflow else "comfyui"
     try:
-        job = await run_in_threadpool(build_job, body.workflow, service.registry, service.config.run_settings,
+        job = await run_in_threadpool(build_job, body.workflow, service.registry, service.config.run_context,
                                       source=source, overrides=body.overrides, client_id=body.client_id)
     except Refused as exc:
         return JSONResponse({"error": exc.message, "problems": [p.to_dict() for p in exc.problems]}, status_code=400)
@@ -189,7 +189,7 @@ async def submit_sweep(request: Request, body: SweepRequest) -> Any:
     service = service_of(request)
     try:
         job = await run_in_threadpool(build_sweep_job, body.workflow, body.vary, body.mode, service.registry,
-                                      service.config.run_settings, overrides=body.overrides, client_id=body.client_id)
+                                      service.config.run_context, overrides=body.overrides, client_id=body.client_id)
     except Refused as exc:
         return JSONResponse({"error": exc.message, "problems": [p.to_dict() for p in exc.problems]}, status_code=400)
     await run_in_threadpool(service.submit, job)

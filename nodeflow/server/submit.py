@@ -3,8 +3,11 @@
 A workflow from the network is an untrusted file: it goes through the same loader as a
 shared file (size, depth and string limits; ComfyUI documents through the importer), then
 validation, then a check of every file it names (no absolute paths, no ``..``, unless the
-server's own ``--allow-path`` covers them; see :mod:`nodeflow.host.paths`). Overrides from the
-request are untrusted too. Nothing here runs a node or imports torch.
+server's own ``--allow-path`` covers them; see :mod:`nodeflow.host.paths`), then each node's
+``check_host`` against the server's folders, so a missing model or input image is refused at
+submission naming node and field (as ``nodeflow validate`` does) instead of failing a queued
+job later. Overrides from the request are untrusted too. Nothing here runs a node or imports
+torch.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any, Mapping
 from nodeflow.files.open import workflow_from_dict
 from nodeflow.files.workflow import Workflow, WorkflowError
 from nodeflow.host.paths import PathRefused, resolve_inside
-from nodeflow.model.context import RunSettings
+from nodeflow.model.context import RunContext, RunSettings
 from nodeflow.model.graph import Graph, GraphError
 from nodeflow.model.problems import Problem, ProblemCode
 from nodeflow.model.registry import NodeRegistry
@@ -36,7 +39,7 @@ class Refused(Exception):
 def build_job(
     document: Any,
     registry: NodeRegistry,
-    settings: RunSettings,
+    context: RunContext,
     *,
     source: str,
     overrides: Mapping[str, Any] | None = None,
@@ -45,7 +48,9 @@ def build_job(
     job_id: str | None = None,
     number: float = 0.0,
 ) -> Job:
-    """A queued :class:`Job` for ``document`` (a nodeflow or ComfyUI workflow), or :class:`Refused`."""
+    """A queued :class:`Job` for ``document`` (a nodeflow or ComfyUI workflow), or :class:`Refused`.
+
+    ``context`` holds the server's folders and settings the job will run with."""
     if not isinstance(document, dict):
         raise Refused("the workflow must be a JSON object", [])
     try:
@@ -53,7 +58,7 @@ def build_job(
     except WorkflowError as exc:
         raise Refused(str(exc), []) from None
     applied = apply_overrides(workflow.graph, overrides or {})
-    problems = validate(workflow.graph, extra_problems=workflow.problems) + file_problems(workflow.graph, settings)
+    problems = submission_problems(workflow.graph, workflow.problems, context)
     if problems:
         raise Refused(f"the workflow cannot run, {len(problems)} problem(s)", problems)
     outputs = list(dict.fromkeys(
@@ -93,6 +98,17 @@ def apply_overrides(graph: Graph, overrides: Mapping[str, Any]) -> dict[str, Any
     if problems:
         raise Refused(f"{len(problems)} override(s) refused", problems)
     return dict(overrides)
+
+
+def submission_problems(graph: Graph, load_problems: list[Problem], context: RunContext) -> list[Problem]:
+    """Everything that stops ``graph`` from running on this server: validation with the
+    server's folders (missing files, sizes over budget, an unusable output folder) and the
+    files it may not name. A field refused for naming a file it may not is not reported a
+    second time as missing."""
+    refused = file_problems(graph, context.settings)
+    named = {(p.node_id, p.field) for p in refused}
+    checked = validate(graph, extra_problems=load_problems, context=context)
+    return [p for p in checked if (p.node_id, p.field) not in named or p.node_id is None] + refused
 
 
 def file_problems(graph: Graph, settings: RunSettings) -> list[Problem]:

@@ -25,24 +25,24 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from nodeflow.files.open import workflow_from_dict
-from nodeflow.model.context import RunSettings
+from nodeflow.model.context import RunContext
 from nodeflow.model.problems import Problem, ProblemCode
 from nodeflow.model.registry import NodeRegistry
 from .reporter import JobReporter, file_ref
 from .store import SWEEP_KIND, Job
-from .submit import Refused, build_job, file_problems
+from .submit import Refused, build_job, submission_problems
 
 SWEEPS_FOLDER = "sweeps"  # under the output folder: one subfolder per sweep job
 
 
-def build_sweep_job(document: Any, vary: Any, mode: str, registry: NodeRegistry, settings: RunSettings, *,
+def build_sweep_job(document: Any, vary: Any, mode: str, registry: NodeRegistry, context: RunContext, *,
                     overrides: Mapping[str, Any] | None = None, client_id: str | None = None) -> Job:
     """A queued sweep :class:`Job`, or :class:`.submit.Refused` naming what is wrong."""
     from nodeflow.sweep.axes import SweepError, make_axis, parse_axis, points
     from nodeflow.sweep.plan import plan_sweep
 
     source = "native" if isinstance(document, dict) and "format" in document else "comfyui"
-    job = build_job(document, registry, settings, source=source, overrides=overrides, client_id=client_id)
+    job = build_job(document, registry, context, source=source, overrides=overrides, client_id=client_id)
     workflow = workflow_from_dict(job.workflow, registry)
     graph = workflow.graph
     if not isinstance(vary, Mapping) or not vary:
@@ -75,10 +75,11 @@ def build_sweep_job(document: Any, vary: Any, mode: str, registry: NodeRegistry,
         for value in axis.values:
             probe = graph.copy()
             probe.set_value(axis.node_id, axis.field, value)
-            problems += [p for p in file_problems(probe, settings) if p.node_id == axis.node_id and p.field == axis.field]
+            problems += [p for p in submission_problems(probe, [], context)
+                         if p.node_id == axis.node_id and p.field == axis.field]
     if problems:
-        raise Refused(f"the sweep names {len(problems)} file(s) it may not", problems)
-    plan = plan_sweep(graph, axes, sweep_points, Path(SWEEPS_FOLDER, job.id), "cpu", settings, mode=mode)
+        raise Refused(f"{len(problems)} value(s) of the sweep's axes cannot run", problems)
+    plan = plan_sweep(graph, axes, sweep_points, Path(SWEEPS_FOLDER, job.id), "cpu", context.settings, mode=mode)
     job.extra.update(kind=SWEEP_KIND, sweep={
         "mode": mode,
         "axes": [{"node": a.node_id, "field": a.field, "values": list(a.values)} for a in axes],

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from nodeflow.engine.cache import OutputCache
 from nodeflow.files.atomic import write_atomically
+from nodeflow.files.image_bytes import image_outputs, png_batch
 from nodeflow.files.open import workflow_from_dict
 from nodeflow.model.registry import NodeRegistry
 from .comfy_shapes import comfy_id
@@ -229,15 +230,16 @@ class Worker(threading.Thread):
         return self._end(job, reporter, DONE, outputs, {}, None, {})
 
     def _run_on_ray(self, job: Job, workflow: Any, reporter: Any) -> None:
-        """A job on this worker's Ray actor: the files come back as bytes and are written here.
-        Node events are sent when the job is back (the actor's steps do not stream)."""
+        """A job on this worker's Ray actor: nodes starting and every step stream live; the
+        files come back as bytes with the outcome and are written here, and each node's
+        ``node.finished`` (with its files) is sent then."""
         from nodeflow.sweep.ray_backend import run_job
 
         with self._lock:
             self._on_actor = True
             cancelled_early = self._cancelling.is_set()
         try:
-            outcome = run_job(self.pool, self.actor, job.workflow) if not cancelled_early else None
+            outcome = run_job(self.pool, self.actor, job.workflow, reporter) if not cancelled_early else None
         finally:
             with self._lock:
                 self._on_actor = False
@@ -261,6 +263,7 @@ class Worker(threading.Thread):
                             seconds=outcome.timings.get(node_id, 0.0),
                             files=outputs.get(comfy_id(job, node_id) or node_id, {}).get("images", []))
         if outcome.status == "ok":
+            outputs.update(self._keep_pngs(job, outcome.unsaved))
             return self._end(job, reporter, DONE, outputs, node_times, None, outputs)
         failed = outcome.failed_node
         node_type = graph.nodes[failed].type if failed in graph.nodes else None
@@ -281,36 +284,27 @@ class Worker(threading.Thread):
                      announced: dict[str, Any]) -> dict[str, Any]:
         """Images of output nodes that wrote no file (a preview; a save found in the cache)
         are kept in the temp folder, so the client can still fetch them with /view."""
-        kept: dict[str, Any] = {}
+        unsaved: dict[str, list[bytes]] = {}
         for node_id, values in results.items():
-            node = comfy_id(job, node_id) or node_id
             cls = graph.node_class(node_id)
-            if node in announced or cls is None:
+            if (comfy_id(job, node_id) or node_id) in announced or cls is None:
                 continue
+            unsaved[node_id] = [png for images in image_outputs(cls, values) for png in png_batch(images)]
+        return self._keep_pngs(job, unsaved)
+
+    def _keep_pngs(self, job: Job, unsaved: dict[str, list[bytes]]) -> dict[str, Any]:
+        """Write each node's PNGs to the temp folder; the refs a client fetches them by."""
+        kept: dict[str, Any] = {}
+        for node_id, pngs in unsaved.items():
+            node = comfy_id(job, node_id) or node_id
+            self.config.temp.mkdir(parents=True, exist_ok=True)
             refs = []
-            for output in cls.outputs:
-                if getattr(output.type, "name", output.type) == "IMAGE" and values.get(output.name) is not None:
-                    refs += save_temp_images(values[output.name], self.config.temp, f"{job.id[:8]}_{node}")
+            for index, data in enumerate(pngs):
+                path = _write_new(self.config.temp / f"{job.id[:8]}_{node}_{index:05d}.png", data)
+                refs.append(file_ref(path, self.config.temp, "temp"))
             if refs:
                 kept[node] = {"images": refs}
         return kept
-
-
-def save_temp_images(images: Any, folder: Path, stem: str) -> list[dict[str, str]]:
-    """Write a batch of images (``[B, H, W, C]`` in 0..1, a torch tensor or array) as PNGs."""
-    import numpy as np
-    from PIL import Image
-
-    data = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images)
-    if data.ndim == 3:
-        data = data[None]
-    folder.mkdir(parents=True, exist_ok=True)
-    refs = []
-    for index, pixels in enumerate(np.clip(data * 255.0 + 0.5, 0, 255).astype(np.uint8)):
-        path = folder / f"{stem}_{index:05d}.png"
-        Image.fromarray(pixels[..., :3] if pixels.shape[-1] >= 3 else pixels[..., 0]).save(path)
-        refs.append(file_ref(path, folder, "temp"))
-    return refs
 
 
 def _write_new(path: Path, data: bytes) -> Path:

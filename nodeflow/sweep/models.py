@@ -17,13 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from nodeflow.host.filestamp import stamp
 from nodeflow.host.paths import PathRefused, resolve_inside
 from nodeflow.model.context import RunSettings
 from nodeflow.model.fields import FileChoice
 from nodeflow.model.graph import Graph
 
 SAMPLE = 1 << 20  # bytes read at each of three places of a file
-_known: dict[tuple[str, int, int], tuple[int, str]] = {}  # (path, size, mtime) -> hash: read once per process
+_known: dict[tuple[str, str], tuple[int, str]] = {}  # (path, its stamp) -> hash: read once per process
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def content_hash(path: str | os.PathLike[str]) -> tuple[int, str]:
 
 def _file_hash(file: Path) -> tuple[int, str]:
     info = file.stat()
-    key = (str(file), info.st_size, info.st_mtime_ns)
+    key = (str(file), stamp(file))
     known = _known.get(key)
     if known is None:
         digest = hashlib.blake2b(str(info.st_size).encode(), digest_size=16)

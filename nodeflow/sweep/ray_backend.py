@@ -9,7 +9,9 @@ actor; an actor whose own list runs out takes points from the end of the longest
 Two points are in flight per actor so it never waits for the driver.
 
 Results stream back as each point finishes, files included (as bytes: the driver writes
-every file, on its own disk, so workers need no shared folder). Before a point runs, its
+every file, on its own disk, so workers need no shared folder). A server job on an actor
+streams its live events too (nodes started or found cached, every sampling step), so a
+client's progress bar moves while the actor works (:func:`run_job`). Before a point runs, its
 actor checks the sweep's model hashes (:mod:`nodeflow.sweep.models`) and fails the point
 naming the file and the hash when its copy differs. An actor that dies (killed, out of
 memory, its machine gone) loses no point: the points it had in flight or queued go to
@@ -29,19 +31,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Callable, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Iterator, Sequence
 
 import ray
 from ray.exceptions import RayActorError
 
+from nodeflow.engine.events import NodeCached, NodeStarted, Progress
 from nodeflow.sweep.axes import Point, SweepError
 from nodeflow.sweep.models import ModelFile
 from nodeflow.sweep.plan import PointPlan, assign
 from nodeflow.sweep.worker import PointOutcome
 
 IN_FLIGHT = 2  # points queued on each actor at once
+LIVE_EVENTS = (NodeStarted, NodeCached, Progress)  # what an actor streams while a job runs
 KEPT_WORKFLOWS = 8  # point runners an actor keeps (one per workflow it was sent), least recently used dropped
 MAX_RESTARTS = 8  # dead actors a pool replaces before it gives up on them
 
@@ -67,7 +73,8 @@ class WorkerActor:
         self.name = f"{name} pid {os.getpid()}"
         self.runners: OrderedDict[str, Any] = OrderedDict()
 
-    def run(self, document: dict, point: Point, models: Sequence[ModelFile]) -> PointOutcome:
+    def run(self, document: dict, point: Point, models: Sequence[ModelFile],
+            on_event: Callable[[Any], None] | None = None, keep_unsaved: bool = False) -> PointOutcome:
         from nodeflow.sweep.worker import PointRunner
 
         key = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
@@ -76,7 +83,32 @@ class WorkerActor:
         self.runners[key] = runner
         while len(self.runners) > KEPT_WORKFLOWS:
             self.runners.popitem(last=False)[1].close()
-        return runner.run(point, models)
+        return runner.run(point, models, on_event, keep_unsaved)
+
+    def run_streaming(self, document: dict, point: Point, models: Sequence[ModelFile]) -> Iterator[Any]:
+        """:meth:`run` for a server job, yielding its live events (:data:`LIVE_EVENTS`, step
+        previews left out) as they happen and then the :class:`PointOutcome`, with the images
+        the job showed but saved nowhere (a Ray streaming generator)."""
+        events: queue.Queue[Any] = queue.Queue()
+        done = object()
+        result: list[Any] = []
+
+        def work() -> None:
+            try:
+                result.append(self.run(document, point, models,
+                                       lambda event: events.put(event) if isinstance(event, LIVE_EVENTS) else None,
+                                       keep_unsaved=True))
+            except BaseException as exc:  # re-raised below, in the actor's own call
+                result.append(exc)
+            finally:
+                events.put(done)
+
+        threading.Thread(target=work, name="nodeflow-job", daemon=True).start()
+        while (event := events.get()) is not done:
+            yield replace(event, preview=None) if isinstance(event, Progress) else event
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        yield result[0]
 
     def pid(self) -> int:
         return os.getpid()
@@ -220,13 +252,20 @@ class RayBackend:
             self.pool.close()
 
 
-def run_job(pool: RayPool, i: int, document: dict) -> PointOutcome:
-    """One server job (the workflow as it is, nothing varied) on actor ``i``. When the actor
-    dies (killed by :func:`kill` to stop the job, or lost), the outcome says ``interrupted``
-    and the pool puts a new actor in its place for the next job."""
+def run_job(pool: RayPool, i: int, document: dict, on_event: Callable[[Any], None] | None = None) -> PointOutcome:
+    """One server job (the workflow as it is, nothing varied) on actor ``i``; ``on_event``
+    gets its live events while it runs. When the actor dies (killed by :func:`kill` to stop
+    the job, or lost), the outcome says ``interrupted`` and the pool puts a new actor in its
+    place for the next job."""
     actor = pool.actors[i]
     try:
-        return ray.get(actor.run.remote(document, Point(0, (), ()), []))
+        for ref in actor.run_streaming.options(num_returns="streaming").remote(document, Point(0, (), ()), []):
+            item = ray.get(ref)
+            if isinstance(item, PointOutcome):
+                return item
+            if on_event is not None:
+                on_event(item)
+        return PointOutcome(0, "error", "the Ray actor's stream ended without an outcome")
     except RayActorError as exc:
         pool.replace(i, actor)
         return PointOutcome(0, "interrupted", f"the Ray actor running this job stopped: {type(exc).__name__}")

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 
 from nodeflow.engine.events import EventHandler, FileWritten
 from nodeflow.engine.executor import Executor
+from nodeflow.files.image_bytes import image_outputs, png_batch
 from nodeflow.files.open import workflow_from_dict
 from nodeflow.files.workflow import workflow_to_dict
 from nodeflow.host.settings import user_named_files
@@ -69,6 +70,7 @@ class PointOutcome:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per node that ran
     failed_node: str | None = None
     failed_field: str | None = None
+    unsaved: dict[str, list[bytes]] = field(default_factory=dict)  # node id -> PNGs of images it showed, saved nowhere
 
 
 class PointRunner:
@@ -85,7 +87,10 @@ class PointRunner:
         remove_stale_staging()
         self._staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
 
-    def run(self, point: Point, models: Iterable[ModelFile] = (), on_event: EventHandler | None = None) -> PointOutcome:
+    def run(self, point: Point, models: Iterable[ModelFile] = (), on_event: EventHandler | None = None,
+            keep_unsaved: bool = False) -> PointOutcome:
+        """Run ``point``; with ``keep_unsaved``, the images of output nodes that wrote no file
+        (Preview Image) come back as PNG bytes too (a server job: its client fetches them)."""
         started = time.perf_counter()
         graph = point_graph(self.graph, point)
         problem = check_models(models, graph, self.settings)
@@ -110,11 +115,18 @@ class PointRunner:
             files = [(Path(p).name, Path(p).read_bytes()) for p in written]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        file_nodes = [writers.get(str(p), "") for p in written]
+        unsaved = {}
+        if keep_unsaved and result.ok:
+            for node_id, values in result.outputs.items():
+                cls = graph.node_class(node_id)
+                if cls is not None and node_id not in file_nodes:
+                    unsaved[node_id] = [png for images in image_outputs(cls, values) for png in png_batch(images)]
         return PointOutcome(
             point.index, str(result.status), result.error,
             [(nid, graph.nodes[nid].type) for nid in result.executed], list(result.cached), files,
-            time.perf_counter() - started, self.name, [writers.get(str(p), "") for p in written],
-            dict(result.timings), result.failed_node, result.failed_field,
+            time.perf_counter() - started, self.name, file_nodes,
+            dict(result.timings), result.failed_node, result.failed_field, {k: v for k, v in unsaved.items() if v},
         )
 
     def interrupt(self) -> None:

@@ -73,6 +73,22 @@ def test_folder_stamp_changes_when_any_file_in_it_changes(tmp_path):
     assert stamp(tmp_path / "nothing-here") == "missing"
 
 
+def test_a_file_replaced_by_one_of_the_same_size_and_time_gets_a_new_stamp(tmp_path):
+    """``cp -p`` (or an archive, or rsync -t) carries the old modification time over: a model
+    swapped that way must not be served from the cache as the old one."""
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"old weights")
+    times = (model.stat().st_atime_ns, model.stat().st_mtime_ns)
+    before = stamp(model)
+    replacement = tmp_path / "download.part"
+    replacement.write_bytes(b"new weights")  # same size
+    os.utime(replacement, ns=times)
+    os.replace(replacement, model)
+    assert (model.stat().st_size, model.stat().st_mtime_ns) == (len(b"old weights"), times[1])
+    assert stamp(model) != before
+    assert stamp(model) == stamp(model)  # reading does not change it
+
+
 def test_a_failing_fingerprint_hook_does_not_stop_the_run(tmp_path):
     reset()
     source = tmp_path / "t.txt"

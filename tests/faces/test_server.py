@@ -165,6 +165,27 @@ def test_invalid_comfyui_prompt_gets_node_errors_and_is_not_queued(server):
     assert server.get("/queue").json() == {"queue_running": [], "queue_pending": []}
 
 
+def test_a_missing_model_file_is_refused_at_submission_not_after_queueing(server):
+    """A job naming a checkpoint the server does not have would only fail once its turn
+    came; it is refused when submitted, naming node and field and the nearest name."""
+    prompt = comfy_prompt()
+    prompt["4"]["inputs"]["ckpt_name"] = "shapez"
+    response = server.post("/prompt", json={"prompt": prompt})
+    assert response.status_code == 400
+    (error,) = response.json()["node_errors"]["4"]["errors"]
+    assert error["extra_info"]["input_name"] == "checkpoint"
+    assert "shapez" in error["details"] and "shapes" in error["details"].replace("shapez", "")
+
+    workflow = default_workflow()
+    checkpoint = next(n for n in workflow["nodes"] if n["type"] == "Checkpoint")
+    checkpoint["values"]["checkpoint"] = "missing.safetensors"
+    response = server.post("/v1/jobs", json={"workflow": workflow})
+    assert response.status_code == 400
+    (problem,) = response.json()["problems"]
+    assert (problem["node_id"], problem["field"]) == (checkpoint["id"], "checkpoint")
+    assert server.get("/queue").json() == {"queue_running": [], "queue_pending": []}
+
+
 def test_native_refusal_lists_every_problem(server):
     workflow = default_workflow()
     response = server.post("/v1/jobs", json={"workflow": workflow, "overrides": {"7.steps": 0, "Nope.seed": 1}})

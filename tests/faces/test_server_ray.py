@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install nodeflow[ray])")
@@ -19,14 +21,23 @@ def ray_address():
     ray.shutdown()
 
 
+def previewed(workflow: dict) -> dict:
+    """``workflow`` showing its image in a Preview Image node instead of saving it."""
+    for node in workflow["nodes"]:
+        if node["type"] == "SaveImage":
+            node.update(type="PreviewImage", values={})
+    return workflow
+
+
 def run_all(server: Server) -> tuple[list[bytes], list[bytes], dict]:
-    """Three jobs (two native, one ComfyUI) and a 4-point sweep; their images' bytes."""
+    """Four jobs (two native, one ComfyUI, one that only previews its image) and a 4-point
+    sweep; their images' bytes."""
     bodies = [{"workflow": default_workflow(steps=3, seed=1)}, {"workflow": comfy_prompt(steps=3, seed=2)},
-              {"workflow": default_workflow(steps=3, seed=3)}]
+              {"workflow": default_workflow(steps=3, seed=3)}, {"workflow": previewed(default_workflow(steps=3, seed=4))}]
     ids = [server.post("/v1/jobs", json=body).json()["id"] for body in bodies]
     sweep = server.post("/v1/sweeps", json={"workflow": default_workflow(steps=3), "vary": {"5.seed": "1..4"}}).json()
     jobs = [server.wait_job(job_id) for job_id in ids]
-    assert [job["status"] for job in jobs] == ["done"] * 3, jobs
+    assert [job["status"] for job in jobs] == ["done"] * 4, jobs
     images = []
     for job in jobs:
         (output,) = job["outputs"].values()
@@ -62,14 +73,29 @@ def test_jobs_and_sweep_points_on_ray_actors_give_the_local_servers_bytes(ray_ad
     assert {p["worker"].split(" pid")[0] for p in manifest["points"]} <= {"actor 0", "actor 1"}
 
 
-def test_cancelling_a_job_on_ray_kills_its_actor_and_the_next_job_still_runs(ray_address, tmp_path):
+def first_progress(events, job_id: str) -> dict:
+    """The first step-progress message of ``job_id`` on a /v1/events connection."""
+    while True:
+        raw = events.recv()
+        message = json.loads(raw) if isinstance(raw, str) else {}
+        if message.get("job_id") == job_id and message["type"] == "progress":
+            return message
+
+
+def test_a_job_on_a_ray_actor_streams_its_steps_and_cancelling_kills_the_actor(ray_address, tmp_path):
+    websocket = pytest.importorskip("websocket")
     server = Server(tmp_path, "--ray", ray_address, "--ray-actors", "1").start()
+    events = websocket.create_connection(server.ws_url + "/v1/events", timeout=120)
     try:
         long = server.post("/v1/jobs", json={"workflow": default_workflow(steps=400, seed=1)}).json()["id"]
         after = server.post("/v1/jobs", json={"workflow": default_workflow(steps=2, seed=2)}).json()["id"]
-        server.wait_job(long, ("running",))
+        step = first_progress(events, long)
+        # The step arrived while the actor was still sampling, not with the finished job.
+        assert step["max"] == 400 and step["value"] < 400
+        assert server.get(f"/v1/jobs/{long}").json()["status"] == "running"
         assert server.post(f"/v1/jobs/{long}/cancel").json()["status"] == "cancelling"
         assert server.wait_job(long, timeout=60)["status"] == "cancelled"
         assert server.wait_job(after, timeout=120)["status"] == "done"  # on the actor put in the killed one's place
     finally:
+        events.close()
         server.stop()
