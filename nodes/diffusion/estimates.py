@@ -89,36 +89,43 @@ def empty_latent(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstr
     return MemoryEstimate(facts={"latent_shape": shape, "sized_at": (ctx.node_id, field), "vae_factor": factor})
 
 
-def sampler(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstream], ctx: RunContext) -> MemoryEstimate | None:
+def _latent_and_model(inputs: Mapping[str, Upstream], model_input: str) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+    """The facts of the latent input (None when its shape is not known) and of the model input."""
     latent = inputs.get("latent")
-    shape = latent.facts.get("latent_shape") if latent is not None else None
-    if shape is None:
+    if latent is None or latent.facts.get("latent_shape") is None:
         return None
-    model = inputs["guider"].facts if "guider" in inputs else SD
-    batch, _, h, w = shape
+    return latent.facts, inputs[model_input].facts if model_input in inputs else SD
+
+
+def sampler(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstream], ctx: RunContext) -> MemoryEstimate | None:
+    found = _latent_and_model(inputs, "guider")
+    if found is None:
+        return None
+    latent, model = found
+    batch, _, h, w = latent["latent_shape"]
     need = sampler_bytes(batch, int(model.get("copies", 2)), h, w, int(model.get("unet_channels", 320)),
                          int(model.get("itemsize", 4)))
-    node_id, field = latent.facts.get("sized_at", (None, "latent"))
+    node_id, field = latent.get("sized_at", (None, "latent"))
     what = f"sampling a {batch} x {w}x{h} latent"
     uses = model.get("unet_weights")
     return MemoryEstimate(need=MemoryNeed(need, field, what, "make the image or the batch smaller", node_id),
-                          uses=int(uses) if uses is not None else None, facts=dict(latent.facts))
+                          uses=int(uses) if uses is not None else None, facts=dict(latent))
 
 
 def vae_decode(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstream], ctx: RunContext) -> MemoryEstimate | None:
     from nodes.diffusion.vae import AUTO_TILE_PIXELS
 
-    latent = inputs.get("latent")
-    shape = latent.facts.get("latent_shape") if latent is not None else None
-    if shape is None:
+    found = _latent_and_model(inputs, "vae")
+    if found is None:
         return None
-    vae = inputs["vae"].facts if "vae" in inputs else SD
-    factor = int(vae.get("vae_factor", latent.facts.get("vae_factor", 8)))
+    latent, vae = found
+    shape = latent["latent_shape"]
+    factor = int(vae.get("vae_factor", latent.get("vae_factor", 8)))
     batch, height, width = shape[0], shape[2] * factor, shape[3] * factor
     channels, itemsize = int(vae.get("vae_channels", 128)), int(vae.get("vae_itemsize", 4))
     tiling, tile = values.get("tiling", "auto"), int(values.get("tile_size", 512))
     if tiling == "on" or (tiling == "auto" and height * width > AUTO_TILE_PIXELS):
-        node_id, field = latent.facts.get("sized_at", (None, "tile_size"))
+        node_id, field = latent.get("sized_at", (None, "tile_size"))
         need = MemoryNeed(tiled_decode_bytes(batch, height, width, tile, channels, itemsize), field,
                           f"decoding {batch} x {width}x{height} in tiles of {tile}", "make the image or the batch smaller",
                           node_id)
