@@ -4,7 +4,7 @@ This module is the pack author's face: everything a node pack needs is importabl
 here, and a pack should import nothing else of nodeflow's (the layers below may move).
 """
 
-from nodeflow.files.atomic import write_atomically
+from nodeflow.files.atomic import write_atomically, write_numbered
 from nodeflow.model.jsontext import JSONTextError
 from nodeflow.model.jsontext import loads as parse_json
 from nodeflow.host.filestamp import stamp
@@ -26,5 +26,5 @@ __all__ = [
     "ANY", "BOOLEAN", "Bool", "Choice", "Command", "DataType", "FLOAT", "FieldError", "FileChoice", "Float",
     "INT", "Input", "Int", "Interrupted", "Node", "NodeError", "NodeflowError", "Output", "Pack", "PathRefused",
     "RunContext", "RunSettings", "STRING", "Seed", "Socket", "String", "Widget", "check_memory", "check_pixels", "is_compatible",
-    "JSONTextError", "DeviceBackend", "DeviceMemory", "HostMemory", "MemoryEstimate", "MemoryNeed", "Upstream", "memory_budget", "descriptor_path", "is_within", "open_inside", "parse_json", "read_inside", "resolve_inside", "stamp", "write_atomically",
+    "JSONTextError", "DeviceBackend", "DeviceMemory", "HostMemory", "MemoryEstimate", "MemoryNeed", "Upstream", "memory_budget", "descriptor_path", "is_within", "open_inside", "parse_json", "read_inside", "resolve_inside", "stamp", "write_atomically", "write_numbered",
 ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -19,6 +18,10 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 class UsageError(Exception):
     """Bad arguments; exit code 2."""
+
+
+class CommandFailed(Exception):
+    """A failure outside any node (the server to hand a run to cannot be reached); exit code 1."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nodeflow: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except CommandFailed as exc:
+        print(f"nodeflow: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("nodeflow: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -68,8 +74,8 @@ def _parser() -> argparse.ArgumentParser:
         help="set a value before running (NODE is an id or a unique title; VALUE is JSON or plain text)",
     )
     run.add_argument("--output-dir", "-o", default="output", help="folder for saved images (default: output)")
-    run.add_argument("--input-dir", default="input", help="folder LoadImage reads from (default: input)")
-    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    run.add_argument("--input-dir", default=None, help="folder LoadImage reads from (default: input)")
+    run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     run.add_argument("--report", choices=["text", "json"], default="text", help="summary format on stdout")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.add_argument("--verbose", "-v", action="store_true", help="print tracebacks of failures")
@@ -82,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
         help="let the workflow name files under PATH even outside the models/input folders (repeatable)",
     )
     run.add_argument("--no-metadata", action="store_true", help="do not store the workflow in saved images")
+    run.add_argument(
+        "--server", metavar="URL", default=None,
+        help="hand the run to a running `nodeflow serve` at URL (e.g. http://127.0.0.1:8188; env NODEFLOW_SERVER), "
+             "which has torch and the model loaded already: progress is shown here and the images it saves are "
+             "downloaded into --output-dir under the names a local run would give them; exit codes as for a local "
+             "run. Input images found under --input-dir are uploaded to the server first; the server's own "
+             "model folders and devices apply (--models, --allow-path and --device are refused). If the server cannot be reached the run fails (exit 1), it never falls back "
+             "to a local run; a token is read from NODEFLOW_TOKEN",
+    )
+    run.add_argument("--local", action="store_true", help="run in this process even if NODEFLOW_SERVER is set")
     run.set_defaults(handler=_run)
 
     imp = sub.add_parser("import", help="convert a workflow from another tool (e.g. ComfyUI JSON or PNG)")
@@ -193,10 +209,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from nodeflow.engine.events import RunStatus
-    from nodeflow.engine.executor import Executor
     from nodeflow.host.settings import user_named_files
     from nodeflow.model.graph import GraphError
-    from nodeflow.cli_progress import ConsoleProgress
 
     workflow = _load(args)
     graph = workflow.graph
@@ -211,42 +225,11 @@ def _run(args: argparse.Namespace) -> int:
         except GraphError as exc:
             raise UsageError(f"--set {text}: {exc}") from None
 
-    try:
-        executor = Executor(graph.registry, device=args.device)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    show_bar = not args.quiet and sys.stderr.isatty()
-    progress = ConsoleProgress(graph, enabled=show_bar)
-    settings = _run_settings(
-        args, graph.registry, trusted,
-        workflow=workflow.to_dict(),  # embedded in saved images (values after --set)
-        embed_workflow=not args.no_metadata,
-        previews=False,  # a terminal shows no pictures: nodes skip computing step previews
-    )
-
-    # Ctrl+C asks the executor to stop at the next step instead of killing the process
-    # mid-write; a second Ctrl+C falls through to Python's default.
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):
-        executor.interrupt()
-        signal.signal(signal.SIGINT, previous)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, on_sigint)
-    try:
-        result = executor.run(
-            graph,
-            on_event=progress,
-            output_dir=Path(args.output_dir),
-            input_dir=Path(args.input_dir),
-            settings=settings,
-            extra_problems=workflow.problems,
-        )
-    finally:
-        progress.close()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, previous)
+    server = _server_url(args)
+    if server:
+        result = _run_on_server(args, server, workflow)
+    else:
+        result = _run_here(args, workflow, trusted)
 
     if result.status == RunStatus.INVALID:  # the executor validates before it runs anything
         if args.report == "json":
@@ -276,6 +259,87 @@ def _run(args: argparse.Namespace) -> int:
     if result.status == RunStatus.ERROR and args.verbose and getattr(result, "traceback", None):
         print(result.traceback, file=sys.stderr)
     return {RunStatus.OK: EXIT_OK, RunStatus.INTERRUPTED: EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+
+
+def _run_here(args: argparse.Namespace, workflow, trusted: list[str]):
+    """The run in this process: imports torch and the packs' models, then runs the graph."""
+    from nodeflow.cli_progress import ConsoleProgress
+    from nodeflow.cli_signals import first_ctrl_c
+    from nodeflow.engine.executor import Executor
+
+    graph = workflow.graph
+    try:
+        executor = Executor(graph.registry, device=args.device or "auto")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    show_bar = not args.quiet and sys.stderr.isatty()
+    progress = ConsoleProgress(graph, enabled=show_bar)
+    settings = _run_settings(
+        args, graph.registry, trusted,
+        workflow=workflow.to_dict(),  # embedded in saved images (values after --set)
+        embed_workflow=not args.no_metadata,
+        previews=False,  # a terminal shows no pictures: nodes skip computing step previews
+    )
+
+    # Ctrl+C asks the executor to stop at the next step instead of killing the process
+    # mid-write; a second Ctrl+C falls through to Python's default.
+    try:
+        with first_ctrl_c(executor.interrupt):
+            result = executor.run(
+                graph,
+                on_event=progress,
+                output_dir=Path(args.output_dir),
+                input_dir=Path(args.input_dir or "input"),
+                settings=settings,
+                extra_problems=workflow.problems,
+            )
+    finally:
+        progress.close()
+    return result
+
+
+def _server_url(args: argparse.Namespace) -> str:
+    """The server to hand the run to: ``--server``, else NODEFLOW_SERVER unless ``--local``."""
+    if args.server is not None:
+        if args.local:
+            raise UsageError("--server and --local contradict each other")
+        return args.server
+    return "" if args.local else os.environ.get("NODEFLOW_SERVER", "").strip()
+
+
+def _run_on_server(args: argparse.Namespace, server: str, workflow):
+    """The run on a warm ``nodeflow serve`` (see :mod:`nodeflow.server.client`), reported like a local one."""
+    from nodeflow.cli_progress import ConsoleProgress
+    from nodeflow.cli_signals import first_ctrl_c
+    from nodeflow.engine.plan import default_outputs
+    from nodeflow.server.client import ServerClient, ServerError
+
+    local_only = [name for name, given in (("--models", args.models), ("--allow-path", args.allow_path),
+                                           ("--device", args.device)) if given]
+    if local_only:
+        verb = "applies" if len(local_only) == 1 else "apply"
+        raise UsageError(f"{', '.join(local_only)} {verb} to a run in this process; the server at {server} uses its "
+                         "own (nodeflow serve --models/--allow-path/--device), or run with --local")
+    output_dir = Path(args.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"the output folder {output_dir} is a file")
+    graph = workflow.graph
+    via = "--server" if args.server is not None else "NODEFLOW_SERVER"
+    print(f"nodeflow: running on the server at {server} ({via}; --local runs here)", file=sys.stderr)
+    progress = ConsoleProgress(graph, enabled=not args.quiet and sys.stderr.isatty())
+    cancel = threading.Event()  # the first Ctrl+C cancels the job on the server; a second one ends here
+    try:
+        with first_ctrl_c(cancel.set):
+            client = ServerClient(server, token=os.environ.get("NODEFLOW_TOKEN") or None)
+            client.check()
+            client.upload_inputs(graph, Path(args.input_dir or "input"))
+            planned = tuple(sorted(graph.ancestors(default_outputs(graph))))
+            return client.run(workflow.to_dict(), output_dir, planned=planned, embed_workflow=not args.no_metadata,
+                              on_event=progress, cancel=cancel)
+    except ServerError as exc:
+        raise CommandFailed(str(exc)) from None
+    finally:
+        progress.close()
 
 
 def _unused_nodes(graph) -> list[str]:

@@ -163,15 +163,19 @@ class Executor:
         settings: RunSettings | None = None,
         device: str | None = None,
         extra_problems: Iterable[Any] = (),
+        fresh_outputs: bool = False,
     ) -> RunResult:
         """Run ``outputs`` (node ids; default: the output nodes) of ``graph`` and wait for the result.
 
         ``device`` overrides the executor's for this run; ``extra_problems`` are a loaded
-        workflow's load-time problems, judged together with validation's own.
+        workflow's load-time problems, judged together with validation's own;
+        ``fresh_outputs`` runs the output nodes even when their results are cached (see
+        :func:`~nodeflow.engine.plan.build_plan`).
         """
         self._acquire()
         try:
-            prepared = self._prepare(graph, outputs, on_event, output_dir, input_dir, settings, device, extra_problems)
+            prepared = self._prepare(graph, outputs, on_event, output_dir, input_dir, settings, device, extra_problems,
+                                     fresh_outputs)
             return self._execute(prepared)
         finally:
             self._busy.release()
@@ -234,6 +238,7 @@ class Executor:
         settings: RunSettings | None = None,
         device: str | None = None,
         extra_problems: Iterable[Any] = (),
+        fresh_outputs: bool = False,
     ) -> _Prepared:
         snapshot = graph.copy()
         snapshot.registry = self.registry
@@ -259,6 +264,7 @@ class Executor:
                     nonce=uuid.uuid4().hex,
                     output_dir=os.path.abspath(output_dir),
                     memo=self._signatures,
+                    fresh_outputs=fresh_outputs,
                     context=RunContext(
                         device=device, output_dir=output_dir, input_dir=input_dir, settings=settings
 

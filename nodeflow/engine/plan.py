@@ -106,13 +106,16 @@ def build_plan(
     output_dir: str = "",
     memo: SignatureMemo | None = None,
     context: RunContext | None = None,
+    fresh_outputs: bool = False,
 ) -> Plan:
     """Plan the run of ``outputs`` (default: :func:`default_outputs`) on a validated graph.
 
     ``salt`` goes into every signature (the device), ``nonce`` into those of
     non-deterministic nodes, ``output_dir`` into those of output nodes, and each node's
     ``fingerprint(values, context)`` into its own. A ``memo`` kept between runs saves
-    re-hashing nodes whose inputs did not change.
+    re-hashing nodes whose inputs did not change. ``fresh_outputs`` gives output nodes the
+    nonce too, so they run (and save their files) again even when all else is cached, as
+    in a fresh process: what ``nodeflow run --server`` asks a warm server for.
     """
     context = context if context is not None else RunContext()
     memo = memo if memo is not None else SignatureMemo()
@@ -165,14 +168,15 @@ def build_plan(
             else:
                 sources[name] = None
         reads = tuple(ref[0] for ref in sources.values() if type(ref) is tuple)
+        once = not cls.deterministic or (fresh_outputs and cls.output_node)
         extra = (
             salt,
-            "" if cls.deterministic else f"{nonce}/{node_id}",
+            f"{nonce}/{node_id}" if once else "",
             output_dir if cls.output_node else "",
             _fingerprint(cls, literals, context),
         )
         # A signature that depends on this run's nonce never recurs: not worth remembering.
-        fresh = not cls.deterministic or any(read in volatile for read in reads)
+        fresh = once or any(read in volatile for read in reads)
         signature, literals = memo.signature(cls, literals, sources, extra, remember=not fresh)
         if fresh:
             volatile.add(signature)

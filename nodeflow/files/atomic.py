@@ -14,7 +14,9 @@ under the final name, never an existing one replaced.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import secrets
 import stat
 import time
@@ -41,6 +43,25 @@ def write_atomically(path: str | os.PathLike[str], data: bytes, replace: bool = 
         raise
     except OSError as exc:
         raise SaveError(exc.errno, f"cannot write {os.fspath(path)}: {exc.strerror or exc}") from None
+
+
+def write_numbered(folder: str | os.PathLike[str], prefix: str, data: bytes, suffix: str = ".png") -> Path:
+    """Write ``data`` to the first unused ``prefix_NNNNN<suffix>`` in ``folder`` (one past the
+    highest number there), atomically and never over an existing file: the name SaveImage
+    gives an image, and the one ``nodeflow run --server`` gives an image it downloads, so a
+    run through a server writes the names a local run would. Returns the path written."""
+    folder = Path(folder)
+    numbered = re.compile(re.escape(prefix) + r"_(\d{5,})" + re.escape(suffix))
+    taken = [int(m[1]) for p in folder.glob(glob.escape(prefix) + "_*" + glob.escape(suffix))
+             if (m := numbered.fullmatch(p.name))]
+    counter = max(taken, default=0) + 1
+    while True:
+        path = folder / f"{prefix}_{counter:05d}{suffix}"
+        try:
+            write_atomically(path, data, replace=False)
+            return path
+        except FileExistsError:
+            counter += 1
 
 
 def _write(path: str | os.PathLike[str], data: bytes, replace: bool) -> None:

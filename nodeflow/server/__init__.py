@@ -16,6 +16,7 @@ docs/server.md. Modules, one job each:
 - :mod:`.files`         /view and uploads, confined to their folders
 - :mod:`.object_info`   node declarations in ComfyUI's object_info shape
 - :mod:`.app`, :mod:`.run`  the ASGI app; starting it from the command line
+- :mod:`.client`        ``nodeflow run --server``: a run handed to a running server (no web framework)
 
 Importing this package imports neither torch nor a web framework; :mod:`.app` needs
 FastAPI and uvicorn.

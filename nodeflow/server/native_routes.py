@@ -31,6 +31,10 @@ class JobRequest(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description='values to set first: {"NODE.FIELD": value}',
                                       examples=[{"5.seed": 42, "Prompt.text": "a red circle"}])
     client_id: str | None = Field(default=None, description="ComfyUI clients with this id get the job's /ws events")
+    fresh_outputs: bool = Field(default=False, description="run the output nodes (and save their images) even when "
+                                "their results are cached, as a fresh process would; what `nodeflow run --server` sends")
+    embed_workflow: bool = Field(default=True, description="store the workflow in saved images (false: "
+                                 "`nodeflow run --no-metadata`)")
 
 
 class SweepRequest(BaseModel):
@@ -83,6 +87,8 @@ class JobError(BaseModel):
     node_type: str | None = None
     field: str | None = None
     message: str
+    problems: list[dict[str, Any]] | None = Field(None, description="when the workflow was found invalid as it was "
+                                                  "about to run (a model file gone since): every problem")
 
 
 class ImageRef(BaseModel):
@@ -176,7 +182,8 @@ async def submit(request: Request, body: JobRequest) -> Any:
     source = "native" if "format" in body.workflow else "comfyui"
     try:
         job = await run_in_threadpool(build_job, body.workflow, service.registry, service.config.run_context,
-                                      source=source, overrides=body.overrides, client_id=body.client_id)
+                                      source=source, overrides=body.overrides, client_id=body.client_id,
+                                      extra={"fresh_outputs": body.fresh_outputs, "embed_workflow": body.embed_workflow})
     except Refused as exc:
         return JSONResponse({"error": exc.message, "problems": [p.to_dict() for p in exc.problems]}, status_code=400)
     await run_in_threadpool(service.submit, job)

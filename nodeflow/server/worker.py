@@ -139,12 +139,13 @@ class Worker(threading.Thread):
             return self._run_sweep(job, workflow, reporter)
         if self.pool is not None:
             return self._run_on_ray(job, workflow, reporter)
-        settings = replace(self.config.run_settings, workflow=job.workflow, embed_workflow=True,
-                           previews=self.config.previews)
+        settings = replace(self.config.run_settings, workflow=job.workflow,
+                           embed_workflow=bool(job.extra.get("embed_workflow", True)), previews=self.config.previews)
         if self._cancelling.is_set():
             self.executor.interrupt()
         result = self.executor.run(workflow.graph, on_event=reporter, output_dir=self.config.outputs,
-                                   input_dir=self.config.inputs, settings=settings, extra_problems=workflow.problems)
+                                   input_dir=self.config.inputs, settings=settings, extra_problems=workflow.problems,
+                                   fresh_outputs=bool(job.extra.get("fresh_outputs")))
         node_times: dict[str, float] = {}
         for node_id, seconds in result.timings.items():
             key = comfy_id(job, node_id) or node_id
@@ -166,6 +167,7 @@ class Worker(threading.Thread):
             first = next(iter(result.problems), None)
             error = _error(comfy_id(job, getattr(first, "node_id", None)), getattr(first, "node_type", None),
                            result.error or "invalid", getattr(first, "field", None))
+            error["problems"] = [p.to_dict() for p in result.problems]
             return self._end(job, reporter, FAILED, outputs, node_times, error, {})
         return self._end(job, reporter, FAILED, outputs, node_times,
                          _error(comfy_id(job, failed), node_type, result.error or "failed", result.failed_field), {})

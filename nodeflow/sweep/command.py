@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 
 
@@ -41,6 +39,7 @@ def main(args: argparse.Namespace) -> int:
     from nodeflow.engine.device import resolve_device
     from nodeflow.engine.executor import Executor
     from nodeflow.sweep import Sweep, SweepError, parse_axis
+    from nodeflow.cli_signals import first_ctrl_c
     from nodeflow.sweep.progress import SweepProgress
 
     workflow = _load(args)
@@ -67,23 +66,16 @@ def main(args: argparse.Namespace) -> int:
     else:
         backend = sweep.local_backend(executor, args.input_dir)
     progress = SweepProgress(len(sweep.plan.points), enabled=not args.quiet and sys.stderr.isatty())
-    previous = signal.getsignal(signal.SIGINT)
-
-    def on_sigint(signum, frame):  # stop after the running point's current step; a second Ctrl+C kills
+    def stop() -> None:  # after the running point's current step; a second Ctrl+C kills
         print("\nnodeflow: stopping the sweep (Ctrl+C again to kill)", file=sys.stderr)
         sweep.interrupt()
-        signal.signal(signal.SIGINT, previous)
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    if main_thread:
-        signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = sweep.run(backend, on_event=progress, progress=progress)
+        with first_ctrl_c(stop):
+            result = sweep.run(backend, on_event=progress, progress=progress)
     finally:
         progress.close()
         backend.close()
-        if main_thread:
-            signal.signal(signal.SIGINT, previous)
     summary = result.summary()
     if args.report == "json":
         print(json.dumps(summary, indent=2))

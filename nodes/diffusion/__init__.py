@@ -9,11 +9,13 @@ no torch: the nodes import it when they run.
 
 from nodeflow import Pack
 from nodes.diffusion.clip_similarity import CLIPSimilarity
+from nodes.diffusion.clip_vision import CLIPVisionEncode, CLIPVisionLoader
 from nodes.diffusion.comfyui import IMPORTER as COMFYUI_IMPORTER
 from nodes.diffusion.conditioning import (
     ConditioningAverage, ConditioningCombine, ConditioningDirection, ConditioningSetArea, ConditioningSetTimestepRange,
     ConditioningStack, ConditioningZeroOut,
 )
+from nodes.diffusion.conditioning_regions import ConditioningSetAreaPercentage, ConditioningSetMask
 from nodes.diffusion.explain import EXPLAIN_NODES, EXPLAIN_TYPES
 from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from nodes.diffusion.image_ops import (
@@ -24,13 +26,17 @@ from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpain
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.latent_ops import LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
+from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSDXL
+from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.devices import DEVICES
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
+from nodes.diffusion.sigmas import AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, SplitSigmas
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
+from nodes.diffusion.unclip import UnCLIPCheckpoint, UnCLIPConditioning
 from nodes.diffusion.types import DATA_TYPES
 from nodes.diffusion.upscale import ImageUpscaleWithModel, UpscaleModelLoader
 from nodes.diffusion.vae import VAEDecode, VAEEncode
@@ -52,6 +58,11 @@ PACK = Pack(
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
         VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
         UpscaleModelLoader, ImageUpscaleWithModel,
+        # Regions, schedules and merges (issue 11).
+        ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
+        SplitSigmas, ModelMergeBlocks, ModelMergeSDXL, ModelSamplingEDM,
+        # unCLIP and CLIP vision (issue 11).
+        CLIPVisionLoader, CLIPVisionEncode, UnCLIPCheckpoint, UnCLIPConditioning,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -18,12 +18,15 @@ reported in one :class:`WorkflowError`.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from nodeflow.model.values import show as _show_value
 from nodeflow.model.registry import NodeRegistry
 from nodeflow.files.workflow import WORKFLOW_FORMAT, WORKFLOW_VERSION, WorkflowError
+
+from nodes.diffusion.comfyui_names import normalise_model_names
 
 SEED_CONTROLS = frozenset({"fixed", "increment", "decrement", "randomize"})
 MAX_NODES = 5_000
@@ -100,6 +103,7 @@ def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
 def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) -> list[ComfyNode]:
     """The nodes of one UI graph: the file's, or a subgraph's (ids ``prefix + id``)."""
     links = {key: Ref(prefix + ref.node, ref.slot) for key, ref in _ui_links(data.get("links") or []).items()}
+    by_target = {key: Ref(prefix + ref.node, ref.slot) for key, ref in _ui_links_by_target(data.get("links")).items()}
     nodes = []
     for index, raw in enumerate(_list(data.get("nodes"))):
         if not isinstance(raw, dict):
@@ -133,7 +137,8 @@ def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) 
             if isinstance(name, str) and isinstance(link, (int, str)) and not isinstance(link, bool):
                 if link not in links:
                     raise WorkflowError(f"ComfyUI node {node.id} input {name!r}: link {link!r} is not in 'links'")
-                node.inputs[name] = links[link]
+                # A hand-edited file may give two links one id; the one ending at this node is meant.
+                node.inputs[name] = by_target.get((link, str(node_id)), links[link])
         nodes.append(node)
     return nodes
 
@@ -154,6 +159,25 @@ def _ui_links(raw_links: Any) -> dict[Any, Ref]:
         if isinstance(link_id, (int, str)) and not isinstance(link_id, bool):
             links[link_id] = Ref(str(origin), slot)
     return links
+
+
+def _ui_links_by_target(raw_links: Any) -> dict[tuple[Any, str], Ref]:
+    """(link id, target node id) -> origin, for the links whose id is given twice."""
+    if not isinstance(raw_links, list):
+        return {}
+    ids = [raw[0] if isinstance(raw, list) and raw else raw.get("id") if isinstance(raw, dict) else None
+           for raw in raw_links]
+    counts = Counter(i for i in ids if isinstance(i, (int, str)) and not isinstance(i, bool))
+    repeated = {i for i, n in counts.items() if n > 1}
+    found: dict[tuple[Any, str], Ref] = {}
+    for link_id, raw in zip(ids, raw_links):
+        if link_id not in repeated:
+            continue
+        single = _ui_links([raw])
+        target = raw[3] if isinstance(raw, list) and len(raw) >= 5 else raw.get("target_id") if isinstance(raw, dict) else None
+        if link_id in single and isinstance(target, (int, str)) and not isinstance(target, bool):
+            found[(link_id, str(target))] = single[link_id]
+    return found
 
 
 def _widget_values(values: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -385,6 +409,8 @@ def _sampler_values(b: Builder, c: ComfyNode, values: dict[str, Any], steps_inpu
     b.value(c, "sampler_name", values, "sampler", _sampler_name)
     b.value(c, "scheduler", values, "schedule", _scheduler_name)
     steps, denoise = b.resolved(c, steps_input), b.resolved(c, denoise_input) if denoise_input else 1.0
+    if _fed_by_link(b, c, {steps_input: steps, denoise_input: denoise}):
+        return
     steps = 20 if steps is None else steps
     denoise = 1.0 if denoise is None else denoise
     try:
@@ -421,10 +447,23 @@ def _build_ksampler(b: Builder, c: ComfyNode, advanced: bool = False) -> None:
 _MAX_STEPS = 10_000
 
 
+def _fed_by_link(b: Builder, c: ComfyNode, widgets: dict[str, Any]) -> bool:
+    """Report each of ``widgets`` (name -> resolved value) that another node feeds: the
+    Sampler needs these numbers when the workflow is imported, not when it runs."""
+    fed = {name: ref for name, ref in widgets.items() if isinstance(ref, Ref)}
+    for name, ref in fed.items():
+        source = b.comfy.get(ref.node)
+        b.problem(c, f"widget {name!r} is fed by node {ref.node}"
+                     f"{f' ({source.type})' if source is not None else ''}; nodeflow needs its value here")
+    return bool(fed)
+
+
 def _advanced_range(b: Builder, c: ComfyNode, values: dict[str, Any]) -> None:
     """KSamplerAdvanced's start/end steps and leftover noise: the Sampler's step range."""
     steps = values.get("steps")
     start, end = b.resolved(c, "start_at_step"), b.resolved(c, "end_at_step")
+    if steps is None or _fed_by_link(b, c, {"start_at_step": start, "end_at_step": end}):
+        return  # the steps were refused already, or a step number comes from another node
     start = 0 if start is None else start
     end = 10_000 if end is None else end
     if not (_is_int(start) and _is_int(end) and _is_int(steps)):
@@ -447,8 +486,10 @@ def _build_custom_sampler(b: Builder, c: ComfyNode) -> None:
     select = b.source_node(c, "sampler", SAMPLER_SOURCES)
     if select is not None:
         _sampler_choice(b, select, values)
-    _sigmas_values(b, c, values)
+    listed = _sigmas_values(b, c, values)
     node_id = b.add(c, "Sampler", values=values)
+    if listed:
+        b.link(c, "sigmas", node_id, "sigmas")
     b.link(c, "noise", node_id, "noise")
     b.link(c, "guider", node_id, "guider")
     b.link(c, "latent_image", node_id, "latent")
@@ -589,8 +630,10 @@ def _build_sampler_custom(b: Builder, c: ComfyNode) -> None:
     select = b.source_node(c, "sampler", SAMPLER_SOURCES)
     if select is not None:
         _sampler_choice(b, select, values)
-    _sigmas_values(b, c, values)
+    listed = _sigmas_values(b, c, values)
     sampler = b.add(c, "Sampler", values=values)
+    if listed:
+        b.link(c, "sigmas", sampler, "sigmas")
     if b.resolved(c, "add_noise") is False:
         noise = b.add(c, "DisableNoise", "noise", main=False, offset=1)
     else:
@@ -612,9 +655,10 @@ def _build_sampler_custom(b: Builder, c: ComfyNode) -> None:
 
 
 SAMPLER_SOURCES = ("KSamplerSelect", "SamplerEulerAncestral")
-SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "SDTurboScheduler", "SplitSigmas")
+SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "SDTurboScheduler", "SplitSigmas",
+                 "AlignYourStepsScheduler")
 # KarrasScheduler / ExponentialScheduler defaults: SD's own sigma range, which the
-# Sampler's karras / exponential schedules use; other values have no equivalent.
+# Sampler's karras / exponential schedules use; other values become a list of sigmas.
 _SIGMA_RANGE = {"sigma_max": 14.614642, "sigma_min": 0.0291675}
 
 
@@ -629,28 +673,34 @@ def _sampler_choice(b: Builder, select: ComfyNode, values: dict[str, Any]) -> No
     values["sampler"] = "euler_ancestral"
 
 
-def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input: str = "sigmas") -> None:
-    """The schedule, steps, denoise and step range of the node feeding ``sigmas``."""
+def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input: str = "sigmas") -> bool:
+    """The schedule, steps, denoise and step range of the node feeding ``sigmas``, as the
+    Sampler's widgets; True when they are an explicit list instead (its own nodes, which
+    the Sampler's ``sigmas`` input takes; comfyui_regions.py)."""
+    from nodes.diffusion.comfyui_regions import needs_sigma_list
+
     source = b.source_node(c, comfy_input, SIGMA_SOURCES)
     if source is None:
-        return
+        return False
+    if needs_sigma_list(b, source):
+        return True
     if source.type == "SplitSigmas":
         _sigmas_values(b, source, values)
         step = b.resolved(source, "step")
         step = 0 if step is None else step
         if not _is_int(step):
             b.problem(source, "step must be a whole number")
-            return
+            return False
         # Which half is used depends on the output slot the sampler is linked to.
         ref = b.resolved(c, comfy_input)
         if ref.slot == 0:  # high_sigmas: the first `step` steps, noise left over
             values["end_step"], values["leftover_noise"] = max(1, step), True
         else:  # low_sigmas: from `step` on
             values["start_step"] = step
-        return
+        return False
     if source.type == "BasicScheduler":
         _sampler_values(b, source, values)
-        return
+        return False
     steps = b.resolved(source, "steps")
     values["steps"] = 20 if steps is None else steps
     if source.type == "SDTurboScheduler":
@@ -661,16 +711,10 @@ def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input
                 values["steps"], values["denoise"] = steps_and_denoise(values["steps"], denoise)
             except ValueError:
                 b.problem(source, f"steps {_show(steps)} with denoise {_show(denoise)} have no nodeflow equivalent")
-        return
+        return False
+    # SD's own range (and rho 7): the Sampler's schedule, as diffusers computes it.
     values["schedule"] = "karras" if source.type == "KarrasScheduler" else "exponential"
-    for name, default in _SIGMA_RANGE.items():
-        value = b.resolved(source, name)
-        if _is_number(value) and abs(value - default) > 1e-3:
-            b.problem(source, f"{name} {_show(value)} has no nodeflow equivalent: the schedule uses the "
-                      f"model's own range ({default})")
-    rho = b.resolved(source, "rho")
-    if source.type == "KarrasScheduler" and _is_number(rho) and rho != 7.0:
-        b.problem(source, f"rho {_show(rho)} has no nodeflow equivalent (the karras schedule uses 7)")
+    return False
 
 
 def _build_pad_for_outpaint(b: Builder, c: ComfyNode) -> None:
@@ -723,7 +767,8 @@ def _merge(type_name: str, kind: str, operation: str, ratio_input: str) -> Calla
 
 def _build_model_sampling(b: Builder, c: ComfyNode) -> None:
     values: dict[str, Any] = {}
-    b.value(c, "sampling", values, "prediction", {"eps": "epsilon", "v_prediction": "v_prediction"}.__getitem__)
+    b.value(c, "sampling", values, "prediction",
+            {"eps": "epsilon", "v_prediction": "v_prediction", "x0": "sample", "lcm": "lcm"}.__getitem__)
     b.value(c, "zsnr", values, "zero_snr")
     node_id = b.add(c, "ModelSampling", values=values)
     b.link(c, "model", node_id, "model")
@@ -787,10 +832,7 @@ MAPPINGS.update({
                                                   {}, ("conditioning",)), ("ConditioningCombine",)),
     "SamplerCustom": Mapping(("add_noise", "noise_seed", "cfg"), _build_sampler_custom, ("Noise", "DisableNoise", "CFG", "Sampler")),
     "SamplerEulerAncestral": Mapping(("eta", "s_noise"), _build_folded, ()),
-    "KarrasScheduler": Mapping(("steps", "sigma_max", "sigma_min", "rho"), _build_folded, ()),
-    "ExponentialScheduler": Mapping(("steps", "sigma_max", "sigma_min"), _build_folded, ()),
     "SDTurboScheduler": Mapping(("steps", "denoise"), _build_folded, ()),
-    "SplitSigmas": Mapping(("step",), _build_folded, ()),
     "CheckpointLoader": Mapping(("config_name", "ckpt_name"), _build_checkpoint_with_config, ("Checkpoint",)),
     "ConditioningSetArea": _same("ConditioningSetArea", ("conditioning",), ("width", "height", "x", "y", "strength"),
                                  ("conditioning",)),
@@ -812,14 +854,7 @@ MAPPINGS.update({
 
 # Built-in ComfyUI node types nodeflow refuses on purpose, with the reason the import
 # error gives (docs/comfyui.md lists them; a test keeps the two in step).
-REFUSED: dict[str, str] = {
-    "ConditioningSetAreaPercentage": "areas given as fractions of the image are not implemented (ConditioningSetArea is)",
-    "ConditioningSetMask": "conditioning limited to a mask is not implemented yet",
-    "AlignYourStepsScheduler": "the Sampler cannot take a list of sigmas yet (karras or exponential are the nearest schedules)",
-    "ModelMergeBlocks": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
-    "ModelMergeSDXL": "merging with a ratio per UNet block is not implemented (ModelMergeSimple is)",
-    "ModelSamplingContinuousEDM": "continuous EDM sampling (Playground, SDXL-EDM models) is not implemented",
-}
+REFUSED: dict[str, str] = {}
 
 # ===================================== end of comfy-import block
 
@@ -883,15 +918,24 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
     "ImageUpscaleWithModel": Mapping(
         (), _one_to_one("ImageUpscaleWithModel", {"upscale_model": "upscale_model", "image": "image"}, {}, ("image",)),
         ("ImageUpscaleWithModel",)),
+    "CLIPVisionLoader": Mapping(("clip_name",), _one_to_one("CLIPVisionLoader", {}, {"clip_name": "clip_name"},
+                                                            ("clip_vision",)), ("CLIPVisionLoader",)),
+    "CLIPVisionEncode": Mapping(
+        ("crop",), _one_to_one("CLIPVisionEncode", {"clip_vision": "clip_vision", "image": "image"}, {"crop": "crop"},
+                               ("clip_vision_output",)), ("CLIPVisionEncode",)),
+    "unCLIPCheckpointLoader": Mapping(
+        ("ckpt_name",), _one_to_one("UnCLIPCheckpoint", {}, {"ckpt_name": "checkpoint"},
+                                    ("model", "clip", "vae", "clip_vision")), ("UnCLIPCheckpoint",)),
+    "unCLIPConditioning": Mapping(
+        ("strength", "noise_augmentation"),
+        _one_to_one("UnCLIPConditioning", {"conditioning": "conditioning", "clip_vision_output": "clip_vision_output"},
+                    {"strength": "strength", "noise_augmentation": "noise_augmentation"}, ("conditioning",)),
+        ("UnCLIPConditioning",)),
 }
 MAPPINGS.update(MODEL_MAPPINGS)
 REFUSED.update({
     "SetUnionControlNetType": "ControlNet Union (ProMax) models are not supported: nodeflow loads ControlNets as "
     "diffusers ControlNetModel, which has no control-type input",
-    "unCLIPCheckpointLoader": "unCLIP checkpoints (SD 2.1 unCLIP) are not supported yet",
-    "CLIPVisionLoader": "CLIP vision models are not supported yet; nodeflow has no node that uses image embeddings",
-    "CLIPVisionEncode": "CLIP vision encoding is not supported yet (no unCLIP or style-model nodes use it)",
-    "unCLIPConditioning": "unCLIP conditioning is not supported yet (needs an unCLIP checkpoint)",
     "GLIGENLoader": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
     "GLIGENTextBoxApply": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
     "StyleModelLoader": "T2I style models are not supported: diffusers has no class for them",
@@ -899,6 +943,11 @@ REFUSED.update({
     "HypernetworkLoader": "hypernetworks are not supported: diffusers has no class for them",
 })
 # ---------------------------------------------- end of models of other kinds
+
+# Regional conditioning, sigma schedules and block merges (issue 11): comfyui_regions.py.
+from nodes.diffusion.comfyui_regions import REGION_MAPPINGS  # noqa: E402  (needs the helpers above)
+
+MAPPINGS.update(REGION_MAPPINGS)
 
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.
 PASS_THROUGH = {"Reroute", "CLIPSetLastLayer"}
@@ -950,6 +999,7 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
             raise WorkflowError(f"the ComfyUI workflow has two nodes with id {node.id}")
         nodes[node.id] = node
     active = [n for n in comfy if n.mode != "muted"]  # ComfyUI drops muted nodes and their links
+    normalise_model_names(active)  # "sdxl\\model.safetensors" saved on Windows names sdxl/model.safetensors
 
     unsupported: dict[str, list[str]] = {}
     for node in active:

@@ -191,7 +191,7 @@ class ConditioningSetArea(Node):
             strength: float) -> Conditioning:
         from dataclasses import replace
 
-        return replace(conditioning, area=(width, height, x, y), strength=strength)
+        return replace(conditioning, area=(width, height, x, y), area_fraction=None, strength=strength, mask_bounds=False)
 
 
 class ConditioningSetTimestepRange(Node):

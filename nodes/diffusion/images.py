@@ -9,13 +9,12 @@ editor) can show them.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 from nodeflow import (
     Bool, FileChoice, MemoryNeed, Node, NodeError, Output, PathRefused, RunContext, RunSettings, Socket, String,
-    check_memory, open_inside, write_atomically,
+    check_memory, open_inside, write_numbered,
 )
 
 from nodes.diffusion.types import IMAGE, MASK
@@ -250,28 +249,18 @@ def _check_prefix(prefix: str) -> None:
 
 def _write_new_png(folder: Path, prefix: str, picture: Any, metadata: Any = None) -> Path:
     """Write ``picture`` to the first unused ``prefix_NNNNN.png``, atomically: the PNG is
-    encoded in memory and goes through :func:`nodeflow.write_atomically` (a temporary name,
-    fsync, then a rename that never replaces a file which appeared meanwhile), so a full
+    encoded in memory and goes through :func:`nodeflow.write_numbered` (a temporary name,
+    fsync, then a link that never replaces a file which appeared meanwhile), so a full
     disk or kill -9 never leaves a torn image under the final name, and the numbering
     never skips a number for one."""
-    import glob
     import io
 
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", pnginfo=metadata)
-    data = buffer.getvalue()
-    numbered = re.compile(re.escape(prefix) + r"_(\d{5,})\.png")
-    taken = [int(m[1]) for p in folder.glob(glob.escape(prefix) + "_*.png") if (m := numbered.fullmatch(p.name))]
-    counter = max(taken, default=0) + 1
-    while True:
-        path = folder / f"{prefix}_{counter:05d}.png"
-        try:
-            write_atomically(path, data, replace=False)
-            return path
-        except FileExistsError:
-            counter += 1
-        except OSError as exc:
-            raise NodeError(exc.strerror or str(exc)) from None  # a SaveError: names the file and why
+    try:
+        return write_numbered(folder, prefix, buffer.getvalue())
+    except OSError as exc:
+        raise NodeError(exc.strerror or str(exc)) from None  # a SaveError: names the file and why
 
 
 def _to_pil(images: Any) -> list[Any]:

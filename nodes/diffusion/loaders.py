@@ -153,7 +153,8 @@ class Checkpoint(Node):
         latent_rgb = _latent_rgb(loaded)
         return {
             "model": DiffusionModel(
-                loaded.unet, loaded.family, loaded.scheduler_config, loaded.dtype, source, latent_rgb=latent_rgb
+                loaded.unet, loaded.family, loaded.scheduler_config, loaded.dtype, source, latent_rgb=latent_rgb,
+                image_stats=loaded.image_stats,
             ),
             "clip": TextEncoders(
                 loaded.tokenizers, loaded.text_encoders, loaded.family, loaded.pad_token_ids, loaded.vision, source

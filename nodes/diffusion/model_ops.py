@@ -21,25 +21,31 @@ class ModelSampling(Node):
     display_name = "Model Prediction"
     category = "loaders"
     description = (
-        "Says what the UNet predicts (noise or v) and whether its schedule is rescaled to "
-        "zero terminal SNR, for checkpoints whose files do not say it (v-prediction SD 1.5 "
-        "fine-tunes, zero-SNR models)."
+        "Says what the UNet predicts (noise, v or the clean image x0) and whether its "
+        "schedule is rescaled to zero terminal SNR, for checkpoints whose files do not say "
+        "it (v-prediction SD 1.5 fine-tunes, zero-SNR models); lcm marks a "
+        "latent-consistency-distilled model (noise prediction), which runs with the lcm sampler."
     )
 
     model = Socket(MODEL)
-    prediction = Choice(("epsilon", "v_prediction"), default="epsilon")
+    prediction = Choice(("epsilon", "v_prediction", "sample", "lcm"), default="epsilon",
+                        tooltip="epsilon: the noise; v_prediction: v; sample: the clean latent (x0); "
+                        "lcm: an LCM-distilled noise predictor")
     zero_snr = Bool(False, tooltip="rescale the noise schedule to zero terminal SNR (Lin et al. 2023)")
     outputs = (Output("model", MODEL),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, prediction: str, zero_snr: bool) -> DiffusionModel:
-        config = dict(model.scheduler_config, prediction_type=prediction, rescale_betas_zero_snr=zero_snr)
+        kind = "epsilon" if prediction == "lcm" else prediction
+        config = dict(model.scheduler_config, prediction_type=kind, rescale_betas_zero_snr=zero_snr)
         if zero_snr:
             config["timestep_spacing"] = "trailing"  # the paper's fix 2: sample from the last step
-        return replace(model, scheduler_config=config)
+        return replace(model, scheduler_config=config, sampling="lcm" if prediction == "lcm" else "")
 
 
-def _merged(first: Any, second: Any, combine: Callable[[Any, Any], Any], skip: tuple[str, ...] = ()) -> Any:
-    """A copy of network ``first`` whose weights are ``combine(first's, second's)``."""
+def _merged(first: Any, second: Any, combine: Callable[[Any, Any], Any], skip: tuple[str, ...] = (),
+            by_name: Callable[[str], Callable[[Any, Any], Any]] | None = None) -> Any:
+    """A copy of network ``first`` whose weights are ``combine(first's, second's)``, or
+    ``by_name(weight name)(first's, second's)`` (a ratio per block, merge_blocks.py)."""
     import torch
 
     theirs = second.state_dict()
@@ -49,7 +55,7 @@ def _merged(first: Any, second: Any, combine: Callable[[Any, Any], Any], skip: t
             other = theirs.get(name)
             if other is None or other.shape != tensor.shape or name.endswith(skip) or not tensor.is_floating_point():
                 continue
-            tensor.copy_(combine(tensor, other.to(tensor)))
+            tensor.copy_((by_name(name) if by_name else combine)(tensor, other.to(tensor)))
     return merged
 
 

@@ -16,7 +16,9 @@ from nodeflow import Bool, Choice, Float, Int, Node, NodeError, Output, RunConte
 from nodes.diffusion import estimates
 from nodes.diffusion.impl.samplers import SAMPLERS, SCHEDULES, eta_unsupported_reason, unsupported_reason
 from nodes.diffusion.impl.views import PREVIEW_KINDS
-from nodes.diffusion.types import CONDITIONING, GUIDER, LATENT, MODEL, NOISE, Conditioning, DiffusionModel, Latent, NoiseSource
+from nodes.diffusion.types import (
+    CONDITIONING, GUIDER, LATENT, MODEL, NOISE, SIGMAS, Conditioning, DiffusionModel, Latent, NoiseSource, Sigmas,
+)
 
 
 def _field_error(field: str, message: str) -> NodeError:
@@ -120,6 +122,8 @@ class Sampler(Node):
     noise = Socket(NOISE)
     guider = Socket(GUIDER)
     latent = Socket(LATENT)
+    sigmas = Socket(SIGMAS, optional=True, tooltip="an explicit noise schedule (Align Your Steps, Karras with its own "
+                    "range, ...); when connected it replaces schedule, steps and denoise")
     sampler = Choice(tuple(SAMPLERS), default="dpmpp_2m", tooltip="the solver (a diffusers scheduler)")
     schedule = Choice(tuple(SCHEDULES), default="normal", tooltip="how noise levels are spaced over the steps")
     steps = Int(20, min=1, max=1000, tooltip="number of steps (heun and dpm_2 call the model twice per step)")
@@ -190,13 +194,14 @@ class Sampler(Node):
         self, ctx: RunContext, noise: NoiseSource, guider: Any, latent: Latent,
         sampler: str, schedule: str, steps: int, denoise: float, eta: float,
         start_step: int = 0, end_step: int = 10000, leftover_noise: bool = False, preview: str = "x0",
+        sigmas: Sigmas | None = None,
     ) -> Latent:
         from nodes.diffusion.impl.guidance import GuidanceError
         from nodes.diffusion.impl.sample import SamplingError, StepRange, sample
 
         try:
             samples = sample(ctx, noise, guider, latent, sampler, schedule, steps, denoise, eta,
-                             StepRange(start_step, end_step, leftover_noise), preview_kind=preview)
+                             StepRange(start_step, end_step, leftover_noise), preview_kind=preview, sigmas=sigmas)
         except SamplingError as exc:
             raise _field_error(exc.field, str(exc)) from None
         except GuidanceError as exc:

@@ -38,6 +38,14 @@ class DiffusionModel:
     # LoRA adapters (PEFT adapter name, strength) switched on when this model runs; the UNet
     # object is shared with the base model, which runs with none (impl/lora.py).
     adapters: tuple[tuple[str, float], ...] = ()
+    # How it samples beyond its scheduler config: "" as usual; "lcm" a latent-consistency-
+    # distilled UNet (ModelSampling lcm), which only the lcm sampler runs as distilled (its
+    # 50-step grid and boundary condition); "edm" continuous EDM sampling (ModelSamplingEDM,
+    # impl/edm.py), its config then an EDM scheduler's.
+    sampling: str = ""
+    # unCLIP models: the image normaliser's (mean, std), each [1, D], when the model ships one
+    # (diffusers folders); None is the identity, as for published single files (impl/unclip.py).
+    image_stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
 
 
 MODEL = DataType("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration", DiffusionModel)
@@ -77,7 +85,16 @@ class Conditioning:
     extras: dict[str, Any] = field(default_factory=dict)
     # Where and when it applies (ConditioningSetArea / ConditioningSetTimestepRange):
     area: tuple[int, int, int, int] | None = None  # (width, height, x, y) in pixels; None = everywhere
+    # (width, height, x, y) as fractions of the image (ConditioningSetAreaPercentage); set
+    # instead of ``area``, resolved against the latent's size when sampling.
+    area_fraction: tuple[float, float, float, float] | None = None
     strength: float = 1.0  # its weight where areas overlap
+    # ConditioningSetMask: a MASK [B or 1, H, W] (any size, resized to the latent) that
+    # weights this part's prediction per cell, times ``mask_strength``; ``mask_bounds``
+    # predicts only the mask's bounding box (instead of ``area``, or the whole latent).
+    mask: "torch.Tensor | None" = None
+    mask_strength: float = 1.0
+    mask_bounds: bool = False
     timestep_range: tuple[float, float] | None = None  # (start, end) as fractions of the schedule
     # Further conditionings predicted separately and averaged with this one, weighted by
     # strength over their areas (ConditioningStack, ComfyUI's ConditioningCombine).
@@ -91,7 +108,8 @@ class Conditioning:
 
     @property
     def regional(self) -> bool:
-        return self.area is not None or self.timestep_range is not None or bool(self.others)
+        return (self.area is not None or self.area_fraction is not None or self.mask is not None
+                or self.timestep_range is not None or bool(self.others))
 
 
 CONDITIONING = DataType("CONDITIONING", (240, 160, 60), "Text embeddings the UNet cross-attends to", Conditioning)
@@ -148,6 +166,30 @@ class UpscaleModel:
 UPSCALE_MODEL = DataType("UPSCALE_MODEL", (150, 110, 240), "An image upscaling network (ESRGAN, SwinIR, ...)", UpscaleModel)
 
 
+@dataclass(frozen=True)
+class Sigmas:
+    """An explicit noise schedule: k-diffusion sigmas from the noisiest step down to the
+    last (usually 0), one more than the steps. ``start`` / ``stop`` are the window of
+    steps that run (SplitSigmas, a denoise below 1): steps [start, stop) of the whole
+    list, so a sampler knows where in the schedule it is; a window that stops early
+    hands on a still-noisy latent."""
+
+    values: tuple[float, ...]
+    start: int = 0
+    end: int | None = None  # None: the last step
+
+    @property
+    def steps(self) -> int:
+        return len(self.values) - 1
+
+    @property
+    def stop(self) -> int:
+        return self.steps if self.end is None else min(self.end, self.steps)
+
+
+SIGMAS = DataType("SIGMAS", (120, 220, 220), "An explicit noise schedule: the sigma of each step", Sigmas)
+
+
 # IMAGE values are torch tensors [B, H, W, 3], float32 in [0, 1], on the CPU (the class is
 # not named here: importing torch would make every start-up pay for it).
 IMAGE = DataType("IMAGE", (100, 160, 240), "A batch of RGB images, values in [0, 1]")
@@ -159,4 +201,32 @@ MASK = DataType("MASK", (120, 200, 120), "A batch of masks, one value in [0, 1] 
 # GUIDER values are nodes.diffusion.impl.guidance.Guider objects (which import torch).
 GUIDER = DataType("GUIDER", (100, 200, 160), "How the model is steered by conditioning (e.g. CFG)")
 
-DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL)
+@dataclass
+class VisionModel:
+    """A CLIP image encoder (transformers CLIPVisionModelWithProjection) and the pixels it
+    was trained on: square images of ``image_size``, normalised with ``mean``/``std``."""
+
+    model: Any
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    source: str = ""
+
+
+CLIP_VISION = DataType("CLIP_VISION", (160, 200, 255), "A CLIP image encoder", VisionModel)
+
+
+@dataclass
+class VisionOutput:
+    """What a CLIP image encoder says about a batch of images."""
+
+    image_embeds: "torch.Tensor"  # [B, projection_dim]: the projected embedding (unCLIP's input)
+    penultimate_hidden_states: "torch.Tensor"  # [B, tokens, hidden]: the second-to-last layer's output
+    last_hidden_state: "torch.Tensor"  # [B, tokens, hidden]
+
+
+CLIP_VISION_OUTPUT = DataType("CLIP_VISION_OUTPUT", (120, 170, 230), "CLIP image embeddings of a batch of images",
+                              VisionOutput)
+
+DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL,
+              CLIP_VISION, CLIP_VISION_OUTPUT, SIGMAS)

@@ -45,18 +45,19 @@ class Guider:  # GUIDER
     def uses_uncond(self) -> bool:
         return self.negative is not None and self.scale != 1.0
 
-    def bind(self, latent: "torch.Tensor", tap: Tap | None = None) -> Denoiser:
+    def bind(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None) -> Denoiser:
         """The per-step model call for latents shaped like ``latent`` [B, C, h, w];
-        ``tap(uncond, cond)`` sees each step's unmixed predictions (see the module doc)."""
+        ``tap(uncond, cond)`` sees each step's unmixed predictions (see the module doc);
+        ``seed`` (the sampler's) seeds what conditioning draws, e.g. unCLIP's noise augmentation."""
         import torch
 
         unet = self.model.unet
         batch = latent.shape[0]
         if self.positive.regional or (self.uses_uncond and self.negative.regional):
-            return _tapped(self._bind_regional(latent, tap), tap, self.uses_uncond)
+            return _tapped(self._bind_regional(latent, tap, seed), tap, self.uses_uncond)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
-        positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive")
-        control_pos = _control(self.positive, positive, self.model, latent)
+        positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive", seed)
+        control_pos = _control(self.positive, positive, self.model, latent, seed)
         if not self.uses_uncond:
             embeds, added = positive
 
@@ -66,8 +67,8 @@ class Guider:  # GUIDER
 
             return _tapped(denoise, tap, False)
 
-        negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative")
-        control_neg = _control(self.negative, negative, self.model, latent)
+        negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative", seed)
+        control_neg = _control(self.negative, negative, self.model, latent, seed)
         scale, rescale = self.scale, self.rescale
 
         def guide(uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -106,14 +107,14 @@ class Guider:  # GUIDER
         return denoise_batched
 
 
-    def _bind_regional(self, latent: "torch.Tensor", tap: Tap | None = None) -> Denoiser:
+    def _bind_regional(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None) -> Denoiser:
         """The model call when a conditioning has areas, step ranges or stacked parts: each
         part is predicted on its area of the latent (one UNet call each) and the parts'
         predictions are averaged there, weighted by strength (0 where no part applies)."""
-        positive = _Regions(self.positive, self.model, latent, "positive")
+        positive = _Regions(self.positive, self.model, latent, "positive", seed)
         if not self.uses_uncond:
             return positive.predict
-        negative = _Regions(self.negative, self.model, latent, "negative")
+        negative = _Regions(self.negative, self.model, latent, "negative", seed)
         scale, rescale = self.scale, self.rescale
 
         def denoise(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
@@ -141,23 +142,30 @@ def _tapped(denoise: Denoiser, tap: Tap | None, taps_itself: bool) -> Denoiser:
 
 
 class _Regions:
-    """The parts of one conditioning, ready to predict on their areas."""
+    """The parts of one conditioning, ready to predict on their regions (impl/regions.py),
+    each with its own ControlNet hints, which see only that part's crop (as in ComfyUI,
+    the hint image is resized to the crop)."""
 
-    def __init__(self, cond: Conditioning, model: DiffusionModel, latent: "torch.Tensor", which: str):
+    def __init__(self, cond: Conditioning, model: DiffusionModel, latent: "torch.Tensor", which: str,
+                 seed: int | None = None):
+        from nodes.diffusion.impl.regions import RegionError, region
+
         factor = model.family.vae_scale_factor
         height, width = latent.shape[2], latent.shape[3]
         self.model = model
         self.train_steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
         self.parts = []
         for part in cond.parts():
-            if part.area is None:
-                box = (0, height, 0, width)
-            else:
-                w, h, x, y = part.area
-                top, left = min(y // factor, height - 1), min(x // factor, width - 1)
-                box = (top, min(height, top + max(1, h // factor)), left, min(width, left + max(1, w // factor)))
-            pixels = ((box[1] - box[0]) * factor, (box[3] - box[2]) * factor)
-            self.parts.append((part, box, _unet_inputs(part, model, latent.shape[0], pixels, which)))
+            try:
+                where = region(part, latent.shape[0], (height, width), factor)
+            except RegionError as error:
+                raise GuidanceError(f"the {which} conditioning: {error}") from None
+            top, bottom, left, right = where.box
+            pixels = ((bottom - top) * factor, (right - left) * factor)
+            inputs = _unet_inputs(part, model, latent.shape[0], pixels, which, seed)
+            crop = latent[:, :, top:bottom, left:right]
+            weight = None if where.weight is None else where.weight.to(device=latent.device, dtype=latent.dtype)
+            self.parts.append((part, where.box, weight, inputs, _control(part, inputs, model, crop, seed)))
 
     def active(self, part: Conditioning, t: "torch.Tensor") -> bool:
         if part.timestep_range is None:
@@ -171,38 +179,62 @@ class _Regions:
         import torch
 
         unet = self.model.unet
-        out = torch.zeros_like(x)
+        # An inpainting UNet's x carries mask + masked-image channels; it predicts the latent's.
+        out = x.new_zeros((x.shape[0], unet.config.out_channels, *x.shape[2:]))
         weight = torch.zeros_like(x[:, :1])
-        for part, (top, bottom, left, right), (embeds, added) in self.parts:
+        for part, (top, bottom, left, right), mask, (embeds, added), control in self.parts:
             if not self.active(part, t) or part.strength == 0:
                 continue
             crop = x[:, :, top:bottom, left:right]
-            prediction = unet(crop, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
-            out[:, :, top:bottom, left:right] += prediction * part.strength
-            weight[:, :, top:bottom, left:right] += part.strength
+            extra = control(crop, t) if control else {}
+            prediction = unet(crop, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
+            share = part.strength if mask is None else mask * part.strength
+            out[:, :, top:bottom, left:right] += prediction * share
+            weight[:, :, top:bottom, left:right] += share
         return torch.where(weight > 0, out / weight.clamp(min=1e-12), out)
+
+
 def _control(
     cond: Conditioning, inputs: tuple["torch.Tensor", dict[str, "torch.Tensor"] | None], model: DiffusionModel,
-    latent: "torch.Tensor",
+    latent: "torch.Tensor", seed: int | None = None,
 ) -> Callable[["torch.Tensor", "torch.Tensor"], dict[str, "torch.Tensor"]] | None:
-    """The ControlNet/T2I-Adapter residuals of ``cond``'s control hints, per step (None without hints)."""
+    """The extra UNet inputs of ``cond`` per step: its control hints' ControlNet/T2I-Adapter
+    residuals, and an unCLIP model's class labels (None when there are neither)."""
+    labels = _class_labels(cond, model, latent.shape[0], seed)
     hints = cond.extras.get("control", ())
     if not hints:
-        return None
+        return (lambda x, t: labels) if labels else None
     from nodes.diffusion.impl.controlnet import residual_function
 
     try:
-        return residual_function(
+        residuals = residual_function(
             tuple(hints), inputs[0], inputs[1], tuple(latent.shape), int(model.scheduler_config.get("num_train_timesteps", 1000))
         )
     except ValueError as error:
         raise GuidanceError(str(error)) from None
+    return (lambda x, t: {**residuals(x, t), **labels}) if labels else residuals
+
+
+def _class_labels(cond: Conditioning, model: DiffusionModel, batch: int, seed: int | None) -> dict[str, "torch.Tensor"]:
+    """``{"class_labels": ...}`` for an unCLIP UNet (its image embeddings, impl/unclip.py), else nothing."""
+    from nodes.diffusion.impl import unclip
+
+    if not unclip.takes_images(model):
+        return {}
+    try:
+        labels = unclip.class_labels(cond, model, seed)
+    except ValueError as error:
+        raise GuidanceError(str(error)) from None
+    unet = model.unet
+    return {"class_labels": labels.expand(batch, -1).to(device=unet.device, dtype=unet.dtype)}
 
 
 def _unet_inputs(
-    cond: Conditioning, model: DiffusionModel, batch: int, pixel_size: tuple[int, int], which: str
+    cond: Conditioning, model: DiffusionModel, batch: int, pixel_size: tuple[int, int], which: str,
+    seed: int | None = None,
 ) -> tuple["torch.Tensor", dict[str, "torch.Tensor"] | None]:
-    """Hidden states and SDXL's added conditions for ``cond``, broadcast to ``batch``."""
+    """Hidden states and SDXL's added conditions for ``cond``, broadcast to ``batch`` (the
+    pooled embedding replaced by an image's where ``cond`` carries one, impl/unclip.py)."""
     import torch
 
     unet = model.unet
@@ -211,7 +243,8 @@ def _unet_inputs(
         return embeds, None
     if cond.pooled is None:
         raise GuidanceError(f"the {which} conditioning has no pooled text embedding, which {model.family.name} models need")
-    pooled = _broadcast(cond.pooled, batch, which).to(device=unet.device, dtype=unet.dtype)
+    pooled = _image_pooled(cond, cond.pooled, seed)
+    pooled = _broadcast(pooled, batch, which).to(device=unet.device, dtype=unet.dtype)
     time_ids = cond.extras.get("time_ids")
     if time_ids is None:  # original size, crop top-left, target size: the plain full-image case
         height, width = pixel_size
@@ -223,6 +256,16 @@ def _unet_inputs(
     time_ids = time_ids.reshape(-1, time_ids.shape[-1])  # 6 values per image; 5 for the SDXL refiner
     time_ids = _broadcast(time_ids, batch, which).to(device=unet.device, dtype=unet.dtype)
     return embeds, {"text_embeds": pooled, "time_ids": time_ids}
+
+
+def _image_pooled(cond: Conditioning, pooled: "torch.Tensor", seed: int | None) -> "torch.Tensor":
+    from nodes.diffusion.impl import unclip
+
+    try:
+        image = unclip.pooled_embeds(cond, pooled.shape[-1], seed)
+    except ValueError as error:
+        raise GuidanceError(str(error)) from None
+    return pooled if image is None else image
 
 
 def _broadcast(tensor: "torch.Tensor", batch: int, which: str) -> "torch.Tensor":

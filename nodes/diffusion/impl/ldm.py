@@ -85,7 +85,11 @@ def unet_config(
         # SD 1.x counts 8 heads everywhere; SD 2.x and SDXL use 64-wide heads.
         attention_head_dim=base["attention_head_dim"] if family == "sd1" else [max(1, c // 64) for c in channels],
     )
-    if p + "label_emb.0.0.weight" in state:
+    if p + "label_emb.0.0.weight" in state and family in ("sd1", "sd2"):
+        # SD 2.1 unCLIP: the label embedding takes an image embedding and its noise level's (impl/unclip.py).
+        config.update(class_embed_type="projection",
+                      projection_class_embeddings_input_dim=int(state[p + "label_emb.0.0.weight"].shape[1]))
+    elif p + "label_emb.0.0.weight" in state:
         added = int(state[p + "label_emb.0.0.weight"].shape[1])
         config.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=added)
         if pooled_dim is not None and (added - pooled_dim) % time_ids == 0:  # the refiner has 5 time ids

@@ -52,6 +52,7 @@ class LoadedCheckpoint:
     vision: Any = None
     folder: Path | None = None  # a diffusers folder, for extras such as vae/latent_rgb.json
     pad_token_ids: list[int] = field(default_factory=list)
+    image_stats: tuple[torch.Tensor, torch.Tensor] | None = None  # an unCLIP folder's image normaliser
 
 
 def resolve_dtype(choice: str, device: str) -> torch.dtype:
@@ -160,8 +161,9 @@ def detect_family(state: Mapping[str, Any]) -> str:
         return "sd1"
     # No text encoder: decide from the UNet alone.
     to_k = next((k for k in state if k.startswith(_ldm.UNET) and k.endswith("attn2.to_k.weight")), None)
-    if _ldm.UNET + "label_emb.0.0.weight" in state:
-        # The refiner cross-attends to OpenCLIP-G alone (1280 wide), the base to both encoders.
+    if _ldm.UNET + "label_emb.0.0.weight" in state and (to_k is None or int(state[to_k].shape[1]) != 1024):
+        # The refiner cross-attends to OpenCLIP-G alone (1280 wide), the base to both encoders
+        # (a 1024-wide UNet with a label embedding is SD 2.1 unCLIP).
         return "sdxl_refiner" if to_k is not None and int(state[to_k].shape[1]) == 1280 else "sdxl"
     if to_k is None:
         raise CheckpointError("not a Stable Diffusion checkpoint: no UNet cross-attention weights in the original layout")
@@ -179,6 +181,8 @@ def detect_prediction(state: Mapping[str, Any], family: str) -> str:
         return "v_prediction"
     if family != "sd2":
         return "epsilon"
+    if _ldm.UNET + "label_emb.0.0.weight" in state:
+        return "v_prediction"  # SD 2.1 unCLIP (-h and -l) predicts v
     keys = [k for k in state if k.startswith(_ldm.UNET + "output_blocks.") and k.endswith("transformer_blocks.0.norm1.bias")]
     if not keys:
         return "epsilon"
@@ -486,6 +490,11 @@ def load_folder(
     vision = None
     if (folder / "image_encoder").is_dir() and _class_name(index, "image_encoder"):
         vision = _transformers_model(index, "image_encoder", folder, dtype, device, files)
+    image_stats = None
+    if (folder / "image_normalizer").is_dir() and _class_name(index, "image_normalizer"):
+        from nodes.diffusion.impl.unclip import read_image_stats
+
+        image_stats = read_image_stats(folder / "image_normalizer", files)
 
     return LoadedCheckpoint(
         family=make_family(family, vae.config),
@@ -498,6 +507,7 @@ def load_folder(
         vision=vision,
         folder=folder,
         pad_token_ids=[t.pad_token_id for t in tokenizers],
+        image_stats=image_stats,
     )
 
 

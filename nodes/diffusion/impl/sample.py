@@ -17,7 +17,7 @@ from nodeflow import RunContext
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map
 from nodes.diffusion.impl.views import PREVIEW_KINDS  # noqa: F401  (re-exported)
 from nodes.diffusion.impl.samplers import SAMPLERS, UnsupportedCombination, eta_unsupported_reason, make_scheduler, step_parameters
-from nodes.diffusion.types import Latent, NoiseSource
+from nodes.diffusion.types import Latent, NoiseSource, Sigmas
 
 if TYPE_CHECKING:
     import torch
@@ -85,12 +85,13 @@ class SamplingError(ValueError):
 def sample(
     ctx: RunContext, noise: NoiseSource, guider: "Guider", latent: Latent,
     sampler: str, schedule: str, steps: int, denoise: float, eta: float, steps_run: StepRange = FULL,
-    preview_kind: str = "x0", trace: Callable[[StepView], None] | None = None,
+    preview_kind: str = "x0", trace: Callable[[StepView], None] | None = None, sigmas: "Sigmas | None" = None,
 ) -> "torch.Tensor":
     """Run the sampler; returns the denoised latents [B, C, h, w] in model space.
     ``preview_kind`` (a key of :data:`PREVIEW_KINDS`) is what the progress previews show;
     ``trace`` is called with every step's :class:`StepView`. Views are only computed when
-    someone looks (previews on, or a trace)."""
+    someone looks (previews on, or a trace). ``sigmas`` (an explicit schedule) replaces
+    ``schedule``, ``steps`` and ``denoise``; its window narrows ``steps_run``."""
     import torch
 
     if sampler not in SAMPLERS:
@@ -100,6 +101,17 @@ def sample(
         raise SamplingError("eta", reason)
     model = guider.model
     unet = model.unet
+    if model.sampling == "edm":
+        from nodes.diffusion.impl.edm import EDMError, edm_spec
+
+        try:
+            spec = edm_spec(sampler)
+        except EDMError as exc:
+            raise SamplingError(exc.field, str(exc)) from None
+        _refuse_timestep_windows(guider)
+    if model.sampling == "lcm" and sampler != "lcm":
+        raise SamplingError("sampler", f"the model is LCM-distilled (Model Prediction lcm), which runs with the lcm "
+                            f"sampler (its 50-step grid and boundary condition); {sampler} would not run it as distilled")
     from nodes.diffusion.impl.inpaint import concat_inputs
 
     try:  # an inpainting UNet takes the mask and the masked image beside the latent
@@ -110,16 +122,29 @@ def sample(
     if sampler == "dpmpp_sde" and noise.seed is not None:
         extra["noise_sampler_seed"] = noise.seed  # its Brownian tree draws from its own seed
     try:
-        scheduler = make_scheduler(sampler, schedule, model.scheduler_config, **extra)
+        # An explicit list replaces the schedule: the scheduler is built without sigma options.
+        if model.sampling == "edm":
+            from nodes.diffusion.impl.edm import make_edm_scheduler
+
+            scheduler = make_edm_scheduler(sampler, schedule, model.scheduler_config)
+        else:
+            scheduler = make_scheduler(sampler, "normal" if sigmas is not None else schedule, model.scheduler_config, **extra)
     except UnsupportedCombination as exc:
         raise SamplingError("schedule", str(exc)) from None
+
+    timing: dict[str, Any] | None = None
+    if sigmas is not None:
+        timing, steps, denoise, steps_run = _explicit(sampler, spec, scheduler, sigmas, steps_run)
 
     from nodes.diffusion.impl.lora import active
 
     with torch.inference_mode(), active([unet], model.adapters):
         device, dtype = unet.device, unet.dtype
         try:
-            scheduler.set_timesteps(steps, device=device)
+            if timing is None:
+                scheduler.set_timesteps(steps, device=device)
+            else:
+                scheduler.set_timesteps(device=device, **timing)
         except ValueError as exc:  # e.g. lcm: more steps than the model was distilled for
             raise SamplingError("steps", f"{sampler} cannot run {steps} steps: {exc}") from None
         full = scheduler.timesteps
@@ -165,7 +190,7 @@ def sample(
         def tap(uncond: "torch.Tensor | None", cond: "torch.Tensor") -> None:
             tapped[0], tapped[1] = uncond, cond
 
-        predict = guider.bind(x, tap if views else None)
+        predict = guider.bind(x, tap if views else None, seed=noise.seed)
         if extra_channels is not None:
             predict = _with_channels(predict, extra_channels.to(device=device, dtype=dtype))
         accepted = step_parameters(spec.scheduler_class)
@@ -213,11 +238,46 @@ def sample(
     return x
 
 
+def _explicit(sampler: str, spec: Any, scheduler: Any, sigmas: "Sigmas",
+              steps_run: StepRange) -> tuple[dict[str, Any], int, float, StepRange]:
+    """``set_timesteps`` arguments, steps, denoise and step range for an explicit schedule."""
+    from nodes.diffusion.impl.samplers import sigma_list_samplers
+    from nodes.diffusion.impl.sigmas import SigmaError, timesteps_for
+
+    if not spec.sigma_list:
+        raise SamplingError("sampler", f"the {sampler} sampler cannot take a list of sigmas (diffusers' "
+                            f"{spec.scheduler_class} takes neither sigmas nor timesteps); use one of: "
+                            f"{', '.join(sigma_list_samplers())}")
+    try:
+        alphas = getattr(scheduler, "alphas_cumprod", None)  # EDM schedulers have none (and take sigmas)
+        timing = timesteps_for(spec.sigma_list, sigmas, [] if alphas is None else alphas.tolist(), sampler)
+    except SigmaError as exc:
+        raise SamplingError(exc.field, str(exc)) from None
+    early = sigmas.stop < sigmas.steps  # the window stops before the end: hand on the noisy latent
+    window = StepRange(max(steps_run.start, sigmas.start), min(steps_run.end, sigmas.stop) if early else steps_run.end,
+                       steps_run.leftover_noise or early)
+    return timing, sigmas.steps, 1.0, window
+
+
+def _refuse_timestep_windows(guider: "Guider") -> None:
+    """EDM timesteps are log(sigma) / 4, not training steps: the windows of ControlNets and
+    conditioning step ranges (fractions of 1000 steps) would not mean what they say."""
+    for which, cond in (("positive", guider.positive), ("negative", guider.negative)):
+        for part in () if cond is None else cond.parts():
+            if part.timestep_range is not None or part.extras.get("control"):
+                raise SamplingError("guider", f"the {which} conditioning has a ControlNet or a step range, which "
+                                    "nodeflow does not apply to continuous EDM models yet")
+
+
 def sigma_at(scheduler: Any, timestep: Any) -> float:
     """The k-diffusion noise level sqrt((1 - alpha-bar) / alpha-bar) at a (possibly
     fractional, as karras sigmas give) train timestep, interpolated in log sigma the way
-    diffusers maps sigmas to timesteps; 0 past the end of the schedule (None)."""
+    diffusers maps sigmas to timesteps; 0 past the end of the schedule (None). EDM
+    schedulers' timesteps are log(sigma) / 4."""
     import math
+
+    if getattr(scheduler.config, "sigma_data", None) is not None:  # continuous EDM
+        return 0.0 if timestep is None else math.exp(4.0 * float(timestep))
 
     if timestep is None:  # past the last step: DDIM ends at its final alpha-bar, the others at 0
         final = getattr(scheduler, "final_alpha_cumprod", None)
@@ -308,6 +368,9 @@ def _x0(result: Any, scheduler: Any, prediction: "torch.Tensor", x: "torch.Tenso
         x0 = getattr(result, name, None)
         if x0 is not None:
             return x0[:1] if first_only else x0
+    if getattr(scheduler.config, "sigma_data", None) is not None:  # EDM DPM-Solver: its last x0 estimate
+        x0 = scheduler.model_outputs[-1]
+        return x0[:1] if first_only else x0
     # DPM-Solver multistep and UniPC do not; they keep x in variance-preserving scale,
     # x = alpha_t * x0 + sigma_t * eps, with sigma = sigma_t / alpha_t at the step just taken.
     sigma = scheduler.sigmas[scheduler.step_index - 1].to(x.device, x.dtype)

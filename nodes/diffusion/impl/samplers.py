@@ -40,33 +40,37 @@ class SamplerSpec:
     # k-diffusion's x0 + sigma eps; a latent handed between samplers mid-schedule is
     # converted to and from the latter (nodes.diffusion.impl.sample).
     variance_preserving: bool = False
+    # How the class takes an explicit list of sigmas (the Sampler's SIGMAS input,
+    # impl/sigmas.py): "sigmas" as they are, "timesteps" as the nearest training steps,
+    # "" not at all (diffusers' set_timesteps takes neither).
+    sigma_list: str = ""
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec("DDPMScheduler", sigma_schedules=False, description="ancestral DDPM (stochastic)",
-                        variance_preserving=True),
+                        variance_preserving=True, sigma_list="timesteps"),
     "ddim": SamplerSpec("DDIMScheduler", takes_eta=True, sigma_schedules=False, description="DDIM; eta 0 is deterministic, 1 is DDPM-like",
                         variance_preserving=True),
-    "euler": SamplerSpec("EulerDiscreteScheduler", description="Euler (deterministic)"),
+    "euler": SamplerSpec("EulerDiscreteScheduler", description="Euler (deterministic)", sigma_list="sigmas"),
     "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_schedules=False, description="Euler ancestral (stochastic)"),
-    "heun": SamplerSpec("HeunDiscreteScheduler", description="Heun, 2 model calls per step"),
+    "heun": SamplerSpec("HeunDiscreteScheduler", description="Heun, 2 model calls per step", sigma_list="timesteps"),
     "dpm_2": SamplerSpec("KDPM2DiscreteScheduler", description="DPM-Solver-2, 2 model calls per step"),
     "dpm_2_ancestral": SamplerSpec("KDPM2AncestralDiscreteScheduler", description="DPM-Solver-2 ancestral"),
     "lms": SamplerSpec("LMSDiscreteScheduler", description="linear multistep"),
     "dpmpp_2m": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2},
-        description="DPM-Solver++(2M)", variance_preserving=True,
+        description="DPM-Solver++(2M)", variance_preserving=True, sigma_list="timesteps",
     ),
     "dpmpp_2m_sde": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
-        description="DPM-Solver++(2M) SDE (stochastic)", variance_preserving=True,
+        description="DPM-Solver++(2M) SDE (stochastic)", variance_preserving=True, sigma_list="timesteps",
     ),
     "dpmpp_3m_sde": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
-        description="DPM-Solver++(3M) SDE (stochastic)", variance_preserving=True,
+        description="DPM-Solver++(3M) SDE (stochastic)", variance_preserving=True, sigma_list="timesteps",
     ),
     "dpmpp_sde": SamplerSpec("DPMSolverSDEScheduler", description="DPM-Solver++ SDE, Brownian-tree noise"),
     "unipc": SamplerSpec("UniPCMultistepScheduler", description="UniPC multistep", variance_preserving=True),
@@ -99,6 +103,11 @@ def _scheduler_class(name: str) -> type:
 @lru_cache(maxsize=None)
 def _accepted_settings(name: str) -> frozenset[str]:
     return frozenset(inspect.signature(_scheduler_class(name).__init__).parameters)
+
+
+def sigma_list_samplers() -> list[str]:
+    """The samplers that can run an explicit list of sigmas (no diffusers import)."""
+    return [name for name, spec in SAMPLERS.items() if spec.sigma_list]
 
 
 def schedules_for(sampler: str) -> list[str]:

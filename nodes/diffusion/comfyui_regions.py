@@ -1,0 +1,124 @@
+"""ComfyUI mappings for regional conditioning, sigma schedules and block merges (issue 11).
+
+Kept apart from comfyui.py's tables so those stay short; comfyui.py adds these to its
+``MAPPINGS`` once its helpers exist. Widget names and order are ComfyUI's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodes.diffusion.comfyui import Builder, ComfyNode, Mapping, _one_to_one, _same
+
+_MASK_AREAS = {"default": "default", "mask bounds": "mask bounds"}
+
+
+REGION_MAPPINGS: dict[str, Mapping] = {
+    "ConditioningSetAreaPercentage": _same("ConditioningSetAreaPercentage", ("conditioning",),
+                                           ("width", "height", "x", "y", "strength"), ("conditioning",)),
+    "ConditioningSetMask": Mapping(
+        ("strength", "set_cond_area"),
+        _one_to_one("ConditioningSetMask", {"conditioning": "conditioning", "mask": "mask"},
+                    {"strength": "strength", "set_cond_area": "area"}, ("conditioning",),
+                    {"set_cond_area": _MASK_AREAS.__getitem__}), ("ConditioningSetMask",)),
+}
+
+
+# ----------------------------------------------------------- explicit sigma lists
+_AYS_MODELS = {"SD1": "SD1", "SDXL": "SDXL"}  # SVD is a video model
+
+
+def needs_sigma_list(b: Builder, source: ComfyNode) -> bool:
+    """Whether the schedule ``source`` makes has no Sampler widget equivalent, so it
+    becomes nodeflow's own SIGMAS node: Align Your Steps always; Karras / exponential
+    with another than SD's own range (or rho 7); a split of either."""
+    from nodes.diffusion.comfyui import _SIGMA_RANGE, Ref, _is_number
+
+    if source.type == "AlignYourStepsScheduler":
+        return True
+    if source.type in ("KarrasScheduler", "ExponentialScheduler"):
+        rho = b.resolved(source, "rho") if source.type == "KarrasScheduler" else None
+        return (any(_is_number(v := b.resolved(source, name)) and abs(v - default) > 1e-3
+                    for name, default in _SIGMA_RANGE.items())
+                or (_is_number(rho) and rho != 7.0))
+    if source.type == "SplitSigmas":
+        ref = b.resolved(source, "sigmas")
+        inner = b.comfy.get(ref.node) if isinstance(ref, Ref) else None
+        return inner is not None and needs_sigma_list(b, inner)
+    return False
+
+
+def _when_listed(build: Any) -> Any:
+    """A scheduler node's builder that adds its node only when a sampler needs the list
+    (otherwise the sampler reads it as widgets and it has no node of its own)."""
+
+    def maybe(b: Builder, c: ComfyNode) -> None:
+        if needs_sigma_list(b, c):
+            build(b, c)
+
+    return maybe
+
+
+REGION_MAPPINGS.update({
+    "AlignYourStepsScheduler": Mapping(
+        ("model_type", "steps", "denoise"),
+        _one_to_one("AlignYourStepsScheduler", {}, {"model_type": "model_type", "steps": "steps", "denoise": "denoise"},
+                    ("sigmas",), {"model_type": _AYS_MODELS.__getitem__}), ("AlignYourStepsScheduler",)),
+    "KarrasScheduler": Mapping(
+        ("steps", "sigma_max", "sigma_min", "rho"),
+        _when_listed(_one_to_one("KarrasScheduler", {}, {n: n for n in ("steps", "sigma_max", "sigma_min", "rho")},
+                                 ("sigmas",))), ("KarrasScheduler",)),
+    "ExponentialScheduler": Mapping(
+        ("steps", "sigma_max", "sigma_min"),
+        _when_listed(_one_to_one("ExponentialScheduler", {}, {n: n for n in ("steps", "sigma_max", "sigma_min")},
+                                 ("sigmas",))), ("ExponentialScheduler",)),
+    "SplitSigmas": Mapping(
+        ("step",), _when_listed(_one_to_one("SplitSigmas", {"sigmas": "sigmas"}, {"step": "step"},
+                                            ("high_sigmas", "low_sigmas"))), ("SplitSigmas",)),
+})
+
+
+# ------------------------------------------------------------------ block merges
+def _sdxl_merge_widgets() -> dict[str, str]:
+    from nodes.diffusion.merge_blocks import SDXL_BLOCKS
+
+    return {comfy: ours for ours, comfy in SDXL_BLOCKS.items()}
+
+
+_MERGE_INPUTS = {"model1": "model1", "model2": "model2"}
+REGION_MAPPINGS.update({
+    "ModelMergeBlocks": Mapping(
+        ("input", "middle", "out"),
+        _one_to_one("ModelMergeBlocks", _MERGE_INPUTS, {n: n for n in ("input", "middle", "out")}, ("model",)),
+        ("ModelMergeBlocks",)),
+    "ModelMergeSDXL": Mapping(
+        tuple(_sdxl_merge_widgets()), _one_to_one("ModelMergeSDXL", _MERGE_INPUTS, _sdxl_merge_widgets(), ("model",)),
+        ("ModelMergeSDXL",)),
+})
+
+
+# ------------------------------------------------------------ continuous EDM models
+_EDM_REFUSED = {
+    "eps": "diffusers' EDM schedulers have no noise prediction with EDM's input scaling (their epsilon is EDM's "
+           "F-prediction, ComfyUI's 'edm')",
+    "edm_playground_v2.5": "Playground v2.5 also needs its per-channel latent scaling, which nodeflow's VAE does not have",
+    "cosmos_rflow": "a rectified-flow video model, not an SD-family one",
+}
+
+
+def _build_edm(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    kind = b.resolved(c, "sampling")
+    if kind in _EDM_REFUSED:
+        b.problem(c, f"sampling {kind!r} has no nodeflow equivalent: {_EDM_REFUSED[kind]}")
+    else:
+        b.value(c, "sampling", values, "prediction", {"v_prediction": "v_prediction", "edm": "edm"}.__getitem__)
+    b.value(c, "sigma_max", values, "sigma_max")
+    b.value(c, "sigma_min", values, "sigma_min")
+    node_id = b.add(c, "ModelSamplingEDM", values=values)
+    b.link(c, "model", node_id, "model")
+    b.output(c, 0, node_id, "model")
+
+
+REGION_MAPPINGS["ModelSamplingContinuousEDM"] = Mapping(("sampling", "sigma_max", "sigma_min"), _build_edm,
+                                                        ("ModelSamplingEDM",))

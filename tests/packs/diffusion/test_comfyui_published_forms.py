@@ -1,0 +1,68 @@
+"""Forms found in ComfyUI workflows that people published, written small by hand.
+
+Measured on a collection of published workflows (benchmarks/comfyui_acceptance.py), these
+broke imports that ComfyUI itself opens: model names saved on Windows, and link ids given
+twice in hand-edited files. Each fixture reproduces one pattern on the import tests'
+text-to-image graph; none is a copy of someone else's file.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import nodes.diffusion.impl  # noqa: F401  (torchvision shim before diffusers)
+import nodeflow.api as api  # noqa: E402
+from nodeflow import RunSettings  # noqa: E402
+from nodeflow.files.open import load_workflow  # noqa: E402
+from nodeflow.model.registry import default_registry  # noqa: E402
+from nodeflow.model.validation import validate  # noqa: E402
+from tests.support import FIXTURES  # noqa: E402
+from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
+
+FIXTURES = FIXTURES / "comfyui"
+
+
+def _saved_image(flow: api.Flow, settings: RunSettings, out) -> np.ndarray:
+    result = flow.run(output_dir=out, device="cpu", settings=settings)
+    saved = [o["images"] for nid, o in result.outputs.items() if flow.graph.nodes[nid].type == "SaveImage"]
+    assert len(saved) == 1
+    return saved[0].numpy()
+
+
+def test_a_model_name_saved_on_windows_finds_the_model_in_its_subfolder(tmp_path_factory, tmp_path):
+    model = shared_tiny_sd(tmp_path_factory)
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(model, checkpoints / "sd15" / model.name)
+    windows = api.open(FIXTURES / "windows_model_names_ui_v04.json", device="cpu")
+    ckpt = next(n for n in windows.graph.nodes.values() if n.type == "Checkpoint")
+    assert ckpt.values["checkpoint"] == "sd15/tiny-sd"
+    note = next(n for n in windows.graph.nodes.values() if n.type == "Note")
+    assert "C:\\ComfyUI\\models" in next(v for v in note.values.values() if isinstance(v, str))  # not a model name
+    image = _saved_image(windows, RunSettings(model_folders={"checkpoints": [checkpoints]}), tmp_path / "windows")
+    plain = api.open(FIXTURES / "txt2img_ui_v04.json", device="cpu")
+    expected = _saved_image(plain, RunSettings(model_folders={"checkpoints": [model.parent]}), tmp_path / "plain")
+    assert np.array_equal(image, expected)
+
+
+def test_a_link_id_given_twice_links_each_input_to_its_own_source():
+    workflow = load_workflow(FIXTURES / "repeated_link_id_ui_v04.json", default_registry())
+    graph = workflow.graph
+    assert graph.link_into("9", "images").source == "8"  # VAEDecode -> SaveImage
+    assert graph.link_into("3.cfg", "model").source == "4"  # checkpoint -> the KSampler's guider
+    assert [p for p in [*workflow.problems, *validate(graph)]] == []
+
+
+def test_a_step_count_fed_by_another_node_is_refused_naming_the_widget_and_the_node():
+    """Published API files feed KSamplerAdvanced's steps from custom integer nodes; the
+    refusal names the custom type and says which widget needs a value (not a Ref repr)."""
+    from nodeflow.files.workflow import WorkflowError
+
+    with pytest.raises(WorkflowError) as raised:
+        load_workflow(FIXTURES / "steps_from_another_node_api.json", default_registry())
+    message = str(raised.value)
+    assert "ttN int (node 5)" in message
+    assert "node 6 (KSamplerAdvanced): widget 'steps' is fed by node 5 (ttN int); nodeflow needs its value here" in message
+    assert "Ref(" not in message
