@@ -14,37 +14,29 @@ run stores results from a worker thread.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable
 
 from nodeflow.engine.sizing import sizeof
+from nodeflow.model.devices import DeviceMemory, machine_memory
 
 FALLBACK_BUDGET_BYTES = 8 * 1024**3
 RAM_FRACTION = 0.5  # models are big; half the RAM leaves room for the run's working memory
+VRAM_FRACTION = 0.5  # the same share of a GPU that cannot offload: the rest is working memory
 
 
-def default_budget_bytes() -> int:
-    """Half of this machine's physical memory, or 8 GB when that cannot be read."""
-    total = _physical_memory_bytes()
+def default_budget_bytes(memory: DeviceMemory | None = None) -> int:
+    """The cache's budget on the memory its entries live in: half of a device's
+    ``memory`` (a GPU's VRAM as its backend reads it), else half of this machine's RAM,
+    or 8 GB when neither can be read. The executor passes the RAM when models can be
+    offloaded from the device (they then live in RAM), the device's memory otherwise."""
+    if memory is not None and memory.total_bytes > 0:
+        fraction = RAM_FRACTION if memory.device.startswith("cpu") else VRAM_FRACTION
+        return int(memory.total_bytes * fraction)
+    total = machine_memory()
     return int(total * RAM_FRACTION) if total else FALLBACK_BUDGET_BYTES
-
-
-def _physical_memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 @dataclass(frozen=True)
@@ -86,6 +78,12 @@ class OutputCache:
             self._entries.move_to_end(signature)
             self._hits += 1
             return entry.outputs
+
+    def entries(self) -> list[dict[str, Any]]:
+        """Every stored entry's outputs, least recently used first, without marking them
+        used (what the offloading of models looks through)."""
+        with self._lock:
+            return [entry.outputs for entry in self._entries.values()]
 
     def __contains__(self, signature: object) -> bool:
         with self._lock:

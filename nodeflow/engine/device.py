@@ -9,6 +9,10 @@ inside the function, and its absence simply means ``"cpu"``.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nodeflow.model.devices import DeviceMemory
 
 _DEVICE_NAME = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
 
@@ -82,3 +86,17 @@ def release_device_memory(device: str) -> None:
             torch.mps.empty_cache()
     except (RuntimeError, AttributeError):  # a device in a bad state: the retry will tell
         pass
+
+
+DEVICE_FRACTION = 0.9  # of a GPU's memory, for models and working memory; the rest: the driver's context
+RAM_FRACTION = 0.75  # of the CPU's, as nodeflow.model.memory's default budget
+
+
+def device_budget(memory: "DeviceMemory | None") -> int | None:
+    """Bytes a run may keep on a device (models on it plus a node's working memory): nine
+    tenths of a GPU's memory as its backend reads it, three quarters of the CPU's RAM;
+    None when the device cannot tell."""
+    if memory is None or memory.total_bytes <= 0:
+        return None
+    fraction = RAM_FRACTION if memory.device.startswith("cpu") else DEVICE_FRACTION
+    return int(memory.total_bytes * fraction)

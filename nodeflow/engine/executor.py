@@ -17,6 +17,14 @@ Caching
     runs them again. Cached values stay on the device they were made on, and the
     device is part of the signature. Memory: see :mod:`nodeflow.engine.cache`.
 
+Memory on the device
+    The executor reads the device's memory from the installed pack's device backend
+    (:mod:`nodeflow.model.devices`; VRAM on a GPU, RAM on the CPU). Before a run, the
+    plan's peak memory is estimated node by node (:mod:`nodeflow.engine.estimate`) and a
+    run that cannot fit is refused, naming the node and field, before anything loads.
+    Before each node, the models it reads are on the device and others are offloaded
+    to the CPU's RAM if the device budget is tight (:mod:`nodeflow.engine.residency`).
+
 Failure and interruption
     A node's outputs are stored only after its ``run`` returned and its result had the
     declared shape, so a failed or interrupted run stores nothing partial and keeps
@@ -41,6 +49,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import bisect
 import time
 import traceback as traceback_module
 import uuid
@@ -50,8 +59,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NoReturn
 
-from nodeflow.engine.cache import OutputCache
-from nodeflow.engine.device import is_out_of_memory, release_device_memory, resolve_device
+from nodeflow.engine.cache import OutputCache, default_budget_bytes
+from nodeflow.engine.device import device_budget, is_out_of_memory, release_device_memory, resolve_device
+from nodeflow.engine.estimate import PlanEstimate, estimate_plan
+from nodeflow.engine.residency import NEVER, Residency
 from nodeflow.engine.events import (
     EventHandler,
     FileWritten,
@@ -64,7 +75,8 @@ from nodeflow.engine.events import (
     RunStarted,
     RunStatus,
 )
-from nodeflow.model.memory import check_memory
+from nodeflow.model.devices import DeviceBackend, DeviceMemory
+from nodeflow.model.memory import check_memory, memory_budget
 from nodeflow.model.graph import Graph, GraphError
 from nodeflow.model.context import Interrupted, RunContext, RunSettings
 from nodeflow.model.node import NodeError
@@ -111,6 +123,8 @@ class _Prepared:
     input_dir: Path
     settings: RunSettings
     on_event: EventHandler | None
+    budget: int | None = None  # bytes of the device a run may use (settings', else the device's)
+    estimate: PlanEstimate | None = None
 
 
 class Executor:
@@ -120,10 +134,20 @@ class Executor:
         cache: OutputCache | None = None,
         device: str = "auto",
         cache_budget_bytes: int | None = None,
+        devices: DeviceBackend | None = None,
     ):
+        """``devices``: what tells device memory and moves models (default: the installed
+        packs' backend, see :meth:`NodeRegistry.device_backend`). Without a ``cache`` or
+        ``cache_budget_bytes``, the cache's budget is half the memory its entries live in:
+        the offload device's (the RAM) when models can be offloaded, else the device's own."""
         self.registry = registry
-        self.cache = cache if cache is not None else OutputCache(cache_budget_bytes)
         self.device = resolve_device(device)  # raises DeviceError (a ValueError) before any run
+        self.devices = devices if devices is not None else registry.device_backend()
+        self._residency: dict[str, Residency] = {}
+        if cache is None and cache_budget_bytes is None:
+            target = self.devices.offload_device(self.device)
+            cache_budget_bytes = default_budget_bytes(self.devices.memory(target) if target else self.device_memory())
+        self.cache = cache if cache is not None else OutputCache(cache_budget_bytes)
         self._busy = threading.Lock()
         self._interrupt = threading.Event()
         self._signatures = SignatureMemo()
@@ -187,6 +211,17 @@ class Executor:
     def running(self) -> bool:
         return self._busy.locked()
 
+    def device_memory(self, device: str | None = None) -> DeviceMemory | None:
+        """The device's memory as its backend reads it now (VRAM on a GPU, RAM on the CPU)."""
+        return self.devices.memory(self.device if device is None else device)
+
+    def residency(self, device: str | None = None) -> Residency:
+        """What keeps models on ``device`` within its budget (one per device, kept across runs)."""
+        device = self.device if device is None else device
+        if device not in self._residency:
+            self._residency[device] = Residency(self.devices, device, device_budget(self.device_memory(device)))
+        return self._residency[device]
+
     # ------------------------------------------------------------------ stages
     def _acquire(self) -> None:
         if not self._busy.acquire(blocking=False):
@@ -232,7 +267,14 @@ class Executor:
                 )
             except GraphError as exc:  # only if validation missed it; report it the same way
                 problems = [Problem(ProblemCode.INVALID_GRAPH, str(exc), exc.node_id)]
-        return _Prepared(plan, problems, device, output_dir, input_dir, settings, on_event)
+        residency = self.residency(device)
+        budget = settings.memory_budget or residency.budget_bytes or memory_budget(settings)
+        estimate = None
+        if plan is not None:  # before anything loads: a peak that cannot fit refuses the run
+            estimate = estimate_plan(plan, context, budget, offloads=residency.active)
+            if estimate.problems:
+                problems, plan = list(estimate.problems), None
+        return _Prepared(plan, problems, device, output_dir, input_dir, settings, on_event, budget, estimate)
 
     def _execute(self, prepared: _Prepared) -> RunResult:
         emit = _SafeEmitter(prepared.on_event)
@@ -248,6 +290,7 @@ class _Run:
 
     def __init__(self, executor: Executor, prepared: _Prepared, emit: "_SafeEmitter"):
         self.cache = executor.cache
+        self.residency = executor.residency(prepared.device)
         self.interrupted = executor._interrupt
         self.prepared = prepared
         self.plan: Plan = prepared.plan  # type: ignore[assignment]
@@ -258,6 +301,8 @@ class _Run:
         self.cached: list[str] = []
         self.timings: dict[str, float] = {}
         self.files: list[Path] = []
+        self.position = 0  # index of the step being produced
+        self.readers = _readers(self.plan)
 
     def execute(self) -> RunResult:
         started = time.perf_counter()
@@ -267,7 +312,7 @@ class _Run:
         status, error, failed, trace, failed_field = RunStatus.OK, None, None, None, None
         outputs: dict[str, dict[str, Any]] = {}
         try:
-            for step in plan.steps:
+            for self.position, step in enumerate(plan.steps):
                 if self.interrupted.is_set():
                     raise _Stop(RunStatus.INTERRUPTED, f"interrupted before node {step.node_id} ({step.node_type})")
                 self._step(step)
@@ -275,6 +320,8 @@ class _Run:
                 node_id: {name: self._value(ref) for name, ref in refs.items()}
                 for node_id, refs in plan.outputs.items()
             }
+            if self.residency.active:  # what the caller gets back is on the run's device
+                self.residency.restore(value for refs in outputs.values() for value in refs.values())
         except _Stop as stop:
             status, error, failed, trace, failed_field = stop.status, stop.error, stop.failed_node, stop.trace, stop.field
         finally:
@@ -324,7 +371,9 @@ class _Run:
         self.emit(NodeStarted(node_id, node_type))
         started = time.perf_counter()
         try:
-            check_memory(step.cls.working_memory(inputs, prepared.settings), prepared.settings)  # before allocating
+            need = step.cls.working_memory(inputs, prepared.settings)
+            check_memory(need, prepared.settings, prepared.budget)  # before allocating
+            self._make_room(inputs, need.bytes if need is not None else 0)
             out_of_memory = False
             try:
                 outputs = _call(step, ctx, inputs)
@@ -346,11 +395,31 @@ class _Run:
         self.emit(NodeFinished(node_id, node_type, seconds))
         return outputs
 
+    def _make_room(self, inputs: dict[str, Any], need_bytes: int) -> None:
+        """The models this node reads onto the device; others offloaded if it is short
+        (nothing to do where there is nowhere to offload to, such as the CPU)."""
+        if not self.residency.active:
+            return
+        in_run = {id(outputs) for outputs in self.values.values()}
+        later = [(self._next_read((signature, name)), value)
+                 for signature, outputs in self.values.items() for name, value in outputs.items()]
+        later += [(NEVER, outputs) for outputs in self.cache.entries() if id(outputs) not in in_run]
+        self.residency.prepare(inputs.values(), later, need_bytes)
+
+    def _next_read(self, output: tuple[str, str]) -> float:
+        """Index of the next step after this one that reads ``output`` ((signature, output
+        name)), or ``NEVER``: a checkpoint's text encoder is done once the prompts are encoded."""
+        readers = self.readers.get(output, ())
+        at = bisect.bisect_right(readers, self.position)
+        return readers[at] if at < len(readers) else NEVER
+
     def _retry_out_of_memory(self, step: Step, ctx: RunContext, inputs: dict[str, Any]) -> dict[str, Any]:
         """The node ran out of memory: free every cached result this run does not need
-        (unpinned entries), give the device's freed blocks back, and run it once more. A
-        second failure names the node and what was freed."""
+        (unpinned entries), offload every model the node does not read, give the device's
+        freed blocks back, and run it once more. A second failure names the node and what
+        was freed."""
         freed = self.cache.free_unpinned()
+        freed += self.residency.offload_all(inputs.values(), list(self.values.values()))
         release_device_memory(self.prepared.device)
         log.warning("node %s (%s) ran out of memory; freed %d cached bytes, retrying once",
                     step.node_id, step.node_type, freed)
@@ -361,7 +430,7 @@ class _Run:
                 raise
             raise NodeError(
                 f"out of memory on {self.prepared.device}, also after freeing {freed / 2**20:,.0f} MB of cached "
-                f"results and retrying once ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+                f"results and offloaded models and retrying once ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
             ) from None
 
     def _written(self, node_id: str, path: Path) -> None:
@@ -396,6 +465,22 @@ class _Stop(Exception):
                  field: str | None = None):
         super().__init__(error)
         self.status, self.error, self.failed_node, self.trace, self.field = status, error, failed_node, trace, field
+
+
+def _readers(plan: Plan) -> dict[tuple[str, str], list[int]]:
+    """For each output ((signature, output name)), the indices of the steps that read it,
+    ascending; the requested outputs count as read after the last step."""
+    readers: dict[tuple[str, str], list[int]] = {}
+    for index, step in enumerate(plan.steps):
+        for ref in step.sources.values():
+            if isinstance(ref, tuple) and readers.setdefault(ref, [])[-1:] != [index]:
+                readers[ref].append(index)
+    end = len(plan.steps)
+    for refs in plan.outputs.values():
+        for ref in refs.values():
+            if isinstance(ref, tuple) and readers.setdefault(ref, [])[-1:] != [end]:
+                readers[ref].append(end)
+    return readers
 
 
 def _remaining_uses(plan: Plan) -> Counter[str]:

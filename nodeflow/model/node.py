@@ -26,7 +26,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 if TYPE_CHECKING:
-    from nodeflow.model.memory import MemoryNeed
+    from nodeflow.model.memory import MemoryEstimate, MemoryNeed, Upstream
     from nodeflow.model.types import DataType
 
 from nodeflow.model.context import RunContext, RunSettings
@@ -158,6 +158,21 @@ class Node:
         about to get, links resolved), from their shapes and the model's config, without
         allocating; the executor refuses a need over the budget before calling ``run``
         (see :mod:`nodeflow.model.memory`). None (the default): nothing worth checking.
+        """
+        return None
+
+    @classmethod
+    def estimate_memory(
+        cls, values: Mapping[str, Any], inputs: Mapping[str, "Upstream"], ctx: RunContext
+    ) -> "MemoryEstimate | None":
+        """What this node will hold and need, told before anything runs: from its widget
+        ``values`` (those not fed by a link), ``inputs`` (input name -> the
+        :class:`~nodeflow.model.memory.Upstream` node feeding it, with the facts its own
+        estimate passed on) and ``ctx`` (device and settings, no node id). The executor adds
+        the estimates along the plan and refuses a run whose peak cannot fit the device
+        (see :mod:`nodeflow.engine.estimate`). Must be cheap: read a file's header or a
+        config, never weights. None (the default): nothing to tell, and downstream nodes
+        learn nothing from this one.
         """
         return None
 

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 from nodeflow.model.node import Node
 from nodeflow.model.types import DataType
 
+from nodeflow.model.devices import DeviceBackend
+
 if TYPE_CHECKING:  # the importer protocol lives with the file formats, one layer up
     from nodeflow.files.importers import Importer
 
@@ -44,8 +46,9 @@ class Command:
 @dataclass(frozen=True)
 class Pack:
     """A pack's declaration: its node types, the data types on their links, converters
-    from other tools' workflow files, command-line commands, and folders of models it
-    ships (per model kind, searched after the user's own folders)."""
+    from other tools' workflow files, command-line commands, folders of models it
+    ships (per model kind, searched after the user's own folders), and what it knows of
+    devices (``devices``: memory sizes and moving models, see :mod:`nodeflow.model.devices`)."""
 
     name: str
     nodes: tuple[type[Node], ...] = ()
@@ -54,6 +57,7 @@ class Pack:
     commands: tuple[Command, ...] = ()
     model_folders: Mapping[str, tuple[Path, ...]] = field(default_factory=dict)
     description: str = ""
+    devices: DeviceBackend | None = None
 
     def __post_init__(self) -> None:
         for cls in self.nodes:

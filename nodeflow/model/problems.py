@@ -26,6 +26,7 @@ class ProblemCode(StrEnum):
     NO_OUTPUT_NODE = "no_output_node"  # nothing would be run (or a requested output does not exist)
     MISSING_FILE = "missing_file"  # a file a node names is not in any folder searched
     INVALID_GRAPH = "invalid_graph"  # the plan could not be built although validation passed
+    OVER_MEMORY_BUDGET = "over_memory_budget"  # the plan's estimated peak memory cannot fit the device
     # Found while loading a file (see nodeflow.files.workflow).
     DANGLING_LINK = "dangling_link"
     NEWER_NODE_VERSION = "newer_node_version"

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from nodeflow.model.devices import DeviceBackend, HostMemory
 from nodeflow.model.node import Node
 from nodeflow.model.pack import Command, Pack
 from nodeflow.model.types import DataType
@@ -71,6 +72,10 @@ class NodeRegistry:
 
     def commands(self) -> dict[str, Command]:
         return {command.name: command for pack in self.packs for command in pack.commands}
+
+    def device_backend(self) -> DeviceBackend:
+        """The first installed pack's device backend, or :class:`HostMemory` (RAM, no offloading)."""
+        return next((pack.devices for pack in self.packs if pack.devices is not None), None) or HostMemory()
 
     def model_folders(self, kind: str) -> list[Path]:
         """Folders of models the packs ship for ``kind``, searched after the user's own."""

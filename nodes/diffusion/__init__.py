@@ -31,6 +31,7 @@ from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
+from nodes.diffusion.devices import DEVICES
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
 from nodes.diffusion.sigmas import AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, SplitSigmas
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
@@ -67,4 +68,5 @@ PACK = Pack(
     ),
     data_types=DATA_TYPES + EXPLAIN_TYPES,
     importers=(COMFYUI_IMPORTER,),
+    devices=DEVICES,
 )

@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 from nodeflow import Choice, Float, Int, Node, NodeError, Output, RunContext, Socket, check_pixels
 
+from nodes.diffusion import estimates
 from nodes.diffusion.types import LATENT, MODEL, VAE, Autoencoder, DiffusionModel, Latent, ModelFamily
 
 # Without a model or VAE to ask, assume Stable Diffusion 1.x/2.x/XL: 4 channels, 8x.
@@ -45,6 +46,7 @@ class EmptyLatent(Node):
     vae = Socket(VAE, optional=True, tooltip="tells the latent shape of the model family")
     model = Socket(MODEL, optional=True, tooltip="tells the latent shape when no VAE is connected")
     outputs = (Output("latent", LATENT),)
+    estimate_memory = classmethod(estimates.empty_latent)
 
     @classmethod
     def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from nodeflow import Choice, FileChoice, Node, NodeError, Output, RunContext
 
+from nodes.diffusion import estimates
 from nodes.diffusion.types import CLIP, MODEL, VAE
 
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
@@ -16,6 +17,16 @@ def dtype_field() -> Choice:
         ("auto", "fp32", "fp16", "bf16"),
         default="auto",
         tooltip="Precision of the weights. auto: fp16 on a CUDA GPU, fp32 on the CPU and Apple GPUs.",
+    )
+
+
+def vae_dtype_field() -> Choice:
+    return Choice(
+        ("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        tooltip="Precision of the VAE. auto: fp32 when the weights are fp16 and the VAE would overflow "
+        "to black or NaN images in fp16 (SD 1.x and SDXL VAEs; a VAE whose config says "
+        "force_upcast: false stays fp16), otherwise the weights' precision.",
     )
 
 
@@ -117,22 +128,26 @@ class Checkpoint(Node):
     )
     dtype = dtype_field()
     prediction = prediction_field()
+    vae_dtype = vae_dtype_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
     output_facts = classmethod(_model_facts)
+    estimate_memory = classmethod(estimates.checkpoint)
     outputs = (
         Output("model", MODEL, "The denoising UNet and its noise schedule"),
         Output("clip", CLIP, "Tokenizer(s) and text encoder(s)"),
         Output("vae", VAE, "The autoencoder between pixels and latents"),
     )
 
-    def run(self, ctx: RunContext, checkpoint: str, dtype: str, prediction: str) -> dict[str, Any]:
+    def run(self, ctx: RunContext, checkpoint: str, dtype: str, prediction: str, vae_dtype: str = "auto") -> dict[str, Any]:
         from nodes.diffusion.impl.loading import load_checkpoint, resolve_dtype
         from nodes.diffusion.types import Autoencoder, DiffusionModel, TextEncoders
 
         path = _resolve(checkpoint, "checkpoints", ctx)
         loaded = _load(load_checkpoint, path, "checkpoints", resolve_dtype(dtype, ctx.device), ctx.device, prediction, ctx)
+        if vae_dtype != "auto":  # the user's choice over the loader's upcast rule
+            loaded.vae.to(resolve_dtype(vae_dtype, ctx.device))
         source = str(path)
         vae_config = loaded.vae.config
         latent_rgb = _latent_rgb(loaded)

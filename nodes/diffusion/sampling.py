@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from nodeflow import Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Seed, Socket
 
+from nodes.diffusion import estimates
 from nodes.diffusion.impl.samplers import SAMPLERS, SCHEDULES, eta_unsupported_reason, unsupported_reason
 from nodes.diffusion.impl.views import PREVIEW_KINDS
 from nodes.diffusion.types import (
@@ -74,6 +75,7 @@ class CFG(Node):
         tooltip="guidance rescale (Lin et al. 2023): reduces over-exposure at high scales; 0 is off",
     )
     outputs = (Output("guider", GUIDER),)
+    estimate_memory = classmethod(estimates.guider(2))
 
     def run(
         self, ctx: RunContext, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
@@ -93,6 +95,7 @@ class BasicGuider(Node):
     model = Socket(MODEL)
     conditioning = Socket(CONDITIONING)
     outputs = (Output("guider", GUIDER),)
+    estimate_memory = classmethod(estimates.guider(1))
 
     def run(self, ctx: RunContext, model: DiffusionModel, conditioning: Conditioning) -> Any:
         from nodes.diffusion.impl.guidance import Guider
@@ -135,6 +138,7 @@ class Sampler(Node):
     preview = Choice(tuple(PREVIEW_KINDS), default="x0", affects_result=False,
                      tooltip="what the live step preview shows: " + "; ".join(f"{k}: {v}" for k, v in PREVIEW_KINDS.items()))
     outputs = (Output("latent", LATENT),)
+    estimate_memory = classmethod(estimates.sampler)
 
     @classmethod
     def preview_title(cls, values: Mapping[str, Any]) -> str:

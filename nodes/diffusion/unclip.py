@@ -42,7 +42,7 @@ class UnCLIPCheckpoint(Checkpoint):
         Output("clip_vision", CLIP_VISION, "The image encoder the model was trained with"),
     )
 
-    def run(self, ctx: RunContext, checkpoint: str, dtype: str, prediction: str) -> dict[str, Any]:
+    def run(self, ctx: RunContext, checkpoint: str, dtype: str, prediction: str, vae_dtype: str = "auto") -> dict[str, Any]:
         from nodes.diffusion.clip_vision import vision_model
         from nodes.diffusion.impl import unclip
         from nodes.diffusion.impl.clip_vision import load_clip_vision
@@ -50,7 +50,7 @@ class UnCLIPCheckpoint(Checkpoint):
         from nodes.diffusion.impl.loading import resolve_dtype
         from nodes.diffusion.impl.paths import model_files, resolve_model_path
 
-        loaded = super().run(ctx, checkpoint, dtype, prediction)
+        loaded = super().run(ctx, checkpoint, dtype, prediction, vae_dtype)
         path = resolve_model_path(checkpoint, "checkpoints", ctx.settings)
         if not unclip.takes_images(loaded["model"]):
             raise NodeError(f"{path.name} is not an unCLIP checkpoint: its UNet takes no image embedding "

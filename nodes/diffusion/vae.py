@@ -6,6 +6,7 @@ from typing import Any
 
 from nodeflow import Choice, Int, Node, NodeError, Output, RunContext, Socket
 
+from nodes.diffusion import estimates
 from nodes.diffusion.types import IMAGE, LATENT, VAE, Autoencoder, Latent
 
 # Above this many pixels per image, "auto" decodes in tiles to bound memory.
@@ -27,6 +28,7 @@ class VAEDecode(Node):
     tiling = Choice(("auto", "on", "off"), default="auto", tooltip="auto: tiles above 1024x1024 pixels")
     tile_size = Int(512, min=64, max=4096, step=64, tooltip="tile side in pixels when tiling")
     outputs = (Output("image", IMAGE),)
+    estimate_memory = classmethod(estimates.vae_decode)
 
     @classmethod
     def working_memory(cls, inputs: dict[str, Any], settings: Any) -> Any:

@@ -314,8 +314,10 @@ def _quiet_transformers() -> None:
 
 
 def _vae_dtype(config: Mapping[str, Any], dtype: torch.dtype) -> torch.dtype:
-    # The SDXL VAE overflows in fp16 (its config says force_upcast): keep it in fp32.
-    return torch.float32 if dtype == torch.float16 and config.get("force_upcast") else dtype
+    # The SD 1.x and SDXL VAEs overflow to NaN in fp16: keep them in fp32 unless the config
+    # says otherwise (force_upcast: false, e.g. a fixed fp16 VAE); diffusers' default is True,
+    # and SD 1.x's shipped config, like many files' own, does not say.
+    return torch.float32 if dtype == torch.float16 and config.get("force_upcast", True) else dtype
 
 
 # -- single files --------------------------------------------------------------------------

@@ -41,19 +41,33 @@ def _element_size(model: Any) -> int:
     return int(getattr(dtype, "itemsize", 4) or 4)
 
 
+def vae_bytes(batch: int, height: int, width: int, channels: int = 128, itemsize: int = 4) -> int:
+    """Working memory of decoding or encoding ``batch`` images of ``height`` x ``width`` whole."""
+    return batch * height * width * channels * itemsize * _VAE_TENSORS
+
+
+def tiled_decode_bytes(batch: int, height: int, width: int, tile: int, channels: int = 128, itemsize: int = 4) -> int:
+    """A tiled decode: one tile's activations and the float32 output with its weight map."""
+    output = (batch * 3 + 1) * height * width * 4 * 2  # output and weight sums, then the image copy
+    return vae_bytes(batch, min(tile, height), min(tile, width), channels, itemsize) + output
+
+
+def sampler_bytes(batch: int, copies: int, height: int, width: int, channels: int = 320, itemsize: int = 4) -> int:
+    """Sampling a ``batch`` x ``height`` x ``width`` latent, ``copies`` model passes per step."""
+    return batch * copies * height * width * channels * itemsize * _UNET_TENSORS
+
+
 def vae_need(vae: Any, batch: int, height: int, width: int, field: str, what: str, hint: str = "") -> MemoryNeed:
     """Decoding or encoding ``batch`` images of ``height`` x ``width`` pixels whole."""
     model = getattr(vae, "vae", vae)
-    per_pixel = _first_channels(model, 128) * _element_size(model) * _VAE_TENSORS
-    return MemoryNeed(batch * height * width * per_pixel, field, what, hint)
+    return MemoryNeed(vae_bytes(batch, height, width, _first_channels(model, 128), _element_size(model)), field, what, hint)
 
 
 def tiled_decode_need(vae: Any, batch: int, height: int, width: int, tile: int) -> MemoryNeed:
     """A tiled decode: one tile's activations and the float32 output with its weight map."""
-    tile_need = vae_need(vae, batch, min(tile, height), min(tile, width), "tile_size", "").bytes
-    output = (batch * 3 + 1) * height * width * 4 * 2  # output and weight sums, then the image copy
-    return MemoryNeed(tile_need + output, "tile_size", f"decoding {batch} x {width}x{height} in tiles of {tile}",
-                      "lower tile_size")
+    model = getattr(vae, "vae", vae)
+    need = tiled_decode_bytes(batch, height, width, tile, _first_channels(model, 128), _element_size(model))
+    return MemoryNeed(need, "tile_size", f"decoding {batch} x {width}x{height} in tiles of {tile}", "lower tile_size")
 
 
 def sampler_need(guider: Any, samples: Any) -> MemoryNeed | None:
@@ -64,9 +78,8 @@ def sampler_need(guider: Any, samples: Any) -> MemoryNeed | None:
     batch, _, h, w = (int(side) for side in shape)
     unet = getattr(getattr(guider, "model", None), "unet", None)
     copies = 2 if getattr(guider, "negative", None) is not None else 1
-    per_position = _first_channels(unet, 320) * _element_size(unet) * _UNET_TENSORS
-    return MemoryNeed(batch * copies * h * w * per_position, "latent",
-                      f"sampling a {batch} x {w}x{h} latent", "make the image or the batch smaller")
+    need = sampler_bytes(batch, copies, h, w, _first_channels(unet, 320), _element_size(unet))
+    return MemoryNeed(need, "latent", f"sampling a {batch} x {w}x{h} latent", "make the image or the batch smaller")
 
 
 def upscale_need(model: Any, batch: int, height: int, width: int, tile: int | None) -> MemoryNeed:

@@ -55,14 +55,37 @@ def test_a_whole_decode_over_the_budget_is_refused_before_allocating(shapes):
     assert tiled.bytes < need.bytes / 4  # tiling is the way out the message names
 
 
-def test_a_run_stops_at_the_node_whose_working_memory_exceeds_the_budget(tmp_path):
+def test_a_run_whose_sampling_exceeds_the_budget_is_refused_before_it_starts(tmp_path):
     registry = default_registry()
     workflow = workflow_from_dict(_txt2img(256, 256), registry)
     settings = host_context().settings.replace(memory_budget=40 * 2**20)
     result = Executor(registry, device="cpu").run(workflow.graph, output_dir=tmp_path, settings=settings)
-    assert result.status == "error" and 'field "latent"' in result.error and "Sampler" in result.error
-    assert "budget of 40 MB" in result.error
+    assert result.status == "invalid" and result.executed == ()  # the plan's estimate: nothing loaded
+    problems = {(p.node_type, p.field): p.message for p in result.problems}  # every one at once
+    assert set(problems) == {("EmptyLatent", "width"), ("VAEDecode", "tiling")}
+    assert "Sampler" in problems["EmptyLatent", "width"] and "budget of 40 MB" in problems["EmptyLatent", "width"]
+    assert "without tiles" in problems["VAEDecode", "tiling"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_stops_at_the_node_whose_working_memory_exceeds_the_budget(tmp_path):
+    """A size the plan cannot know (an image's, read when it loads) is checked at the node."""
+    from PIL import Image
+
+    (tmp_path / "input").mkdir()
+    Image.new("RGB", (256, 256), "yellow").save(tmp_path / "input" / "big.png")
+    registry = default_registry()
+    document = json.loads((ROOT / "workflows" / "img2img.json").read_text())
+    for node in document["nodes"]:
+        if node["type"] == "LoadImage":
+            node["values"]["image"] = "big.png"
+    workflow = workflow_from_dict(document, registry)
+    settings = host_context().settings.replace(memory_budget=40 * 2**20)
+    result = Executor(registry, device="cpu").run(workflow.graph, output_dir=tmp_path / "out",
+                                                  input_dir=tmp_path / "input", settings=settings)
+    assert result.status == "error" and 'field "image"' in result.error and "VAEEncode" in result.error
+    assert "budget of 40 MB" in result.error and "1" in result.executed
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_validation_with_the_host_finds_missing_files_and_unusable_folders(tmp_path):

@@ -1,0 +1,62 @@
+"""The device facts the core asks for (:class:`nodeflow.model.devices.DeviceBackend`), told by torch.
+
+- CUDA: total and free VRAM from ``torch.cuda.mem_get_info`` (what the driver reports,
+  other processes' use included);
+- MPS: ``torch.mps.recommended_max_memory`` (the share of unified memory Metal lets one
+  process use) as the total, minus what torch's MPS allocator holds as free;
+- CPU: RAM, read without importing torch (listing nodes and CPU runs stay cheap).
+
+Models leave a GPU for the CPU's RAM (``offload_device``) with ``Module.to``, in place;
+on the CPU there is nowhere cheaper to go, so offloading is off. torch is imported only
+inside the methods, and only for a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nodeflow import DeviceMemory, HostMemory
+
+
+class TorchDevices:
+    def memory(self, device: str) -> DeviceMemory | None:
+        name = str(device)
+        if name.startswith("cpu"):
+            return HostMemory().memory("cpu")
+        import torch
+
+        if name.startswith("cuda"):
+            index = torch.device(name).index
+            free, total = torch.cuda.mem_get_info(index if index is not None else torch.cuda.current_device())
+            return DeviceMemory(name, int(total), int(free), "torch.cuda.mem_get_info")
+        if name.startswith("mps"):
+            total = int(torch.mps.recommended_max_memory())
+            used = int(torch.mps.driver_allocated_memory())
+            return DeviceMemory(name, total, max(0, total - used), "torch.mps.recommended_max_memory")
+        return None
+
+    def offload_device(self, device: str) -> str | None:
+        return None if str(device).startswith("cpu") else "cpu"
+
+    def move(self, module: Any, device: str) -> None:
+        module.to(device)
+
+    def bytes_on(self, module: Any, device: str) -> int:
+        import torch
+
+        want = torch.device(device)
+        seen: set[int] = set()
+        total = 0
+        for tensor in (*module.parameters(), *module.buffers()):
+            where = tensor.device
+            if where.type != want.type or (want.index is not None and where.index not in (None, want.index)):
+                continue
+            storage = tensor.untyped_storage()
+            if storage.data_ptr() in seen:
+                continue
+            seen.add(storage.data_ptr())
+            total += int(storage.nbytes())
+        return total
+
+
+DEVICES = TorchDevices()
