@@ -3,7 +3,8 @@
 The loader reads the model; the apply nodes attach it, with its hint image, strength and
 part of the schedule, to conditioning. The guider then adds the model's residuals to the
 UNet at every step where the hint is active (impl/controlnet.py). Chain apply nodes to
-use several at once.
+use several at once. A ControlNet Union is one network for several kinds of hint; the
+union-type node says which kind the hint it is applied with is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from nodeflow import FileChoice, Float, Node, NodeError, Output, RunContext, Socket
+from nodeflow import Choice, FileChoice, Float, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
 from nodes.diffusion.loaders import _field_options, _model_file_problems, _model_fingerprint, dtype_field
@@ -23,7 +24,8 @@ class ControlNetLoader(Node):
     display_name = "Load ControlNet"
     category = "loaders"
     description = (
-        "Loads a ControlNet (a single file in the original layout, or a diffusers folder) or a "
+        "Loads a ControlNet (a single file in the original layout, or a diffusers folder), a "
+        "ControlNet Union (xinsir's SDXL union and ProMax files, or a diffusers folder) or a "
         "T2I-Adapter (a diffusers folder), for SD 1.x/2.x and SDXL."
     )
 
@@ -112,3 +114,47 @@ class ControlNetApplyAdvanced(Node):
             "positive": _attach(positive, control_net, image, strength, start_percent, end_percent),
             "negative": _attach(negative, control_net, image, strength, start_percent, end_percent),
         }
+
+
+# The hint kinds of a ControlNet Union, in the order of the model's task embeddings (the
+# model card's order, which ComfyUI's names follow; the last two only in ProMax files).
+UNION_TYPES = (
+    "openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd", "normal", "segment", "tile",
+    "repaint",
+)
+
+
+class SetUnionControlNetType(Node):
+    type = "SetUnionControlNetType"
+    display_name = "Set ControlNet Union Type"
+    category = "conditioning"
+    description = (
+        "Says which kind of hint a ControlNet Union is given (a union model is one network for "
+        "pose, depth, edges, ...). auto gives no type: the model reads the hint as it is."
+    )
+
+    control_net = Socket(CONTROL_NET, tooltip="a ControlNet Union model")
+    control_type = Choice(("auto", *UNION_TYPES), default="auto",
+                          tooltip="the kind of hint image; tile and repaint need a ProMax model")
+    outputs = (Output("control_net", CONTROL_NET),)
+
+    def run(self, ctx: RunContext, control_net: ControlModel, control_type: str) -> ControlModel:
+        if control_type == "auto":
+            return dataclasses.replace(control_net, union_type=None)
+        if control_net.kind != "controlnet_union":
+            raise NodeError(
+                f"{_name(control_net)} is not a ControlNet Union, so it takes no control type; use auto, "
+                "or load a union model", field="control_type")
+        index = UNION_TYPES.index(control_type)
+        count = int(control_net.model.config.num_control_type)
+        if index >= count:
+            raise NodeError(
+                f"{_name(control_net)} knows {count} control types, not {control_type!r}; tile and repaint need "
+                "the ProMax union model", field="control_type")
+        return dataclasses.replace(control_net, union_type=index)
+
+
+def _name(control: ControlModel) -> str:
+    from pathlib import Path
+
+    return Path(control.source).name or "this ControlNet"
