@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install nodeflow[ray])")
+
+from PIL import Image  # noqa: E402
 
 from tests.support.server_harness import Server, comfy_prompt, default_workflow  # noqa: E402
 
@@ -30,14 +33,15 @@ def previewed(workflow: dict) -> dict:
 
 
 def run_all(server: Server) -> tuple[list[bytes], list[bytes], dict]:
-    """Four jobs (two native, one ComfyUI, one that only previews its image) and a 4-point
-    sweep; their images' bytes."""
+    """Five jobs (two native, one ComfyUI, one that only previews its image, one saving its
+    image without the workflow in it) and a 4-point sweep; their images' bytes."""
     bodies = [{"workflow": default_workflow(steps=3, seed=1)}, {"workflow": comfy_prompt(steps=3, seed=2)},
-              {"workflow": default_workflow(steps=3, seed=3)}, {"workflow": previewed(default_workflow(steps=3, seed=4))}]
+              {"workflow": default_workflow(steps=3, seed=3)}, {"workflow": previewed(default_workflow(steps=3, seed=4))},
+              {"workflow": default_workflow(steps=3, seed=5), "embed_workflow": False}]
     ids = [server.post("/v1/jobs", json=body).json()["id"] for body in bodies]
     sweep = server.post("/v1/sweeps", json={"workflow": default_workflow(steps=3), "vary": {"5.seed": "1..4"}}).json()
     jobs = [server.wait_job(job_id) for job_id in ids]
-    assert [job["status"] for job in jobs] == ["done"] * 4, jobs
+    assert [job["status"] for job in jobs] == ["done"] * 5, jobs
     images = []
     for job in jobs:
         (output,) = job["outputs"].values()
@@ -68,6 +72,8 @@ def test_jobs_and_sweep_points_on_ray_actors_give_the_local_servers_bytes(ray_ad
     finally:
         on_ray.stop()
     assert ray_images == local_images
+    with_workflow, without = (Image.open(io.BytesIO(ray_images[i])).info for i in (0, 4))
+    assert "nodeflow" in with_workflow and "nodeflow" not in without
     assert ray_points == local_points and len(set(ray_points)) == 4
     assert manifest["backend"] == "ray"
     assert {p["worker"].split(" pid")[0] for p in manifest["points"]} <= {"actor 0", "actor 1"}
