@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
+from tests.packs.diffusion.test_controlnet import hint_dir  # noqa: E402,F401  (fixture: a 32x32 hint image)
 from tests.support import FIXTURES, WORKFLOWS  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sdxl  # noqa: E402
 
@@ -74,16 +75,6 @@ def unions(sdxl, tmp_path_factory):
     plain = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(sdxl / "unet"),
                                       conditioning_embedding_out_channels=(16, 32))
     plain.save_pretrained(folder / "plain_cn")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def hint_dir(tmp_path_factory):
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("input")
-    rng = np.random.default_rng(1)
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "hint.png")
     return folder
 
 
