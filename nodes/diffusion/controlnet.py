@@ -24,9 +24,9 @@ class ControlNetLoader(Node):
     display_name = "Load ControlNet"
     category = "loaders"
     description = (
-        "Loads a ControlNet (a single file in the original layout, or a diffusers folder), a "
-        "ControlNet Union (xinsir's SDXL union and ProMax files, or a diffusers folder) or a "
-        "T2I-Adapter (a diffusers folder), for SD 1.x/2.x and SDXL."
+        "Loads a ControlNet (a single file in the original layout or under diffusers' names, or a "
+        "diffusers folder), a ControlNet Union (xinsir's SDXL union and ProMax files, or a diffusers "
+        "folder) or a T2I-Adapter (a diffusers folder), for SD 1.x/2.x and SDXL."
     )
 
     control_net_name = FileChoice(

@@ -78,6 +78,9 @@ def load_control(path: Path, dtype: torch.dtype, device: str) -> ControlModel:
     state = read_state_dict(path, device)
     if _UNION_KEY in state:
         return _union(state, diffusers_layout_config(state), dtype, device, str(path))
+    if _DIFFUSERS_KEY in state:  # a plain ControlNet saved under diffusers' names (e.g. diffusers_xl_canny_full)
+        config = {**diffusers_layout_config(state), "_class_name": "ControlNetModel"}
+        return ControlModel(_diffusers_model(ControlNetModel, config, state, dtype, device), "controlnet", str(path))
     if "difference" in state:
         raise CheckpointError("a 'difference' ControlNet (stored as changes to a UNet) is not supported")
     if any(k.startswith(("adapter.", "body.")) for k in state) and not any("zero_convs" in k for k in state):
@@ -92,6 +95,8 @@ def load_control(path: Path, dtype: torch.dtype, device: str) -> ControlModel:
 
 
 _UNION_KEY = "task_embedding"  # [control types, transformer width]: only union ControlNets have it
+_DIFFUSERS_KEY = "controlnet_cond_embedding.conv_in.weight"  # a ControlNet under diffusers' key names
+_SDXL_TIME_ID_WIDTH = 256  # each SDXL time id's embedding width, which a plain ControlNet's weights do not tell
 _UNION_HEADS = 8  # the fusing transformer's heads: not in the weights; every published union model has 8
 
 
@@ -120,17 +125,18 @@ def _union_fields(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def diffusers_layout_config(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``ControlNetUnionModel`` config of a union ControlNet stored under diffusers' own
-    key names, read from the weights' names and shapes (attention head counts, which the
-    weights do not hold, follow SDXL's 64-wide heads, or SD 1.x's 8 heads)."""
+    """The config of a ControlNet stored under diffusers' own key names (``ControlNetModel``,
+    or ``ControlNetUnionModel`` when it has task embeddings), read from the weights' names
+    and shapes. Attention head counts, which the weights do not hold, follow the family's
+    rule (64-wide heads for SD 2.x and SDXL, 8 heads for SD 1.x)."""
     def shape(key: str) -> tuple[int, ...]:
         if key not in state:
-            raise CheckpointError(f"not a ControlNet Union in diffusers' layout: no {key!r} weights")
+            raise CheckpointError(f"not a ControlNet in diffusers' layout: no {key!r} weights")
         return tuple(int(n) for n in state[key].shape)
 
     levels = sorted(_ldm._indices(state, r"down_blocks\.(\d+)\."))
     if not levels:
-        raise CheckpointError("not a ControlNet Union in diffusers' layout: no down_blocks weights")
+        raise CheckpointError("not a ControlNet in diffusers' layout: no down_blocks weights")
     channels, attention, depth = [], [], []
     for level in levels:
         channels.append(shape(f"down_blocks.{level}.resnets.0.conv1.weight")[0])
@@ -156,12 +162,15 @@ def diffusers_layout_config(state: Mapping[str, Any]) -> dict[str, Any]:
         "transformer_layers_per_block": depth,
         "cross_attention_dim": cross,
         "use_linear_projection": len(shape(proj_in)) == 2,
-        "attention_head_dim": 8 if cross == 768 else [max(1, c // 64) for c in channels],
+        # As detect_family tells a lone UNet: SD 2.x and SDXL (added embedding) 64-wide heads, else SD 1.x's 8.
+        "attention_head_dim": ([max(1, c // 64) for c in channels]
+                               if cross in (1024, 2048) or "add_embedding.linear_1.weight" in state else 8),
     }
     if "add_embedding.linear_1.weight" in state:  # SDXL: pooled text embedding and time ids
-        config.update(addition_embed_type="text_time",
+        config.update(addition_embed_type="text_time", addition_time_embed_dim=_SDXL_TIME_ID_WIDTH,
                       projection_class_embeddings_input_dim=shape("add_embedding.linear_1.weight")[1])
-    config.update(_union_fields(state))
+    if _UNION_KEY in state:
+        config.update(_union_fields(state))  # (its time id width is read from the control-type embedding)
     return config
 
 
