@@ -10,7 +10,8 @@ A ControlNet Union (xinsir's ``controlnet-union-sdxl-1.0`` and its ProMax file) 
 published as one file in diffusers' own key names; it is told by its task embeddings
 (``task_embedding``, one row per control type) and built as ``ControlNetUnionModel``
 with the config read from those names (:func:`diffusers_layout_config`); diffusers'
-``from_single_file`` does not know that class. Nothing is fetched.
+``from_single_file`` does not know that class. A plain ControlNet single file under
+diffusers' names (``diffusers_xl_*_full``) is read the same way. Nothing is fetched.
 
 Applying: a :class:`ControlHint` (model, hint image, strength, start/end) travels in a
 conditioning's ``extras["control"]``; at each step the guider asks
@@ -20,8 +21,8 @@ T2I-Adapters' features. A union ControlNet is called as diffusers'
 StableDiffusionXLControlNetUnionPipeline calls it (one hint, its type as
 ``control_type_idx`` and as a one-hot ``control_type``); "auto" is ComfyUI's: no type,
 an all-zero ``control_type``, and the hint's encoding added to the latent's as a plain
-ControlNet adds it (:func:`_encode_auto_hint`). A hint is active while the step's timestep lies within
-[start, end] of the schedule, with percent p meaning timestep (1 - p) x (T - 1), as
+ControlNet adds it (:func:`_union_residuals`). A hint is active while the step's timestep
+lies within [start, end] of the schedule, with percent p meaning timestep (1 - p) x (T - 1), as
 ComfyUI's start/end percent do.
 """
 
@@ -146,7 +147,9 @@ def diffusers_layout_config(state: Mapping[str, Any]) -> dict[str, Any]:
     to_k = next((k for k in state if k.endswith("attn2.to_k.weight")), None)
     if to_k is None:
         raise CheckpointError("the ControlNet has no cross-attention layers")
-    proj_in = next(k for k in state if k.endswith(".proj_in.weight"))
+    proj_in = next((k for k in state if k.endswith(".proj_in.weight")), None)
+    if proj_in is None:
+        raise CheckpointError("the ControlNet's attention layers have no proj_in weights")
     cross = shape(to_k)[1]
     # The hint encoder: conv_in, then per level a same-width conv and a 2x-down conv (the odd blocks).
     downs = sorted(_ldm._indices(state, r"controlnet_cond_embedding\.blocks\.(\d+)\.weight"))[1::2]
