@@ -10,7 +10,7 @@ union-type node says which kind the hint it is applied with is.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 from nodeflow import Choice, FileChoice, Float, Node, NodeError, Output, RunContext, Socket
 
@@ -38,6 +38,36 @@ class ControlNetLoader(Node):
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
     outputs = (Output("control_net", CONTROL_NET),)
+
+    @classmethod
+    def output_facts(cls, values: Mapping[str, Any], settings: Any) -> dict[str, Any]:
+        """``union_types``: how many control types the model knows (0 for a plain ControlNet),
+        from a safetensors header's ``task_embedding`` shape or a folder's config; nothing
+        when neither tells (a pickled file, a missing one)."""
+        import json
+
+        from nodes.diffusion.estimates import safetensors_header
+        from nodes.diffusion.impl.paths import resolve_model_path
+
+        try:
+            path = resolve_model_path(values["control_net_name"], "controlnet", settings)
+        except (NodeError, OSError, KeyError, TypeError):
+            return {}
+        if path.is_dir():
+            try:
+                config = json.loads((path / "config.json").read_text())
+            except (OSError, ValueError):
+                return {}
+            if not isinstance(config, dict):
+                return {}
+            union = config.get("_class_name") == "ControlNetUnionModel"
+            return {"union_types": int(config.get("num_control_type", 6)) if union else 0}
+        header = safetensors_header(path) if path.suffix.lower() == ".safetensors" else None
+        if header is None:
+            return {}
+        entry = header.get("task_embedding")
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        return {"union_types": int(shape[0]) if isinstance(shape, list) and shape else 0}
 
     def run(self, ctx: RunContext, control_net_name: str, dtype: str) -> ControlModel:
         from nodes.diffusion.impl.controlnet import load_control
@@ -137,6 +167,18 @@ class SetUnionControlNetType(Node):
     control_type = Choice(("auto", *UNION_TYPES), default="auto",
                           tooltip="the kind of hint image; tile and repaint need a ProMax model")
     outputs = (Output("control_net", CONTROL_NET),)
+
+    @classmethod
+    def advise(cls, values: Mapping[str, Any], upstream: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Before a run, a warning on a type the loaded ControlNet cannot take (what run refuses)."""
+        types, chosen = upstream.get("union_types"), values.get("control_type")
+        if not isinstance(types, int) or chosen not in UNION_TYPES:
+            return {}, {}
+        if types == 0:
+            return {}, {"control_type": "the loaded ControlNet is not a union model: only auto applies"}
+        if UNION_TYPES.index(chosen) >= types:
+            return {}, {"control_type": f"the loaded union model knows {types} control types: {chosen} needs ProMax"}
+        return {}, {}
 
     def run(self, ctx: RunContext, control_net: ControlModel, control_type: str) -> ControlModel:
         if control_type == "auto":

@@ -229,3 +229,25 @@ def test_a_comfyui_workflow_with_set_union_controlnet_type_imports_and_runs(sdxl
     ours = result.outputs["12"]["images"].numpy()
     native = _run(_flow(sdxl, control_type="depth", strength=0.8), sdxl, unions, hint_dir, tmp_path)
     assert np.abs(ours - native).max() <= 1e-6
+
+
+def test_the_editor_warns_before_a_run_when_the_type_does_not_fit_the_loaded_file(sdxl, unions, tmp_path):
+    """The loader tells from the file's header (or a folder's config) how many control types
+    its model knows; the union-type node warns on a type the run would refuse."""
+    from nodeflow.editor.controller import EditorController
+    from nodeflow.model.registry import default_registry
+
+    ctl = EditorController(default_registry(), config_folder=tmp_path / "config",
+                           run_options={"settings": _settings(sdxl, unions)})
+    loader = ctl.add_node("ControlNetLoader", (0, 0), {"control_net_name": "plain_cn"})
+    kind = ctl.add_node("SetUnionControlNetType", (300, 0), {"control_type": "depth"})
+    assert ctl.connect(loader, "control_net", kind, "control_net") is None
+    assert "not a union model" in ctl.advice(kind)[1]["control_type"]
+    ctl.set_value(kind, "control_type", "auto")
+    assert ctl.advice(kind) == ({}, {})
+
+    ctl.set_value(kind, "control_type", "tile")
+    for name, warned in ((UNION_FILE, False), ("union_folder", False), ("union_six.safetensors", True)):
+        ctl.set_value(loader, "control_net_name", name)
+        warnings = ctl.advice(kind)[1]
+        assert ("needs ProMax" in warnings.get("control_type", "")) is warned, name
