@@ -242,7 +242,8 @@ class Worker(threading.Thread):
             cancelled_early = self._cancelling.is_set()
         try:
             embed = bool(job.extra.get("embed_workflow", True))
-            outcome = run_job(self.pool, self.actor, job.workflow, reporter, embed) if not cancelled_early else None
+            outcome = (run_job(self.pool, self.actor, job.workflow, reporter, embed, self.config.previews)
+                       if not cancelled_early else None)
         finally:
             with self._lock:
                 self._on_actor = False

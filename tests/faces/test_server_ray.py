@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -88,9 +89,9 @@ def first_progress(events, job_id: str) -> dict:
             return message
 
 
-def test_a_job_on_a_ray_actor_streams_its_steps_and_cancelling_kills_the_actor(ray_address, tmp_path):
+def test_a_job_on_a_ray_actor_streams_its_steps_and_previews_and_cancelling_kills_the_actor(ray_address, tmp_path):
     websocket = pytest.importorskip("websocket")
-    server = Server(tmp_path, "--ray", ray_address, "--ray-actors", "1").start()
+    server = Server(tmp_path, "--ray", ray_address, "--ray-actors", "1", "--previews").start()
     events = websocket.create_connection(server.ws_url + "/v1/events", timeout=120)
     try:
         long = server.post("/v1/jobs", json={"workflow": default_workflow(steps=400, seed=1)}).json()["id"]
@@ -98,6 +99,8 @@ def test_a_job_on_a_ray_actor_streams_its_steps_and_cancelling_kills_the_actor(r
         step = first_progress(events, long)
         # The step arrived while the actor was still sampling, not with the finished job.
         assert step["max"] == 400 and step["value"] < 400
+        preview = base64.b64decode(step["preview"].removeprefix("data:image/jpeg;base64,"))
+        assert Image.open(io.BytesIO(preview)).format == "JPEG"  # the actor's x0 estimate, as a local job's
         assert server.get(f"/v1/jobs/{long}").json()["status"] == "running"
         assert server.post(f"/v1/jobs/{long}/cancel").json()["status"] == "cancelling"
         assert server.wait_job(long, timeout=60)["status"] == "cancelled"
