@@ -88,7 +88,7 @@ def worker_offload(repeats: int) -> dict:
     from nodeflow.engine.residency import modules_in
     from nodeflow.files.open import workflow_from_dict
     from nodeflow.model.registry import default_registry
-    from nodes.diffusion.impl.memory import sampler_bytes
+    from nodes.diffusion.impl.memory import sampler_bytes, unet_shape
     from tests.support import host_context
     from tests.support.devices import SimulatedDevice
 
@@ -100,7 +100,7 @@ def worker_offload(repeats: int) -> dict:
     probe = SimulatedDevice(1)
     size = {name: sum(probe.bytes_on(m, "cpu") for m in modules_in([v])) for name, v in parts.items()}
     factor = parts["vae"].family.vae_scale_factor
-    need = sampler_bytes(1, 2, side // factor, side // factor, parts["model"].unet.config.block_out_channels[0], 4)
+    need = sampler_bytes(1, 2, side // factor, side // factor, unet_shape(parts["model"].unet.config), 4)
     budget = size["model"] + size["vae"] + need - 1
     rows: dict[str, list[float]] = {"roomy": [], "tight": []}
     images, stats = {}, None

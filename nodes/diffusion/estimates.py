@@ -5,8 +5,9 @@ What travels between the estimates (the ``facts`` of a :class:`nodeflow.MemoryEs
 - a model (Checkpoint's outputs, passed on by CFG/BasicGuider): ``weights`` (bytes at the
   chosen precision, from the file's safetensors header or its size; ``unet_weights`` and
   ``vae_weights`` the parts a sampler and a decode use on the device), ``itemsize`` and
-  ``vae_itemsize`` (bytes per value), ``unet_channels`` and ``vae_channels`` (first block
-  widths, from a folder's configs; SD's 320 and 128 for a single file), ``latent_channels``,
+  ``vae_itemsize`` (bytes per value), ``unet`` (channels and transformers per level, layers
+  per block: :func:`nodes.diffusion.impl.memory.unet_shape`) and ``vae_channels`` (the VAE's
+  first block width), from a folder's configs, SD 1.x's for a single file, ``latent_channels``,
   ``vae_factor`` and, for a guider, ``copies`` (2 with a negative prompt);
 - a latent (EmptyLatent's, passed on by the Sampler): ``latent_shape`` and ``sized_at``
   (node id, field) naming where its size was set, so a sampler whose activations cannot
@@ -26,14 +27,14 @@ from typing import Any, Mapping
 
 from nodeflow import MemoryEstimate, MemoryNeed, NodeError, RunContext, Upstream
 
-from nodes.diffusion.impl.memory import sampler_bytes, vae_bytes, tiled_decode_bytes
+from nodes.diffusion.impl.memory import SD_UNET, sampler_bytes, tiled_decode_bytes, unet_shape, vae_bytes
 
 MAX_HEADER = 100 * 2**20  # safetensors refuses larger headers too
 ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 VAE_KEYS = ("first_stage_model.",)
 UNET_KEYS = ("model.diffusion_model.",)
 FLOATS = ("F64", "F32", "F16", "BF16")
-SD = {"unet_channels": 320, "vae_channels": 128, "latent_channels": 4, "vae_factor": 8}
+SD = {"unet": SD_UNET, "vae_channels": 128, "latent_channels": 4, "vae_factor": 8}
 
 
 def _itemsize(dtype: str, device: str) -> int:
@@ -103,7 +104,7 @@ def sampler(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstream],
         return None
     latent, model = found
     batch, _, h, w = latent["latent_shape"]
-    need = sampler_bytes(batch, int(model.get("copies", 2)), h, w, int(model.get("unet_channels", 320)),
+    need = sampler_bytes(batch, int(model.get("copies", 2)), h, w, tuple(model.get("unet", SD_UNET)),
                          int(model.get("itemsize", 4)))
     node_id, field = latent.get("sized_at", (None, "latent"))
     what = f"sampling a {batch} x {w}x{h} latent"
@@ -206,7 +207,7 @@ def _folder_shapes(folder: Path) -> dict[str, int]:
     shapes = {}
     try:
         unet = json.loads((folder / "unet" / "config.json").read_text())
-        shapes["unet_channels"] = int(unet["block_out_channels"][0])
+        shapes["unet"] = unet_shape(unet)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         pass
     try:

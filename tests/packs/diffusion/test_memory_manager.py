@@ -28,7 +28,7 @@ from nodeflow.model.devices import machine_memory  # noqa: E402
 from nodeflow.model.memory import format_size  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
 from nodes.diffusion.devices import TorchDevices  # noqa: E402
-from nodes.diffusion.impl.memory import sampler_bytes, vae_bytes  # noqa: E402
+from nodes.diffusion.impl.memory import sampler_bytes, unet_shape, vae_bytes  # noqa: E402
 from tests.support import ROOT, host_context  # noqa: E402
 from tests.support.devices import SimulatedDevice, device_backend  # noqa: E402
 
@@ -70,10 +70,10 @@ def sizes():
         host_context(device=device), checkpoint="shapes", dtype="fp32", prediction="auto")
     part = {name: sum(backend.bytes_on(m, device) for m in modules_in([value])) for name, value in outputs.items()}
     factor = outputs["vae"].family.vae_scale_factor
-    unet_width = outputs["model"].unet.config.block_out_channels[0]
+    unet = unet_shape(outputs["model"].unet.config)
     vae_width = outputs["vae"].vae.config.block_out_channels[0]
     side = SIDE // factor
-    return {**part, "sample": sampler_bytes(1, 2, side, side, unet_width, 4), "decode": vae_bytes(1, SIDE, SIDE, vae_width, 4)}
+    return {**part, "sample": sampler_bytes(1, 2, side, side, unet, 4), "decode": vae_bytes(1, SIDE, SIDE, vae_width, 4)}
 
 
 def test_models_offloaded_and_restored_give_the_same_images(sizes, tmp_path):
