@@ -8,7 +8,9 @@ inside the function, and its absence simply means ``"cpu"``.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -21,11 +23,21 @@ class DeviceError(ValueError):
     """A device name that is malformed or not available on this machine."""
 
 
+def _may_have_accelerator() -> bool:
+    """False only where torch could not find a GPU: Linux without the NVIDIA driver's,
+    ROCm's or WSL's device files (CUDA and ROCm need them; MPS is macOS only)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(path) for path in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))
+
+
 def resolve_device(name: str = "auto") -> str:
     """Return a concrete, available device name for ``name`` ("auto", "cpu", "cuda[:N]", "mps")."""
     name = (name or "auto").strip().lower()
     if name != "auto" and not _DEVICE_NAME.match(name):
         raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if name == "cpu" or (name == "auto" and not _may_have_accelerator()):
+        return "cpu"  # without importing torch (seconds): `nodeflow validate` resolves the device too
     try:
         import torch
     except ImportError:

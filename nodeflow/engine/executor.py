@@ -222,6 +222,21 @@ class Executor:
             self._residency[device] = Residency(self.devices, device, device_budget(self.device_memory(device)))
         return self._residency[device]
 
+    def check(
+        self,
+        graph: Graph,
+        outputs: Iterable[str] | None = None,
+        output_dir: str | os.PathLike = "output",
+        input_dir: str | os.PathLike = "input",
+        settings: RunSettings | None = None,
+        extra_problems: Iterable[Any] = (),
+    ) -> list[Problem]:
+        """The problems :meth:`run` would refuse ``graph`` with, without running anything:
+        validation's, then the plan's peak-memory estimate against this device's budget
+        (what ``nodeflow validate`` reports)."""
+        prepared = self._prepare(graph, outputs, None, output_dir, input_dir, settings, None, extra_problems)
+        return list(prepared.problems)
+
     # ------------------------------------------------------------------ stages
     def _acquire(self) -> None:
         if not self._busy.acquire(blocking=False):

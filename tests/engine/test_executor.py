@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -499,10 +502,22 @@ def test_device_resolution_with_gpus(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr("nodeflow.engine.device._may_have_accelerator", lambda: True)  # the driver's files
     assert resolve_device("auto") == "cuda"
     assert resolve_device("cuda:1") == "cuda:1"
     with pytest.raises(DeviceError, match="2 CUDA GPU"):
         resolve_device("cuda:2")
+
+
+def test_the_cpu_is_resolved_without_importing_torch():
+    """`nodeflow validate` resolves the device; importing torch would cost it seconds."""
+    code = ("import sys; from nodeflow.engine.device import resolve_device, _may_have_accelerator; "
+            "assert resolve_device('cpu') == 'cpu'; "
+            "assert _may_have_accelerator() or resolve_device('auto') == 'cpu'; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr
 
 
 def test_without_torch_the_device_is_the_cpu(monkeypatch):
