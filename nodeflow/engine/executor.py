@@ -237,6 +237,17 @@ class Executor:
         prepared = self._prepare(graph, outputs, None, output_dir, input_dir, settings, None, extra_problems)
         return list(prepared.problems)
 
+    def estimate(
+        self,
+        graph: Graph,
+        outputs: Iterable[str] | None = None,
+        output_dir: str | os.PathLike = "output",
+        input_dir: str | os.PathLike = "input",
+        settings: RunSettings | None = None,
+    ) -> PlanEstimate | None:
+        """The plan's peak-memory estimate per step (None when validation refuses the graph)."""
+        return self._prepare(graph, outputs, None, output_dir, input_dir, settings).estimate
+
     # ------------------------------------------------------------------ stages
     def _acquire(self) -> None:
         if not self._busy.acquire(blocking=False):

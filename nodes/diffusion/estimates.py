@@ -135,7 +135,8 @@ def vae_decode(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstrea
         need = MemoryNeed(vae_bytes(batch, height, width, channels, itemsize), "tiling",
                           f"decoding {batch} x {width}x{height} without tiles", "set tiling to on or auto")
     uses = vae.get("vae_weights")
-    return MemoryEstimate(need=need, uses=int(uses) if uses is not None else None)
+    image = {"image_shape": (batch, height, width), "sized_at": latent.get("sized_at", (ctx.node_id, "latent"))}
+    return MemoryEstimate(need=need, uses=int(uses) if uses is not None else None, facts=image)
 
 
 # -- weights from files ------------------------------------------------------------------
