@@ -222,31 +222,16 @@ class Executor:
             self._residency[device] = Residency(self.devices, device, device_budget(self.device_memory(device)))
         return self._residency[device]
 
-    def check(
-        self,
-        graph: Graph,
-        outputs: Iterable[str] | None = None,
-        output_dir: str | os.PathLike = "output",
-        input_dir: str | os.PathLike = "input",
-        settings: RunSettings | None = None,
-        extra_problems: Iterable[Any] = (),
-    ) -> list[Problem]:
+    def check(self, graph: Graph, outputs: Iterable[str] | None = None, **where: Any) -> list[Problem]:
         """The problems :meth:`run` would refuse ``graph`` with, without running anything:
         validation's, then the plan's peak-memory estimate against this device's budget
-        (what ``nodeflow validate`` reports)."""
-        prepared = self._prepare(graph, outputs, None, output_dir, input_dir, settings, None, extra_problems)
-        return list(prepared.problems)
+        (what ``nodeflow validate`` reports). ``where``: ``output_dir``, ``input_dir``,
+        ``settings`` and ``extra_problems`` as for :meth:`run`."""
+        return list(self._prepare(graph, outputs, **where).problems)
 
-    def estimate(
-        self,
-        graph: Graph,
-        outputs: Iterable[str] | None = None,
-        output_dir: str | os.PathLike = "output",
-        input_dir: str | os.PathLike = "input",
-        settings: RunSettings | None = None,
-    ) -> PlanEstimate | None:
+    def estimate(self, graph: Graph, outputs: Iterable[str] | None = None, **where: Any) -> PlanEstimate | None:
         """The plan's peak-memory estimate per step (None when validation refuses the graph)."""
-        return self._prepare(graph, outputs, None, output_dir, input_dir, settings).estimate
+        return self._prepare(graph, outputs, **where).estimate
 
     # ------------------------------------------------------------------ stages
     def _acquire(self) -> None:
