@@ -22,7 +22,7 @@ measurements: enough to refuse a 100 GB request before it is made, not to pack m
   an SD-1.5-shaped one with a transformer at the first level, and one with a transformer
   only from the second), with a fixed malloc mmap threshold so RSS follows live tensors
   (``python -m benchmarks.bench_memory`` section 5 repeats it); the estimate lies within
-  1.02-1.05x of each.
+  0.99-1.03x of each.
 - VAE decode: measured the same way at 7.1-7.4 tensors for the bundled VAE and an
   SD-shaped one (four levels, mid-block attention), so eight stay.
 """
