@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from nodeflow import Choice, FileChoice, Float, Node, NodeError, Output, RunContext, Socket
 
+from nodes.diffusion import estimates
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
 from nodes.diffusion.loaders import _field_options, _model_file_problems, _model_fingerprint, dtype_field
 from nodes.diffusion.types import CONDITIONING, CONTROL_NET, IMAGE, VAE, Conditioning, ControlModel
@@ -38,6 +39,7 @@ class ControlNetLoader(Node):
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
     outputs = (Output("control_net", CONTROL_NET),)
+    estimate_memory = classmethod(estimates.weights_loader("controlnet", "control_net_name"))
 
     @classmethod
     def output_facts(cls, values: Mapping[str, Any], settings: Any) -> dict[str, Any]:
