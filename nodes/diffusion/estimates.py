@@ -309,7 +309,7 @@ def _upscaler_shape(path: Path) -> dict[str, int]:
     channels (what UpscaleModel.features is after loading)."""
     import re
 
-    shapes = [entry.get("shape") for name, entry in (_safetensors_header(path) or {}).items()
+    shapes = [entry.get("shape") for name, entry in (safetensors_header(path) or {}).items()
               if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("shape", ())) == 4]
     features = max((int(s[0]) for s in shapes if int(s[1]) == 3), default=64)
     named = re.match(r"(\d+)x", path.name.lower())
