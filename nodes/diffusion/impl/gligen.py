@@ -156,15 +156,26 @@ _LOCK = threading.Lock()
 _GATED: "weakref.WeakKeyDictionary[Any, weakref.WeakKeyDictionary[GroundingModel, Any]]" = weakref.WeakKeyDictionary()
 
 
-def gated_unet(unet: Any, model: GroundingModel) -> Any:
+def gated_unet(unet: Any, model: GroundingModel, adapters: tuple[tuple[str, float], ...] = ()) -> Any:
     """``unet`` with ``model``'s fusers and position net: a copy of its modules sharing its
-    parameters (the base model is not changed), built once per pair."""
+    parameters (the base model is not changed), built once per pair, on the base's device,
+    with the LoRA ``adapters`` the run wants switched on as in the base (impl/lora.py)."""
+    from nodes.diffusion.impl import lora
+
+    loaded = frozenset(lora.adapter_names(unet))
     with _LOCK:
         built = _GATED.setdefault(unet, weakref.WeakKeyDictionary()).get(model)
-        if built is None:
-            built = _build(unet, model)
+        if built is None or built[0] != loaded:  # a LoRA loaded into the base since: its layers are new
+            built = (loaded, _build(unet, model))
             _GATED[unet][model] = built
-    return built
+        gated = built[1]
+        added = [gated.position_net, *(gated.get_submodule(n).fuser for n in _transformer_blocks(gated))]
+        if gated.position_net.null_position_feature.device != unet.device:  # the base was moved
+            for module in added:
+                module.to(device=unet.device)
+    if loaded:
+        lora.switch(gated, adapters)
+    return gated
 
 
 def _build(unet: Any, model: GroundingModel) -> Any:
@@ -248,12 +259,13 @@ class Grounder:
     positive and negative passes at each timestep ({} where a pass is not grounded)."""
 
     def __init__(self, positive: Grounding | None, negative: Grounding | None, uses_uncond: bool, unet: Any,
-                 batch: int, pixel_size: tuple[int, int], timesteps: Sequence[float] | None):
+                 batch: int, pixel_size: tuple[int, int], timesteps: Sequence[float] | None,
+                 adapters: tuple[tuple[str, float], ...] = ()):
         lead = positive or negative
         assert lead is not None
         if positive is not None and negative is not None and positive.model is not negative.model:
             raise GroundingError("the positive and negative conditionings are grounded by two different GLIGEN models")
-        self.unet = gated_unet(unet, lead.model)
+        self.unet = gated_unet(unet, lead.model, adapters)
         self.lowest = grounded_steps(positive or negative, timesteps)
         device, dtype = unet.device, unet.dtype
         self.pos = None if positive is None else unet_kwargs(positive, batch, pixel_size, False, device, dtype)

@@ -150,7 +150,8 @@ def _grounder(guider: Guider, batch: int, pixel_size: tuple[int, int], timesteps
     if positive is None and negative is None:
         return None
     try:
-        return gligen.Grounder(positive, negative, guider.uses_uncond, guider.model.unet, batch, pixel_size, timesteps)
+        return gligen.Grounder(positive, negative, guider.uses_uncond, guider.model.unet, batch, pixel_size, timesteps,
+                               guider.model.adapters)
     except gligen.GroundingError as error:
         raise GuidanceError(str(error)) from None
 

@@ -16,6 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
+from tests.packs.diffusion.test_lora import loras  # noqa: E402,F401  (fixture)
 from tests.support import WORKFLOWS  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd, unet_key_to_ldm  # noqa: E402
 
@@ -238,3 +239,17 @@ def test_a_comfyui_workflow_with_gligen_imports_and_runs(tiny_sd, gligen, tmp_pa
     images = next(o["images"] for o in result.outputs.values() if "images" in o).numpy()
     native = _run(_flow(tiny_sd, BOXES, 1.0, "same boxes"), tiny_sd, gligen, tmp_path)
     assert images.shape == (1, 32, 32, 3) and np.abs(images - native).max() <= 1e-6
+
+
+def test_a_lora_on_the_model_acts_with_gligen_at_its_strength(tiny_sd, gligen, loras, tmp_path):  # noqa: F811
+    settings = RunSettings(model_folders={"checkpoints": [tiny_sd.parent], "gligen": [gligen[0]], "loras": [loras.folder]})
+    flow = _flow(tiny_sd, BOXES, 1.0)
+    plain = flow.run(output_dir=tmp_path, settings=settings).outputs["9"]["images"].numpy()
+    # The same flow (its cached model, whose GLIGEN UNet was built before the LoRA was loaded into it).
+    flow.add("LoRAModelOnly", node_id="lora", lora_name="diffusers_lora.safetensors", strength_model=1.0)
+    flow.connect("1.model", "lora.model").connect("lora.model", "6.model")
+    with_lora = flow.run(output_dir=tmp_path, settings=settings).outputs["9"]["images"].numpy()
+    flow.set("lora.strength_model", 0.0)
+    off = flow.run(output_dir=tmp_path, settings=settings).outputs["9"]["images"].numpy()
+    assert np.abs(with_lora - plain).max() > 1e-3
+    assert np.abs(off - plain).max() <= 1e-5
