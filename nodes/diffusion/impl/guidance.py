@@ -13,6 +13,9 @@ device and dtype) and returns the function the sampler calls every step. Given a
 that function also hands it the two predictions before they are mixed, ``tap(uncond,
 cond)`` (uncond None without a negative pass), for views of what guidance amplifies;
 without one it does nothing more.
+
+A conditioning with GLIGEN boxes is run through the model's GLIGEN copy (impl/gligen.py),
+the position net's inputs passed per call as ``cross_attention_kwargs`` while grounded.
 """
 
 from __future__ import annotations

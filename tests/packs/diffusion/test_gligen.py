@@ -253,3 +253,11 @@ def test_a_lora_on_the_model_acts_with_gligen_at_its_strength(tiny_sd, gligen, l
     off = flow.run(output_dir=tmp_path, settings=settings).outputs["9"]["images"].numpy()
     assert np.abs(with_lora - plain).max() > 1e-3
     assert np.abs(off - plain).max() <= 1e-5
+
+
+def test_boxes_with_an_area_are_refused_when_sampling(tiny_sd, gligen, tmp_path):
+    flow = _flow(tiny_sd, BOXES[:1])
+    flow.add("ConditioningSetArea", node_id="area", width=16, height=16, x=0, y=0, strength=1.0)
+    flow.connect("box0.conditioning", "area.conditioning").connect("area.conditioning", "6.positive")
+    result = flow.run(output_dir=tmp_path, settings=_settings(tiny_sd, gligen), check=False)
+    assert not result.ok and "GLIGEN boxes and areas" in result.error
