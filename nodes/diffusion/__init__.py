@@ -21,6 +21,7 @@ from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced,
 from nodes.diffusion.image_ops import (
     Canny, ImageBatch, ImageBlend, ImageCompositeMasked, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
+from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
@@ -63,6 +64,8 @@ PACK = Pack(
         SplitSigmas, ModelMergeBlocks, ModelMergeSDXL, ModelSamplingEDM,
         # unCLIP and CLIP vision (issue 11).
         CLIPVisionLoader, CLIPVisionEncode, UnCLIPCheckpoint, UnCLIPConditioning,
+        # GLIGEN, phrases grounded to boxes (issue 11).
+        GLIGENLoader, GLIGENTextBoxApply,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

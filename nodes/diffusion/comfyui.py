@@ -864,6 +864,18 @@ REFUSED: dict[str, str] = {}
 # ===================================== end of comfy-import block
 
 
+def _build_gligen_text_box(b: Builder, c: ComfyNode) -> None:
+    """ComfyUI grounds every step and gives the negative the positive's boxes: say so on
+    our node, whose defaults follow diffusers' pipeline instead."""
+    values: dict[str, Any] = {"grounded_steps": 1.0, "negative": "same boxes"}
+    for name in ("text", "width", "height", "x", "y"):
+        b.value(c, name, values, name)
+    node_id = b.add(c, "GLIGENTextBoxApply", values=values)
+    for name in ("conditioning_to", "clip", "gligen_textbox_model"):
+        b.link(c, name, node_id, name)
+    b.output(c, 0, node_id, "conditioning")
+
+
 # ------------------------------------------------ models of other kinds (issue 11)
 # VAE files, LoRAs, ControlNets, ...: loaders and appliers onto nodeflow's own nodes.
 MODEL_MAPPINGS: dict[str, Mapping] = {
@@ -939,11 +951,12 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
         _one_to_one("UnCLIPConditioning", {"conditioning": "conditioning", "clip_vision_output": "clip_vision_output"},
                     {"strength": "strength", "noise_augmentation": "noise_augmentation"}, ("conditioning",)),
         ("UnCLIPConditioning",)),
+    "GLIGENLoader": Mapping(("gligen_name",), _one_to_one("GLIGENLoader", {}, {"gligen_name": "gligen_name"}, ("gligen",)),
+                            ("GLIGENLoader",)),
+    "GLIGENTextBoxApply": Mapping(("text", "width", "height", "x", "y"), _build_gligen_text_box, ("GLIGENTextBoxApply",)),
 }
 MAPPINGS.update(MODEL_MAPPINGS)
 REFUSED.update({
-    "GLIGENLoader": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
-    "GLIGENTextBoxApply": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
     "StyleModelLoader": "T2I style models are not supported: diffusers has no class for them",
     "StyleModelApply": "T2I style models are not supported: diffusers has no class for them",
     "HypernetworkLoader": "hypernetworks are not supported: diffusers has no class for them",

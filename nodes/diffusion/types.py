@@ -154,6 +154,21 @@ class ControlModel:
 CONTROL_NET = DataType("CONTROL_NET", (0, 170, 120), "A ControlNet or T2I-Adapter that steers the UNet with a hint image", ControlModel)
 
 
+@dataclass(eq=False)  # compared by identity: the GLIGEN UNet built from it is cached per record
+class GroundingModel:
+    """GLIGEN's grounding weights (issue 11): a gated self-attention "fuser" per transformer
+    block and the position net that turns (phrase, box) pairs into grounding tokens, kept
+    under the names of the published files (``input_blocks.1.1.transformer_blocks.0.fuser.*``,
+    ``position_net.*``); they are renamed to the UNet they join when it samples (impl/gligen.py)."""
+
+    weights: dict[str, Any]  # tensors, the published layout's names
+    phrase_dim: int  # the text encoder width its phrase embeddings have (768 for SD 1.x)
+    source: str = ""
+
+
+GLIGEN = DataType("GLIGEN", (230, 190, 120), "GLIGEN grounding weights: phrases placed in boxes", GroundingModel)
+
+
 @dataclass
 class UpscaleModel:
     """An image-to-image network spandrel recognised from its weights (ESRGAN, Real-ESRGAN
@@ -233,4 +248,4 @@ CLIP_VISION_OUTPUT = DataType("CLIP_VISION_OUTPUT", (120, 170, 230), "CLIP image
                               VisionOutput)
 
 DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL,
-              CLIP_VISION, CLIP_VISION_OUTPUT, SIGMAS)
+              CLIP_VISION, CLIP_VISION_OUTPUT, SIGMAS, GLIGEN)
