@@ -203,19 +203,24 @@ def stage_lora(settings: Settings) -> dict[str, Any]:
         texts = [caption(scene_of(hearts, int(j)), rng) for j in hi]
         texts += ["" if rng.random() < t.CAPTION_DROPOUT else caption(scene_of(base, int(j)), rng) for j in bi]
         x0 = torch.cat([latents["hearts"][hi], latents["base"][bi]])
-        noisy, noise, steps = _noised(x0, alphas, gen)
         t._set_lr(optimizer, t._lr(i, 1e-3, loop.total))
-        loss = _min_snr_loss(unet(noisy, steps, encoder_hidden_states=prompts(texts)).sample, noise, steps, alphas)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        return {"loss": loss.item()}
+        return _lora_update(unet, optimizer, params, _noised(x0, alphas, gen), prompts(texts), alphas)
 
     unet.train()
     loop.run(step)
     save_lora_kohya(get_peft_model_state_dict(unet), settings.work / "lora" / LORA_NAME)
     return {"steps": loop.step, "seconds": round(loop.elapsed), "rank": LORA_RANK}
+
+
+def _lora_update(unet, optimizer, params, noised, context: torch.Tensor, alphas: torch.Tensor) -> dict[str, float]:
+    """One optimiser step of a UNet LoRA on (noisy latents, noise, timesteps), shared by both LoRAs."""
+    noisy, noise, steps = noised
+    loss = _min_snr_loss(unet(noisy, steps, encoder_hidden_states=context).sample, noise, steps, alphas)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return {"loss": loss.item()}
 
 
 def save_lora_kohya(unet_layers: dict[str, torch.Tensor], path: Path, dtype: torch.dtype = torch.float32) -> None:
@@ -258,14 +263,8 @@ def stage_hires_lora(settings: Settings) -> dict[str, Any]:
         rng, gen = t._rng(settings, "hires_lora", i)
         index = torch.randint(len(latents), (batch,), generator=gen)
         texts = ["" if rng.random() < t.CAPTION_DROPOUT else caption(scene_of(train, int(j)), rng) for j in index]
-        noisy, noise, steps = _noised(latents[index], levels, gen)
         t._set_lr(optimizer, t._lr(i, 1e-3, loop.total))
-        loss = _min_snr_loss(unet(noisy, steps, encoder_hidden_states=prompts(texts)).sample, noise, steps, alphas)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        return {"loss": loss.item()}
+        return _lora_update(unet, optimizer, params, _noised(latents[index], levels, gen), prompts(texts), alphas)
 
     unet.train()
     loop.run(step)
