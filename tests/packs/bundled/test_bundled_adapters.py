@@ -168,7 +168,7 @@ def test_the_hires_fix_with_its_lora_is_judged_right_as_often_as_its_first_pass(
     scenes = [s for _, s in prompts]
     small_rate = am.judged_right(first, scenes, judge).float().mean()
     hires_rate = am.judged_right(am.to_judge_size(hires), scenes, judge).float().mean()
-    # Measured HIRES_MEASURED on 48 prompts (the base UNet's second pass: 91.7%).
+    # Measured 100% at 64x64 and 97.9% at 32x32 on 48 prompts (the base UNet's second pass: 91.7%).
     assert hires_rate >= 0.9 and hires_rate >= small_rate - 1 / 32 - 1e-6, (small_rate, hires_rate)
 
 
