@@ -92,12 +92,22 @@ _MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
 
 
 def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
-    """The nodes of a UI-format file, with its subgraphs (nested too) inlined."""
+    """The nodes of a UI-format file, with its group nodes and subgraphs (nested too) inlined."""
+    from nodes.diffusion.comfyui_groupnodes import inline_group_nodes
     from nodes.diffusion.comfyui_subgraphs import inline_subgraphs, subgraph_definitions
 
+    data = inline_group_nodes(data, _widget_names)
     definitions = subgraph_definitions(data)
     nodes = read_ui_graph(data, "", definitions)
     return inline_subgraphs(nodes, definitions) if definitions else nodes
+
+
+def _widget_names(type_name: Any) -> tuple[str, ...] | None:
+    """A ComfyUI node type's widget names, in the UI format's order; None if nodeflow cannot import it."""
+    spec = MAPPINGS.get(type_name.strip()) if isinstance(type_name, str) else None
+    if spec is not None:
+        return spec.widgets
+    return UI_ONLY.get(type_name.strip()) if isinstance(type_name, str) else None
 
 
 def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) -> list[ComfyNode]:
