@@ -96,6 +96,8 @@ class _Expander:
         definition = self.groups[name]
         if not isinstance(definition, dict) or not isinstance(definition.get("nodes"), list):
             raise WorkflowError(f"{where}: the definition has no 'nodes' list")
+        if not definition["nodes"]:
+            raise WorkflowError(f"{where}: the definition has no inner nodes")
         for index, inner in enumerate(definition["nodes"]):
             if not isinstance(inner, dict) or not isinstance(inner.get("type"), str):
                 raise WorkflowError(f"{where}: inner node {index} needs a 'type'")
@@ -177,8 +179,6 @@ class _Expander:
             label = _input_name(inner, name, seen, _dict(config.get(str(index))))
             found.widgets.append((label, index, name))
             found.inputs.append((label, index, slot))
-        if not nodes:
-            raise WorkflowError(f"{where}: the definition has no inner nodes")
         self.interfaces[name] = found
         return found
 
