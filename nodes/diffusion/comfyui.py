@@ -96,7 +96,7 @@ def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
     from nodes.diffusion.comfyui_groupnodes import inline_group_nodes
     from nodes.diffusion.comfyui_subgraphs import inline_subgraphs, subgraph_definitions
 
-    data = inline_group_nodes(data, _widget_names)
+    data = inline_group_nodes(data, _widget_names, MAX_NODES)
     definitions = subgraph_definitions(data)
     nodes = read_ui_graph(data, "", definitions)
     return inline_subgraphs(nodes, definitions) if definitions else nodes

@@ -64,10 +64,11 @@ def group_name(type_name: Any) -> str | None:
     return None
 
 
-def inline_group_nodes(data: dict[str, Any], widget_names: Any) -> dict[str, Any]:
+def inline_group_nodes(data: dict[str, Any], widget_names: Any, max_nodes: int) -> dict[str, Any]:
     """A copy of the UI document ``data`` with every group node instance replaced by its
     inner nodes. ``widget_names(type) -> tuple | None`` gives a ComfyUI node type's widget
-    names (None: a type nodeflow cannot import)."""
+    names (None: a type nodeflow cannot import); more than ``max_nodes`` nodes once
+    inlined (groups of groups multiply) is refused before they are built."""
     groups = group_definitions(data)
     nodes = data.get("nodes")
     if not isinstance(nodes, list) or not any(isinstance(n, dict) and group_name(n.get("type")) is not None for n in nodes):
@@ -75,18 +76,37 @@ def inline_group_nodes(data: dict[str, Any], widget_names: Any) -> dict[str, Any
     out = dict(data)
     out["nodes"] = [copy.deepcopy(n) for n in nodes]
     out["links"] = copy.deepcopy(data.get("links")) if isinstance(data.get("links"), list) else []
-    expander = _Expander(groups, widget_names)
-    for _ in range(MAX_DEPTH):
+    expander = _Expander(groups, widget_names, max_nodes)
+    for _ in range(MAX_DEPTH + 1):
         if not expander.expand_once(out):
             return out
     raise WorkflowError(f"ComfyUI group nodes are nested more than {MAX_DEPTH} deep (does one contain itself?)")
 
 
 class _Expander:
-    def __init__(self, groups: dict[str, Any], widget_names: Any):
+    def __init__(self, groups: dict[str, Any], widget_names: Any, max_nodes: int):
         self.groups = groups
         self.widget_names = widget_names
+        self.max_nodes = max_nodes
         self.interfaces: dict[str, _Interface] = {}
+        self.sizes: dict[str, int] = {}
+
+    def size(self, name: str, instance: str, depth: int = 0) -> int:
+        """How many nodes one instance of group ``name`` becomes, groups inside it inlined;
+        past ``max_nodes`` it is refused, before an interface that large is built."""
+        if name in self.sizes:
+            return self.sizes[name]
+        if depth > MAX_DEPTH:
+            raise WorkflowError(f"ComfyUI group {name!r} contains itself")
+        total = 0
+        for inner in self.definition(name, instance)["nodes"]:
+            inner_group = group_name(inner["type"])
+            total += 1 if inner_group is None else self.size(inner_group, instance, depth + 1)
+            if total > self.max_nodes:
+                raise WorkflowError(f"the ComfyUI workflow has more than {self.max_nodes} nodes once its group nodes "
+                                    f"are inlined (group node {instance}, group {name!r}); the limit is {self.max_nodes}")
+        self.sizes[name] = total
+        return total
 
     # ------------------------------------------------------------- the interface
     def definition(self, name: str, instance: str) -> dict[str, Any]:
@@ -109,11 +129,10 @@ class _Expander:
         _list_or_fail(definition.get("external", []), f"{where}: 'external' must be a list")
         return definition
 
-    def interface(self, name: str, instance: str, depth: int = 0) -> _Interface:
+    def interface(self, name: str, instance: str) -> _Interface:
         if name in self.interfaces:
             return self.interfaces[name]
-        if depth > MAX_DEPTH:
-            raise WorkflowError(f"ComfyUI group {name!r} contains itself")
+        self.size(name, instance)
         definition = self.definition(name, instance)
         where = f"ComfyUI group node {instance} (group {name!r})"
         nodes = definition["nodes"]
@@ -144,13 +163,14 @@ class _Expander:
             node_config = _dict(config.get(str(index)))
             inner_group = group_name(kind)
             if inner_group is not None:
-                widgets: tuple[str, ...] | None = tuple(w[0] for w in self.interface(inner_group, instance, depth + 1).widgets)
+                widgets: tuple[str, ...] | None = tuple(w[0] for w in self.interface(inner_group, instance).widgets)
             else:
                 widgets = self.widget_names(kind)
             if widgets is None:
                 raise WorkflowError(f"{where}: inner node {index} is a {kind}, a node type nodeflow cannot import")
             slots = [s if isinstance(s, dict) else {} for s in _list(inner.get("inputs"))]
-            converted_names = {s.get("name") for s in slots if isinstance(s.get("widget"), dict)}
+            converted_names = {s.get("name") for s in slots
+                               if isinstance(s.get("widget"), dict) and isinstance(s.get("name"), str)}
             for widget in widgets:
                 if widget in converted_names:
                     continue
@@ -189,11 +209,16 @@ class _Expander:
             return False
         links: list[Any] = doc["links"]
         out: list[Any] = []
-        for raw in nodes:
+        for position, raw in enumerate(nodes):
             name = group_name(raw.get("type")) if isinstance(raw, dict) else None
             if name is None:
                 out.append(raw)
                 continue
+            node_id = raw.get("id")
+            size = self.size(name, str(node_id))
+            if len(out) + size + len(nodes) - position - 1 > self.max_nodes:
+                raise WorkflowError(f"the ComfyUI workflow has more than {self.max_nodes} nodes once its group nodes "
+                                    f"are inlined (group node {node_id}, group {name!r}); the limit is {self.max_nodes}")
             out.extend(self.expand(raw, name, links))
         doc["nodes"] = out
         return True
@@ -247,6 +272,8 @@ class _Expander:
             if not isinstance(entry, dict) or not isinstance(entry.get("widget"), dict) or _no_link(entry.get("link")):
                 continue
             label = entry["widget"].get("name")
+            if not isinstance(label, str):
+                raise WorkflowError(f"{where}: an input's widget has no name")
             if label in by_label:  # a converted inner widget: the instance shows it as an input
                 index, slot = by_label[label]
                 _set_link(inner_nodes[index], slot, entry["link"], where)

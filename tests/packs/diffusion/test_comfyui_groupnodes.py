@@ -180,3 +180,18 @@ def test_an_instance_linked_on_an_input_the_group_lacks_is_refused():
     instance["inputs"].append({"name": "extra", "type": "MODEL", "link": 69})
     with pytest.raises(WorkflowError, match=r"group node 28 \(group 'FLUX'\): input 3 \('extra'\) is not an input"):
         _graph(doc)
+
+
+def test_groups_of_groups_that_multiply_past_the_node_limit_are_refused_before_they_are_built():
+    doc = _load(SAMPLING)
+    groups = doc["extra"]["groupNodes"]
+    # each level holds ten instances of the next: 10^6 nodes if inlined
+    for level in range(6):
+        inner = f"L{level + 1}" if level < 5 else "Sampling"
+        groups[f"L{level}"] = {"nodes": [{"type": f"workflow>{inner}", "inputs": [], "outputs": []}] * 10,
+                               "links": [], "external": []}
+    (instance,) = [n for n in doc["nodes"] if n["id"] == 90]
+    instance["type"], instance["inputs"], instance["widgets_values"] = "workflow>L0", [], []
+    doc["links"] = [l for l in doc["links"] if l[1] != 90 and l[3] != 90]
+    with pytest.raises(WorkflowError, match=r"more than 5000 nodes once its group nodes are inlined"):
+        _graph(doc)
