@@ -190,20 +190,23 @@ def _ui_links_by_target(raw_links: Any) -> dict[tuple[Any, str], Ref]:
     return found
 
 
-def _widget_values(values: Any, names: tuple[str, ...]) -> dict[str, Any]:
+def _widget_values(values: Any, names: tuple[str, ...],
+                   controlled: Callable[[str, Any], bool] | None = None) -> dict[str, Any]:
     """Positional widget values by name; a seed's hidden "control after generate"
-    value (fixed/increment/...) that follows it is skipped."""
+    value (fixed/increment/...) that follows it is skipped (``controlled(name, value)``
+    says which value is such a control, if not only a seed's)."""
     if isinstance(values, dict):  # some nodes save widget values by name
         return {name: values[name] for name in names if name in values}
     if not isinstance(values, list):
         return {}
+    is_control = controlled or (lambda name, value: name in SEED_WIDGETS and _is_seed_control(value))
     out, position = {}, 0
     for name in names:
         if position >= len(values):
             break
         out[name] = values[position]
         position += 1
-        if name in SEED_WIDGETS and position < len(values) and _is_seed_control(values[position]):
+        if position < len(values) and is_control(name, values[position]):
             position += 1
     return out
 

@@ -309,27 +309,20 @@ class _Expander:
 
 
 def _instance_values(values: Any, widgets: list[tuple[str, int, str]], inner_nodes: list[dict[str, Any]]) -> dict[tuple[str, int, str], Any]:
-    """The instance's widget values by group widget; a seed's or a primitive's "control
-    after generate" value that follows it is skipped."""
-    from nodes.diffusion.comfyui import SEED_WIDGETS, SEED_CONTROLS, _is_seed_control
+    """The instance's widget values by group widget (values by name, or in order); a
+    seed's or a primitive's "control after generate" value that follows it is skipped."""
+    from nodes.diffusion.comfyui import SEED_WIDGETS, SEED_CONTROLS, _is_seed_control, _widget_values
 
-    if isinstance(values, dict):  # a nested group's values, written by name
-        return {w: values[w[0]] for w in widgets if w[0] in values}
-    if not isinstance(values, list):
-        return {}
-    found, position = {}, 0
-    for widget in widgets:
-        if position >= len(values):
-            break
-        found[widget] = values[position]
-        position += 1
-        if position < len(values):
-            following = values[position]
-            if widget[2] in SEED_WIDGETS and _is_seed_control(following):
-                position += 1
-            elif inner_nodes[widget[1]].get("type") == "PrimitiveNode" and isinstance(following, str) and following in SEED_CONTROLS:
-                position += 1
-    return found
+    by_label = {widget[0]: widget for widget in widgets}
+
+    def controlled(label: str, value: Any) -> bool:
+        _, index, inner_widget = by_label[label]
+        if inner_nodes[index].get("type") == "PrimitiveNode":
+            return isinstance(value, str) and value in SEED_CONTROLS
+        return inner_widget in SEED_WIDGETS and _is_seed_control(value)
+
+    found = _widget_values(values, tuple(by_label), controlled)
+    return {by_label[label]: value for label, value in found.items()}
 
 
 def _input_name(inner: dict[str, Any], name: str, seen: dict[str, int], config: dict[str, Any]) -> str:

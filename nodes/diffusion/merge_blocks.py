@@ -38,6 +38,11 @@ SD1_BLOCKS: dict[str, str] = {
 }
 
 
+def _named(ratios: Mapping[str, float], blocks: Mapping[str, str]) -> dict[str, float]:
+    """The ratios (by field) by ComfyUI's block names; every block's field must be given."""
+    return {block: ratios[field] for field, block in blocks.items()}
+
+
 def _ratio(tooltip: str) -> Float:
     return Float(1.0, min=0.0, max=1.0, step=0.01, tooltip=tooltip)
 
@@ -97,17 +102,8 @@ class ModelMergeSDXL(Node):
     del _field, _block
     outputs = (Output("model", MODEL),)
 
-    def run(self, ctx: RunContext, model1: DiffusionModel, model2: DiffusionModel,
-            time_embed: float, label_emb: float,
-            input_blocks_0: float, input_blocks_1: float, input_blocks_2: float, input_blocks_3: float,
-            input_blocks_4: float, input_blocks_5: float, input_blocks_6: float, input_blocks_7: float,
-            input_blocks_8: float, middle_block_0: float, middle_block_1: float, middle_block_2: float,
-            output_blocks_0: float, output_blocks_1: float, output_blocks_2: float, output_blocks_3: float,
-            output_blocks_4: float, output_blocks_5: float, output_blocks_6: float, output_blocks_7: float,
-            output_blocks_8: float, out: float) -> DiffusionModel:
-        given = locals()
-        named = {block: given[field] for field, block in SDXL_BLOCKS.items()}
-        return merge_by_block(model1, model2, named, time_embed)
+    def run(self, ctx: RunContext, model1: DiffusionModel, model2: DiffusionModel, **ratios: float) -> DiffusionModel:
+        return merge_by_block(model1, model2, _named(ratios, SDXL_BLOCKS), ratios["time_embed"])
 
 
 class ModelMergeSD1(Node):
@@ -127,16 +123,5 @@ class ModelMergeSD1(Node):
     del _field, _block
     outputs = (Output("model", MODEL),)
 
-    def run(self, ctx: RunContext, model1: DiffusionModel, model2: DiffusionModel,
-            time_embed: float, label_emb: float,
-            input_blocks_0: float, input_blocks_1: float, input_blocks_2: float, input_blocks_3: float,
-            input_blocks_4: float, input_blocks_5: float, input_blocks_6: float, input_blocks_7: float,
-            input_blocks_8: float, input_blocks_9: float, input_blocks_10: float, input_blocks_11: float,
-            middle_block_0: float, middle_block_1: float, middle_block_2: float,
-            output_blocks_0: float, output_blocks_1: float, output_blocks_2: float, output_blocks_3: float,
-            output_blocks_4: float, output_blocks_5: float, output_blocks_6: float, output_blocks_7: float,
-            output_blocks_8: float, output_blocks_9: float, output_blocks_10: float, output_blocks_11: float,
-            out: float) -> DiffusionModel:
-        given = locals()
-        named = {block: given[field] for field, block in SD1_BLOCKS.items()}
-        return merge_by_block(model1, model2, named, time_embed)
+    def run(self, ctx: RunContext, model1: DiffusionModel, model2: DiffusionModel, **ratios: float) -> DiffusionModel:
+        return merge_by_block(model1, model2, _named(ratios, SD1_BLOCKS), ratios["time_embed"])
