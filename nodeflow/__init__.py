@@ -12,7 +12,7 @@ from nodeflow.host.limits import check_pixels
 from nodeflow.host.paths import PathRefused, descriptor_path, is_within, open_inside, read_inside, resolve_inside
 from nodeflow.model.context import RunContext, RunSettings
 from nodeflow.model.errors import NodeflowError
-from nodeflow.model.devices import DeviceBackend, DeviceMemory, HostMemory
+from nodeflow.model.devices import DeviceBackend, DeviceError, DeviceMemory, HostMemory
 from nodeflow.model.memory import MemoryEstimate, MemoryNeed, Upstream, check_memory, memory_budget
 from nodeflow.model.fields import Bool, Choice, FieldError, FileChoice, Float, Input, Int, Output, Seed, Socket, String, Widget
 from nodeflow.model.context import Interrupted
@@ -26,5 +26,5 @@ __all__ = [
     "ANY", "BOOLEAN", "Bool", "Choice", "Command", "DataType", "FLOAT", "FieldError", "FileChoice", "Float",
     "INT", "Input", "Int", "Interrupted", "Node", "NodeError", "NodeflowError", "Output", "Pack", "PathRefused",
     "RunContext", "RunSettings", "STRING", "Seed", "Socket", "String", "Widget", "check_memory", "check_pixels", "is_compatible",
-    "JSONTextError", "DeviceBackend", "DeviceMemory", "HostMemory", "MemoryEstimate", "MemoryNeed", "Upstream", "memory_budget", "descriptor_path", "is_within", "open_inside", "parse_json", "read_inside", "resolve_inside", "stamp", "write_atomically", "write_numbered",
+    "JSONTextError", "DeviceBackend", "DeviceError", "DeviceMemory", "HostMemory", "MemoryEstimate", "MemoryNeed", "Upstream", "memory_budget", "descriptor_path", "is_within", "open_inside", "parse_json", "read_inside", "resolve_inside", "stamp", "write_atomically", "write_numbered",
 ]

@@ -141,8 +141,8 @@ class Executor:
         ``cache_budget_bytes``, the cache's budget is half the memory its entries live in:
         the offload device's (the RAM) when models can be offloaded, else the device's own."""
         self.registry = registry
-        self.device = resolve_device(device)  # raises DeviceError (a ValueError) before any run
         self.devices = devices if devices is not None else registry.device_backend()
+        self.device = resolve_device(device, self.devices)  # raises DeviceError (a ValueError) before any run
         self._residency: dict[str, Residency] = {}
         if cache is None and cache_budget_bytes is None:
             target = self.devices.offload_device(self.device)
@@ -244,7 +244,7 @@ class Executor:
         snapshot.registry = self.registry
         # Like ComfyUI, by default what the output nodes need is checked and run (run_outputs).
         requested = run_outputs(snapshot) if outputs is None else list(outputs)
-        device = self.device if device is None else resolve_device(device)
+        device = self.device if device is None else resolve_device(device, self.devices)
         output_dir, input_dir = Path(output_dir), Path(input_dir)
         settings = settings if settings is not None else RunSettings()
         context = RunContext(device=device, output_dir=output_dir, input_dir=input_dir, settings=settings)

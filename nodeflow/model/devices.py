@@ -16,9 +16,17 @@ lists, tuples, dicts) and decides which to move (:mod:`nodeflow.engine.residency
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
+
+
+DEVICE_NAME = re.compile(r"^(cpu|mps|cuda)(?::(\d+))?$")
+
+
+class DeviceError(ValueError):
+    """A device name that is malformed or not available on this machine."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,11 @@ class DeviceMemory:
 class DeviceBackend(Protocol):
     """What the core asks a pack about devices. Every method must be cheap for ``"cpu"``
     (no torch import just to learn the RAM size)."""
+
+    def resolve(self, name: str) -> str:
+        """A concrete, available device for a well-formed ``name`` (lower case; ``"auto"``:
+        the best this machine has); :class:`DeviceError` naming why one is not there."""
+        ...
 
     def memory(self, device: str) -> DeviceMemory | None:
         """The device's memory, or None when it cannot be told."""
@@ -57,7 +70,13 @@ class DeviceBackend(Protocol):
 
 
 class HostMemory:
-    """The backend when no pack declares one: the CPU's RAM, no offloading."""
+    """The backend when no pack declares one: the CPU's RAM, no offloading, no GPUs."""
+
+    def resolve(self, name: str) -> str:
+        if name in ("auto", "cpu", "cpu:0"):
+            return "cpu"
+        raise DeviceError(f"device {name!r} needs a node pack that drives GPUs (the diffusion pack, with "
+                          "PyTorch); none is installed")
 
     def memory(self, device: str) -> DeviceMemory | None:
         if not str(device).startswith("cpu"):

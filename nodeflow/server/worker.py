@@ -241,7 +241,9 @@ class Worker(threading.Thread):
             self._on_actor = True
             cancelled_early = self._cancelling.is_set()
         try:
-            outcome = run_job(self.pool, self.actor, job.workflow, reporter) if not cancelled_early else None
+            embed = bool(job.extra.get("embed_workflow", True))
+            outcome = (run_job(self.pool, self.actor, job.workflow, reporter, embed, self.config.previews)
+                       if not cancelled_early else None)
         finally:
             with self._lock:
                 self._on_actor = False

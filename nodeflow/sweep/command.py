@@ -45,7 +45,7 @@ def main(args: argparse.Namespace) -> int:
     workflow = _load(args)
     settings = _run_settings(args, workflow.graph.registry, [], embed_workflow=not args.no_metadata, previews=False)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, workflow.graph.registry.device_backend())
         executor = None if args.ray else Executor(workflow.graph.registry, device=device)
         axes = [parse_axis(text, workflow.graph, base_dir=Path.cwd()) for text in args.vary]
         sweep = Sweep(workflow.graph, axes, args.mode, args.output_dir, settings, device, workflow.ui, workflow.meta,

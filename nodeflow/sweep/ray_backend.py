@@ -74,7 +74,8 @@ class WorkerActor:
         self.runners: OrderedDict[str, Any] = OrderedDict()
 
     def run(self, document: dict, point: Point, models: Sequence[ModelFile],
-            on_event: Callable[[Any], None] | None = None, keep_unsaved: bool = False) -> PointOutcome:
+            on_event: Callable[[Any], None] | None = None, keep_unsaved: bool = False,
+            embed_workflow: bool | None = None, previews: bool | None = None) -> PointOutcome:
         from nodeflow.sweep.worker import PointRunner
 
         key = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
@@ -83,12 +84,14 @@ class WorkerActor:
         self.runners[key] = runner
         while len(self.runners) > KEPT_WORKFLOWS:
             self.runners.popitem(last=False)[1].close()
-        return runner.run(point, models, on_event, keep_unsaved)
+        return runner.run(point, models, on_event, keep_unsaved, embed_workflow, previews)
 
-    def run_streaming(self, document: dict, point: Point, models: Sequence[ModelFile]) -> Iterator[Any]:
-        """:meth:`run` for a server job, yielding its live events (:data:`LIVE_EVENTS`, step
-        previews left out) as they happen and then the :class:`PointOutcome`, with the images
-        the job showed but saved nowhere (a Ray streaming generator)."""
+    def run_streaming(self, document: dict, point: Point, models: Sequence[ModelFile],
+                      embed_workflow: bool = True, previews: bool = False) -> Iterator[Any]:
+        """:meth:`run` for a server job, yielding its live events (:data:`LIVE_EVENTS`; with
+        ``previews``, each step's preview image too) as they happen and then the
+        :class:`PointOutcome`, with the images the job showed but saved nowhere (a Ray
+        streaming generator)."""
         events: queue.Queue[Any] = queue.Queue()
         done = object()
         result: list[Any] = []
@@ -97,7 +100,7 @@ class WorkerActor:
             try:
                 result.append(self.run(document, point, models,
                                        lambda event: events.put(event) if isinstance(event, LIVE_EVENTS) else None,
-                                       keep_unsaved=True))
+                                       keep_unsaved=True, embed_workflow=embed_workflow, previews=previews))
             except BaseException as exc:  # re-raised below, in the actor's own call
                 result.append(exc)
             finally:
@@ -105,7 +108,7 @@ class WorkerActor:
 
         threading.Thread(target=work, name="nodeflow-job", daemon=True).start()
         while (event := events.get()) is not done:
-            yield replace(event, preview=None) if isinstance(event, Progress) else event
+            yield replace(event, preview=None) if isinstance(event, Progress) and not previews else event
         if isinstance(result[0], BaseException):
             raise result[0]
         yield result[0]
@@ -252,14 +255,17 @@ class RayBackend:
             self.pool.close()
 
 
-def run_job(pool: RayPool, i: int, document: dict, on_event: Callable[[Any], None] | None = None) -> PointOutcome:
+def run_job(pool: RayPool, i: int, document: dict, on_event: Callable[[Any], None] | None = None,
+            embed_workflow: bool = True, previews: bool = False) -> PointOutcome:
     """One server job (the workflow as it is, nothing varied) on actor ``i``; ``on_event``
-    gets its live events while it runs. When the actor dies (killed by :func:`kill` to stop
+    gets its live events while it runs (step previews with ``previews``); ``embed_workflow``
+    says whether saved images hold the workflow. When the actor dies (killed by :func:`kill` to stop
     the job, or lost), the outcome says ``interrupted`` and the pool puts a new actor in its
     place for the next job."""
     actor = pool.actors[i]
     try:
-        for ref in actor.run_streaming.options(num_returns="streaming").remote(document, Point(0, (), ()), []):
+        for ref in actor.run_streaming.options(num_returns="streaming").remote(document, Point(0, (), ()), [],
+                                                                                  embed_workflow, previews):
             item = ray.get(ref)
             if isinstance(item, PointOutcome):
                 return item

@@ -88,9 +88,12 @@ class PointRunner:
         self._staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
 
     def run(self, point: Point, models: Iterable[ModelFile] = (), on_event: EventHandler | None = None,
-            keep_unsaved: bool = False) -> PointOutcome:
+            keep_unsaved: bool = False, embed_workflow: bool | None = None,
+            previews: bool | None = None) -> PointOutcome:
         """Run ``point``; with ``keep_unsaved``, the images of output nodes that wrote no file
-        (Preview Image) come back as PNG bytes too (a server job: its client fetches them)."""
+        (Preview Image) come back as PNG bytes too (a server job: its client fetches them).
+        ``embed_workflow`` and ``previews`` override the runner's settings for this run (a
+        server job's ``--no-metadata``; a server made with ``--previews``)."""
         started = time.perf_counter()
         graph = point_graph(self.graph, point)
         problem = check_models(models, graph, self.settings)
@@ -99,6 +102,10 @@ class PointRunner:
         trusted = [path for node_id, name, value in point.overrides
                    for path in user_named_files(graph.registry, graph.nodes[node_id].type, {name: value})]
         settings = self.settings.trusting(*trusted).replace(workflow=workflow_to_dict(graph, self.ui, self.meta))
+        if embed_workflow is not None:
+            settings = settings.replace(embed_workflow=embed_workflow)
+        if previews is not None:
+            settings = settings.replace(previews=previews)
         folder = Path(tempfile.mkdtemp(prefix=f"point-{point.index}-", dir=self._staging))
         writers: dict[str, str] = {}  # file path -> the node that wrote it
 

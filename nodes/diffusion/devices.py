@@ -6,6 +6,8 @@
   process use) as the total, minus what torch's MPS allocator holds as free;
 - CPU: RAM, read without importing torch (listing nodes and CPU runs stay cheap).
 
+It also tells which devices exist (``resolve``: ``auto`` is CUDA, then MPS, then the CPU).
+
 Models leave a GPU for the CPU's RAM (``offload_device``) with ``Module.to``, in place;
 on the CPU there is nowhere cheaper to go, so offloading is off. torch is imported only
 inside the methods, and only for a GPU.
@@ -15,10 +17,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow import DeviceMemory, HostMemory
+from nodeflow import DeviceError, DeviceMemory, HostMemory
 
 
 class TorchDevices:
+    def resolve(self, name: str) -> str:
+        try:
+            import torch
+        except ImportError:
+            if name in ("auto", "cpu"):
+                return "cpu"
+            raise DeviceError(f"device {name!r} needs PyTorch, which is not installed") from None
+        cuda = torch.cuda.is_available()
+        mps_backend = getattr(torch.backends, "mps", None)
+        mps = bool(mps_backend is not None and mps_backend.is_available())
+        if name == "auto":
+            return "cuda" if cuda else "mps" if mps else "cpu"
+        if name == "cpu":
+            return name
+        if name.startswith("mps"):
+            if not mps:
+                raise DeviceError("device 'mps' is not available (needs Apple silicon and a PyTorch built with MPS)")
+            return name
+        if not cuda:
+            raise DeviceError(f"device {name!r} is not available: this PyTorch sees no CUDA GPU (try --device cpu)")
+        count = torch.cuda.device_count()
+        index = name.partition(":")[2]
+        if index and int(index) >= count:
+            raise DeviceError(f"device {name!r} is not available: {count} CUDA GPU(s), numbered from 0")
+        return name
+
     def memory(self, device: str) -> DeviceMemory | None:
         name = str(device)
         if name.startswith("cpu"):

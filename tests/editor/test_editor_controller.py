@@ -419,7 +419,8 @@ def test_sampler_explains_its_noise_schedule():
     alpha_bar = normal.plots[1].series[0].y
     assert all(0 < a < 1 for a in alpha_bar) and alpha_bar[-1] > alpha_bar[0]
     karras = node_insight(Sampler, {**values, "sampler": "euler", "schedule": "karras"}).plots[0].series[0].y
-    assert karras[0] == pytest.approx(sigma[0], rel=0.02) and karras[-1] < sigma[-1]  # karras ends lower
+    # karras spans the model's whole range: from its top level (above the first spaced step) to lower
+    assert karras[0] == pytest.approx(14.6146, rel=1e-3) and karras[0] >= sigma[0] and karras[-1] < sigma[-1]
 
 
 def test_field_options_hook_feeds_file_combos():

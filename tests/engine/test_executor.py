@@ -11,6 +11,7 @@ from tests.support.testpack import RUNS, Sink
 
 from nodeflow import FLOAT, STRING, Float, Node, Output, RunSettings, Socket, String, is_compatible
 from nodeflow.engine.device import DeviceError, resolve_device
+from nodeflow.model.devices import HostMemory
 from nodeflow.engine.events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunFinished, RunStarted
 from nodeflow.engine.executor import Executor, ExecutorBusy
 from nodeflow.model.graph import Graph
@@ -483,35 +484,29 @@ def test_a_second_run_during_a_run_is_refused_and_edits_do_not_leak_in(graph, ex
 
 
 # ------------------------------------------------------------------------- devices
-def test_device_resolution():
-    assert resolve_device("auto") == "cpu"  # this machine has the CPU build of torch
-    assert resolve_device("CPU") == "cpu"
-    with pytest.raises(DeviceError, match="not available"):
+def test_device_resolution_without_a_pack_that_drives_gpus():
+    assert resolve_device("auto") == "cpu"
+    assert resolve_device("CPU") == "cpu" and resolve_device("cpu:0") == "cpu"
+    with pytest.raises(DeviceError, match="needs a node pack that drives GPUs"):
         resolve_device("cuda")
     with pytest.raises(DeviceError, match="unknown device"):
         resolve_device("gpu")
+    with pytest.raises(DeviceError, match="the CPU is just 'cpu'"):
+        resolve_device("cpu:1")
     with pytest.raises(ValueError):  # the CLI turns ValueError into a usage error
         Executor(testpack.make_registry(), device="cuda:1")
 
 
-def test_device_resolution_with_gpus(monkeypatch):
-    import torch
+def test_the_packs_device_backend_tells_which_devices_exist():
+    class TwoGpus(HostMemory):
+        def resolve(self, name):
+            return "cuda" if name == "auto" else name
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("auto") == "cuda"
-    assert resolve_device("cuda:1") == "cuda:1"
-    with pytest.raises(DeviceError, match="2 CUDA GPU"):
-        resolve_device("cuda:2")
-
-
-def test_without_torch_the_device_is_the_cpu(monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
-    assert resolve_device("auto") == "cpu"
-    with pytest.raises(DeviceError, match="PyTorch"):
-        resolve_device("cuda")
+    registry = testpack.make_registry()
+    assert Executor(registry, device="auto", devices=TwoGpus()).device == "cuda"
+    assert Executor(registry, device="CUDA:1", devices=TwoGpus()).device == "cuda:1"
+    with pytest.raises(DeviceError, match="unknown device"):  # the form is checked before the backend is asked
+        Executor(registry, device="tpu", devices=TwoGpus())
 
 
 def test_executor_runs_on_the_chosen_device(graph, executor):

@@ -29,6 +29,9 @@ class SimulatedDevice:
     moves: list[tuple[str, str]] = field(default_factory=list)  # (module class, to device)
     _store: dict[int, list[tuple[Any, str, str, Any]]] = field(default_factory=dict)
 
+    def resolve(self, name: str) -> str:
+        return HostMemory().resolve(name)  # torch computes on the CPU
+
     def memory(self, device: str) -> DeviceMemory | None:
         if device == HOST:  # where offloaded models live: this machine's RAM
             return HostMemory().memory("cpu")
@@ -80,6 +83,9 @@ class LimitedDevices:
         self.real = TorchDevices()
         self.total_bytes = total_bytes
         self.moves: list[tuple[str, str]] = []
+
+    def resolve(self, name: str) -> str:
+        return self.real.resolve(name)
 
     def memory(self, device: str) -> DeviceMemory | None:
         if device == "cpu":

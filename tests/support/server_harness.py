@@ -26,6 +26,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the server's process before it starts: on Linux, ask for SIGTERM when the test
+    process dies, so a killed or crashed pytest leaves no server running on its port."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 class Server:
     def __init__(self, data_dir: Path, *args: str, host: str = "127.0.0.1"):
         self.data_dir = data_dir
@@ -50,7 +60,7 @@ class Server:
         command = [sys.executable, "-m", "nodeflow.cli", "serve", "--host", self.host, "--port", str(self.port),
                    "--data-dir", str(self.data_dir), *self.args]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=open(self.log, "a"), text=True)
+                                        stderr=open(self.log, "a"), text=True, preexec_fn=_die_with_parent)
         if wait:
             self.wait_up()
         return self

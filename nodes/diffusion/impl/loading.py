@@ -537,21 +537,25 @@ def _transformers_model(
 
 
 def _tokenizer(folder: Path, files: ModelFiles) -> Any:
-    """The CLIP tokenizer in ``folder``. The library opens its files by name, so the folder is
-    checked whole first (all inside, plain files); a malformed file is an error naming it."""
+    """The CLIP tokenizer in ``folder``. The library opens its files by name, so it is given
+    a private copy of the folder made through ``files`` (every file inside the model
+    folders, read once); a malformed file is an error naming it."""
+    import tempfile
+
     from transformers import CLIPTokenizer
 
-    try:
-        files.check_folder(folder)
-    except ModelFileError as error:
-        raise CheckpointError(str(error)) from None
     for name in ("tokenizer_config.json", "special_tokens_map.json", "vocab.json", "tokenizer.json"):
         if (folder / name).is_file():
             _read_json(folder / name, files)  # a clear error for a malformed file, before the library's
-    try:
-        return CLIPTokenizer.from_pretrained(folder, local_files_only=True)
-    except Exception as error:  # what a bogus tokenizer folder makes the library raise varies
-        raise CheckpointError(f"{folder.name}/ is not a readable CLIP tokenizer ({_first_line(error)})") from None
+    with tempfile.TemporaryDirectory(prefix="nodeflow-tokenizer-") as copy:
+        try:
+            files.copy_folder(folder, Path(copy))
+        except ModelFileError as error:
+            raise CheckpointError(str(error)) from None
+        try:
+            return CLIPTokenizer.from_pretrained(copy, local_files_only=True)
+        except Exception as error:  # what a bogus tokenizer folder makes the library raise varies
+            raise CheckpointError(f"{folder.name}/ is not a readable CLIP tokenizer ({_first_line(error)})") from None
 
 
 # -- entry points --------------------------------------------------------------------------

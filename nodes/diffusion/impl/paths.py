@@ -125,6 +125,7 @@ def _singular(kind: str) -> str:
 # -- reading a model's files ---------------------------------------------------------------
 
 MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json files of large vocabularies run to ~20 MB
+MAX_FOLDER_COPY_BYTES = 256 * 1024 * 1024  # a tokenizer folder: a few MB
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,9 @@ class ModelFiles:
     A model folder is as untrusted as a workflow: its shard index may name ``../../x`` and
     its ``vae/`` may be a symlink out. Every file a loader opens goes through :meth:`open`
     (or :meth:`read_json`), which refuses anything that does not lie inside ``roots`` and
-    reads the checked descriptor (see :func:`nodeflow.open_inside`); folders handed to a
-    library that opens files by name (a tokenizer) are checked whole by :meth:`check_folder`.
+    reads the checked descriptor (see :func:`nodeflow.open_inside`); a library that opens
+    files by name (a tokenizer) is handed a private copy made through those descriptors
+    (:meth:`copy_folder`), so nothing swapped in after the check is ever read.
     Refusals name the file as the model refers to it, never whether an outside file exists.
     """
 
@@ -178,22 +180,29 @@ class ModelFiles:
             raise ModelFileError(f"{self._shown(path)} must hold a JSON object")
         return value
 
-    def check_folder(self, folder: Path) -> None:
-        """Refuse ``folder`` unless it and everything in it lies inside the roots and is a
-        plain file or folder: for libraries that will open its files by name."""
+    def copy_folder(self, folder: Path, into: Path, limit: int = MAX_FOLDER_COPY_BYTES) -> Path:
+        """The plain files directly in ``folder``, each read through :meth:`open` and written
+        into ``into`` (a private folder); returns ``into``. For libraries that open files
+        by name: they read the copy, so a file replaced or symlinked out between the check
+        and the library's open is never read. Subfolders are not copied (a tokenizer has none)."""
         from nodeflow import is_within
 
         if not is_within(folder, self.roots):
             raise ModelFileError(f"{self._shown(folder)} lies outside the model folders; it is never read")
-        for root, dirs, names in os.walk(folder, followlinks=False):
-            for name in [*dirs, *names]:
-                entry = Path(root) / name
-                if not is_within(entry, self.roots):
-                    raise ModelFileError(f"{self._shown(entry)} lies outside the model folders; it is never read")
-                if os.path.islink(entry) and os.path.isdir(entry):
-                    raise ModelFileError(f"{self._shown(entry)} is a symlinked folder; copy it in instead")
-                if name in names and not (entry.is_file() or entry.is_dir()):
-                    raise ModelFileError(f"{self._shown(entry)} is not a regular file")
+        if folder.is_symlink():
+            raise ModelFileError(f"{self._shown(folder)} is a symlinked folder; copy it in instead")
+        total = 0
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir():
+                continue
+            fd = self.open(entry)  # refuses a symlink out, and anything not a regular file
+            with os.fdopen(fd, "rb") as source:
+                data = source.read(limit - total + 1)
+            total += len(data)
+            if total > limit:
+                raise ModelFileError(f"{self._shown(folder)} holds more than {limit // 2**20} MB")
+            (into / entry.name).write_bytes(data)
+        return into
 
     def _shown(self, path: Path) -> str:
         for root in self.roots:

@@ -80,10 +80,16 @@ SAMPLERS: dict[str, SamplerSpec] = {
 
 # Schedules that set sigmas rather than timestep spacing.
 SIGMA_SCHEDULES = frozenset({"karras", "exponential"})
+# They span the model's whole sigma range, sigma(last train step) .. sigma(0), as Karras et
+# al. define it and ComfyUI computes it: diffusers' multistep solvers (dpmpp_*, unipc) do so
+# under any spacing, but its euler, heun, dpm_2, lms and dpmpp_sde take the range of the
+# checkpoint's spaced timesteps (SD's "leading": sigma 7.4 rather than 14.6 at 8 steps), so a
+# shared karras workflow drew differently per sampler. "linspace" spacing gives every
+# scheduler the whole range and leaves the multistep solvers' sigmas as they were.
 SCHEDULES: dict[str, dict[str, Any]] = {
     "normal": {},  # the checkpoint's own timestep spacing (what diffusers' pipelines use)
-    "karras": {"use_karras_sigmas": True},
-    "exponential": {"use_exponential_sigmas": True},
+    "karras": {"use_karras_sigmas": True, "timestep_spacing": "linspace"},
+    "exponential": {"use_exponential_sigmas": True, "timestep_spacing": "linspace"},
     "simple": {"timestep_spacing": "trailing"},  # evenly spaced, ending at the last train step
     "linear": {"timestep_spacing": "linspace"},
 }

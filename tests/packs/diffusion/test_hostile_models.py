@@ -147,3 +147,28 @@ def test_config_counts_that_would_take_hours_or_gigabytes_are_refused(models, re
     config[key] = value
     file.write_text(json.dumps(config))
     assert key in _refusal(models)
+
+
+def test_a_tokenizer_file_swapped_out_after_the_check_is_never_read(models, monkeypatch):
+    # The tokenizer library opens its files by name: it is handed a copy made through the
+    # checked descriptors, so a vocabulary replaced by a symlink out at that moment (a race
+    # with whoever can write the model folder) is not what it reads.
+    from transformers import CLIPTokenizer
+
+    outside = models / "outside" / "vocab.json"
+    outside.write_text(json.dumps({"<|startoftext|>": 0, "<|endoftext|>": 1, "secret</w>": 2}))
+    vocab = models / "models" / "shapes" / "tokenizer" / "vocab.json"
+    read = CLIPTokenizer.from_pretrained.__func__
+    seen = []
+
+    def swapped_then_read(cls, folder, *args, **kwargs):
+        vocab.unlink()
+        vocab.symlink_to(outside)
+        tokenizer = read(cls, folder, *args, **kwargs)
+        seen.append(tokenizer)
+        return tokenizer
+
+    monkeypatch.setattr(CLIPTokenizer, "from_pretrained", classmethod(swapped_then_read))
+    _load(models)
+    (tokenizer,) = seen
+    assert "secret</w>" not in tokenizer.get_vocab() and len(tokenizer.get_vocab()) > 3

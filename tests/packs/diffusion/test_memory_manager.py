@@ -174,3 +174,42 @@ def test_fp16_weights_keep_an_fp32_vae_unless_told_otherwise():
     assert upcast["model"].unet.dtype == torch.float16 and upcast["vae"].vae.dtype == torch.float32
     chosen = checkpoint.run(ctx, checkpoint="shapes", dtype="fp16", prediction="auto", vae_dtype="fp16")
     assert chosen["vae"].vae.dtype == torch.float16
+
+
+# ------------------------------------------------------------------------- which devices exist
+def test_torch_tells_which_devices_exist():
+    from nodeflow.engine.device import DeviceError, resolve_device
+    from nodes.diffusion.devices import TorchDevices
+
+    devices = TorchDevices()
+    assert resolve_device("auto", devices) == "cpu"  # this machine has the CPU build of torch
+    with pytest.raises(DeviceError, match="not available"):
+        resolve_device("cuda", devices)
+    with pytest.raises(DeviceError, match="not available"):
+        resolve_device("mps", devices)
+
+
+def test_torch_tells_which_gpus_exist(monkeypatch):
+    import torch
+
+    from nodeflow.engine.device import DeviceError, resolve_device
+    from nodes.diffusion.devices import TorchDevices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto", TorchDevices()) == "cuda"
+    assert resolve_device("cuda:1", TorchDevices()) == "cuda:1"
+    with pytest.raises(DeviceError, match="2 CUDA GPU"):
+        resolve_device("cuda:2", TorchDevices())
+
+
+def test_without_torch_the_device_is_the_cpu(monkeypatch):
+    import sys
+
+    from nodeflow.engine.device import DeviceError, resolve_device
+    from nodes.diffusion.devices import TorchDevices
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    assert resolve_device("auto", TorchDevices()) == "cpu"
+    with pytest.raises(DeviceError, match="PyTorch"):
+        resolve_device("cuda", TorchDevices())

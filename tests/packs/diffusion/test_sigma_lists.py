@@ -11,6 +11,7 @@ refused for their own sigma range import onto these nodes and run.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import inspect
 import json
 import os
@@ -24,7 +25,7 @@ from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.diffusion.impl.sample import sample as run_sample  # noqa: E402
 from nodes.diffusion.impl.samplers import SAMPLERS, make_scheduler, sigma_list_samplers  # noqa: E402
 from nodes.diffusion.impl.sigmas import AYS_SIGMAS, karras  # noqa: E402
-from nodes.diffusion.sampling import DisableNoise, Noise, Sampler  # noqa: E402
+from nodes.diffusion.sampling import CFG, DisableNoise, Noise, Sampler  # noqa: E402
 from nodes.diffusion.sigmas import AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, SplitSigmas  # noqa: E402
 from nodes.diffusion.types import Sigmas  # noqa: E402
 from tests.packs.diffusion.test_sampling import cfg, latent_for, parts, tiny_sd  # noqa: E402,F401  (fixtures)
@@ -69,12 +70,34 @@ def test_a_list_of_the_schedulers_own_sigmas_gives_its_image_exactly(parts, samp
 
 
 def test_a_list_of_eulers_own_karras_sigmas_gives_its_image(parts):
-    guider, latent = cfg(parts), latent_for(parts)
-    own = _own_sigmas(parts, "euler", "karras", 4)
+    # The karras schedule spans the whole range whatever the checkpoint's spacing; with a
+    # checkpoint spaced "linspace" the list path also starts its noise at the first level
+    # (diffusers' "leading" scales it by sqrt(sigma^2 + 1)), so the two runs are the same.
+    model = dataclasses.replace(parts["model"], scheduler_config={**parts["model"].scheduler_config,
+                                                                   "timestep_spacing": "linspace"})
+    guider, latent = CFG().run(CTX, model, parts["positive"], parts["negative"], 7.0, 0.0), latent_for(parts)
+    own = _own_sigmas({"model": model}, "euler", "karras", 4)
+    assert own.values == _own_sigmas(parts, "euler", "karras", 4).values
     expected = _run(guider, latent, "euler", "karras")
     got = _run(guider, latent, "euler", sigmas=own)
     assert torch.allclose(got, expected, atol=1e-4, rtol=0)
     assert not torch.allclose(got, _run(guider, latent, "euler", "normal"), atol=1e-3)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "lms", "dpm_2", "dpmpp_sde", "dpmpp_2m", "unipc"])
+def test_karras_and_exponential_span_the_models_whole_range_for_every_sampler(parts, sampler):
+    # As ComfyUI's KarrasScheduler at SD's range (and diffusers' multistep solvers) compute
+    # it: diffusers' euler-family schedulers alone would start at the first spaced timestep.
+    config = parts["model"].scheduler_config
+    expected = {"karras": KarrasScheduler().run(CTX, 8, 14.614642, 0.0291675, 7.0).values,
+                "exponential": ExponentialScheduler().run(CTX, 8, 14.614642, 0.0291675).values}
+    for schedule, levels in expected.items():
+        scheduler = make_scheduler(sampler, schedule, config)
+        scheduler.set_timesteps(8)
+        distinct = [float(s) for s in scheduler.sigmas]
+        if scheduler.order == 2:  # second-order: each level but the first kept twice
+            distinct = distinct[:1] + distinct[1::2]
+        assert distinct[:8] == pytest.approx(levels[:8], rel=1e-3), schedule
 
 
 def test_align_your_steps_runs_the_published_levels(parts):
@@ -108,10 +131,6 @@ def test_a_split_schedule_in_two_samplers_equals_the_whole(parts):
 def test_karras_and_exponential_ranges_change_the_image(parts):
     guider, latent = cfg(parts), latent_for(parts)
     sd = KarrasScheduler().run(CTX, 4, 14.614642, 0.0291675, 7.0)
-    # diffusers' karras spans the range of the spaced timesteps: all of it with linspace spacing
-    linspace = make_scheduler("euler", "karras", {**parts["model"].scheduler_config, "timestep_spacing": "linspace"})
-    linspace.set_timesteps(4)
-    assert sd.values == pytest.approx([float(v) for v in linspace.sigmas], rel=1e-4)
     narrow = _run(guider, latent, sigmas=KarrasScheduler().run(CTX, 4, 3.0, 0.0291675, 7.0))
     assert not torch.allclose(narrow, _run(guider, latent, sigmas=sd), atol=1e-3)
     levels = ExponentialScheduler().run(CTX, 3, 8.0, 0.5).values
