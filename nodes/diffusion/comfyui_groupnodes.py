@@ -144,11 +144,17 @@ class _Expander:
             links_from.setdefault(link[0], {}).setdefault(link[1], []).append(link)
             links_to.setdefault(link[2], {})[link[3]] = link
         external: dict[int, set[int]] = {}
+        used_outside: dict[int, int] = {}  # inner index -> outputs at least, for a node saved without its list
         for entry in definition.get("external") or []:
             # Some frontends saved the node object instead of its index; the frontend then
-            # matches nothing, and neither does this.
-            if isinstance(entry, list) and len(entry) >= 2 and _is_int(entry[0]) and _is_int(entry[1]):
+            # matches nothing, and neither does this (the object only tells an output exists).
+            if not (isinstance(entry, list) and len(entry) >= 2 and _is_int(entry[1])):
+                continue
+            if _is_int(entry[0]):
                 external.setdefault(entry[0], set()).add(entry[1])
+            held = entry[0].get("index") if isinstance(entry[0], dict) else entry[0]
+            if _is_int(held):
+                used_outside[held] = max(used_outside.get(held, 0), entry[1] + 1)
         config = definition.get("config") if isinstance(definition.get("config"), dict) else {}
 
         found = _Interface(links_to=links_to)
@@ -190,7 +196,7 @@ class _Expander:
                 if _dict(_dict(node_config.get("input")).get(name)).get("visible") is False:
                     continue
                 found.inputs.append((label, index, slot))
-            for slot, _ in enumerate(_list(inner.get("outputs"))):
+            for slot in range(_output_count(inner, links_from.get(index, {}), used_outside.get(index, 0))):
                 used_inside = slot in links_from.get(index, {}) and slot not in external.get(index, set())
                 visible = _dict(_dict(node_config.get("output")).get(str(slot))).get("visible", not used_inside)
                 if visible:
@@ -356,6 +362,14 @@ def _place(inner_nodes: list[dict[str, Any]], instance: dict[str, Any]) -> None:
             continue
         left, top = min(p[0] for p in known), min(p[1] for p in known)
         node["pos"] = [at[0] + pos[0] - left, at[1] + pos[1] - top]
+
+
+def _output_count(inner: dict[str, Any], linked: dict[int, list[Any]], used_outside: int) -> int:
+    """How many outputs an inner node has: its saved list's length, or, for a node saved
+    without one (hand-reduced files), as many as its links and 'external' show."""
+    if isinstance(inner.get("outputs"), list):
+        return len(inner["outputs"])
+    return max([used_outside, *(slot + 1 for slot in linked)])
 
 
 def _set_link(inner: dict[str, Any], slot: int, link_id: Any, where: str) -> None:

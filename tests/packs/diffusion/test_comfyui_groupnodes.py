@@ -24,6 +24,7 @@ from tests.packs.diffusion.test_comfyui_import import (  # noqa: E402,F401  (mod
     FIXTURES, _run, models, native_image, registry)
 
 FLUX, SAMPLING = "groupnode_flux_ui_v04.json", "groupnode_sampling_ui_v04.json"
+WHOLE = "groupnode_whole_pipeline_ui_v04.json"  # the whole pipeline in one group, outputs lists left out
 
 
 def _load(name: str) -> dict:
@@ -41,7 +42,7 @@ def _shape(graph) -> list:
     return [nodes, links]
 
 
-@pytest.mark.parametrize("fixture", [FLUX, SAMPLING])
+@pytest.mark.parametrize("fixture", [FLUX, SAMPLING, WHOLE])
 def test_a_workflow_with_a_group_node_validates_and_runs_to_the_native_image(fixture, models, native_image, tmp_path):
     flow = api.open(FIXTURES / fixture, device="cpu")
     assert validate(flow.graph) == []
@@ -81,6 +82,20 @@ def test_an_output_used_only_inside_is_not_one_of_the_instances():
         _graph(doc)
     doc["links"][4][2] = 0
     assert _graph(doc).link_into("8", "latent").source == "90:2"
+
+
+def test_a_widget_the_group_renamed_is_found_by_its_new_name():
+    # the definition's config renames the encoders' "text" to "Positive Prompt" / "Negative Prompt"
+    doc = _load(WHOLE)
+    instance = doc["nodes"][0]
+    instance["inputs"] = [{"name": "Negative Prompt", "type": "STRING", "widget": {"name": "Negative Prompt"},
+                           "link": 40}]
+    doc["nodes"].append({"id": 11, "type": "PrimitiveNode", "outputs": [{"name": "STRING", "type": "STRING", "links": [40]}],
+                         "widgets_values": ["grey"]})
+    doc["links"].append([40, 11, 0, 10, 0, "STRING"])
+    graph = _graph(doc)
+    assert (graph.nodes["10:1"].values["text"], graph.nodes["10:2"].values["text"]) == (
+        "a red circle on a blue background", "grey")
 
 
 def test_the_old_and_new_type_prefixes_name_the_same_group():
