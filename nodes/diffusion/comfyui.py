@@ -830,6 +830,9 @@ MAPPINGS.update({
         ("x", "y", "feather"),
         _one_to_one("LatentComposite", {"samples_to": "destination", "samples_from": "source"},
                     {"x": "x", "y": "y", "feather": "feather"}, ("latent",)), ("LatentComposite",)),
+    "LatentBlend": Mapping(("blend_factor",),
+                           _one_to_one("LatentBlend", {"samples1": "first", "samples2": "second"},
+                                       {"blend_factor": "blend_factor"}, ("latent",)), ("LatentBlend",)),
     "LatentCrop": Mapping(("width", "height", "x", "y"),
                           _one_to_one("LatentCrop", {"samples": "latent"}, {n: n for n in ("width", "height", "x", "y")},
                                       ("latent",)), ("LatentCrop",)),
@@ -908,6 +911,9 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
                      "vae": "vae"},
                     {"strength": "strength", "start_percent": "start_percent", "end_percent": "end_percent"},
                     ("positive", "negative")), ("ControlNetApplyAdvanced",)),
+    "SetUnionControlNetType": Mapping(
+        ("type",), _one_to_one("SetUnionControlNetType", {"control_net": "control_net"}, {"type": "control_type"},
+                               ("control_net",)), ("SetUnionControlNetType",)),
     "VAEEncodeForInpaint": Mapping(
         ("grow_mask_by",),
         _one_to_one("VAEEncodeForInpaint", {"pixels": "image", "vae": "vae", "mask": "mask"},
@@ -949,8 +955,6 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
 }
 MAPPINGS.update(MODEL_MAPPINGS)
 REFUSED.update({
-    "SetUnionControlNetType": "ControlNet Union (ProMax) models are not supported: nodeflow loads ControlNets as "
-    "diffusers ControlNetModel, which has no control-type input",
     "GLIGENLoader": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
     "GLIGENTextBoxApply": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
     "StyleModelLoader": "T2I style models are not supported: diffusers has no class for them",

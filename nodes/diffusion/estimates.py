@@ -144,7 +144,7 @@ def _file_weights(path: Path, itemsize: int, vae_itemsize: int) -> dict[str, int
     "text"): floating tensors at ``itemsize`` (the VAE's at ``vae_itemsize``), others as
     stored; the file's size as "unet" when it is not a readable .safetensors (a .ckpt:
     its pickled tensors are not counted apart)."""
-    header = _safetensors_header(path) if path.suffix.lower() == ".safetensors" else None
+    header = safetensors_header(path) if path.suffix.lower() == ".safetensors" else None
     if header is None:
         try:
             return {"unet": path.stat().st_size}
@@ -164,7 +164,7 @@ def _file_weights(path: Path, itemsize: int, vae_itemsize: int) -> dict[str, int
     return parts
 
 
-def _safetensors_header(path: Path) -> dict[str, Any] | None:
+def safetensors_header(path: Path) -> dict[str, Any] | None:
     """The file's header (tensor names, dtypes, shapes), read once per file version: an
     SD 1.5 file's is about 100 kB of JSON, and every run of a workflow estimates again."""
     try:

@@ -140,11 +140,15 @@ NOISE = DataType("NOISE", (200, 200, 200), "A seeded source of starting noise", 
 
 @dataclass
 class ControlModel:
-    """A ControlNet (diffusers ControlNetModel) or T2I-Adapter (diffusers T2IAdapter)."""
+    """A ControlNet (diffusers ControlNetModel), a ControlNet Union (ControlNetUnionModel,
+    one network for several hint kinds) or a T2I-Adapter (diffusers T2IAdapter)."""
 
     model: Any
-    kind: str  # "controlnet" or "t2i_adapter"
+    kind: str  # "controlnet", "controlnet_union" or "t2i_adapter"
     source: str = ""
+    # A union's control type: the index of the hint kind in the model's task embeddings;
+    # None is "auto" (no type: the hint is encoded as a plain ControlNet's, as in ComfyUI).
+    union_type: int | None = None
 
 
 CONTROL_NET = DataType("CONTROL_NET", (0, 170, 120), "A ControlNet or T2I-Adapter that steers the UNet with a hint image", ControlModel)
