@@ -27,7 +27,7 @@ from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpain
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.latent_ops import LatentBlend, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
-from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSDXL
+from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
 from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
@@ -61,7 +61,7 @@ PACK = Pack(
         UpscaleModelLoader, ImageUpscaleWithModel,
         # Regions, schedules and merges (issue 11).
         ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
-        SplitSigmas, ModelMergeBlocks, ModelMergeSDXL, ModelSamplingEDM,
+        SplitSigmas, ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL, ModelSamplingEDM,
         # unCLIP and CLIP vision (issue 11).
         CLIPVisionLoader, CLIPVisionEncode, UnCLIPCheckpoint, UnCLIPConditioning,
         # GLIGEN, phrases grounded to boxes (issue 11).

@@ -92,12 +92,22 @@ _MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
 
 
 def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
-    """The nodes of a UI-format file, with its subgraphs (nested too) inlined."""
+    """The nodes of a UI-format file, with its group nodes and subgraphs (nested too) inlined."""
+    from nodes.diffusion.comfyui_groupnodes import inline_group_nodes
     from nodes.diffusion.comfyui_subgraphs import inline_subgraphs, subgraph_definitions
 
+    data = inline_group_nodes(data, _widget_names, MAX_NODES)
     definitions = subgraph_definitions(data)
     nodes = read_ui_graph(data, "", definitions)
     return inline_subgraphs(nodes, definitions) if definitions else nodes
+
+
+def _widget_names(type_name: Any) -> tuple[str, ...] | None:
+    """A ComfyUI node type's widget names, in the UI format's order; None if nodeflow cannot import it."""
+    spec = MAPPINGS.get(type_name.strip()) if isinstance(type_name, str) else None
+    if spec is not None:
+        return spec.widgets
+    return UI_ONLY.get(type_name.strip()) if isinstance(type_name, str) else None
 
 
 def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) -> list[ComfyNode]:
@@ -180,20 +190,23 @@ def _ui_links_by_target(raw_links: Any) -> dict[tuple[Any, str], Ref]:
     return found
 
 
-def _widget_values(values: Any, names: tuple[str, ...]) -> dict[str, Any]:
+def _widget_values(values: Any, names: tuple[str, ...],
+                   controlled: Callable[[str, Any], bool] | None = None) -> dict[str, Any]:
     """Positional widget values by name; a seed's hidden "control after generate"
-    value (fixed/increment/...) that follows it is skipped."""
+    value (fixed/increment/...) that follows it is skipped (``controlled(name, value)``
+    says which value is such a control, if not only a seed's)."""
     if isinstance(values, dict):  # some nodes save widget values by name
         return {name: values[name] for name in names if name in values}
     if not isinstance(values, list):
         return {}
+    is_control = controlled or (lambda name, value: name in SEED_WIDGETS and _is_seed_control(value))
     out, position = {}, 0
     for name in names:
         if position >= len(values):
             break
         out[name] = values[position]
         position += 1
-        if name in SEED_WIDGETS and position < len(values) and _is_seed_control(values[position]):
+        if position < len(values) and is_control(name, values[position]):
             position += 1
     return out
 
