@@ -87,8 +87,10 @@ def inpaint() -> None:
 def hires_fix() -> None:
     prompts = held_out_prompts(ROWS)
     small, large = am.HiresFixGenerator()([p for p, _ in prompts])
-    _save("hires-fix", [_pictures(small), _pictures(large)], ["32x32 first pass", "64x64 hires fix"],
-          [p for p, _ in prompts], f"Hires fix: upscaled with the model, resampled at denoise {am.HIRES_DENOISE}")
+    _, base = am.HiresFixGenerator(lora_name=None)([p for p, _ in prompts])
+    _save("hires-fix", [_pictures(small), _pictures(base), _pictures(large)],
+          ["32x32 first pass", "64x64, base UNet", "64x64, hi-res LoRA"], [p for p, _ in prompts],
+          f"Hires fix: upscaled with the model, resampled at denoise {am.HIRES_DENOISE}")
 
 
 GRIDS = {"lora": lora, "controlnet": controlnet, "upscaler": upscaler, "inpaint": inpaint, "hires-fix": hires_fix}

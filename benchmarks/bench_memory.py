@@ -5,7 +5,11 @@
 Prints:
 
 1. the plan's estimated peak beside the measured rise of the process's peak RSS
-   (VmHWM after the run minus RSS before it), each size in a fresh process, CPU, fp32;
+   (VmHWM after the run minus RSS before it), each size in a fresh process, CPU, fp32,
+   with the modelling code imported before the baseline (a process pays for it once);
+   measured twice: with glibc's default allocator, and with a fixed mmap threshold
+   (``MALLOC_MMAP_THRESHOLD_=1048576``) so tensors freed go back to the system and RSS
+   follows the live tensors, which is what the estimate models;
 2. offloading: the txt2img workflow on a simulated device too small for its models and
    the sampler's working memory together (tests/support/devices.py: offloading leaves
    meta tensors, so on this CPU a move costs bookkeeping only, not a PCIe copy), beside
@@ -14,7 +18,11 @@ Prints:
    memcpy a real transfer does at least, without the PCIe link a GPU's adds);
 3. the estimate's own cost per run (the plan's estimate for the default workflow, and
    with ``--sd15`` the header of the SD 1.5-size file bench_vs_peers builds);
-4. weights held at fp32 and fp16, estimated from the files and measured after loading.
+4. weights held at fp32 and fp16, estimated from the files and measured after loading;
+5. the calibration of the activation counts in nodes/diffusion/impl/memory.py: one UNet
+   forward (batch 2, as with CFG) and one VAE decode on random-weight models of three
+   UNet and two VAE architectures, peak RSS rise (live tensors, after a warm-up forward)
+   beside the formula's figure.
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ def worker_peak(width: int, height: int, batch: int) -> dict:
     import torch  # noqa: F401  (imported before the baseline: not the run's memory)
     import diffusers  # noqa: F401
     import transformers  # noqa: F401
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401  (modelling code, once a process)
+    from transformers import CLIPTextModel  # noqa: F401
 
     registry = default_registry()
     executor = Executor(registry, device="cpu")
@@ -88,7 +98,7 @@ def worker_offload(repeats: int) -> dict:
     from nodeflow.engine.residency import modules_in
     from nodeflow.files.open import workflow_from_dict
     from nodeflow.model.registry import default_registry
-    from nodes.diffusion.impl.memory import sampler_bytes
+    from nodes.diffusion.impl.memory import sampler_bytes, unet_shape
     from tests.support import host_context
     from tests.support.devices import SimulatedDevice
 
@@ -100,7 +110,7 @@ def worker_offload(repeats: int) -> dict:
     probe = SimulatedDevice(1)
     size = {name: sum(probe.bytes_on(m, "cpu") for m in modules_in([v])) for name, v in parts.items()}
     factor = parts["vae"].family.vae_scale_factor
-    need = sampler_bytes(1, 2, side // factor, side // factor, parts["model"].unet.config.block_out_channels[0], 4)
+    need = sampler_bytes(1, 2, side // factor, side // factor, unet_shape(parts["model"].unet.config), 4)
     budget = size["model"] + size["vae"] + need - 1
     rows: dict[str, list[float]] = {"roomy": [], "tight": []}
     images, stats = {}, None
@@ -191,10 +201,64 @@ def worker_dtypes() -> dict:
     return figures
 
 
-def _in_fresh_process(name: str, *args) -> dict:
+UNETS = {  # name: (config, latent side); the bundled model's, SD-1.5-shaped (a transformer at level 0), wider level 1
+    "bundled": ({"block_out_channels": [32, 64, 128], "layers_per_block": 1, "attention_head_dim": 4,
+                 "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                 "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}, 256),
+    "sd-shaped": ({"block_out_channels": [32, 64, 128, 128], "layers_per_block": 2, "attention_head_dim": 8,
+                   "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+                   "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3}, 128),
+    "wide-level-1": ({"block_out_channels": [32, 96, 96], "layers_per_block": 2, "attention_head_dim": 4,
+                      "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                      "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]}, 128),
+}
+VAES = {  # name: (config, image side)
+    "bundled": ({"block_out_channels": [32, 64], "layers_per_block": 1, "mid_block_add_attention": False,
+                 "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2}, 512),
+    "sd-shaped": ({"block_out_channels": [32, 64, 128, 128], "layers_per_block": 2,
+                   "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4}, 512),
+}
+
+
+def worker_forward(kind: str, name: str) -> dict:
+    """One forward of a random-weight model in this (fresh) process: peak RSS rise over
+    the second forward (the first, tiny, pays the one-time costs), and the formula's figure."""
+    import nodes.diffusion.impl  # noqa: F401
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from nodes.diffusion.impl.memory import sampler_bytes, unet_shape, vae_bytes
+
+    torch.manual_seed(0)
+    if kind == "unet":
+        config, side = UNETS[name]
+        model = UNet2DConditionModel(**config, cross_attention_dim=128, norm_num_groups=16, sample_size=16).eval()
+        context = torch.randn(2, 77, 128)
+        forward = lambda s: model(torch.randn(2, 4, s, s), 10, encoder_hidden_states=context)  # noqa: E731
+        formula = sampler_bytes(1, 2, side, side, unet_shape(config), 4)
+        size = side
+    else:
+        config, side = VAES[name]
+        model = AutoencoderKL(**config, norm_num_groups=16, latent_channels=4).eval()
+        factor = 2 ** (len(config["block_out_channels"]) - 1)
+        forward = lambda s: model.decode(torch.randn(1, 4, s, s)).sample  # noqa: E731
+        formula = vae_bytes(1, side, side, config["block_out_channels"][0], 4)
+        size = side // factor
+    with torch.inference_mode():
+        forward(8)
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _rss_mb("VmRSS")
+        forward(size)
+    return {"measured_mb": _rss_mb("VmHWM") - before, "formula_mb": formula / 2**20, "side": side}
+
+
+LIVE = {"MALLOC_MMAP_THRESHOLD_": "1048576"}  # freed tensors return to the system: RSS follows live tensors
+
+
+def _in_fresh_process(name: str, *args, env: dict | None = None) -> dict:
     code = (f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.bench_memory import {name}; "
             f"print('RESULT' + json.dumps({name}(*{list(args)!r})))")
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", **(env or {}))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     line = next((line for line in done.stdout.splitlines() if line.startswith("RESULT")), None)
     if line is None:
@@ -209,23 +273,22 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
 
-    print("\n1. estimated peak vs measured rise of peak RSS (bundled model, CPU, fp32, 4 steps, whole decode)")
-    print("| size | estimated peak | measured RSS rise | estimate/measured | estimate above the first size | "
-          "measured above the first size | ratio | peak at |")
-    print("|---|---|---|---|---|---|---|---|")
-    first = None
+    print("\n1. estimated peak vs measured rise of peak RSS (bundled model, CPU, fp32, 4 steps, whole decode; "
+          f"median of {args.repeats} fresh processes each)")
+    print("| size | estimated peak | measured, live tensors | estimate/measured | measured, default allocator | "
+          "estimate/measured | peak at |")
+    print("|---|---|---|---|---|---|---|")
     for width, batch in SIZES:
-        rises, result = [], None
+        rises: dict[str, list[float]] = {"live": [], "default": []}
+        result = None
         for _ in range(args.repeats):
-            result = _in_fresh_process("worker_peak", width, width, batch)
-            rises.append(result["rise_mb"])
-        rise, estimate = statistics.median(rises), result["estimate_mb"]
-        first = first or (estimate, rise)
-        above_e, above_m = estimate - first[0], rise - first[1]
-        ratio = f"{above_e / above_m:.2f}" if above_m > 0 else "-"
-        print(f"| {batch} x {width}x{width} | {estimate:,.0f} MB | {rise:,.0f} MB | {estimate / rise:.2f} | "
-              f"{above_e:,.0f} MB | {above_m:,.0f} MB | {ratio} | {result['peak_step']} |")
-    print("(the first size's rise is mostly fixed cost: modules imported on first use, allocator arenas)")
+            for kind, env in (("live", LIVE), ("default", None)):
+                result = _in_fresh_process("worker_peak", width, width, batch, env=env)
+                rises[kind].append(result["rise_mb"])
+        live, default, estimate = statistics.median(rises["live"]), statistics.median(rises["default"]), result["estimate_mb"]
+        print(f"| {batch} x {width}x{width} | {estimate:,.0f} MB | {live:,.0f} MB | {estimate / live:.2f} | "
+              f"{default:,.0f} MB | {estimate / default:.2f} | {result['peak_step']} |")
+    print("(the default allocator keeps what a node freed, so the next node's peak lands on top of it)")
 
     offload = _in_fresh_process("worker_offload", args.repeats)
     print("\n2. offloading on a simulated device (bundled model, 96x96, 4 steps; median of "
@@ -253,6 +316,15 @@ def main() -> None:
     print("|---|---|---|---|")
     for dtype, row in dtypes.items():
         print(f"| {dtype} | {row['estimated_mb']:.1f} MB | {row['measured_mb']:.1f} MB | {row['vae']} |")
+    print("\n5. activation counts: one forward, random weights, live tensors (after a warm-up forward)")
+    print("| model | size | measured RSS rise | formula | formula/measured |")
+    print("|---|---|---|---|---|")
+    for kind, table in (("unet", UNETS), ("vae", VAES)):
+        for name in table:
+            row = _in_fresh_process("worker_forward", kind, name, env=LIVE)
+            what = f"{row['side']}² latent, batch 2" if kind == "unet" else f"{row['side']}² image"
+            print(f"| {kind} {name} | {what} | {row['measured_mb']:,.1f} MB | {row['formula_mb']:,.1f} MB | "
+                  f"{row['formula_mb'] / row['measured_mb']:.2f} |")
     print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

@@ -1,7 +1,7 @@
 """The bundled model's adapters measured through the project's nodes (docs/bundled-model.md,
 "Adapters"): the LoRA's heart rate at strengths 1 / 0.5 / 0 and the base prompts with it on,
-the ControlNet's IoU with its mask (and at strength 0), inpainting inside/outside, and the
-upscaler's PSNR against bicubic.
+the ControlNet's IoU with its mask (and at strength 0), inpainting inside/outside, the
+upscaler's PSNR against bicubic, and the hires fix with and without its LoRA.
 
     .venv/bin/python -m benchmarks.bundled_adapters [--count 40] [--threads 1]
 """
@@ -65,11 +65,12 @@ def main() -> None:
     print(f"upscaler 2x, {count} held-out images: {psnr(truth, model):.2f} dB, bicubic {psnr(truth, bicubic):.2f} dB")
 
     prompts = held_out_prompts(args.count)
-    first, hires = am.HiresFixGenerator()([p for p, _ in prompts])
     scenes = [s for _, s in prompts]
-    print(f"hires fix (denoise {am.HIRES_DENOISE}): judged right at 32x32 "
-          f"{am.judged_right(first, scenes, judge).float().mean():.1%}, at 64x64 (area-downscaled for the judge) "
-          f"{am.judged_right(am.to_judge_size(hires), scenes, judge).float().mean():.1%}")
+    for lora in (am.HIRES_LORA_NAME, None):
+        first, hires = am.HiresFixGenerator(lora_name=lora)([p for p, _ in prompts])
+        print(f"hires fix (denoise {am.HIRES_DENOISE}, {'with the hi-res LoRA' if lora else 'base UNet'}): "
+              f"judged right at 32x32 {am.judged_right(first, scenes, judge).float().mean():.1%}, at 64x64 "
+              f"(area-downscaled for the judge) {am.judged_right(am.to_judge_size(hires), scenes, judge).float().mean():.1%}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", "-o", default="output", help="folder for saved images (default: output)")
     run.add_argument("--input-dir", default=None, help="folder LoadImage reads from (default: input)")
     run.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    run.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     run.add_argument("--report", choices=["text", "json"], default="text", help="summary format on stdout")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     run.add_argument("--verbose", "-v", action="store_true", help="print tracebacks of failures")
@@ -112,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--input-dir", default="input", help="folder LoadImage would read from")
     validate.add_argument("--models", action="append", default=[], metavar="DIR", help="as for run")
     validate.add_argument("--allow-path", action="append", default=[], metavar="PATH", help="as for run")
+    validate.add_argument("--device", default=None,
+                          help="device whose memory the plan's peak is estimated against, as for run (default auto)")
+    validate.add_argument("--memory-budget", type=_size, default=None, metavar="SIZE", help=MEMORY_BUDGET_HELP)
     validate.set_defaults(handler=_validate)
 
     nodes = sub.add_parser("nodes", help="list the node types and their declarations")
@@ -197,6 +202,11 @@ def _validate(args: argparse.Namespace) -> int:
     settings = _run_settings(args, workflow.graph.registry, [])
     context = RunContext(output_dir=Path(args.output_dir), input_dir=Path(args.input_dir), settings=settings)
     problems = validate(workflow.graph, extra_problems=workflow.problems, context=context)
+    if not problems:  # then what run refuses before loading anything: a peak over the device's memory
+        from nodeflow.engine.executor import Executor
+
+        problems = Executor(workflow.graph.registry, device=args.device or "auto").check(
+            workflow.graph, output_dir=args.output_dir, input_dir=args.input_dir, settings=settings)
     if args.json:
         _print_problems(problems, as_json=True)
     elif problems:
@@ -328,7 +338,8 @@ def _run_on_server(args: argparse.Namespace, server: str, workflow):
     from nodeflow.server.client import ServerClient, ServerError
 
     local_only = [name for name, given in (("--models", args.models), ("--allow-path", args.allow_path),
-                                           ("--device", args.device)) if given]
+                                           ("--device", args.device),
+                                           ("--memory-budget", args.memory_budget)) if given]
     if local_only:
         verb = "applies" if len(local_only) == 1 else "apply"
         raise UsageError(f"{', '.join(local_only)} {verb} to a run in this process; the server at {server} uses its "
@@ -364,11 +375,27 @@ def _unused_nodes(graph) -> list[str]:
     return sorted((nid for nid in graph.nodes if nid not in needed), key=node_order_key)
 
 
+MEMORY_BUDGET_HELP = (
+    "bytes of memory the run may use, e.g. 6GB or 800MB (default: 90%% of a GPU's memory, 75%% of RAM); "
+    "a plan estimated over it is refused naming the node and field"
+)
+
+
+def _size(text: str) -> int:
+    """``--memory-budget``: bytes, or a number with KB, MB, GB or TB (powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; write e.g. 6GB, 800MB or a number of bytes")
+    return int(float(match.group(1)) * 1024 ** "bkmgt".index(match.group(2) or "b"))
+
+
 def _run_settings(args: argparse.Namespace, registry, trusted: list[str], **options: Any):
     from nodeflow.host.config import ConfigError
     from nodeflow.host.settings import build_run_settings
 
     try:
+        if getattr(args, "memory_budget", None):
+            options.setdefault("memory_budget", args.memory_budget)
         return build_run_settings(registry, args.models, [*args.allow_path, *trusted], **options)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None

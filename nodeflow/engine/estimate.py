@@ -5,7 +5,8 @@ upstream nodes' estimates passed on (:meth:`Node.estimate_memory
 <nodeflow.model.node.Node.estimate_memory>`, a :class:`~nodeflow.model.memory.MemoryEstimate`):
 a checkpoint the bytes of its weights (from the file's header), an empty latent its shape,
 a sampler its working memory for that shape. A step's peak is its working memory plus
-the bytes held by the steps alive at that point (run before it, read at or after it):
+the bytes held by the steps alive at that point (run before it, and read at or after it
+or upstream of it: a model reaches a sampler through its guider):
 
 - where models can be offloaded (a GPU), only those it uses (``MemoryEstimate.uses``: a
   sampler needs its UNet on the device, not the text encoder the CPU's RAM can keep), or,
@@ -86,10 +87,13 @@ def estimate_plan(plan: Plan, ctx: RunContext, budget: int | None, offloads: boo
             continue
         estimates[step.signature] = estimate
         need = estimate.need.bytes if estimate.need is not None else 0
+        # alive: read at or after this step, or upstream of it (a guider passes its model on,
+        # so the LoRA the sampler reads through the guider is still held)
+        upstream = ancestors[step.signature]
         alive = [signature for signature, other in estimates.items()
                  if signature != step.signature and other.holds and index_of[signature] < index
-                 and last_read.get(signature, -1) >= index
-                 and (not offloads or signature in ancestors[step.signature])]
+                 and (last_read.get(signature, -1) >= index or signature in upstream)
+                 and (not offloads or signature in upstream)]
         if offloads and estimate.uses is not None:
             held = estimate.holds + estimate.uses
         else:

@@ -222,6 +222,17 @@ class Executor:
             self._residency[device] = Residency(self.devices, device, device_budget(self.device_memory(device)))
         return self._residency[device]
 
+    def check(self, graph: Graph, outputs: Iterable[str] | None = None, **where: Any) -> list[Problem]:
+        """The problems :meth:`run` would refuse ``graph`` with, without running anything:
+        validation's, then the plan's peak-memory estimate against this device's budget
+        (what ``nodeflow validate`` reports). ``where``: ``output_dir``, ``input_dir``,
+        ``settings`` and ``extra_problems`` as for :meth:`run`."""
+        return list(self._prepare(graph, outputs, **where).problems)
+
+    def estimate(self, graph: Graph, outputs: Iterable[str] | None = None, **where: Any) -> PlanEstimate | None:
+        """The plan's peak-memory estimate per step (None when validation refuses the graph)."""
+        return self._prepare(graph, outputs, **where).estimate
+
     # ------------------------------------------------------------------ stages
     def _acquire(self) -> None:
         if not self._busy.acquire(blocking=False):

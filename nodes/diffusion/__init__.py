@@ -17,16 +17,17 @@ from nodes.diffusion.conditioning import (
 )
 from nodes.diffusion.conditioning_regions import ConditioningSetAreaPercentage, ConditioningSetMask
 from nodes.diffusion.explain import EXPLAIN_NODES, EXPLAIN_TYPES
-from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
+from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader, SetUnionControlNetType
 from nodes.diffusion.image_ops import (
     Canny, ImageBatch, ImageBlend, ImageCompositeMasked, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
+from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
-from nodes.diffusion.latent_ops import LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
+from nodes.diffusion.latent_ops import LatentBlend, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
-from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSDXL
+from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
 from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
 from nodes.diffusion.loaders import Checkpoint, UNet
@@ -52,17 +53,19 @@ PACK = Pack(
         # comfy-import: masks, pixel and latent operations
         ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageBlend,
         ImageCompositeMasked, ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
-        LoadImageMask, PreviewMask, LatentComposite, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
+        LoadImageMask, PreviewMask, LatentComposite, LatentBlend, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
         Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,
         # Models of other kinds than checkpoints (issue 11).
-        VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced,
+        VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, SetUnionControlNetType,
         VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
         UpscaleModelLoader, ImageUpscaleWithModel,
         # Regions, schedules and merges (issue 11).
         ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
-        SplitSigmas, ModelMergeBlocks, ModelMergeSDXL, ModelSamplingEDM,
+        SplitSigmas, ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL, ModelSamplingEDM,
         # unCLIP and CLIP vision (issue 11).
         CLIPVisionLoader, CLIPVisionEncode, UnCLIPCheckpoint, UnCLIPConditioning,
+        # GLIGEN, phrases grounded to boxes (issue 11).
+        GLIGENLoader, GLIGENTextBoxApply,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -92,12 +92,22 @@ _MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
 
 
 def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
-    """The nodes of a UI-format file, with its subgraphs (nested too) inlined."""
+    """The nodes of a UI-format file, with its group nodes and subgraphs (nested too) inlined."""
+    from nodes.diffusion.comfyui_groupnodes import inline_group_nodes
     from nodes.diffusion.comfyui_subgraphs import inline_subgraphs, subgraph_definitions
 
+    data = inline_group_nodes(data, _widget_names, MAX_NODES)
     definitions = subgraph_definitions(data)
     nodes = read_ui_graph(data, "", definitions)
     return inline_subgraphs(nodes, definitions) if definitions else nodes
+
+
+def _widget_names(type_name: Any) -> tuple[str, ...] | None:
+    """A ComfyUI node type's widget names, in the UI format's order; None if nodeflow cannot import it."""
+    spec = MAPPINGS.get(type_name.strip()) if isinstance(type_name, str) else None
+    if spec is not None:
+        return spec.widgets
+    return UI_ONLY.get(type_name.strip()) if isinstance(type_name, str) else None
 
 
 def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) -> list[ComfyNode]:
@@ -180,20 +190,23 @@ def _ui_links_by_target(raw_links: Any) -> dict[tuple[Any, str], Ref]:
     return found
 
 
-def _widget_values(values: Any, names: tuple[str, ...]) -> dict[str, Any]:
+def _widget_values(values: Any, names: tuple[str, ...],
+                   controlled: Callable[[str, Any], bool] | None = None) -> dict[str, Any]:
     """Positional widget values by name; a seed's hidden "control after generate"
-    value (fixed/increment/...) that follows it is skipped."""
+    value (fixed/increment/...) that follows it is skipped (``controlled(name, value)``
+    says which value is such a control, if not only a seed's)."""
     if isinstance(values, dict):  # some nodes save widget values by name
         return {name: values[name] for name in names if name in values}
     if not isinstance(values, list):
         return {}
+    is_control = controlled or (lambda name, value: name in SEED_WIDGETS and _is_seed_control(value))
     out, position = {}, 0
     for name in names:
         if position >= len(values):
             break
         out[name] = values[position]
         position += 1
-        if name in SEED_WIDGETS and position < len(values) and _is_seed_control(values[position]):
+        if position < len(values) and is_control(name, values[position]):
             position += 1
     return out
 
@@ -817,6 +830,9 @@ MAPPINGS.update({
         ("x", "y", "feather"),
         _one_to_one("LatentComposite", {"samples_to": "destination", "samples_from": "source"},
                     {"x": "x", "y": "y", "feather": "feather"}, ("latent",)), ("LatentComposite",)),
+    "LatentBlend": Mapping(("blend_factor",),
+                           _one_to_one("LatentBlend", {"samples1": "first", "samples2": "second"},
+                                       {"blend_factor": "blend_factor"}, ("latent",)), ("LatentBlend",)),
     "LatentCrop": Mapping(("width", "height", "x", "y"),
                           _one_to_one("LatentCrop", {"samples": "latent"}, {n: n for n in ("width", "height", "x", "y")},
                                       ("latent",)), ("LatentCrop",)),
@@ -861,6 +877,18 @@ REFUSED: dict[str, str] = {}
 # ===================================== end of comfy-import block
 
 
+def _build_gligen_text_box(b: Builder, c: ComfyNode) -> None:
+    """ComfyUI grounds every step and gives the negative the positive's boxes: say so on
+    our node, whose defaults follow diffusers' pipeline instead."""
+    values: dict[str, Any] = {"grounded_steps": 1.0, "negative": "same boxes"}
+    for name in ("text", "width", "height", "x", "y"):
+        b.value(c, name, values, name)
+    node_id = b.add(c, "GLIGENTextBoxApply", values=values)
+    for name in ("conditioning_to", "clip", "gligen_textbox_model"):
+        b.link(c, name, node_id, name)
+    b.output(c, 0, node_id, "conditioning")
+
+
 # ------------------------------------------------ models of other kinds (issue 11)
 # VAE files, LoRAs, ControlNets, ...: loaders and appliers onto nodeflow's own nodes.
 MODEL_MAPPINGS: dict[str, Mapping] = {
@@ -895,6 +923,9 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
                      "vae": "vae"},
                     {"strength": "strength", "start_percent": "start_percent", "end_percent": "end_percent"},
                     ("positive", "negative")), ("ControlNetApplyAdvanced",)),
+    "SetUnionControlNetType": Mapping(
+        ("type",), _one_to_one("SetUnionControlNetType", {"control_net": "control_net"}, {"type": "control_type"},
+                               ("control_net",)), ("SetUnionControlNetType",)),
     "VAEEncodeForInpaint": Mapping(
         ("grow_mask_by",),
         _one_to_one("VAEEncodeForInpaint", {"pixels": "image", "vae": "vae", "mask": "mask"},
@@ -933,13 +964,12 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
         _one_to_one("UnCLIPConditioning", {"conditioning": "conditioning", "clip_vision_output": "clip_vision_output"},
                     {"strength": "strength", "noise_augmentation": "noise_augmentation"}, ("conditioning",)),
         ("UnCLIPConditioning",)),
+    "GLIGENLoader": Mapping(("gligen_name",), _one_to_one("GLIGENLoader", {}, {"gligen_name": "gligen_name"}, ("gligen",)),
+                            ("GLIGENLoader",)),
+    "GLIGENTextBoxApply": Mapping(("text", "width", "height", "x", "y"), _build_gligen_text_box, ("GLIGENTextBoxApply",)),
 }
 MAPPINGS.update(MODEL_MAPPINGS)
 REFUSED.update({
-    "SetUnionControlNetType": "ControlNet Union (ProMax) models are not supported: nodeflow loads ControlNets as "
-    "diffusers ControlNetModel, which has no control-type input",
-    "GLIGENLoader": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
-    "GLIGENTextBoxApply": "GLIGEN is not supported: diffusers has no loader for separate GLIGEN weight files",
     "StyleModelLoader": "T2I style models are not supported: diffusers has no class for them",
     "StyleModelApply": "T2I style models are not supported: diffusers has no class for them",
     "HypernetworkLoader": "hypernetworks are not supported: diffusers has no class for them",

@@ -85,6 +85,12 @@ def _sdxl_merge_widgets() -> dict[str, str]:
     return {comfy: ours for ours, comfy in SDXL_BLOCKS.items()}
 
 
+def _sd1_merge_widgets() -> dict[str, str]:
+    from nodes.diffusion.merge_blocks import SD1_BLOCKS
+
+    return {comfy: ours for ours, comfy in SD1_BLOCKS.items()}
+
+
 _MERGE_INPUTS = {"model1": "model1", "model2": "model2"}
 REGION_MAPPINGS.update({
     "ModelMergeBlocks": Mapping(
@@ -94,6 +100,10 @@ REGION_MAPPINGS.update({
     "ModelMergeSDXL": Mapping(
         tuple(_sdxl_merge_widgets()), _one_to_one("ModelMergeSDXL", _MERGE_INPUTS, _sdxl_merge_widgets(), ("model",)),
         ("ModelMergeSDXL",)),
+    # ComfyUI registers ModelMergeSD2 as the same class: SD 2.x has SD 1.x's blocks.
+    **{name: Mapping(tuple(_sd1_merge_widgets()),
+                     _one_to_one("ModelMergeSD1", _MERGE_INPUTS, _sd1_merge_widgets(), ("model",)), ("ModelMergeSD1",))
+       for name in ("ModelMergeSD1", "ModelMergeSD2")},
 })
 
 

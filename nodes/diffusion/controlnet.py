@@ -3,16 +3,18 @@
 The loader reads the model; the apply nodes attach it, with its hint image, strength and
 part of the schedule, to conditioning. The guider then adds the model's residuals to the
 UNet at every step where the hint is active (impl/controlnet.py). Chain apply nodes to
-use several at once.
+use several at once. A ControlNet Union is one network for several kinds of hint; the
+union-type node says which kind the hint it is applied with is.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
-from nodeflow import FileChoice, Float, Node, NodeError, Output, RunContext, Socket
+from nodeflow import Choice, FileChoice, Float, Node, NodeError, Output, RunContext, Socket
 
+from nodes.diffusion import estimates
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
 from nodes.diffusion.loaders import _field_options, _model_file_problems, _model_fingerprint, dtype_field
 from nodes.diffusion.types import CONDITIONING, CONTROL_NET, IMAGE, VAE, Conditioning, ControlModel
@@ -23,8 +25,9 @@ class ControlNetLoader(Node):
     display_name = "Load ControlNet"
     category = "loaders"
     description = (
-        "Loads a ControlNet (a single file in the original layout, or a diffusers folder) or a "
-        "T2I-Adapter (a diffusers folder), for SD 1.x/2.x and SDXL."
+        "Loads a ControlNet (a single file in the original layout or under diffusers' names, or a "
+        "diffusers folder), a ControlNet Union (xinsir's SDXL union and ProMax files, or a diffusers "
+        "folder) or a T2I-Adapter (a diffusers folder), for SD 1.x/2.x and SDXL."
     )
 
     control_net_name = FileChoice(
@@ -36,6 +39,37 @@ class ControlNetLoader(Node):
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
     outputs = (Output("control_net", CONTROL_NET),)
+    estimate_memory = classmethod(estimates.weights_loader("controlnet", "control_net_name"))
+
+    @classmethod
+    def output_facts(cls, values: Mapping[str, Any], settings: Any) -> dict[str, Any]:
+        """``union_types``: how many control types the model knows (0 for a plain ControlNet),
+        from a safetensors header's ``task_embedding`` shape or a folder's config; nothing
+        when neither tells (a pickled file, a missing one)."""
+        import json
+
+        from nodes.diffusion.estimates import safetensors_header
+        from nodes.diffusion.impl.paths import resolve_model_path
+
+        try:
+            path = resolve_model_path(values["control_net_name"], "controlnet", settings)
+        except (NodeError, OSError, KeyError, TypeError):
+            return {}
+        if path.is_dir():
+            try:
+                config = json.loads((path / "config.json").read_text())
+            except (OSError, ValueError):
+                return {}
+            if not isinstance(config, dict):
+                return {}
+            union = config.get("_class_name") == "ControlNetUnionModel"
+            return {"union_types": int(config.get("num_control_type", 6)) if union else 0}
+        header = safetensors_header(path) if path.suffix.lower() == ".safetensors" else None
+        if header is None:
+            return {}
+        entry = header.get("task_embedding")
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        return {"union_types": int(shape[0]) if isinstance(shape, list) and shape else 0}
 
     def run(self, ctx: RunContext, control_net_name: str, dtype: str) -> ControlModel:
         from nodes.diffusion.impl.controlnet import load_control
@@ -112,3 +146,59 @@ class ControlNetApplyAdvanced(Node):
             "positive": _attach(positive, control_net, image, strength, start_percent, end_percent),
             "negative": _attach(negative, control_net, image, strength, start_percent, end_percent),
         }
+
+
+# The hint kinds of a ControlNet Union, in the order of the model's task embeddings (the
+# model card's order, which ComfyUI's names follow; the last two only in ProMax files).
+UNION_TYPES = (
+    "openpose", "depth", "hed/pidi/scribble/ted", "canny/lineart/anime_lineart/mlsd", "normal", "segment", "tile",
+    "repaint",
+)
+
+
+class SetUnionControlNetType(Node):
+    type = "SetUnionControlNetType"
+    display_name = "Set ControlNet Union Type"
+    category = "conditioning"
+    description = (
+        "Says which kind of hint a ControlNet Union is given (a union model is one network for "
+        "pose, depth, edges, ...). auto gives no type: the model reads the hint as it is."
+    )
+
+    control_net = Socket(CONTROL_NET, tooltip="a ControlNet Union model")
+    control_type = Choice(("auto", *UNION_TYPES), default="auto",
+                          tooltip="the kind of hint image; tile and repaint need a ProMax model")
+    outputs = (Output("control_net", CONTROL_NET),)
+
+    @classmethod
+    def advise(cls, values: Mapping[str, Any], upstream: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Before a run, a warning on a type the loaded ControlNet cannot take (what run refuses)."""
+        types, chosen = upstream.get("union_types"), values.get("control_type")
+        if not isinstance(types, int) or chosen not in UNION_TYPES:
+            return {}, {}
+        if types == 0:
+            return {}, {"control_type": "the loaded ControlNet is not a union model: only auto applies"}
+        if UNION_TYPES.index(chosen) >= types:
+            return {}, {"control_type": f"the loaded union model knows {types} control types: {chosen} needs ProMax"}
+        return {}, {}
+
+    def run(self, ctx: RunContext, control_net: ControlModel, control_type: str) -> ControlModel:
+        if control_type == "auto":
+            return dataclasses.replace(control_net, union_type=None)
+        if control_net.kind != "controlnet_union":
+            raise NodeError(
+                f"{_name(control_net)} is not a ControlNet Union, so it takes no control type; use auto, "
+                "or load a union model", field="control_type")
+        index = UNION_TYPES.index(control_type)
+        count = int(control_net.model.config.num_control_type)
+        if index >= count:
+            raise NodeError(
+                f"{_name(control_net)} knows {count} control types, not {control_type!r}; tile and repaint need "
+                "the ProMax union model", field="control_type")
+        return dataclasses.replace(control_net, union_type=index)
+
+
+def _name(control: ControlModel) -> str:
+    from pathlib import Path
+
+    return Path(control.source).name or "this ControlNet"

@@ -22,6 +22,8 @@ from nodeflow import DeviceError, DeviceMemory, HostMemory
 
 class TorchDevices:
     def resolve(self, name: str) -> str:
+        if name == "cpu" or (name == "auto" and not _may_have_accelerator()):
+            return "cpu"  # without importing torch (seconds): `nodeflow validate` resolves the device too
         try:
             import torch
         except ImportError:
@@ -88,3 +90,14 @@ class TorchDevices:
 
 
 DEVICES = TorchDevices()
+
+
+def _may_have_accelerator() -> bool:
+    """False only where torch could not find a GPU: Linux without the NVIDIA driver's,
+    ROCm's or WSL's device files (CUDA and ROCm need them; MPS is macOS only)."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.path.exists(path) for path in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg"))

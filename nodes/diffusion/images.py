@@ -17,6 +17,7 @@ from nodeflow import (
     check_memory, open_inside, write_numbered,
 )
 
+from nodes.diffusion import estimates
 from nodes.diffusion.types import IMAGE, MASK
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -33,6 +34,7 @@ class LoadImage(Node):
 
     image = FileChoice(folder="input", extensions=IMAGE_EXTENSIONS, tooltip="a file in the input folder")
     outputs = (Output("image", IMAGE), Output("mask", MASK, "1 - alpha: the transparent part"))
+    estimate_memory = classmethod(estimates.load_image)
 
     @classmethod
     def fingerprint(cls, values: dict[str, Any], ctx: RunContext) -> str | None:

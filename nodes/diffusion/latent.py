@@ -104,6 +104,7 @@ class LatentUpscale(Node):
     height = Int(0, min=0, max=16384, step=8, tooltip="target height in pixels; 0 = from width or scale_by")
     scale_by = Float(1.5, min=0.01, max=8.0, step=0.05, tooltip="factor used when width and height are both 0")
     outputs = (Output("latent", LATENT),)
+    estimate_memory = classmethod(estimates.latent_upscale)
 
     def run(
         self, ctx: RunContext, latent: Latent, method: str, width: int, height: int, scale_by: float

@@ -13,6 +13,7 @@ from typing import Any
 
 from nodeflow import FileChoice, Float, Node, NodeError, Output, RunContext, Socket, stamp
 
+from nodes.diffusion import estimates
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
 from nodes.diffusion.loaders import _field_options, _model_file_problems, _model_fingerprint
 from nodes.diffusion.types import CLIP, MODEL, DiffusionModel, TextEncoders
@@ -47,6 +48,7 @@ class LoRA(Node):
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
     outputs = (Output("model", MODEL), Output("clip", CLIP))
+    estimate_memory = classmethod(estimates.lora)
 
     def run(
         self, ctx: RunContext, model: DiffusionModel, clip: TextEncoders, lora_name: str,
@@ -72,6 +74,7 @@ class LoRAModelOnly(Node):
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
     outputs = (Output("model", MODEL),)
+    estimate_memory = classmethod(estimates.lora)
 
     def run(self, ctx: RunContext, model: DiffusionModel, lora_name: str, strength_model: float) -> DiffusionModel:
         name, in_unet, _ = _load(ctx, lora_name, model, ())

@@ -1,4 +1,4 @@
-"""Merging two UNets with a ratio per block (ComfyUI's ModelMergeBlocks and ModelMergeSDXL).
+"""Merging two UNets with a ratio per block (ComfyUI's ModelMergeBlocks, ModelMergeSD1 and ModelMergeSDXL).
 
 A blend as Merge Models does (ratio x model1 + (1 - ratio) x model2), but with its own
 ratio for each part of the UNet, named as the original SD UNet names its blocks
@@ -25,6 +25,22 @@ SDXL_BLOCKS: dict[str, str] = {
     **{f"output_blocks_{i}": f"output_blocks.{i}" for i in range(9)},
     "out": "out.",
 }
+
+# ModelMergeSD1's (and ModelMergeSD2's) blocks, in ComfyUI's widget order. SD 1.x/2.x have
+# 12 input and 12 output blocks, so ComfyUI ends these names with "." ("input_blocks.1."
+# must not cover input_blocks.10).
+SD1_BLOCKS: dict[str, str] = {
+    "time_embed": "time_embed.", "label_emb": "label_emb.",
+    **{f"input_blocks_{i}": f"input_blocks.{i}." for i in range(12)},
+    **{f"middle_block_{i}": f"middle_block.{i}." for i in range(3)},
+    **{f"output_blocks_{i}": f"output_blocks.{i}." for i in range(12)},
+    "out": "out.",
+}
+
+
+def _named(ratios: Mapping[str, float], blocks: Mapping[str, str]) -> dict[str, float]:
+    """The ratios (by field) by ComfyUI's block names; every block's field must be given."""
+    return {block: ratios[field] for field, block in blocks.items()}
 
 
 def _ratio(tooltip: str) -> Float:
@@ -86,14 +102,26 @@ class ModelMergeSDXL(Node):
     del _field, _block
     outputs = (Output("model", MODEL),)
 
-    def run(self, ctx: RunContext, model1: DiffusionModel, model2: DiffusionModel,
-            time_embed: float, label_emb: float,
-            input_blocks_0: float, input_blocks_1: float, input_blocks_2: float, input_blocks_3: float,
-            input_blocks_4: float, input_blocks_5: float, input_blocks_6: float, input_blocks_7: float,
-            input_blocks_8: float, middle_block_0: float, middle_block_1: float, middle_block_2: float,
-            output_blocks_0: float, output_blocks_1: float, output_blocks_2: float, output_blocks_3: float,
-            output_blocks_4: float, output_blocks_5: float, output_blocks_6: float, output_blocks_7: float,
-            output_blocks_8: float, out: float) -> DiffusionModel:
-        given = locals()
-        named = {block: given[field] for field, block in SDXL_BLOCKS.items()}
-        return merge_by_block(model1, model2, named, time_embed)
+    def run(self, ctx: RunContext, model1: DiffusionModel, model2: DiffusionModel, **ratios: float) -> DiffusionModel:
+        return merge_by_block(model1, model2, _named(ratios, SDXL_BLOCKS), ratios["time_embed"])
+
+
+class ModelMergeSD1(Node):
+    type = "ModelMergeSD1"
+    display_name = "Merge SD1/SD2 Models by Block"
+    category = "loaders"
+    description = (
+        "Blends two SD 1.x or 2.x UNets with a ratio (model1's share) for each block of the "
+        "original layout: the time embedding, input blocks 0-11, middle 0-2, output 0-11 and "
+        "the final layer (label_emb only exists in class-conditioned models such as unCLIP)."
+    )
+
+    model1 = Socket(MODEL)
+    model2 = Socket(MODEL)
+    for _field, _block in SD1_BLOCKS.items():  # one ratio per block, declared as fields
+        vars()[_field] = _ratio(f"model1's share of {_block.rstrip('.')}")
+    del _field, _block
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model1: DiffusionModel, model2: DiffusionModel, **ratios: float) -> DiffusionModel:
+        return merge_by_block(model1, model2, _named(ratios, SD1_BLOCKS), ratios["time_embed"])

@@ -140,14 +140,33 @@ NOISE = DataType("NOISE", (200, 200, 200), "A seeded source of starting noise", 
 
 @dataclass
 class ControlModel:
-    """A ControlNet (diffusers ControlNetModel) or T2I-Adapter (diffusers T2IAdapter)."""
+    """A ControlNet (diffusers ControlNetModel), a ControlNet Union (ControlNetUnionModel,
+    one network for several hint kinds) or a T2I-Adapter (diffusers T2IAdapter)."""
 
     model: Any
-    kind: str  # "controlnet" or "t2i_adapter"
+    kind: str  # "controlnet", "controlnet_union" or "t2i_adapter"
     source: str = ""
+    # A union's control type: the index of the hint kind in the model's task embeddings;
+    # None is "auto" (no type: the hint is encoded as a plain ControlNet's, as in ComfyUI).
+    union_type: int | None = None
 
 
 CONTROL_NET = DataType("CONTROL_NET", (0, 170, 120), "A ControlNet or T2I-Adapter that steers the UNet with a hint image", ControlModel)
+
+
+@dataclass(eq=False)  # compared by identity: the GLIGEN UNet built from it is cached per record
+class GroundingModel:
+    """GLIGEN's grounding weights (issue 11): a gated self-attention "fuser" per transformer
+    block and the position net that turns (phrase, box) pairs into grounding tokens, kept
+    under the names of the published files (``input_blocks.1.1.transformer_blocks.0.fuser.*``,
+    ``position_net.*``); they are renamed to the UNet they join when it samples (impl/gligen.py)."""
+
+    weights: dict[str, Any]  # tensors, the published layout's names
+    phrase_dim: int  # the text encoder width its phrase embeddings have (768 for SD 1.x)
+    source: str = ""
+
+
+GLIGEN = DataType("GLIGEN", (230, 190, 120), "GLIGEN grounding weights: phrases placed in boxes", GroundingModel)
 
 
 @dataclass
@@ -229,4 +248,4 @@ CLIP_VISION_OUTPUT = DataType("CLIP_VISION_OUTPUT", (120, 170, 230), "CLIP image
                               VisionOutput)
 
 DATA_TYPES = (MODEL, CLIP, VAE, CONDITIONING, LATENT, IMAGE, NOISE, GUIDER, CONTROL_NET, MASK, UPSCALE_MODEL,
-              CLIP_VISION, CLIP_VISION_OUTPUT, SIGMAS)
+              CLIP_VISION, CLIP_VISION_OUTPUT, SIGMAS, GLIGEN)

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from nodeflow import Choice, FileChoice, Int, MemoryNeed, Node, NodeError, Output, RunContext, Socket, check_pixels
 
+from nodes.diffusion import estimates
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
 from nodes.diffusion.loaders import _field_options, _model_file_problems, _model_fingerprint, dtype_field
 from nodes.diffusion.types import IMAGE, UPSCALE_MODEL, UpscaleModel
@@ -35,6 +36,7 @@ class UpscaleModelLoader(Node):
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
     outputs = (Output("upscale_model", UPSCALE_MODEL, "The network, its scale and architecture"),)
+    estimate_memory = classmethod(estimates.weights_loader("upscale_models", "model_name"))
 
     def run(self, ctx: RunContext, model_name: str, dtype: str) -> UpscaleModel:
         from nodes.diffusion.impl.ldm import CheckpointError
@@ -72,6 +74,7 @@ class ImageUpscaleWithModel(Node):
     tile_size = Int(512, min=64, max=4096, step=32, tooltip="tile side in input pixels when tiling")
     overlap = Int(32, min=0, max=1024, step=8, tooltip="how far neighbouring tiles overlap, in input pixels")
     outputs = (Output("image", IMAGE),)
+    estimate_memory = classmethod(estimates.image_upscale)
 
     @classmethod
     def check_values(cls, values: Mapping[str, Any]) -> dict[str, str]:

@@ -78,6 +78,7 @@ class VAEEncode(Node):
     vae = Socket(VAE)
     image = Socket(IMAGE)
     outputs = (Output("latent", LATENT),)
+    estimate_memory = classmethod(estimates.vae_encode)
 
     @classmethod
     def working_memory(cls, inputs: dict[str, Any], settings: Any) -> Any:

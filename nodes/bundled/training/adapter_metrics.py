@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nodes.bundled.training.adapters import CONTROLNET_NAME, HEART, HEART_HELD_OUT_SEED, LORA_NAME, UPSCALER_NAME
+from nodes.bundled.training.adapters import (CONTROLNET_NAME, HEART, HEART_HELD_OUT_SEED, HIRES_LORA_NAME, LORA_NAME,
+                                             UPSCALER_NAME)
 from nodes.bundled.training.dataset import (_FULL_TEMPLATES, COLOUR_NAMES, HELD_OUT_SEED, SHAPES, Scene, full_caption,
                                             render, render_mask, split_scenes)
 from nodes.bundled.training.metrics import _FOREGROUND_DISTANCE, judge_colours
@@ -284,24 +285,40 @@ def upscale_psnr(upscale, small: np.ndarray, large: np.ndarray) -> tuple[float, 
 class HiresFixGenerator:
     """txt2img at 32x32, then the shipped 2x upscaler (Load Upscale Model + Upscale Image using
     Model), VAE Encode and a second Sampler pass at ``denoise`` over the 64x64 latent: the
-    hires-fix workflow. Returns (32x32 first pass, 64x64 result)."""
+    hires-fix workflow. With ``lora_name`` the second pass's model goes through Load LoRA
+    (model only) first, as in the shipped workflow, which uses the hi-res LoRA. Returns
+    (32x32 first pass, 64x64 result)."""
 
-    def __init__(self, upscaler_name: str = UPSCALER_NAME, denoise: float = HIRES_DENOISE) -> None:
-        self.flow = _flow(
-            [("EmptyLatent", "empty", {"width": 32, "height": 32, "batch": 1}),
-             ("UpscaleModelLoader", "up_model", {"model_name": upscaler_name}),
-             ("ImageUpscaleWithModel", "upscale", {}), ("VAEEncode", "encode", {}),
-             ("Sampler", "hires", {"sampler": "dpmpp_2m", "steps": 20, "denoise": denoise}),
-             ("VAEDecode", "decode64", {}), ("PreviewImage", "preview64", {})],
-            ["ckpt.model cfg.model", "pos.conditioning cfg.positive", "neg.conditioning cfg.negative",
-             "ckpt.vae empty.vae", "empty.latent sampler.latent", "up_model.upscale_model upscale.upscale_model",
-             "decode.image upscale.image", "upscale.image encode.image", "ckpt.vae encode.vae",
-             "encode.latent hires.latent", "noise.noise hires.noise", "cfg.guider hires.guider",
-             "hires.latent decode64.latent", "ckpt.vae decode64.vae", "decode64.image preview64.images"])
+    def __init__(self, upscaler_name: str = UPSCALER_NAME, denoise: float = HIRES_DENOISE,
+                 lora_name: str | None = HIRES_LORA_NAME) -> None:
+        nodes = [("EmptyLatent", "empty", {"width": 32, "height": 32, "batch": 1}),
+                 ("UpscaleModelLoader", "up_model", {"model_name": upscaler_name}),
+                 ("ImageUpscaleWithModel", "upscale", {}), ("VAEEncode", "encode", {}),
+                 ("CFG", "cfg_hires", {"scale": 5.0}),
+                 ("Sampler", "hires", {"sampler": "dpmpp_2m", "steps": 20, "denoise": denoise}),
+                 ("VAEDecode", "decode64", {}), ("PreviewImage", "preview64", {})]
+        links = ["ckpt.model cfg.model", "pos.conditioning cfg.positive", "neg.conditioning cfg.negative",
+                 "ckpt.vae empty.vae", "empty.latent sampler.latent", "up_model.upscale_model upscale.upscale_model",
+                 "decode.image upscale.image", "upscale.image encode.image", "ckpt.vae encode.vae",
+                 "pos.conditioning cfg_hires.positive", "neg.conditioning cfg_hires.negative",
+                 "encode.latent hires.latent", "noise.noise hires.noise", "cfg_hires.guider hires.guider",
+                 "hires.latent decode64.latent", "ckpt.vae decode64.vae", "decode64.image preview64.images"]
+        if lora_name:
+            nodes.append(("LoRAModelOnly", "hires_lora", {"lora_name": lora_name, "strength_model": 1.0}))
+            links += ["ckpt.model hires_lora.model", "hires_lora.model cfg_hires.model"]
+        else:
+            links.append("ckpt.model cfg_hires.model")
+        self.flow = _flow(nodes, links)
+        self.has_lora = bool(lora_name)
 
-    def __call__(self, prompts: Sequence[str], seed: int = 0, guidance: float = 5.0,
-                 steps: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
-        self.flow.set("cfg.scale", guidance).set("sampler.steps", steps).set("hires.steps", steps)
+    def __call__(self, prompts: Sequence[str], seed: int = 0, guidance: float = 5.0, steps: int = 20,
+                 hires_guidance: float | None = None, hires_steps: int | None = None,
+                 strength: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        self.flow.set("cfg.scale", guidance).set("sampler.steps", steps)
+        self.flow.set("cfg_hires.scale", guidance if hires_guidance is None else hires_guidance)
+        self.flow.set("hires.steps", steps if hires_steps is None else hires_steps)
+        if self.has_lora:
+            self.flow.set("hires_lora.strength_model", strength)
         small, large = [], []
         for i, prompt in enumerate(prompts):
             self.flow.set("pos.text", prompt).set("noise.seed", seed + i)

@@ -8,6 +8,7 @@ user's own file goes through:
     lora             PEFT LoRA on the UNet's attention blocks teaching "heart", kohya layout
     controlnet       diffusers ControlNetModel made from the UNet: the hint is the shape's mask
     upscaler         2x RealESRGAN-compact (SRVGGNetCompact) network, spandrel's key layout
+    hires_lora       a small LoRA for the hires fix's second pass: the UNet on 32x32 latents
     export_adapters  copy them into ``nodes/bundled/adapters/<kind>/`` with ``adapters.json``
 
 The same rules as the other stages: randomness from (seed, stage, step), step budgets,
@@ -40,6 +41,7 @@ HEART_HELD_OUT_SEED = 7_000_003
 LORA_NAME = "shapes-heart.safetensors"
 CONTROLNET_NAME = "shapes-mask"
 UPSCALER_NAME = "2x-shapes-compact.safetensors"
+HIRES_LORA_NAME = "shapes-hires.safetensors"
 LORA_RANK = 8
 # The attention blocks of the UNet: attention projections, their feed-forward and in/out projections.
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2"]
@@ -47,9 +49,14 @@ UPSCALER_FEATURES, UPSCALER_CONVS = 32, 6
 UPSCALER_LR = 2e-3
 LARGE_IMAGES = 8000  # 64x64 renders of the first training scenes, for the upscaler
 
-STAGES = ["adapter_data", "judge", "lora", "controlnet", "upscaler", "export_adapters"]
-DEFAULT_STEPS = {"judge": 300, "lora": 1000, "controlnet": 1500, "upscaler": 2500}
-DEFAULT_BATCH = {"judge": 128, "lora": 32, "controlnet": 32, "upscaler": 32}
+# The hi-res LoRA: rank and storage sized to the 40 MB budget (about 0.2 MB), and only the
+# noise levels a second pass at denoise <= 0.6 starts from.
+HIRES_LORA_RANK = 4
+HIRES_MAX_T = 600
+
+STAGES = ["adapter_data", "judge", "lora", "controlnet", "upscaler", "hires_lora", "export_adapters"]
+DEFAULT_STEPS = {"judge": 300, "lora": 1000, "controlnet": 1500, "upscaler": 2500, "hires_lora": 300}
+DEFAULT_BATCH = {"judge": 128, "lora": 32, "controlnet": 32, "upscaler": 32, "hires_lora": 16}
 
 
 def _trainer():
@@ -196,14 +203,8 @@ def stage_lora(settings: Settings) -> dict[str, Any]:
         texts = [caption(scene_of(hearts, int(j)), rng) for j in hi]
         texts += ["" if rng.random() < t.CAPTION_DROPOUT else caption(scene_of(base, int(j)), rng) for j in bi]
         x0 = torch.cat([latents["hearts"][hi], latents["base"][bi]])
-        noisy, noise, steps = _noised(x0, alphas, gen)
         t._set_lr(optimizer, t._lr(i, 1e-3, loop.total))
-        loss = _min_snr_loss(unet(noisy, steps, encoder_hidden_states=prompts(texts)).sample, noise, steps, alphas)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        return {"loss": loss.item()}
+        return _lora_update(unet, optimizer, params, _noised(x0, alphas, gen), prompts(texts), alphas)
 
     unet.train()
     loop.run(step)
@@ -211,15 +212,64 @@ def stage_lora(settings: Settings) -> dict[str, Any]:
     return {"steps": loop.step, "seconds": round(loop.elapsed), "rank": LORA_RANK}
 
 
-def save_lora_kohya(unet_layers: dict[str, torch.Tensor], path: Path) -> None:
-    """PEFT UNet LoRA weights -> the kohya/A1111 layout (lora_unet_*.lora_down/up + alpha)."""
+def _lora_update(unet, optimizer, params, noised, context: torch.Tensor, alphas: torch.Tensor) -> dict[str, float]:
+    """One optimiser step of a UNet LoRA on (noisy latents, noise, timesteps), shared by both LoRAs."""
+    noisy, noise, steps = noised
+    loss = _min_snr_loss(unet(noisy, steps, encoder_hidden_states=context).sample, noise, steps, alphas)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return {"loss": loss.item()}
+
+
+def save_lora_kohya(unet_layers: dict[str, torch.Tensor], path: Path, dtype: torch.dtype = torch.float32) -> None:
+    """PEFT UNet LoRA weights -> the kohya/A1111 layout (lora_unet_*.lora_down/up + alpha),
+    stored as ``dtype`` (user LoRAs are often float16 too)."""
     from diffusers.utils import convert_state_dict_to_kohya
     from safetensors.torch import save_file
 
     kohya = convert_state_dict_to_kohya({f"unet.{k}": v for k, v in unet_layers.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     # No metadata: safetensors writes its keys in hash order, which would change the bytes per run.
-    save_file({k: v.contiguous() for k, v in sorted(kohya.items())}, str(path))
+    save_file({k: v.to(dtype).contiguous() for k, v in sorted(kohya.items())}, str(path))
+
+
+# --- hi-res LoRA ----------------------------------------------------------------------------
+
+
+def stage_hires_lora(settings: Settings) -> dict[str, Any]:
+    """The UNet was trained on 16x16 latents only; at the hires fix's 32x32 latents its second
+    pass redraws the edges (crosses worst). A LoRA trained on the 32x32 latents of 64x64
+    renders, at the noise levels a second pass starts from, keeps the shape, and the base
+    weights (which the other adapters were trained on) stay as they are: the hires workflow
+    loads it through Load LoRA on its second pass only."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    t = _trainer()
+    vae, prompts, unet, alphas = _base(settings)
+    train, large = t._load_split(settings, "train"), _load(settings, "large")["images"]
+    latents = _latents(settings, "hires_lora", vae, {"large": large})["large"]
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=HIRES_LORA_RANK, lora_alpha=HIRES_LORA_RANK, target_modules=LORA_TARGETS))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    loop = t.Loop(settings, "hires_lora", {"unet": unet, "optimizer": optimizer})
+    batch = min(settings.batch["hires_lora"], len(latents))
+    levels = alphas[:HIRES_MAX_T]
+
+    def step(i: int) -> dict[str, float]:
+        rng, gen = t._rng(settings, "hires_lora", i)
+        index = torch.randint(len(latents), (batch,), generator=gen)
+        texts = ["" if rng.random() < t.CAPTION_DROPOUT else caption(scene_of(train, int(j)), rng) for j in index]
+        t._set_lr(optimizer, t._lr(i, 1e-3, loop.total))
+        return _lora_update(unet, optimizer, params, _noised(latents[index], levels, gen), prompts(texts), alphas)
+
+    unet.train()
+    loop.run(step)
+    save_lora_kohya(get_peft_model_state_dict(unet), settings.work / "hires_lora" / HIRES_LORA_NAME, torch.float16)
+    return {"steps": loop.step, "seconds": round(loop.elapsed), "rank": HIRES_LORA_RANK, "max_t": HIRES_MAX_T}
 
 
 # --- ControlNet ----------------------------------------------------------------------------
@@ -362,6 +412,7 @@ def stage_export_adapters(settings: Settings) -> dict[str, Any]:
         shutil.rmtree(out / kind, ignore_errors=True)
         (out / kind).mkdir(parents=True)
     shutil.copy(work / "lora" / LORA_NAME, out / "loras" / LORA_NAME)
+    shutil.copy(work / "hires_lora" / HIRES_LORA_NAME, out / "loras" / HIRES_LORA_NAME)
     shutil.copytree(work / "controlnet" / "model", out / "controlnet" / CONTROLNET_NAME)
     shutil.copy(work / "upscaler" / UPSCALER_NAME, out / "upscale_models" / UPSCALER_NAME)
     settings.judge_to.parent.mkdir(parents=True, exist_ok=True)
@@ -388,7 +439,8 @@ def stage_export_adapters(settings: Settings) -> dict[str, Any]:
 # the files adapters.json records a digest of, and where each stage leaves them.
 KEEPABLE = {"lora": {f"loras/{LORA_NAME}": f"lora/{LORA_NAME}"},
             "controlnet": {f"controlnet/{CONTROLNET_NAME}": "controlnet/model"},
-            "upscaler": {f"upscale_models/{UPSCALER_NAME}": f"upscaler/{UPSCALER_NAME}"}}
+            "upscaler": {f"upscale_models/{UPSCALER_NAME}": f"upscaler/{UPSCALER_NAME}"},
+            "hires_lora": {f"loras/{HIRES_LORA_NAME}": f"hires_lora/{HIRES_LORA_NAME}"}}
 
 
 def keep_shipped(settings: Settings, stages: list[str]) -> None:
@@ -433,8 +485,9 @@ def keep_shipped(settings: Settings, stages: list[str]) -> None:
 
 
 STAGE_FUNCTIONS = {"adapter_data": stage_adapter_data, "judge": stage_judge, "lora": stage_lora,
-                   "controlnet": stage_controlnet, "upscaler": stage_upscaler,
+                   "controlnet": stage_controlnet, "upscaler": stage_upscaler, "hires_lora": stage_hires_lora,
                    "export_adapters": stage_export_adapters}
 DEPENDENTS = {"adapter_data": STAGES[1:], "judge": ["export_adapters"], "lora": ["export_adapters"],
-              "controlnet": ["export_adapters"], "upscaler": ["export_adapters"], "export_adapters": []}
+              "controlnet": ["export_adapters"], "upscaler": ["export_adapters"], "hires_lora": ["export_adapters"],
+              "export_adapters": []}
 assert NEW_SHAPES and len(SHAPES) == HEART

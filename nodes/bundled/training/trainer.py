@@ -17,9 +17,9 @@ the machine's speed and is no longer reproducible.
     latent_rgb  least-squares latent -> RGB preview map
     export      assemble the diffusers folder
 
-then the model's adapters (a LoRA, a ControlNet, a 2x upscaler; see adapters.py):
+then the model's adapters (a LoRA, a ControlNet, a 2x upscaler, the hires fix's LoRA; see adapters.py):
 
-    adapter_data, judge, lora, controlnet, upscaler, export_adapters
+    adapter_data, judge, lora, controlnet, upscaler, hires_lora, export_adapters
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from nodes.bundled.training.tokenizer import load_tokenizer, save_tokenizer
 
 MODEL_STAGES = ["dataset", "vae", "clip", "classifier", "unet", "latent_rgb", "export"]
 STAGES = MODEL_STAGES + _adapters.STAGES
-_ON_THE_MODEL = ["lora", "controlnet", "export_adapters"]  # adapters trained on the UNet
+_ON_THE_MODEL = ["lora", "controlnet", "hires_lora", "export_adapters"]  # adapters trained on the UNet
 # Finishing a stage again invalidates these later ones.
 _DEPENDENTS = {
     "dataset": STAGES[1:],

@@ -13,12 +13,15 @@ device and dtype) and returns the function the sampler calls every step. Given a
 that function also hands it the two predictions before they are mixed, ``tap(uncond,
 cond)`` (uncond None without a negative pass), for views of what guidance amplifies;
 without one it does nothing more.
+
+A conditioning with GLIGEN boxes is run through the model's GLIGEN copy (impl/gligen.py),
+the position net's inputs passed per call as ``cross_attention_kwargs`` while grounded.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from nodes.diffusion.types import Conditioning, DiffusionModel
 
@@ -45,24 +48,32 @@ class Guider:  # GUIDER
     def uses_uncond(self) -> bool:
         return self.negative is not None and self.scale != 1.0
 
-    def bind(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None) -> Denoiser:
+    def bind(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None,
+             timesteps: "Sequence[float] | None" = None) -> Denoiser:
         """The per-step model call for latents shaped like ``latent`` [B, C, h, w];
         ``tap(uncond, cond)`` sees each step's unmixed predictions (see the module doc);
-        ``seed`` (the sampler's) seeds what conditioning draws, e.g. unCLIP's noise augmentation."""
+        ``seed`` (the sampler's) seeds what conditioning draws, e.g. unCLIP's noise augmentation;
+        ``timesteps``, the steps the sampler will run, place GLIGEN's grounded steps (impl/gligen.py)."""
         import torch
 
         unet = self.model.unet
         batch = latent.shape[0]
         if self.positive.regional or (self.uses_uncond and self.negative.regional):
+            _refuse_regional_grounding(self)
             return _tapped(self._bind_regional(latent, tap, seed), tap, self.uses_uncond)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
+        ground = _grounder(self, batch, pixel_size, timesteps)
+        if ground is not None:
+            unet = ground.unet
         positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive", seed)
         control_pos = _control(self.positive, positive, self.model, latent, seed)
         if not self.uses_uncond:
             embeds, added = positive
 
             def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                extra = control_pos(x, t) if control_pos else {}
+                extra = dict(control_pos(x, t)) if control_pos else {}
+                if ground is not None:
+                    extra.update(ground.positive(t))
                 return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
 
             return _tapped(denoise, tap, False)
@@ -77,11 +88,15 @@ class Guider:  # GUIDER
             guided = uncond + scale * (cond - uncond)
             return _rescale(guided, cond, rescale) if rescale > 0 else guided
 
-        if positive[0].shape[1] != negative[0].shape[1]:  # token lengths differ: no shared batch
+        # Token lengths that differ, or grounding of one pass only: no shared batch.
+        if positive[0].shape[1] != negative[0].shape[1] or (ground is not None and not ground.shares_batch):
 
             def denoise_twice(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                extra_neg = control_neg(x, t) if control_neg else {}
-                extra_pos = control_pos(x, t) if control_pos else {}
+                extra_neg = dict(control_neg(x, t)) if control_neg else {}
+                extra_pos = dict(control_pos(x, t)) if control_pos else {}
+                if ground is not None:
+                    extra_neg.update(ground.negative(t))
+                    extra_pos.update(ground.positive(t))
                 uncond = unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False, **extra_neg)[0]
                 cond = unet(x, t, encoder_hidden_states=positive[0], added_cond_kwargs=positive[1], return_dict=False, **extra_pos)[0]
                 return guide(uncond, cond)
@@ -100,6 +115,8 @@ class Guider:  # GUIDER
                 from nodes.diffusion.impl.controlnet import combine
 
                 extra = combine(control_neg(x, t) if control_neg else {}, control_pos(x, t) if control_pos else {})
+            if ground is not None:
+                extra.update(ground.both(t))
             both = unet(torch.cat([x, x]), t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
             uncond, cond = both.chunk(2)
             return guide(uncond, cond)
@@ -125,6 +142,28 @@ class Guider:  # GUIDER
             return _rescale(guided, cond, rescale) if rescale > 0 else guided
 
         return denoise
+
+
+def _grounder(guider: Guider, batch: int, pixel_size: tuple[int, int], timesteps: "Sequence[float] | None") -> Any:
+    """The run's GLIGEN grounding (impl/gligen.py) when a conditioning has boxes, else None."""
+    from nodes.diffusion.impl import gligen
+
+    positive = gligen.of(guider.positive)
+    negative = gligen.of(guider.negative) if guider.uses_uncond else None
+    if positive is None and negative is None:
+        return None
+    try:
+        return gligen.Grounder(positive, negative, guider.uses_uncond, guider.model.unet, batch, pixel_size, timesteps,
+                               guider.model.adapters)
+    except gligen.GroundingError as error:
+        raise GuidanceError(str(error)) from None
+
+
+def _refuse_regional_grounding(guider: Guider) -> None:
+    for which, cond in (("positive", guider.positive), ("negative", guider.negative)):
+        if cond is not None and any("gligen" in part.extras for part in cond.parts()):
+            raise GuidanceError(f"the {which} conditioning has GLIGEN boxes and areas, step ranges or stacked parts; "
+                                "nodeflow does not ground regional conditioning yet")
 
 
 def _tapped(denoise: Denoiser, tap: Tap | None, taps_itself: bool) -> Denoiser:

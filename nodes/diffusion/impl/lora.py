@@ -128,6 +128,18 @@ def active(modules: Sequence[Any], adapters: Adapters) -> Iterator[None]:
         yield
 
 
+def switch(module: Any, adapters: Adapters) -> None:
+    """Switch exactly ``adapters`` on in ``module``, a copy of a model's modules that shares
+    its LoRA layers' weights (impl/gligen.py), inside the run's :func:`active` block."""
+    with _LOCK:
+        _switch(module, adapters)
+
+
+def adapter_names(module: Any) -> set[str]:
+    """The adapters loaded into ``module``."""
+    return _names(module)
+
+
 def _switch(module: Any, adapters: Adapters) -> None:
     from diffusers.utils.peft_utils import set_adapter_layers, set_weights_and_activate_adapters
 

@@ -27,6 +27,7 @@ MODEL_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "controlnet": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     "upscale_models": (".safetensors", ".pth", ".pt"),
     "clip_vision": (".safetensors", ".bin"),
+    "gligen": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
 }
 # Kinds whose diffusers form is one model folder (config.json + weights), not a pipeline.
 _LONE_MODEL_KINDS = ("unet", "vae", "controlnet")
@@ -118,7 +119,7 @@ def _is_diffusers_folder(path: Path, kind: str) -> bool:
 def _singular(kind: str) -> str:
     return {
         "checkpoints": "checkpoint", "unet": "UNet", "vae": "VAE", "loras": "LoRA", "controlnet": "ControlNet",
-        "upscale_models": "upscale model", "clip_vision": "CLIP vision model",
+        "upscale_models": "upscale model", "clip_vision": "CLIP vision model", "gligen": "GLIGEN model",
     }.get(kind, kind.rstrip("s"))
 
 

@@ -190,7 +190,7 @@ def sample(
         def tap(uncond: "torch.Tensor | None", cond: "torch.Tensor") -> None:
             tapped[0], tapped[1] = uncond, cond
 
-        predict = guider.bind(x, tap if views else None, seed=noise.seed)
+        predict = guider.bind(x, tap if views else None, seed=noise.seed, timesteps=[float(t) for t in timesteps])
         if extra_channels is not None:
             predict = _with_channels(predict, extra_channels.to(device=device, dtype=dtype))
         accepted = step_parameters(spec.scheduler_class)

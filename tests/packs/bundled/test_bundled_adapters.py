@@ -160,15 +160,16 @@ def test_the_shipped_inpaint_workflow_replaces_the_circle_and_keeps_the_backgrou
     assert np.array_equal(np.asarray(image[0] * 255).round().astype(np.uint8)[outside], source[outside])
 
 
-def test_the_hires_fix_is_judged_right_nearly_as_often_as_its_first_pass(judge):
-    prompts = held_out_prompts(16)
+def test_the_hires_fix_with_its_lora_is_judged_right_as_often_as_its_first_pass(judge):
+    # 32 prompts: the first 16 were all right even before the hi-res LoRA; 3 of the next 16 were not.
+    prompts = held_out_prompts(32)
     first, hires = am.HiresFixGenerator()([p for p, _ in prompts])
     assert hires.shape[1:3] == (64, 64)
     scenes = [s for _, s in prompts]
     small_rate = am.judged_right(first, scenes, judge).float().mean()
     hires_rate = am.judged_right(am.to_judge_size(hires), scenes, judge).float().mean()
-    # Measured 97.9% at 32x32 and 91.7% at 64x64 on 48 prompts: short of "as often" (see the model card).
-    assert hires_rate >= 0.8 and hires_rate >= small_rate - 0.15, (small_rate, hires_rate)
+    # Measured 100% at 64x64 and 97.9% at 32x32 on 48 prompts (the base UNet's second pass: 91.7%).
+    assert hires_rate >= 0.9 and hires_rate >= small_rate - 1 / 32 - 1e-6, (small_rate, hires_rate)
 
 
 def test_the_shipped_hires_fix_workflow_draws_a_64px_yellow_star_on_purple(tmp_path, judge):

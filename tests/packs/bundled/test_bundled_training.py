@@ -19,7 +19,8 @@ from nodes.bundled.training.tokenizer import load_tokenizer, save_tokenizer
 
 TINY = ["--train-images", "48", "--held-out-images", "8", "--max-steps", "2", "--quiet", "--threads", "1",
         "--batch", "vae=4", "--batch", "clip=8", "--batch", "classifier=8", "--batch", "unet=4",
-        "--batch", "judge=8", "--batch", "lora=4", "--batch", "controlnet=4", "--batch", "upscaler=4"]
+        "--batch", "judge=8", "--batch", "lora=4", "--batch", "controlnet=4", "--batch", "upscaler=4",
+        "--batch", "hires_lora=4"]
 
 
 def _tiny_args(tmp_path) -> list[str]:
@@ -166,9 +167,10 @@ def test_training_is_reproducible_even_when_interrupted_and_resumed(trained, tmp
     assert record["stages"]["unet"]["steps"] == 3
     adapters = tmp_path / "adapters"
     first, second = _weights(adapters), _weights(tmp_path / "resumed" / "adapters")
-    assert len(first) == 3 and first.keys() == second.keys()
+    assert len(first) == 4 and first.keys() == second.keys()
     assert all(first[name] == second[name] for name in first), [n for n in first if first[n] != second[n]]
-    assert json.loads((adapters / "adapters.json").read_text())["stages"]["lora"]["steps"] == 3
+    stages = json.loads((adapters / "adapters.json").read_text())["stages"]
+    assert stages["lora"]["steps"] == 3 and stages["hires_lora"]["steps"] == 3
 
 
 def test_adapters_are_files_of_their_kinds_in_the_layouts_user_files_have(trained):
@@ -184,6 +186,8 @@ def test_adapters_are_files_of_their_kinds_in_the_layouts_user_files_have(traine
     assert lora and all(k.startswith("lora_unet_") for k in lora)
     assert any(k.endswith(".lora_down.weight") for k in lora) and any(k.endswith(".alpha") for k in lora)
     assert any("attentions" in k for k in lora)
+    hires = load_file(str(adapters / "loras" / "shapes-hires.safetensors"))
+    assert hires.keys() <= lora.keys() and all(v.dtype == torch.float16 for v in hires.values())
     controlnet = ControlNetModel.from_pretrained(adapters / "controlnet" / "shapes-mask")
     assert controlnet.config.conditioning_embedding_out_channels == [16, 32]
     state = load_file(str(adapters / "upscale_models" / "2x-shapes-compact.safetensors"))
@@ -221,7 +225,7 @@ def test_keep_shipped_takes_checked_adapters_instead_of_training_them(trained, t
     assert not (tmp_path / "work" / "lora" / "checkpoint.pt").exists()  # kept, not trained
     assert (tmp_path / "work" / "upscaler" / "checkpoint.pt").exists()  # trained again
     after = _weights(shipped)
-    kept = [name for name in before if not name.startswith("upscale_models")]
+    kept = [name for name in before if name.startswith(("loras/shapes-heart", "controlnet/"))]
     assert len(kept) == 2 and all(after[name] == before[name] for name in kept)
     record = json.loads((shipped / "adapters.json").read_text())
     assert record["stages"]["lora"]["kept_from_shipped"] and "kept_from_shipped" not in record["stages"]["upscaler"]

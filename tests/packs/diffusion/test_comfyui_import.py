@@ -246,8 +246,8 @@ def test_subgraphs_are_inlined_with_titles_and_positions(registry):
 def test_a_subgraph_with_an_unsupported_node_names_it(registry):
     data = json.loads((FIXTURES / "subgraph_ui_v1.json").read_text())
     inner = data["definitions"]["subgraphs"][1]["nodes"][0]
-    inner["type"] = "GLIGENTextBoxApply"
-    with pytest.raises(WorkflowError, match=r"GLIGENTextBoxApply \(node 30:7:1\)"):
+    inner["type"] = "StyleModelApply"
+    with pytest.raises(WorkflowError, match=r"StyleModelApply \(node 30:7:1\)"):
         workflow_from_dict(data, registry)
 
 

@@ -66,3 +66,36 @@ def test_a_step_count_fed_by_another_node_is_refused_naming_the_widget_and_the_n
     assert "ttN int (node 5)" in message
     assert "node 6 (KSamplerAdvanced): widget 'steps' is fed by node 5 (ttN int); nodeflow needs its value here" in message
     assert "Ref(" not in message
+
+
+def test_latent_blend_weighs_the_first_latent_and_fits_the_second_to_its_size(tmp_path_factory, tmp_path):
+    """ComfyUI's built-in Latent Blend, found in published workflows (the API file of
+    Yahweasel/stable-restyle, workflow_api.json at 8bb0e4bcee72, blends VAE-encoded frames;
+    KanishqGandharv219/my_comfyui_workflows img2img.json at 002a22913627 blends an empty
+    latent with an encoded image), was refused as an unknown type. The fixture keeps that
+    use on the tiny model: `blend_factor` of samples1 plus the rest of samples2, and a
+    samples2 of another shape cut from the middle to samples1's aspect ratio first."""
+    from PIL import Image
+
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    pixels = np.zeros((32, 32, 4), dtype=np.uint8)
+    pixels[:, :16] = (255, 0, 0, 255)
+    pixels[:, 16:] = (0, 0, 255, 255)
+    Image.fromarray(pixels, "RGBA").save(inputs / "rgba.png")
+    settings = RunSettings(model_folders={"checkpoints": [shared_tiny_sd(tmp_path_factory).parent]})
+    flow = api.open(FIXTURES / "latent_blend_api.json", device="cpu")
+    assert flow.graph.nodes["10"].type == "LatentBlend" and flow.graph.nodes["10"].values["blend_factor"] == 0.3
+    result = flow.run(outputs=["5", "6", "10", "11", "9"], output_dir=tmp_path / "out", input_dir=inputs,
+                      device="cpu", settings=settings)
+    assert result.ok, result.error or result.problems
+    out = result.outputs
+    encoded, wide = out["5"]["latent"].samples, out["6"]["latent"].samples
+    (h, w), width = encoded.shape[-2:], wide.shape[-1]
+    assert wide.shape[-2] == h == w and width == w * 3 // 2  # the 48x32 image's latent is 1.5 times as wide
+    # with an empty (zero) second latent, the blend is 0.3 of the first
+    assert np.allclose(out["10"]["latent"].samples.numpy(), 0.3 * encoded.numpy(), atol=1e-6)
+    # the wide second latent loses half its extra width on each side, then needs no resizing
+    cut = (width - w) // 2
+    expected = 0.5 * encoded + 0.5 * wide[..., cut:cut + w]
+    assert np.allclose(out["11"]["latent"].samples.numpy(), expected.numpy(), atol=1e-5)

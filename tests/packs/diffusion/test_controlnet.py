@@ -73,6 +73,8 @@ def controlnets(tiny_sd, tmp_path_factory):
     standard.save_pretrained(folder / "standard_cn")
     save_file(_to_original_layout(standard), folder / "standard_cn.safetensors")
     save_file({k[len("control_model."):]: v for k, v in _to_original_layout(standard).items()}, folder / "bare_cn.safetensors")
+    # As lllyasviel's diffusers_xl_*_full files are published: one file under diffusers' own names.
+    save_file({k: v.contiguous() for k, v in standard.state_dict().items()}, folder / "diffusers_cn.safetensors")
     return folder
 
 
@@ -162,7 +164,7 @@ def test_apply_to_the_prompt_only_differs_from_both(tiny_sd, controlnets, hint_d
     assert np.abs(positive_only - both).max() > 1e-3
 
 
-@pytest.mark.parametrize("name", ["standard_cn.safetensors", "bare_cn.safetensors"])
+@pytest.mark.parametrize("name", ["standard_cn.safetensors", "bare_cn.safetensors", "diffusers_cn.safetensors"])
 def test_a_single_file_controlnet_is_the_same_network_as_its_folder(tiny_sd, controlnets, name):
     import torch
     from diffusers import ControlNetModel

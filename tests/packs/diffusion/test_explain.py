@@ -169,9 +169,9 @@ def test_sampler_previews_the_chosen_view_and_computes_none_when_nobody_looks(sh
         def __init__(self, inner):
             self.inner, self.model, self.positive, self.taps = inner, inner.model, inner.positive, []
 
-        def bind(self, latent, tap=None, seed=None):
+        def bind(self, latent, tap=None, seed=None, timesteps=None):
             self.taps.append(tap)
-            return self.inner.bind(latent, tap, seed)
+            return self.inner.bind(latent, tap, seed, timesteps)
 
     watching = Watching(guider(shapes))
     nobody = RunContext(settings=RunSettings(previews=False), on_progress=lambda *a: None)

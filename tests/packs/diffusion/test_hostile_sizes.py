@@ -68,24 +68,30 @@ def test_a_run_whose_sampling_exceeds_the_budget_is_refused_before_it_starts(tmp
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_run_stops_at_the_node_whose_working_memory_exceeds_the_budget(tmp_path):
-    """A size the plan cannot know (an image's, read when it loads) is checked at the node."""
+def test_an_image_too_big_to_encode_is_refused_on_the_load_image_before_it_runs(tmp_path):
+    """The plan reads the image's size from its file header (no pixels decoded), so an
+    img2img whose encode cannot fit is refused on LoadImage's image before anything runs."""
     from PIL import Image
 
     (tmp_path / "input").mkdir()
     Image.new("RGB", (256, 256), "yellow").save(tmp_path / "input" / "big.png")
+    Image.new("RGB", (32, 32), "yellow").save(tmp_path / "input" / "small.png")
     registry = default_registry()
     document = json.loads((ROOT / "workflows" / "img2img.json").read_text())
-    for node in document["nodes"]:
-        if node["type"] == "LoadImage":
-            node["values"]["image"] = "big.png"
-    workflow = workflow_from_dict(document, registry)
     settings = host_context().settings.replace(memory_budget=40 * 2**20)
-    result = Executor(registry, device="cpu").run(workflow.graph, output_dir=tmp_path / "out",
-                                                  input_dir=tmp_path / "input", settings=settings)
-    assert result.status == "error" and 'field "image"' in result.error and "VAEEncode" in result.error
-    assert "budget of 40 MB" in result.error and "1" in result.executed
-    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    results = {}
+    for name in ("big.png", "small.png"):
+        for node in document["nodes"]:
+            if node["type"] == "LoadImage":
+                node["values"]["image"] = name
+        workflow = workflow_from_dict(document, registry)
+        results[name] = Executor(registry, device="cpu").check(workflow.graph, output_dir=tmp_path / "out",
+                                                               input_dir=tmp_path / "input", settings=settings)
+    assert results["small.png"] == []
+    problems = {(p.node_type, p.field): p.message for p in results["big.png"]}
+    assert ("LoadImage", "image") in problems, problems
+    assert "encoding 1 x 256x256" in problems["LoadImage", "image"] and "budget of 40 MB" in problems["LoadImage", "image"]
+    assert not (tmp_path / "out").exists()
 
 
 def test_validation_with_the_host_finds_missing_files_and_unusable_folders(tmp_path):

@@ -28,7 +28,7 @@ from nodeflow.model.devices import machine_memory  # noqa: E402
 from nodeflow.model.memory import format_size  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
 from nodes.diffusion.devices import TorchDevices  # noqa: E402
-from nodes.diffusion.impl.memory import sampler_bytes, vae_bytes  # noqa: E402
+from nodes.diffusion.impl.memory import sampler_bytes, unet_shape, vae_bytes  # noqa: E402
 from tests.support import ROOT, host_context  # noqa: E402
 from tests.support.devices import SimulatedDevice, device_backend  # noqa: E402
 
@@ -70,10 +70,10 @@ def sizes():
         host_context(device=device), checkpoint="shapes", dtype="fp32", prediction="auto")
     part = {name: sum(backend.bytes_on(m, device) for m in modules_in([value])) for name, value in outputs.items()}
     factor = outputs["vae"].family.vae_scale_factor
-    unet_width = outputs["model"].unet.config.block_out_channels[0]
+    unet = unet_shape(outputs["model"].unet.config)
     vae_width = outputs["vae"].vae.config.block_out_channels[0]
     side = SIDE // factor
-    return {**part, "sample": sampler_bytes(1, 2, side, side, unet_width, 4), "decode": vae_bytes(1, SIDE, SIDE, vae_width, 4)}
+    return {**part, "sample": sampler_bytes(1, 2, side, side, unet, 4), "decode": vae_bytes(1, SIDE, SIDE, vae_width, 4)}
 
 
 def test_models_offloaded_and_restored_give_the_same_images(sizes, tmp_path):
@@ -197,10 +197,27 @@ def test_torch_tells_which_gpus_exist(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr("nodes.diffusion.devices._may_have_accelerator", lambda: True)  # the driver's files
     assert resolve_device("auto", TorchDevices()) == "cuda"
     assert resolve_device("cuda:1", TorchDevices()) == "cuda:1"
     with pytest.raises(DeviceError, match="2 CUDA GPU"):
         resolve_device("cuda:2", TorchDevices())
+
+
+def test_the_cpu_is_resolved_without_importing_torch():
+    """`nodeflow validate` resolves the device to estimate against; importing torch would cost it seconds."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from nodeflow.engine.device import resolve_device; "
+            "from nodes.diffusion.devices import TorchDevices, _may_have_accelerator; "
+            "assert resolve_device('cpu', TorchDevices()) == 'cpu'; "
+            "assert _may_have_accelerator() or resolve_device('auto', TorchDevices()) == 'cpu'; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
 
 
 def test_without_torch_the_device_is_the_cpu(monkeypatch):

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.diffusion.loaders import Checkpoint  # noqa: E402
-from nodes.diffusion.merge_blocks import SDXL_BLOCKS, ModelMergeBlocks, ModelMergeSDXL  # noqa: E402
+from nodes.diffusion.merge_blocks import SD1_BLOCKS, SDXL_BLOCKS, ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL  # noqa: E402
 from nodes.diffusion.model_ops import ModelSampling  # noqa: E402
 from nodes.diffusion.sampling import BasicGuider, Noise, Sampler  # noqa: E402
 from tests.packs.diffusion.test_sampling import latent_for, parts, tiny_sd  # noqa: E402,F401  (fixtures)
@@ -98,6 +98,26 @@ def test_block_ratios_take_each_block_from_the_model_they_name(parts):
     assert all(torch.equal(v, first[k]) for k, v in _weights(model1).items())  # the input is not changed
 
 
+def test_sd1_block_ratios_follow_the_original_layout(parts):
+    model1 = parts["model"]
+    model2 = _other(model1, 3)
+    first, second = _weights(model1), _weights(model2)
+    ratios = {field: 1.0 for field in SD1_BLOCKS}
+    # the tiny SD UNet: 2 down levels of 2 layers. Input block 1 is down level 0's first
+    # layer (block 2 its second); middle block 1 the attention; output block 4 is up level
+    # 1's second layer (of 3). Blocks 10 and 11 do not exist here: a 0 for them changes nothing.
+    ratios.update(input_blocks_1=0.0, middle_block_1=0.0, output_blocks_4=0.0, input_blocks_10=0.0,
+                  output_blocks_11=0.0)
+    merged = _weights(ModelMergeSD1().run(CTX, model1, model2, **ratios))
+    from_second = ("down_blocks.0.resnets.0.", "down_blocks.0.attentions.0.", "mid_block.attentions.0.",
+                   "up_blocks.1.resnets.1.", "up_blocks.1.attentions.1.")
+    for key, value in merged.items():
+        expected = second if key.startswith(from_second) else first
+        assert torch.equal(value, expected[key]), key
+    assert any(k.startswith("up_blocks.1.attentions.1.") for k in merged)
+    assert any(k.startswith("down_blocks.0.resnets.1.") for k in merged)  # input block 2, from model1
+
+
 @pytest.fixture(scope="module")
 def tiny_sdxl(tmp_path_factory):
     path = shared_tiny_sdxl(tmp_path_factory)
@@ -134,6 +154,11 @@ def test_comfyui_block_merges_and_sampling_modes_import(tmp_path):
                                                           **{b: 0.5 for b in SDXL_BLOCKS.values()},
                                                           "output_blocks.4": 0.1}},
         "32": {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["31", 0], "sampling": "x0", "zsnr": False}},
+        "34": {"class_type": "ModelMergeSD1", "inputs": {"model1": ["4", 0], "model2": ["4", 0],
+                                                         **{b: 0.5 for b in SD1_BLOCKS.values()},
+                                                         "input_blocks.10.": 0.1}},
+        "35": {"class_type": "ModelMergeSD2", "inputs": {"model1": ["4", 0], "model2": ["34", 0],
+                                                         **{b: 0.5 for b in SD1_BLOCKS.values()}, "out.": 0.9}},
         "33": {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["31", 0], "sampling": "lcm", "zsnr": False}},
     }
     path = tmp_path / "merge.json"
@@ -144,6 +169,9 @@ def test_comfyui_block_merges_and_sampling_modes_import(tmp_path):
     assert nodes["31"].type == "ModelMergeSDXL"
     assert (nodes["31"].values["output_blocks_4"], nodes["31"].values["time_embed"]) == (0.1, 0.5)
     assert (nodes["32"].values["prediction"], nodes["33"].values["prediction"]) == ("sample", "lcm")
+    assert nodes["34"].type == nodes["35"].type == "ModelMergeSD1"
+    assert (nodes["34"].values["input_blocks_10"], nodes["34"].values["input_blocks_1"]) == (0.1, 0.5)
+    assert nodes["35"].values["out"] == 0.9
     data["32"]["inputs"]["sampling"] = "img_to_img"
     path.write_text(json.dumps(data))
     with pytest.raises(Exception, match="node 32 .ModelSamplingDiscrete.: sampling 'img_to_img' has no nodeflow"):
