@@ -85,12 +85,13 @@ def test_api_format_inpainting_and_sdxl_text_nodes_map_their_values():
 def test_refused_built_in_types_are_named_with_the_reason():
     data = {
         "1": {"class_type": "StyleModelLoader", "inputs": {"style_model_name": "s.safetensors"}},
-        "2": {"class_type": "SetUnionControlNetType", "inputs": {"control_net": ["9", 0], "type": "auto"}},
+        "2": {"class_type": "StyleModelApply", "inputs": {"conditioning": ["9", 0], "style_model": ["1", 0],
+                                                          "clip_vision_output": ["8", 0]}},
         "3": {"class_type": "HypernetworkLoader", "inputs": {"hypernetwork_name": "h.pt", "strength": 1.0}},
     }
     with pytest.raises(WorkflowError) as error:
         workflow_from_dict(data, default_registry())
     message = str(error.value)
     assert "StyleModelLoader (node 1): T2I style models are not supported" in message
-    assert "SetUnionControlNetType (node 2): ControlNet Union (ProMax) models are not supported" in message
+    assert "StyleModelApply (node 2): T2I style models are not supported" in message
     assert "HypernetworkLoader (node 3): hypernetworks are not supported" in message
