@@ -27,7 +27,7 @@ class TorchDevices:
         try:
             import torch
         except ImportError:
-            if name in ("auto", "cpu"):
+            if name == "auto":
                 return "cpu"
             raise DeviceError(f"device {name!r} needs PyTorch, which is not installed") from None
         cuda = torch.cuda.is_available()
@@ -35,8 +35,6 @@ class TorchDevices:
         mps = bool(mps_backend is not None and mps_backend.is_available())
         if name == "auto":
             return "cuda" if cuda else "mps" if mps else "cpu"
-        if name == "cpu":
-            return name
         if name.startswith("mps"):
             if not mps:
                 raise DeviceError("device 'mps' is not available (needs Apple silicon and a PyTorch built with MPS)")
