@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
 from tests.support import WORKFLOWS  # noqa: E402
-from tests.support.tiny_models import shared_tiny_sd, unet_key_to_ldm  # noqa: E402
+from tests.support.standins import controlnet_original_layout, tiny_controlnet  # noqa: E402
+from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 
 PROMPT, NEGATIVE, SEED, STEPS, SCALE = "a red circle", "a green background", 11, 4, 7.5
 TOLERANCE = 1e-4
@@ -25,54 +26,18 @@ def tiny_sd(tmp_path_factory):
     return shared_tiny_sd(tmp_path_factory)
 
 
-def _tiny_controlnet(tiny_sd, hint_channels):
-    """A ControlNet copied from the tiny UNet (as training starts), with random zero-convs
-    so that it has an effect."""
-    import torch
-    from diffusers import ControlNetModel, UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_pretrained(tiny_sd / "unet")
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=hint_channels)
-    generator = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for name, param in net.named_parameters():
-            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out")):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    return net.eval()
-
-
-def _to_original_layout(net) -> dict:
-    """A diffusers ControlNetModel's weights under the names of the original ControlNet files."""
-    config = dict(net.config)
-    hint = {"conv_in": 0, **{f"blocks.{j}": 2 * (j + 1) for j in range(6)}, "conv_out": 14}
-    state = {}
-    for key, value in net.state_dict().items():
-        if key.startswith("controlnet_down_blocks."):
-            _, index, rest = key.split(".", 2)
-            name = f"zero_convs.{index}.0.{rest}"
-        elif key.startswith("controlnet_mid_block."):
-            name = "middle_block_out.0." + key.split(".", 1)[1]
-        elif key.startswith("controlnet_cond_embedding."):
-            part, rest = key[len("controlnet_cond_embedding."):].rsplit(".", 1)
-            name = f"input_hint_block.{hint[part]}.{rest}"
-        else:
-            name = unet_key_to_ldm(key, {**config, "up_block_types": ()})
-        state["control_model." + name] = value.contiguous()
-    return state
-
-
 @pytest.fixture(scope="module")
 def controlnets(tiny_sd, tmp_path_factory):
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("controlnet")
     # Hint encoder (16, 32): one 2x downscale, the tiny VAE's factor.
-    _tiny_controlnet(tiny_sd, (16, 32)).save_pretrained(folder / "tiny_cn")
+    tiny_controlnet(tiny_sd, (16, 32)).save_pretrained(folder / "tiny_cn")
     # The standard hint encoder (8x), as every released SD ControlNet has, for the single-file layout.
-    standard = _tiny_controlnet(tiny_sd, (16, 32, 96, 256))
+    standard = tiny_controlnet(tiny_sd, (16, 32, 96, 256))
     standard.save_pretrained(folder / "standard_cn")
-    save_file(_to_original_layout(standard), folder / "standard_cn.safetensors")
-    save_file({k[len("control_model."):]: v for k, v in _to_original_layout(standard).items()}, folder / "bare_cn.safetensors")
+    save_file(controlnet_original_layout(standard), folder / "standard_cn.safetensors")
+    save_file({k[len("control_model."):]: v for k, v in controlnet_original_layout(standard).items()}, folder / "bare_cn.safetensors")
     # As lllyasviel's diffusers_xl_*_full files are published: one file under diffusers' own names.
     save_file({k: v.contiguous() for k, v in standard.state_dict().items()}, folder / "diffusers_cn.safetensors")
     return folder

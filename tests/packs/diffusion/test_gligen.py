@@ -18,7 +18,8 @@ import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
 from tests.packs.diffusion.test_lora import loras  # noqa: E402,F401  (fixture)
 from tests.support import WORKFLOWS  # noqa: E402
-from tests.support.tiny_models import shared_tiny_sd, unet_key_to_ldm  # noqa: E402
+from tests.support.standins import gated_unet, gligen_published_layout  # noqa: E402
+from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 
 PROMPT, NEGATIVE, SEED, STEPS, SCALE = "a red circle", "a green background", 11, 4, 7.5
 # (phrase, (width, height, x, y) in pixels of the 32 x 32 image)
@@ -31,45 +32,13 @@ def tiny_sd(tmp_path_factory):
     return shared_tiny_sd(tmp_path_factory)
 
 
-def _gated_unet(tiny_sd):
-    """The tiny UNet with GLIGEN's fusers and position net, given random weights and open
-    gates (a trained GLIGEN's gates are open; fresh ones are closed, tanh(0) = 0)."""
-    import torch
-    from diffusers import UNet2DConditionModel
-
-    base = UNet2DConditionModel.from_pretrained(tiny_sd / "unet")
-    gated = UNet2DConditionModel.from_config(base.config, attention_type="gated")
-    missing, unexpected = gated.load_state_dict(base.state_dict(), strict=False)
-    assert not unexpected and all(".fuser." in k or k.startswith("position_net.") for k in missing)
-    generator = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, param in gated.named_parameters():
-            if name.endswith(("alpha_attn", "alpha_dense")):
-                param.fill_(0.8)
-            elif ".fuser." in name or name.startswith("position_net."):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    return gated.eval()
-
-
-def _published_layout(gated) -> dict:
-    """The GLIGEN parts of a gated diffusers UNet under the published files' names."""
-    config = dict(gated.config)
-    out = {}
-    for key, value in gated.state_dict().items():
-        if ".fuser." in key:
-            out[unet_key_to_ldm(key, config)] = value.contiguous()
-        elif key.startswith("position_net."):
-            out[key] = value.contiguous()
-    return out
-
-
 @pytest.fixture(scope="module")
 def gligen(tiny_sd, tmp_path_factory):
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("gligen")
-    gated = _gated_unet(tiny_sd)
-    state = _published_layout(gated)
+    gated = gated_unet(tiny_sd)
+    state = gligen_published_layout(gated)
     assert "input_blocks.1.1.transformer_blocks.0.fuser.attn.to_q.weight" in state  # the published naming
     assert "middle_block.1.transformer_blocks.0.fuser.linear.weight" in state
     save_file(state, folder / "tiny_gligen.safetensors")

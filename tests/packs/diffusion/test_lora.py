@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
 from tests.support import WORKFLOWS  # noqa: E402
+from tests.support.standins import kohya_state, lora_layers  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 
 PROMPT, NEGATIVE, SEED, STEPS, SCALE = "a red circle", "a green background", 7, 4, 7.5
@@ -33,33 +34,16 @@ def loras(tiny_sd, tmp_path_factory):
     built without any LoRA loader."""
     import torch
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_kohya
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("loras")
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, local_files_only=True, safety_checker=None)
-    torch.manual_seed(5)
-    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    unet_layers = {k: v * 0.3 for k, v in get_peft_model_state_dict(pipe.unet).items()}
-    text_layers, text_deltas = {}, {}
-    for name, module in pipe.text_encoder.named_modules():
-        if name.endswith(("q_proj", "k_proj", "v_proj", "out_proj")):
-            down = torch.randn(4, module.in_features) * 0.3
-            up = torch.randn(module.out_features, 4) * 0.3
-            key = name if name.startswith("text_model.") else "text_model." + name
-            text_layers[f"{key}.lora_A.weight"], text_layers[f"{key}.lora_B.weight"] = down, up
-            text_deltas[name] = up @ down
+    unet_layers, text_layers, text_deltas = lora_layers(pipe)
     StableDiffusionPipeline.save_lora_weights(
-        folder, unet_lora_layers=unet_layers, text_encoder_lora_layers=text_layers,
+        folder, unet_lora_layers=unet_layers, text_encoder_lora_layers=text_layers["text_encoder"],
         weight_name="diffusers_lora.safetensors",
     )
-    peft_named = {**{f"unet.{k}": v for k, v in unet_layers.items()},
-                  **{f"text_encoder.{k}": v for k, v in text_layers.items()}}
-    # SD 1.x kohya/A1111 files name the text encoder lora_te_ (SDXL: lora_te1_, lora_te2_).
-    kohya = {k.replace("lora_te1_", "lora_te_"): v.contiguous() for k, v in convert_state_dict_to_kohya(peft_named).items()}
+    kohya = kohya_state(unet_layers, text_layers)
     assert any(k.startswith("lora_unet_down_blocks_0_attentions_0") for k in kohya)
     assert any(k.startswith("lora_te_text_model_encoder_layers_0") for k in kohya)
     save_file(kohya, folder / "kohya_lora.safetensors")

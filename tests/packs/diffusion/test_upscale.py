@@ -18,6 +18,7 @@ import nodeflow.api as api  # noqa: E402
 from nodeflow import Interrupted, NodeError, RunContext, RunSettings, check_memory  # noqa: E402
 from nodes.diffusion.upscale import ImageUpscaleWithModel, UpscaleModelLoader  # noqa: E402
 from tests.support import FIXTURES  # noqa: E402
+from tests.support.standins import network_state, tiny_esrgan  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 
 
@@ -28,31 +29,13 @@ def _compact(scale: int):
     return Compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=scale)
 
 
-def _esrgan():
-    """A one-block RRDB ESRGAN x4; weights scaled so the output is not clamped flat."""
-    from spandrel.architectures.ESRGAN import ESRGAN
-
-    torch.manual_seed(2)
-    network = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4)
-    with torch.no_grad():
-        parameters = list(network.named_parameters())
-        for name, parameter in parameters:
-            parameter.copy_(torch.randn_like(parameter) * 0.1 if name.endswith("weight") else torch.zeros_like(parameter))
-        parameters[-1][1].fill_(0.5)  # the last layer's bias: mid-grey before the network's own detail
-    return network
-
-
-def _state(network) -> dict[str, torch.Tensor]:
-    return {k: v.contiguous() for k, v in network.state_dict().items()}
-
-
 @pytest.fixture(scope="module")
 def upscalers(tmp_path_factory):
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("upscale_models")
-    save_file(_state(_compact(2)), folder / "2x_compact.safetensors")
-    esrgan = _state(_esrgan())
+    save_file(network_state(_compact(2)), folder / "2x_compact.safetensors")
+    esrgan = network_state(tiny_esrgan())
     save_file(esrgan, folder / "4x_esrgan.safetensors")
     torch.save({"params_ema": esrgan}, folder / "4x_tiny_esrgan.pth")  # as BasicSR saves them
     return folder
@@ -178,12 +161,12 @@ def _hostile(folder):
     (folder / "evil.pth").write_bytes(pickle.dumps({"params_ema": {"conv.weight": _Payload()}}))
     (folder / "garbage.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     save_file({"lora_unet_x.lora_up.weight": torch.zeros(2, 2)}, folder / "lora.safetensors")
-    broken = _state(_compact(2))
+    broken = network_state(_compact(2))
     broken["body.0.weight"] = torch.zeros(8, 3, 5, 5)  # the keys of a Compact, a tensor that does not fit
     save_file(broken, folder / "broken.safetensors")
     from spandrel.architectures.Compact import Compact
 
-    save_file(_state(Compact(num_in_ch=1, num_out_ch=1, num_feat=4, num_conv=1, upscale=2)), folder / "grey.safetensors")
+    save_file(network_state(Compact(num_in_ch=1, num_out_ch=1, num_feat=4, num_conv=1, upscale=2)), folder / "grey.safetensors")
     (folder / "nested").mkdir()
     (folder / "nested" / "model_index.json").write_text("{}")
 
@@ -205,7 +188,7 @@ def test_hostile_or_foreign_files_are_refused_naming_the_field(tmp_path, monkeyp
     _hostile(folder)
     from safetensors.torch import save_file
 
-    save_file(_state(_compact(2)), tmp_path / "outside.safetensors")
+    save_file(network_state(_compact(2)), tmp_path / "outside.safetensors")
     with pytest.raises(NodeError, match=message) as refused:
         UpscaleModelLoader().run(_ctx(folder), model_name=name, dtype="fp32")
     assert refused.value.field == "model_name"

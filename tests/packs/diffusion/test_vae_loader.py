@@ -16,19 +16,18 @@ from nodes.diffusion.loaders import Checkpoint  # noqa: E402
 from nodes.diffusion.types import Latent  # noqa: E402
 from nodes.diffusion.vae import VAEDecode  # noqa: E402
 from nodes.diffusion.vae_loader import VAELoader  # noqa: E402
-from tests.support.tiny_models import _vae_blocks, _vae_value_to_ldm, shared_tiny_sd, vae_key_to_ldm  # noqa: E402
+from tests.support.standins import vae_original_state  # noqa: E402
+from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """The tiny model, and a vae folder holding its VAE three ways plus a retrained one."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     tiny = shared_tiny_sd(tmp_path_factory)
     vae_dir = tmp_path_factory.mktemp("vae")
-    weights = load_file(tiny / "vae" / "diffusion_pytorch_model.safetensors")
-    blocks = len(_vae_blocks(tiny))
-    original = {vae_key_to_ldm(k, blocks): _vae_value_to_ldm(k, v).contiguous() for k, v in weights.items()}
+    original = vae_original_state(tiny)
     save_file(original, vae_dir / "bare.safetensors")  # as vae-ft-mse-840000 ships
     save_file({"first_stage_model." + k: v for k, v in original.items()}, vae_dir / "prefixed.safetensors")
     shutil.copytree(tiny / "vae", vae_dir / "diffusers_vae")
