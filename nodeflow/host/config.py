@@ -48,6 +48,7 @@ COMFYUI_FOLDERS: dict[str, tuple[str, ...]] = {
     "controlnet": ("controlnet", "t2i_adapter"),
     "upscale_models": ("upscale_models",),
     "clip_vision": ("clip_vision",),
+    "gligen": ("gligen",),
 }
 _HF_PREFIX = "models--"
 

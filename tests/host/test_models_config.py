@@ -33,6 +33,7 @@ def comfy_tree(tmp_path):
     _touch(root / "unet" / "old_unet.safetensors")
     _touch(root / "loras" / "style.safetensors")
     _touch(root / "vae" / "vae-ft-mse.safetensors")
+    _touch(root / "gligen" / "gligen_sd14_textbox_pruned.safetensors")
     return root
 
 
@@ -59,6 +60,7 @@ def test_a_comfyui_models_tree_is_recognised(comfy_tree):
     assert {"flux_unet.safetensors", "old_unet.safetensors"} <= set(list_models("unet", settings))
     assert settings.folders("loras") == (comfy_tree / "loras",)
     assert settings.folders("vae") == (comfy_tree / "vae",)
+    assert list_models("gligen", settings) == ["gligen_sd14_textbox_pruned.safetensors"]  # GLIGENLoader's folder
     assert resolve_model_path("anime/model.ckpt", "checkpoints", settings) == comfy_tree / "checkpoints/anime/model.ckpt"
 
 
