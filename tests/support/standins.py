@@ -111,6 +111,32 @@ def controlnet_original_layout(net: Any) -> dict[str, torch.Tensor]:
     return state
 
 
+def tiny_union_controlnet(sdxl: Path | str, types: int, seed: int = 7) -> Any:
+    """A union ControlNet shaped like the tiny SDXL UNet (hint encoder (16, 32): the tiny
+    VAE's 2x), its zero-initialised parts randomised so that hint and type have an effect."""
+    from diffusers import ControlNetUnionModel, UNet2DConditionModel
+
+    c = UNet2DConditionModel.from_pretrained(Path(sdxl) / "unet").config
+    torch.manual_seed(seed)
+    net = ControlNetUnionModel(
+        in_channels=c.in_channels, down_block_types=c.down_block_types, block_out_channels=c.block_out_channels,
+        layers_per_block=c.layers_per_block, transformer_layers_per_block=c.transformer_layers_per_block,
+        cross_attention_dim=c.cross_attention_dim, attention_head_dim=c.attention_head_dim,
+        use_linear_projection=c.use_linear_projection, addition_embed_type=c.addition_embed_type,
+        addition_time_embed_dim=c.addition_time_embed_dim,
+        projection_class_embeddings_input_dim=c.projection_class_embeddings_input_dim,
+        conditioning_embedding_out_channels=(16, 32), num_control_type=types,
+        num_trans_channel=c.block_out_channels[0], num_trans_head=8, num_proj_channel=c.block_out_channels[0],
+    )
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out",
+                                "spatial_ch_projs")):
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    return net.eval()
+
+
 # -- upscalers ---------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
 from tests.packs.diffusion.test_controlnet import hint_dir  # noqa: E402,F401  (fixture: a 32x32 hint image)
 from tests.support import FIXTURES, WORKFLOWS  # noqa: E402
+from tests.support.standins import tiny_union_controlnet  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sdxl  # noqa: E402
 
 PROMPT, NEGATIVE, SEED, STEPS, SCALE = "a red circle", "a green background", 11, 4, 7.5
@@ -30,33 +31,6 @@ def sdxl(tmp_path_factory):
     return shared_tiny_sdxl(tmp_path_factory)
 
 
-def _tiny_union(sdxl, types: int, seed: int = 7):
-    """A union ControlNet shaped like the tiny SDXL UNet (hint encoder (16, 32): the tiny
-    VAE's 2x), its zero-initialised parts randomised so that hint and type have an effect."""
-    import torch
-    from diffusers import ControlNetUnionModel, UNet2DConditionModel
-
-    c = UNet2DConditionModel.from_pretrained(sdxl / "unet").config
-    torch.manual_seed(seed)
-    net = ControlNetUnionModel(
-        in_channels=c.in_channels, down_block_types=c.down_block_types, block_out_channels=c.block_out_channels,
-        layers_per_block=c.layers_per_block, transformer_layers_per_block=c.transformer_layers_per_block,
-        cross_attention_dim=c.cross_attention_dim, attention_head_dim=c.attention_head_dim,
-        use_linear_projection=c.use_linear_projection, addition_embed_type=c.addition_embed_type,
-        addition_time_embed_dim=c.addition_time_embed_dim,
-        projection_class_embeddings_input_dim=c.projection_class_embeddings_input_dim,
-        conditioning_embedding_out_channels=(16, 32), num_control_type=types,
-        num_trans_channel=c.block_out_channels[0], num_trans_head=8, num_proj_channel=c.block_out_channels[0],
-    )
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in net.named_parameters():
-            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding.conv_out",
-                                "spatial_ch_projs")):
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
-    return net.eval()
-
-
 @pytest.fixture(scope="module")
 def unions(sdxl, tmp_path_factory):
     """A controlnet folder: the ProMax-like union (8 types) as a diffusers folder and as a
@@ -66,10 +40,10 @@ def unions(sdxl, tmp_path_factory):
     from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("union")
-    promax = _tiny_union(sdxl, 8)
+    promax = tiny_union_controlnet(sdxl, 8)
     promax.save_pretrained(folder / "union_folder")
     save_file({k: v.contiguous() for k, v in promax.state_dict().items()}, folder / UNION_FILE)
-    save_file({k: v.contiguous() for k, v in _tiny_union(sdxl, 6, seed=8).state_dict().items()},
+    save_file({k: v.contiguous() for k, v in tiny_union_controlnet(sdxl, 6, seed=8).state_dict().items()},
               folder / "union_six.safetensors")
     torch.manual_seed(9)
     plain = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(sdxl / "unet"),
