@@ -74,8 +74,6 @@ def used_types(path: Path) -> set[str] | None:
 def measure(folder: Path, builtins: set[str] | None) -> dict:
     from nodeflow.files.open import load_workflow
     from nodeflow.model.registry import default_registry
-    from nodeflow.model.validation import run_outputs, validate
-
     registry = default_registry()
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".json", ".png", ".webp") and p.is_file())
     rows = []
@@ -97,11 +95,30 @@ def measure(folder: Path, builtins: set[str] | None) -> dict:
             rows.append(row)
             continue
         row["imported"] = True
-        problems = [p for p in [*workflow.problems, *validate(workflow.graph, run_outputs(workflow.graph))] if p.code.name != "MISSING_FILE"]
-        row["problems"] = [f"{p.node_type}.{p.field}: {p.code.name}" for p in problems]
+        row["problems"] = structure_problems(workflow)
         row["valid"] = not problems
         rows.append(row)
     return {"rows": rows}
+
+
+def structure_problems(workflow) -> list[str]:
+    """What stops an imported workflow from running, as a run checks it, missing model files apart."""
+    from nodeflow.model.validation import run_outputs, validate
+
+    problems = [p for p in [*workflow.problems, *validate(workflow.graph, run_outputs(workflow.graph))]
+                if p.code.name != "MISSING_FILE"]
+    return [f"{p.node_type}.{p.field}: {p.code.name}" for p in problems]
+
+
+def open_and_validate(path: Path, registry):
+    """(the workflow, its problems) as ``measure`` counts them; (None, [the import error]) when it does not import."""
+    from nodeflow.files.open import load_workflow
+
+    try:
+        workflow = load_workflow(path, registry)
+    except Exception as error:  # every refusal is a figure here, whatever its class
+        return None, [str(error).splitlines()[0][:160]]
+    return workflow, structure_problems(workflow)
 
 
 def report(rows: list[dict], top: int, label: str) -> None:

@@ -1,0 +1,405 @@
+"""Do the ComfyUI workflows that import and validate also run, with stand-in models of the right kind?
+
+    python -m benchmarks.comfyui_standins DIR [--files] [--max-side 128] [--max-steps 4] [--timeout 300]
+
+Issue 11's criterion: every SD-family workflow that validates runs. For every ``.json``,
+``.png`` and ``.webp`` under DIR that imports and validates (as ``benchmarks.comfyui_acceptance``
+counts it), this builds a models tree in ComfyUI's layout (what ``nodeflow run --models DIR``
+reads) holding a tiny real model under every file name the graph references, of the kind
+the node wants: an SD 1.x checkpoint, or an SDXL one when the graph uses SDXL prompt nodes or
+its names or sizes look like SDXL; an unCLIP checkpoint for unCLIPCheckpointLoader; kohya
+LoRAs, ControlNets, ESRGAN upscalers, VAE files, GLIGEN files, CLIP vision encoders and
+textual-inversion embeddings for that model; small PNGs for the input images. Sizes
+(``width``/``height`` fields) are capped at ``--max-side`` and steps at ``--max-steps``
+through the graph, after import; then the graph runs on the CPU through the executor
+``nodeflow run`` uses. Prints per file (with ``--files``) ran / failed and the first
+error (node, field, message), then the totals. The tiny models are built once into a
+cache folder (``--cache``, default a temporary one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the builders live in tests/support
+    sys.path.insert(0, str(ROOT))
+
+SDXL_TYPES = {"TextEncoderSDXL", "TextEncoderSDXLRefiner", "ModelMergeSDXL"}
+SDXL_NAME = re.compile(r"xl|pony|illustrious|juggernaut|noob|animagine", re.I)
+UNION_NAME = re.compile(r"union|promax", re.I)
+EMBEDDING = re.compile(r"embedding:([^\s,()\[\]{}:|<>]+)", re.I)
+# folder kind (a FileChoice's folder) -> its folder in a ComfyUI models tree
+TREE = {"checkpoints": "checkpoints", "vae": "vae", "unet": "unet", "clip": "clip", "loras": "loras",
+        "embeddings": "embeddings", "controlnet": "controlnet", "upscale_models": "upscale_models",
+        "clip_vision": "clip_vision", "gligen": "gligen"}
+SIZE_FIELDS = ("width", "height")
+BATCH_FIELDS = ("batch", "batch_size", "amount")
+PICKLED = (".pt", ".pth", ".ckpt", ".bin")  # published as torch pickles (plain tensors: read weights-only)
+WEIGHT_FILES = (".safetensors", ".sft", *PICKLED)
+
+
+class StandIns:
+    """The tiny model files, built on first use into ``cache`` and copied where a graph wants them."""
+
+    def __init__(self, cache: Path):
+        self.cache = cache
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self._built: dict[tuple[str, str], Path] = {}
+
+    def model_dir(self, family: str) -> Path:
+        from tests.support.tiny_models import build_tiny_sd, build_tiny_sdxl
+        from tests.support.tiny_unclip import build_tiny_unclip
+
+        builders = {"sd1": lambda p: build_tiny_sd(p), "sdxl": build_tiny_sdxl, "unclip": build_tiny_unclip}
+        return builders[family](self.cache / f"tiny-{family}")
+
+    def file(self, kind: str, family: str) -> Path | None:
+        """A stand-in file for a ``kind`` folder's model made for ``family``; None for a kind we have none of."""
+        key = (kind, family)
+        if key not in self._built:
+            builder = getattr(self, f"_build_{kind}", None)
+            if builder is None:
+                return None
+            out = self.cache / f"{kind}-{family}.safetensors"
+            if not out.is_file():
+                builder(out, family)
+            self._built[key] = out
+        return self._built[key]
+
+    def pickled(self, source: Path, kind: str) -> Path:
+        """The same weights as a torch pickle, as .ckpt/.pth files hold them (BasicSR's
+        ``params_ema`` for upscalers, ``state_dict`` for checkpoints)."""
+        import torch
+        from safetensors.torch import load_file
+
+        out = source.with_suffix(".pth")
+        if not out.is_file():
+            state = load_file(source)
+            wrapped = {"params_ema": state} if kind == "upscale_models" else {"state_dict": state} if kind == "checkpoints" else state
+            torch.save(wrapped, out)
+        return out
+
+    def folder(self, kind: str, family: str) -> Path:
+        """A ControlNet stand-in as a diffusers folder (``save_pretrained``)."""
+        out = self.cache / f"{kind}-{family}"
+        if not (out / "config.json").is_file():
+            self._controlnet(kind, family).save_pretrained(out)
+        return out
+
+    def _controlnet(self, kind: str, family: str) -> Any:
+        from tests.support.standins import tiny_controlnet, tiny_union_controlnet
+
+        # The tiny VAE halves the size, so the hint encoder has one 2x downscale (published ones: 8x).
+        if kind == "controlnet_union":
+            return tiny_union_controlnet(self.model_dir("sdxl"), 8)
+        return tiny_controlnet(self.model_dir(_base(family)), (16, 32))
+
+    def _build_controlnet_union(self, out: Path, family: str) -> None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in self._controlnet("controlnet_union", family).state_dict().items()}, out)
+
+    def _build_checkpoints(self, out: Path, family: str) -> None:
+        from tests.support.tiny_models import save_single_file
+        from tests.support.tiny_unclip import save_unclip_single_file
+
+        (save_unclip_single_file if family == "unclip" else save_single_file)(self.model_dir(family), out)
+
+    def _build_vae(self, out: Path, family: str) -> None:
+        from safetensors.torch import save_file
+
+        from tests.support.standins import vae_original_state
+
+        save_file(vae_original_state(self.model_dir(_base(family))), out)
+
+    def _build_loras(self, out: Path, family: str) -> None:
+        from tests.support.standins import build_kohya_lora
+
+        build_kohya_lora(self.model_dir(_base(family)), out, sdxl=_base(family) == "sdxl")
+
+    def _build_controlnet(self, out: Path, family: str) -> None:
+        from safetensors.torch import save_file
+
+        from tests.support.standins import controlnet_original_layout, tiny_controlnet
+
+        # A single file in the original layout has the standard hint encoder (8x, as every published one)
+        net = tiny_controlnet(self.model_dir(_base(family)), (16, 32, 96, 256))
+        if _base(family) == "sdxl":  # SDXL ControlNets are published under diffusers' names
+            save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out)
+        else:
+            save_file(controlnet_original_layout(net), out)
+
+    def _build_upscale_models(self, out: Path, family: str) -> None:
+        from safetensors.torch import save_file
+
+        from tests.support.standins import network_state, tiny_esrgan
+
+        save_file(network_state(tiny_esrgan()), out)
+
+    def _build_clip_vision(self, out: Path, family: str) -> None:
+        from tests.support.tiny_unclip import build_tiny_vision
+
+        build_tiny_vision(out)
+
+    def _build_gligen(self, out: Path, family: str) -> None:
+        from safetensors.torch import save_file
+
+        from tests.support.standins import gated_unet, gligen_published_layout
+
+        save_file(gligen_published_layout(gated_unet(self.model_dir(_base(family)))), out)
+
+    def _build_embeddings(self, out: Path, family: str) -> None:
+        from safetensors.torch import save_file
+
+        from tests.support.standins import embedding_state
+
+        base = _base(family)
+        save_file(embedding_state(self.model_dir(base), sdxl=base == "sdxl"), out)
+
+
+def _base(family: str) -> str:
+    return "sd1" if family == "unclip" else family
+
+
+def family_of(graph) -> str:
+    """sdxl when the graph uses SDXL prompt nodes, names an SDXL-looking model or asks for
+    SDXL-sized latents; else sd1."""
+    from nodeflow.model.fields import FileChoice
+
+    for node in graph.nodes.values():
+        if node.type in SDXL_TYPES:
+            return "sdxl"
+        cls = graph.registry.get(node.type)
+        if cls is None:
+            continue
+        for name, spec in cls.inputs.items():
+            value = node.values.get(name)
+            if isinstance(spec, FileChoice) and spec.folder in ("checkpoints", "loras", "vae", "controlnet") \
+                    and isinstance(value, str) and SDXL_NAME.search(value):
+                return "sdxl"
+        width, height = node.values.get("width"), node.values.get("height")
+        if node.type == "EmptyLatent" and isinstance(width, int) and isinstance(height, int) and width * height >= 900_000:
+            return "sdxl"
+    return "sd1"
+
+
+@dataclass
+class Placed:
+    models: Path
+    inputs: Path
+    missing: list[str] = field(default_factory=list)  # "node.field: name" we had no stand-in for
+
+
+def place_standins(graph, standins: StandIns, root: Path, family: str, max_side: int) -> Placed:
+    """Put a stand-in under every model file name the graph references (in a ComfyUI models
+    tree at ``root/models``) and a small PNG for every input image (``root/input``)."""
+    from PIL import Image
+
+    from nodeflow.model.fields import FileChoice
+
+    placed = Placed(root / "models", root / "input")
+    for folder in TREE.values():
+        (placed.models / folder).mkdir(parents=True, exist_ok=True)
+    placed.inputs.mkdir(parents=True, exist_ok=True)
+    for node_id, node in graph.nodes.items():
+        cls = graph.registry.get(node.type)
+        if cls is None:
+            continue
+        for name, spec in cls.inputs.items():
+            value = node.values.get(name)
+            if isinstance(value, str):
+                for embedding in EMBEDDING.findall(value):
+                    target = placed.models / "embeddings" / embedding
+                    if not target.suffix:
+                        target = target.with_name(target.name + ".safetensors")
+                    _copy(standins.file("embeddings", family), target)
+            if not isinstance(spec, FileChoice) or not isinstance(value, str) or not value.strip():
+                continue
+            if spec.folder == "input":
+                target = placed.inputs / value
+                target.parent.mkdir(parents=True, exist_ok=True)
+                side = max(8, min(64, max_side))
+                picture = Image.new("RGBA" if node.type == "LoadImageMask" else "RGB", (side, side), (90, 140, 200, 255))
+                picture.save(target, format="PNG") if target.suffix.lower() in ("", ".png") else picture.convert("RGB").save(target)
+                continue
+            kind_family = "unclip" if node.type == "UnCLIPCheckpoint" else family
+            kind = spec.folder
+            if kind == "controlnet" and (UNION_NAME.search(value) or any(n.type == "SetUnionControlNetType" for n in graph.nodes.values())):
+                kind, kind_family = "controlnet_union", "sdxl"
+            source = standins.file(kind, kind_family) if spec.folder in TREE else None
+            if source is None:
+                placed.missing.append(f"{node_id} ({node.type}).{name}: {value}")
+                continue
+            target = placed.models / TREE[spec.folder] / value.replace("\\", "/")
+            if target.suffix.lower() in PICKLED:
+                source = standins.pickled(source, spec.folder)
+            elif target.suffix.lower() not in WEIGHT_FILES and spec.folder in ("checkpoints", "controlnet"):
+                # a name without a file type: a diffusers folder
+                folder = standins.model_dir(kind_family) if kind == "checkpoints" else standins.folder(kind, kind_family)
+                _copy_tree(folder, target)
+                continue
+            _copy(source, target)
+    return placed
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    if not target.exists():
+        shutil.copytree(source, target, copy_function=lambda s, t: _copy(Path(s), Path(t)))
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+
+
+def cap_costs(graph, max_side: int, max_steps: int) -> None:
+    """Cheap runs: sizes at most ``max_side`` (multiples of 8), steps at most ``max_steps``
+    (a step range scaled with them), batches of one; set through the graph, as a user would."""
+    from nodeflow.model.fields import Int
+
+    for node_id, node in graph.nodes.items():
+        cls = graph.registry.get(node.type)
+        if cls is None:
+            continue
+        fields = {name for name, spec in cls.inputs.items() if isinstance(spec, Int)}
+        for name in SIZE_FIELDS:
+            value = node.values.get(name)
+            if name in fields and isinstance(value, int) and value > max_side:
+                graph.set_value(node_id, name, max(8, max_side // 8 * 8))
+        for name in BATCH_FIELDS:
+            value = node.values.get(name)
+            if name in fields and isinstance(value, int) and value > 1:
+                graph.set_value(node_id, name, 1)
+        steps = node.values.get("steps")
+        if "steps" in fields and isinstance(steps, int) and steps > max_steps:
+            graph.set_value(node_id, "steps", max_steps)
+            for name in ("start_step", "end_step"):
+                value = node.values.get(name)
+                if name in fields and isinstance(value, int) and 0 < value < steps:
+                    graph.set_value(node_id, name, max(1 if name == "end_step" else 0, round(value * max_steps / steps)))
+
+
+@dataclass
+class Row:
+    path: Path
+    valid: bool = False
+    ran: bool = False
+    reason: str = ""
+    seconds: float = 0.0
+    family: str = ""
+
+
+def run_one(path: Path, registry, standins: StandIns, work: Path, max_side: int = 128, max_steps: int = 4,
+            timeout: float = 300.0) -> Row:
+    """Open, validate, stand in, cap and run one workflow file."""
+    from benchmarks.comfyui_acceptance import open_and_validate
+    from nodeflow.engine.events import RunStatus
+    from nodeflow.engine.executor import Executor
+    from nodeflow.host.settings import build_run_settings
+
+    row = Row(path)
+    workflow, problems = open_and_validate(path, registry)
+    if workflow is None or problems:
+        row.reason = problems[0] if problems else "does not import"
+        return row
+    row.valid = True
+    graph = workflow.graph
+    row.family = family_of(graph)
+    started = time.perf_counter()
+    try:
+        placed = place_standins(graph, standins, work, row.family, max_side)
+        cap_costs(graph, max_side, max_steps)
+    except Exception as error:  # a stand-in we could not build is reported, not a crash
+        row.reason = f"stand-in: {type(error).__name__}: {error}"
+        return row
+    settings = build_run_settings(registry, [placed.models], environ={"NODEFLOW_CONFIG_DIR": str(work / "no-config")},
+                                  workflow=workflow.to_dict(), previews=False)
+    executor = Executor(registry, device="cpu")
+    future = executor.submit(graph, output_dir=work / "output", input_dir=placed.inputs, settings=settings,
+                             extra_problems=workflow.problems)
+    try:
+        result = future.result(timeout=timeout)
+    except TimeoutError:
+        executor.interrupt()
+        future.result()
+        row.reason = f"timed out after {timeout:.0f} s"
+        return row
+    finally:
+        row.seconds = time.perf_counter() - started
+    if result.status == RunStatus.OK:
+        row.ran = True
+    elif result.status == RunStatus.INVALID:
+        first = result.problems[0]
+        row.reason = f"invalid: {first.node_id} ({first.node_type}).{first.field}: {first.message}"
+    else:
+        node = result.failed_node
+        kind = graph.nodes[node].type if node in graph.nodes else "?"
+        row.reason = f"{node} ({kind}).{result.failed_field or '-'}: {(result.error or '').splitlines()[0][:300] if result.error else ''}"
+    if placed.missing and not row.ran:
+        row.reason += f" [no stand-in for {', '.join(placed.missing)}]"
+    return row
+
+
+def measure(folder: Path, cache: Path | None = None, on_row=None, **options: Any) -> list[Row]:
+    """Run every workflow file under ``folder`` with stand-ins; ``on_row(row)`` is told each as it ends."""
+    import nodes.diffusion.impl  # noqa: F401  (before diffusers: see docs/architecture.md)
+    from nodeflow.model.registry import default_registry
+
+    registry = default_registry()
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".json", ".png", ".webp") and p.is_file())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nodeflow-standins-") as scratch:
+        standins = StandIns(cache or Path(scratch) / "cache")
+        for index, path in enumerate(files):
+            work = Path(scratch) / f"run-{index}"
+            rows.append(run_one(path, registry, standins, work, **options))
+            shutil.rmtree(work, ignore_errors=True)
+            if on_row:
+                on_row(rows[-1])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--files", action="store_true", help="print one line per file")
+    parser.add_argument("--max-side", type=int, default=128, help="cap on width/height fields (pixels)")
+    parser.add_argument("--max-steps", type=int, default=4, help="cap on sampler steps")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds one run may take")
+    parser.add_argument("--cache", type=Path, help="keep the built tiny models here between invocations")
+    args = parser.parse_args()
+
+    def show(row: Row) -> None:
+        if args.files:
+            state = "ran" if row.ran else "FAILED" if row.valid else "not valid"
+            print(f"{state:9} {row.family or '-':5} {row.seconds:6.1f}s  {row.path.relative_to(args.folder)}"
+                  + (f": {row.reason}" if row.reason else ""), flush=True)
+
+    rows = measure(args.folder, args.cache, show, max_side=args.max_side, max_steps=args.max_steps, timeout=args.timeout)
+    valid = [r for r in rows if r.valid]
+    ran = sum(r.ran for r in valid)
+    print(f"{args.folder}: {len(rows)} files, {len(valid)} import and validate, {ran} of them run with stand-ins"
+          + (f" ({100 * ran / len(valid):.0f}%)" if valid else ""))
+    failed = [r for r in valid if not r.ran]
+    for r in failed:
+        print(f"  failed: {r.path.relative_to(args.folder)}: {r.reason}")
+
+
+if __name__ == "__main__":
+    main()
