@@ -7,7 +7,7 @@ Issue 11's criterion: every SD-family workflow that validates runs. For every ``
 counts it), this builds a models tree in ComfyUI's layout (what ``nodeflow run --models DIR``
 reads) holding a tiny real model under every file name the graph references, of the kind
 the node wants: an SD 1.x checkpoint, or an SDXL one when the graph uses SDXL prompt nodes or
-its names or sizes look like SDXL; an unCLIP checkpoint for unCLIPCheckpointLoader; kohya
+its names or sizes look like SDXL, an SD 2.x one for SD 2.x names; an unCLIP checkpoint for unCLIPCheckpointLoader; kohya
 LoRAs, ControlNets, ESRGAN upscalers, VAE files, GLIGEN files, CLIP vision encoders and
 textual-inversion embeddings for that model; small PNGs for the input images. Sizes
 (``width``/``height`` fields) are capped at ``--max-side`` and steps at ``--max-steps``
@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:  # the builders live in tests/support
     sys.path.insert(0, str(ROOT))
 
 SDXL_TYPES = {"TextEncoderSDXL", "TextEncoderSDXLRefiner", "ModelMergeSDXL"}
+SD2_NAME = re.compile(r"v2-1|v2-0|sd2|sd_2|768-v|512-base-ema", re.I)
 SDXL_NAME = re.compile(r"xl|pony|illustrious|juggernaut|noob|animagine", re.I)
 UNION_NAME = re.compile(r"union|promax", re.I)
 EMBEDDING = re.compile(r"embedding:([^\s,()\[\]{}:|<>]+)", re.I)
@@ -62,7 +63,7 @@ class StandIns:
         from tests.support.tiny_models import build_tiny_sd, build_tiny_sdxl
         from tests.support.tiny_unclip import build_tiny_unclip
 
-        builders = {"sd1": lambda p: build_tiny_sd(p), "sdxl": build_tiny_sdxl, "unclip": build_tiny_unclip}
+        builders = {"sd1": lambda p: build_tiny_sd(p), "sd2": lambda p: build_tiny_sd(p, version=2), "sdxl": build_tiny_sdxl, "unclip": build_tiny_unclip}
         return builders[family](self.cache / f"tiny-{family}")
 
     def file(self, kind: str, family: str) -> Path | None:
@@ -175,9 +176,10 @@ def _base(family: str) -> str:
 
 def family_of(graph) -> str:
     """sdxl when the graph uses SDXL prompt nodes, names an SDXL-looking model or asks for
-    SDXL-sized latents; else sd1."""
+    SDXL-sized latents; sd2 when it names an SD 2.x checkpoint; else sd1."""
     from nodeflow.model.fields import FileChoice
 
+    sd2 = False
     for node in graph.nodes.values():
         if node.type in SDXL_TYPES:
             return "sdxl"
@@ -189,10 +191,13 @@ def family_of(graph) -> str:
             if isinstance(spec, FileChoice) and spec.folder in ("checkpoints", "loras", "vae", "controlnet") \
                     and isinstance(value, str) and SDXL_NAME.search(value):
                 return "sdxl"
+            if isinstance(spec, FileChoice) and spec.folder == "checkpoints" and isinstance(value, str) \
+                    and SD2_NAME.search(value):
+                sd2 = True
         width, height = node.values.get("width"), node.values.get("height")
         if node.type == "EmptyLatent" and isinstance(width, int) and isinstance(height, int) and width * height >= 900_000:
             return "sdxl"
-    return "sd1"
+    return "sd2" if sd2 else "sd1"
 
 
 @dataclass
