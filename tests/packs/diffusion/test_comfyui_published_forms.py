@@ -99,3 +99,10 @@ def test_latent_blend_weighs_the_first_latent_and_fits_the_second_to_its_size(tm
     cut = (width - w) // 2
     expected = 0.5 * encoded + 0.5 * wide[..., cut:cut + w]
     assert np.allclose(out["11"]["latent"].samples.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_the_acceptance_benchmark_counts_a_prompt_request_body_by_the_types_inside_it():
+    from benchmarks.comfyui_acceptance import used_types
+
+    assert used_types(FIXTURES / "prompt_request_body_api.json") == {
+        "KSampler", "CheckpointLoaderSimple", "EmptyLatentImage", "CLIPTextEncode", "VAEDecode", "SaveImage"}
