@@ -106,3 +106,21 @@ def test_the_acceptance_benchmark_counts_a_prompt_request_body_by_the_types_insi
 
     assert used_types(FIXTURES / "prompt_request_body_api.json") == {
         "KSampler", "CheckpointLoaderSimple", "EmptyLatentImage", "CLIPTextEncode", "VAEDecode", "SaveImage"}
+
+
+def test_image_sharpen_imports_with_its_values_and_steepens_an_edge():
+    import torch
+
+    from nodes.diffusion.image_ops import ImageSharpen
+
+    graph = load_workflow(FIXTURES / "sharpen_api.json", default_registry()).graph
+    (sharpen,) = [n for n in graph.nodes.values() if n.type == "ImageSharpen"]
+    assert (sharpen.values["sharpen_radius"], sharpen.values["sigma"], sharpen.values["alpha"]) == (2, 0.8, 0.5)
+    edge = torch.full((1, 8, 8, 3), 0.3)
+    edge[:, :, 4:] = 0.6  # a vertical step from dark to light
+    out = ImageSharpen().run(None, edge, sharpen_radius=2, sigma=0.8, alpha=0.5)
+    assert out.shape == edge.shape
+    assert out[0, 0, 3, 0] < 0.3 and out[0, 0, 4, 0] > 0.6  # darker before the step, lighter after it
+    assert torch.allclose(out[:, :, 0], edge[:, :, 0], atol=1e-3)  # far from it, nothing changes
+    flat = torch.full((1, 5, 5, 3), 0.5)
+    assert torch.allclose(ImageSharpen().run(None, flat, sharpen_radius=1, sigma=1.0, alpha=2.0), flat, atol=1e-6)
