@@ -61,31 +61,68 @@ def sniff(data: Any) -> str | None:
         return f"ComfyUI workflow (schema {_show_value(version, 20)})" if isinstance(version, (int, float, str)) else "ComfyUI workflow"
     if all(isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values()):
         return "ComfyUI API format"
+    if any(isinstance(v, dict) and ("class_type" in v or "inputs" in v) for v in data.values()):
+        return "ComfyUI API format, malformed"  # read_api names each node that is not a node
     return None
 
 
 # ================================================================ reading formats
-def read_api(data: dict[str, Any]) -> list[ComfyNode]:
+def read_api(data: dict[str, Any], errors: list[str]) -> list[ComfyNode]:
+    """The nodes of an API-format document. Each malformed entry (no ``class_type``, inputs
+    that are not an object, a link that is not ``[node id, output index]`` or that names a
+    node not in the document) adds to ``errors`` a line naming the node and the field;
+    :func:`convert_nodes` reports them with everything else it cannot convert."""
     nodes = []
     for node_id, raw in data.items():
-        inputs = raw.get("inputs", {})
+        if not isinstance(raw, dict):
+            errors.append(f"node {node_id} must be an object with 'class_type' and 'inputs', not {_kind(raw)}")
+            continue
+        class_type, inputs = raw.get("class_type"), raw.get("inputs", {})
+        if "class_type" not in raw:
+            errors.append(f"node {node_id} has no class_type")
+        elif not isinstance(class_type, str) or not class_type.strip():
+            errors.append(f"node {node_id}: 'class_type' must be a node type name, not {_show(class_type)}")
+            class_type = None
         if not isinstance(inputs, dict):
-            raise WorkflowError(f"ComfyUI node {node_id}: 'inputs' must be an object")
+            errors.append(f"node {node_id}: 'inputs' must be an object, not {_kind(inputs)}")
+            inputs = {}
         meta = raw.get("_meta")
         title = meta.get("title", "") if isinstance(meta, dict) else ""
-        node = ComfyNode(str(node_id), raw["class_type"].strip(), title if isinstance(title, str) else "")
+        type_name = class_type.strip() if isinstance(class_type, str) else ""
+        node = ComfyNode(str(node_id), type_name, title if isinstance(title, str) else "")
         for name, value in inputs.items():
-            node.inputs[name] = _api_value(value, node_id, name)
-        nodes.append(node)
+            node.inputs[name] = _api_value(value, node_id, name, errors)
+        if class_type is not None:  # a node without a type is reported above, not again as an unknown type
+            nodes.append(node)
+    known = {str(node_id) for node_id in data}
+    for node in nodes:
+        for name, value in node.inputs.items():
+            if isinstance(value, Ref) and value.node not in known:
+                errors.append(f"node {node.id} input {name!r} links to node {value.node}, which is not in the workflow")
     return nodes
 
 
-def _api_value(value: Any, node_id: str, name: str) -> Any:
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and not isinstance(value[0], bool):
-        if not _is_int(value[1]):
-            raise WorkflowError(f"ComfyUI node {node_id} input {name!r}: the link's output slot must be a number")
+def _api_value(value: Any, node_id: str, name: str, errors: list[str]) -> Any:
+    """A link ``[node id, output index]`` as a Ref; any other list is a malformed link, as in
+    ComfyUI (a list widget value is sent as ``{"__value__": [...]}``, unwrapped here)."""
+    if isinstance(value, dict) and "__value__" in value:
+        return value["__value__"]
+    if not isinstance(value, list):
+        return value
+    if len(value) != 2 or not isinstance(value[0], (str, int)) or isinstance(value[0], bool):
+        errors.append(f"node {node_id} input {name!r}: a link must be [node id, output index], not {_show(value)}")
+    elif not _is_int(value[1]):
+        errors.append(f"node {node_id} input {name!r}: the link's output index must be a whole number, "
+                      f"not {_show(value[1])}")
+    else:
         return Ref(str(value[0]), value[1])
-    return value
+    return None
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for an error: "a list", "a string", "null", ..."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 _MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
@@ -1021,10 +1058,12 @@ class ComfyUIImporter:
             raise WorkflowError(f"the ComfyUI workflow has {count} nodes; the limit is {MAX_NODES}")
         if isinstance(data.get("nodes"), list):
             return convert_nodes(read_ui(data), registry, data)
-        return convert_nodes(read_api(data), registry, None)
+        malformed: list[str] = []
+        return convert_nodes(read_api(data, malformed), registry, None, malformed)
 
 
-def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[str, Any] | None) -> dict[str, Any]:
+def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[str, Any] | None,
+                  malformed: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     nodes: dict[str, ComfyNode] = {}
     for node in comfy:
         if node.id in nodes:
@@ -1055,6 +1094,8 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
         for type_name, ids in sorted(unsupported.items())
     ]
     message = []
+    if malformed:
+        message.append("malformed nodes: " + "; ".join(malformed))
     if errors:
         message.append("unsupported node types: " + "; ".join(errors))
     if builder.problems:
