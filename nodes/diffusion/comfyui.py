@@ -291,7 +291,7 @@ SAMPLER_NAMES = {
     "euler": "euler", "euler_ancestral": "euler_ancestral", "heun": "heun", "dpm_2": "dpm_2",
     "dpm_2_ancestral": "dpm_2_ancestral", "lms": "lms", "dpmpp_2m": "dpmpp_2m", "dpmpp_2m_sde": "dpmpp_2m_sde",
     "dpmpp_2m_sde_gpu": "dpmpp_2m_sde", "dpmpp_sde": "dpmpp_sde", "dpmpp_sde_gpu": "dpmpp_sde", "ddpm": "ddpm",
-    "ddim": "ddim", "lcm": "lcm", "uni_pc": "unipc", "uni_pc_bh2": "unipc",
+    "ddim": "ddim", "lcm": "lcm", "uni_pc": "unipc_bh1", "uni_pc_bh2": "unipc_bh2",
     # comfy-import: the third-order SDE solver ("_gpu" only says where ComfyUI draws its noise)
     "dpmpp_3m_sde": "dpmpp_3m_sde", "dpmpp_3m_sde_gpu": "dpmpp_3m_sde",
 }

@@ -221,7 +221,24 @@ def test_sampler_and_scheduler_names_are_mapped(registry):
     data = json.loads((FIXTURES / "txt2img_api.json").read_text())
     data["3"]["inputs"].update(sampler_name="uni_pc_bh2", scheduler="sgm_uniform", denoise=0.5, steps=10)
     sampler = workflow_from_dict(data, registry).graph.nodes["3"].values
-    assert (sampler["sampler"], sampler["schedule"], sampler["steps"], sampler["denoise"]) == ("unipc", "simple", 20, 0.5)
+    assert (sampler["sampler"], sampler["schedule"], sampler["steps"], sampler["denoise"]) == ("unipc_bh2", "simple", 20, 0.5)
+    data["3"]["inputs"]["sampler_name"] = "uni_pc"
+    assert workflow_from_dict(data, registry).graph.nodes["3"].values["sampler"] == "unipc_bh1"
+
+
+def test_comfyuis_two_unipc_samplers_are_two_diffusers_configurations():
+    """ComfyUI's uni_pc is UniPC's bh1 variant, uni_pc_bh2 its bh2, both third order on the
+    data prediction with lower orders at the end; each name gives that diffusers config."""
+    from nodes.diffusion.comfyui import SAMPLER_NAMES
+    from nodes.diffusion.impl.samplers import make_scheduler
+    from tests.support.tiny_models import SCHEDULER_CONFIG
+
+    configs = {name: make_scheduler(SAMPLER_NAMES[name], "normal", SCHEDULER_CONFIG).config
+               for name in ("uni_pc", "uni_pc_bh2")}
+    for name, variant, final in (("uni_pc", "bh1", "sigma_min"), ("uni_pc_bh2", "bh2", "zero")):
+        config = configs[name]
+        assert (config.solver_type, config.solver_order, config.predict_x0, config.lower_order_final,
+                config.final_sigmas_type, list(config.disable_corrector)) == (variant, 3, True, True, final, []), name
 
 
 def test_a_registry_without_the_diffusion_nodes_says_what_it_is(tmp_path):
