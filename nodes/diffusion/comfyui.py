@@ -130,11 +130,18 @@ _MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
 
 def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
     """The nodes of a UI-format file, with its group nodes and subgraphs (nested too) inlined."""
-    from nodes.diffusion.comfyui_groupnodes import inline_group_nodes
+    from nodes.diffusion.comfyui_groupnodes import group_definitions, inline_group_nodes
     from nodes.diffusion.comfyui_subgraphs import inline_subgraphs, subgraph_definitions
 
+    groups = group_definitions(data)  # the file's, also for the group nodes inside its subgraphs
     data = inline_group_nodes(data, _widget_names, MAX_NODES)
     definitions = subgraph_definitions(data)
+    for key, definition in definitions.items():
+        try:
+            definitions[key] = inline_group_nodes(definition, _widget_names, MAX_NODES,
+                                                  {**groups, **group_definitions(definition)})
+        except WorkflowError as error:
+            raise WorkflowError(f"ComfyUI subgraph {definition.get('name') or key!r}: {error}") from None
     nodes = read_ui_graph(data, "", definitions)
     return inline_subgraphs(nodes, definitions) if definitions else nodes
 

@@ -24,7 +24,9 @@ Inlining happens on the file's JSON, before it is read: each instance is replace
 inner nodes (ids ``"<instance id>:<index>"``, ComfyUI's own execution ids for them, their
 titles, positions moved to where the instance sits, the instance's mode), its widget
 values are written into them by name, and the links are rewired. A group inside a group
-is inlined the same way, to a bounded depth.
+is inlined the same way, to a bounded depth, and so is a group node inside a subgraph's
+definition (the file's ``extra.groupNodes`` defines it; its links to the definition's input
+and output nodes are kept for the subgraph inliner).
 """
 
 from __future__ import annotations
@@ -64,12 +66,14 @@ def group_name(type_name: Any) -> str | None:
     return None
 
 
-def inline_group_nodes(data: dict[str, Any], widget_names: Any, max_nodes: int) -> dict[str, Any]:
-    """A copy of the UI document ``data`` with every group node instance replaced by its
-    inner nodes. ``widget_names(type) -> tuple | None`` gives a ComfyUI node type's widget
-    names (None: a type nodeflow cannot import); more than ``max_nodes`` nodes once
-    inlined (groups of groups multiply) is refused before they are built."""
-    groups = group_definitions(data)
+def inline_group_nodes(data: dict[str, Any], widget_names: Any, max_nodes: int,
+                       groups: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of the UI document ``data`` (a file, or one of its subgraph definitions,
+    whose group nodes the file's ``extra.groupNodes`` defines: ``groups``) with every group
+    node instance replaced by its inner nodes. ``widget_names(type) -> tuple | None`` gives
+    a ComfyUI node type's widget names (None: a type nodeflow cannot import); more than
+    ``max_nodes`` nodes once inlined (groups of groups multiply) is refused before they are built."""
+    groups = group_definitions(data) if groups is None else groups
     nodes = data.get("nodes")
     if not isinstance(nodes, list) or not any(isinstance(n, dict) and group_name(n.get("type")) is not None for n in nodes):
         return data

@@ -210,3 +210,29 @@ def test_groups_of_groups_that_multiply_past_the_node_limit_are_refused_before_t
     doc["links"] = [l for l in doc["links"] if l[1] != 90 and l[3] != 90]
     with pytest.raises(WorkflowError, match=r"more than 5000 nodes once its group nodes are inlined"):
         _graph(doc)
+
+
+# ------------------------------------------------- group nodes inside subgraph definitions
+IN_SUBGRAPH, WRITTEN_OUT = "groupnode_in_subgraph_ui_v1.json", "subgraph_without_groupnode_ui_v1.json"
+
+
+def test_a_group_node_inside_a_subgraph_runs_as_the_subgraph_with_its_nodes_written_out(models, native_image, tmp_path):
+    """A subgraph definition holding a group node instance (``workflow>Prompts``, defined in
+    the file's extra.groupNodes) imports as the same graph as that subgraph with the group's
+    two encoders in the open, and both run to the native image."""
+    grouped, plain = api.open(FIXTURES / IN_SUBGRAPH, device="cpu"), api.open(FIXTURES / WRITTEN_OUT, device="cpu")
+    assert validate(grouped.graph) == [] and _shape(grouped.graph) == _shape(plain.graph)
+    positive, negative = grouped.graph.nodes["30:1:0"], grouped.graph.nodes["30:1:1"]  # instance 30, group 1, index
+    assert (positive.title, positive.values["text"]) == ("Positive", "a red circle on a blue background")
+    assert (negative.title, negative.values["text"]) == ("Negative", "blurry")
+    assert grouped.graph.link_into("30:1:1", "clip").source == "4"  # the subgraph's input, through the group's
+    image = _run(grouped, models, tmp_path, "grouped")
+    assert np.array_equal(image, _run(plain, models, tmp_path, "plain")) and np.array_equal(image, native_image)
+
+
+def test_a_group_node_a_subgraph_uses_but_the_file_does_not_define_names_both():
+    doc = _load(IN_SUBGRAPH)
+    doc["definitions"]["subgraphs"][0]["nodes"][0]["type"] = "workflow>Missing"
+    with pytest.raises(WorkflowError, match=r"subgraph 'Sample': ComfyUI group node 1 \(group 'Missing'\): the file's "
+                                            r"extra.groupNodes does not define this group"):
+        _graph(doc)
