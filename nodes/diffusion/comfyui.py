@@ -31,6 +31,7 @@ from nodes.diffusion.comfyui_names import normalise_model_names
 SEED_CONTROLS = frozenset({"fixed", "increment", "decrement", "randomize"})
 MAX_NODES = 5_000
 MAX_RESOLVE_HOPS = 1_000  # reroute/primitive chains; a loop of reroutes must end
+GROUP_TITLES_KEY = "nodeflow group titles"  # set on the nodes inlined from group nodes (comfyui_groupnodes.py)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ComfyNode:
     pos: tuple[float, float] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)  # name -> literal value or Ref
     slots: tuple[str, ...] = ()  # a subgraph instance's input names, in slot order
+    # The titles of the group node instances it was inlined from, outermost first; the
+    # instances' ids are its id less as many trailing ":index" parts (comfyui_groupnodes.py).
+    groups: tuple[str, ...] = ()
 
 
 # ====================================================================== sniffing
@@ -175,6 +179,9 @@ def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) 
             _MODES.get(mode, "normal") if _is_int(mode) else "normal",
             _ui_pair(raw.get("pos")),
         )
+        titles = raw.get(GROUP_TITLES_KEY)
+        if isinstance(titles, list) and all(isinstance(t, str) for t in titles):
+            node.groups = tuple(titles)
         spec = MAPPINGS.get(type_name)
         widget_names = spec.widgets if spec is not None else UI_ONLY.get(type_name, ())
         if type_name in subgraphs:  # an instance: its input slots, and the promoted widgets' values
@@ -1116,6 +1123,7 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
         ui["nodes"] = placements
     if ui_data is not None:
         groups = [_group(g) for g in _list(ui_data.get("groups")) if isinstance(g, dict)]
+        groups += _group_node_frames(active, builder.placements)
         if any(groups):
             ui["groups"] = [g for g in groups if g]
     document: dict[str, Any] = {"format": WORKFLOW_FORMAT, "version": WORKFLOW_VERSION, "nodes": builder.nodes,
@@ -1163,6 +1171,38 @@ def _layout(nodes: list[dict[str, Any]], links: list[dict[str, Any]]) -> dict[st
         row = rows[column] = rows.get(column, -1) + 1
         placements[node["id"]] = {"pos": [column * 320.0, row * 180.0]}
     return placements
+
+
+_FRAME_NODE_SIZE = (320.0, 130.0)  # about a node's size in the editor, for a frame's far edges
+_FRAME_MARGIN, _FRAME_TITLE, _FRAME_NESTING = 12.0, 28.0, 24.0
+
+
+def _group_node_frames(nodes: list[ComfyNode], placements: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One titled frame (a ``ui.groups`` entry) around the nodes of each inlined group node
+    instance, so its title is kept where the editor shows it; a group around a group is the
+    wider frame."""
+    members: dict[str, tuple[str, set[str], int]] = {}  # instance id -> title, ComfyUI ids, levels inside
+    for node in nodes:
+        parts = node.id.split(":")
+        for depth, title in enumerate(reversed(node.groups), 1):
+            if depth >= len(parts):
+                break
+            instance = ":".join(parts[:-depth])
+            title_, ids, inside = members.get(instance, (title, set(), 0))
+            ids.add(node.id)
+            members[instance] = (title_, ids, max(inside, depth - 1))
+    frames = []
+    for title, ids, inside in members.values():
+        points = [tuple(placed["pos"]) for node_id, placed in placements.items()
+                  if node_id in ids or node_id.rsplit(".", 1)[0] in ids]
+        if not points:
+            continue  # positions unknown (an instance saved without one)
+        margin = _FRAME_MARGIN + _FRAME_NESTING * inside
+        left, top = min(p[0] for p in points) - margin, min(p[1] for p in points) - margin - _FRAME_TITLE
+        right = max(p[0] for p in points) + _FRAME_NODE_SIZE[0] + margin
+        bottom = max(p[1] for p in points) + _FRAME_NODE_SIZE[1] + margin
+        frames.append({"title": title, "pos": [left, top], "size": [right - left, bottom - top]})
+    return frames
 
 
 def _group(raw: dict[str, Any]) -> dict[str, Any] | None:
