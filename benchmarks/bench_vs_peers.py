@@ -78,6 +78,7 @@ def build_checkpoint() -> tuple[Path, Path]:
     ckpt, folder = BUILD / CKPT_NAME, BUILD / "sd15-random-diffusers"
     if ckpt.is_file() and (folder / "model_index.json").is_file():
         return ckpt, folder
+    from nodes.diffusion.impl import torchvision_compat  # noqa: F401  (spandrel's torchvision, see there)
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
@@ -215,6 +216,10 @@ def _nodeflow_encode(flow, settings, decoded) -> float:
 def worker_diffusers(work: dict) -> dict:
     spawn = float(os.environ["BENCH_SPAWN"])
     start = time.perf_counter()
+    # the venv's torchvision (spandrel's) fails to import on CPU torch without nodeflow's
+    # shim, and transformers imports it: the same shim nodeflow runs with, so both tools
+    # import the same libraries
+    from nodes.diffusion.impl import torchvision_compat  # noqa: F401
     import torch
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 

@@ -67,6 +67,9 @@ def used_types(path: Path) -> set[str] | None:
         instances = {s.get("id") for s in subgraphs}  # a subgraph instance's type is its definition's id
         found = {str(n.get("type", "")).strip() for n in nodes if isinstance(n, dict) and n.get("type") not in instances}
     elif isinstance(data, dict):
+        from nodes.diffusion.comfyui import unwrap_prompt_body  # a /prompt request body holds the graph
+
+        data = unwrap_prompt_body(data)
         found = {str(n.get("class_type", "")).strip() for n in data.values() if isinstance(n, dict)}
     return found or None
 

@@ -57,9 +57,25 @@ class ComfyNode:
 
 
 # ====================================================================== sniffing
+# The other keys of the body a script POSTs to ComfyUI's /prompt (saved as a file by API users)
+PROMPT_BODY_KEYS = {"prompt", "client_id", "extra_data", "number", "front", "prompt_id", "partial_execution_targets"}
+
+
+def unwrap_prompt_body(data: Any) -> Any:
+    """The API-format graph inside a /prompt request body (``{"prompt": {...}, "client_id": ...}``),
+    or ``data`` itself when it is not one."""
+    if isinstance(data, dict) and isinstance(data.get("prompt"), dict) and set(data) <= PROMPT_BODY_KEYS:
+        inner = data["prompt"]
+        if inner and all(isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in inner.values()):
+            return inner
+    return data
+
+
 def sniff(data: Any) -> str | None:
     if not isinstance(data, dict) or not data:
         return None
+    if unwrap_prompt_body(data) is not data:
+        return "ComfyUI API format (a /prompt request body)"
     if isinstance(data.get("nodes"), list) and ("last_node_id" in data or "state" in data or "links" in data):
         version = data.get("version")
         return f"ComfyUI workflow (schema {_show_value(version, 20)})" if isinstance(version, (int, float, str)) else "ComfyUI workflow"
@@ -861,6 +877,7 @@ MAPPINGS.update({
                     ("image",), {"upscale_method": IMAGE_METHODS.__getitem__}), ("ImageScaleToTotalPixels",)),
     "ImageCrop": _same("ImageCrop", ("image",), ("width", "height", "x", "y"), ("image",)),
     "ImageInvert": _same("ImageInvert", ("image",), (), ("image",)),
+    "ImageSharpen": _same("ImageSharpen", ("image",), ("sharpen_radius", "sigma", "alpha"), ("image",)),
     "ImageBlend": _same("ImageBlend", ("image1", "image2"), ("blend_factor", "blend_mode"), ("image",)),
     "ImageBatch": _same("ImageBatch", ("image1", "image2"), (), ("image",)),
     "ImageCompositeMasked": _same("ImageCompositeMasked", ("destination", "source", "mask"), ("x", "y", "resize_source"),
@@ -1060,6 +1077,7 @@ class ComfyUIImporter:
 
     def convert(self, data: Any, registry: NodeRegistry) -> dict[str, Any]:
         described = sniff(data) or "ComfyUI workflow"
+        data = unwrap_prompt_body(data)
         needed = {t for spec in MAPPINGS.values() for t in spec.creates}
         missing = sorted(t for t in needed if registry.get(t) is None)
         if missing:

@@ -73,7 +73,9 @@ def native_image(models, tmp_path_factory):
     return _run(flow, models, tmp_path_factory.mktemp("native"), "native")
 
 
-@pytest.mark.parametrize("fixture", ["txt2img_api.json", "txt2img_ui_v04.json", "custom_sampler_ui_v1.json"])
+@pytest.mark.parametrize("fixture", ["txt2img_api.json", "txt2img_ui_v04.json", "custom_sampler_ui_v1.json",
+                                     # the body a script POSTs to /prompt, with a "16:5" (subgraph-expanded) id
+                                     "prompt_request_body_api.json"])
 def test_comfyui_file_runs_to_the_same_image_as_the_native_workflow(fixture, models, native_image, tmp_path):
     flow = api.open(FIXTURES / fixture, device="cpu")
     assert np.array_equal(_run(flow, models, tmp_path, "converted"), native_image)
@@ -331,3 +333,13 @@ def test_a_webp_without_a_workflow_says_so(tmp_path):
     broken.write_bytes((FIXTURES / "txt2img_animated.webp").read_bytes()[:200])
     with pytest.raises(WorkflowError, match="truncated"):
         load_workflow(broken, default_registry())
+
+
+def test_a_prompt_request_body_says_what_it_was_imported_from(registry):
+    from nodeflow.files.importers import convert_foreign
+
+    data = json.loads((FIXTURES / "prompt_request_body_api.json").read_text())
+    assert convert_foreign(data, registry)["meta"]["imported_from"] == "ComfyUI API format (a /prompt request body)"
+    # an object with keys a /prompt body does not have is not taken for one
+    with pytest.raises(WorkflowError, match="not a nodeflow workflow"):
+        convert_foreign({**data, "workflow": {}}, registry)

@@ -99,3 +99,28 @@ def test_latent_blend_weighs_the_first_latent_and_fits_the_second_to_its_size(tm
     cut = (width - w) // 2
     expected = 0.5 * encoded + 0.5 * wide[..., cut:cut + w]
     assert np.allclose(out["11"]["latent"].samples.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_the_acceptance_benchmark_counts_a_prompt_request_body_by_the_types_inside_it():
+    from benchmarks.comfyui_acceptance import used_types
+
+    assert used_types(FIXTURES / "prompt_request_body_api.json") == {
+        "KSampler", "CheckpointLoaderSimple", "EmptyLatentImage", "CLIPTextEncode", "VAEDecode", "SaveImage"}
+
+
+def test_image_sharpen_imports_with_its_values_and_steepens_an_edge():
+    import torch
+
+    from nodes.diffusion.image_ops import ImageSharpen
+
+    graph = load_workflow(FIXTURES / "sharpen_api.json", default_registry()).graph
+    (sharpen,) = [n for n in graph.nodes.values() if n.type == "ImageSharpen"]
+    assert (sharpen.values["sharpen_radius"], sharpen.values["sigma"], sharpen.values["alpha"]) == (2, 0.8, 0.5)
+    edge = torch.full((1, 8, 8, 3), 0.3)
+    edge[:, :, 4:] = 0.6  # a vertical step from dark to light
+    out = ImageSharpen().run(None, edge, sharpen_radius=2, sigma=0.8, alpha=0.5)
+    assert out.shape == edge.shape
+    assert out[0, 0, 3, 0] < 0.3 and out[0, 0, 4, 0] > 0.6  # darker before the step, lighter after it
+    assert torch.allclose(out[:, :, 0], edge[:, :, 0], atol=1e-3)  # far from it, nothing changes
+    flat = torch.full((1, 5, 5, 3), 0.5)
+    assert torch.allclose(ImageSharpen().run(None, flat, sharpen_radius=1, sigma=1.0, alpha=2.0), flat, atol=1e-6)
