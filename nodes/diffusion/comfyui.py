@@ -31,6 +31,7 @@ from nodes.diffusion.comfyui_names import normalise_model_names
 SEED_CONTROLS = frozenset({"fixed", "increment", "decrement", "randomize"})
 MAX_NODES = 5_000
 MAX_RESOLVE_HOPS = 1_000  # reroute/primitive chains; a loop of reroutes must end
+GROUP_TITLES_KEY = "nodeflow group titles"  # set on the nodes inlined from group nodes (comfyui_groupnodes.py)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ComfyNode:
     pos: tuple[float, float] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)  # name -> literal value or Ref
     slots: tuple[str, ...] = ()  # a subgraph instance's input names, in slot order
+    # The titles of the group node instances it was inlined from, outermost first; the
+    # instances' ids are its id less as many trailing ":index" parts (comfyui_groupnodes.py).
+    groups: tuple[str, ...] = ()
 
 
 # ====================================================================== sniffing
@@ -77,31 +81,68 @@ def sniff(data: Any) -> str | None:
         return f"ComfyUI workflow (schema {_show_value(version, 20)})" if isinstance(version, (int, float, str)) else "ComfyUI workflow"
     if all(isinstance(v, dict) and isinstance(v.get("class_type"), str) for v in data.values()):
         return "ComfyUI API format"
+    if any(isinstance(v, dict) and ("class_type" in v or "inputs" in v) for v in data.values()):
+        return "ComfyUI API format, malformed"  # read_api names each node that is not a node
     return None
 
 
 # ================================================================ reading formats
-def read_api(data: dict[str, Any]) -> list[ComfyNode]:
+def read_api(data: dict[str, Any], errors: list[str]) -> list[ComfyNode]:
+    """The nodes of an API-format document. Each malformed entry (no ``class_type``, inputs
+    that are not an object, a link that is not ``[node id, output index]`` or that names a
+    node not in the document) adds to ``errors`` a line naming the node and the field;
+    :func:`convert_nodes` reports them with everything else it cannot convert."""
     nodes = []
     for node_id, raw in data.items():
-        inputs = raw.get("inputs", {})
+        if not isinstance(raw, dict):
+            errors.append(f"node {node_id} must be an object with 'class_type' and 'inputs', not {_kind(raw)}")
+            continue
+        class_type, inputs = raw.get("class_type"), raw.get("inputs", {})
+        if "class_type" not in raw:
+            errors.append(f"node {node_id} has no class_type")
+        elif not isinstance(class_type, str) or not class_type.strip():
+            errors.append(f"node {node_id}: 'class_type' must be a node type name, not {_show(class_type)}")
+            class_type = None
         if not isinstance(inputs, dict):
-            raise WorkflowError(f"ComfyUI node {node_id}: 'inputs' must be an object")
+            errors.append(f"node {node_id}: 'inputs' must be an object, not {_kind(inputs)}")
+            inputs = {}
         meta = raw.get("_meta")
         title = meta.get("title", "") if isinstance(meta, dict) else ""
-        node = ComfyNode(str(node_id), raw["class_type"].strip(), title if isinstance(title, str) else "")
+        type_name = class_type.strip() if isinstance(class_type, str) else ""
+        node = ComfyNode(str(node_id), type_name, title if isinstance(title, str) else "")
         for name, value in inputs.items():
-            node.inputs[name] = _api_value(value, node_id, name)
-        nodes.append(node)
+            node.inputs[name] = _api_value(value, node_id, name, errors)
+        if class_type is not None:  # a node without a type is reported above, not again as an unknown type
+            nodes.append(node)
+    known = {str(node_id) for node_id in data}
+    for node in nodes:
+        for name, value in node.inputs.items():
+            if isinstance(value, Ref) and value.node not in known:
+                errors.append(f"node {node.id} input {name!r} links to node {value.node}, which is not in the workflow")
     return nodes
 
 
-def _api_value(value: Any, node_id: str, name: str) -> Any:
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and not isinstance(value[0], bool):
-        if not _is_int(value[1]):
-            raise WorkflowError(f"ComfyUI node {node_id} input {name!r}: the link's output slot must be a number")
+def _api_value(value: Any, node_id: str, name: str, errors: list[str]) -> Any:
+    """A link ``[node id, output index]`` as a Ref; any other list is a malformed link, as in
+    ComfyUI (a list widget value is sent as ``{"__value__": [...]}``, unwrapped here)."""
+    if isinstance(value, dict) and "__value__" in value:
+        return value["__value__"]
+    if not isinstance(value, list):
+        return value
+    if len(value) != 2 or not isinstance(value[0], (str, int)) or isinstance(value[0], bool):
+        errors.append(f"node {node_id} input {name!r}: a link must be [node id, output index], not {_show(value)}")
+    elif not _is_int(value[1]):
+        errors.append(f"node {node_id} input {name!r}: the link's output index must be a whole number, "
+                      f"not {_show(value[1])}")
+    else:
         return Ref(str(value[0]), value[1])
-    return value
+    return None
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for an error: "a list", "a string", "null", ..."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 _MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
@@ -109,11 +150,18 @@ _MODES = {0: "normal", 1: "normal", 2: "muted", 3: "normal", 4: "bypass"}
 
 def read_ui(data: dict[str, Any]) -> list[ComfyNode]:
     """The nodes of a UI-format file, with its group nodes and subgraphs (nested too) inlined."""
-    from nodes.diffusion.comfyui_groupnodes import inline_group_nodes
+    from nodes.diffusion.comfyui_groupnodes import group_definitions, inline_group_nodes
     from nodes.diffusion.comfyui_subgraphs import inline_subgraphs, subgraph_definitions
 
+    groups = group_definitions(data)  # the file's, also for the group nodes inside its subgraphs
     data = inline_group_nodes(data, _widget_names, MAX_NODES)
     definitions = subgraph_definitions(data)
+    for key, definition in definitions.items():
+        try:
+            definitions[key] = inline_group_nodes(definition, _widget_names, MAX_NODES,
+                                                  {**groups, **group_definitions(definition)})
+        except WorkflowError as error:
+            raise WorkflowError(f"ComfyUI subgraph {definition.get('name') or key!r}: {error}") from None
     nodes = read_ui_graph(data, "", definitions)
     return inline_subgraphs(nodes, definitions) if definitions else nodes
 
@@ -147,6 +195,9 @@ def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) 
             _MODES.get(mode, "normal") if _is_int(mode) else "normal",
             _ui_pair(raw.get("pos")),
         )
+        titles = raw.get(GROUP_TITLES_KEY)
+        if isinstance(titles, list) and all(isinstance(t, str) for t in titles):
+            node.groups = tuple(titles)
         spec = MAPPINGS.get(type_name)
         widget_names = spec.widgets if spec is not None else UI_ONLY.get(type_name, ())
         if type_name in subgraphs:  # an instance: its input slots, and the promoted widgets' values
@@ -270,7 +321,7 @@ SAMPLER_NAMES = {
     "euler": "euler", "euler_ancestral": "euler_ancestral", "heun": "heun", "dpm_2": "dpm_2",
     "dpm_2_ancestral": "dpm_2_ancestral", "lms": "lms", "dpmpp_2m": "dpmpp_2m", "dpmpp_2m_sde": "dpmpp_2m_sde",
     "dpmpp_2m_sde_gpu": "dpmpp_2m_sde", "dpmpp_sde": "dpmpp_sde", "dpmpp_sde_gpu": "dpmpp_sde", "ddpm": "ddpm",
-    "ddim": "ddim", "lcm": "lcm", "uni_pc": "unipc", "uni_pc_bh2": "unipc",
+    "ddim": "ddim", "lcm": "lcm", "uni_pc": "unipc_bh1", "uni_pc_bh2": "unipc_bh2",
     # comfy-import: the third-order SDE solver ("_gpu" only says where ComfyUI draws its noise)
     "dpmpp_3m_sde": "dpmpp_3m_sde", "dpmpp_3m_sde_gpu": "dpmpp_3m_sde",
 }
@@ -1039,10 +1090,12 @@ class ComfyUIImporter:
             raise WorkflowError(f"the ComfyUI workflow has {count} nodes; the limit is {MAX_NODES}")
         if isinstance(data.get("nodes"), list):
             return convert_nodes(read_ui(data), registry, data)
-        return convert_nodes(read_api(data), registry, None)
+        malformed: list[str] = []
+        return convert_nodes(read_api(data, malformed), registry, None, malformed)
 
 
-def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[str, Any] | None) -> dict[str, Any]:
+def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[str, Any] | None,
+                  malformed: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     nodes: dict[str, ComfyNode] = {}
     for node in comfy:
         if node.id in nodes:
@@ -1073,6 +1126,8 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
         for type_name, ids in sorted(unsupported.items())
     ]
     message = []
+    if malformed:
+        message.append("malformed nodes: " + "; ".join(malformed))
     if errors:
         message.append("unsupported node types: " + "; ".join(errors))
     if builder.problems:
@@ -1086,6 +1141,7 @@ def convert_nodes(comfy: list[ComfyNode], registry: NodeRegistry, ui_data: dict[
         ui["nodes"] = placements
     if ui_data is not None:
         groups = [_group(g) for g in _list(ui_data.get("groups")) if isinstance(g, dict)]
+        groups += _group_node_frames(active, builder.placements)
         if any(groups):
             ui["groups"] = [g for g in groups if g]
     document: dict[str, Any] = {"format": WORKFLOW_FORMAT, "version": WORKFLOW_VERSION, "nodes": builder.nodes,
@@ -1133,6 +1189,38 @@ def _layout(nodes: list[dict[str, Any]], links: list[dict[str, Any]]) -> dict[st
         row = rows[column] = rows.get(column, -1) + 1
         placements[node["id"]] = {"pos": [column * 320.0, row * 180.0]}
     return placements
+
+
+_FRAME_NODE_SIZE = (320.0, 130.0)  # about a node's size in the editor, for a frame's far edges
+_FRAME_MARGIN, _FRAME_TITLE, _FRAME_NESTING = 12.0, 28.0, 24.0
+
+
+def _group_node_frames(nodes: list[ComfyNode], placements: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One titled frame (a ``ui.groups`` entry) around the nodes of each inlined group node
+    instance, so its title is kept where the editor shows it; a group around a group is the
+    wider frame."""
+    members: dict[str, tuple[str, set[str], int]] = {}  # instance id -> title, ComfyUI ids, levels inside
+    for node in nodes:
+        parts = node.id.split(":")
+        for depth, title in enumerate(reversed(node.groups), 1):
+            if depth >= len(parts):
+                break
+            instance = ":".join(parts[:-depth])
+            title_, ids, inside = members.get(instance, (title, set(), 0))
+            ids.add(node.id)
+            members[instance] = (title_, ids, max(inside, depth - 1))
+    frames = []
+    for title, ids, inside in members.values():
+        points = [tuple(placed["pos"]) for node_id, placed in placements.items()
+                  if node_id in ids or node_id.rsplit(".", 1)[0] in ids]
+        if not points:
+            continue  # positions unknown (an instance saved without one)
+        margin = _FRAME_MARGIN + _FRAME_NESTING * inside
+        left, top = min(p[0] for p in points) - margin, min(p[1] for p in points) - margin - _FRAME_TITLE
+        right = max(p[0] for p in points) + _FRAME_NODE_SIZE[0] + margin
+        bottom = max(p[1] for p in points) + _FRAME_NODE_SIZE[1] + margin
+        frames.append({"title": title, "pos": [left, top], "size": [right - left, bottom - top]})
+    return frames
 
 
 def _group(raw: dict[str, Any]) -> dict[str, Any] | None:

@@ -22,9 +22,12 @@ does this module, by the same rules:
 
 Inlining happens on the file's JSON, before it is read: each instance is replaced by its
 inner nodes (ids ``"<instance id>:<index>"``, ComfyUI's own execution ids for them, their
-titles, positions moved to where the instance sits, the instance's mode), its widget
-values are written into them by name, and the links are rewired. A group inside a group
-is inlined the same way, to a bounded depth.
+titles, positions moved to where the instance sits, the instance's mode, and the
+instance's own title, which the importer keeps as a titled frame around them in
+``ui.groups``), its widget values are written into them by name, and the links are rewired. A group inside a group
+is inlined the same way, to a bounded depth, and so is a group node inside a subgraph's
+definition (the file's ``extra.groupNodes`` defines it; its links to the definition's input
+and output nodes are kept for the subgraph inliner).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodeflow.files.workflow import WorkflowError
+
+from nodes.diffusion.comfyui import GROUP_TITLES_KEY
 
 PREFIXES = ("workflow>", "workflow/")
 MAX_DEPTH = 16  # group nodes inside group nodes; a group that contains itself must end
@@ -64,12 +69,14 @@ def group_name(type_name: Any) -> str | None:
     return None
 
 
-def inline_group_nodes(data: dict[str, Any], widget_names: Any, max_nodes: int) -> dict[str, Any]:
-    """A copy of the UI document ``data`` with every group node instance replaced by its
-    inner nodes. ``widget_names(type) -> tuple | None`` gives a ComfyUI node type's widget
-    names (None: a type nodeflow cannot import); more than ``max_nodes`` nodes once
-    inlined (groups of groups multiply) is refused before they are built."""
-    groups = group_definitions(data)
+def inline_group_nodes(data: dict[str, Any], widget_names: Any, max_nodes: int,
+                       groups: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of the UI document ``data`` (a file, or one of its subgraph definitions,
+    whose group nodes the file's ``extra.groupNodes`` defines: ``groups``) with every group
+    node instance replaced by its inner nodes. ``widget_names(type) -> tuple | None`` gives
+    a ComfyUI node type's widget names (None: a type nodeflow cannot import); more than
+    ``max_nodes`` nodes once inlined (groups of groups multiply) is refused before they are built."""
+    groups = group_definitions(data) if groups is None else groups
     nodes = data.get("nodes")
     if not isinstance(nodes, list) or not any(isinstance(n, dict) and group_name(n.get("type")) is not None for n in nodes):
         return data
@@ -238,8 +245,10 @@ class _Expander:
         definition = self.groups[name]
         inner_nodes = [copy.deepcopy(n) for n in definition["nodes"]]
         prefix = f"{node_id}:"
+        titles = [*_titles(instance), _own_title(instance, name)]  # kept as a frame around the inner nodes
         for index, inner in enumerate(inner_nodes):
             inner["id"] = f"{prefix}{index}"
+            inner[GROUP_TITLES_KEY] = titles
             for slot in _list(inner.get("inputs")):
                 if isinstance(slot, dict):
                     slot["link"] = None  # ids of the graph the group was made in
@@ -312,6 +321,18 @@ class _Expander:
             own = _instance_values(inner.get("widgets_values"), face.widgets, self.groups[inner_group]["nodes"])
             return {widget[0]: value for widget, value in own.items()}
         return _widget_values(inner.get("widgets_values"), tuple(names))
+
+
+def _titles(node: dict[str, Any]) -> list[str]:
+    """The titles of the group instances ``node`` was itself inlined from (a group in a group)."""
+    found = node.get(GROUP_TITLES_KEY)
+    return list(found) if isinstance(found, list) else []
+
+
+def _own_title(instance: dict[str, Any], name: str) -> str:
+    """What the frontend shows on a group node: its title, else the group's name."""
+    title = instance.get("title")
+    return title if isinstance(title, str) and title.strip() else name
 
 
 def _instance_values(values: Any, widgets: list[tuple[str, int, str]], inner_nodes: list[dict[str, Any]]) -> dict[tuple[str, int, str], Any]:

@@ -26,8 +26,8 @@ class ControlNetLoader(Node):
     category = "loaders"
     description = (
         "Loads a ControlNet (a single file in the original layout or under diffusers' names, or a "
-        "diffusers folder), a ControlNet Union (xinsir's SDXL union and ProMax files, or a diffusers "
-        "folder) or a T2I-Adapter (a diffusers folder), for SD 1.x/2.x and SDXL."
+        "diffusers folder), a ControlNet Union (xinsir's SDXL union and ProMax files, a diffusers "
+        "folder, or a folder of xinsir's config_promax.json and _promax weights) or a T2I-Adapter (a diffusers folder), for SD 1.x/2.x and SDXL."
     )
 
     control_net_name = FileChoice(
@@ -49,20 +49,22 @@ class ControlNetLoader(Node):
         import json
 
         from nodes.diffusion.estimates import safetensors_header
-        from nodes.diffusion.impl.paths import resolve_model_path
+        from nodes.diffusion.impl.paths import lone_model_layout, resolve_model_path
 
         try:
             path = resolve_model_path(values["control_net_name"], "controlnet", settings)
         except (NodeError, OSError, KeyError, TypeError):
             return {}
         if path.is_dir():
+            config_name = (lone_model_layout(path, "controlnet") or ("config.json", ""))[0]
             try:
-                config = json.loads((path / "config.json").read_text())
+                config = json.loads((path / config_name).read_text())
             except (OSError, ValueError):
                 return {}
             if not isinstance(config, dict):
                 return {}
-            union = config.get("_class_name") == "ControlNetUnionModel"
+            # xinsir's own configs name ControlNetModel; their number of control types tells a union
+            union = config.get("_class_name") == "ControlNetUnionModel" or "num_control_type" in config
             return {"union_types": int(config.get("num_control_type", 6)) if union else 0}
         header = safetensors_header(path) if path.suffix.lower() == ".safetensors" else None
         if header is None:

@@ -284,7 +284,7 @@ def weights_loader(kind: str, name_field: str):
     """A loader of one weights file (a ControlNet, an upscale model): its tensors at the
     chosen precision, from the header; an upscale model's scale and width too."""
     def estimate(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstream], ctx: RunContext) -> MemoryEstimate | None:
-        from nodes.diffusion.impl.paths import resolve_model_path
+        from nodes.diffusion.impl.paths import lone_model_layout, resolve_model_path
 
         try:
             path = resolve_model_path(values.get(name_field, ""), kind, ctx.settings)
@@ -292,7 +292,11 @@ def weights_loader(kind: str, name_field: str):
             return None
         itemsize = _itemsize(values.get("dtype", "auto"), ctx.device)
         if path.is_dir():
-            files = sorted(path.glob("*.safetensors")) or sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pth"))
+            layout = lone_model_layout(path, kind)
+            stem = layout[1] if layout else ""
+            ours = [p for p in sorted(path.glob("*.safetensors"))  # the layout's weights (or shards), not a neighbour's
+                    if stem and (p.name.split(".")[0] == stem or p.name.startswith(stem + "-"))]
+            files = ours or sorted(path.glob("*.safetensors")) or sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pth"))
             weights = sum(sum(_file_weights(file, itemsize, itemsize).values()) for file in files)
         else:
             weights = sum(_file_weights(path, itemsize, itemsize).values())

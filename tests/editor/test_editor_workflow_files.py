@@ -124,6 +124,19 @@ def test_a_refusal_stops_being_red_once_the_user_edits_again(ctl):
     assert ctl.status_kind is StatusKind.INFO and "cannot link" not in ctl.status
 
 
+def test_a_group_nodes_title_frames_the_nodes_it_became_in_the_editor(tmp_path, diffusion_registry):
+    """A ComfyUI group node inside a subgraph: its title is a frame holding its two encoders
+    (and nothing else), which collapses to hide them."""
+    from nodeflow.editor.groups import members
+
+    ctl = EditorController(diffusion_registry, config_folder=tmp_path / "config")
+    ctl.open(COMFY / "groupnode_in_subgraph_ui_v1.json")
+    (group,) = ctl.groups()
+    assert group["title"] == "Prompts"
+    assert sorted(members(group, {nid: n.pos for nid, n in ctl.graph.nodes.items()})) == ["30:1:0", "30:1:1"]
+    assert ctl.toggle_group(0) and ctl.collapsed_nodes() == {"30:1:0", "30:1:1"}
+
+
 def test_an_imported_group_still_frames_its_nodes_after_the_layout(tmp_path, diffusion_registry):
     from nodeflow.editor.groups import MoveGroup, group_rect, members
     from nodeflow.editor.commands import Compound, Move

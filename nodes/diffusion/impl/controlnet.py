@@ -1,7 +1,8 @@
 """ControlNets and T2I-Adapters: loading them offline, and the residuals they add to the UNet.
 
 Loading: a diffusers folder (``config.json`` naming ``ControlNetModel``,
-``ControlNetUnionModel`` or ``T2IAdapter``) or a ControlNet single file in the original
+``ControlNetUnionModel`` or ``T2IAdapter``, or only xinsir's ProMax pair
+``config_promax.json`` + ``diffusion_pytorch_model_promax.safetensors``) or a ControlNet single file in the original
 layout (``control_model.*`` or bare ``input_blocks.*`` / ``zero_convs.*`` /
 ``input_hint_block.*``). A single file carries no config: the architecture is read from
 the weights, with the family's shipped UNet config for what weights cannot tell (as for
@@ -40,7 +41,7 @@ import torch
 from nodes.diffusion.impl import ldm as _ldm
 from nodes.diffusion.impl.ldm import CheckpointError
 from nodes.diffusion.impl.loading import CONFIG_DIR, SHIPPED, _diffusers_model, _folder_weights, _read_json, read_state_dict
-from nodes.diffusion.impl.paths import ModelFiles
+from nodes.diffusion.impl.paths import ModelFiles, lone_model_layout
 from nodes.diffusion.types import ControlModel
 
 _LDM_PREFIX = "control_model."
@@ -63,7 +64,8 @@ def load_control(path: Path, dtype: torch.dtype, device: str) -> ControlModel:
 
     if path.is_dir():
         files = ModelFiles.around(path)
-        config = _read_json(path / "config.json", files)
+        config_name, stem = lone_model_layout(path, "controlnet") or ("config.json", "diffusion_pytorch_model")
+        config = _read_json(path / config_name, files)
         name = config.get("_class_name", "ControlNetModel")
         classes = {"ControlNetModel": (ControlNetModel, "controlnet"), "T2IAdapter": (T2IAdapter, "t2i_adapter"),
                    "ControlNetUnionModel": (None, "controlnet_union")}
@@ -71,7 +73,7 @@ def load_control(path: Path, dtype: torch.dtype, device: str) -> ControlModel:
             raise CheckpointError(
                 f"unsupported control model class {name!r} (ControlNetModel, ControlNetUnionModel or T2IAdapter)")
         cls, kind = classes[name]
-        weights = _folder_weights(path, files)
+        weights = _folder_weights(path, files, stem, f"{stem}.bin")
         if kind == "controlnet_union" or _UNION_KEY in weights:  # told by the weights, whatever the config says
             return _union(weights, {**config, **_union_fields(weights)}, dtype, device, str(path))
         return ControlModel(_diffusers_model(cls, config, weights, dtype, device), kind, str(path))

@@ -32,6 +32,20 @@ MODEL_EXTENSIONS: dict[str, tuple[str, ...]] = {
 # Kinds whose diffusers form is one model folder (config.json + weights), not a pipeline.
 _LONE_MODEL_KINDS = ("unet", "vae", "controlnet")
 _DIFFUSERS_MARKERS = ("model_index.json", "config.json")
+# xinsir's controlnet-union-sdxl-1.0 keeps its ProMax model beside the plain one as this
+# config + weights pair; a controlnet folder holding only the pair is that model.
+PROMAX_CONFIG, PROMAX_STEM = "config_promax.json", "diffusion_pytorch_model_promax"
+
+
+def lone_model_layout(path: Path, kind: str) -> tuple[str, str] | None:
+    """``(config file name, weights stem)`` of the lone diffusers model folder ``path``
+    (``config.json`` + ``diffusion_pytorch_model.*``; for a ControlNet also the ProMax pair
+    alone), or None when it is not one."""
+    if (path / "config.json").is_file():
+        return "config.json", "diffusion_pytorch_model"
+    if kind == "controlnet" and (path / PROMAX_CONFIG).is_file():
+        return PROMAX_CONFIG, PROMAX_STEM
+    return None
 
 
 def resolve_model_path(value: str, kind: str, settings: RunSettings) -> Path:
@@ -48,7 +62,7 @@ def resolve_model_path(value: str, kind: str, settings: RunSettings) -> Path:
         return named[value]
     folders = settings.folders(kind)
     try:
-        found = resolve_inside(value, folders, settings.trusted_paths, exists=_is_model, what=_singular(kind))
+        found = resolve_inside(value, folders, settings.trusted_paths, exists=lambda path: _is_model(path, kind), what=_singular(kind))
     except PathRefused as error:
         raise NodeError(str(error)) from None
     except OSError as error:  # e.g. a name too long for the file system
@@ -105,15 +119,18 @@ def list_models(kind: str, settings: RunSettings) -> list[str]:
     return sorted(found)
 
 
-def _is_model(path: Path) -> bool:
-    return path.is_file() or (path.is_dir() and any((path / m).is_file() for m in _DIFFUSERS_MARKERS))
+def _is_model(path: Path, kind: str) -> bool:
+    if path.is_file():
+        return True
+    return path.is_dir() and (any((path / m).is_file() for m in _DIFFUSERS_MARKERS)
+                              or lone_model_layout(path, kind) is not None)
 
 
 def _is_diffusers_folder(path: Path, kind: str) -> bool:
     if (path / "model_index.json").is_file():
         return True
     # A lone diffusers model folder (a UNet, VAE or ControlNet) is a choice for its loader.
-    return kind in _LONE_MODEL_KINDS and (path / "config.json").is_file()
+    return kind in _LONE_MODEL_KINDS and lone_model_layout(path, kind) is not None
 
 
 def _singular(kind: str) -> str:

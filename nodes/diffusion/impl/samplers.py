@@ -74,6 +74,22 @@ SAMPLERS: dict[str, SamplerSpec] = {
     ),
     "dpmpp_sde": SamplerSpec("DPMSolverSDEScheduler", description="DPM-Solver++ SDE, Brownian-tree noise"),
     "unipc": SamplerSpec("UniPCMultistepScheduler", description="UniPC multistep", variance_preserving=True),
+    # ComfyUI's uni_pc and uni_pc_bh2: UniPC on the data prediction, third order (lower in
+    # the first and last steps, as diffusers' warm-up and lower_order_final lower it), with
+    # B(h) = h (bh1) or e^h - 1 (bh2). diffusers' bh1 step to a last sigma of 0 gives NaN
+    # (B(h) is infinite there), so bh1 ends at the model's smallest sigma.
+    "unipc_bh1": SamplerSpec(
+        "UniPCMultistepScheduler",
+        {"solver_type": "bh1", "solver_order": 3, "predict_x0": True, "lower_order_final": True,
+         "disable_corrector": [], "final_sigmas_type": "sigma_min"},
+        description="UniPC multistep, B(h) = h, third order (ComfyUI's uni_pc)", variance_preserving=True,
+    ),
+    "unipc_bh2": SamplerSpec(
+        "UniPCMultistepScheduler",
+        {"solver_type": "bh2", "solver_order": 3, "predict_x0": True, "lower_order_final": True,
+         "disable_corrector": [], "final_sigmas_type": "zero"},
+        description="UniPC multistep, B(h) = e^h - 1, third order (ComfyUI's uni_pc_bh2)", variance_preserving=True,
+    ),
     "lcm": SamplerSpec("LCMScheduler", sigma_schedules=False, description="LCM, for latent-consistency-distilled models",
                        variance_preserving=True),
 }

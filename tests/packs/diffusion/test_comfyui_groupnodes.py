@@ -210,3 +210,76 @@ def test_groups_of_groups_that_multiply_past_the_node_limit_are_refused_before_t
     doc["links"] = [l for l in doc["links"] if l[1] != 90 and l[3] != 90]
     with pytest.raises(WorkflowError, match=r"more than 5000 nodes once its group nodes are inlined"):
         _graph(doc)
+
+
+# ------------------------------------------------- group nodes inside subgraph definitions
+IN_SUBGRAPH, WRITTEN_OUT = "groupnode_in_subgraph_ui_v1.json", "subgraph_without_groupnode_ui_v1.json"
+
+
+def test_a_group_node_inside_a_subgraph_runs_as_the_subgraph_with_its_nodes_written_out(models, native_image, tmp_path):
+    """A subgraph definition holding a group node instance (``workflow>Prompts``, defined in
+    the file's extra.groupNodes) imports as the same graph as that subgraph with the group's
+    two encoders in the open, and both run to the native image."""
+    grouped, plain = api.open(FIXTURES / IN_SUBGRAPH, device="cpu"), api.open(FIXTURES / WRITTEN_OUT, device="cpu")
+    assert validate(grouped.graph) == [] and _shape(grouped.graph) == _shape(plain.graph)
+    positive, negative = grouped.graph.nodes["30:1:0"], grouped.graph.nodes["30:1:1"]  # instance 30, group 1, index
+    assert (positive.title, positive.values["text"]) == ("Positive", "a red circle on a blue background")
+    assert (negative.title, negative.values["text"]) == ("Negative", "blurry")
+    assert grouped.graph.link_into("30:1:1", "clip").source == "4"  # the subgraph's input, through the group's
+    image = _run(grouped, models, tmp_path, "grouped")
+    assert np.array_equal(image, _run(plain, models, tmp_path, "plain")) and np.array_equal(image, native_image)
+
+
+def test_a_group_node_a_subgraph_uses_but_the_file_does_not_define_names_both():
+    doc = _load(IN_SUBGRAPH)
+    doc["definitions"]["subgraphs"][0]["nodes"][0]["type"] = "workflow>Missing"
+    with pytest.raises(WorkflowError, match=r"subgraph 'Sample': ComfyUI group node 1 \(group 'Missing'\): the file's "
+                                            r"extra.groupNodes does not define this group"):
+        _graph(doc)
+
+
+# ------------------------------------------------------------ the group node's own title
+def _frames(doc: dict) -> list[tuple[str, set[str]]]:
+    """The imported workflow's ui.groups: each frame's title and the nodes whose top-left
+    corner lies inside it (the editor's rule for which nodes a frame holds)."""
+    workflow = workflow_from_dict(copy.deepcopy(doc), default_registry())
+    found = []
+    for group in workflow.ui.get("groups") or []:
+        (x, y), (w, h) = group["pos"], group["size"]
+        held = {nid for nid, n in workflow.graph.nodes.items() if x <= n.pos[0] <= x + w and y <= n.pos[1] <= y + h}
+        found.append((group["title"], held))
+    return found
+
+
+def test_a_group_nodes_title_frames_its_inner_nodes():
+    """The instance's title (the group's name when it has none, as the frontend shows it) is
+    kept as a titled frame around the nodes it became, which the editor draws and collapses."""
+    ((title, held),) = _frames(_load(SAMPLING))
+    assert title == "Sampling"
+    assert {"90:0", "90:1", "90:2", "90:2.noise", "90:2.cfg"} <= held and not held & {"4", "5"}
+    doc = _load(SAMPLING)
+    next(n for n in doc["nodes"] if n["id"] == 90)["title"] = "Prompts and sampler"
+    assert [title for title, _ in _frames(doc)] == ["Prompts and sampler"]
+
+
+def test_a_group_node_inside_a_subgraph_keeps_its_title_as_a_frame_there():
+    assert _frames(_load(IN_SUBGRAPH)) == [("Prompts", {"30:1:0", "30:1:1"})]
+    assert _frames(_load(WRITTEN_OUT)) == []
+
+
+def test_a_group_in_a_group_gives_two_frames_the_outer_around_the_inner():
+    doc = _load(SAMPLING)
+    groups = doc["extra"]["groupNodes"]
+    groups["Outer"] = {"nodes": [{"type": "workflow>Sampling", "title": "Inner", "pos": [0, 0],
+                                  "inputs": [{"name": n, "type": t, "link": None} for n, t in
+                                             [("clip", "CLIP"), ("Negative clip", "CLIP"), ("model", "MODEL"),
+                                              ("latent_image", "LATENT")]],
+                                  "outputs": [{"name": "CONDITIONING", "type": "CONDITIONING", "links": []},
+                                              {"name": "LATENT", "type": "LATENT", "links": []}],
+                                  "widgets_values": [], "index": 0}], "links": [], "external": []}
+    next(n for n in doc["nodes"] if n["id"] == 90)["type"] = "workflow>Outer"
+    frames = dict(_frames(doc))
+    assert set(frames) == {"Outer", "Inner"} and {"90:0:0", "90:0:1", "90:0:2"} <= frames["Inner"] <= frames["Outer"]
+    workflow = workflow_from_dict(doc, default_registry())
+    outer, inner = sorted(workflow.ui["groups"], key=lambda g: g["title"] != "Outer")
+    assert outer["pos"][0] < inner["pos"][0] and outer["size"][0] > inner["size"][0]

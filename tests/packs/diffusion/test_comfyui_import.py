@@ -149,6 +149,58 @@ def test_unsupported_node_types_are_all_listed_in_one_error(registry):
     assert "node 3 (KSampler): sampler_name 'dpmpp_2s_ancestral' has no nodeflow equivalent" in message
 
 
+def _api_with(**entries):
+    data = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    data.update(entries)
+    return data
+
+
+MALFORMED_API = {
+    "no class_type": ({"20": {"inputs": {"text": "x"}}}, "node 20 has no class_type"),
+    "not an object": ({"20": "KSampler"}, "node 20 must be an object with 'class_type' and 'inputs', not a string"),
+    "class_type number": ({"20": {"class_type": 5, "inputs": {}}}, "node 20: 'class_type' must be a node type name, not 5"),
+    "inputs list": ({"20": {"class_type": "CLIPTextEncode", "inputs": ["x"]}},
+                    "node 20: 'inputs' must be an object, not a list"),
+    "link without index": ({"20": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4"], "text": "x"}}},
+                           "node 20 input 'clip': a link must be [node id, output index], not ['4']"),
+    "link index text": ({"20": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["4", "1"], "text": "x"}}},
+                        "node 20 input 'clip': the link's output index must be a whole number, not '1'"),
+    "link to a missing node": ({"20": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["99", 1], "text": "x"}}},
+                               "node 20 input 'clip' links to node 99, which is not in the workflow"),
+}
+
+
+@pytest.mark.parametrize("entries, expected", MALFORMED_API.values(), ids=MALFORMED_API.keys())
+def test_a_malformed_api_entry_is_named_with_its_field(registry, entries, expected):
+    with pytest.raises(WorkflowError) as error:
+        workflow_from_dict(_api_with(**entries), registry)
+    assert "cannot import this ComfyUI workflow, malformed nodes: " in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_a_document_of_api_entries_none_with_a_class_type_is_still_read_as_comfyui(registry):
+    with pytest.raises(WorkflowError, match="node 3 has no class_type") as error:
+        workflow_from_dict({"3": {"inputs": {"seed": 1}}}, registry)
+    assert "'format' key" not in str(error.value)
+
+
+def test_every_malformed_api_entry_is_listed_in_one_error(registry):
+    data = _api_with(**{"20": {"inputs": {}}, "21": [1, 2], "22": {"class_type": "VAEDecode",
+                                                                   "inputs": {"samples": ["3"], "vae": ["40", 2]}}})
+    with pytest.raises(WorkflowError) as error:
+        workflow_from_dict(data, registry)
+    message = str(error.value)
+    for part in ("node 20 has no class_type", "node 21 must be an object", "node 22 input 'samples': a link must be",
+                 "node 22 input 'vae' links to node 40"):
+        assert part in message
+
+
+def test_an_api_list_value_wrapped_in_value_is_unwrapped(registry):
+    data = _api_with()
+    data["6"]["inputs"]["text"] = {"__value__": "a wrapped prompt"}
+    assert workflow_from_dict(data, registry).graph.nodes["6"].values["text"] == "a wrapped prompt"
+
+
 def test_clip_set_last_layer_becomes_clip_skip(registry):
     data = json.loads((FIXTURES / "txt2img_api.json").read_text())
     data["10"] = {"class_type": "CLIPSetLastLayer", "inputs": {"stop_at_clip_layer": -2, "clip": ["4", 1]}}
@@ -171,7 +223,24 @@ def test_sampler_and_scheduler_names_are_mapped(registry):
     data = json.loads((FIXTURES / "txt2img_api.json").read_text())
     data["3"]["inputs"].update(sampler_name="uni_pc_bh2", scheduler="sgm_uniform", denoise=0.5, steps=10)
     sampler = workflow_from_dict(data, registry).graph.nodes["3"].values
-    assert (sampler["sampler"], sampler["schedule"], sampler["steps"], sampler["denoise"]) == ("unipc", "simple", 20, 0.5)
+    assert (sampler["sampler"], sampler["schedule"], sampler["steps"], sampler["denoise"]) == ("unipc_bh2", "simple", 20, 0.5)
+    data["3"]["inputs"]["sampler_name"] = "uni_pc"
+    assert workflow_from_dict(data, registry).graph.nodes["3"].values["sampler"] == "unipc_bh1"
+
+
+def test_comfyuis_two_unipc_samplers_are_two_diffusers_configurations():
+    """ComfyUI's uni_pc is UniPC's bh1 variant, uni_pc_bh2 its bh2, both third order on the
+    data prediction with lower orders at the end; each name gives that diffusers config."""
+    from nodes.diffusion.comfyui import SAMPLER_NAMES
+    from nodes.diffusion.impl.samplers import make_scheduler
+    from tests.support.tiny_models import SCHEDULER_CONFIG
+
+    configs = {name: make_scheduler(SAMPLER_NAMES[name], "normal", SCHEDULER_CONFIG).config
+               for name in ("uni_pc", "uni_pc_bh2")}
+    for name, variant, final in (("uni_pc", "bh1", "sigma_min"), ("uni_pc_bh2", "bh2", "zero")):
+        config = configs[name]
+        assert (config.solver_type, config.solver_order, config.predict_x0, config.lower_order_final,
+                config.final_sigmas_type, list(config.disable_corrector)) == (variant, 3, True, True, final, []), name
 
 
 def test_a_registry_without_the_diffusion_nodes_says_what_it_is(tmp_path):

@@ -7,7 +7,9 @@ naming the node and field; a ComfyUI workflow with SetUnionControlNetType import
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -49,6 +51,14 @@ def unions(sdxl, tmp_path_factory):
     plain = ControlNetModel.from_unet(UNet2DConditionModel.from_pretrained(sdxl / "unet"),
                                       conditioning_embedding_out_channels=(16, 32))
     plain.save_pretrained(folder / "plain_cn")
+    # xinsir's repository layout for ProMax, alone in a folder: config_promax.json and the
+    # _promax weights, with diffusers' class name and with ControlNetModel (as xinsir's own
+    # configs name their union class's model)
+    for name, class_name in (("promax_folder", "ControlNetUnionModel"), ("promax_xinsir", "ControlNetModel")):
+        (folder / name).mkdir()
+        config = json.loads((folder / "union_folder" / "config.json").read_text())
+        (folder / name / "config_promax.json").write_text(json.dumps({**config, "_class_name": class_name}))
+        shutil.copy(folder / UNION_FILE, folder / name / UNION_FILE)
     return folder
 
 
@@ -94,7 +104,7 @@ def _inputs():
     return x, hint, text, added
 
 
-@pytest.mark.parametrize("name", [UNION_FILE, "union_folder"])
+@pytest.mark.parametrize("name", [UNION_FILE, "union_folder", "promax_folder", "promax_xinsir"])
 def test_a_union_file_as_published_and_its_folder_load_to_the_same_network(sdxl, unions, name):
     import torch
     from diffusers import ControlNetUnionModel
@@ -111,6 +121,26 @@ def test_a_union_file_as_published_and_its_folder_load_to_the_same_network(sdxl,
     for a, b in zip([*ours[0], ours[1]], [*theirs[0], theirs[1]]):
         assert torch.allclose(a, b, atol=1e-5)
     assert ours[1].abs().max() > 1e-3
+
+
+def test_a_folder_of_only_the_promax_pair_is_offered_and_told_a_union(sdxl, unions):
+    """The folder is a choice of its own (not its weights file), known as an 8-type union
+    before it loads, and estimated at the weights it holds, as the published file is."""
+    from nodeflow.model.node import RunContext
+    from nodes.diffusion.controlnet import ControlNetLoader
+    from nodes.diffusion.impl.paths import list_models
+
+    settings = _settings(sdxl, unions)
+    names = list_models("controlnet", settings)
+    assert {"promax_folder", "promax_xinsir"} <= set(names)
+    assert not any(name.startswith("promax_") and "/" in name for name in names)
+    ctx = RunContext(device="cpu", settings=settings)
+    published = ControlNetLoader.estimate_memory({"control_net_name": UNION_FILE, "dtype": "fp32"}, {}, ctx)
+    for name in ("promax_folder", "promax_xinsir"):
+        assert ControlNetLoader.output_facts({"control_net_name": name}, settings) == {"union_types": 8}
+        assert ControlNetLoader.check_host({"control_net_name": name}, ctx) == {}
+        estimate = ControlNetLoader.estimate_memory({"control_net_name": name, "dtype": "fp32"}, {}, ctx)
+        assert estimate.holds == published.holds > 0
 
 
 @pytest.mark.slow

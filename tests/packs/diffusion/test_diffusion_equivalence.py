@@ -59,7 +59,7 @@ def _settings(tiny_sd: Path, *more_folders: Path) -> RunSettings:
     return RunSettings(model_folders={"checkpoints": [tiny_sd.parent, *more_folders]})
 
 
-def _reference(pipe, scheduler_class: str, **scheduler_settings) -> np.ndarray:
+def _reference(pipe, scheduler_class: str, steps: int = STEPS, **scheduler_settings) -> np.ndarray:
     import diffusers
     import torch
 
@@ -67,7 +67,7 @@ def _reference(pipe, scheduler_class: str, **scheduler_settings) -> np.ndarray:
     pipe.scheduler = getattr(diffusers, scheduler_class).from_config(original.config, **scheduler_settings)
     try:
         return pipe(
-            PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=SCALE,
+            PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=SCALE,
             generator=torch.Generator("cpu").manual_seed(SEED), height=32, width=32, output_type="np",
         ).images
     finally:
@@ -95,6 +95,30 @@ def test_txt2img_equals_stable_diffusion_pipeline(txt2img, tiny_sd, pipe, tmp_pa
     assert ours.shape == reference.shape == (1, 32, 32, 3)
     assert ours.dtype == np.float32
     assert np.abs(ours - reference).max() <= TOLERANCE
+
+
+UNIPC_STEPS = 8  # third order is used from the third of 5+ steps; at 4 it is never reached
+
+
+def test_comfyuis_unipc_variants_equal_diffusers_unipc_so_configured_and_differ(txt2img, tiny_sd, pipe, tmp_path):
+    """unipc_bh1 / unipc_bh2 (what ComfyUI's uni_pc / uni_pc_bh2 import as) run as diffusers'
+    UniPCMultistepScheduler with that variant at third order; the two are different solvers,
+    and both differ from diffusers' default UniPC (bh2, second order)."""
+    configs = {"unipc_bh1": {"solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"},
+               "unipc_bh2": {"solver_type": "bh2", "solver_order": 3}, "unipc": {}}
+    images = {}
+    try:
+        txt2img.set("7.steps", UNIPC_STEPS)
+        for sampler, settings in configs.items():
+            txt2img.set("7.sampler", sampler).set("7.schedule", "normal")
+            images[sampler] = _image(txt2img.run(output_dir=tmp_path / sampler, settings=_settings(tiny_sd)))
+            reference = _reference(pipe, "UniPCMultistepScheduler", steps=UNIPC_STEPS, **settings)
+            assert np.isfinite(images[sampler]).all()
+            assert np.abs(images[sampler] - reference).max() <= TOLERANCE, sampler
+    finally:
+        txt2img.set("7.steps", STEPS)
+    assert np.abs(images["unipc_bh1"] - images["unipc_bh2"]).max() > 1e-3
+    assert np.abs(images["unipc"] - images["unipc_bh2"]).max() > 1e-3
 
 
 def test_img2img_equals_img2img_pipeline(tiny_sd, pipe, tmp_path):
