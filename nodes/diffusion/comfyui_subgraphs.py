@@ -11,7 +11,10 @@ nodeflow has no subgraphs, so each instance is replaced by its inner nodes, with
 ``"<instance id>:<inner id>"`` (ComfyUI's own execution ids for them), their own titles,
 and positions moved to where the instance sits. Links through the input and output
 nodes are rewired to what feeds the instance and to what the instance fed. Subgraphs
-inside subgraphs are inlined the same way, to a bounded depth.
+inside subgraphs are inlined the same way, to a bounded depth, and the inlined graph to
+the importer's node limit: instances of instances multiply (ten of a subgraph that holds
+ten of another, thirty levels down), so the count is checked as nodes are made, before a
+hostile file can fill the memory.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from nodeflow.files.workflow import WorkflowError
 
-from nodes.diffusion.comfyui import ComfyNode, Ref, _is_int, _list, read_ui_graph
+from nodes.diffusion.comfyui import MAX_NODES, ComfyNode, Ref, _is_int, _list, read_ui_graph
 
 INPUT_NODE, OUTPUT_NODE = "-10", "-20"
 MAX_DEPTH = 32  # subgraphs inside subgraphs; a definition that contains itself must end
@@ -55,6 +58,12 @@ def inline_subgraphs(nodes: list[ComfyNode], definitions: dict[str, dict[str, An
             continue
         prefix = f"{node.id}:"
         inner = read_ui_graph(definition, prefix, definitions)
+        if len(out) + len(inner) > MAX_NODES:
+            name = definition.get("name") or node.type
+            raise WorkflowError(
+                f"ComfyUI node {node.id} (subgraph {str(name)[:80]!r}, {depth + 1} levels down): inlining the "
+                f"subgraphs gives more than {MAX_NODES} nodes, the limit (do instances of subgraphs repeat inside each other?)"
+            )
         _place(inner, node, definition)
         for slot, name in enumerate(node.slots):  # the input node's slot i is the instance's input i
             substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name)

@@ -264,3 +264,23 @@ def test_an_input_image_pillow_refuses_is_a_field_error(registry, folders):
         PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"iTXt", body) + _chunk(b"IEND", b""))
     with pytest.raises(NodeError, match='field "image": cannot read'):
         registry.get("LoadImage")().run(_context(folders), image="bomb.png")
+
+
+def test_subgraphs_that_multiply_inside_each_other_are_refused_before_they_fill_the_memory(registry):
+    """Twelve instances of a subgraph that holds twelve of the next, ten levels down, would be
+    12**10 nodes: refused at the node limit, naming the instance, in well under a second."""
+    import time
+
+    def definition(index: int) -> dict:
+        inner = f"sub{index + 1}" if index < 9 else "CLIPTextEncode"
+        nodes = [{"id": n, "type": inner, "pos": [n * 10, 0], "inputs": [], "outputs": [],
+                  "widgets_values": ["x"] if inner == "CLIPTextEncode" else []} for n in range(1, 13)]
+        return {"id": f"sub{index}", "name": f"level {index}", "nodes": nodes, "links": [], "inputs": [], "outputs": []}
+
+    doc = {"version": 1, "state": {}, "links": [],
+           "nodes": [{"id": 1, "type": "sub0", "pos": [0, 0], "inputs": [], "outputs": []}],
+           "definitions": {"subgraphs": [definition(i) for i in range(10)]}}
+    start = time.perf_counter()
+    with pytest.raises(WorkflowError, match=r"ComfyUI node 1(:\d+)+ \(subgraph 'level \d'.*more than 5000 nodes"):
+        workflow_from_dict(doc, registry)
+    assert time.perf_counter() - start < 5
