@@ -461,6 +461,17 @@ def _one_to_one(type_name: str, inputs: dict[str, str], widgets: dict[str, str],
     return build
 
 
+def _image_file_name(name: Any) -> Any:
+    """ComfyUI annotates a picked file with the folder it came from ("photo.png [input]",
+    "ComfyUI_00001_.png [output]"); nodeflow's LoadImage names the file alone, read from the
+    input folder (a file from ComfyUI's output or temp folder must be copied there)."""
+    if isinstance(name, str):
+        for folder in (" [input]", " [output]", " [temp]"):
+            if name.endswith(folder):
+                return name[: -len(folder)]
+    return name
+
+
 def _sampler_name(name: Any) -> str:
     return SAMPLER_NAMES[name]
 
@@ -665,7 +676,8 @@ MAPPINGS: dict[str, Mapping] = {
                                           ("images",)), ("SaveImage",)),
     "PreviewImage": Mapping((), _one_to_one("PreviewImage", {"images": "images"}, {}, ("images",)),
                             ("PreviewImage",)),
-    "LoadImage": Mapping(("image", "upload"), _one_to_one("LoadImage", {}, {"image": "image"}, ("image", "mask")),
+    "LoadImage": Mapping(("image", "upload"), _one_to_one("LoadImage", {}, {"image": "image"}, ("image", "mask"),
+                                                             {"image": _image_file_name}),
                          ("LoadImage",)),
     "RandomNoise": Mapping(("noise_seed",), _one_to_one("Noise", {}, {"noise_seed": "seed"}, ("noise",)), ("Noise",)),
     "DisableNoise": Mapping((), _one_to_one("DisableNoise", {}, {}, ("noise",)), ("DisableNoise",)),
@@ -885,7 +897,8 @@ MAPPINGS.update({
     "ImagePadForOutpaint": Mapping(("left", "top", "right", "bottom", "feathering"), _build_pad_for_outpaint,
                                    ("ImagePadForOutpaint",)),
     "LoadImageMask": Mapping(("image", "channel", "upload"),
-                             _one_to_one("LoadImageMask", {}, {"image": "image", "channel": "channel"}, ("mask",)),
+                             _one_to_one("LoadImageMask", {}, {"image": "image", "channel": "channel"}, ("mask",),
+                                         {"image": _image_file_name}),
                              ("LoadImageMask",)),
     "ImageToMask": _same("ImageToMask", ("image",), ("channel",), ("mask",)),
     "MaskToImage": _same("MaskToImage", ("mask",), (), ("image",)),

@@ -343,3 +343,20 @@ def test_a_prompt_request_body_says_what_it_was_imported_from(registry):
     # an object with keys a /prompt body does not have is not taken for one
     with pytest.raises(WorkflowError, match="not a nodeflow workflow"):
         convert_foreign({**data, "workflow": {}}, registry)
+
+
+@pytest.mark.parametrize("picked", ["photo.png [input]", "photo.png [output]", "photo.png"])
+def test_an_image_name_annotated_with_comfyuis_folder_loads_the_file_itself(picked, registry, tmp_path):
+    """ComfyUI saves a picked image as "photo.png [input]" (or [output], [temp]); the file is photo.png."""
+    from PIL import Image
+
+    from nodeflow import RunContext
+
+    Image.new("RGB", (16, 8), (200, 10, 10)).save(tmp_path / "photo.png")
+    data = {"1": {"class_type": "LoadImage", "inputs": {"image": picked, "upload": "image"}},
+            "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    workflow = workflow_from_dict(data, registry)
+    assert workflow.graph.nodes["1"].values["image"] == "photo.png"
+    image = registry.get("LoadImage")().run(RunContext(node_id="1", input_dir=str(tmp_path)),
+                                            image=workflow.graph.nodes["1"].values["image"])[0]
+    assert tuple(image.shape) == (1, 8, 16, 3)
