@@ -25,7 +25,7 @@ from nodes.diffusion.impl.guidance import GuidanceError, Guider  # noqa: E402
 from nodes.diffusion.loaders import Checkpoint  # noqa: E402
 from nodes.diffusion.text import encode_text  # noqa: E402
 from nodes.diffusion.types import ControlModel  # noqa: E402
-from tests.packs.diffusion.test_controlnet import _tiny_controlnet  # noqa: E402
+from tests.support.standins import tiny_controlnet  # noqa: E402
 from tests.support import FIXTURES  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
 
@@ -119,7 +119,7 @@ def test_a_controlnet_on_an_area_steers_that_crop_with_its_hint_resized(loaded, 
     import torch.nn.functional as F
 
     model, a, b = loaded
-    net = _tiny_controlnet(tiny_sd, (16, 32))  # hint at twice the latent's size, the tiny VAE's factor
+    net = tiny_controlnet(tiny_sd, (16, 32))  # hint at twice the latent's size, the tiny VAE's factor
     hint = torch.rand(1, 32, 32, 3, generator=torch.Generator().manual_seed(5))
     area = ConditioningSetArea().run(CTX, a, 16, 32, 0, 0, 1.0)  # the left half
     controlled = ControlNetApply().run(CTX, area, ControlModel(net, "controlnet"), hint, 0.8)
