@@ -890,6 +890,7 @@ MAPPINGS.update({
     "ImageCrop": _same("ImageCrop", ("image",), ("width", "height", "x", "y"), ("image",)),
     "ImageInvert": _same("ImageInvert", ("image",), (), ("image",)),
     "ImageSharpen": _same("ImageSharpen", ("image",), ("sharpen_radius", "sigma", "alpha"), ("image",)),
+    "ImageBlur": _same("ImageBlur", ("image",), ("blur_radius", "sigma"), ("image",)),
     "ImageBlend": _same("ImageBlend", ("image1", "image2"), ("blend_factor", "blend_mode"), ("image",)),
     "ImageBatch": _same("ImageBatch", ("image1", "image2"), (), ("image",)),
     "ImageCompositeMasked": _same("ImageCompositeMasked", ("destination", "source", "mask"), ("x", "y", "resize_source"),

@@ -166,20 +166,46 @@ class ImageSharpen(Node):
     outputs = (Output("image", IMAGE),)
 
     def run(self, ctx: RunContext, image: Any, sharpen_radius: int, sigma: float, alpha: float) -> Any:
-        import torch
-        import torch.nn.functional as F
+        blurred = gaussian_blur(image, sharpen_radius, sigma)
+        return (image + 10.0 * alpha * (image - blurred)).clamp(0.0, 1.0)
 
-        r = sharpen_radius
-        axis = torch.linspace(-1.0, 1.0, 2 * r + 1)
-        squared = axis[:, None] ** 2 + axis[None, :] ** 2
-        weights = torch.exp(-squared / (2.0 * sigma * sigma))
-        weights = (weights / weights.sum()).to(image.dtype)
-        channels = image.shape[-1]
-        planes = image.movedim(-1, 1)
-        padded = F.pad(planes, (r, r, r, r), mode="reflect")
-        blurred = F.conv2d(padded, weights.expand(channels, 1, -1, -1), groups=channels)
-        sharpened = planes + 10.0 * alpha * (planes - blurred)
-        return sharpened.clamp(0.0, 1.0).movedim(1, -1).contiguous()
+
+class ImageBlur(Node):
+    type = "ImageBlur"
+    display_name = "Blur Image"
+    category = "image"
+    description = (
+        "Gaussian blur over a (2 x radius + 1) square, the image's edges mirrored; sigma is "
+        "measured in radii (1 = the weight at the square's edge is exp(-1/2))."
+    )
+
+    image = Socket(IMAGE)
+    blur_radius = Int(1, min=1, max=31, tooltip="half the blur square's side, in pixels")
+    sigma = Float(1.0, min=0.1, max=10.0, step=0.1, tooltip="the blur's spread; 1 = the radius")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, blur_radius: int, sigma: float) -> Any:
+        return gaussian_blur(image, blur_radius, sigma)
+
+
+def gaussian_blur(image: Any, radius: int, sigma: float) -> Any:
+    """[B, H, W, C] blurred by a normalised Gaussian on a (2r+1)-square grid spanning
+    [-1, 1], with mirrored (reflect) edges, so the size is kept. A radius the image is too
+    small to mirror is cut to fit (reflect padding needs radius < side)."""
+    import torch
+    import torch.nn.functional as F
+
+    r = max(0, min(radius, image.shape[1] - 1, image.shape[2] - 1))
+    if r == 0:
+        return image
+    axis = torch.linspace(-1.0, 1.0, 2 * r + 1)
+    squared = axis[:, None] ** 2 + axis[None, :] ** 2
+    weights = torch.exp(-squared / (2.0 * sigma * sigma))
+    weights = (weights / weights.sum()).to(image.dtype)
+    channels = image.shape[-1]
+    padded = F.pad(image.movedim(-1, 1), (r, r, r, r), mode="reflect")
+    blurred = F.conv2d(padded, weights.expand(channels, 1, -1, -1), groups=channels)
+    return blurred.movedim(1, -1).contiguous()
 
 
 BLEND_MODES = ("normal", "multiply", "screen", "overlay", "soft_light", "difference")

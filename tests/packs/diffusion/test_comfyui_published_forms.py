@@ -124,3 +124,27 @@ def test_image_sharpen_imports_with_its_values_and_steepens_an_edge():
     assert torch.allclose(out[:, :, 0], edge[:, :, 0], atol=1e-3)  # far from it, nothing changes
     flat = torch.full((1, 5, 5, 3), 0.5)
     assert torch.allclose(ImageSharpen().run(None, flat, sharpen_radius=1, sigma=1.0, alpha=2.0), flat, atol=1e-6)
+
+
+def test_image_blur_imports_with_its_values_and_spreads_a_point_by_the_gaussian_weights():
+    import math
+
+    import torch
+
+    from nodes.diffusion.image_ops import ImageBlur
+
+    graph = load_workflow(FIXTURES / "sharpen_api.json", default_registry()).graph
+    (blur,) = [n for n in graph.nodes.values() if n.type == "ImageBlur"]
+    assert (blur.values["blur_radius"], blur.values["sigma"]) == (3, 0.5)
+    point = torch.zeros(1, 7, 7, 3)
+    point[0, 3, 3] = 1.0
+    out = ImageBlur().run(None, point, blur_radius=1, sigma=1.0)
+    # a 3x3 grid over [-1, 1]: the centre weighs 1, its 4 sides exp(-1/2), its 4 corners exp(-1)
+    total = 1 + 4 * math.exp(-0.5) + 4 * math.exp(-1)
+    assert out.shape == point.shape
+    assert math.isclose(out[0, 3, 3, 0].item(), 1 / total, rel_tol=1e-5)
+    assert math.isclose(out[0, 2, 3, 1].item(), math.exp(-0.5) / total, rel_tol=1e-5)
+    assert math.isclose(out[0, 2, 2, 2].item(), math.exp(-1) / total, rel_tol=1e-5)
+    assert out[0, 0, 0].abs().max().item() == 0.0 and math.isclose(out.sum().item(), 3.0, rel_tol=1e-5)
+    # a radius wider than a tiny image is cut to fit instead of failing the mirror padding
+    assert ImageBlur().run(None, torch.rand(1, 2, 2, 3), blur_radius=31, sigma=1.0).shape == (1, 2, 2, 3)
