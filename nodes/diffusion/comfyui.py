@@ -891,6 +891,7 @@ MAPPINGS.update({
     "ImageInvert": _same("ImageInvert", ("image",), (), ("image",)),
     "ImageSharpen": _same("ImageSharpen", ("image",), ("sharpen_radius", "sigma", "alpha"), ("image",)),
     "ImageBlur": _same("ImageBlur", ("image",), ("blur_radius", "sigma"), ("image",)),
+    "ImageQuantize": _same("ImageQuantize", ("image",), ("colors", "dither"), ("image",)),
     "ImageBlend": _same("ImageBlend", ("image1", "image2"), ("blend_factor", "blend_mode"), ("image",)),
     "ImageBatch": _same("ImageBatch", ("image1", "image2"), (), ("image",)),
     "ImageCompositeMasked": _same("ImageCompositeMasked", ("destination", "source", "mask"), ("x", "y", "resize_source"),

@@ -188,6 +188,66 @@ class ImageBlur(Node):
         return gaussian_blur(image, blur_radius, sigma)
 
 
+DITHERS = ("none", "floyd-steinberg", "bayer-2", "bayer-4", "bayer-8", "bayer-16")
+
+
+class ImageQuantize(Node):
+    type = "ImageQuantize"
+    display_name = "Quantize Image"
+    category = "image"
+    description = (
+        "Reduces each image to a palette of at most `colors` colours chosen for it (Pillow's median "
+        "cut), mapped with no dithering, Floyd-Steinberg error diffusion, or an ordered (Bayer) "
+        "pattern of the given size."
+    )
+
+    image = Socket(IMAGE)
+    colors = Int(256, min=1, max=256, tooltip="palette size")
+    dither = Choice(DITHERS, default="none", tooltip="how colours between palette entries are drawn")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, colors: int, dither: str) -> Any:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        out = []
+        for frame in image:
+            rgb = Image.fromarray((frame.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(), mode="RGB")
+            palette = rgb.quantize(colors=colors)  # the palette is chosen on the undithered image
+            if dither.startswith("bayer"):
+                size = int(dither.split("-")[1])
+                step = 256.0 / max(1, round(len(palette.getpalette()) / 3) ** (1 / 3))  # one palette step per channel
+                pixels = np.asarray(rgb, dtype=np.float32) + step * _tiled(bayer_matrix(size), frame.shape[:2])[..., None]
+                rgb = Image.fromarray(pixels.clip(0, 255).round().astype(np.uint8), mode="RGB")
+                mapped = rgb.quantize(palette=palette, dither=Image.Dither.NONE)
+            else:
+                diffuse = Image.Dither.FLOYDSTEINBERG if dither == "floyd-steinberg" else Image.Dither.NONE
+                mapped = rgb.quantize(palette=palette, dither=diffuse)
+            out.append(torch.from_numpy(np.asarray(mapped.convert("RGB"), dtype=np.float32) / 255.0))
+        return torch.stack(out).to(image.dtype)
+
+
+def bayer_matrix(size: int) -> Any:
+    """The ``size`` x ``size`` ordered-dither threshold matrix (size a power of two), as
+    offsets in [-0.5, 0.5) with mean 0: each doubling places the four quarter patterns so
+    that neighbouring thresholds are as far apart as possible."""
+    import numpy as np
+
+    m = np.zeros((1, 1), dtype=np.float32)
+    while m.shape[0] < size:
+        m = np.block([[4 * m, 4 * m + 2], [4 * m + 3, 4 * m + 1]])
+    return (m + 0.5) / m.size - 0.5
+
+
+def _tiled(pattern: Any, shape: tuple[int, int]) -> Any:
+    import numpy as np
+
+    h, w = shape
+    reps = (-(-h // pattern.shape[0]), -(-w // pattern.shape[1]))
+    return np.tile(pattern, reps)[:h, :w]
+
+
 def gaussian_blur(image: Any, radius: int, sigma: float) -> Any:
     """[B, H, W, C] blurred by a normalised Gaussian on a (2r+1)-square grid spanning
     [-1, 1], with mirrored (reflect) edges, so the size is kept. A radius the image is too

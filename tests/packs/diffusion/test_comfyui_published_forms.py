@@ -148,3 +148,25 @@ def test_image_blur_imports_with_its_values_and_spreads_a_point_by_the_gaussian_
     assert out[0, 0, 0].abs().max().item() == 0.0 and math.isclose(out.sum().item(), 3.0, rel_tol=1e-5)
     # a radius wider than a tiny image is cut to fit instead of failing the mirror padding
     assert ImageBlur().run(None, torch.rand(1, 2, 2, 3), blur_radius=31, sigma=1.0).shape == (1, 2, 2, 3)
+
+
+@pytest.mark.parametrize("dither", ["none", "floyd-steinberg", "bayer-4"])
+def test_image_quantize_keeps_to_its_palette_and_dithering_keeps_the_mean_tone(dither):
+    import torch
+
+    from nodes.diffusion.image_ops import ImageQuantize
+
+    graph = load_workflow(FIXTURES / "sharpen_api.json", default_registry()).graph
+    (quantize,) = [n for n in graph.nodes.values() if n.type == "ImageQuantize"]
+    assert (quantize.values["colors"], quantize.values["dither"]) == (8, "bayer-4")
+    ramp = torch.linspace(0, 1, 64).expand(1, 32, 64)[..., None].expand(1, 32, 64, 3).contiguous()
+    out = ImageQuantize().run(None, ramp, colors=2, dither=dither)
+    assert out.shape == ramp.shape
+    assert len(torch.unique(out.reshape(-1, 3), dim=0)) <= 2
+    middle = out[0, :, 24:40, 0]  # between the two palette tones
+    if dither == "none":
+        assert all(len(torch.unique(middle[:, x])) == 1 for x in range(middle.shape[1]))  # every column one tone
+        assert abs(out.mean().item() - ramp.mean().item()) < 0.2
+    else:
+        assert len(torch.unique(middle)) == 2  # both tones drawn side by side
+        assert abs(middle.mean().item() - ramp[0, :, 24:40, 0].mean().item()) < 0.1
