@@ -29,7 +29,7 @@ from nodes.diffusion.latent_ops import LatentBlend, LatentComposite, LatentCrop,
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
 from nodes.diffusion.model_edm import ModelSamplingEDM
-from nodes.diffusion.masks import FeatherMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask
+from nodes.diffusion.masks import FeatherMask, GrowMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask, ThresholdMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.devices import DEVICES
@@ -52,7 +52,7 @@ PACK = Pack(
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
         # comfy-import: masks, pixel and latent operations
         ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageSharpen, ImageBlur, ImageQuantize, ImageBlend,
-        ImageCompositeMasked, ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, MaskComposite,
+        ImageCompositeMasked, ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, GrowMask, ThresholdMask, MaskComposite,
         LoadImageMask, PreviewMask, LatentComposite, LatentBlend, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
         Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,
         # Models of other kinds than checkpoints (issue 11).

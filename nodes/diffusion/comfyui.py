@@ -907,6 +907,8 @@ MAPPINGS.update({
     "SolidMask": _same("SolidMask", (), ("value", "width", "height"), ("mask",)),
     "InvertMask": _same("InvertMask", ("mask",), (), ("mask",)),
     "FeatherMask": _same("FeatherMask", ("mask",), ("left", "top", "right", "bottom"), ("mask",)),
+    "GrowMask": _same("GrowMask", ("mask",), ("expand", "tapered_corners"), ("mask",)),
+    "ThresholdMask": _same("ThresholdMask", ("mask",), ("value",), ("mask",)),
     "MaskComposite": _same("MaskComposite", ("destination", "source"), ("x", "y", "operation"), ("mask",)),
     "MaskPreview": Mapping((), _one_to_one("PreviewMask", {"mask": "mask"}, {}, ("images",)), ("PreviewMask",)),
     "LatentComposite": Mapping(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow import Choice, FileChoice, Float, Int, Node, NodeError, Output, RunContext, Socket
+from nodeflow import Bool, Choice, FileChoice, Float, Int, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.types import IMAGE, MASK
 
@@ -111,6 +111,54 @@ class FeatherMask(Node):
             return factor.clamp(0.0, 1.0)
 
         return mask.float() * ramp(height, top, bottom)[:, None] * ramp(width, left, right)[None, :]
+
+
+class GrowMask(Node):
+    type = "GrowMask"
+    display_name = "Grow Mask"
+    category = "mask"
+    description = (
+        "Grows the mask by `expand` pixels (shrinks it when negative), each pixel taking the "
+        "largest (smallest) value around it: with tapered corners the reach is a diamond "
+        "(steps along the axes), without it a square."
+    )
+
+    mask = Socket(MASK)
+    expand = Int(0, min=-16384, max=16384, tooltip="pixels to grow by; negative shrinks")
+    tapered_corners = Bool(True, tooltip="on: grow by steps along the axes (rounded corners); off: square corners")
+    outputs = (Output("mask", MASK),)
+
+    def run(self, ctx: RunContext, mask: Any, expand: int, tapered_corners: bool) -> Any:
+        import torch.nn.functional as F
+
+        planes = mask.float().reshape(-1, 1, *mask.shape[-2:])
+        if expand < 0:
+            planes = -planes  # shrinking is growing the complement
+        # past the image's size nothing more changes; bounds the loop for any `expand`
+        steps = min(abs(expand), planes.shape[-2] + planes.shape[-1])
+        if not tapered_corners:
+            planes = F.max_pool2d(planes, 2 * steps + 1, stride=1, padding=steps) if steps else planes
+        else:
+            for _ in range(steps):  # one step of a plus-shaped reach
+                across = F.max_pool2d(planes, (1, 3), stride=1, padding=(0, 1))
+                planes = across.maximum(F.max_pool2d(planes, (3, 1), stride=1, padding=(1, 0)))
+        if expand < 0:
+            planes = -planes
+        return planes[:, 0]
+
+
+class ThresholdMask(Node):
+    type = "ThresholdMask"
+    display_name = "Threshold Mask"
+    category = "mask"
+    description = "1 where the mask is above `value`, else 0: a hard-edged mask from a soft one."
+
+    mask = Socket(MASK)
+    value = Float(0.5, min=0.0, max=1.0, step=0.01, tooltip="values above this become 1")
+    outputs = (Output("mask", MASK),)
+
+    def run(self, ctx: RunContext, mask: Any, value: float) -> Any:
+        return (mask > value).float()
 
 
 COMPOSITE_OPERATIONS = ("multiply", "add", "subtract", "and", "or", "xor")

@@ -170,3 +170,27 @@ def test_image_quantize_keeps_to_its_palette_and_dithering_keeps_the_mean_tone(d
     else:
         assert len(torch.unique(middle)) == 2  # both tones drawn side by side
         assert abs(middle.mean().item() - ramp[0, :, 24:40, 0].mean().item()) < 0.1
+
+
+def test_grow_mask_reaches_a_diamond_or_a_square_and_shrinks_when_negative_and_threshold_hardens():
+    import torch
+
+    from nodes.diffusion.masks import GrowMask, ThresholdMask
+
+    graph = load_workflow(FIXTURES / "grow_threshold_mask_api.json", default_registry()).graph
+    values = {n.type: n.values for n in graph.nodes.values()}
+    assert (values["GrowMask"]["expand"], values["GrowMask"]["tapered_corners"]) == (6, False)
+    assert values["ThresholdMask"]["value"] == 0.25
+    point = torch.zeros(1, 9, 9)
+    point[0, 4, 4] = 1.0
+    diamond = GrowMask().run(None, point, expand=2, tapered_corners=True)
+    square = GrowMask().run(None, point, expand=2, tapered_corners=False)
+    assert diamond.sum().item() == 13 and diamond[0, 4, 6] == 1 and diamond[0, 5, 5] == 1 and diamond[0, 6, 6] == 0
+    assert square.sum().item() == 25 and square[0, 6, 6] == 1
+    block = torch.zeros(1, 9, 9)
+    block[0, 2:7, 2:7] = 1.0
+    assert torch.equal(GrowMask().run(None, block, expand=-1, tapered_corners=True)[0, 3:6, 3:6], torch.ones(3, 3))
+    assert GrowMask().run(None, block, expand=-1, tapered_corners=True).sum().item() == 9
+    assert torch.equal(GrowMask().run(None, point, expand=10**4, tapered_corners=True), torch.ones(1, 9, 9))  # bounded loop
+    soft = torch.tensor([[[0.1, 0.3, 0.9]]])
+    assert ThresholdMask().run(None, soft, value=0.25).tolist() == [[[0.0, 1.0, 1.0]]]
