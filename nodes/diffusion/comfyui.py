@@ -746,7 +746,16 @@ def _build_sampler_custom(b: Builder, c: ComfyNode) -> None:
     b.output(c, 1, sampler, "latent")
 
 
-SAMPLER_SOURCES = ("KSamplerSelect", "SamplerEulerAncestral")
+# ComfyUI's sampler nodes with settings: the nodeflow sampler each is at the settings'
+# defaults (the only values nodeflow runs; noise_device only says where noise is drawn).
+SAMPLER_NODES: dict[str, tuple[str, dict[str, Any]]] = {
+    "SamplerEulerAncestral": ("euler_ancestral", {"eta": 1.0, "s_noise": 1.0}),
+    "SamplerLMS": ("lms", {"order": 4}),
+    "SamplerDPMPP_2M_SDE": ("dpmpp_2m_sde", {"solver_type": "midpoint", "eta": 1.0, "s_noise": 1.0}),
+    "SamplerDPMPP_3M_SDE": ("dpmpp_3m_sde", {"eta": 1.0, "s_noise": 1.0}),
+    "SamplerDPMPP_SDE": ("dpmpp_sde", {"eta": 1.0, "s_noise": 1.0, "r": 0.5}),
+}
+SAMPLER_SOURCES = ("KSamplerSelect", *SAMPLER_NODES)
 SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "SDTurboScheduler", "SplitSigmas",
                  "AlignYourStepsScheduler")
 # KarrasScheduler / ExponentialScheduler defaults: SD's own sigma range, which the
@@ -758,11 +767,12 @@ def _sampler_choice(b: Builder, select: ComfyNode, values: dict[str, Any]) -> No
     if select.type == "KSamplerSelect":
         b.value(select, "sampler_name", values, "sampler", _sampler_name)
         return
-    for name, default in (("eta", 1.0), ("s_noise", 1.0)):  # SamplerEulerAncestral
+    sampler, defaults = SAMPLER_NODES[select.type]
+    for name, default in defaults.items():
         value = b.resolved(select, name)
         if value is not None and value != default:
-            b.problem(select, f"{name} {_show(value)} has no nodeflow equivalent (euler_ancestral uses {default})")
-    values["sampler"] = "euler_ancestral"
+            b.problem(select, f"{name} {_show(value)} has no nodeflow equivalent ({sampler} uses {_show(default)})")
+    values["sampler"] = sampler
 
 
 def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input: str = "sigmas") -> bool:
@@ -935,6 +945,10 @@ MAPPINGS.update({
                                                   {}, ("conditioning",)), ("ConditioningCombine",)),
     "SamplerCustom": Mapping(("add_noise", "noise_seed", "cfg"), _build_sampler_custom, ("Noise", "DisableNoise", "CFG", "Sampler")),
     "SamplerEulerAncestral": Mapping(("eta", "s_noise"), _build_folded, ()),
+    "SamplerLMS": Mapping(("order",), _build_folded, ()),
+    "SamplerDPMPP_2M_SDE": Mapping(("solver_type", "eta", "s_noise", "noise_device"), _build_folded, ()),
+    "SamplerDPMPP_3M_SDE": Mapping(("eta", "s_noise", "noise_device"), _build_folded, ()),
+    "SamplerDPMPP_SDE": Mapping(("eta", "s_noise", "r", "noise_device"), _build_folded, ()),
     "SDTurboScheduler": Mapping(("steps", "denoise"), _build_folded, ()),
     "CheckpointLoader": Mapping(("config_name", "ckpt_name"), _build_checkpoint_with_config, ("Checkpoint",)),
     "ConditioningSetArea": _same("ConditioningSetArea", ("conditioning",), ("width", "height", "x", "y", "strength"),

@@ -158,3 +158,22 @@ def test_model_operations_and_canny(models, input_dir, tmp_path):
     columns = np.flatnonzero(edges[8:24].max(axis=0) > 0.5)
     assert set(columns) <= {14, 15, 16, 17} and len(columns) >= 1
     assert edges[:, :12].max() == 0 and edges[:, 20:].max() == 0
+
+
+@pytest.mark.parametrize("node, widgets, sampler", [
+    ("SamplerLMS", {"order": 4}, "lms"),
+    ("SamplerDPMPP_2M_SDE", {"solver_type": "midpoint", "eta": 1.0, "s_noise": 1.0, "noise_device": "cpu"}, "dpmpp_2m_sde"),
+    ("SamplerDPMPP_3M_SDE", {"eta": 1.0, "s_noise": 1.0, "noise_device": "gpu"}, "dpmpp_3m_sde"),
+    ("SamplerDPMPP_SDE", {"eta": 1.0, "s_noise": 1.0, "r": 0.5, "noise_device": "gpu"}, "dpmpp_sde"),
+])
+def test_comfyuis_sampler_nodes_at_their_defaults_are_our_samplers_and_other_settings_are_named(node, widgets, sampler):
+    data = json.loads((FIXTURES / "custom_sampling_api.json").read_text())
+    data["15"] = {"class_type": node, "inputs": dict(widgets)}
+    graph = workflow_from_dict(data, default_registry()).graph
+    users = [n for n in graph.nodes.values() if n.type == "Sampler" and n.values.get("sampler") == sampler]
+    assert users, f"no Sampler took {sampler} from {node}"
+    first = next(iter(k for k in widgets if k != "noise_device"))
+    changed = {**widgets, first: "heun" if first == "solver_type" else 3}
+    data["15"] = {"class_type": node, "inputs": changed}
+    with pytest.raises(WorkflowError, match=rf"node 15 \({node}\): {first} .* has no nodeflow equivalent \({sampler} uses"):
+        workflow_from_dict(data, default_registry())
