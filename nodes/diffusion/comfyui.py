@@ -931,6 +931,8 @@ MAPPINGS.update({
     "LatentCrop": Mapping(("width", "height", "x", "y"),
                           _one_to_one("LatentCrop", {"samples": "latent"}, {n: n for n in ("width", "height", "x", "y")},
                                       ("latent",)), ("LatentCrop",)),
+    "LatentCompositeMasked": _same("LatentCompositeMasked", ("destination", "source", "mask"), ("x", "y", "resize_source"),
+                                   ("latent",)),
     "LatentFromBatch": Mapping(("batch_index", "length"),
                                _one_to_one("LatentFromBatch", {"samples": "latent"},
                                            {"batch_index": "batch_index", "length": "length"}, ("latent",)),

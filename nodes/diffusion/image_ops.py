@@ -337,27 +337,35 @@ class ImageCompositeMasked(Node):
 
     def run(self, ctx: RunContext, destination: Any, source: Any, x: int, y: int, resize_source: bool,
             mask: Any = None) -> Any:
-        import torch
-        import torch.nn.functional as F
+        return paste(destination, source, x, y, resize_source, mask)
 
-        out = destination.float().clone()
-        batch, height, width = out.shape[:3]
-        if resize_source and source.shape[1:3] != out.shape[1:3]:
-            source = resize(source, height, width, "bilinear")
-        source = _to_batch(source.float(), batch)
-        h, w = min(source.shape[1], height - y), min(source.shape[2], width - x)
-        if h <= 0 or w <= 0:
-            return out  # pasted wholly beyond the destination's edge
-        if mask is None:
-            weight = torch.ones(batch, h, w, 1)
-        else:
-            weight = mask.float().reshape(-1, 1, *mask.shape[-2:])
-            if weight.shape[-2:] != source.shape[1:3]:
-                weight = F.interpolate(weight, size=source.shape[1:3], mode="bilinear", align_corners=False)
-            weight = _to_batch(weight[:, 0, :h, :w, None].clamp(0.0, 1.0), batch)
-        region = out[:, y:y + h, x:x + w]
-        out[:, y:y + h, x:x + w] = source[:, :h, :w] * weight + region * (1 - weight)
-        return out
+
+def paste(destination: Any, source: Any, x: int, y: int, resize_source: bool, mask: Any = None) -> Any:
+    """``source`` [B, H, W, C] over a copy of ``destination`` with its top-left corner at
+    (x, y), through ``mask`` (resized to the source; none: everywhere); the part beyond the
+    destination's edges is cut off. Images and (moved-axis) latents alike."""
+    import torch
+    import torch.nn.functional as F
+
+    out = destination.float().clone()
+    batch, height, width = out.shape[:3]
+    if resize_source and source.shape[1:3] != out.shape[1:3]:
+        source = F.interpolate(source.float().movedim(-1, 1), size=(height, width), mode="bilinear",
+                               align_corners=False).movedim(1, -1)
+    source = _to_batch(source.float(), batch)
+    h, w = min(source.shape[1], height - y), min(source.shape[2], width - x)
+    if h <= 0 or w <= 0:
+        return out  # pasted wholly beyond the destination's edge
+    if mask is None:
+        weight = torch.ones(batch, h, w, 1)
+    else:
+        weight = mask.float().reshape(-1, 1, *mask.shape[-2:])
+        if weight.shape[-2:] != source.shape[1:3]:
+            weight = F.interpolate(weight, size=source.shape[1:3], mode="bilinear", align_corners=False)
+        weight = _to_batch(weight[:, 0, :h, :w, None].clamp(0.0, 1.0), batch)
+    region = out[:, y:y + h, x:x + w]
+    out[:, y:y + h, x:x + w] = source[:, :h, :w] * weight + region * (1 - weight)
+    return out
 
 
 class ImageBatch(Node):

@@ -194,3 +194,26 @@ def test_grow_mask_reaches_a_diamond_or_a_square_and_shrinks_when_negative_and_t
     assert torch.equal(GrowMask().run(None, point, expand=10**4, tapered_corners=True), torch.ones(1, 9, 9))  # bounded loop
     soft = torch.tensor([[[0.1, 0.3, 0.9]]])
     assert ThresholdMask().run(None, soft, value=0.25).tolist() == [[[0.0, 1.0, 1.0]]]
+
+
+def test_latent_composite_masked_pastes_through_the_mask_at_latent_scale_and_cuts_at_the_edge():
+    import torch
+
+    from nodes.diffusion.latent_ops import LatentCompositeMasked
+    from nodes.diffusion.types import Latent
+
+    graph = load_workflow(FIXTURES / "latent_composite_masked_api.json", default_registry()).graph
+    (node,) = [n for n in graph.nodes.values() if n.type == "LatentCompositeMasked"]
+    assert (node.values["x"], node.values["y"], node.values["resize_source"]) == (16, 8, False)
+    destination = Latent(torch.zeros(1, 4, 8, 8))
+    source = Latent(torch.full((1, 4, 4, 4), -2.0))  # latents are not clamped like images
+    half = torch.zeros(1, 4, 4)
+    half[:, :, 2:] = 1.0  # the source's right half shows
+    out = LatentCompositeMasked().run(None, destination, source, x=48, y=8, resize_source=False, mask=half).samples
+    assert out.shape == (1, 4, 8, 8)
+    region = out[0, 0, 1:5, 6:8]  # columns 6..7 of the 8: the source's columns 0..1 (mask 0) and cut after
+    assert torch.equal(region, torch.zeros(4, 2))
+    out = LatentCompositeMasked().run(None, destination, source, x=16, y=8, resize_source=False, mask=half).samples
+    assert torch.equal(out[0, :, 1:5, 4:6], torch.full((4, 4, 2), -2.0)) and out.abs().sum() == 2.0 * 4 * 4 * 2
+    whole = LatentCompositeMasked().run(None, destination, source, x=0, y=0, resize_source=True).samples
+    assert torch.equal(whole, torch.full((1, 4, 8, 8), -2.0))
