@@ -19,7 +19,7 @@ from nodes.diffusion.conditioning_regions import ConditioningSetAreaPercentage, 
 from nodes.diffusion.explain import EXPLAIN_NODES, EXPLAIN_TYPES
 from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader, SetUnionControlNetType
 from nodes.diffusion.image_ops import (
-    Canny, ImageBatch, ImageBlend, ImageBlur, ImageQuantize, ImageCompositeMasked, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageSharpen, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
+    Canny, EmptyImage, ImageBatch, ImageBlend, ImageBlur, ImageFlip, ImageFromBatch, ImageQuantize, RepeatImageBatch, ImageCompositeMasked, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageSharpen, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
 from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
@@ -51,7 +51,7 @@ PACK = Pack(
         EmptyLatent, LatentUpscale, Noise, DisableNoise, CFG, BasicGuider, Sampler, VAEDecode, VAEEncode,
         LoadImage, SaveImage, PreviewImage, CLIPSimilarity,
         # comfy-import: masks, pixel and latent operations
-        ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageSharpen, ImageBlur, ImageQuantize, ImageBlend,
+        ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageSharpen, ImageBlur, ImageQuantize, EmptyImage, RepeatImageBatch, ImageFromBatch, ImageFlip, ImageBlend,
         ImageCompositeMasked, ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, GrowMask, ThresholdMask, MaskComposite,
         LoadImageMask, PreviewMask, LatentComposite, LatentCompositeMasked, LatentBlend, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
         Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,

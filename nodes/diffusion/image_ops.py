@@ -368,6 +368,78 @@ def paste(destination: Any, source: Any, x: int, y: int, resize_source: bool, ma
     return out
 
 
+class EmptyImage(Node):
+    type = "EmptyImage"
+    display_name = "Empty Image"
+    category = "image"
+    description = "A batch of images of one colour, given as 0xRRGGBB (0 is black)."
+
+    width = Int(512, min=1, max=16384, tooltip="in pixels")
+    height = Int(512, min=1, max=16384, tooltip="in pixels")
+    batch_size = Int(1, min=1, max=4096)
+    color = Int(0, min=0, max=0xFFFFFF, tooltip="0xRRGGBB as a number: 16777215 is white")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, width: int, height: int, batch_size: int, color: int) -> Any:
+        import torch
+
+        check_pixels("batch_size", width, height, batch_size, ctx.settings)
+        rgb = torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF], dtype=torch.float32) / 255.0
+        return rgb.expand(batch_size, height, width, 3).contiguous()
+
+
+class RepeatImageBatch(Node):
+    type = "RepeatImageBatch"
+    display_name = "Repeat Images"
+    category = "image"
+    description = "The batch repeated `amount` times, one after another."
+
+    image = Socket(IMAGE)
+    amount = Int(1, min=1, max=4096)
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, amount: int) -> Any:
+        batch, height, width = image.shape[:3]
+        check_pixels("amount", width, height, batch * amount, ctx.settings)
+        return image.repeat(amount, 1, 1, 1)
+
+
+class ImageFromBatch(Node):
+    type = "ImageFromBatch"
+    display_name = "Images from Batch"
+    category = "image"
+    description = (
+        "`length` images of the batch from `batch_index` on (0 = the first); an index past the "
+        "end takes the last image, a length past the end stops there."
+    )
+
+    image = Socket(IMAGE)
+    batch_index = Int(0, min=0, max=4095)
+    length = Int(1, min=1, max=4096)
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, batch_index: int, length: int) -> Any:
+        start = min(batch_index, image.shape[0] - 1)
+        return image[start:start + length].clone()
+
+
+FLIPS = ("x-axis: vertically", "y-axis: horizontally")
+
+
+class ImageFlip(Node):
+    type = "ImageFlip"
+    display_name = "Flip Image"
+    category = "image"
+    description = "Mirrors the images: upside down (about the x axis) or left to right (about the y axis)."
+
+    image = Socket(IMAGE)
+    flip_method = Choice(FLIPS, default=FLIPS[0])
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, flip_method: str) -> Any:
+        return image.flip(1 if flip_method == FLIPS[0] else 2)
+
+
 class ImageBatch(Node):
     type = "ImageBatch"
     display_name = "Batch Images"

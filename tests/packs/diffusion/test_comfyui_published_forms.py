@@ -217,3 +217,28 @@ def test_latent_composite_masked_pastes_through_the_mask_at_latent_scale_and_cut
     assert torch.equal(out[0, :, 1:5, 4:6], torch.full((4, 4, 2), -2.0)) and out.abs().sum() == 2.0 * 4 * 4 * 2
     whole = LatentCompositeMasked().run(None, destination, source, x=0, y=0, resize_source=True).samples
     assert torch.equal(whole, torch.full((1, 4, 8, 8), -2.0))
+
+
+def test_empty_repeat_from_batch_and_flip_images_run_as_a_comfyui_graph(tmp_path):
+    import torch
+
+    from nodeflow import NodeError, RunContext
+
+    from nodes.diffusion.image_ops import EmptyImage, ImageFlip, RepeatImageBatch
+
+    flow = api.open(FIXTURES / "image_batch_ops_api.json", device="cpu")
+    result = flow.run(output_dir=tmp_path, device="cpu", outputs=["1", "2", "3", "4", "5"])
+    assert result.ok, result.error or result.problems
+    red = result.outputs["1"]["image"]
+    assert red.shape == (2, 16, 24, 3) and red[0, 0, 0].tolist() == [1.0, 0.0, 0.0]  # 0xFF0000
+    assert result.outputs["2"]["image"].shape[0] == 6
+    assert result.outputs["3"]["image"].shape[0] == 2  # from index 4, five asked, two left
+    ramp = torch.linspace(0, 1, 5).expand(1, 3, 5)[..., None].expand(1, 3, 5, 3)
+    assert torch.equal(ImageFlip().run(None, ramp, flip_method="y-axis: horizontally")[0, 0, :, 0], ramp[0, 0, :, 0].flip(0))
+    assert torch.equal(ImageFlip().run(None, ramp, flip_method="x-axis: vertically"), ramp)  # rows alike
+    ctx = RunContext(node_id="1")
+    with pytest.raises(NodeError, match="limit") as error:
+        EmptyImage().run(ctx, width=16384, height=16384, batch_size=4096, color=0)
+    assert error.value.field == "batch_size"
+    with pytest.raises(NodeError, match="limit"):
+        RepeatImageBatch().run(ctx, torch.zeros(1, 1024, 1024, 3), amount=4096)
