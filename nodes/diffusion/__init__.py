@@ -34,7 +34,9 @@ from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.devices import DEVICES
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
-from nodes.diffusion.sigmas import AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, SplitSigmas
+from nodes.diffusion.sigmas import (
+    AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, PolyexponentialScheduler, SplitSigmas, VPScheduler,
+)
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
 from nodes.diffusion.unclip import UnCLIPCheckpoint, UnCLIPConditioning
@@ -61,6 +63,7 @@ PACK = Pack(
         UpscaleModelLoader, ImageUpscaleWithModel,
         # Regions, schedules and merges (issue 11).
         ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
+        PolyexponentialScheduler, VPScheduler,
         SplitSigmas, ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL, ModelSamplingEDM,
         # unCLIP and CLIP vision (issue 11).
         CLIPVisionLoader, CLIPVisionEncode, UnCLIPCheckpoint, UnCLIPConditioning,

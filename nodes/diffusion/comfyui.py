@@ -756,7 +756,8 @@ SAMPLER_NODES: dict[str, tuple[str, dict[str, Any]]] = {
     "SamplerDPMPP_SDE": ("dpmpp_sde", {"eta": 1.0, "s_noise": 1.0, "r": 0.5}),
 }
 SAMPLER_SOURCES = ("KSamplerSelect", *SAMPLER_NODES)
-SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "SDTurboScheduler", "SplitSigmas",
+SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "PolyexponentialScheduler", "VPScheduler",
+                 "SDTurboScheduler", "SplitSigmas",
                  "AlignYourStepsScheduler")
 # KarrasScheduler / ExponentialScheduler defaults: SD's own sigma range, which the
 # Sampler's karras / exponential schedules use; other values become a list of sigmas.

@@ -34,7 +34,7 @@ def needs_sigma_list(b: Builder, source: ComfyNode) -> bool:
     with another than SD's own range (or rho 7); a split of either."""
     from nodes.diffusion.comfyui import _SIGMA_RANGE, Ref, _is_number
 
-    if source.type == "AlignYourStepsScheduler":
+    if source.type in ("AlignYourStepsScheduler", "PolyexponentialScheduler", "VPScheduler"):
         return True
     if source.type in ("KarrasScheduler", "ExponentialScheduler"):
         rho = b.resolved(source, "rho") if source.type == "KarrasScheduler" else None
@@ -72,6 +72,8 @@ REGION_MAPPINGS.update({
         ("steps", "sigma_max", "sigma_min"),
         _when_listed(_one_to_one("ExponentialScheduler", {}, {n: n for n in ("steps", "sigma_max", "sigma_min")},
                                  ("sigmas",))), ("ExponentialScheduler",)),
+    "PolyexponentialScheduler": _same("PolyexponentialScheduler", (), ("steps", "sigma_max", "sigma_min", "rho"), ("sigmas",)),
+    "VPScheduler": _same("VPScheduler", (), ("steps", "beta_d", "beta_min", "eps_s"), ("sigmas",)),
     "SplitSigmas": Mapping(
         ("step",), _when_listed(_one_to_one("SplitSigmas", {"sigmas": "sigmas"}, {"step": "step"},
                                             ("high_sigmas", "low_sigmas"))), ("SplitSigmas",)),

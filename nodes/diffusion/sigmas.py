@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from nodeflow import Choice, Float, Int, Node, NodeError, Output, RunContext, Socket
 
-from nodes.diffusion.impl.sigmas import AYS_SIGMAS, SD_SIGMA_MAX, SD_SIGMA_MIN, align_your_steps, exponential, karras, split
+from nodes.diffusion.impl.sigmas import (
+    AYS_SIGMAS, SD_SIGMA_MAX, SD_SIGMA_MIN, align_your_steps, exponential, karras, polyexponential, split, variance_preserving,
+)
 from nodes.diffusion.types import SIGMAS, Sigmas
 
 
@@ -85,6 +87,44 @@ class ExponentialScheduler(Node):
 
     def run(self, ctx: RunContext, steps: int, sigma_max: float, sigma_min: float) -> Sigmas:
         return exponential(steps, sigma_max, sigma_min)
+
+
+class PolyexponentialScheduler(Node):
+    type = "PolyexponentialScheduler"
+    display_name = "Polyexponential Schedule"
+    category = "sampling"
+    description = (
+        "Log sigma falls from sigma_max to sigma_min along a ramp raised to rho: rho 1 is the "
+        "exponential schedule, higher rho spends more steps at high noise."
+    )
+
+    steps = _steps()
+    sigma_max, sigma_min = _range()
+    rho = Float(1.0, min=0.0001, max=100.0, step=0.01, tooltip="the ramp's curvature; 1 is evenly spaced in log sigma")
+    outputs = (Output("sigmas", SIGMAS),)
+    check_values = classmethod(_check_range)
+
+    def run(self, ctx: RunContext, steps: int, sigma_max: float, sigma_min: float, rho: float) -> Sigmas:
+        return polyexponential(steps, sigma_max, sigma_min, rho)
+
+
+class VPScheduler(Node):
+    type = "VPScheduler"
+    display_name = "VP Schedule"
+    category = "sampling"
+    description = (
+        "The noise levels of the continuous variance-preserving SDE (Song et al. 2021) at "
+        "times evenly spaced from 1 down to eps_s."
+    )
+
+    steps = _steps()
+    beta_d = Float(19.9, min=0.0001, max=5000.0, step=0.01, tooltip="how fast noise grows with time")
+    beta_min = Float(0.1, min=0.0, max=5000.0, step=0.01, tooltip="the noise rate at time 0")
+    eps_s = Float(0.001, min=0.0001, max=1.0, step=0.0001, tooltip="the last step's time (0 would be no noise)")
+    outputs = (Output("sigmas", SIGMAS),)
+
+    def run(self, ctx: RunContext, steps: int, beta_d: float, beta_min: float, eps_s: float) -> Sigmas:
+        return variance_preserving(steps, beta_d, beta_min, eps_s)
 
 
 class SplitSigmas(Node):

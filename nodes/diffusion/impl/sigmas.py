@@ -56,6 +56,20 @@ def exponential(steps: int, sigma_max: float, sigma_min: float) -> Sigmas:
     return Sigmas(tuple(math.exp(top + r * (bottom - top)) for r in _ramp(steps)) + (0.0,))
 
 
+def polyexponential(steps: int, sigma_max: float, sigma_min: float, rho: float) -> Sigmas:
+    """log sigma falls from log sigma_max to log sigma_min along a ramp raised to ``rho``
+    (1: the exponential schedule; above 1 more steps at high noise, below 1 at low)."""
+    top, bottom = math.log(sigma_max), math.log(sigma_min)
+    return Sigmas(tuple(math.exp(bottom + (1.0 - r) ** rho * (top - bottom)) for r in _ramp(steps)) + (0.0,))
+
+
+def variance_preserving(steps: int, beta_d: float, beta_min: float, eps_s: float) -> Sigmas:
+    """The continuous VP SDE's noise levels (Song et al. 2021) at times evenly spaced from
+    1 down to ``eps_s``: sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1)."""
+    times = [1.0 + r * (eps_s - 1.0) for r in _ramp(steps)]
+    return Sigmas(tuple(math.sqrt(math.expm1(beta_d * t * t / 2 + beta_min * t)) for t in times) + (0.0,))
+
+
 def align_your_steps(model_type: str, steps: int, denoise: float) -> Sigmas:
     """The AYS schedule for ``steps`` steps; below denoise 1 only its last
     round(steps x denoise) steps run (the window), as ComfyUI's node does."""

@@ -177,3 +177,30 @@ def test_comfyuis_sampler_nodes_at_their_defaults_are_our_samplers_and_other_set
     data["15"] = {"class_type": node, "inputs": changed}
     with pytest.raises(WorkflowError, match=rf"node 15 \({node}\): {first} .* has no nodeflow equivalent \({sampler} uses"):
         workflow_from_dict(data, default_registry())
+
+
+@pytest.mark.parametrize("node, widgets", [
+    ("PolyexponentialScheduler", {"steps": 4, "sigma_max": 14.614642, "sigma_min": 0.0291675, "rho": 1.0}),
+    ("VPScheduler", {"steps": 4, "beta_d": 19.9, "beta_min": 0.1, "eps_s": 0.001}),
+])
+def test_polyexponential_and_vp_schedules_feed_the_sampler_as_lists_of_sigmas(node, widgets, models, input_dir, tmp_path):
+    import math
+
+    data = json.loads((FIXTURES / "custom_sampling_api.json").read_text())
+    data["12"] = {"class_type": node, "inputs": dict(widgets)}
+    fixture = tmp_path / "schedule_api.json"
+    fixture.write_text(json.dumps(data))
+    flow = api.open(fixture, device="cpu")
+    assert flow.graph.nodes["12"].type == node
+    result = flow.run(outputs=["12", "19", "9"], output_dir=tmp_path / "out", input_dir=input_dir, device="cpu",
+                      settings=models)
+    assert result.ok, result.error or result.problems  # samplers ran the whole list (19) and its two halves (9)
+    values = result.outputs["12"]["sigmas"].values
+    assert len(values) == 5 and values[-1] == 0.0 and list(values) == sorted(values, reverse=True)
+    if node == "PolyexponentialScheduler":  # rho 1 is the exponential schedule
+        from nodes.diffusion.impl.sigmas import exponential
+
+        assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(values, exponential(4, 14.614642, 0.0291675).values))
+    else:  # sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1) at t = 1 and t = eps_s
+        assert math.isclose(values[0], math.sqrt(math.expm1(19.9 / 2 + 0.1)), rel_tol=1e-9)
+        assert math.isclose(values[3], math.sqrt(math.expm1(19.9 * 1e-6 / 2 + 1e-4)), rel_tol=1e-9)
