@@ -25,7 +25,7 @@ from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
-from nodes.diffusion.latent_ops import LatentBlend, LatentComposite, LatentCompositeMasked, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
+from nodes.diffusion.latent_ops import LatentAdd, LatentBlend, LatentComposite, LatentCompositeMasked, LatentMultiply, LatentSubtract, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
 from nodes.diffusion.model_edm import ModelSamplingEDM
@@ -55,7 +55,7 @@ PACK = Pack(
         # comfy-import: masks, pixel and latent operations
         ConditioningZeroOut, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageCrop, ImageInvert, ImageSharpen, ImageBlur, ImageQuantize, EmptyImage, RepeatImageBatch, ImageFromBatch, ImageFlip, ImageBlend,
         ImageCompositeMasked, ImageBatch, ImagePadForOutpaint, ImageToMask, MaskToImage, SolidMask, InvertMask, FeatherMask, GrowMask, ThresholdMask, MaskComposite,
-        LoadImageMask, PreviewMask, LatentComposite, LatentCompositeMasked, LatentBlend, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
+        LoadImageMask, PreviewMask, LatentComposite, LatentCompositeMasked, LatentAdd, LatentSubtract, LatentMultiply, LatentBlend, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask,
         Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,
         # Models of other kinds than checkpoints (issue 11).
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, SetUnionControlNetType,

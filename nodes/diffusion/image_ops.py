@@ -42,7 +42,7 @@ def resize(images: Any, height: int, width: int, method: str) -> Any:
     return out.clamp(0.0, 1.0).movedim(1, -1).contiguous()
 
 
-def _center_crop(images: Any, height: int, width: int) -> Any:
+def center_crop(images: Any, height: int, width: int) -> Any:
     """The centre of ``images`` with the aspect ratio of height x width."""
     h, w = images.shape[1:3]
     if w * height > h * width:  # too wide
@@ -77,7 +77,7 @@ class ImageScale(Node):
         width = width or max(1, round(w * height / h))
         height = height or max(1, round(h * width / w))
         check_pixels("width", width, height, image.shape[0], ctx.settings)
-        source = _center_crop(image, height, width) if crop == "center" else image
+        source = center_crop(image, height, width) if crop == "center" else image
         return resize(source, height, width, method)
 
 

@@ -54,6 +54,66 @@ class LatentCompositeMasked(Node):
         return _with(destination, pasted.movedim(-1, 1).contiguous().to(destination.samples.dtype), destination.noise_mask)
 
 
+class LatentAdd(Node):
+    type = "LatentAdd"
+    display_name = "Add Latents"
+    category = "latent"
+    description = "samples1 + samples2, cell by cell (samples2 resized to samples1's size and batch first)."
+
+    samples1 = Socket(LATENT)
+    samples2 = Socket(LATENT, tooltip="cropped to samples1's aspect ratio at the centre and resized if the sizes differ")
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, samples1: Latent, samples2: Latent) -> Latent:
+        return _with(samples1, samples1.samples + _shaped_like(samples1, samples2), samples1.noise_mask)
+
+
+class LatentSubtract(Node):
+    type = "LatentSubtract"
+    display_name = "Subtract Latents"
+    category = "latent"
+    description = "samples1 - samples2, cell by cell (samples2 resized to samples1's size and batch first)."
+
+    samples1 = Socket(LATENT)
+    samples2 = Socket(LATENT, tooltip="cropped to samples1's aspect ratio at the centre and resized if the sizes differ")
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, samples1: Latent, samples2: Latent) -> Latent:
+        return _with(samples1, samples1.samples - _shaped_like(samples1, samples2), samples1.noise_mask)
+
+
+class LatentMultiply(Node):
+    type = "LatentMultiply"
+    display_name = "Scale Latent"
+    category = "latent"
+    description = "The latent times a number: below 1 towards the mean-zero latent, negative flips it."
+
+    samples = Socket(LATENT)
+    multiplier = Float(1.0, min=-10.0, max=10.0, step=0.01)
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, samples: Latent, multiplier: float) -> Latent:
+        return _with(samples, samples.samples * multiplier, samples.noise_mask)
+
+
+def _shaped_like(target: Latent, other: Latent) -> Any:
+    """``other``'s samples with ``target``'s channels checked, its size (centre crop to the
+    aspect ratio, then bilinear) and its batch (cycled)."""
+    import torch
+    import torch.nn.functional as F
+
+    from nodes.diffusion.image_ops import center_crop
+
+    want, have = target.samples, other.samples.to(target.samples)
+    if have.shape[1] != want.shape[1]:
+        raise NodeError(f"samples2 has {have.shape[1]} channels, samples1 {want.shape[1]}", field="samples2")
+    height, width = want.shape[-2:]
+    if have.shape[-2:] != want.shape[-2:]:
+        cropped = center_crop(have.movedim(1, -1), height, width).movedim(-1, 1)
+        have = F.interpolate(cropped, size=(height, width), mode="bilinear", align_corners=False)
+    return have[torch.arange(want.shape[0]) % have.shape[0]]
+
+
 class LatentComposite(Node):
     type = "LatentComposite"
     display_name = "Paste Latent"

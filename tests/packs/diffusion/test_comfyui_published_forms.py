@@ -16,7 +16,7 @@ import pytest
 import nodes.diffusion.impl  # noqa: F401  (torchvision shim before diffusers)
 import nodeflow.api as api  # noqa: E402
 from nodeflow import RunSettings  # noqa: E402
-from nodeflow.files.open import load_workflow  # noqa: E402
+from nodeflow.files.open import load_workflow, workflow_from_dict  # noqa: E402
 from nodeflow.model.registry import default_registry  # noqa: E402
 from nodeflow.model.validation import validate  # noqa: E402
 from tests.support import FIXTURES  # noqa: E402
@@ -242,3 +242,32 @@ def test_empty_repeat_from_batch_and_flip_images_run_as_a_comfyui_graph(tmp_path
     assert error.value.field == "batch_size"
     with pytest.raises(NodeError, match="limit"):
         RepeatImageBatch().run(ctx, torch.zeros(1, 1024, 1024, 3), amount=4096)
+
+
+def test_latent_add_subtract_and_multiply_import_and_shape_the_second_latent_like_the_first():
+    import torch
+
+    from nodeflow import NodeError
+
+    from nodes.diffusion.latent_ops import LatentAdd, LatentMultiply, LatentSubtract
+    from nodes.diffusion.types import Latent
+
+    data = {"1": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
+            "2": {"class_type": "LatentMultiply", "inputs": {"multiplier": -0.5, "samples": ["1", 0]}},
+            "3": {"class_type": "LatentAdd", "inputs": {"samples1": ["1", 0], "samples2": ["2", 0]}},
+            "4": {"class_type": "LatentSubtract", "inputs": {"samples1": ["3", 0], "samples2": ["1", 0]}},
+            "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["6", 2]}},
+            "6": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},
+            "7": {"class_type": "PreviewImage", "inputs": {"images": ["5", 0]}}}
+    graph = workflow_from_dict(data, default_registry()).graph
+    assert {n.type for n in graph.nodes.values()} >= {"LatentAdd", "LatentSubtract", "LatentMultiply"}
+    assert graph.nodes["2"].values["multiplier"] == -0.5
+    a = Latent(torch.ones(2, 4, 4, 6))
+    wide = torch.zeros(1, 4, 4, 12)
+    wide[..., 3:9] = 2.0  # its centre, cropped to a's 4x6, is all 2
+    assert torch.equal(LatentAdd().run(None, a, Latent(wide)).samples, torch.full((2, 4, 4, 6), 3.0))
+    assert torch.equal(LatentSubtract().run(None, a, a).samples, torch.zeros(2, 4, 4, 6))
+    assert torch.equal(LatentMultiply().run(None, a, multiplier=-0.5).samples, torch.full((2, 4, 4, 6), -0.5))
+    with pytest.raises(NodeError, match="channels") as error:
+        LatentAdd().run(None, a, Latent(torch.ones(1, 16, 4, 6)))
+    assert error.value.field == "samples2"
