@@ -1085,6 +1085,37 @@ REFUSED.update({
 })
 # ---------------------------------------------- end of models of other kinds
 
+# ------------------------------------------------ model patches (issue 11)
+def _freeu(version: str) -> Callable[[Builder, ComfyNode], None]:
+    """FreeU (the paper's first version) and FreeU_V2 are one nodeflow node with a version
+    (whose backbone defaults are v2's: a v1 node missing them gets v1's)."""
+
+    def build(b: Builder, c: ComfyNode) -> None:
+        values: dict[str, Any] = {"version": version, **({"b1": 1.1, "b2": 1.2} if version == "v1" else {})}
+        for name in ("b1", "b2", "s1", "s2"):
+            b.value(c, name, values, name)
+        node_id = b.add(c, "FreeU", values=values)
+        b.link(c, "model", node_id, "model")
+        b.output(c, 0, node_id, "model")
+
+    return build
+
+
+MAPPINGS.update({
+    "RescaleCFG": Mapping(("multiplier",), _one_to_one("RescaleCFG", {"model": "model"}, {"multiplier": "multiplier"},
+                                                       ("model",)), ("RescaleCFG",)),
+    "FreeU": Mapping(("b1", "b2", "s1", "s2"), _freeu("v1"), ("FreeU",)),
+    "FreeU_V2": Mapping(("b1", "b2", "s1", "s2"), _freeu("v2"), ("FreeU",)),
+    "PerturbedAttentionGuidance": Mapping(
+        ("scale",), _one_to_one("PerturbedAttentionGuidance", {"model": "model"}, {"scale": "scale"}, ("model",)),
+        ("PerturbedAttentionGuidance",)),
+    # Older files have no strength widget: nodeflow's default (1) is what ComfyUI did then.
+    "DifferentialDiffusion": Mapping(
+        ("strength",), _one_to_one("DifferentialDiffusion", {"model": "model"}, {"strength": "strength"}, ("model",)),
+        ("DifferentialDiffusion",)),
+})
+# ---------------------------------------------- end of model patches
+
 # Regional conditioning, sigma schedules and block merges (issue 11): comfyui_regions.py.
 from nodes.diffusion.comfyui_regions import REGION_MAPPINGS  # noqa: E402  (needs the helpers above)
 

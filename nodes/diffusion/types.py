@@ -27,6 +27,52 @@ class ModelFamily:
     uses_pooled: bool = False  # SDXL: pooled text embeds + time ids
 
 
+@dataclass(frozen=True)
+class ModelPatch:
+    """A change to how a UNet predicts, made by a patch node (FreeU, Rescale CFG, ...).
+    The UNet object is shared with the model the patch node was given, so a patch is
+    only a record on the new model: it takes effect while that model samples
+    (impl/patches.py) and the cached input model runs as it was."""
+
+
+@dataclass(frozen=True)
+class RescaledGuidance(ModelPatch):
+    """Classifier-free guidance rescaled in v space (Lin et al. 2023, section 3.4), as
+    ComfyUI's RescaleCFG: the guided v's spread matched to the prompt's, by ``multiplier``."""
+
+    multiplier: float
+
+
+@dataclass(frozen=True)
+class FreeUScaling(ModelPatch):
+    """FreeU (Si et al. 2023): in the decoder, the backbone features of the two deepest
+    widths are scaled by ``b1`` / ``b2`` and the low frequencies of their skip features by
+    ``s1`` / ``s2``; ``adaptive`` (FreeU v2) scales each position by its mean activation."""
+
+    b1: float
+    b2: float
+    s1: float
+    s2: float
+    adaptive: bool = True
+
+
+@dataclass(frozen=True)
+class PerturbedAttention(ModelPatch):
+    """Perturbed-Attention Guidance (Ahn et al. 2024): one more pass with the prompt whose
+    middle-block self-attention is the identity, and the result moved away from it by ``scale``."""
+
+    scale: float
+
+
+@dataclass(frozen=True)
+class DifferentialMask(ModelPatch):
+    """Differential Diffusion (Levin and Fried 2023): a soft noise mask read as "how much
+    may change": a position is free to change from the step whose progress reaches its
+    mask value, so greyer areas change less. ``strength`` below 1 mixes in the soft mask."""
+
+    strength: float = 1.0
+
+
 @dataclass
 class DiffusionModel:
     unet: Any  # diffusers UNet2DConditionModel
@@ -46,6 +92,12 @@ class DiffusionModel:
     # unCLIP models: the image normaliser's (mean, std), each [1, D], when the model ships one
     # (diffusers folders); None is the identity, as for published single files (impl/unclip.py).
     image_stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
+    # Patch nodes' changes to how it predicts, in the order they were applied (ModelPatch).
+    patches: tuple[ModelPatch, ...] = ()
+
+    def patches_of(self, kind: type) -> list[Any]:
+        """This model's patches of one kind, in the order they were applied."""
+        return [patch for patch in self.patches if isinstance(patch, kind)]
 
 
 MODEL = DataType("MODEL", (180, 130, 230), "A denoising UNet with its noise-schedule configuration", DiffusionModel)

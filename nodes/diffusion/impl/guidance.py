@@ -16,6 +16,9 @@ without one it does nothing more.
 
 A conditioning with GLIGEN boxes is run through the model's GLIGEN copy (impl/gligen.py),
 the position net's inputs passed per call as ``cross_attention_kwargs`` while grounded.
+
+The model's guidance patches (types.ModelPatch) act here: RescaledGuidance replaces the
+mix (in v space), PerturbedAttention adds a pass with the prompt (impl/patches.py).
 """
 
 from __future__ import annotations
@@ -49,59 +52,58 @@ class Guider:  # GUIDER
         return self.negative is not None and self.scale != 1.0
 
     def bind(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None,
-             timesteps: "Sequence[float] | None" = None) -> Denoiser:
+             timesteps: "Sequence[float] | None" = None, sigma_of: "Callable[[Any], float] | None" = None) -> Denoiser:
         """The per-step model call for latents shaped like ``latent`` [B, C, h, w];
         ``tap(uncond, cond)`` sees each step's unmixed predictions (see the module doc);
         ``seed`` (the sampler's) seeds what conditioning draws, e.g. unCLIP's noise augmentation;
-        ``timesteps``, the steps the sampler will run, place GLIGEN's grounded steps (impl/gligen.py)."""
+        ``timesteps``, the steps the sampler will run, place GLIGEN's grounded steps (impl/gligen.py);
+        ``sigma_of(t)``, the noise level of a timestep, is what guidance rescaled in v space
+        (a RescaledGuidance patch) needs."""
         import torch
 
         unet = self.model.unet
         batch = latent.shape[0]
         if self.positive.regional or (self.uses_uncond and self.negative.regional):
             _refuse_regional_grounding(self)
-            return _tapped(self._bind_regional(latent, tap, seed), tap, self.uses_uncond)
+            positive_regions = _Regions(self.positive, self.model, latent, "positive", seed)
+            if not self.uses_uncond:
+                return _tapped(self._finished(unet, positive_regions.predict, None), tap, False)
+            negative_regions = _Regions(self.negative, self.model, latent, "negative", seed)
+
+            def regional(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return negative_regions.predict(x, t), positive_regions.predict(x, t)
+
+            return self._finished(unet, positive_regions.predict, regional, tap, sigma_of)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
         ground = _grounder(self, batch, pixel_size, timesteps)
         if ground is not None:
             unet = ground.unet
         positive = _unet_inputs(self.positive, self.model, batch, pixel_size, "positive", seed)
         control_pos = _control(self.positive, positive, self.model, latent, seed)
+
+        def predict_positive(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            extra = dict(control_pos(x, t)) if control_pos else {}
+            if ground is not None:
+                extra.update(ground.positive(t))
+            return unet(x, t, encoder_hidden_states=positive[0], added_cond_kwargs=positive[1], return_dict=False, **extra)[0]
+
         if not self.uses_uncond:
-            embeds, added = positive
-
-            def denoise(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                extra = dict(control_pos(x, t)) if control_pos else {}
-                if ground is not None:
-                    extra.update(ground.positive(t))
-                return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
-
-            return _tapped(denoise, tap, False)
+            return _tapped(self._finished(unet, predict_positive, None), tap, False)
 
         negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative", seed)
         control_neg = _control(self.negative, negative, self.model, latent, seed)
-        scale, rescale = self.scale, self.rescale
-
-        def guide(uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-            if tap is not None:
-                tap(uncond, cond)
-            guided = uncond + scale * (cond - uncond)
-            return _rescale(guided, cond, rescale) if rescale > 0 else guided
 
         # Token lengths that differ, or grounding of one pass only: no shared batch.
         if positive[0].shape[1] != negative[0].shape[1] or (ground is not None and not ground.shares_batch):
 
-            def denoise_twice(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-                extra_neg = dict(control_neg(x, t)) if control_neg else {}
-                extra_pos = dict(control_pos(x, t)) if control_pos else {}
+            def twice(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                extra = dict(control_neg(x, t)) if control_neg else {}
                 if ground is not None:
-                    extra_neg.update(ground.negative(t))
-                    extra_pos.update(ground.positive(t))
-                uncond = unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False, **extra_neg)[0]
-                cond = unet(x, t, encoder_hidden_states=positive[0], added_cond_kwargs=positive[1], return_dict=False, **extra_pos)[0]
-                return guide(uncond, cond)
+                    extra.update(ground.negative(t))
+                uncond = unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False, **extra)[0]
+                return uncond, predict_positive(x, t)
 
-            return denoise_twice
+            return self._finished(unet, predict_positive, twice, tap, sigma_of)
 
         # One batch, uncond first (the order diffusers' pipelines use).
         embeds = torch.cat([negative[0], positive[0]])
@@ -109,7 +111,7 @@ class Guider:  # GUIDER
         if positive[1] is not None:
             added = {key: torch.cat([negative[1][key], positive[1][key]]) for key in positive[1]}
 
-        def denoise_batched(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def batched(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             extra = {}
             if control_neg or control_pos:
                 from nodes.diffusion.impl.controlnet import combine
@@ -119,29 +121,54 @@ class Guider:  # GUIDER
                 extra.update(ground.both(t))
             both = unet(torch.cat([x, x]), t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False, **extra)[0]
             uncond, cond = both.chunk(2)
-            return guide(uncond, cond)
+            return uncond, cond
 
-        return denoise_batched
+        return self._finished(unet, predict_positive, batched, tap, sigma_of)
 
+    def _finished(self, unet: Any, predict_positive: Denoiser,
+                  predictions: "Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None",
+                  tap: Tap | None = None, sigma_of: "Callable[[Any], float] | None" = None) -> Denoiser:
+        """The step's guided prediction: ``predictions(x, t)`` (uncond, cond) mixed by the
+        guidance scale (in v space with a RescaledGuidance patch, then the CFG node's own
+        rescale), or the prompt's prediction alone without ``predictions``; then each
+        PerturbedAttention patch's move away from the prompt's pass with the identity
+        self-attention in the middle block of ``unet`` (the one the passes run)."""
+        from nodes.diffusion.impl import patches
+        from nodes.diffusion.types import PerturbedAttention, RescaledGuidance
 
-    def _bind_regional(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None) -> Denoiser:
-        """The model call when a conditioning has areas, step ranges or stacked parts: each
-        part is predicted on its area of the latent (one UNet call each) and the parts'
-        predictions are averaged there, weighted by strength (0 where no part applies)."""
-        positive = _Regions(self.positive, self.model, latent, "positive", seed)
-        if not self.uses_uncond:
-            return positive.predict
-        negative = _Regions(self.negative, self.model, latent, "negative", seed)
+        model = self.model
         scale, rescale = self.scale, self.rescale
+        rescaled = model.patches_of(RescaledGuidance)[-1:]  # a later one replaces an earlier one
+        if rescaled and sigma_of is None:
+            raise GuidanceError("guidance rescaled in v space (Rescale CFG) needs the sampler's noise levels")
+        kind = model.scheduler_config.get("prediction_type", "epsilon")
+        perturbations = [p for p in model.patches_of(PerturbedAttention) if p.scale != 0]
+        if perturbations and not patches.has_middle_self_attention(unet):
+            raise GuidanceError("Perturbed-Attention Guidance needs self-attention in the UNet's middle block, "
+                                "which this model has none of")
 
-        def denoise(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
-            uncond, cond = negative.predict(x, t), positive.predict(x, t)
-            if tap is not None:
-                tap(uncond, cond)
-            guided = uncond + scale * (cond - uncond)
-            return _rescale(guided, cond, rescale) if rescale > 0 else guided
+        def guided(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+            if predictions is None:
+                cond = predict_positive(x, t)
+                result = cond
+            else:
+                uncond, cond = predictions(x, t)
+                if tap is not None:
+                    tap(uncond, cond)
+                if rescaled:
+                    result = patches.rescaled_guidance(uncond, cond, scale, rescaled[0].multiplier, x,
+                                                       sigma_of(t), kind)
+                else:
+                    result = uncond + scale * (cond - uncond)
+                if rescale > 0:
+                    result = _rescale(result, cond, rescale)
+            for perturbation in perturbations:
+                with patches.identity_self_attention(unet):
+                    perturbed = predict_positive(x, t)
+                result = result + perturbation.scale * (cond - perturbed)
+            return result
 
-        return denoise
+        return guided
 
 
 def _grounder(guider: Guider, batch: int, pixel_size: tuple[int, int], timesteps: "Sequence[float] | None") -> Any:

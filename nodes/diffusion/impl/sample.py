@@ -9,6 +9,7 @@ pipeline given the same seed produce the same image.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -17,7 +18,7 @@ from nodeflow import RunContext
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map
 from nodes.diffusion.impl.views import PREVIEW_KINDS  # noqa: F401  (re-exported)
 from nodes.diffusion.impl.samplers import SAMPLERS, UnsupportedCombination, eta_unsupported_reason, make_scheduler, step_parameters
-from nodes.diffusion.types import Latent, NoiseSource, Sigmas
+from nodes.diffusion.types import DifferentialMask, FreeUScaling, Latent, NoiseSource, RescaledGuidance, Sigmas
 
 if TYPE_CHECKING:
     import torch
@@ -109,6 +110,9 @@ def sample(
         except EDMError as exc:
             raise SamplingError(exc.field, str(exc)) from None
         _refuse_timestep_windows(guider)
+        if model.patches_of(RescaledGuidance):
+            raise SamplingError("guider", "Rescale CFG works in v space of a variance-preserving schedule; the "
+                                "model samples in continuous EDM form (Model Prediction (EDM)), which it does not apply to")
     if model.sampling == "lcm" and sampler != "lcm":
         raise SamplingError("sampler", f"the model is LCM-distilled (Model Prediction lcm), which runs with the lcm "
                             f"sampler (its 50-step grid and boundary condition); {sampler} would not run it as distilled")
@@ -137,8 +141,9 @@ def sample(
         timing, steps, denoise, steps_run = _explicit(sampler, spec, scheduler, sigmas, steps_run)
 
     from nodes.diffusion.impl.lora import active
+    from nodes.diffusion.impl.patches import freeu
 
-    with torch.inference_mode(), active([unet], model.adapters):
+    with torch.inference_mode(), active([unet], model.adapters), freeu(unet, model.patches_of(FreeUScaling)):
         device, dtype = unet.device, unet.dtype
         try:
             if timing is None:
@@ -178,6 +183,7 @@ def sample(
             x = scheduler.add_noise(start, initial, timesteps[:1].repeat(shape[0]))
 
         masked = _noise_mask(latent, shape, device, dtype)
+        mask_at = _mask_schedule(masked, model, timesteps, full, stop)
         if masked is not None:  # the outside is kept: the input latent, re-noised to each level
             original = latent.samples.to(device=device, dtype=dtype)
             kept_noise = initial if generator is not None else torch.randn(
@@ -190,7 +196,8 @@ def sample(
         def tap(uncond: "torch.Tensor | None", cond: "torch.Tensor") -> None:
             tapped[0], tapped[1] = uncond, cond
 
-        predict = guider.bind(x, tap if views else None, seed=noise.seed, timesteps=[float(t) for t in timesteps])
+        predict = guider.bind(x, tap if views else None, seed=noise.seed, timesteps=[float(t) for t in timesteps],
+                              sigma_of=lambda t: sigma_at(scheduler, t))
         if extra_channels is not None:
             predict = _with_channels(predict, extra_channels.to(device=device, dtype=dtype))
         accepted = step_parameters(spec.scheduler_class)
@@ -227,9 +234,11 @@ def sample(
                 else:
                     level = timesteps[i + 1: i + 2] if not last else full[stop: stop + 1]
                     kept = scheduler.add_noise(original, kept_noise, level.repeat(shape[0]))
-                x = masked * x + (1 - masked) * kept
+                # the mask of the level x is now at (the last step's own at the end)
+                now = mask_at(timesteps[i + 1] if not last else t)
+                x = now * x + (1 - now) * kept
                 if clean is not None:
-                    clean = masked * clean + (1 - masked) * original
+                    clean = now * clean + (1 - now) * original
             ctx.progress(i + 1, total, preview)
         if stop < len(full):  # stopped early
             if clean is not None:
@@ -333,6 +342,27 @@ def _noise_mask(latent: Latent, shape: tuple[int, ...], device: Any, dtype: Any)
             raise SamplingError("latent", f"the noise mask has a batch of {mask.shape[0]}, the latent {shape[0]}")
         mask = mask.repeat(shape[0] // mask.shape[0], 1, 1, 1)
     return mask.clamp(0.0, 1.0).to(device=device, dtype=dtype)
+
+
+def _mask_schedule(masked: "torch.Tensor | None", model: Any, timesteps: "torch.Tensor", full: "torch.Tensor",
+                   stop: int) -> Callable[[Any], "torch.Tensor | None"]:
+    """The noise mask to apply at a timestep: the mask itself, or with a DifferentialMask
+    patch, the mask thresholded by how far the run has come (impl/patches.py), from the
+    first step that runs to where the run ends (its stop step, else the schedule's end)."""
+    kinds = model.patches_of(DifferentialMask)
+    if masked is None or not kinds:
+        return lambda t: masked
+    from nodes.diffusion.impl.patches import differential_mask
+
+    first = float(timesteps[0])
+    if stop < len(full):
+        last = float(full[stop])
+    elif model.sampling == "edm":  # EDM timesteps are log(sigma) / 4: the model's smallest sigma
+        last = 0.25 * math.log(float(model.scheduler_config.get("sigma_min", 0.002)))
+    else:
+        last = 0.0
+    strength = kinds[-1].strength
+    return lambda t: differential_mask(masked, float(t), first, last, strength)
 
 
 def _vp_alpha(scheduler: Any, timesteps: "torch.Tensor", index: int) -> "torch.Tensor":

@@ -169,9 +169,9 @@ def test_sampler_previews_the_chosen_view_and_computes_none_when_nobody_looks(sh
         def __init__(self, inner):
             self.inner, self.model, self.positive, self.taps = inner, inner.model, inner.positive, []
 
-        def bind(self, latent, tap=None, seed=None, timesteps=None):
+        def bind(self, latent, tap=None, seed=None, timesteps=None, sigma_of=None):
             self.taps.append(tap)
-            return self.inner.bind(latent, tap, seed, timesteps)
+            return self.inner.bind(latent, tap, seed, timesteps, sigma_of)
 
     watching = Watching(guider(shapes))
     nobody = RunContext(settings=RunSettings(previews=False), on_progress=lambda *a: None)

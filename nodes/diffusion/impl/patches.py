@@ -1,0 +1,194 @@
+"""What the model-patch records (types.ModelPatch) do while a model samples.
+
+The UNet object is shared by every model record made from one checkpoint, so nothing
+here changes it for good: FreeU's hooks and PAG's attention swap are installed for the
+duration of a call (context managers) and removed after, whatever happens.
+
+- FreeU: before each decoder resnet, its input (the upsampled backbone features ``h``
+  concatenated with the skip features) is split again; ``h``'s first half of channels is
+  scaled, the skip features' lowest frequencies are scaled in Fourier space. Which
+  factors apply is decided by ``h``'s width, as in the FreeU paper's code: four times the
+  first block's width gets (b1, s1), twice it (b2, s2).
+- Perturbed-Attention Guidance: every self-attention of the middle block returns its
+  values (the identity attention map) during one extra pass with the prompt.
+- Rescaled guidance: the predictions are converted to v (whatever the model predicts),
+  mixed, rescaled and converted back.
+- Differential Diffusion: the noise mask thresholded by the step's progress.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+from nodes.diffusion.types import FreeUScaling
+
+if TYPE_CHECKING:
+    import torch
+
+
+# ------------------------------------------------------------------------------ FreeU
+def _low_frequencies_scaled(features: "torch.Tensor", scale: float, radius: int = 1) -> "torch.Tensor":
+    """``features`` with the centred ``2*radius`` square of its 2-D spectrum times ``scale``."""
+    import torch
+
+    spectrum = torch.fft.fftshift(torch.fft.fftn(features.float(), dim=(-2, -1)), dim=(-2, -1))
+    height, width = spectrum.shape[-2:]
+    row, col = height // 2, width // 2
+    weight = torch.ones(spectrum.shape[-2:], device=features.device)
+    weight[max(row - radius, 0):row + radius, max(col - radius, 0):col + radius] = scale
+    spectrum = torch.fft.ifftshift(spectrum * weight, dim=(-2, -1))
+    return torch.fft.ifftn(spectrum, dim=(-2, -1)).real.to(features.dtype)
+
+
+def _freeu_backbone(h: "torch.Tensor", factor: float, adaptive: bool) -> "torch.Tensor":
+    """``h`` with its first half of channels scaled by ``factor`` (v2: by 1 + (factor - 1)
+    times each position's mean activation, min-max normalised per image)."""
+    import torch
+
+    half = h.shape[1] // 2
+    if adaptive:
+        mean = h.mean(dim=1, keepdim=True)
+        flat = mean.flatten(1)
+        low = flat.min(dim=1).values.view(-1, 1, 1, 1)
+        high = flat.max(dim=1).values.view(-1, 1, 1, 1)
+        weight = (factor - 1.0) * (mean - low) / (high - low).clamp(min=torch.finfo(h.dtype).tiny) + 1.0
+    else:
+        weight = factor
+    return torch.cat([h[:, :half] * weight, h[:, half:]], dim=1)
+
+
+def _freeu_split_points(unet: Any) -> list[tuple[Any, int]]:
+    """(decoder resnet, channels of its backbone input ``h``) for every resnet of the UNet's
+    up blocks; the rest of its input channels are the skip features."""
+    points = []
+    previous = unet.config.block_out_channels[-1]  # the middle block's output
+    for block in unet.up_blocks:
+        width = block.resnets[0].out_channels
+        for index, resnet in enumerate(block.resnets):
+            points.append((resnet, previous if index == 0 else width))
+        previous = width
+    return points
+
+
+@contextmanager
+def freeu(unet: Any, patches: Sequence[FreeUScaling]) -> Iterator[None]:
+    """FreeU ``patches`` (in order) on ``unet``'s decoder while the block runs."""
+    if not patches:
+        yield
+        return
+    base = unet.config.block_out_channels[0]
+    handles = []
+
+    def hook_for(backbone: int) -> Any:
+        def scale_inputs(module: Any, args: tuple, kwargs: dict) -> Any:
+            import torch
+
+            joined = args[0] if args else kwargs["input_tensor"]
+            h, skip = joined[:, :backbone], joined[:, backbone:]
+            for patch in patches:
+                factors = {base * 4: (patch.b1, patch.s1), base * 2: (patch.b2, patch.s2)}.get(backbone)
+                if factors is None:
+                    continue
+                h = _freeu_backbone(h, factors[0], patch.adaptive)
+                skip = _low_frequencies_scaled(skip, factors[1])
+            joined = torch.cat([h, skip], dim=1)
+            if args:
+                return (joined, *args[1:]), kwargs
+            return args, {**kwargs, "input_tensor": joined}
+
+        return scale_inputs
+
+    try:
+        for resnet, backbone in _freeu_split_points(unet):
+            if backbone in (base * 4, base * 2):
+                handles.append(resnet.register_forward_pre_hook(hook_for(backbone), with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# ------------------------------------------------------------------------------ PAG
+class _IdentityAttention:
+    """An attention processor whose attention map is the identity: each token gets its own
+    value back (then the output projection), which is what PAG perturbs the model with."""
+
+    def __call__(self, attn: Any, hidden_states: "torch.Tensor", encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, temb: Any = None, *args: Any, **kwargs: Any) -> "torch.Tensor":
+        out = attn.to_out[1](attn.to_out[0](attn.to_v(hidden_states)))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+@contextmanager
+def identity_self_attention(unet: Any) -> Iterator[None]:
+    """The middle block's self-attentions (``attn1`` of each transformer block) replaced by
+    :class:`_IdentityAttention` for the duration of the block."""
+    attentions = [block.attn1 for transformer in getattr(unet.mid_block, "attentions", ())
+                  for block in getattr(transformer, "transformer_blocks", ())]
+    saved = [attention.processor for attention in attentions]
+    identity = _IdentityAttention()
+    try:
+        for attention in attentions:
+            attention.processor = identity
+        yield
+    finally:
+        for attention, processor in zip(attentions, saved):
+            attention.processor = processor
+
+
+def has_middle_self_attention(unet: Any) -> bool:
+    return any(getattr(t, "transformer_blocks", ()) for t in getattr(unet.mid_block, "attentions", ()))
+
+
+# ------------------------------------------------------------------------------ rescaled CFG
+def to_v(prediction: "torch.Tensor", x: "torch.Tensor", sigma: float, kind: str) -> "torch.Tensor":
+    """The model's ``prediction`` of ``kind`` (epsilon, v_prediction, sample) as v, for the
+    variance-preserving input ``x`` = a x0 + s eps at noise level ``sigma`` (a = 1/sqrt(1+sigma^2),
+    s = sigma a): v = a eps - s x0."""
+    a = (1.0 + sigma * sigma) ** -0.5
+    s = sigma * a
+    if kind == "v_prediction":
+        return prediction
+    if kind == "sample":
+        return (a * x - prediction) / s
+    return (prediction - s * x) / a
+
+
+def from_v(v: "torch.Tensor", x: "torch.Tensor", sigma: float, kind: str) -> "torch.Tensor":
+    """The inverse of :func:`to_v`."""
+    a = (1.0 + sigma * sigma) ** -0.5
+    s = sigma * a
+    if kind == "v_prediction":
+        return v
+    if kind == "sample":
+        return a * x - s * v
+    return a * v + s * x
+
+
+def rescaled_guidance(uncond: "torch.Tensor", cond: "torch.Tensor", scale: float, multiplier: float,
+                      x: "torch.Tensor", sigma: float, kind: str) -> "torch.Tensor":
+    """Classifier-free guidance in v space with the guided v's per-image spread matched to
+    the prompt's, mixed with the plain guided v by ``multiplier``; returned in ``kind``."""
+    x = x[:, :cond.shape[1]].to(cond.dtype)  # an inpainting UNet's input carries mask channels after
+    v_uncond, v_cond = to_v(uncond, x, sigma, kind), to_v(cond, x, sigma, kind)
+    guided = v_uncond + scale * (v_cond - v_uncond)
+    dims = tuple(range(1, guided.ndim))
+    matched = guided * (v_cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return from_v(multiplier * matched + (1.0 - multiplier) * guided, x, sigma, kind)
+
+
+# ------------------------------------------------------------------------------ differential diffusion
+def differential_mask(mask: "torch.Tensor", timestep: float, first: float, last: float,
+                      strength: float) -> "torch.Tensor":
+    """The noise mask at ``timestep`` of a run from ``first`` down to ``last``: 1 where the
+    mask reaches the run's remaining share ((t - last) / (first - last)), else 0; with
+    ``strength`` below 1, that mixed with the soft mask."""
+    span = first - last
+    threshold = 0.0 if span == 0 else (timestep - last) / span
+    binary = (mask >= threshold).to(mask.dtype)
+    if strength >= 1.0:
+        return binary
+    return strength * binary + (1.0 - strength) * mask

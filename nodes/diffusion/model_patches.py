@@ -1,0 +1,104 @@
+"""Model patches: nodes that change how a model predicts while it samples.
+
+Each returns a new model record with one more patch (types.ModelPatch) on the same UNet;
+the input model, which the executor caches and other branches may share, samples as it
+did. What each patch does is in impl/patches.py and the guider (impl/guidance.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from nodeflow import Choice, Float, Node, Output, RunContext, Socket
+
+from nodes.diffusion.types import (
+    MODEL, DifferentialMask, DiffusionModel, FreeUScaling, ModelPatch, PerturbedAttention, RescaledGuidance,
+)
+
+
+def _patched(model: DiffusionModel, patch: ModelPatch) -> DiffusionModel:
+    return replace(model, patches=model.patches + (patch,))
+
+
+class RescaleCFG(Node):
+    type = "RescaleCFG"
+    display_name = "Rescale CFG"
+    category = "model_patches"
+    description = (
+        "Guidance as in 'Common Diffusion Noise Schedules and Sample Steps are Flawed' (Lin et "
+        "al. 2023): the guided prediction, taken as v, gets the spread of the prompt's own v, "
+        "which keeps high guidance scales from over-exposing; meant for v-prediction and "
+        "zero-SNR models. The CFG node's scale still sets the guidance."
+    )
+
+    model = Socket(MODEL)
+    multiplier = Float(0.7, min=0.0, max=1.0, step=0.01,
+                       tooltip="how much of the rescaled prediction to use: 0 is plain CFG, 1 fully rescaled")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, multiplier: float) -> DiffusionModel:
+        return _patched(model, RescaledGuidance(multiplier))
+
+
+class FreeU(Node):
+    type = "FreeU"
+    display_name = "FreeU"
+    category = "model_patches"
+    description = (
+        "FreeU (Si et al. 2023): in the UNet's decoder, strengthens the backbone features (b1, "
+        "b2 for the deepest and the next width) and damps the low frequencies of the skip "
+        "connections (s1, s2), for more detail and structure at no cost in steps. v2 scales "
+        "each position by its mean activation instead of uniformly."
+    )
+
+    model = Socket(MODEL)
+    version = Choice(("v2", "v1"), default="v2", tooltip="v2: backbone scaled by each position's mean activation; "
+                     "v1: scaled uniformly (the paper's first version)")
+    b1 = Float(1.3, min=0.0, max=10.0, step=0.01, tooltip="backbone factor at the deepest decoder width (v1 paper: 1.1)")
+    b2 = Float(1.4, min=0.0, max=10.0, step=0.01, tooltip="backbone factor at the next width (v1 paper: 1.2)")
+    s1 = Float(0.9, min=0.0, max=10.0, step=0.01, tooltip="skip connections' low-frequency factor at the deepest width")
+    s2 = Float(0.2, min=0.0, max=10.0, step=0.01, tooltip="skip connections' low-frequency factor at the next width")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, version: str, b1: float, b2: float, s1: float,
+            s2: float) -> DiffusionModel:
+        return _patched(model, FreeUScaling(b1, b2, s1, s2, adaptive=version == "v2"))
+
+
+class PerturbedAttentionGuidance(Node):
+    type = "PerturbedAttentionGuidance"
+    display_name = "Perturbed-Attention Guidance"
+    category = "model_patches"
+    description = (
+        "Perturbed-Attention Guidance (Ahn et al. 2024): each step predicts once more with the "
+        "prompt but with the middle block's self-attention made the identity (every position "
+        "sees only itself, which loses the structure), and moves the result away from that "
+        "prediction by `scale`. One more UNet pass per step."
+    )
+
+    model = Socket(MODEL)
+    scale = Float(3.0, min=0.0, max=100.0, step=0.01, tooltip="how far to move away from the perturbed prediction; 0 is off")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, scale: float) -> DiffusionModel:
+        return _patched(model, PerturbedAttention(scale))
+
+
+class DifferentialDiffusion(Node):
+    type = "DifferentialDiffusion"
+    display_name = "Differential Diffusion"
+    category = "model_patches"
+    description = (
+        "Differential Diffusion (Levin and Fried 2023): reads a latent's soft noise mask as how "
+        "much each area may change. Fully masked areas change from the first step, an area of "
+        "mask 0.3 only in the last 30% of the run, unmasked areas not at all; so a grey-level "
+        "mask blends the inpainted area into its surroundings."
+    )
+
+    model = Socket(MODEL)
+    strength = Float(1.0, min=0.0, max=1.0, step=0.01,
+                     tooltip="1: the thresholded mask; lower mixes in the soft mask as it is")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, strength: float) -> DiffusionModel:
+        return _patched(model, DifferentialMask(strength))
