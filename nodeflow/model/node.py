@@ -78,6 +78,13 @@ class Node:
             for name, value in vars(klass).items():
                 if isinstance(value, Input):
                     declared[name] = value
+        # An input named like a declaration of the base class (``version``, ``category``,
+        # ``outputs``, a helper) replaces it on the class: the node would say nonsense to the
+        # registry, the migrations and the files it writes. Refused when the class is made.
+        shadowing = sorted(name for name in declared if name in vars(Node))
+        if shadowing:
+            raise TypeError(f"{cls.__name__}: input {shadowing[0]!r} has the name of Node.{shadowing[0]}, which it "
+                            "would replace; give the input another name")
         cls.inputs = declared
         cls.outputs = tuple(cls.outputs)
         if not cls.display_name and cls.type:

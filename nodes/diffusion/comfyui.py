@@ -1087,11 +1087,11 @@ REFUSED.update({
 
 # ------------------------------------------------ model patches (issue 11)
 def _freeu(version: str) -> Callable[[Builder, ComfyNode], None]:
-    """FreeU (the paper's first version) and FreeU_V2 are one nodeflow node with a version
+    """FreeU (the paper's first version) and FreeU_V2 are one nodeflow node with a variant
     (whose backbone defaults are v2's: a v1 node missing them gets v1's)."""
 
     def build(b: Builder, c: ComfyNode) -> None:
-        values: dict[str, Any] = {"version": version, **({"b1": 1.1, "b2": 1.2} if version == "v1" else {})}
+        values: dict[str, Any] = {"variant": version, **({"b1": 1.1, "b2": 1.2} if version == "v1" else {})}
         for name in ("b1", "b2", "s1", "s2"):
             b.value(c, name, values, name)
         node_id = b.add(c, "FreeU", values=values)

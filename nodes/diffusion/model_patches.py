@@ -52,7 +52,7 @@ class FreeU(Node):
     )
 
     model = Socket(MODEL)
-    version = Choice(("v2", "v1"), default="v2", tooltip="v2: backbone scaled by each position's mean activation; "
+    variant = Choice(("v2", "v1"), default="v2", tooltip="v2: backbone scaled by each position's mean activation; "
                      "v1: scaled uniformly (the paper's first version)")
     b1 = Float(1.3, min=0.0, max=10.0, step=0.01, tooltip="backbone factor at the deepest decoder width (v1 paper: 1.1)")
     b2 = Float(1.4, min=0.0, max=10.0, step=0.01, tooltip="backbone factor at the next width (v1 paper: 1.2)")
@@ -60,9 +60,9 @@ class FreeU(Node):
     s2 = Float(0.2, min=0.0, max=10.0, step=0.01, tooltip="skip connections' low-frequency factor at the next width")
     outputs = (Output("model", MODEL),)
 
-    def run(self, ctx: RunContext, model: DiffusionModel, version: str, b1: float, b2: float, s1: float,
+    def run(self, ctx: RunContext, model: DiffusionModel, variant: str, b1: float, b2: float, s1: float,
             s2: float) -> DiffusionModel:
-        return _patched(model, FreeUScaling(b1, b2, s1, s2, adaptive=version == "v2"))
+        return _patched(model, FreeUScaling(b1, b2, s1, s2, adaptive=variant == "v2"))
 
 
 class PerturbedAttentionGuidance(Node):

@@ -93,6 +93,20 @@ def test_a_run_parameter_that_is_not_declared_is_refused():
                 return value + offset
 
 
+def test_an_input_named_like_a_node_declaration_is_refused():
+    """A field called ``version`` would replace the node type's version (which migrations
+    and saved files read) with a Choice object."""
+    with pytest.raises(TypeError, match=r"Variant: input 'version' has the name of Node.version"):
+        class Variant(Node):  # noqa: F841
+            type = "Variant"
+            value = Socket(FLOAT)
+            version = Float(1.0)
+            outputs = (Output("value", FLOAT),)
+
+            def run(self, ctx, value, version):
+                return value
+
+
 def test_a_type_given_as_a_string_names_the_fix():
     with pytest.raises(TypeError, match=r"the type 'LATENT' is a string; declare it once as a DataType"):
         Socket("LATENT")

@@ -222,7 +222,7 @@ def test_freeu_scales_each_decoder_input_by_the_width_of_its_backbone_features(a
 
 def test_freeu_changes_the_image_and_the_base_model_samples_as_before(parts):
     base = _sample(parts, parts["model"], steps=3)
-    patched = FreeU().run(RunContext(), parts["model"], version="v2", b1=1.3, b2=1.4, s1=0.9, s2=0.2)
+    patched = FreeU().run(RunContext(), parts["model"], variant="v2", b1=1.3, b2=1.4, s1=0.9, s2=0.2)
     assert (_sample(parts, patched, steps=3) - base).abs().max() > 1e-3
     assert torch.equal(_sample(parts, parts["model"], steps=3), base)
 
@@ -271,7 +271,7 @@ def test_comfyuis_model_patches_import_onto_the_patch_nodes(tmp_path, models_set
 
     flow = api.open(FIXTURES / "comfyui" / "model_patches_api.json", device="cpu")
     nodes = {node.type: node.values for node in flow.graph.nodes.values()}
-    assert nodes["FreeU"] == {"version": "v2", "b1": 1.2, "b2": 1.3, "s1": 0.8, "s2": 0.3}
+    assert nodes["FreeU"] == {"variant": "v2", "b1": 1.2, "b2": 1.3, "s1": 0.8, "s2": 0.3}
     assert nodes["RescaleCFG"] == {"multiplier": 0.6}
     assert nodes["PerturbedAttentionGuidance"] == {"scale": 2.5}
     assert nodes["DifferentialDiffusion"] == {"strength": 1.0}
@@ -292,4 +292,4 @@ def test_freeu_v1_files_without_values_get_the_first_versions_defaults():
     prompt["10"] = {"class_type": "FreeU", "inputs": {"model": ["1", 0]}}
     workflow = workflow_from_dict(prompt, default_registry())
     values = [node.values for node in workflow.graph.nodes.values() if node.type == "FreeU"]
-    assert {"version": "v1", "b1": 1.1, "b2": 1.2, "s1": 0.9, "s2": 0.2} in values
+    assert {"variant": "v1", "b1": 1.1, "b2": 1.2, "s1": 0.9, "s2": 0.2} in values
