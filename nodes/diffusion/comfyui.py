@@ -1109,6 +1109,10 @@ MAPPINGS.update({
     "PerturbedAttentionGuidance": Mapping(
         ("scale",), _one_to_one("PerturbedAttentionGuidance", {"model": "model"}, {"scale": "scale"}, ("model",)),
         ("PerturbedAttentionGuidance",)),
+    "SelfAttentionGuidance": Mapping(
+        ("scale", "blur_sigma"),
+        _one_to_one("SelfAttentionGuidance", {"model": "model"}, {"scale": "scale", "blur_sigma": "blur_sigma"},
+                    ("model",)), ("SelfAttentionGuidance",)),
     # Older files have no strength widget: nodeflow's default (1) is what ComfyUI did then.
     "DifferentialDiffusion": Mapping(
         ("strength",), _one_to_one("DifferentialDiffusion", {"model": "model"}, {"strength": "strength"}, ("model",)),

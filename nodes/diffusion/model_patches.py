@@ -13,6 +13,7 @@ from nodeflow import Choice, Float, Node, Output, RunContext, Socket
 
 from nodes.diffusion.types import (
     MODEL, DifferentialMask, DiffusionModel, FreeUScaling, ModelPatch, PerturbedAttention, RescaledGuidance,
+    SelfAttentionGuided,
 )
 
 
@@ -82,6 +83,27 @@ class PerturbedAttentionGuidance(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, scale: float) -> DiffusionModel:
         return _patched(model, PerturbedAttention(scale))
+
+
+class SelfAttentionGuidance(Node):
+    type = "SelfAttentionGuidance"
+    display_name = "Self-Attention Guidance"
+    category = "model_patches"
+    description = (
+        "Self-Attention Guidance (Hong et al. 2023): where the middle block's self-attention "
+        "of the negative prompt's pass looks most, its estimate of the clean image is blurred, "
+        "noised back and predicted again; the result moves away from that prediction by "
+        "`scale`, which sharpens what the model attends to. Needs the CFG guider (the negative "
+        "pass runs even at scale 1); one more UNet pass per step."
+    )
+
+    model = Socket(MODEL)
+    scale = Float(0.5, min=-2.0, max=5.0, step=0.01, tooltip="how far to move away from the blurred prediction; 0 is off")
+    blur_sigma = Float(2.0, min=0.0, max=10.0, step=0.1, tooltip="the Gaussian blur's sigma in latent cells (9x9 kernel); 0 does not blur")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, scale: float, blur_sigma: float) -> DiffusionModel:
+        return _patched(model, SelfAttentionGuided(scale, blur_sigma))
 
 
 class DifferentialDiffusion(Node):

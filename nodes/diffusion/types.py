@@ -65,6 +65,16 @@ class PerturbedAttention(ModelPatch):
 
 
 @dataclass(frozen=True)
+class SelfAttentionGuided(ModelPatch):
+    """Self-Attention Guidance (Hong et al. 2023): the negative pass's clean estimate is
+    blurred (Gaussian, ``blur_sigma``) where the middle block's self-attention looks most,
+    noised back, predicted again, and the result moved away from that prediction by ``scale``."""
+
+    scale: float
+    blur_sigma: float = 2.0
+
+
+@dataclass(frozen=True)
 class DifferentialMask(ModelPatch):
     """Differential Diffusion (Levin and Fried 2023): a soft noise mask read as "how much
     may change": a position is free to change from the step whose progress reaches its

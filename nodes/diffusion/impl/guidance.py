@@ -49,7 +49,11 @@ class Guider:  # GUIDER
 
     @property
     def uses_uncond(self) -> bool:
-        return self.negative is not None and self.scale != 1.0
+        """Whether each step predicts with the negative too: when guidance mixes it in, or
+        Self-Attention Guidance needs its pass (at any scale, as ComfyUI)."""
+        from nodes.diffusion.types import SelfAttentionGuided
+
+        return self.negative is not None and (self.scale != 1.0 or bool(self.model.patches_of(SelfAttentionGuided)))
 
     def bind(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None,
              timesteps: "Sequence[float] | None" = None, sigma_of: "Callable[[Any], float] | None" = None) -> Denoiser:
@@ -67,13 +71,14 @@ class Guider:  # GUIDER
             _refuse_regional_grounding(self)
             positive_regions = _Regions(self.positive, self.model, latent, "positive", seed)
             if not self.uses_uncond:
-                return _tapped(self._finished(unet, positive_regions.predict, None), tap, False)
+                return _tapped(self._finished(unet, positive_regions.predict, None, sigma_of=sigma_of), tap, False)
             negative_regions = _Regions(self.negative, self.model, latent, "negative", seed)
 
             def regional(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 return negative_regions.predict(x, t), positive_regions.predict(x, t)
 
-            return self._finished(unet, positive_regions.predict, regional, tap, sigma_of)
+            return self._finished(unet, positive_regions.predict, regional, tap, sigma_of,
+                                  negative_regions.predict if not self.negative.regional else None)
         pixel_size = (latent.shape[2] * self.model.family.vae_scale_factor, latent.shape[3] * self.model.family.vae_scale_factor)
         ground = _grounder(self, batch, pixel_size, timesteps)
         if ground is not None:
@@ -88,22 +93,24 @@ class Guider:  # GUIDER
             return unet(x, t, encoder_hidden_states=positive[0], added_cond_kwargs=positive[1], return_dict=False, **extra)[0]
 
         if not self.uses_uncond:
-            return _tapped(self._finished(unet, predict_positive, None), tap, False)
+            return _tapped(self._finished(unet, predict_positive, None, sigma_of=sigma_of), tap, False)
 
         negative = _unet_inputs(self.negative, self.model, batch, pixel_size, "negative", seed)
         control_neg = _control(self.negative, negative, self.model, latent, seed)
+
+        def predict_negative(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            extra = dict(control_neg(x, t)) if control_neg else {}
+            if ground is not None:
+                extra.update(ground.negative(t))
+            return unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False, **extra)[0]
 
         # Token lengths that differ, or grounding of one pass only: no shared batch.
         if positive[0].shape[1] != negative[0].shape[1] or (ground is not None and not ground.shares_batch):
 
             def twice(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                extra = dict(control_neg(x, t)) if control_neg else {}
-                if ground is not None:
-                    extra.update(ground.negative(t))
-                uncond = unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False, **extra)[0]
-                return uncond, predict_positive(x, t)
+                return predict_negative(x, t), predict_positive(x, t)
 
-            return self._finished(unet, predict_positive, twice, tap, sigma_of)
+            return self._finished(unet, predict_positive, twice, tap, sigma_of, predict_negative)
 
         # One batch, uncond first (the order diffusers' pipelines use).
         embeds = torch.cat([negative[0], positive[0]])
@@ -123,36 +130,47 @@ class Guider:  # GUIDER
             uncond, cond = both.chunk(2)
             return uncond, cond
 
-        return self._finished(unet, predict_positive, batched, tap, sigma_of)
+        return self._finished(unet, predict_positive, batched, tap, sigma_of, predict_negative)
 
     def _finished(self, unet: Any, predict_positive: Denoiser,
                   predictions: "Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None",
-                  tap: Tap | None = None, sigma_of: "Callable[[Any], float] | None" = None) -> Denoiser:
+                  tap: Tap | None = None, sigma_of: "Callable[[Any], float] | None" = None,
+                  predict_negative: Denoiser | None = None) -> Denoiser:
         """The step's guided prediction: ``predictions(x, t)`` (uncond, cond) mixed by the
         guidance scale (in v space with a RescaledGuidance patch, then the CFG node's own
-        rescale), or the prompt's prediction alone without ``predictions``; then each
-        PerturbedAttention patch's move away from the prompt's pass with the identity
-        self-attention in the middle block of ``unet`` (the one the passes run)."""
+        rescale), or the prompt's prediction alone without ``predictions``; then, in the
+        order they were applied, each PerturbedAttention patch's move away from the prompt's
+        pass with the identity self-attention in the middle block of ``unet`` (the one the
+        passes run), and each SelfAttentionGuided patch's away from ``predict_negative`` of
+        the negative's estimate blurred where that block's attention looks."""
+        from contextlib import nullcontext
+
         from nodes.diffusion.impl import patches
-        from nodes.diffusion.types import PerturbedAttention, RescaledGuidance
+        from nodes.diffusion.types import PerturbedAttention, RescaledGuidance, SelfAttentionGuided
 
         model = self.model
         scale, rescale = self.scale, self.rescale
         rescaled = model.patches_of(RescaledGuidance)[-1:]  # a later one replaces an earlier one
-        if rescaled and sigma_of is None:
-            raise GuidanceError("guidance rescaled in v space (Rescale CFG) needs the sampler's noise levels")
         kind = model.scheduler_config.get("prediction_type", "epsilon")
-        perturbations = [p for p in model.patches_of(PerturbedAttention) if p.scale != 0]
-        if perturbations and not patches.has_middle_self_attention(unet):
-            raise GuidanceError("Perturbed-Attention Guidance needs self-attention in the UNet's middle block, "
-                                "which this model has none of")
+        after = [p for p in model.patches if isinstance(p, (PerturbedAttention, SelfAttentionGuided)) and p.scale != 0]
+        attended = [p for p in after if isinstance(p, SelfAttentionGuided)]
+        if (rescaled or attended) and sigma_of is None:
+            raise GuidanceError("Rescale CFG and Self-Attention Guidance need the sampler's noise levels")
+        if after and not patches.has_middle_self_attention(unet):
+            raise GuidanceError("Perturbed-Attention and Self-Attention Guidance need self-attention in the UNet's "
+                                "middle block, which this model has none of")
+        if attended and (predictions is None or predict_negative is None):
+            raise GuidanceError("Self-Attention Guidance works on the negative prompt's pass: it needs the CFG guider "
+                                "with a negative prompt that has no areas, step ranges or stacked parts")
 
         def guided(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+            record = None
             if predictions is None:
                 cond = predict_positive(x, t)
                 result = cond
             else:
-                uncond, cond = predictions(x, t)
+                with patches.recorded_self_attention(unet) if attended else nullcontext() as record:
+                    uncond, cond = predictions(x, t)
                 if tap is not None:
                     tap(uncond, cond)
                 if rescaled:
@@ -162,13 +180,37 @@ class Guider:  # GUIDER
                     result = uncond + scale * (cond - uncond)
                 if rescale > 0:
                     result = _rescale(result, cond, rescale)
-            for perturbation in perturbations:
-                with patches.identity_self_attention(unet):
-                    perturbed = predict_positive(x, t)
-                result = result + perturbation.scale * (cond - perturbed)
+            for patch in after:
+                if isinstance(patch, PerturbedAttention):
+                    with patches.identity_self_attention(unet):
+                        perturbed = predict_positive(x, t)
+                    result = result + patch.scale * (cond - perturbed)
+                elif min(x.shape[-2:]) > 4:  # the blur's reflected edges need more (ComfyUI skips too)
+                    result = self._self_attention_guided(patch, result, uncond, x, t, sigma_of(t), kind, record,
+                                                         predict_negative)
             return result
 
         return guided
+
+
+    @staticmethod
+    def _self_attention_guided(patch: Any, result: "torch.Tensor", uncond: "torch.Tensor", x: "torch.Tensor",
+                               t: "torch.Tensor", sigma: float, kind: str, record: Any,
+                               predict_negative: Denoiser) -> "torch.Tensor":
+        """``result`` moved by ``patch.scale`` times the negative's noise minus its noise for
+        its own clean estimate, blurred where the attention looks and noised back."""
+        import torch
+
+        from nodes.diffusion.impl import patches
+
+        latent = x[:, :uncond.shape[1]]  # an inpainting UNet's input carries mask channels after
+        noise = patches.to_eps(uncond, latent, sigma, kind)
+        degraded = patches.attention_blurred(patches.to_x0(uncond, latent, sigma, kind), record, patch.blur_sigma)
+        alpha = (1.0 + sigma * sigma) ** -0.5
+        noised = alpha * degraded + sigma * alpha * noise
+        again = predict_negative(torch.cat([noised, x[:, uncond.shape[1]:]], dim=1), t)
+        moved = patches.to_eps(result, latent, sigma, kind) + patch.scale * (noise - patches.to_eps(again, noised, sigma, kind))
+        return patches.from_eps(moved, latent, sigma, kind)
 
 
 def _grounder(guider: Guider, batch: int, pixel_size: tuple[int, int], timesteps: "Sequence[float] | None") -> Any:

@@ -11,6 +11,9 @@ duration of a call (context managers) and removed after, whatever happens.
   first block's width gets (b1, s1), twice it (b2, s2).
 - Perturbed-Attention Guidance: every self-attention of the middle block returns its
   values (the identity attention map) during one extra pass with the prompt.
+- Self-Attention Guidance: the negative pass records the middle block's first
+  self-attention map; the negative's clean estimate is blurred where that map looks most,
+  noised back with the negative's own noise estimate, and predicted once more.
 - Rescaled guidance: the predictions are converted to v (whatever the model predicts),
   mixed, rescaled and converted back.
 - Differential Diffusion: the noise mask thresholded by the step's progress.
@@ -141,6 +144,124 @@ def identity_self_attention(unet: Any) -> Iterator[None]:
 
 def has_middle_self_attention(unet: Any) -> bool:
     return any(getattr(t, "transformer_blocks", ()) for t in getattr(unet.mid_block, "attentions", ()))
+
+
+# ------------------------------------------------------------------------------ SAG
+class _RecordingAttention:
+    """Self-attention computed with explicit probabilities (the default kernels do not give
+    them), keeping those of the first call: the pass that has the negative prompt first."""
+
+    def __init__(self) -> None:
+        self.probabilities: "torch.Tensor | None" = None
+
+    def __call__(self, attn: Any, hidden_states: "torch.Tensor", encoder_hidden_states: Any = None,
+                 attention_mask: Any = None, temb: Any = None, *args: Any, **kwargs: Any) -> "torch.Tensor":
+        import torch
+
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], hidden_states.shape[0])
+        probabilities = attn.get_attention_scores(query, key, mask)
+        if self.probabilities is None:
+            self.probabilities = probabilities
+        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(torch.bmm(probabilities, value))))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+class AttentionRecord:
+    """What :func:`recorded_self_attention` saw: the first pass's attention probabilities
+    [batch * heads, tokens, tokens] and the spatial size of those tokens."""
+
+    def __init__(self, heads: int) -> None:
+        self.heads = heads
+        self.processor = _RecordingAttention()
+        self.size: tuple[int, int] | None = None
+
+    @property
+    def probabilities(self) -> "torch.Tensor | None":
+        return self.processor.probabilities
+
+
+@contextmanager
+def recorded_self_attention(unet: Any) -> Iterator[AttentionRecord]:
+    """The first self-attention of the middle block (its first transformer block's
+    ``attn1``) recording its attention map, for the duration of the block."""
+    transformer = unet.mid_block.attentions[0]
+    attention = transformer.transformer_blocks[0].attn1
+    record = AttentionRecord(attention.heads)
+
+    def size_of(module: Any, args: tuple) -> None:
+        if record.size is None:
+            record.size = tuple(args[0].shape[-2:])
+
+    saved = attention.processor
+    handle = transformer.register_forward_pre_hook(size_of)
+    attention.processor = record.processor
+    try:
+        yield record
+    finally:
+        attention.processor = saved
+        handle.remove()
+
+
+def _gaussian_blur(latent: "torch.Tensor", sigma: float, size: int = 9) -> "torch.Tensor":
+    """Each channel blurred by a ``size`` x ``size`` Gaussian, edges reflected."""
+    import torch
+    import torch.nn.functional as F
+
+    offsets = torch.linspace(-(size - 1) / 2, (size - 1) / 2, size, dtype=torch.float32)
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    weights = (weights / weights.sum()).to(device=latent.device, dtype=latent.dtype)
+    kernel = (weights[:, None] @ weights[None, :]).expand(latent.shape[1], 1, size, size)
+    padded = F.pad(latent, [size // 2] * 4, mode="reflect")
+    return F.conv2d(padded, kernel, groups=latent.shape[1])
+
+
+def attention_blurred(x0: "torch.Tensor", record: AttentionRecord, blur_sigma: float) -> "torch.Tensor":
+    """``x0`` [B, C, h, w] blurred where the recorded attention map puts more than one
+    query's worth of attention (summed over queries, averaged over heads), kept elsewhere."""
+    import torch.nn.functional as F
+
+    batch, _, height, width = x0.shape
+    probabilities = record.probabilities[: batch * record.heads]
+    tokens = probabilities.shape[-1]
+    attended = probabilities.reshape(batch, record.heads, tokens, tokens).mean(dim=1).sum(dim=1) > 1.0
+    rows, cols = record.size
+    mask = attended.reshape(batch, 1, rows, cols).to(x0.dtype)
+    mask = F.interpolate(mask, (height, width))
+    blurred = _gaussian_blur(x0, blur_sigma) if blur_sigma > 0 else x0
+    return blurred * mask + x0 * (1 - mask)
+
+
+def to_eps(prediction: "torch.Tensor", x: "torch.Tensor", sigma: float, kind: str) -> "torch.Tensor":
+    """The noise a prediction of ``kind`` implies for the variance-preserving input ``x``."""
+    a = (1.0 + sigma * sigma) ** -0.5
+    s = sigma * a
+    if kind == "epsilon":
+        return prediction
+    if kind == "v_prediction":
+        return s * x + a * prediction
+    return (x - a * prediction) / s
+
+
+def to_x0(prediction: "torch.Tensor", x: "torch.Tensor", sigma: float, kind: str) -> "torch.Tensor":
+    """The clean latent a prediction of ``kind`` implies for ``x``."""
+    a = (1.0 + sigma * sigma) ** -0.5
+    s = sigma * a
+    if kind == "epsilon":
+        return (x - s * prediction) / a
+    if kind == "v_prediction":
+        return a * x - s * prediction
+    return prediction
+
+
+def from_eps(eps: "torch.Tensor", x: "torch.Tensor", sigma: float, kind: str) -> "torch.Tensor":
+    """The prediction of ``kind`` that implies the noise ``eps`` for ``x``."""
+    return eps if kind == "epsilon" else from_v(to_v(eps, x, sigma, "epsilon"), x, sigma, kind)
 
 
 # ------------------------------------------------------------------------------ rescaled CFG

@@ -20,7 +20,9 @@ from nodes.diffusion.impl import patches  # noqa: E402
 from nodes.diffusion.impl.samplers import make_scheduler  # noqa: E402
 from nodes.diffusion.loaders import Checkpoint  # noqa: E402
 from nodes.diffusion.model_ops import ModelSampling  # noqa: E402
-from nodes.diffusion.model_patches import DifferentialDiffusion, FreeU, PerturbedAttentionGuidance, RescaleCFG  # noqa: E402
+from nodes.diffusion.model_patches import (  # noqa: E402
+    DifferentialDiffusion, FreeU, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
+)
 from nodes.diffusion.sampling import CFG, Noise, Sampler  # noqa: E402
 from nodes.diffusion.text import TextEncoder  # noqa: E402
 from nodes.diffusion.types import FreeUScaling, Latent  # noqa: E402
@@ -275,6 +277,7 @@ def test_comfyuis_model_patches_import_onto_the_patch_nodes(tmp_path, models_set
     assert nodes["RescaleCFG"] == {"multiplier": 0.6}
     assert nodes["PerturbedAttentionGuidance"] == {"scale": 2.5}
     assert nodes["DifferentialDiffusion"] == {"strength": 1.0}
+    assert nodes["SelfAttentionGuidance"] == {"scale": 0.6, "blur_sigma": 1.5}
     result = flow.run(output_dir=tmp_path, device="cpu", settings=models_settings)
     assert result.ok, result.error or result.problems
 
@@ -293,3 +296,44 @@ def test_freeu_v1_files_without_values_get_the_first_versions_defaults():
     workflow = workflow_from_dict(prompt, default_registry())
     values = [node.values for node in workflow.graph.nodes.values() if node.type == "FreeU"]
     assert {"variant": "v1", "b1": 1.1, "b2": 1.2, "s1": 0.9, "s2": 0.2} in values
+
+
+# ------------------------------------------------------------------ Self-Attention Guidance
+def test_sag_image_equals_diffusers_sag_pipeline(parts, tiny_sd):
+    from diffusers import DDIMScheduler
+    from diffusers.pipelines.deprecated.stable_diffusion_sag.pipeline_stable_diffusion_sag import StableDiffusionSAGPipeline
+
+    model = SelfAttentionGuidance().run(RunContext(), parts["model"], scale=0.75, blur_sigma=1.0)  # diffusers' fixed blur
+    ours = _decode(parts, Latent(_sample(parts, model))).numpy()
+    pipe = StableDiffusionSAGPipeline.from_pretrained(tiny_sd, local_files_only=True, safety_checker=None)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    reference = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=7.5, sag_scale=0.75,
+                     generator=torch.Generator("cpu").manual_seed(SEED), height=32, width=32, output_type="np").images
+    plain = _decode(parts, Latent(_sample(parts, parts["model"]))).numpy()
+    assert np.abs(ours - reference).max() <= 1e-4
+    assert np.abs(ours - plain).max() > 1e-3
+
+
+def test_sag_runs_the_negative_pass_at_scale_one_and_leaves_the_shared_unet(parts):
+    unet = parts["model"].unet
+    x, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3)), torch.tensor(500)
+    before = _prediction(parts["model"], parts, x, t)
+    processor = unet.mid_block.attentions[0].transformer_blocks[0].attn1.processor
+    model = SelfAttentionGuidance().run(RunContext(), parts["model"], scale=0.5, blur_sigma=2.0)
+    assert (_sample(parts, model, scale=1.0, steps=2) - _sample(parts, parts["model"], scale=1.0, steps=2)).abs().max() > 1e-4
+    assert unet.mid_block.attentions[0].transformer_blocks[0].attn1.processor is processor
+    assert not unet.mid_block.attentions[0]._forward_pre_hooks
+    assert torch.equal(_prediction(parts["model"], parts, x, t), before)
+
+
+def test_sag_without_a_negative_prompt_is_refused_naming_the_guider(parts):
+    from nodeflow import NodeError
+    from nodes.diffusion.sampling import BasicGuider
+
+    model = SelfAttentionGuidance().run(RunContext(), parts["model"], scale=0.5, blur_sigma=2.0)
+    guider = BasicGuider().run(RunContext(), model, parts["positive"])
+    with pytest.raises(NodeError, match="Self-Attention Guidance works on the negative prompt") as error:
+        Sampler().run(RunContext(), noise=Noise().run(RunContext(), seed=1), guider=guider, latent=_latent(),
+                      sampler="euler", schedule="normal", steps=2, denoise=1.0, eta=0.0)
+    assert error.value.field == "guider"
