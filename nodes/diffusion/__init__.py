@@ -30,7 +30,7 @@ from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
 from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.model_patches import (
-    DifferentialDiffusion, FreeU, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
+    DeepShrink, DifferentialDiffusion, FreeU, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
 )
 from nodes.diffusion.masks import FeatherMask, GrowMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask, ThresholdMask
 from nodes.diffusion.loaders import Checkpoint, UNet
@@ -73,7 +73,7 @@ PACK = Pack(
         # GLIGEN, phrases grounded to boxes (issue 11).
         GLIGENLoader, GLIGENTextBoxApply,
         # Model patches: guidance and decoder changes while sampling (issue 11).
-        RescaleCFG, FreeU, PerturbedAttentionGuidance, SelfAttentionGuidance, DifferentialDiffusion,
+        RescaleCFG, FreeU, PerturbedAttentionGuidance, SelfAttentionGuidance, DifferentialDiffusion, DeepShrink,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -1113,6 +1113,14 @@ MAPPINGS.update({
         ("scale", "blur_sigma"),
         _one_to_one("SelfAttentionGuidance", {"model": "model"}, {"scale": "scale", "blur_sigma": "blur_sigma"},
                     ("model",)), ("SelfAttentionGuidance",)),
+    "PatchModelAddDownscale": Mapping(
+        ("block_number", "downscale_factor", "start_percent", "end_percent", "downscale_after_skip", "downscale_method",
+         "upscale_method"),
+        _one_to_one("DeepShrink", {"model": "model"},
+                    {name: name for name in ("block_number", "downscale_factor", "start_percent", "end_percent",
+                                             "downscale_after_skip", "downscale_method", "upscale_method")},
+                    ("model",), {"downscale_method": UPSCALE_METHODS.__getitem__, "upscale_method": UPSCALE_METHODS.__getitem__}),
+        ("DeepShrink",)),
     # Older files have no strength widget: nodeflow's default (1) is what ComfyUI did then.
     "DifferentialDiffusion": Mapping(
         ("strength",), _one_to_one("DifferentialDiffusion", {"model": "model"}, {"strength": "strength"}, ("model",)),

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nodeflow import Choice, Float, Node, Output, RunContext, Socket
+from nodeflow import Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.types import (
-    MODEL, DifferentialMask, DiffusionModel, FreeUScaling, ModelPatch, PerturbedAttention, RescaledGuidance,
+    MODEL, DeepShrink as DeepShrinkPatch, DifferentialMask, DiffusionModel, FreeUScaling, ModelPatch, PerturbedAttention, RescaledGuidance,
     SelfAttentionGuided,
 )
 
@@ -104,6 +104,51 @@ class SelfAttentionGuidance(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, scale: float, blur_sigma: float) -> DiffusionModel:
         return _patched(model, SelfAttentionGuided(scale, blur_sigma))
+
+
+_RESAMPLING = ("bicubic", "nearest", "bilinear", "area", "bislerp")
+
+
+class DeepShrink(Node):
+    type = "DeepShrink"
+    display_name = "Deep Shrink (Kohya)"
+    category = "model_patches"
+    description = (
+        "Kohya's Deep Shrink, for images larger than the model was trained on: during the "
+        "first, composition-setting part of the run the UNet works on its features shrunk "
+        "after one of its input blocks, and grows them back in the decoder, so the layout "
+        "is the one the model knows at its own size (no doubled heads); the later steps "
+        "add the detail at full size."
+    )
+
+    model = Socket(MODEL)
+    block_number = Int(3, min=0, max=32, tooltip="shrink after this input block of the original UNet (0 is the first "
+                       "convolution; 3 is the end of the first level in SD 1.x and SDXL)")
+    downscale_factor = Float(2.0, min=0.1, max=9.0, step=0.001, tooltip="how much smaller the features become")
+    start_percent = Float(0.0, min=0.0, max=1.0, step=0.001, tooltip="from this fraction of the run")
+    end_percent = Float(0.35, min=0.0, max=1.0, step=0.001, tooltip="until this fraction of the run")
+    downscale_after_skip = Bool(True, tooltip="shrink after the block's skip connection is kept (full size to the "
+                                "decoder); off shrinks the skip connection too")
+    downscale_method = Choice(_RESAMPLING, default="bicubic", tooltip="how the features are shrunk")
+    upscale_method = Choice(_RESAMPLING, default="bicubic", tooltip="how they are grown back in the decoder")
+    outputs = (Output("model", MODEL),)
+
+    @classmethod
+    def check_values(cls, values: dict) -> dict[str, str]:
+        if values.get("start_percent", 0.0) > values.get("end_percent", 0.35):
+            return {"end_percent": f"end_percent {values['end_percent']} is before start_percent {values['start_percent']}"}
+        return {}
+
+    def run(self, ctx: RunContext, model: DiffusionModel, block_number: int, downscale_factor: float,
+            start_percent: float, end_percent: float, downscale_after_skip: bool, downscale_method: str,
+            upscale_method: str) -> DiffusionModel:
+        from nodes.diffusion.impl.patches import input_block_count
+
+        count = input_block_count(model.unet)
+        if block_number >= count:
+            raise NodeError(f"this UNet has input blocks 0-{count - 1}", field="block_number")
+        return _patched(model, DeepShrinkPatch(block_number, downscale_factor, start_percent, end_percent,
+                                               downscale_after_skip, downscale_method, upscale_method))
 
 
 class DifferentialDiffusion(Node):

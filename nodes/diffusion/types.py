@@ -75,6 +75,22 @@ class SelfAttentionGuided(ModelPatch):
 
 
 @dataclass(frozen=True)
+class DeepShrink(ModelPatch):
+    """Kohya's Deep Shrink (ComfyUI's PatchModelAddDownscale): while the run is between
+    ``start`` and ``end`` (fractions of the schedule), the features after the original
+    UNet's input block ``block`` are shrunk by ``factor`` and grown back in the decoder,
+    so a size the model was not trained for keeps the composition of one it was."""
+
+    block: int = 3
+    factor: float = 2.0
+    start: float = 0.0
+    end: float = 0.35
+    after_skip: bool = True
+    downscale_method: str = "bicubic"
+    upscale_method: str = "bicubic"
+
+
+@dataclass(frozen=True)
 class DifferentialMask(ModelPatch):
     """Differential Diffusion (Levin and Fried 2023): a soft noise mask read as "how much
     may change": a position is free to change from the step whose progress reaches its

@@ -17,6 +17,8 @@ duration of a call (context managers) and removed after, whatever happens.
 - Rescaled guidance: the predictions are converted to v (whatever the model predicts),
   mixed, rescaled and converted back.
 - Differential Diffusion: the noise mask thresholded by the step's progress.
+- Deep Shrink: the features after one input block shrunk during a window of the run,
+  and grown back to each skip connection's size in the decoder.
 """
 
 from __future__ import annotations
@@ -313,3 +315,155 @@ def differential_mask(mask: "torch.Tensor", timestep: float, first: float, last:
     if strength >= 1.0:
         return binary
     return strength * binary + (1.0 - strength) * mask
+
+
+# ------------------------------------------------------------------------------ Deep Shrink
+def resample(features: "torch.Tensor", size: tuple[int, int], method: str) -> "torch.Tensor":
+    """``features`` [B, C, H, W] resized to ``size`` by ``method`` (nearest, bilinear,
+    bicubic, area or bislerp)."""
+    import torch.nn.functional as F
+
+    if tuple(features.shape[-2:]) == tuple(size):
+        return features
+    if method == "bislerp":
+        from nodes.diffusion.impl.resample import bislerp
+
+        return bislerp(features, *size)
+    if method == "nearest":  # torch's plain "nearest" is shifted by half a cell
+        return F.interpolate(features, size=size, mode="nearest-exact")
+    if method == "area":
+        return F.interpolate(features, size=size, mode="area")
+    return F.interpolate(features, size=size, mode=method, align_corners=False)
+
+
+def _input_blocks(unet: Any) -> dict[int, tuple[Any, Any]]:
+    """The original UNet's input block number -> (the diffusers module that makes its
+    output, the module that takes that output next)."""
+    levels = list(unet.down_blocks)
+    blocks: dict[int, tuple[Any, Any]] = {0: (unet.conv_in, levels[0])}
+    number = 1
+    for index, level in enumerate(levels):
+        following = levels[index + 1] if index + 1 < len(levels) else unet.mid_block
+        attentions = getattr(level, "attentions", None)
+        layers = [attentions[j] if attentions is not None else resnet for j, resnet in enumerate(level.resnets)]
+        downsampler = level.downsamplers[0] if level.downsamplers else None
+        takers = [*level.resnets[1:], downsampler or following]
+        for layer, taker in zip(layers, takers):
+            blocks[number] = (layer, taker)
+            number += 1
+        if downsampler is not None:
+            blocks[number] = (downsampler, following)
+            number += 1
+    return blocks
+
+
+def input_block_count(unet: Any) -> int:
+    """How many input blocks the original layout of ``unet`` has (conv_in, the down
+    levels' layers and their downsamplers)."""
+    return len(_input_blocks(unet))
+
+
+def _first_tensor(output: Any) -> "torch.Tensor":
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_first(output: Any, tensor: "torch.Tensor") -> Any:
+    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+
+@contextmanager
+def deep_shrink(unet: Any, patch: Any, train_steps: int) -> Iterator[None]:
+    """Deep Shrink ``patch`` on ``unet`` while the block runs: the features after input
+    block ``patch.block`` shrunk while the call's timestep is in the patch's window, and,
+    in the decoder, the features grown to each skip connection's size before they are
+    joined (the upsamplers sized to the next skip, as the original UNet sizes them)."""
+    blocks = _input_blocks(unet)
+    if patch.block not in blocks:
+        raise ValueError(f"the UNet has input blocks 0-{max(blocks)}, not {patch.block}")
+    last = train_steps - 1
+    latest = (1.0 - patch.start) * last if patch.start > 0 else float("inf")
+    earliest = (1.0 - patch.end) * last if patch.end < 1 else float("-inf")
+    state: dict[str, Any] = {"active": False, "skips": []}
+    handles = []
+
+    def begin(module: Any, args: tuple, kwargs: dict) -> None:
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        level = float(timestep.reshape(-1)[0]) if hasattr(timestep, "reshape") else float(timestep)
+        state["active"] = earliest - 1e-6 <= level <= latest + 1e-6
+        state["skips"] = []
+
+    def shrunk(features: "torch.Tensor") -> "torch.Tensor":
+        if not state["active"]:
+            return features
+        height, width = features.shape[-2:]
+        size = (max(1, round(height / patch.factor)), max(1, round(width / patch.factor)))
+        return resample(features, size, patch.downscale_method)
+
+    def shrink_output(module: Any, args: tuple, output: Any) -> Any:
+        return _with_first(output, shrunk(_first_tensor(output)))
+
+    def shrink_input(module: Any, args: tuple, kwargs: dict) -> Any:
+        if args:
+            return (shrunk(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": shrunk(kwargs["hidden_states"])}
+
+    def saved_skip(module: Any, args: tuple, output: Any) -> None:
+        state["skips"].append(tuple(output.shape[-2:]))
+
+    def saved_skips(module: Any, args: tuple, output: Any) -> None:
+        state["skips"].extend(tuple(skip.shape[-2:]) for skip in output[1])
+
+    def enter_up(module: Any, args: tuple, kwargs: dict) -> Any:
+        count = len(module.resnets)
+        mine, state["skips"] = state["skips"][-count:], state["skips"][:-count]
+        state["joins"] = list(reversed(mine))  # the order the block joins them
+        kwargs = dict(kwargs)
+        kwargs["hidden_states"] = resample(kwargs["hidden_states"], state["joins"][0], patch.upscale_method)
+        if getattr(module, "upsamplers", None) and state["skips"]:
+            kwargs["upsample_size"] = state["skips"][-1]
+        return args, kwargs
+
+    def grown(index: int) -> Any:
+        def grow(module: Any, args: tuple, output: Any) -> Any:
+            joins = state["joins"]
+            if index + 1 >= len(joins):
+                return output
+            return _with_first(output, resample(_first_tensor(output), joins[index + 1], patch.upscale_method))
+
+        return grow
+
+    try:
+        handles.append(unet.register_forward_pre_hook(begin, with_kwargs=True))
+        producer, taker = blocks[patch.block]
+        if patch.after_skip:
+            handles.append(taker.register_forward_pre_hook(shrink_input, with_kwargs=True))
+        else:
+            handles.append(producer.register_forward_hook(shrink_output))
+        handles.append(unet.conv_in.register_forward_hook(saved_skip))
+        handles.extend(level.register_forward_hook(saved_skips) for level in unet.down_blocks)
+        for level in unet.up_blocks:
+            handles.append(level.register_forward_pre_hook(enter_up, with_kwargs=True))
+            attentions = getattr(level, "attentions", None)
+            for j, resnet in enumerate(level.resnets):
+                layer = attentions[j] if attentions is not None else resnet
+                handles.append(layer.register_forward_hook(grown(j)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def unet_patches(unet: Any, model: Any) -> Iterator[None]:
+    """Every patch of ``model`` that changes the UNet's own forward pass (FreeU, Deep
+    Shrink), on ``unet`` while the block runs."""
+    from contextlib import ExitStack
+
+    from nodes.diffusion.types import DeepShrink
+
+    train_steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
+    with ExitStack() as stack:
+        stack.enter_context(freeu(unet, model.patches_of(FreeUScaling)))
+        for patch in model.patches_of(DeepShrink):
+            stack.enter_context(deep_shrink(unet, patch, train_steps))
+        yield

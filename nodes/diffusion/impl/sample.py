@@ -18,7 +18,7 @@ from nodeflow import RunContext
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map
 from nodes.diffusion.impl.views import PREVIEW_KINDS  # noqa: F401  (re-exported)
 from nodes.diffusion.impl.samplers import SAMPLERS, UnsupportedCombination, eta_unsupported_reason, make_scheduler, step_parameters
-from nodes.diffusion.types import DifferentialMask, FreeUScaling, Latent, NoiseSource, RescaledGuidance, Sigmas
+from nodes.diffusion.types import DeepShrink, DifferentialMask, Latent, NoiseSource, RescaledGuidance, Sigmas
 
 if TYPE_CHECKING:
     import torch
@@ -110,9 +110,10 @@ def sample(
         except EDMError as exc:
             raise SamplingError(exc.field, str(exc)) from None
         _refuse_timestep_windows(guider)
-        if model.patches_of(RescaledGuidance):
-            raise SamplingError("guider", "Rescale CFG works in v space of a variance-preserving schedule; the "
-                                "model samples in continuous EDM form (Model Prediction (EDM)), which it does not apply to")
+        if model.patches_of(RescaledGuidance) or model.patches_of(DeepShrink):
+            raise SamplingError("guider", "Rescale CFG and Deep Shrink work on a variance-preserving schedule's "
+                                "levels; the model samples in continuous EDM form (Model Prediction (EDM)), which "
+                                "they do not apply to")
     if model.sampling == "lcm" and sampler != "lcm":
         raise SamplingError("sampler", f"the model is LCM-distilled (Model Prediction lcm), which runs with the lcm "
                             f"sampler (its 50-step grid and boundary condition); {sampler} would not run it as distilled")
@@ -141,9 +142,9 @@ def sample(
         timing, steps, denoise, steps_run = _explicit(sampler, spec, scheduler, sigmas, steps_run)
 
     from nodes.diffusion.impl.lora import active
-    from nodes.diffusion.impl.patches import freeu
+    from nodes.diffusion.impl.patches import unet_patches
 
-    with torch.inference_mode(), active([unet], model.adapters), freeu(unet, model.patches_of(FreeUScaling)):
+    with torch.inference_mode(), active([unet], model.adapters), unet_patches(unet, model):
         device, dtype = unet.device, unet.dtype
         try:
             if timing is None:

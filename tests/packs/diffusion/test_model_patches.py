@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from nodes.diffusion.impl.samplers import make_scheduler  # noqa: E402
 from nodes.diffusion.loaders import Checkpoint  # noqa: E402
 from nodes.diffusion.model_ops import ModelSampling  # noqa: E402
 from nodes.diffusion.model_patches import (  # noqa: E402
-    DifferentialDiffusion, FreeU, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
+    DeepShrink, DifferentialDiffusion, FreeU, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
 )
 from nodes.diffusion.sampling import CFG, Noise, Sampler  # noqa: E402
 from nodes.diffusion.text import TextEncoder  # noqa: E402
@@ -278,6 +279,7 @@ def test_comfyuis_model_patches_import_onto_the_patch_nodes(tmp_path, models_set
     assert nodes["PerturbedAttentionGuidance"] == {"scale": 2.5}
     assert nodes["DifferentialDiffusion"] == {"strength": 1.0}
     assert nodes["SelfAttentionGuidance"] == {"scale": 0.6, "blur_sigma": 1.5}
+    assert nodes["DeepShrink"]["upscale_method"] == "nearest" and nodes["DeepShrink"]["block_number"] == 3
     result = flow.run(output_dir=tmp_path, device="cpu", settings=models_settings)
     assert result.ok, result.error or result.problems
 
@@ -337,3 +339,63 @@ def test_sag_without_a_negative_prompt_is_refused_naming_the_guider(parts):
         Sampler().run(RunContext(), noise=Noise().run(RunContext(), seed=1), guider=guider, latent=_latent(),
                       sampler="euler", schedule="normal", steps=2, denoise=1.0, eta=0.0)
     assert error.value.field == "guider"
+
+
+# ------------------------------------------------------------------ Deep Shrink
+def _shrink(parts, **settings):
+    values = dict(block_number=parts["model"].unet.config.layers_per_block + 1, downscale_factor=2.0,
+                  start_percent=0.0, end_percent=0.35, downscale_after_skip=True, downscale_method="bicubic",
+                  upscale_method="bicubic")
+    values.update(settings)
+    return DeepShrink().run(RunContext(), parts["model"], **values)
+
+
+def _sizes_inside(unet, patch, x, t):
+    """The middle block's input size and the first level's skip sizes in one UNet call under ``patch``."""
+    seen: dict[str, Any] = {}
+
+    def middle(module, args):
+        seen.setdefault("middle", tuple(args[0].shape[-2:]))
+
+    def skips(module, args, out):
+        seen.setdefault("skips", [tuple(s.shape[-2:]) for s in out[1]])
+
+    hooks = [unet.mid_block.register_forward_pre_hook(middle), unet.down_blocks[0].register_forward_hook(skips)]
+    try:
+        with torch.inference_mode(), patches.deep_shrink(unet, patch, 1000):
+            out = unet(x, t, encoder_hidden_states=torch.randn(1, 3, unet.config.cross_attention_dim)).sample
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen, out
+
+
+@pytest.mark.parametrize("after_skip, skip_side", [(True, 8), (False, 4)])
+def test_deep_shrink_halves_the_features_after_the_first_level_and_keeps_the_skip_as_asked(parts, after_skip, skip_side):
+    """The tiny UNet's first level ends (its downsampler) at input block layers + 1: 16 -> 8
+    normally, 4 shrunk; the skip kept there is 8 after the skip, 4 before it."""
+    unet = parts["model"].unet
+    patch = _shrink(parts, downscale_after_skip=after_skip).patches[-1]
+    x = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    early, out = _sizes_inside(unet, patch, x, torch.tensor(900))  # in the window (the first 35%)
+    assert early["middle"] == (4, 4) and early["skips"][-1] == (skip_side, skip_side)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    late, _ = _sizes_inside(unet, patch, x, torch.tensor(100))  # outside it
+    assert late["middle"] == (8, 8) and late["skips"][-1] == (8, 8)
+    assert all(not module._forward_pre_hooks and not module._forward_hooks for module in unet.modules())
+
+
+def test_deep_shrink_changes_the_first_steps_only_and_leaves_the_model(parts):
+    base = _sample(parts, parts["model"], steps=4)
+    assert (_sample(parts, _shrink(parts), steps=4) - base).abs().max() > 1e-3
+    assert torch.equal(_sample(parts, _shrink(parts, downscale_factor=1.0), steps=4), base)
+    assert torch.equal(_sample(parts, _shrink(parts, start_percent=0.6, end_percent=0.7), steps=4), base)  # no step in it
+    assert torch.equal(_sample(parts, parts["model"], steps=4), base)
+
+
+def test_deep_shrink_names_a_block_the_unet_does_not_have(parts):
+    from nodeflow import NodeError
+
+    with pytest.raises(NodeError, match="this UNet has input blocks 0-") as error:
+        _shrink(parts, block_number=30)
+    assert error.value.field == "block_number"
