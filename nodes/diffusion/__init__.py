@@ -30,13 +30,13 @@ from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
 from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.model_patches import (
-    DeepShrink, DifferentialDiffusion, FreeU, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
+    DeepShrink, DifferentialDiffusion, FreeU, PerpNeg, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
 )
 from nodes.diffusion.masks import FeatherMask, GrowMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask, ThresholdMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.devices import DEVICES
-from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, Sampler
+from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, PerpNegGuider, Sampler
 from nodes.diffusion.sigmas import (
     AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, PolyexponentialScheduler, SplitSigmas, VPScheduler,
 )
@@ -73,7 +73,7 @@ PACK = Pack(
         # GLIGEN, phrases grounded to boxes (issue 11).
         GLIGENLoader, GLIGENTextBoxApply,
         # Model patches: guidance and decoder changes while sampling (issue 11).
-        RescaleCFG, FreeU, PerturbedAttentionGuidance, SelfAttentionGuidance, DifferentialDiffusion, DeepShrink,
+        RescaleCFG, FreeU, PerturbedAttentionGuidance, SelfAttentionGuidance, DifferentialDiffusion, DeepShrink, PerpNeg, PerpNegGuider,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -1121,6 +1121,14 @@ MAPPINGS.update({
                                              "downscale_after_skip", "downscale_method", "upscale_method")},
                     ("model",), {"downscale_method": UPSCALE_METHODS.__getitem__, "upscale_method": UPSCALE_METHODS.__getitem__}),
         ("DeepShrink",)),
+    "PerpNegGuider": Mapping(
+        ("cfg", "neg_scale"),
+        _one_to_one("PerpNegGuider", {"model": "model", "positive": "positive", "negative": "negative",
+                                      "empty_conditioning": "empty_conditioning"},
+                    {"cfg": "scale", "neg_scale": "neg_scale"}, ("guider",)), ("PerpNegGuider",)),
+    "PerpNeg": Mapping(
+        ("neg_scale",), _one_to_one("PerpNeg", {"model": "model", "empty_conditioning": "empty_conditioning"},
+                                    {"neg_scale": "neg_scale"}, ("model",)), ("PerpNeg",)),
     # Older files have no strength widget: nodeflow's default (1) is what ComfyUI did then.
     "DifferentialDiffusion": Mapping(
         ("strength",), _one_to_one("DifferentialDiffusion", {"model": "model"}, {"strength": "strength"}, ("model",)),

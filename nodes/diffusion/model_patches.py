@@ -12,7 +12,7 @@ from dataclasses import replace
 from nodeflow import Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.types import (
-    MODEL, DeepShrink as DeepShrinkPatch, DifferentialMask, DiffusionModel, FreeUScaling, ModelPatch, PerturbedAttention, RescaledGuidance,
+    CONDITIONING, Conditioning, PerpendicularNegative, MODEL, DeepShrink as DeepShrinkPatch, DifferentialMask, DiffusionModel, FreeUScaling, ModelPatch, PerturbedAttention, RescaledGuidance,
     SelfAttentionGuided,
 )
 
@@ -104,6 +104,26 @@ class SelfAttentionGuidance(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, scale: float, blur_sigma: float) -> DiffusionModel:
         return _patched(model, SelfAttentionGuided(scale, blur_sigma))
+
+
+class PerpNeg(Node):
+    type = "PerpNeg"
+    display_name = "Perp-Neg (model)"
+    category = "model_patches"
+    description = (
+        "Perp-Neg as a model patch (ComfyUI's older form of the Perp-Neg Guider): the CFG guider "
+        "this model goes to pushes away from only the part of the negative prompt's direction "
+        "perpendicular to the positive's, both taken from the empty conditioning's prediction."
+    )
+
+    model = Socket(MODEL)
+    empty_conditioning = Socket(CONDITIONING, tooltip="an empty prompt's conditioning")
+    neg_scale = Float(1.0, min=0.0, max=100.0, step=0.01, tooltip="how strongly the perpendicular negative is pushed away from")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, empty_conditioning: Conditioning,
+            neg_scale: float) -> DiffusionModel:
+        return _patched(model, PerpendicularNegative(empty_conditioning, neg_scale))
 
 
 _RESAMPLING = ("bicubic", "nearest", "bilinear", "area", "bislerp")

@@ -86,6 +86,38 @@ class CFG(Node):
         return Guider(model, positive, negative, scale, rescale)
 
 
+class PerpNegGuider(Node):
+    type = "PerpNegGuider"
+    display_name = "Perp-Neg Guider"
+    category = "sampling"
+    description = (
+        "Classifier-free guidance with Perp-Neg (Armandpour et al. 2023): the positive and "
+        "negative prompts are taken as directions from an empty prompt's prediction, and only "
+        "the part of the negative direction perpendicular to the positive one is pushed away "
+        "from, so a negative that shares meaning with the positive (\"a dog\" / \"a tail\") does "
+        "not cancel it. Three UNet passes per step."
+    )
+
+    model = Socket(MODEL)
+    positive = Socket(CONDITIONING, tooltip="what the image should show")
+    negative = Socket(CONDITIONING, tooltip="what to steer away from")
+    empty_conditioning = Socket(CONDITIONING, tooltip="an empty prompt's conditioning: where both directions start")
+    scale = Float(8.0, min=0.0, max=100.0, step=0.1, tooltip="guidance strength along the positive direction")
+    neg_scale = Float(1.0, min=0.0, max=100.0, step=0.01, tooltip="how strongly the perpendicular negative is pushed away from")
+    outputs = (Output("guider", GUIDER),)
+    estimate_memory = classmethod(estimates.guider(2))
+
+    def run(self, ctx: RunContext, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
+            empty_conditioning: Conditioning, scale: float, neg_scale: float) -> Any:
+        from dataclasses import replace
+
+        from nodes.diffusion.impl.guidance import Guider
+        from nodes.diffusion.types import PerpendicularNegative
+
+        patched = replace(model, patches=model.patches + (PerpendicularNegative(empty_conditioning, neg_scale),))
+        return Guider(patched, positive, negative, scale)
+
+
 class BasicGuider(Node):
     type = "BasicGuider"
     display_name = "Basic Guider"

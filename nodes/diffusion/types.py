@@ -74,6 +74,17 @@ class SelfAttentionGuided(ModelPatch):
     blur_sigma: float = 2.0
 
 
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class PerpendicularNegative(ModelPatch):
+    """Perp-Neg (Armandpour et al. 2023): guidance away from only the part of the negative
+    prompt's direction that is perpendicular to the positive's (both taken from the
+    ``empty`` prompt's prediction), times ``neg_scale``, so a negative that overlaps the
+    positive does not cancel it."""
+
+    empty: "Conditioning"
+    neg_scale: float = 1.0
+
+
 @dataclass(frozen=True)
 class DeepShrink(ModelPatch):
     """Kohya's Deep Shrink (ComfyUI's PatchModelAddDownscale): while the run is between

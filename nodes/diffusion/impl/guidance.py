@@ -51,9 +51,10 @@ class Guider:  # GUIDER
     def uses_uncond(self) -> bool:
         """Whether each step predicts with the negative too: when guidance mixes it in, or
         Self-Attention Guidance needs its pass (at any scale, as ComfyUI)."""
-        from nodes.diffusion.types import SelfAttentionGuided
+        from nodes.diffusion.types import PerpendicularNegative, SelfAttentionGuided
 
-        return self.negative is not None and (self.scale != 1.0 or bool(self.model.patches_of(SelfAttentionGuided)))
+        needed = self.model.patches_of(SelfAttentionGuided) or self.model.patches_of(PerpendicularNegative)
+        return self.negative is not None and (self.scale != 1.0 or bool(needed))
 
     def bind(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None,
              timesteps: "Sequence[float] | None" = None, sigma_of: "Callable[[Any], float] | None" = None) -> Denoiser:
@@ -69,6 +70,11 @@ class Guider:  # GUIDER
         batch = latent.shape[0]
         if self.positive.regional or (self.uses_uncond and self.negative.regional):
             _refuse_regional_grounding(self)
+            from nodes.diffusion.types import PerpendicularNegative
+
+            if self.model.patches_of(PerpendicularNegative):
+                raise GuidanceError("Perp-Neg guidance with areas, step ranges or stacked conditionings is not "
+                                    "supported yet")
             positive_regions = _Regions(self.positive, self.model, latent, "positive", seed)
             if not self.uses_uncond:
                 return _tapped(self._finished(unet, positive_regions.predict, None, sigma_of=sigma_of), tap, False)
@@ -104,13 +110,15 @@ class Guider:  # GUIDER
                 extra.update(ground.negative(t))
             return unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False, **extra)[0]
 
+        predict_empty = self._empty_pass(unet, batch, pixel_size, seed)
+
         # Token lengths that differ, or grounding of one pass only: no shared batch.
         if positive[0].shape[1] != negative[0].shape[1] or (ground is not None and not ground.shares_batch):
 
             def twice(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
                 return predict_negative(x, t), predict_positive(x, t)
 
-            return self._finished(unet, predict_positive, twice, tap, sigma_of, predict_negative)
+            return self._finished(unet, predict_positive, twice, tap, sigma_of, predict_negative, predict_empty)
 
         # One batch, uncond first (the order diffusers' pipelines use).
         embeds = torch.cat([negative[0], positive[0]])
@@ -130,27 +138,46 @@ class Guider:  # GUIDER
             uncond, cond = both.chunk(2)
             return uncond, cond
 
-        return self._finished(unet, predict_positive, batched, tap, sigma_of, predict_negative)
+        return self._finished(unet, predict_positive, batched, tap, sigma_of, predict_negative, predict_empty)
+
+    def _empty_pass(self, unet: Any, batch: int, pixel_size: tuple[int, int], seed: int | None) -> Denoiser | None:
+        """The model call with a PerpendicularNegative patch's empty prompt (None without one)."""
+        from nodes.diffusion.types import PerpendicularNegative
+
+        perp = self.model.patches_of(PerpendicularNegative)[-1:]
+        if not perp:
+            return None
+        if perp[0].empty.regional:
+            raise GuidanceError("Perp-Neg's empty conditioning has areas, step ranges or stacked parts; it must be a "
+                                "plain prompt")
+        embeds, added = _unet_inputs(perp[0].empty, self.model, batch, pixel_size, "empty", seed)
+
+        def predict_empty(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
+            return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
+
+        return predict_empty
 
     def _finished(self, unet: Any, predict_positive: Denoiser,
                   predictions: "Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None",
                   tap: Tap | None = None, sigma_of: "Callable[[Any], float] | None" = None,
-                  predict_negative: Denoiser | None = None) -> Denoiser:
+                  predict_negative: Denoiser | None = None, predict_empty: Denoiser | None = None) -> Denoiser:
         """The step's guided prediction: ``predictions(x, t)`` (uncond, cond) mixed by the
         guidance scale (in v space with a RescaledGuidance patch, then the CFG node's own
         rescale), or the prompt's prediction alone without ``predictions``; then, in the
         order they were applied, each PerturbedAttention patch's move away from the prompt's
         pass with the identity self-attention in the middle block of ``unet`` (the one the
         passes run), and each SelfAttentionGuided patch's away from ``predict_negative`` of
-        the negative's estimate blurred where that block's attention looks."""
+        the negative's estimate blurred where that block's attention looks. A
+        PerpendicularNegative patch replaces the mix by Perp-Neg's, around ``predict_empty``."""
         from contextlib import nullcontext
 
         from nodes.diffusion.impl import patches
-        from nodes.diffusion.types import PerturbedAttention, RescaledGuidance, SelfAttentionGuided
+        from nodes.diffusion.types import PerpendicularNegative, PerturbedAttention, RescaledGuidance, SelfAttentionGuided
 
         model = self.model
         scale, rescale = self.scale, self.rescale
         rescaled = model.patches_of(RescaledGuidance)[-1:]  # a later one replaces an earlier one
+        perp = model.patches_of(PerpendicularNegative)[-1:]
         kind = model.scheduler_config.get("prediction_type", "epsilon")
         after = [p for p in model.patches if isinstance(p, (PerturbedAttention, SelfAttentionGuided)) and p.scale != 0]
         attended = [p for p in after if isinstance(p, SelfAttentionGuided)]
@@ -159,6 +186,8 @@ class Guider:  # GUIDER
         if after and not patches.has_middle_self_attention(unet):
             raise GuidanceError("Perturbed-Attention and Self-Attention Guidance need self-attention in the UNet's "
                                 "middle block, which this model has none of")
+        if perp and (predictions is None or predict_empty is None):
+            raise GuidanceError("Perp-Neg guidance needs the CFG guider with a negative prompt")
         if attended and (predictions is None or predict_negative is None):
             raise GuidanceError("Self-Attention Guidance works on the negative prompt's pass: it needs the CFG guider "
                                 "with a negative prompt that has no areas, step ranges or stacked parts")
@@ -173,7 +202,9 @@ class Guider:  # GUIDER
                     uncond, cond = predictions(x, t)
                 if tap is not None:
                     tap(uncond, cond)
-                if rescaled:
+                if perp:
+                    result = patches.perpendicular_guidance(predict_empty(x, t), cond, uncond, scale, perp[0].neg_scale)
+                elif rescaled:
                     result = patches.rescaled_guidance(uncond, cond, scale, rescaled[0].multiplier, x,
                                                        sigma_of(t), kind)
                 else:

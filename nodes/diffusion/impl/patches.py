@@ -303,6 +303,21 @@ def rescaled_guidance(uncond: "torch.Tensor", cond: "torch.Tensor", scale: float
     return from_v(multiplier * matched + (1.0 - multiplier) * guided, x, sigma, kind)
 
 
+# ------------------------------------------------------------------------------ Perp-Neg
+def perpendicular_guidance(empty: "torch.Tensor", cond: "torch.Tensor", uncond: "torch.Tensor", scale: float,
+                           neg_scale: float) -> "torch.Tensor":
+    """Perp-Neg's guided prediction: from the empty prompt's, ``scale`` times the positive
+    direction minus ``neg_scale`` times the part of the negative direction perpendicular
+    to it (per image)."""
+    import torch
+
+    positive, negative = cond - empty, uncond - empty
+    dims = tuple(range(1, cond.ndim))
+    length = (positive * positive).sum(dim=dims, keepdim=True).clamp(min=torch.finfo(positive.dtype).tiny)
+    perpendicular = negative - (negative * positive).sum(dim=dims, keepdim=True) / length * positive
+    return empty + scale * (positive - neg_scale * perpendicular)
+
+
 # ------------------------------------------------------------------------------ differential diffusion
 def differential_mask(mask: "torch.Tensor", timestep: float, first: float, last: float,
                       strength: float) -> "torch.Tensor":

@@ -399,3 +399,48 @@ def test_deep_shrink_names_a_block_the_unet_does_not_have(parts):
     with pytest.raises(NodeError, match="this UNet has input blocks 0-") as error:
         _shrink(parts, block_number=30)
     assert error.value.field == "block_number"
+
+
+# ------------------------------------------------------------------ Perp-Neg
+def _perp_neg(parts, negative, empty, scale=6.0, neg_scale=1.0):
+    from nodes.diffusion.sampling import PerpNegGuider
+
+    return PerpNegGuider().run(RunContext(), parts["model"], parts["positive"], negative, empty, scale, neg_scale)
+
+
+def test_perp_neg_keeps_only_the_negatives_part_perpendicular_to_the_positive():
+    generator = torch.Generator().manual_seed(4)
+    empty, cond, uncond = (torch.randn(2, 4, 8, 8, generator=generator) for _ in range(3))
+    guided = patches.perpendicular_guidance(empty, cond, uncond, 5.0, 1.0)
+    pushed = (empty + 5.0 * (cond - empty) - guided) / 5.0  # the perpendicular part that was pushed away from
+    positive = cond - empty
+    assert (pushed * positive).sum(dim=(1, 2, 3)).abs().max() < 1e-3  # orthogonal to the positive, per image
+    # a negative along the positive is not pushed away from at all
+    along = patches.perpendicular_guidance(empty, cond, empty + 0.5 * positive, 5.0, 1.0)
+    torch.testing.assert_close(along, empty + 5.0 * positive)
+
+
+def test_perp_neg_with_a_negative_that_means_the_positive_does_not_cancel_it(parts):
+    """With CFG, a negative equal to the positive cancels guidance (the prompt's own
+    prediction); with Perp-Neg it is parallel, so nothing is pushed away: plain CFG from
+    the empty prompt."""
+    encode = TextEncoder()
+    empty = encode.run(RunContext(), clip=parts["clip"], text="", clip_skip=1)
+    x, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(6)), torch.tensor(400)
+    with torch.inference_mode():
+        perp = _perp_neg(parts, parts["positive"], empty).bind(x)(x, t)
+        from_empty = CFG().run(RunContext(), parts["model"], parts["positive"], empty, 6.0, 0.0).bind(x)(x, t)
+    torch.testing.assert_close(perp, from_empty, atol=1e-4, rtol=1e-4)
+    with torch.inference_mode():
+        other = _perp_neg(parts, parts["negative"], empty).bind(x)(x, t)
+    assert (other - from_empty).abs().max() > 1e-3
+
+
+def test_comfyuis_perp_neg_guider_and_model_patch_import_and_run(tmp_path, models_settings):
+    import nodeflow.api as api
+
+    flow = api.open(FIXTURES / "comfyui" / "perpneg_api.json", device="cpu")
+    types = sorted(node.type for node in flow.graph.nodes.values())
+    assert "PerpNegGuider" in types and "PerpNeg" in types
+    result = flow.run(output_dir=tmp_path, device="cpu", settings=models_settings)
+    assert result.ok, result.error or result.problems
