@@ -29,6 +29,7 @@ from nodes.diffusion.latent_ops import LatentAdd, LatentBlend, LatentComposite, 
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
 from nodes.diffusion.model_edm import ModelSamplingEDM
+from nodes.diffusion.model_save import CheckpointSave
 from nodes.diffusion.model_patches import (
     DeepShrink, DifferentialDiffusion, FreeU, PerpNeg, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
 )
@@ -74,6 +75,8 @@ PACK = Pack(
         GLIGENLoader, GLIGENTextBoxApply,
         # Model patches: guidance and decoder changes while sampling (issue 11).
         RescaleCFG, FreeU, PerturbedAttentionGuidance, SelfAttentionGuidance, DifferentialDiffusion, DeepShrink, PerpNeg, PerpNegGuider,
+        # Saving merged and LoRA-baked models (issue 11).
+        CheckpointSave,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -1136,6 +1136,18 @@ MAPPINGS.update({
 })
 # ---------------------------------------------- end of model patches
 
+
+def _file_name_part(prefix: Any) -> Any:
+    """ComfyUI's save prefixes may name folders under its output folder ("checkpoints/ComfyUI");
+    nodeflow's CheckpointSave always writes into checkpoints/ there: the name part is kept."""
+    return prefix.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "nodeflow" if isinstance(prefix, str) else prefix
+
+
+MAPPINGS["CheckpointSave"] = Mapping(
+    ("filename_prefix",), _one_to_one("CheckpointSave", {"model": "model", "clip": "clip", "vae": "vae"},
+                                      {"filename_prefix": "filename_prefix"}, (), {"filename_prefix": _file_name_part}),
+    ("CheckpointSave",))
+
 # Regional conditioning, sigma schedules and block merges (issue 11): comfyui_regions.py.
 from nodes.diffusion.comfyui_regions import REGION_MAPPINGS  # noqa: E402  (needs the helpers above)
 
