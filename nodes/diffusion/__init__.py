@@ -31,7 +31,8 @@ from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelM
 from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.model_save import CheckpointSave
 from nodes.diffusion.model_patches import (
-    DeepShrink, DifferentialDiffusion, FreeU, PerpNeg, PerturbedAttentionGuidance, RescaleCFG, SelfAttentionGuidance,
+    DeepShrink, DifferentialDiffusion, EpsilonScale, FreeU, PerpNeg, PerturbedAttentionGuidance, RescaleCFG,
+    SelfAttentionGuidance, UNetCrossAttentionMultiply, UNetSelfAttentionMultiply,
 )
 from nodes.diffusion.masks import FeatherMask, GrowMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask, ThresholdMask
 from nodes.diffusion.loaders import Checkpoint, UNet
@@ -75,6 +76,7 @@ PACK = Pack(
         GLIGENLoader, GLIGENTextBoxApply,
         # Model patches: guidance and decoder changes while sampling (issue 11).
         RescaleCFG, FreeU, PerturbedAttentionGuidance, SelfAttentionGuidance, DifferentialDiffusion, DeepShrink, PerpNeg, PerpNegGuider,
+        UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, EpsilonScale,
         # Saving merged and LoRA-baked models (issue 11).
         CheckpointSave,
         # How diffusion works, shown (issue 18).

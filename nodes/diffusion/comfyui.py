@@ -1129,6 +1129,11 @@ MAPPINGS.update({
     "PerpNeg": Mapping(
         ("neg_scale",), _one_to_one("PerpNeg", {"model": "model", "empty_conditioning": "empty_conditioning"},
                                     {"neg_scale": "neg_scale"}, ("model",)), ("PerpNeg",)),
+    "UNetSelfAttentionMultiply": _same("UNetSelfAttentionMultiply", ("model",), ("q", "k", "v", "out"), ("model",)),
+    "UNetCrossAttentionMultiply": _same("UNetCrossAttentionMultiply", ("model",), ("q", "k", "v", "out"), ("model",)),
+    "Epsilon Scaling": Mapping(("scaling_factor",), _one_to_one("EpsilonScale", {"model": "model"},
+                                                                {"scaling_factor": "scaling_factor"}, ("model",)),
+                               ("EpsilonScale",)),
     # Older files have no strength widget: nodeflow's default (1) is what ComfyUI did then.
     "DifferentialDiffusion": Mapping(
         ("strength",), _one_to_one("DifferentialDiffusion", {"model": "model"}, {"strength": "strength"}, ("model",)),

@@ -12,8 +12,9 @@ from dataclasses import replace
 from nodeflow import Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.types import (
-    CONDITIONING, Conditioning, PerpendicularNegative, MODEL, DeepShrink as DeepShrinkPatch, DifferentialMask, DiffusionModel, FreeUScaling, ModelPatch, PerturbedAttention, RescaledGuidance,
-    SelfAttentionGuided,
+    CONDITIONING, MODEL, AttentionScaling, Conditioning, DeepShrink as DeepShrinkPatch, DifferentialMask,
+    DiffusionModel, EpsilonScaling, FreeUScaling, ModelPatch, PerpendicularNegative, PerturbedAttention,
+    RescaledGuidance, SelfAttentionGuided,
 )
 
 
@@ -124,6 +125,64 @@ class PerpNeg(Node):
     def run(self, ctx: RunContext, model: DiffusionModel, empty_conditioning: Conditioning,
             neg_scale: float) -> DiffusionModel:
         return _patched(model, PerpendicularNegative(empty_conditioning, neg_scale))
+
+
+def _factor(what: str) -> Float:
+    return Float(1.0, min=0.0, max=10.0, step=0.01, tooltip=f"multiplies the {what} projection's output; 1 leaves it")
+
+
+class UNetSelfAttentionMultiply(Node):
+    type = "UNetSelfAttentionMultiply"
+    display_name = "Scale UNet Self-Attention"
+    category = "model_patches"
+    description = (
+        "Multiplies the outputs of the UNet's self-attention projections (queries, keys, "
+        "values, output) while sampling: sharper or softer attention between image regions. "
+        "An experiment, as in ComfyUI."
+    )
+
+    model = Socket(MODEL)
+    q, k, v, out = _factor("query"), _factor("key"), _factor("value"), _factor("attention output")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, q: float, k: float, v: float, out: float) -> DiffusionModel:
+        return _patched(model, AttentionScaling("attn1", q, k, v, out))
+
+
+class UNetCrossAttentionMultiply(Node):
+    type = "UNetCrossAttentionMultiply"
+    display_name = "Scale UNet Cross-Attention"
+    category = "model_patches"
+    description = (
+        "Multiplies the outputs of the UNet's cross-attention projections (queries from the "
+        "image, keys and values from the prompt, output) while sampling: how strongly the "
+        "prompt's tokens are attended to. An experiment, as in ComfyUI."
+    )
+
+    model = Socket(MODEL)
+    q, k, v, out = _factor("query"), _factor("key"), _factor("value"), _factor("attention output")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, q: float, k: float, v: float, out: float) -> DiffusionModel:
+        return _patched(model, AttentionScaling("attn2", q, k, v, out))
+
+
+class EpsilonScale(Node):
+    type = "EpsilonScale"
+    display_name = "Epsilon Scaling"
+    category = "model_patches"
+    description = (
+        "Divides each step's noise prediction by `scaling_factor` (Ning et al. 2024): samplers "
+        "see slightly less noise than the model predicts, which counters the exposure bias "
+        "between training and sampling; 1.005 is the paper's range."
+    )
+
+    model = Socket(MODEL)
+    scaling_factor = Float(1.005, min=0.5, max=1.5, step=0.001, tooltip="the divisor; 1 leaves the prediction as it is")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, scaling_factor: float) -> DiffusionModel:
+        return _patched(model, EpsilonScaling(scaling_factor))
 
 
 _RESAMPLING = ("bicubic", "nearest", "bilinear", "area", "bislerp")

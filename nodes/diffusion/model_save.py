@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from nodeflow import Choice, Node, NodeError, Output, RunContext, Socket, String, write_numbered
+from nodeflow import Choice, Node, NodeError, RunContext, Socket, String, write_numbered
 
 from nodes.diffusion.images import _check_prefix, _output_folder_problem
 from nodes.diffusion.types import CLIP, MODEL, VAE, Autoencoder, DiffusionModel, TextEncoders

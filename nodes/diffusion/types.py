@@ -102,6 +102,27 @@ class DeepShrink(ModelPatch):
 
 
 @dataclass(frozen=True)
+class AttentionScaling(ModelPatch):
+    """The UNet's self-attention (``attn1``) or cross-attention (``attn2``) projections'
+    outputs multiplied: queries ``q``, keys ``k``, values ``v`` and the output ``out``
+    (ComfyUI's UNetSelfAttentionMultiply / UNetCrossAttentionMultiply)."""
+
+    attention: str  # "attn1" or "attn2"
+    q: float = 1.0
+    k: float = 1.0
+    v: float = 1.0
+    out: float = 1.0
+
+
+@dataclass(frozen=True)
+class EpsilonScaling(ModelPatch):
+    """Epsilon scaling (Ning et al. 2024, exposure bias): each step's noise prediction is
+    divided by ``factor`` (slightly above 1), which pulls the estimate towards the data."""
+
+    factor: float = 1.005
+
+
+@dataclass(frozen=True)
 class DifferentialMask(ModelPatch):
     """Differential Diffusion (Levin and Fried 2023): a soft noise mask read as "how much
     may change": a position is free to change from the step whose progress reaches its

@@ -172,18 +172,23 @@ class Guider:  # GUIDER
         from contextlib import nullcontext
 
         from nodes.diffusion.impl import patches
-        from nodes.diffusion.types import PerpendicularNegative, PerturbedAttention, RescaledGuidance, SelfAttentionGuided
+        from nodes.diffusion.types import (
+            EpsilonScaling, PerpendicularNegative, PerturbedAttention, RescaledGuidance, SelfAttentionGuided,
+        )
 
         model = self.model
         scale, rescale = self.scale, self.rescale
         rescaled = model.patches_of(RescaledGuidance)[-1:]  # a later one replaces an earlier one
         perp = model.patches_of(PerpendicularNegative)[-1:]
         kind = model.scheduler_config.get("prediction_type", "epsilon")
-        after = [p for p in model.patches if isinstance(p, (PerturbedAttention, SelfAttentionGuided)) and p.scale != 0]
+        # After the mix, in the order the patches were applied (as ComfyUI's post-CFG functions).
+        after = [p for p in model.patches if (isinstance(p, (PerturbedAttention, SelfAttentionGuided)) and p.scale != 0)
+                 or (isinstance(p, EpsilonScaling) and p.factor != 1.0)]
         attended = [p for p in after if isinstance(p, SelfAttentionGuided)]
-        if (rescaled or attended) and sigma_of is None:
-            raise GuidanceError("Rescale CFG and Self-Attention Guidance need the sampler's noise levels")
-        if after and not patches.has_middle_self_attention(unet):
+        shrunk = [p for p in after if isinstance(p, EpsilonScaling)]
+        if (rescaled or attended or (shrunk and kind != "epsilon")) and sigma_of is None:
+            raise GuidanceError("Rescale CFG, Self-Attention Guidance and epsilon scaling need the sampler's noise levels")
+        if (len(after) > len(shrunk)) and not patches.has_middle_self_attention(unet):
             raise GuidanceError("Perturbed-Attention and Self-Attention Guidance need self-attention in the UNet's "
                                 "middle block, which this model has none of")
         if perp and (predictions is None or predict_empty is None):
@@ -216,6 +221,13 @@ class Guider:  # GUIDER
                     with patches.identity_self_attention(unet):
                         perturbed = predict_positive(x, t)
                     result = result + patch.scale * (cond - perturbed)
+                elif isinstance(patch, EpsilonScaling):  # the noise the prediction implies, divided
+                    if kind == "epsilon":
+                        result = result / patch.factor
+                    else:
+                        latent, sigma = x[:, :result.shape[1]], sigma_of(t)
+                        noise = patches.to_eps(result, latent, sigma, kind) / patch.factor
+                        result = patches.from_eps(noise, latent, sigma, kind)
                 elif min(x.shape[-2:]) > 4:  # the blur's reflected edges need more (ComfyUI skips too)
                     result = self._self_attention_guided(patch, result, uncond, x, t, sigma_of(t), kind, record,
                                                          predict_negative)

@@ -469,16 +469,43 @@ def deep_shrink(unet: Any, patch: Any, train_steps: int) -> Iterator[None]:
 
 
 @contextmanager
+def attention_scaled(unet: Any, patch: Any) -> Iterator[None]:
+    """Every ``patch.attention`` (attn1 / attn2) of ``unet``'s transformer blocks with its
+    projections' outputs multiplied by the patch's factors, while the block runs."""
+    factors = {"to_q": patch.q, "to_k": patch.k, "to_v": patch.v}
+    handles = []
+
+    def times(factor: float) -> Any:
+        return lambda module, args, output: output * factor
+
+    try:
+        for name, module in unet.named_modules():
+            if not name.endswith("." + patch.attention):
+                continue
+            for part, factor in factors.items():
+                if factor != 1.0:
+                    handles.append(getattr(module, part).register_forward_hook(times(factor)))
+            if patch.out != 1.0:
+                handles.append(module.to_out[0].register_forward_hook(times(patch.out)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
 def unet_patches(unet: Any, model: Any) -> Iterator[None]:
     """Every patch of ``model`` that changes the UNet's own forward pass (FreeU, Deep
-    Shrink), on ``unet`` while the block runs."""
+    Shrink, attention scaling), on ``unet`` while the block runs."""
     from contextlib import ExitStack
 
-    from nodes.diffusion.types import DeepShrink
+    from nodes.diffusion.types import AttentionScaling, DeepShrink
 
     train_steps = int(model.scheduler_config.get("num_train_timesteps", 1000))
     with ExitStack() as stack:
         stack.enter_context(freeu(unet, model.patches_of(FreeUScaling)))
         for patch in model.patches_of(DeepShrink):
             stack.enter_context(deep_shrink(unet, patch, train_steps))
+        for patch in model.patches_of(AttentionScaling):
+            stack.enter_context(attention_scaled(unet, patch))
         yield

@@ -273,13 +273,15 @@ def test_comfyuis_model_patches_import_onto_the_patch_nodes(tmp_path, models_set
     import nodeflow.api as api
 
     flow = api.open(FIXTURES / "comfyui" / "model_patches_api.json", device="cpu")
-    nodes = {node.type: node.values for node in flow.graph.nodes.values()}
-    assert nodes["FreeU"] == {"variant": "v2", "b1": 1.2, "b2": 1.3, "s1": 0.8, "s2": 0.3}
-    assert nodes["RescaleCFG"] == {"multiplier": 0.6}
-    assert nodes["PerturbedAttentionGuidance"] == {"scale": 2.5}
-    assert nodes["DifferentialDiffusion"] == {"strength": 1.0}
-    assert nodes["SelfAttentionGuidance"] == {"scale": 0.6, "blur_sigma": 1.5}
-    assert nodes["DeepShrink"]["upscale_method"] == "nearest" and nodes["DeepShrink"]["block_number"] == 3
+    values = {node.type: node.values for node in flow.graph.nodes.values()}
+    assert values["FreeU"] == {"variant": "v2", "b1": 1.2, "b2": 1.3, "s1": 0.8, "s2": 0.3}
+    assert values["RescaleCFG"] == {"multiplier": 0.6}
+    assert values["PerturbedAttentionGuidance"] == {"scale": 2.5}
+    assert values["DifferentialDiffusion"] == {"strength": 1.0}
+    assert values["SelfAttentionGuidance"] == {"scale": 0.6, "blur_sigma": 1.5}
+    assert values["DeepShrink"]["upscale_method"] == "nearest" and values["DeepShrink"]["block_number"] == 3
+    assert values["UNetSelfAttentionMultiply"] == {"q": 1.0, "k": 1.1, "v": 1.0, "out": 0.9}
+    assert values["EpsilonScale"] == {"scaling_factor": 1.004}
     result = flow.run(output_dir=tmp_path, device="cpu", settings=models_settings)
     assert result.ok, result.error or result.problems
 
@@ -444,3 +446,36 @@ def test_comfyuis_perp_neg_guider_and_model_patch_import_and_run(tmp_path, model
     assert "PerpNegGuider" in types and "PerpNeg" in types
     result = flow.run(output_dir=tmp_path, device="cpu", settings=models_settings)
     assert result.ok, result.error or result.problems
+
+
+# ------------------------------------------------------------------ attention scaling, epsilon scaling
+def test_cross_attention_values_at_zero_make_the_prompt_irrelevant(parts):
+    from nodes.diffusion.model_patches import UNetCrossAttentionMultiply
+
+    model = UNetCrossAttentionMultiply().run(RunContext(), parts["model"], q=1.0, k=1.0, v=0.0, out=1.0)
+    latent = _latent()
+    blind = _sample(parts, model, latent, steps=2)
+    other = CFG().run(RunContext(), model, parts["negative"], parts["positive"], 7.5, 0.0)  # prompts swapped
+    swapped = Sampler().run(RunContext(), noise=Noise().run(RunContext(), seed=SEED), guider=other, latent=latent,
+                            sampler="ddim", schedule="normal", steps=2, denoise=1.0, eta=0.0).samples
+    torch.testing.assert_close(blind, swapped, atol=1e-5, rtol=1e-5)
+    base = _sample(parts, parts["model"], latent, steps=2)
+    assert (blind - base).abs().max() > 1e-3
+    assert all(not m._forward_hooks for m in parts["model"].unet.modules())
+    same = UNetCrossAttentionMultiply().run(RunContext(), parts["model"], q=1.0, k=1.0, v=1.0, out=1.0)
+    assert torch.equal(_sample(parts, same, latent, steps=2), base)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_epsilon_scaling_divides_the_noise_the_prediction_implies(parts, kind):
+    from nodes.diffusion.model_patches import EpsilonScale
+
+    model = ModelSampling().run(RunContext(), parts["model"], prediction=kind, zero_snr=False)
+    scaled = EpsilonScale().run(RunContext(), model, scaling_factor=1.25)
+    x, t, sigma = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(8)), torch.tensor(300), 0.8
+    with torch.inference_mode():
+        plain = CFG().run(RunContext(), model, parts["positive"], parts["negative"], 5.0, 0.0).bind(x)(x, t)
+        ours = CFG().run(RunContext(), scaled, parts["positive"], parts["negative"], 5.0, 0.0).bind(
+            x, sigma_of=lambda _: sigma)(x, t)
+    torch.testing.assert_close(patches.to_eps(ours, x, sigma, kind), patches.to_eps(plain, x, sigma, kind) / 1.25,
+                               atol=1e-5, rtol=1e-5)
