@@ -479,3 +479,17 @@ def test_epsilon_scaling_divides_the_noise_the_prediction_implies(parts, kind):
             x, sigma_of=lambda _: sigma)(x, t)
     torch.testing.assert_close(patches.to_eps(ours, x, sigma, kind), patches.to_eps(plain, x, sigma, kind) / 1.25,
                                atol=1e-5, rtol=1e-5)
+
+
+def test_the_ui_format_reads_the_patches_widgets_in_comfyuis_order(tmp_path, models_settings):
+    import nodeflow.api as api
+
+    flow = api.open(FIXTURES / "comfyui" / "model_patches_ui_v04.json", device="cpu")
+    values = {node.type: node.values for node in flow.graph.nodes.values()}
+    assert values["FreeU"] == {"variant": "v2", "b1": 1.3, "b2": 1.4, "s1": 0.9, "s2": 0.2}
+    assert values["DeepShrink"] == {"block_number": 3, "downscale_factor": 2, "start_percent": 0, "end_percent": 0.35,
+                                    "downscale_after_skip": True, "downscale_method": "bicubic",
+                                    "upscale_method": "bicubic"}
+    assert values["DifferentialDiffusion"] == {"strength": 1.0}  # saved before it had a strength
+    result = flow.run(output_dir=tmp_path, device="cpu", settings=models_settings)
+    assert result.ok, result.error or result.problems
