@@ -46,13 +46,18 @@ def _load(ctx: RunContext, names: dict[str, str], encoder: str, dtype: str) -> A
     from nodes.diffusion.types import TextEncoders
 
     paths: list[Path] = []
+    refused: dict[str, str] = {}
     for field, value in names.items():
         try:
             paths.append(resolve_model_path(value, "clip", ctx.settings))
         except NodeError as error:
-            raise NodeError(error.message, field=field) from None
+            refused[field] = error.message
+            continue
         if paths[-1].is_dir():
-            raise NodeError(f"{paths[-1].name} is a folder; choose a text encoder file (.safetensors)", field=field)
+            refused[field] = f"{paths[-1].name} is a folder; choose a text encoder file (.safetensors)"
+    if refused:  # a file named and refused says more than a field left empty
+        field = next((f for f in refused if str(names[f]).strip()), next(iter(refused)))
+        raise NodeError(refused[field], field=field)
     torch_dtype = resolve_dtype(dtype, ctx.device)
     try:
         loaded = load_text_encoders(paths, encoder, torch_dtype, ctx.device, model_files(paths[0], "clip", ctx.settings))

@@ -320,3 +320,24 @@ def tiny_refiner(sdxl_dir: Path | str, out_dir: Path | str, seed: int = 8) -> Pa
                  requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
     (out_dir / "model_index.json").write_text(json.dumps(index))
     return out_dir
+
+
+def save_refiner_single_file(folder: Path | str, out_file: Path | str) -> Path:
+    """The refiner folder (:func:`tiny_refiner`) as one file in the original layout, as
+    ``sd_xl_refiner_1.0.safetensors`` ships: its OpenCLIP-G under ``conditioner.embedders.0.model.``."""
+    from safetensors.torch import load_file, save_file
+
+    from tests.support.tiny_models import open_clip_state
+
+    folder, out_file = Path(folder), Path(out_file)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    state = {"model.diffusion_model." + unet_key_to_ldm(k, config): v
+             for k, v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items()}
+    blocks = len(_vae_blocks(folder))
+    for k, v in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items():
+        state["first_stage_model." + vae_key_to_ldm(k, blocks)] = _vae_value_to_ldm(k, v)
+    for k, v in open_clip_state(load_file(folder / "text_encoder_2" / "model.safetensors")).items():
+        state["conditioner.embedders.0.model." + k] = v
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out_file)
+    return out_file
