@@ -42,6 +42,8 @@ def split(tmp_path_factory):
         save_single_file(model, root / "checkpoints" / "whole.safetensors")
         layout = "diffusers" if family == "sdxl" else "original"
         save_file(unet_file_state(model, layout), root / "diffusion_models" / "unet.safetensors")
+        other = "original" if layout == "diffusers" else "diffusers"
+        save_file(unet_file_state(model, other), root / "diffusion_models" / f"unet_{other}.safetensors")
         for index, state in enumerate(text_encoder_file_states(model)):
             save_file(state, root / "text_encoders" / f"te{index}.safetensors")
         # named as published (sdxl_vae.safetensors): a VAE file's latent scale is told by its name
@@ -200,3 +202,60 @@ def test_the_memory_estimates_hold_the_files_weights(split):
     expected = sum(t.numel() * 4 for name in ("te0", "te1")
                    for t in load_file(root / "text_encoders" / f"{name}.safetensors").values())
     assert pair.holds == expected
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_a_unet_file_in_either_naming_predicts_as_the_checkpoints_unet(split, family):
+    """Original names (bare) and diffusers names without a config: the same UNet, its SDXL
+    time-id width found without the text encoder that tells it in a checkpoint."""
+    from nodes.diffusion.loaders import Checkpoint, UNet
+
+    ctx = RunContext(device="cpu", settings=_settings(split[family]))
+    whole = Checkpoint().run(ctx, checkpoint="whole.safetensors", dtype="fp32", prediction="auto")["model"]
+    other = "unet_original.safetensors" if family == "sdxl" else "unet_diffusers.safetensors"
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 8, 8, generator=generator)
+    context = torch.randn(1, 77, whole.unet.config.cross_attention_dim, generator=generator)
+    extra = {}
+    if family == "sdxl":
+        pooled = whole.unet.config.projection_class_embeddings_input_dim - 6 * whole.unet.config.addition_time_embed_dim
+        extra = {"added_cond_kwargs": {"text_embeds": torch.randn(1, pooled, generator=generator),
+                                       "time_ids": torch.tensor([[32.0, 32, 0, 0, 32, 32]])}}
+    with torch.no_grad():
+        expected = whole.unet(x, 10, context, **extra).sample
+        for name in ("unet.safetensors", other):
+            loaded = UNet().run(ctx, unet=name, dtype="fp32", prediction="auto")
+            assert loaded.family.name == family and loaded.scheduler_config == whole.scheduler_config, name
+            assert torch.allclose(loaded.unet(x, 10, context, **extra).sample, expected, atol=1e-6), name
+
+
+def test_published_sizes_decide_family_time_ids_and_encoder():
+    from nodes.diffusion.impl import loading
+
+    assert loading._pooled_width(2816, 2048, 6) == 1280  # SDXL base: 1280 + 6 x 256
+    assert loading._pooled_width(2560, 1280, 5) == 1280  # the refiner: 1280 + 5 x 256
+    assert loading._pooled_width(64 + 6 * 8, 96, 6) == 64  # a narrower model: ids 8 wide
+    assert loading.lone_unet_family(768, False, False, False) == "sd1"
+    assert loading.lone_unet_family(1024, True, False, False) == "sd2"
+    assert loading.lone_unet_family(1024, True, False, True) == "sd2"  # unCLIP's image embedding
+    assert loading.lone_unet_family(2048, True, True, False) == "sdxl"
+    assert loading.lone_unet_family(1280, True, True, False) == "sdxl_refiner"
+    assert loading.lone_unet_family(64, True, False, False) == "sd2"  # narrower: by the linear projections
+    assert loading.lone_unet_family(32, False, False, False) == "sd1"
+
+    def encoder(width: int, layers: int, layout: str = "transformers") -> str:
+        if layout == "open_clip":
+            state = {"token_embedding.weight": torch.empty(49408, width, device="meta"),
+                     **{f"transformer.resblocks.{i}.ln_1.weight": torch.empty(width, device="meta") for i in range(layers)}}
+        else:
+            state = {"text_model.embeddings.token_embedding.weight": torch.empty(49408, width, device="meta"),
+                     **{f"text_model.encoder.layers.{i}.mlp.fc1.weight": torch.empty(1, device="meta") for i in range(layers)}}
+        return loading.detect_encoder(loading.text_encoder_file(state, "x.safetensors"))
+
+    assert encoder(768, 12) == "clip_l"
+    assert encoder(1024, 24, "open_clip") == encoder(1024, 23) == "open_clip_h"
+    assert encoder(1280, 32) == encoder(1280, 32, "open_clip") == "open_clip_g"
+    prefixed = {"conditioner.embedders.1.model." + k: v for k, v in
+                {"token_embedding.weight": torch.empty(49408, 1280, device="meta"),
+                 "transformer.resblocks.0.ln_1.weight": torch.empty(1280, device="meta")}.items()}
+    assert loading.text_encoder_file(prefixed, "g.safetensors").layout == "open_clip"  # a checkpoint's prefix taken off
