@@ -7,7 +7,11 @@ Issue 11's criterion: every SD-family workflow that validates runs. For every ``
 counts it), this builds a models tree in ComfyUI's layout (what ``nodeflow run --models DIR``
 reads) holding a tiny real model under every file name the graph references, of the kind
 the node wants: an SD 1.x checkpoint, or an SDXL one when the graph uses SDXL prompt nodes or
-its names or sizes look like SDXL, an SD 2.x one for SD 2.x names; an unCLIP checkpoint for unCLIPCheckpointLoader; kohya
+its names or sizes look like SDXL, an SD 2.x one for SD 2.x names; an unCLIP checkpoint for unCLIPCheckpointLoader;
+a 9-channel inpainting checkpoint where the name says inpainting or the model is sampled
+with InpaintModelConditioning's conditioning; an SDXL refiner where the name says refiner or
+its CLIP feeds the refiner's prompt node; UNet files (diffusion_models) and text encoder files
+(text_encoders: CLIP-L, SD 2.x's OpenCLIP-H, SDXL's CLIP-L + OpenCLIP-G) for the split loaders; kohya
 LoRAs, ControlNets, ESRGAN upscalers, VAE files, GLIGEN files, CLIP vision encoders and
 textual-inversion embeddings for that model; small PNGs for the input images. Sizes
 (``width``/``height`` fields) are capped at ``--max-side`` and steps at ``--max-steps``
@@ -36,13 +40,17 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the builders live in tests/support
     sys.path.insert(0, str(ROOT))
 
-SDXL_TYPES = {"TextEncoderSDXL", "TextEncoderSDXLRefiner", "ModelMergeSDXL"}
+SDXL_TYPES = {"TextEncoderSDXL", "TextEncoderSDXLRefiner", "ModelMergeSDXL", "DualTextEncoderLoader"}
 SD2_NAME = re.compile(r"v2-1|v2-0|sd2|sd_2|768-v|512-base-ema", re.I)
 SDXL_NAME = re.compile(r"xl|pony|illustrious|juggernaut|noob|animagine", re.I)
 UNION_NAME = re.compile(r"union|promax", re.I)
+INPAINT_NAME = re.compile(r"inpaint", re.I)
+REFINER_NAME = re.compile(r"refiner", re.I)
+CLIP_G_NAME = re.compile(r"clip_?g\b|clip_?g[._-]|bigg|open_?clip", re.I)
+CLIP_L_NAME = re.compile(r"clip_?l\b|clip_?l[._-]", re.I)
 EMBEDDING = re.compile(r"embedding:([^\s,()\[\]{}:|<>]+)", re.I)
 # folder kind (a FileChoice's folder) -> its folder in a ComfyUI models tree
-TREE = {"checkpoints": "checkpoints", "vae": "vae", "unet": "unet", "clip": "clip", "loras": "loras",
+TREE = {"checkpoints": "checkpoints", "vae": "vae", "unet": "diffusion_models", "clip": "text_encoders", "loras": "loras",
         "embeddings": "embeddings", "controlnet": "controlnet", "upscale_models": "upscale_models",
         "clip_vision": "clip_vision", "gligen": "gligen"}
 SIZE_FIELDS = ("width", "height")
@@ -60,10 +68,16 @@ class StandIns:
         self._built: dict[tuple[str, str], Path] = {}
 
     def model_dir(self, family: str) -> Path:
+        """The tiny model of ``family`` as a diffusers folder: sd1, sd2, sdxl, unclip, the
+        SDXL refiner (sdxl_refiner) or an inpainting twin (sd1_inpaint, sdxl_inpaint, ...)."""
+        from tests.support.standins import inpainting_twin, tiny_refiner
         from tests.support.tiny_models import build_tiny_sd, build_tiny_sdxl
         from tests.support.tiny_unclip import build_tiny_unclip
 
-        builders = {"sd1": lambda p: build_tiny_sd(p), "sd2": lambda p: build_tiny_sd(p, version=2), "sdxl": build_tiny_sdxl, "unclip": build_tiny_unclip}
+        if family.endswith("_inpaint"):
+            return inpainting_twin(self.model_dir(family.removesuffix("_inpaint")), self.cache / f"tiny-{family}")
+        builders = {"sd1": lambda p: build_tiny_sd(p), "sd2": lambda p: build_tiny_sd(p, version=2), "sdxl": build_tiny_sdxl,
+                    "unclip": build_tiny_unclip, "sdxl_refiner": lambda p: tiny_refiner(self.model_dir("sdxl"), p)}
         return builders[family](self.cache / f"tiny-{family}")
 
     def file(self, kind: str, family: str) -> Path | None:
@@ -113,10 +127,31 @@ class StandIns:
         save_file({k: v.contiguous() for k, v in self._controlnet("controlnet_union", family).state_dict().items()}, out)
 
     def _build_checkpoints(self, out: Path, family: str) -> None:
+        from tests.support.standins import save_refiner_single_file
         from tests.support.tiny_models import save_single_file
         from tests.support.tiny_unclip import save_unclip_single_file
 
-        (save_unclip_single_file if family == "unclip" else save_single_file)(self.model_dir(family), out)
+        save = {"unclip": save_unclip_single_file, "sdxl_refiner": save_refiner_single_file}.get(family, save_single_file)
+        save(self.model_dir(family), out)
+
+    def _build_unet(self, out: Path, family: str) -> None:
+        """A UNet file as ComfyUI's diffusion_models hold them: SD 1.x/2.x in the original names
+        (bare), SDXL in diffusers names, neither with a config."""
+        from safetensors.torch import save_file
+
+        from tests.support.standins import unet_file_state
+
+        save_file(unet_file_state(self.model_dir(family), "diffusers" if _base(family) == "sdxl" else "original"), out)
+
+    def _build_clip(self, out: Path, family: str) -> None:
+        """A text encoder file: ``sd1`` CLIP-L, ``sd2`` OpenCLIP-H (OpenCLIP layout), ``sdxl``
+        SDXL's CLIP-L and ``sdxl_g`` its OpenCLIP-G (transformers layout, as clip_l / clip_g ship)."""
+        from safetensors.torch import save_file
+
+        from tests.support.standins import text_encoder_file_states
+
+        states = text_encoder_file_states(self.model_dir(_base(family.removesuffix("_g"))))
+        save_file(states[1] if family.endswith("_g") else states[0], out)
 
     def _build_vae(self, out: Path, family: str) -> None:
         from safetensors.torch import save_file
@@ -171,7 +206,57 @@ class StandIns:
 
 
 def _base(family: str) -> str:
-    return "sd1" if family == "unclip" else family
+    family = family.removesuffix("_inpaint")
+    return "sd1" if family == "unclip" else "sdxl" if family == "sdxl_refiner" else family
+
+
+def _reaches(graph, node_id: str, output: str, found, hops: int = 8) -> bool:
+    """Whether ``node_id.output`` reaches, through nodes passing on a value of its kind (a
+    LoRA's model and clip, a patch's model), a node for which ``found(graph, link)`` holds."""
+    frontier, seen = [(node_id, output)], set()
+    for _ in range(hops):
+        following = []
+        for source, name in frontier:
+            for link in graph.links_from(source):
+                if link.output != name or (link.target, link.input) in seen:
+                    continue
+                seen.add((link.target, link.input))
+                if found(graph, link):
+                    return True
+                following.append((link.target, link.input))  # passed on under the same name (model, clip)
+        frontier = following
+    return False
+
+
+def checkpoint_family(graph, node_id: str, node, value: str, family: str) -> str:
+    """Which tiny checkpoint stands in for this loader: unCLIP's, the SDXL refiner where its
+    name says refiner or its CLIP feeds the refiner's prompt node, a 9-channel inpainting twin
+    where its name says inpainting or its model samples InpaintModelConditioning's conditioning."""
+    if node.type == "UnCLIPCheckpoint":
+        return "unclip"
+    refiner_prompt = lambda g, link: g.nodes[link.target].type == "TextEncoderSDXLRefiner"  # noqa: E731
+
+    def inpainting(g, link) -> bool:
+        source = g.link_into(link.target, "positive")
+        return source is not None and g.nodes[source.source].type == "InpaintModelConditioning"
+
+    if REFINER_NAME.search(value) or _reaches(graph, node_id, "clip", refiner_prompt):
+        return "sdxl_refiner"
+    if INPAINT_NAME.search(value) or _reaches(graph, node_id, "model", inpainting):
+        return f"{family}_inpaint"
+    return family
+
+
+def clip_family(node, name: str, value: str, family: str) -> str:
+    """Which text encoder file stands in: SDXL's pair by the names (clip_g / clip_l), else
+    clip_name1 CLIP-L and clip_name2 OpenCLIP-G; a single file the family's first encoder."""
+    if node.type != "DualTextEncoderLoader":
+        return "sd2" if family == "sd2" else "sd1"
+    if CLIP_G_NAME.search(value):
+        return "sdxl_g"
+    if CLIP_L_NAME.search(value):
+        return "sdxl"
+    return "sdxl_g" if name == "clip_name2" else "sdxl"
 
 
 def family_of(graph) -> str:
@@ -188,10 +273,10 @@ def family_of(graph) -> str:
             continue
         for name, spec in cls.inputs.items():
             value = node.values.get(name)
-            if isinstance(spec, FileChoice) and spec.folder in ("checkpoints", "loras", "vae", "controlnet") \
+            if isinstance(spec, FileChoice) and spec.folder in ("checkpoints", "unet", "loras", "vae", "controlnet") \
                     and isinstance(value, str) and SDXL_NAME.search(value):
                 return "sdxl"
-            if isinstance(spec, FileChoice) and spec.folder == "checkpoints" and isinstance(value, str) \
+            if isinstance(spec, FileChoice) and spec.folder in ("checkpoints", "unet", "clip") and isinstance(value, str) \
                     and SD2_NAME.search(value):
                 sd2 = True
         width, height = node.values.get("width"), node.values.get("height")
@@ -239,7 +324,13 @@ def place_standins(graph, standins: StandIns, root: Path, family: str, max_side:
                 picture = Image.new("RGBA" if node.type == "LoadImageMask" else "RGB", (side, side), (90, 140, 200, 255))
                 picture.save(target, format="PNG") if target.suffix.lower() in ("", ".png") else picture.convert("RGB").save(target)
                 continue
-            kind_family = "unclip" if node.type == "UnCLIPCheckpoint" else family
+            kind_family = family
+            if spec.folder == "checkpoints":
+                kind_family = checkpoint_family(graph, node_id, node, value, family)
+            elif spec.folder == "unet" and INPAINT_NAME.search(value):
+                kind_family = f"{family}_inpaint"
+            elif spec.folder == "clip":
+                kind_family = clip_family(node, name, value, family)
             kind = spec.folder
             if kind == "controlnet" and (UNION_NAME.search(value) or any(n.type == "SetUnionControlNetType" for n in graph.nodes.values())):
                 kind, kind_family = "controlnet_union", "sdxl"
@@ -297,7 +388,10 @@ def cap_costs(graph, max_side: int, max_steps: int) -> None:
             for name in ("start_step", "end_step"):
                 value = node.values.get(name)
                 if name in fields and isinstance(value, int) and 0 < value < steps:
-                    graph.set_value(node_id, name, max(1 if name == "end_step" else 0, round(value * max_steps / steps)))
+                    scaled = round(value * max_steps / steps)
+                    # a range that started before the end still leaves a step (a refiner's last steps)
+                    scaled = max(1, scaled) if name == "end_step" else min(max_steps - 1, scaled)
+                    graph.set_value(node_id, name, scaled)
 
 
 @dataclass

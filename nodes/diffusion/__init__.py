@@ -37,6 +37,7 @@ from nodes.diffusion.model_patches import (
 from nodes.diffusion.masks import FeatherMask, GrowMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask, ThresholdMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
+from nodes.diffusion.part_loaders import DualTextEncoderLoader, TextEncoderLoader
 from nodes.diffusion.devices import DEVICES
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, PerpNegGuider, Sampler
 from nodes.diffusion.sigmas import (
@@ -66,6 +67,8 @@ PACK = Pack(
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, SetUnionControlNetType,
         VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
         UpscaleModelLoader, ImageUpscaleWithModel,
+        # A model's parts from their own files (issue 11).
+        TextEncoderLoader, DualTextEncoderLoader,
         # Regions, schedules and merges (issue 11).
         ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
         PolyexponentialScheduler, VPScheduler,

@@ -1085,6 +1085,51 @@ REFUSED.update({
 })
 # ---------------------------------------------- end of models of other kinds
 
+# ------------------------------------------- a model's parts in their own files (issue 11)
+# UNETLoader's weight_dtype: nodeflow loads the weights at the run's precision (the UNet
+# node's dtype auto), fp8 included (docs/comfyui.md).
+UNET_WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+# The one text encoder type of each loader that is an SD-family model; every other type
+# (sd3, flux, wan, ...) is another model family, refused naming the field.
+_CLIP_TYPES = {"CLIPLoader": "stable_diffusion", "DualCLIPLoader": "sdxl"}
+
+
+def _build_unet_loader(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    b.value(c, "unet_name", values, "unet")
+    dtype = b.resolved(c, "weight_dtype")
+    if dtype is not None and dtype not in UNET_WEIGHT_DTYPES:
+        b.problem(c, f"weight_dtype {_show(dtype)} has no nodeflow equivalent")
+    node_id = b.add(c, "UNet", values=values)
+    b.output(c, 0, node_id, "model")
+
+
+def _build_clip_loader(b: Builder, c: ComfyNode) -> None:
+    wanted = _CLIP_TYPES[c.type]
+    kind = b.resolved(c, "type")
+    if kind is not None and kind != wanted:
+        b.problem(c, f"type {_show(kind)} has no nodeflow equivalent: only {wanted!r} (SD 1.x/2.x/XL text "
+                     "encoders) is; the other types load other model families")
+        return
+    values: dict[str, Any] = {}
+    if c.type == "CLIPLoader":
+        b.value(c, "clip_name", values, "clip_name")
+        node_id = b.add(c, "TextEncoderLoader", values=values)
+    else:
+        b.value(c, "clip_name1", values, "clip_name1")
+        b.value(c, "clip_name2", values, "clip_name2")
+        node_id = b.add(c, "DualTextEncoderLoader", values=values)
+    b.output(c, 0, node_id, "clip")
+
+
+MAPPINGS.update({
+    "UNETLoader": Mapping(("unet_name", "weight_dtype"), _build_unet_loader, ("UNet",)),
+    "CLIPLoader": Mapping(("clip_name", "type", "device"), _build_clip_loader, ("TextEncoderLoader",)),
+    "DualCLIPLoader": Mapping(("clip_name1", "clip_name2", "type", "device"), _build_clip_loader,
+                              ("DualTextEncoderLoader",)),
+})
+# ---------------------------------------------- end of a model's parts in their own files
+
 # ------------------------------------------------ model patches (issue 11)
 def _freeu(version: str) -> Callable[[Builder, ComfyNode], None]:
     """FreeU (the paper's first version) and FreeU_V2 are one nodeflow node with a variant

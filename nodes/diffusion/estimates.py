@@ -359,3 +359,58 @@ def lora(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstream], ct
     added = sum(_file_weights(path, itemsize, itemsize).values())
     facts.update(weights=int(facts.get("weights", 0)) + added, unet_weights=int(facts.get("unet_weights", 0)) + added)
     return MemoryEstimate(holds=added, holds_field="lora_name", facts=facts)
+
+
+# -- a model's parts from their own files (UNet, text encoders) --------------------------
+
+
+def unet_file(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstream], ctx: RunContext) -> MemoryEstimate | None:
+    """A UNet file (or a whole checkpoint in the UNet folder, of which only the UNet is
+    kept, or a diffusers folder) holds its UNet's weights at the chosen precision; the
+    model's facts are a checkpoint's without the VAE and text encoders."""
+    from nodes.diffusion.impl.paths import resolve_model_path
+
+    try:
+        path = resolve_model_path(values.get("unet", ""), "unet", ctx.settings)
+    except (NodeError, OSError):
+        return None  # validation reports it
+    itemsize = _itemsize(values.get("dtype", "auto"), ctx.device)
+    facts = dict(SD, itemsize=itemsize, vae_itemsize=4)
+    if path.is_dir():
+        folder = path / "unet" if (path / "unet").is_dir() else path
+        files = sorted(folder.glob("*.safetensors"))
+        plain = [p for p in files if ".fp16." not in p.name] or files
+        weights = sum(sum(_file_weights(file, itemsize, itemsize).values()) for file in plain)
+        try:
+            facts["unet"] = unet_shape(json.loads((folder / "config.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            pass
+    else:
+        parts = _file_weights(path, itemsize, itemsize)
+        # A whole checkpoint's UNet part, or all of a UNet-only file (named without the prefix).
+        weights = parts["unet"] if "unet" in parts and ("vae" in parts or "text" in parts) else sum(parts.values())
+    facts.update(weights=weights, unet_weights=weights, vae_weights=0)
+    return MemoryEstimate(holds=weights, holds_field="dtype" if itemsize == 4 else "unet", facts=facts)
+
+
+def text_encoder_files(cls: Any, values: Mapping[str, Any], inputs: Mapping[str, Upstream], ctx: RunContext) -> MemoryEstimate | None:
+    """Text encoder files hold their weights at the chosen precision (from the headers)."""
+    from nodeflow import FileChoice
+
+    from nodes.diffusion.impl.paths import resolve_model_path
+
+    itemsize = _itemsize(values.get("dtype", "auto"), ctx.device)
+    weights, last = 0, None
+    for name, declared in cls.inputs.items():
+        if isinstance(declared, FileChoice) and name in values:
+            try:
+                path = resolve_model_path(values[name], declared.folder, ctx.settings)
+            except (NodeError, OSError):
+                return None
+            if path.is_file():
+                weights += sum(_file_weights(path, itemsize, itemsize).values())
+            last = name
+    if last is None:
+        return None
+    return MemoryEstimate(holds=weights, holds_field="dtype" if itemsize == 4 else last,
+                          facts={"weights": weights, "itemsize": itemsize})

@@ -175,21 +175,23 @@ class UNet(Node):
     display_name = "Load UNet"
     category = "loaders"
     description = (
-        "Loads only the denoising UNet (a single file, full checkpoint or UNet alone, or a diffusers "
-        "folder), to pair with the text encoders and VAE of another checkpoint."
+        "Loads only the denoising UNet of SD 1.x, 2.x or SDXL (a single file: a full checkpoint, or a "
+        "UNet alone in the original or diffusers naming; or a diffusers folder), to pair with text "
+        "encoders and a VAE from their own files or another checkpoint."
     )
 
     unet = FileChoice(
         folder="unet",
         extensions=MODEL_EXTENSIONS["unet"],
         default="",
-        tooltip="A UNet file or diffusers (unet) folder in a unet folder.",
+        tooltip="A UNet file or diffusers (unet) folder in a unet (or diffusion_models) folder.",
     )
     dtype = dtype_field()
     prediction = prediction_field()
     field_options = classmethod(_field_options)
     fingerprint = classmethod(_model_fingerprint)
     check_host = classmethod(_model_file_problems)
+    estimate_memory = classmethod(estimates.unet_file)
     outputs = (Output("model", MODEL, "The denoising UNet and its noise schedule"),)
 
     def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:

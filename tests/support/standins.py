@@ -221,3 +221,123 @@ def embedding_state(model_dir: Path | str, sdxl: bool = False, vectors: int = 1,
         return {"clip_l": torch.randn(vectors, width("text_encoder"), generator=generator) * 0.01,
                 "clip_g": torch.randn(vectors, width("text_encoder_2"), generator=generator) * 0.01}
     return {"emb_params": torch.randn(vectors, width("text_encoder"), generator=generator) * 0.01}
+
+
+# -- a model's parts in their own files (UNETLoader, CLIPLoader, DualCLIPLoader) ------------
+
+
+def unet_file_state(model_dir: Path | str, layout: str = "original") -> dict[str, torch.Tensor]:
+    """The diffusers model's UNet alone, as ComfyUI's ``diffusion_models`` files hold it:
+    ``"original"`` names without the ``model.diffusion_model.`` prefix (as ComfyUI saves a
+    UNet), or ``"diffusers"`` names without a config beside them."""
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    weights = load_file(model_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    if layout == "diffusers":
+        return {k: v.contiguous() for k, v in weights.items()}
+    config = json.loads((model_dir / "unet" / "config.json").read_text())
+    return {unet_key_to_ldm(k, config): v.contiguous() for k, v in weights.items()}
+
+
+def text_encoder_file_states(model_dir: Path | str) -> list[dict[str, torch.Tensor]]:
+    """The diffusers model's text encoders as separate files, in the layouts published ones
+    use: CLIP-L in the transformers layout (``text_model.*``, as ``clip_l.safetensors``),
+    SDXL's OpenCLIP-G in the transformers layout with its projection (``clip_g.safetensors``),
+    SD 2.x's OpenCLIP-H in OpenCLIP's layout with the whole tower (the layer SD 2.x leaves
+    unused and the projection added, as in its checkpoints)."""
+    from safetensors.torch import load_file
+
+    from tests.support.tiny_models import open_clip_state, with_unused_last_layer
+
+    model_dir = Path(model_dir)
+    states = []
+    for folder in ("text_encoder", "text_encoder_2"):
+        if not (model_dir / folder).is_dir():
+            continue
+        config = json.loads((model_dir / folder / "config.json").read_text())
+        weights = load_file(model_dir / folder / "model.safetensors")
+        if folder == "text_encoder" and config["hidden_act"] == "gelu" and not (model_dir / "text_encoder_2").is_dir():
+            states.append({k: v.contiguous() for k, v in open_clip_state(with_unused_last_layer(weights, config)).items()})
+            continue
+        named = {}
+        for key, value in weights.items():
+            # transformers >= 5.6 dropped the ``text_model.`` level from CLIPTextModel's keys.
+            named[key if key.startswith(("text_model.", "text_projection")) else "text_model." + key] = value.contiguous()
+        states.append(named)
+    return states
+
+
+def inpainting_twin(model_dir: Path | str, out_dir: Path | str, seed: int = 11) -> Path:
+    """The diffusers model with a 9-channel inpainting UNet (latent, mask, masked-image
+    latent), its first convolution widened with random weights for the 5 extra inputs, as
+    inpainting checkpoints are trained from a base; the other parts shared."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if (out_dir / "model_index.json").is_file():
+        return out_dir
+    shutil.copytree(model_dir, out_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model_index.json"))
+    base = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    config = dict(base.config)
+    config["in_channels"] = 9
+    twin = UNet2DConditionModel.from_config(config)
+    state = base.state_dict()
+    generator = torch.Generator().manual_seed(seed)
+    weight = state["conv_in.weight"]
+    extra = torch.randn(weight.shape[0], 5, *weight.shape[2:], generator=generator) * weight.std()
+    state["conv_in.weight"] = torch.cat([weight, extra], dim=1)
+    twin.load_state_dict(state)
+    shutil.rmtree(out_dir / "unet")
+    twin.save_pretrained(out_dir / "unet")
+    shutil.copy(model_dir / "model_index.json", out_dir / "model_index.json")
+    return out_dir
+
+
+def tiny_refiner(sdxl_dir: Path | str, out_dir: Path | str, seed: int = 8) -> Path:
+    """A tiny SDXL refiner beside the tiny SDXL base: its VAE and second text encoder, a
+    UNet cross-attending to that encoder alone and taking 5 time ids (size + aesthetic score)."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from tests.support.tiny_models import TEXT2_HIDDEN, TIME_EMBED_DIM
+
+    sdxl_dir, out_dir = Path(sdxl_dir), Path(out_dir)
+    if (out_dir / "model_index.json").is_file():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for part in ("vae", "text_encoder_2", "tokenizer_2", "scheduler"):
+        shutil.copytree(sdxl_dir / part, out_dir / part, dirs_exist_ok=True)
+    config = dict(UNet2DConditionModel.load_config(sdxl_dir / "unet"))
+    config.update(cross_attention_dim=TEXT2_HIDDEN, projection_class_embeddings_input_dim=TEXT2_HIDDEN + 5 * TIME_EMBED_DIM)
+    torch.manual_seed(seed)
+    UNet2DConditionModel.from_config(config).save_pretrained(out_dir / "unet")
+    index = json.loads((sdxl_dir / "model_index.json").read_text())
+    index.update(_class_name="StableDiffusionXLImg2ImgPipeline", text_encoder=[None, None], tokenizer=[None, None],
+                 requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    (out_dir / "model_index.json").write_text(json.dumps(index))
+    return out_dir
+
+
+def save_refiner_single_file(folder: Path | str, out_file: Path | str) -> Path:
+    """The refiner folder (:func:`tiny_refiner`) as one file in the original layout, as
+    ``sd_xl_refiner_1.0.safetensors`` ships: its OpenCLIP-G under ``conditioner.embedders.0.model.``."""
+    from safetensors.torch import load_file, save_file
+
+    from tests.support.tiny_models import open_clip_state
+
+    folder, out_file = Path(folder), Path(out_file)
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    state = {"model.diffusion_model." + unet_key_to_ldm(k, config): v
+             for k, v in load_file(folder / "unet" / "diffusion_pytorch_model.safetensors").items()}
+    blocks = len(_vae_blocks(folder))
+    for k, v in load_file(folder / "vae" / "diffusion_pytorch_model.safetensors").items():
+        state["first_stage_model." + vae_key_to_ldm(k, blocks)] = _vae_value_to_ldm(k, v)
+    for k, v in open_clip_state(load_file(folder / "text_encoder_2" / "model.safetensors")).items():
+        state["conditioner.embedders.0.model." + k] = v
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, out_file)
+    return out_file

@@ -167,7 +167,12 @@ def detect_family(state: Mapping[str, Any]) -> str:
         return "sdxl_refiner" if to_k is not None and int(state[to_k].shape[1]) == 1280 else "sdxl"
     if to_k is None:
         raise CheckpointError("not a Stable Diffusion checkpoint: no UNet cross-attention weights in the original layout")
-    return {1024: "sd2", 2048: "sdxl"}.get(int(state[to_k].shape[1]), "sd1")
+    width = int(state[to_k].shape[1])
+    if width in (768, 1024, 2048):
+        return {768: "sd1", 1024: "sd2", 2048: "sdxl"}[width]
+    # A narrower UNet than the published ones: SD 2.x projects attention with linear layers, SD 1.x with 1x1 convolutions.
+    proj_in = next((k for k in state if k.startswith(_ldm.UNET) and k.endswith(".proj_in.weight")), None)
+    return "sd2" if proj_in is not None and len(state[proj_in].shape) == 2 else "sd1"
 
 
 def detect_prediction(state: Mapping[str, Any], family: str) -> str:
@@ -406,9 +411,14 @@ def _original_layout_unet(
     family = detect_family(state)
     chosen = detect_prediction(state, family) if prediction == "auto" else prediction
     configs = _family_configs(family, chosen)
+    time_ids = 5 if family == "sdxl_refiner" else 6
+    pooled = _pooled_dim(state)
+    added, to_k = state.get(_ldm.UNET + "label_emb.0.0.weight"), next(
+        (k for k in state if k.startswith(_ldm.UNET) and k.endswith("attn2.to_k.weight")), None)
+    if pooled is None and added is not None and to_k is not None and family in ("sdxl", "sdxl_refiner"):
+        pooled = _pooled_width(int(added.shape[1]), int(state[to_k].shape[1]), time_ids)  # a UNet-only file
     config = _ldm.unet_config(
-        state, _read_json(configs / "unet" / "config.json", SHIPPED), family, _pooled_dim(state),
-        time_ids=5 if family == "sdxl_refiner" else 6,
+        state, _read_json(configs / "unet" / "config.json", SHIPPED), family, pooled, time_ids=time_ids,
     )
     _refuse_inpainting(config)
     unet = _diffusers_model(UNet2DConditionModel, config, _ldm.convert_unet(state, config), dtype, device, source)
@@ -604,6 +614,9 @@ def load_unet(
         family = folder_family(path.parent, files)
         scheduler = _scheduler_config(_family_configs(family, prediction), prediction)
         return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), scheduler)
+    if "conv_in.weight" in state:  # diffusers naming without its config.json (ComfyUI's diffusion_models)
+        unet, family, chosen, configs = _diffusers_named_unet(state, dtype, device, prediction, source)
+        return LoadedUNet(unet, make_family(family, None, _latent_channels(unet)), _scheduler_config(configs, chosen))
     if not _ldm.has_prefix(state, _ldm.UNET):
         state = {_ldm.UNET + k: v for k, v in state.items()}  # a bare UNet in the original layout
     unet, family, chosen, configs = _original_layout_unet(state, dtype, device, prediction, source)
@@ -622,3 +635,267 @@ def _read_json(path: Path, files: ModelFiles) -> dict[str, Any]:
         return files.read_json(path)
     except ModelFileError as error:
         raise CheckpointError(str(error)) from None
+
+
+# -- split files: a UNet file in diffusers naming, text encoder files (issue 11) -----------
+#
+# ComfyUI's UNETLoader / CLIPLoader / DualCLIPLoader read one part of a model from its own
+# file (folders ``diffusion_models``/``unet`` and ``text_encoders``/``clip``). The parts are
+# built as the whole checkpoint's are: on the meta device from the shipped configs, the
+# architecture read from the weights, the tensors assigned.
+
+# The published SDXL time ids are 256 wide (the shipped config); see _pooled_width.
+SDXL_TIME_ID_WIDTH = 256
+
+
+def _pooled_width(added: int, cross: int, time_ids: int) -> int | None:
+    """The pooled text width an SDXL UNet's added embedding was made for (its input is the
+    pooled embedding and ``time_ids`` sinusoidal time ids), when no text encoder is in the
+    file to tell. Published models: 256-wide ids (2816 = 1280 + 6 x 256). A narrower model
+    (tiny test models, custom ones): the widest multiple of 64 (the heads' width) up to the
+    cross-attention width that leaves whole, even id widths; None when nothing fits."""
+    published = added - time_ids * SDXL_TIME_ID_WIDTH
+    if 0 < published <= cross:
+        return published
+    for pooled in range(cross // 64 * 64, 0, -64):
+        rest = added - pooled
+        if rest > 0 and rest % time_ids == 0 and (rest // time_ids) % 2 == 0:
+            return pooled
+    return None
+
+
+def lone_unet_family(cross: int, linear: bool, added: bool, class_embedding: bool) -> str:
+    """The family of a UNet file without text encoders, from its cross-attention width, its
+    attention projections (SD 1.x: 1x1 convolutions, SD 2.x and SDXL: linear layers) and
+    extra embeddings (SDXL's added time/text embedding; SD 2.1 unCLIP's image class embedding).
+    Published widths decide (768 SD 1.x, 1024 SD 2.x, 2048 SDXL, 1280 the SDXL refiner);
+    another width (a narrower model) by the projections."""
+    if added and not class_embedding:
+        return "sdxl_refiner" if cross == 1280 else "sdxl"
+    if class_embedding or cross == 1024:
+        return "sd2"
+    if cross == 768:
+        return "sd1"
+    return "sd2" if linear else "sd1"
+
+
+def diffusers_unet_config(state: Mapping[str, Any], base: Mapping[str, Any], family: str) -> dict[str, Any]:
+    """The ``UNet2DConditionModel`` config of diffusers-named UNet weights (``down_blocks.0...``)
+    that came without their ``config.json``: channels, depths, attention levels and widths read
+    from the weights, the rest (head counts by the family's rule, sample size) from ``base``."""
+    indices = _ldm._indices
+    downs = indices(state, r"down_blocks\.(\d+)\.")
+    ups = indices(state, r"up_blocks\.(\d+)\.")
+    if not downs or "conv_in.weight" not in state or "conv_out.weight" not in state:
+        raise CheckpointError("not a diffusers UNet: no conv_in / down_blocks / conv_out weights")
+    try:
+        channels = [int(state[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0]) for i in downs]
+    except KeyError as missing:
+        raise CheckpointError(f"the UNet weights are incomplete: no {missing.args[0]}") from None
+    per_block = len(indices(state, r"down_blocks\.0\.resnets\.(\d+)\."))
+    attention = [_ldm.has_prefix(state, f"down_blocks.{i}.attentions.") for i in downs]
+    depth = [len(indices(state, rf"down_blocks\.{i}\.attentions\.0\.transformer_blocks\.(\d+)\.")) or 1 for i in downs]
+    to_k = next((k for k in state if k.endswith("attn2.to_k.weight")), None)
+    proj_in = next((k for k in state if k.endswith(".proj_in.weight")), None)
+    if to_k is None or proj_in is None:
+        raise CheckpointError("the UNet has no cross-attention layers, so it is not a text-to-image SD UNet")
+    config = {k: v for k, v in base.items() if k not in ("addition_embed_type", "addition_time_embed_dim",
+                                                         "projection_class_embeddings_input_dim", "class_embed_type")}
+    config.update(
+        in_channels=int(state["conv_in.weight"].shape[1]),
+        out_channels=int(state["conv_out.weight"].shape[0]),
+        block_out_channels=channels,
+        layers_per_block=per_block,
+        down_block_types=["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
+        up_block_types=["CrossAttnUpBlock2D" if _ldm.has_prefix(state, f"up_blocks.{i}.attentions.") else "UpBlock2D"
+                        for i in ups],
+        cross_attention_dim=int(state[to_k].shape[1]),
+        use_linear_projection=state[proj_in].ndim == 2,
+        transformer_layers_per_block=depth if any(d != 1 for d in depth) else 1,
+        attention_head_dim=base["attention_head_dim"] if family == "sd1" else [max(1, c // 64) for c in channels],
+    )
+    if "class_embedding.linear_1.weight" in state:  # SD 2.1 unCLIP
+        config.update(class_embed_type="projection",
+                      projection_class_embeddings_input_dim=int(state["class_embedding.linear_1.weight"].shape[1]))
+    elif "add_embedding.linear_1.weight" in state:
+        added = int(state["add_embedding.linear_1.weight"].shape[1])
+        time_ids = 5 if family == "sdxl_refiner" else 6
+        config.update(addition_embed_type="text_time", projection_class_embeddings_input_dim=added,
+                      addition_time_embed_dim=SDXL_TIME_ID_WIDTH)
+        pooled = _pooled_width(added, config["cross_attention_dim"], time_ids)
+        if pooled is not None:
+            config["addition_time_embed_dim"] = (added - pooled) // time_ids
+    return config
+
+
+def _diffusers_named_unet(state: Mapping[str, Any], dtype: torch.dtype, device: str, prediction: str,
+                          source: MappedFile | None) -> tuple[Any, str, str, Path]:
+    """A UNet file in diffusers naming without a ``config.json`` beside it (as ComfyUI's
+    ``diffusion_models`` folder holds them): the family and the config read from the weights."""
+    from diffusers import UNet2DConditionModel
+
+    to_k = next((k for k in state if k.endswith("attn2.to_k.weight")), None)
+    proj_in = next((k for k in state if k.endswith(".proj_in.weight")), None)
+    if to_k is None or proj_in is None:
+        raise CheckpointError("the UNet has no cross-attention layers, so it is not a text-to-image SD UNet")
+    family = lone_unet_family(int(state[to_k].shape[1]), state[proj_in].ndim == 2,
+                              "add_embedding.linear_1.weight" in state, "class_embedding.linear_1.weight" in state)
+    chosen = _diffusers_prediction(state, family) if prediction == "auto" else prediction
+    configs = _family_configs(family, chosen)
+    config = diffusers_unet_config(state, _read_json(configs / "unet" / "config.json", SHIPPED), family)
+    _refuse_inpainting(config)
+    unet = _diffusers_model(UNet2DConditionModel, config, state, dtype, device, source)
+    return unet, family, chosen, configs
+
+
+def _diffusers_prediction(state: Mapping[str, Any], family: str) -> str:
+    """:func:`detect_prediction`'s rule on diffusers names: the last decoder attention's first
+    norm bias has a wide spread in SD 2.x v-models."""
+    if family != "sd2":
+        return "epsilon"
+    if "class_embedding.linear_1.weight" in state:
+        return "v_prediction"
+    keys = [k for k in state if k.startswith("up_blocks.") and k.endswith("transformer_blocks.0.norm1.bias")]
+    if not keys:
+        return "epsilon"
+    last = max(keys, key=lambda k: (int(k.split(".")[1]), int(k.split(".")[3])))
+    return "v_prediction" if float(state[last].float().std(unbiased=False)) > 0.09 else "epsilon"
+
+
+# Text encoders: which one a file holds, and the shipped config its missing fields come from.
+ENCODERS = ("clip_l", "open_clip_h", "open_clip_g")
+_ENCODER_CONFIGS = {"clip_l": ("sd1", "text_encoder"), "open_clip_h": ("sd2", "text_encoder"),
+                    "open_clip_g": ("sdxl", "text_encoder_2")}
+_ENCODER_FAMILY = {"clip_l": "sd1", "open_clip_h": "sd2", "open_clip_g": "sdxl_refiner"}
+
+
+@dataclass
+class TextEncoderFile:
+    """One text encoder file's tensors, renamed to one of two layouts: ``"transformers"``
+    (``text_model.*`` + ``text_projection.weight``) or ``"open_clip"`` (``token_embedding``,
+    ``transformer.resblocks.*``, ``text_projection``)."""
+
+    state: dict[str, Any]
+    layout: str
+    name: str
+    source: MappedFile | None = None
+
+    @property
+    def width(self) -> int:
+        key = "token_embedding.weight" if self.layout == "open_clip" else "text_model.embeddings.token_embedding.weight"
+        return int(self.state[key].shape[1])
+
+    @property
+    def layers(self) -> int:
+        pattern = r"transformer\.resblocks\.(\d+)\." if self.layout == "open_clip" else r"text_model\.encoder\.layers\.(\d+)\."
+        return len(_ldm._indices(self.state, pattern))
+
+
+def text_encoder_file(state: Mapping[str, Any], name: str, source: MappedFile | None = None) -> TextEncoderFile:
+    """The one CLIP text encoder in ``state``, with any prefix it was saved under (a
+    checkpoint's ``cond_stage_model.transformer.``, ``conditioner.embedders.1.model.``, ...)
+    taken off; transformers >= 5.6 files without the ``text_model.`` level get it back."""
+    embeddings = [k for k in state if k.endswith("token_embedding.weight")]
+    if not embeddings:
+        raise CheckpointError(f"{name} holds no CLIP text encoder (no token_embedding weights)")
+    if len(embeddings) > 1:
+        raise CheckpointError(f"{name} holds {len(embeddings)} text encoders (a whole checkpoint?); "
+                              "a text encoder file holds one")
+    key = embeddings[0]
+    if key.endswith("embeddings.token_embedding.weight"):  # transformers layout
+        prefix = key[: -len("embeddings.token_embedding.weight")]
+        outer = prefix[: -len("text_model.")] if prefix.endswith("text_model.") else prefix
+        renamed = {"text_model." + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        for projection in (outer + "text_projection.weight", outer + "text_projection"):
+            if projection in state:  # an old ComfyUI CLIPSave wrote the raw [width, dim] matrix
+                value = state[projection]
+                renamed["text_projection.weight"] = value if projection.endswith(".weight") else value.T.contiguous()
+        return TextEncoderFile(renamed, "transformers", name, source)
+    prefix = key[: -len("token_embedding.weight")]
+    if not _ldm.has_prefix(state, prefix + "transformer.resblocks."):
+        raise CheckpointError(f"{name}: a token embedding without CLIP's transformer layers")
+    return TextEncoderFile({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, "open_clip", name, source)
+
+
+def detect_encoder(file: TextEncoderFile) -> str:
+    """Which encoder a file holds, by the published sizes: OpenCLIP-G (1280 wide, 32 layers),
+    OpenCLIP-H (1024 wide, 23 or 24 layers), else CLIP-L (768 wide, 12 layers); a narrower
+    OpenCLIP-layout file is taken for SD 2.x's H, the one family that ships it in that layout
+    alone. The node's ``encoder`` choice overrides it."""
+    if file.width == 1280 or file.layers >= 31:
+        return "open_clip_g"
+    if file.width == 1024 or file.layers >= 23 or file.layout == "open_clip":
+        return "open_clip_h"
+    return "clip_l"
+
+
+def build_text_encoder(file: TextEncoderFile, encoder: str, dtype: torch.dtype, device: str) -> tuple[Any, Any]:
+    """The transformers model and tokenizer of one text encoder file, as a checkpoint's is built:
+    SD 2.x's H without the last layer (SD 2.x conditions on the penultimate one), SDXL's G with
+    its projection, CLIP-L as it is."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from nodes.diffusion.impl.tokenizer import PAD_END, PAD_ZERO, clip_tokenizer
+
+    family, sub = _ENCODER_CONFIGS[encoder]
+    base = _read_json(CONFIG_DIR / family / sub / "config.json", SHIPPED)
+    cls = CLIPTextModelWithProjection if encoder == "open_clip_g" else CLIPTextModel
+    state = file.state
+    try:
+        if file.layout == "open_clip":
+            config = _ldm.open_clip_config(state, "", base, drop_last=encoder == "open_clip_h")
+            weights = _ldm.convert_open_clip(state, "", config, with_projection=cls is CLIPTextModelWithProjection)
+        else:
+            config = _ldm.clip_config(state, "text_model.", base)
+            if encoder == "open_clip_h" and config["num_hidden_layers"] == 24:  # the full tower: drop the unused last layer
+                config["num_hidden_layers"] = 23
+                state = {k: v for k, v in state.items() if not k.startswith("text_model.encoder.layers.23.")}
+            if cls is CLIPTextModelWithProjection:
+                if "text_projection.weight" not in state:
+                    raise CheckpointError(f"{file.name}: OpenCLIP-G needs its text projection (text_projection.weight)")
+                config["projection_dim"] = int(state["text_projection.weight"].shape[0])
+                weights = {k: v for k, v in state.items() if k.startswith("text_model.") or k == "text_projection.weight"}
+            else:
+                weights = _ldm.convert_clip(state, "text_model.")
+    except KeyError as missing:
+        raise CheckpointError(f"{file.name}: the text encoder weights are incomplete (no {missing.args[0]})") from None
+    model = _text_model(cls, config, weights, dtype, device, file.source)
+    return model, clip_tokenizer(PAD_END if encoder == "clip_l" else PAD_ZERO)
+
+
+@dataclass
+class LoadedTextEncoders:
+    family: ModelFamily
+    tokenizers: list[Any]
+    encoders: list[Any]
+    pad_token_ids: list[int]
+
+
+def load_text_encoders(paths: list[Path], encoder: str, dtype: torch.dtype, device: str,
+                       files: ModelFiles | None = None) -> LoadedTextEncoders:
+    """One text encoder file (``encoder``: ``auto`` or one of :data:`ENCODERS`) gives SD 1.x's
+    CLIP-L, SD 2.x's OpenCLIP-H or the SDXL refiner's OpenCLIP-G; two files give SDXL's pair,
+    in either order (the narrower is CLIP-L, the wider OpenCLIP-G). Each file is read through
+    ``files``."""
+    _quiet_transformers()
+    read = []
+    for path in paths:
+        state, source = read_mapped(path, device, files)
+        read.append(text_encoder_file(state, path.name, source))
+    try:
+        if len(read) == 1:
+            chosen = detect_encoder(read[0]) if encoder == "auto" else encoder
+            model, tokenizer = build_text_encoder(read[0], chosen, dtype, device)
+            family, models, tokenizers = _ENCODER_FAMILY[chosen], [model], [tokenizer]
+        else:
+            small, large = sorted(read, key=lambda f: f.width)
+            if small.width == large.width:
+                raise CheckpointError(f"{small.name} and {large.name} are both {small.width} wide; SDXL pairs the "
+                                      "narrower CLIP-L with the wider OpenCLIP-G")
+            first, second = build_text_encoder(small, "clip_l", dtype, device), build_text_encoder(large, "open_clip_g", dtype, device)
+            family, models, tokenizers = "sdxl", [first[0], second[0]], [first[1], second[1]]
+    finally:
+        for file in read:
+            if file.source is not None:
+                file.source.release_all()
+    return LoadedTextEncoders(make_family(family, None), tokenizers, models, [t.pad_token_id for t in tokenizers])

@@ -20,6 +20,7 @@ from nodeflow import NodeError, RunSettings
 MODEL_EXTENSIONS: dict[str, tuple[str, ...]] = {
     "checkpoints": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
     "unet": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
+    "clip": (".safetensors", ".pt", ".bin"),  # text encoder files (ComfyUI's text_encoders / clip)
     # comfy-import: textual-inversion embeddings (.pt only through torch's weights-only loading)
     "embeddings": (".safetensors", ".pt", ".bin"),
     "vae": (".safetensors", ".ckpt", ".pt", ".pth", ".bin"),
@@ -135,7 +136,7 @@ def _is_diffusers_folder(path: Path, kind: str) -> bool:
 
 def _singular(kind: str) -> str:
     return {
-        "checkpoints": "checkpoint", "unet": "UNet", "vae": "VAE", "loras": "LoRA", "controlnet": "ControlNet",
+        "checkpoints": "checkpoint", "unet": "UNet", "clip": "text encoder", "vae": "VAE", "loras": "LoRA", "controlnet": "ControlNet",
         "upscale_models": "upscale model", "clip_vision": "CLIP vision model", "gligen": "GLIGEN model",
     }.get(kind, kind.rstrip("s"))
 
