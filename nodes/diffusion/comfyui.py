@@ -1193,6 +1193,7 @@ def _file_name_part(prefix: Any) -> Any:
     return prefix.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "nodeflow" if isinstance(prefix, str) else prefix
 
 
+MAPPINGS["TorchCompileModel"] = Mapping(("backend",), _build_folded, ())
 MAPPINGS["CheckpointSave"] = Mapping(
     ("filename_prefix",), _one_to_one("CheckpointSave", {"model": "model", "clip": "clip", "vae": "vae"},
                                       {"filename_prefix": "filename_prefix"}, (), {"filename_prefix": _file_name_part}),
@@ -1203,8 +1204,9 @@ from nodes.diffusion.comfyui_regions import REGION_MAPPINGS  # noqa: E402  (need
 
 MAPPINGS.update(REGION_MAPPINGS)
 
-# Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip.
-PASS_THROUGH = {"Reroute", "CLIPSetLastLayer"}
+# Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip;
+# TorchCompileModel compiles the model it passes on, which changes speed, not the image.
+PASS_THROUGH = {"Reroute", "CLIPSetLastLayer", "TorchCompileModel"}
 # Nodes of ComfyUI's editor with no run-time meaning, and their widget names.
 PRIMITIVES = {"PrimitiveNode", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
               "PrimitiveBoolean"}

@@ -282,6 +282,7 @@ def test_comfyuis_model_patches_import_onto_the_patch_nodes(tmp_path, models_set
     assert values["DeepShrink"]["upscale_method"] == "nearest" and values["DeepShrink"]["block_number"] == 3
     assert values["UNetSelfAttentionMultiply"] == {"q": 1.0, "k": 1.1, "v": 1.0, "out": 0.9}
     assert values["EpsilonScale"] == {"scaling_factor": 1.004}
+    assert "TorchCompileModel" not in values  # looked through: the model goes straight on
     result = flow.run(output_dir=tmp_path, device="cpu", settings=models_settings)
     assert result.ok, result.error or result.problems
 
