@@ -25,6 +25,9 @@ from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
+from nodes.diffusion.latent_ops import (
+    LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentInterpolate, LatentRotate,
+)
 from nodes.diffusion.latent_ops import LatentAdd, LatentBlend, LatentComposite, LatentCompositeMasked, LatentMultiply, LatentSubtract, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
@@ -72,6 +75,8 @@ PACK = Pack(
         GLIGENLoader, GLIGENTextBoxApply,
         # Model patches: guidance and decoder changes while sampling (issue 11).
         RescaleCFG, FreeU, PerturbedAttentionGuidance, DifferentialDiffusion,
+        # Latent, image and mask operations of ComfyUI's built-ins (issue 11).
+        LatentBatch, LatentInterpolate, LatentFlip, LatentRotate, LatentBatchSeedBehavior,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -983,6 +983,20 @@ MAPPINGS.update({
 # error gives (docs/comfyui.md lists them; a test keeps the two in step).
 REFUSED: dict[str, str] = {}
 
+# ------------------------------------ latent, image and mask built-ins (issue 11, latentimg)
+MAPPINGS.update({
+    "LatentBatch": _same("LatentBatch", ("samples1", "samples2"), (), ("latent",)),
+    "LatentInterpolate": _same("LatentInterpolate", ("samples1", "samples2"), ("ratio",), ("latent",)),
+    "LatentFlip": Mapping(("flip_method",), _one_to_one("LatentFlip", {"samples": "latent"},
+                                                        {"flip_method": "flip_method"}, ("latent",)), ("LatentFlip",)),
+    "LatentRotate": Mapping(("rotation",), _one_to_one("LatentRotate", {"samples": "latent"}, {"rotation": "rotation"},
+                                                       ("latent",)), ("LatentRotate",)),
+    "LatentBatchSeedBehavior": Mapping(
+        ("seed_behavior",), _one_to_one("LatentBatchSeedBehavior", {"samples": "latent"},
+                                        {"seed_behavior": "seed_behavior"}, ("latent",)), ("LatentBatchSeedBehavior",)),
+})
+# ---------------------------------- end of latent, image and mask built-ins
+
 # ===================================== end of comfy-import block
 
 

@@ -1,0 +1,161 @@
+"""ComfyUI's latent batch / interpolation / transform nodes and the batch seed behaviour
+(issue 11): imported from a hand-written fixture, run, and each node's effect checked on
+real tensors."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+import nodes.diffusion.impl  # noqa: E402,F401  (torchvision shim before diffusers)
+import nodeflow.api as api  # noqa: E402
+from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
+from nodes.diffusion.impl.sample import starting_noise  # noqa: E402
+from nodes.diffusion.latent_ops import (  # noqa: E402
+    LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentFromBatch, LatentInterpolate, LatentRotate,
+    RepeatLatentBatch,
+)
+from nodes.diffusion.types import Latent  # noqa: E402
+from tests.support import FIXTURES  # noqa: E402
+from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
+
+FIXTURES = FIXTURES / "comfyui"
+CTX = RunContext(node_id="1")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return RunSettings(model_folders={"checkpoints": [shared_tiny_sd(tmp_path_factory).parent]})
+
+
+@pytest.fixture
+def input_dir(tmp_path):
+    """rgba.png, 32x32: the left half opaque red, the right half transparent blue."""
+    from PIL import Image
+
+    pixels = np.zeros((32, 32, 4), dtype=np.uint8)
+    pixels[:, :16] = (255, 0, 0, 255)
+    pixels[:, 16:] = (0, 0, 255, 0)
+    folder = tmp_path / "input"
+    folder.mkdir()
+    Image.fromarray(pixels, "RGBA").save(folder / "rgba.png")
+    return folder
+
+
+def _clockwise(planes: torch.Tensor) -> torch.Tensor:
+    """A quarter turn clockwise of the last two axes, written out: new[i, j] = old[H-1-j, i]."""
+    h, w = planes.shape[-2:]
+    rows = torch.arange(h - 1, -1, -1)
+    return planes[..., rows, :].transpose(-1, -2)
+
+
+# ------------------------------------------------------------------------ latents
+def test_latent_flip_rotate_interpolate_batch_and_seed_behavior_run_as_a_comfyui_graph(models, input_dir, tmp_path):
+    flow = api.open(FIXTURES / "latent_batch_seed_api.json", device="cpu")
+    wanted = ["2", "11", "12", "13", "14", "15", "21", "3", "5", "9"]
+    result = flow.run(outputs=wanted, output_dir=tmp_path / "out", input_dir=input_dir, device="cpu", settings=models)
+    assert result.ok, result.error or result.problems
+    out = result.outputs
+    encoded = out["2"]["latent"].samples
+    assert encoded.shape == (1, 4, 16, 16)
+    flipped = out["11"]["latent"].samples
+    assert torch.equal(flipped, encoded[..., torch.arange(15, -1, -1)])  # left to right
+    assert torch.equal(out["12"]["latent"].samples, _clockwise(flipped))
+    mixed = out["13"]["latent"].samples
+    # per position: the length halfway between, the direction along the sum of the unit vectors
+    la, lb = encoded.norm(dim=1), out["12"]["latent"].samples.norm(dim=1)
+    assert torch.allclose(mixed.norm(dim=1), (la + lb) / 2, atol=1e-5)
+    unit_sum = encoded / la[:, None] + out["12"]["latent"].samples / lb[:, None]
+    cosine = torch.nn.functional.cosine_similarity(mixed, unit_sum, dim=1)
+    assert torch.allclose(cosine, torch.ones_like(cosine), atol=1e-5)
+    batch = out["14"]["latent"]
+    assert torch.equal(batch.samples, torch.cat([encoded, mixed]))
+    assert batch.batch_index == (0, 0)  # each part numbered as alone, as ComfyUI
+    assert out["15"]["latent"].batch_index is None  # random: the usual draw
+    assert out["21"]["latent"].batch_index == (0, 0)
+    fixed = out["3"]["latent"].samples
+    assert torch.allclose(fixed[0], fixed[1], atol=1e-5)  # the same noise, the same prompt: one image twice
+    assert out["5"]["latent"].samples.shape == (2, 4, 16, 16)
+
+    flow.set("21.seed_behavior", "random")
+    again = flow.run(outputs=["3", "9"], output_dir=tmp_path / "out2", input_dir=input_dir, device="cpu", settings=models)
+    assert again.ok, again.error or again.problems
+    usual = again.outputs["3"]["latent"].samples
+    assert (usual[0] - usual[1]).abs().mean() > 0.05  # two draws, two images
+    assert torch.allclose(usual[0], fixed[0], atol=1e-5)  # fixed is the first latent's noise
+
+
+def test_the_starting_noise_follows_the_batch_index_and_the_usual_draw_is_unchanged():
+    shape = (4, 4, 8, 8)
+    usual = torch.randn(shape, generator=torch.Generator().manual_seed(5))
+    for index in (None, (0, 1, 2, 3), (0, 1)):  # none, the usual numbers, or not this batch's: the usual draw
+        drawn = starting_noise(shape, torch.Generator().manual_seed(5), torch.float32, index)
+        assert torch.equal(drawn, usual), index
+    assert torch.equal(starting_noise(shape, torch.Generator().manual_seed(5), torch.float32, (0, 0, 0, 0)),
+                       usual[[0, 0, 0, 0]])
+    # an image taken from the batch gets the noise it had there, even past the batch's own size
+    taken = LatentFromBatch().run(CTX, Latent(torch.zeros(shape)), batch_index=2, length=2)
+    assert taken.batch_index == (2, 3)
+    assert torch.equal(starting_noise((2, 4, 8, 8), torch.Generator().manual_seed(5), torch.float32, taken.batch_index),
+                       usual[2:4])
+    repeated = RepeatLatentBatch().run(CTX, taken, amount=2)
+    assert repeated.batch_index == (2, 3, 4, 5)  # each copy past the numbers before it, as ComfyUI
+    assert RepeatLatentBatch().run(CTX, Latent(torch.zeros(shape)), amount=2).batch_index is None
+    fixed = LatentBatchSeedBehavior().run(CTX, repeated, seed_behavior="fixed")
+    assert fixed.batch_index == (2, 2, 2, 2) and fixed.samples is repeated.samples
+    assert LatentBatchSeedBehavior().run(CTX, repeated, seed_behavior="random").batch_index is None
+    both = LatentBatch().run(CTX, Latent(torch.zeros(2, 4, 8, 8)), taken)
+    assert both.batch_index == (0, 1, 2, 3)
+
+
+def test_latent_batch_resizes_the_second_from_its_centre_keeps_noise_masks_and_names_a_channel_mismatch():
+    first = Latent(torch.zeros(1, 4, 8, 8), noise_mask=torch.zeros(1, 16, 16))
+    wide = torch.zeros(1, 4, 8, 16)
+    wide[..., 4:12] = 1.0  # the middle square is ones, the sides zeros
+    out = LatentBatch().run(CTX, first, Latent(wide))
+    assert out.samples.shape == (2, 4, 8, 8)
+    assert torch.equal(out.samples[1], torch.ones(4, 8, 8))  # the sides were cut off, not squeezed in
+    assert out.noise_mask.shape == (2, 8, 8)
+    assert out.noise_mask[0].max() == 0 and out.noise_mask[1].min() == 1  # no mask: free everywhere
+    assert LatentBatch().run(CTX, Latent(torch.zeros(1, 4, 8, 8)), Latent(wide)).noise_mask is None
+    with pytest.raises(NodeError, match="16 channels") as error:
+        LatentBatch().run(CTX, first, Latent(torch.zeros(1, 16, 8, 8)))
+    assert error.value.field == "samples2"
+
+
+def test_latent_interpolate_keeps_vector_lengths_where_a_blend_shrinks_them():
+    a = torch.zeros(1, 4, 2, 2)
+    b = torch.zeros(1, 4, 2, 2)
+    a[:, 0], b[:, 1] = 2.0, 2.0  # orthogonal, length 2
+    a[..., 0, 0], b[..., 0, 0] = 0.0, 0.0
+    a[:, 2, 0, 0], b[:, 2, 0, 0] = 3.0, -3.0  # one position: opposite vectors
+    run = LatentInterpolate().run
+    assert torch.allclose(run(CTX, Latent(a), Latent(b), ratio=1.0).samples, a)
+    assert torch.allclose(run(CTX, Latent(a), Latent(b), ratio=0.0).samples, b)
+    half = run(CTX, Latent(a), Latent(b), ratio=0.5).samples
+    assert torch.allclose(half[0, :, 1, 1], torch.tensor([2 ** 0.5, 2 ** 0.5, 0.0, 0.0]))  # length 2, not sqrt 2
+    assert torch.equal(half[0, :, 0, 0], torch.zeros(4))  # opposite directions cancel: no direction left
+    batch = run(CTX, Latent(torch.ones(3, 4, 2, 2)), Latent(b), ratio=0.5).samples
+    assert batch.shape == (3, 4, 2, 2) and torch.allclose(batch[0], batch[2])  # samples2's batch cycled
+
+
+def test_latent_flip_and_rotate_move_the_noise_mask_with_the_latent():
+    samples = torch.arange(24, dtype=torch.float32).reshape(1, 1, 4, 6).expand(1, 4, 4, 6)
+    mask = torch.zeros(1, 4, 6)
+    mask[0, 0, 0] = 1.0
+    latent = Latent(samples, noise_mask=mask, batch_index=(3,))
+    up = LatentFlip().run(CTX, latent, flip_method="x-axis: vertically")
+    assert torch.equal(up.samples, samples[..., torch.arange(3, -1, -1), :]) and up.noise_mask[0, 3, 0] == 1
+    assert up.batch_index == (3,)
+    turned = LatentRotate().run(CTX, latent, rotation="90 degrees")
+    assert turned.samples.shape == (1, 4, 6, 4) and torch.equal(turned.samples, _clockwise(samples))
+    assert turned.noise_mask[0, 0, 3] == 1  # the top-left corner is now top-right
+    assert torch.equal(LatentRotate().run(CTX, latent, rotation="270 degrees").samples,
+                       _clockwise(_clockwise(_clockwise(samples))))
+    assert torch.equal(LatentRotate().run(CTX, latent, rotation="none").samples, samples)
