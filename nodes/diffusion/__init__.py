@@ -21,6 +21,9 @@ from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced,
 from nodes.diffusion.image_ops import (
     Canny, EmptyImage, ImageBatch, ImageBlend, ImageBlur, ImageFlip, ImageFromBatch, ImageQuantize, RepeatImageBatch, ImageCompositeMasked, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageSharpen, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
+from nodes.diffusion.image_ops import (
+    GetImageSize, ImageAddNoise, ImageRotate, ImageScaleToMaxDimension, ImageStitch, Morphology, ResizeAndPadImage,
+)
 from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
@@ -34,6 +37,7 @@ from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelM
 from nodes.diffusion.model_edm import ModelSamplingEDM
 from nodes.diffusion.model_patches import DifferentialDiffusion, FreeU, PerturbedAttentionGuidance, RescaleCFG
 from nodes.diffusion.masks import FeatherMask, GrowMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask, ThresholdMask
+from nodes.diffusion.masks import CropMask, ImageColorToMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.devices import DEVICES
@@ -77,6 +81,8 @@ PACK = Pack(
         RescaleCFG, FreeU, PerturbedAttentionGuidance, DifferentialDiffusion,
         # Latent, image and mask operations of ComfyUI's built-ins (issue 11).
         LatentBatch, LatentInterpolate, LatentFlip, LatentRotate, LatentBatchSeedBehavior,
+        ImageScaleToMaxDimension, ImageRotate, ResizeAndPadImage, ImageStitch, ImageAddNoise, GetImageSize,
+        CropMask, ImageColorToMask, Morphology,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -994,6 +994,25 @@ MAPPINGS.update({
     "LatentBatchSeedBehavior": Mapping(
         ("seed_behavior",), _one_to_one("LatentBatchSeedBehavior", {"samples": "latent"},
                                         {"seed_behavior": "seed_behavior"}, ("latent",)), ("LatentBatchSeedBehavior",)),
+    "ImageScaleToMaxDimension": Mapping(
+        ("upscale_method", "largest_size"),
+        _one_to_one("ImageScaleToMaxDimension", {"image": "image"},
+                    {"upscale_method": "method", "largest_size": "largest_size"}, ("image",),
+                    {"upscale_method": IMAGE_METHODS.__getitem__}), ("ImageScaleToMaxDimension",)),
+    "ImageRotate": _same("ImageRotate", ("image",), ("rotation",), ("image",)),
+    "ResizeAndPadImage": Mapping(
+        ("target_width", "target_height", "padding_color", "interpolation"),
+        _one_to_one("ResizeAndPadImage", {"image": "image"},
+                    {"target_width": "target_width", "target_height": "target_height", "padding_color": "padding_color",
+                     "interpolation": "method"}, ("image",), {"interpolation": IMAGE_METHODS.__getitem__}),
+        ("ResizeAndPadImage",)),
+    "ImageStitch": _same("ImageStitch", ("image1", "image2"),
+                         ("direction", "match_image_size", "spacing_width", "spacing_color"), ("image",)),
+    "ImageAddNoise": _same("ImageAddNoise", ("image",), ("seed", "strength"), ("image",)),
+    "GetImageSize": _same("GetImageSize", ("image",), (), ("width", "height", "batch_size")),
+    "CropMask": _same("CropMask", ("mask",), ("x", "y", "width", "height"), ("mask",)),
+    "ImageColorToMask": _same("ImageColorToMask", ("image",), ("color",), ("mask",)),
+    "Morphology": _same("Morphology", ("image",), ("operation", "kernel_size"), ("image",)),
 })
 # ---------------------------------- end of latent, image and mask built-ins
 

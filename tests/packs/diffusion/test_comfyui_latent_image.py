@@ -1,6 +1,8 @@
-"""ComfyUI's latent batch / interpolation / transform nodes and the batch seed behaviour
-(issue 11): imported from a hand-written fixture, run, and each node's effect checked on
-real tensors."""
+"""ComfyUI's latent batch / interpolation / transform nodes, the batch seed behaviour, and
+the image and mask built-ins of issue 11 (ImageScaleToMaxDimension, ImageRotate,
+ResizeAndPadImage, ImageStitch, ImageAddNoise, GetImageSize, CropMask, ImageColorToMask,
+Morphology): imported from hand-written fixtures (one API, one UI format), run, and each
+node's effect checked on real tensors."""
 
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ import torch  # noqa: E402
 import nodes.diffusion.impl  # noqa: E402,F401  (torchvision shim before diffusers)
 import nodeflow.api as api  # noqa: E402
 from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
+from nodes.diffusion.image_ops import (  # noqa: E402
+    ImageAddNoise, ImageRotate, ImageScaleToMaxDimension, ImageStitch, Morphology, ResizeAndPadImage,
+)
 from nodes.diffusion.impl.sample import starting_noise  # noqa: E402
 from nodes.diffusion.latent_ops import (  # noqa: E402
     LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentFromBatch, LatentInterpolate, LatentRotate,
     RepeatLatentBatch,
 )
+from nodes.diffusion.masks import CropMask, ImageColorToMask  # noqa: E402
 from nodes.diffusion.types import Latent  # noqa: E402
 from tests.support import FIXTURES  # noqa: E402
 from tests.support.tiny_models import shared_tiny_sd  # noqa: E402
@@ -159,3 +165,113 @@ def test_latent_flip_and_rotate_move_the_noise_mask_with_the_latent():
     assert torch.equal(LatentRotate().run(CTX, latent, rotation="270 degrees").samples,
                        _clockwise(_clockwise(_clockwise(samples))))
     assert torch.equal(LatentRotate().run(CTX, latent, rotation="none").samples, samples)
+
+
+# ------------------------------------------------------------------------ images and masks
+def test_image_and_mask_built_ins_run_from_a_ui_format_graph(input_dir, tmp_path):
+    flow = api.open(FIXTURES / "image_transforms_ui_v04.json", device="cpu")
+    assert flow.graph.nodes["6"].values == {"seed": 7, "strength": 0.1}  # the seed's "randomize" skipped
+    ids = [str(i) for i in range(1, 16)]
+    result = flow.run(outputs=ids, output_dir=tmp_path / "out", input_dir=input_dir, device="cpu")
+    assert result.ok, result.error or result.problems
+    out = result.outputs
+    red, blue = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])
+    small = out["2"]["image"]
+    assert small.shape == (1, 16, 16, 3)
+    assert torch.allclose(small[0, :, :7], red.expand(16, 7, 3), atol=2e-2)
+    turned = out["3"]["image"]
+    assert torch.equal(turned, _clockwise(small.movedim(-1, 1)).movedim(1, -1))  # the left side on top
+    assert torch.allclose(turned[0, :7], red.expand(7, 16, 3), atol=2e-2)
+    assert torch.allclose(turned[0, 9:], blue.expand(7, 16, 3), atol=2e-2)
+    padded = out["4"]["image"]
+    assert padded.shape == (1, 16, 24, 3)
+    assert padded[0, :, :4].max() == 0 and padded[0, :, 20:].max() == 0  # black bands, 16x16 centred
+    assert torch.allclose(padded[0, :, 4:20], turned[0], atol=1e-6)
+    stitched = out["5"]["image"]
+    assert stitched.shape == (1, 16, 24 + 4 + 16, 3)  # spacing 3 is rounded up to 4
+    assert torch.equal(stitched[0, :, :24], padded[0])
+    assert torch.equal(stitched[0, :, 24:28], red.expand(16, 4, 3))
+    assert torch.equal(stitched[0, :, 28:], small[0])
+    grain = torch.randn((1, 16, 44, 3), generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(out["6"]["image"], (stitched + 0.1 * grain).clamp(0, 1))
+    grown = out["7"]["image"][0]  # dilate 5: each colour reaches 2 pixels further
+    assert grown[:, :18, 0].min() == 1 and grown[:, 18:, 0].max() == 0
+    assert grown[:, 14:, 2].min() == 1 and grown[:, :14, 2].max() == 0
+    assert (out["8"]["width"], out["8"]["height"], out["8"]["batch_size"]) == (44, 16, 1)
+    green = out["9"]["image"]  # its width and height wired from Image Size
+    assert green.shape == (1, 16, 44, 3) and torch.equal(green[0, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(out["10"]["mask"][0, :, :16], torch.ones(32, 16))  # exactly 0xFF0000
+    assert out["10"]["mask"][0, :, 16:].max() == 0
+    cropped = out["11"]["mask"]
+    assert cropped.shape == (1, 30, 12)
+    assert torch.equal(cropped, out["10"]["mask"][:, 1:31, 10:22])
+    assert out["15"]["images"].shape == (1, 30, 12, 3)
+
+
+def test_scale_to_max_dimension_and_resize_and_pad_keep_the_aspect_ratio():
+    wide = torch.rand(2, 20, 30, 3)
+    assert ImageScaleToMaxDimension().run(CTX, wide, method="bilinear", largest_size=15).shape == (2, 10, 15, 3)
+    assert ImageScaleToMaxDimension().run(CTX, wide.transpose(1, 2), method="area", largest_size=60).shape == (2, 60, 40, 3)
+    assert ImageScaleToMaxDimension().run(CTX, torch.rand(1, 8, 8, 3), method="nearest", largest_size=5).shape == (1, 5, 5, 3)
+    with pytest.raises(NodeError, match="limit") as error:
+        ImageScaleToMaxDimension().run(CTX, torch.rand(64, 8, 8, 3), method="nearest", largest_size=16384)
+    assert error.value.field == "largest_size"
+    flat = torch.zeros(1, 10, 20, 3)
+    fitted = ResizeAndPadImage().run(CTX, flat, target_width=16, target_height=16, padding_color="white", method="area")
+    assert fitted.shape == (1, 16, 16, 3)
+    assert fitted[0, :4].min() == 1 and fitted[0, 12:].min() == 1 and fitted[0, 4:12].max() == 0  # 16x8 centred
+
+
+def test_image_stitch_matches_sizes_orders_by_direction_and_pads_batches():
+    first = torch.zeros(2, 16, 24, 3)
+    first[1] = 0.25
+    second = torch.ones(1, 8, 8, 3)
+    down = ImageStitch().run(CTX, first, "down", True, 0, "white", second)
+    assert down.shape == (2, 40, 24, 3)  # image2 resized to image1's width, square kept
+    assert torch.equal(down[:, :16], first) and torch.allclose(down[:, 16:], torch.ones(2, 24, 24, 3), atol=1e-2)
+    left = ImageStitch().run(CTX, first, "left", True, 2, "blue", second)
+    assert left.shape == (2, 16, 16 + 2 + 24, 3)
+    assert torch.equal(left[:, :, 16:18], torch.tensor([0.0, 0.0, 1.0]).expand(2, 16, 2, 3))
+    assert torch.equal(left[:, :, 18:], first)
+    loose = ImageStitch().run(CTX, first, "right", False, 0, "black", second)
+    assert loose.shape == (2, 16, 32, 3)
+    assert torch.equal(loose[:, 4:12, 24:], torch.ones(2, 8, 8, 3)) and loose[:, :4, 24:].max() == 0  # centred on black
+    assert ImageStitch().run(CTX, first, "up", True, 0, "white") is first  # no image2: image1 as it is
+
+
+def test_image_add_noise_rotate_and_mask_nodes_on_real_tensors():
+    grey = torch.full((1, 32, 32, 3), 0.5)
+    noisy = ImageAddNoise().run(CTX, grey, seed=3, strength=0.1)
+    assert torch.equal(noisy, ImageAddNoise().run(CTX, grey, seed=3, strength=0.1))
+    assert not torch.equal(noisy, ImageAddNoise().run(CTX, grey, seed=4, strength=0.1))
+    assert abs(float((noisy - grey).std()) - 0.1) < 0.01
+    assert torch.equal(ImageAddNoise().run(CTX, grey, seed=3, strength=0.0), grey)
+    assert torch.equal(ImageAddNoise().run(CTX, torch.ones(1, 4, 4, 3), seed=1, strength=1.0).max(), torch.tensor(1.0))
+    ramp = torch.arange(6, dtype=torch.float32).reshape(1, 2, 3, 1).expand(1, 2, 3, 3)
+    assert torch.equal(ImageRotate().run(CTX, ramp, "180 degrees"), ramp.flip(1).flip(2))
+    assert ImageRotate().run(CTX, ramp, "270 degrees").shape == (1, 3, 2, 3)
+    mask = torch.rand(2, 10, 12)
+    assert torch.equal(CropMask().run(CTX, mask, x=50, y=3, width=5, height=4), mask[:, 3:7, 11:])  # past the edge: the last column
+    colours = torch.tensor([[[0x12, 0x34, 0x56], [0x12, 0x34, 0x57]]], dtype=torch.float32)[None] / 255.0
+    assert ImageColorToMask().run(CTX, colours, color=0x123456).tolist() == [[[1.0, 0.0]]]
+
+
+def test_morphology_operations_on_a_speck_and_a_hole():
+    speck = torch.zeros(1, 9, 9, 3)
+    speck[0, 4, 4] = 1.0
+    hole = 1.0 - speck
+    run = Morphology().run
+    dilated = run(CTX, speck, "dilate", 3)[0, ..., 0]
+    assert dilated[3:6, 3:6].min() == 1 and dilated.sum() == 9
+    assert run(CTX, speck, "erode", 3).max() == 0
+    assert run(CTX, speck, "open", 3).max() == 0  # a bright speck smaller than the square goes
+    assert torch.equal(run(CTX, speck, "top_hat", 3), speck)  # ... and is what top hat finds
+    assert run(CTX, hole, "close", 3).min() == 1  # a dark hole is filled
+    assert torch.equal(run(CTX, hole, "bottom_hat", 3), speck)
+    block = torch.zeros(1, 9, 9, 3)
+    block[0, 2:7, 2:7] = 1.0
+    outline = run(CTX, block, "gradient", 3)[0, ..., 0]
+    assert outline[4, 4] == 0 and outline[2, 2] == 1 and outline[1, 1] == 1 and outline[0, 0] == 0
+    # a square wider than the image reaches every pixel: the same as one just as wide as needed
+    assert torch.equal(run(CTX, speck, "dilate", 999), torch.ones(1, 9, 9, 3))
+    assert torch.equal(run(CTX, speck, "dilate", 998), run(CTX, speck, "dilate", 18))
