@@ -275,3 +275,19 @@ def test_morphology_operations_on_a_speck_and_a_hole():
     # a square wider than the image reaches every pixel: the same as one just as wide as needed
     assert torch.equal(run(CTX, speck, "dilate", 999), torch.ones(1, 9, 9, 3))
     assert torch.equal(run(CTX, speck, "dilate", 998), run(CTX, speck, "dilate", 18))
+
+
+@pytest.mark.parametrize("side", [3, 4, 5, 8])
+def test_morphology_is_kornias_pixel_for_pixel(side):
+    """ComfyUI's Morphology calls kornia with a square of ones; ours is the separable max of a
+    flat square, which must give exactly kornia's pixels, even-sided squares' origin included."""
+    from kornia import morphology
+
+    image = torch.rand(2, 13, 17, 3, generator=torch.Generator().manual_seed(side))
+    planes, kernel = image.movedim(-1, 1), torch.ones(side, side)
+    reference = {"erode": morphology.erosion, "dilate": morphology.dilation, "open": morphology.opening,
+                 "close": morphology.closing, "gradient": morphology.gradient, "top_hat": morphology.top_hat,
+                 "bottom_hat": morphology.bottom_hat}
+    for operation, kornia_op in reference.items():
+        ours = Morphology().run(CTX, image, operation, side)
+        assert torch.equal(ours, kornia_op(planes, kernel).movedim(1, -1)), operation
