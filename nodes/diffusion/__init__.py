@@ -29,7 +29,7 @@ from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveIma
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.latent_ops import (
-    LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentInterpolate, LatentRotate,
+    LatentBatch, LatentBatchSeedBehavior, LatentConcat, LatentCut, LatentFlip, LatentInterpolate, LatentRotate,
 )
 from nodes.diffusion.latent_ops import LatentAdd, LatentBlend, LatentComposite, LatentCompositeMasked, LatentMultiply, LatentSubtract, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
@@ -80,7 +80,7 @@ PACK = Pack(
         # Model patches: guidance and decoder changes while sampling (issue 11).
         RescaleCFG, FreeU, PerturbedAttentionGuidance, DifferentialDiffusion,
         # Latent, image and mask operations of ComfyUI's built-ins (issue 11).
-        LatentBatch, LatentInterpolate, LatentFlip, LatentRotate, LatentBatchSeedBehavior,
+        LatentBatch, LatentInterpolate, LatentFlip, LatentRotate, LatentBatchSeedBehavior, LatentConcat, LatentCut,
         ImageScaleToMaxDimension, ImageRotate, ResizeAndPadImage, ImageStitch, ImageAddNoise, GetImageSize,
         CropMask, ImageColorToMask, Morphology,
         # How diffusion works, shown (issue 18).

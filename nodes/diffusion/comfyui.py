@@ -994,6 +994,10 @@ MAPPINGS.update({
     "LatentBatchSeedBehavior": Mapping(
         ("seed_behavior",), _one_to_one("LatentBatchSeedBehavior", {"samples": "latent"},
                                         {"seed_behavior": "seed_behavior"}, ("latent",)), ("LatentBatchSeedBehavior",)),
+    "LatentConcat": _same("LatentConcat", ("samples1", "samples2"), ("dim",), ("latent",)),
+    "LatentCut": Mapping(("dim", "index", "amount"),
+                         _one_to_one("LatentCut", {"samples": "latent"}, {n: n for n in ("dim", "index", "amount")},
+                                     ("latent",)), ("LatentCut",)),
     "ImageScaleToMaxDimension": Mapping(
         ("upscale_method", "largest_size"),
         _one_to_one("ImageScaleToMaxDimension", {"image": "image"},

@@ -458,3 +458,77 @@ class LatentBatchSeedBehavior(Node):
         if seed_behavior == "fixed":
             index = (batch_index_of(latent)[0],) * latent.samples.shape[0]
         return Latent(latent.samples, latent.family, latent.noise_mask, index)
+
+
+# ComfyUI also offers t / -t (video frames), which image latents do not have: refused by the choice.
+CONCAT_SIDES = ("x", "-x", "y", "-y")
+
+
+class LatentConcat(Node):
+    type = "LatentConcat"
+    display_name = "Join Latents Side by Side"
+    category = "latent"
+    description = (
+        "samples2 joined to samples1 along the width (x: on the right, -x: on the left) or the "
+        "height (y: below, -y: above), e.g. to paint a wider picture from two halves. samples2's "
+        "batch is cycled or cut to samples1's; the other side must be as long. Noise masks are "
+        "joined the same way (everywhere free for a part without one)."
+    )
+
+    samples1 = Socket(LATENT, tooltip="the result keeps its batch and batch index")
+    samples2 = Socket(LATENT, tooltip="as high (x) or as wide (y) as samples1")
+    dim = Choice(CONCAT_SIDES, default="x", tooltip="x / -x: beside samples1, right / left; y / -y: below / above")
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, samples1: Latent, samples2: Latent, dim: str) -> Latent:
+        import torch
+
+        a = samples1.samples
+        b = samples2.samples.to(a)
+        b = b[torch.arange(a.shape[0]) % b.shape[0]]
+        axis = -1 if "x" in dim else -2
+        other = -2 if axis == -1 else -1
+        if b.shape[1] != a.shape[1] or b.shape[other] != a.shape[other]:
+            side = "height" if axis == -1 else "width"
+            raise NodeError(f"samples2 is {tuple(b.shape[1:])} (channels, height, width), samples1 "
+                            f"{tuple(a.shape[1:])}: joining along {dim[-1]} needs the same channels and {side}",
+                            field="samples2")
+        first, second = (b, a) if dim.startswith("-") else (a, b)
+        mask = None
+        if samples1.noise_mask is not None or samples2.noise_mask is not None:
+            masks = [_batch_mask(samples1, *a.shape[-2:], fit=False),
+                     _batch_mask(samples2, *samples2.samples.shape[-2:], fit=False)]
+            masks[1] = masks[1][torch.arange(a.shape[0]) % masks[1].shape[0]]
+            mask = torch.cat(masks[::-1] if dim.startswith("-") else masks, dim=axis)
+        return Latent(torch.cat([first, second], dim=axis), samples1.family, mask, samples1.batch_index)
+
+
+class LatentCut(Node):
+    type = "LatentCut"
+    display_name = "Cut Latent"
+    category = "latent"
+    description = (
+        "`amount` latent cells of the width (x) or height (y) from `index` on, in latent cells "
+        "(8 pixels each for Stable Diffusion), as ComfyUI counts them; a negative index counts "
+        "from the end. An index past the end keeps the last cell."
+    )
+
+    latent = Socket(LATENT)
+    dim = Choice(("x", "y"), default="x", tooltip="x: columns, y: rows")
+    index = Int(0, min=-16384, max=16384, tooltip="the first cell kept, in latent cells; negative: from the end")
+    amount = Int(1, min=1, max=16384, tooltip="how many cells")
+    outputs = (Output("latent", LATENT),)
+
+    def run(self, ctx: RunContext, latent: Latent, dim: str, index: int, amount: int) -> Latent:
+        from nodes.diffusion.masks import mask_like
+
+        samples = latent.samples
+        axis = -1 if dim == "x" else -2
+        size = samples.shape[axis]
+        start = min(index, size - 1) if index >= 0 else max(index, -size) % size
+        length = min(size - start, amount) if index >= 0 else min(-max(index, -size), amount)
+        mask = latent.noise_mask
+        if mask is not None:
+            mask = mask_like(mask if mask.ndim == 3 else mask.reshape(-1, *mask.shape[-2:]), *samples.shape[-2:])
+            mask = mask.narrow(axis, start, length).clone()
+        return _with(latent, samples.narrow(axis, start, length).clone(), mask)

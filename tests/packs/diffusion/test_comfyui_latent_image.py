@@ -23,8 +23,8 @@ from nodes.diffusion.image_ops import (  # noqa: E402
 )
 from nodes.diffusion.impl.sample import starting_noise  # noqa: E402
 from nodes.diffusion.latent_ops import (  # noqa: E402
-    LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentFromBatch, LatentInterpolate, LatentRotate,
-    RepeatLatentBatch,
+    LatentBatch, LatentBatchSeedBehavior, LatentConcat, LatentCut, LatentFlip, LatentFromBatch, LatentInterpolate,
+    LatentRotate, RepeatLatentBatch,
 )
 from nodes.diffusion.masks import CropMask, ImageColorToMask  # noqa: E402
 from nodes.diffusion.types import Latent  # noqa: E402
@@ -64,7 +64,7 @@ def _clockwise(planes: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------ latents
 def test_latent_flip_rotate_interpolate_batch_and_seed_behavior_run_as_a_comfyui_graph(models, input_dir, tmp_path):
     flow = api.open(FIXTURES / "latent_batch_seed_api.json", device="cpu")
-    wanted = ["2", "11", "12", "13", "14", "15", "21", "3", "5", "9"]
+    wanted = ["2", "11", "12", "13", "14", "15", "16", "17", "19", "21", "3", "5", "9"]
     result = flow.run(outputs=wanted, output_dir=tmp_path / "out", input_dir=input_dir, device="cpu", settings=models)
     assert result.ok, result.error or result.problems
     out = result.outputs
@@ -88,6 +88,9 @@ def test_latent_flip_rotate_interpolate_batch_and_seed_behavior_run_as_a_comfyui
     fixed = out["3"]["latent"].samples
     assert torch.allclose(fixed[0], fixed[1], atol=1e-5)  # the same noise, the same prompt: one image twice
     assert out["5"]["latent"].samples.shape == (2, 4, 16, 16)
+    assert torch.equal(out["16"]["latent"].samples, torch.cat([flipped, encoded], dim=-1))  # -x: on the left
+    assert torch.equal(out["17"]["latent"].samples, torch.cat([flipped[..., 8:], encoded[..., :8]], dim=-1))
+    assert out["19"]["images"].shape == (1, 32, 32, 3)
 
     flow.set("21.seed_behavior", "random")
     again = flow.run(outputs=["3", "9"], output_dir=tmp_path / "out2", input_dir=input_dir, device="cpu", settings=models)
@@ -165,6 +168,30 @@ def test_latent_flip_and_rotate_move_the_noise_mask_with_the_latent():
     assert torch.equal(LatentRotate().run(CTX, latent, rotation="270 degrees").samples,
                        _clockwise(_clockwise(_clockwise(samples))))
     assert torch.equal(LatentRotate().run(CTX, latent, rotation="none").samples, samples)
+
+
+def test_latent_concat_and_cut_join_and_slice_in_latent_cells_with_their_noise_masks():
+    left = Latent(torch.zeros(2, 4, 4, 6), noise_mask=torch.zeros(1, 4, 6), batch_index=(5, 6))
+    right = Latent(torch.ones(1, 4, 4, 3))
+    joined = LatentConcat().run(CTX, left, right, dim="x")
+    assert joined.samples.shape == (2, 4, 4, 9) and joined.batch_index == (5, 6)
+    assert joined.samples[..., :6].max() == 0 and joined.samples[..., 6:].min() == 1  # right's one latent, cycled
+    assert joined.noise_mask.shape == (2, 4, 9)
+    assert joined.noise_mask[..., :6].max() == 0 and joined.noise_mask[..., 6:].min() == 1
+    above = LatentConcat().run(CTX, Latent(torch.zeros(1, 4, 4, 3)), right, dim="-y")
+    assert above.samples.shape == (1, 4, 8, 3) and above.samples[..., :4, :].min() == 1 and above.noise_mask is None
+    with pytest.raises(NodeError, match="same channels and height") as error:
+        LatentConcat().run(CTX, left, Latent(torch.ones(1, 4, 5, 3)), dim="-x")
+    assert error.value.field == "samples2"
+    ramp = Latent(torch.arange(10, dtype=torch.float32).expand(1, 4, 3, 10).contiguous(),
+                  noise_mask=torch.arange(10, dtype=torch.float32).expand(1, 3, 10) / 10)
+    cut = LatentCut().run(CTX, ramp, dim="x", index=7, amount=5)
+    assert cut.samples[0, 0, 0].tolist() == [7.0, 8.0, 9.0]  # stops at the end
+    assert torch.allclose(cut.noise_mask[0, 0], torch.tensor([0.7, 0.8, 0.9]))
+    assert LatentCut().run(CTX, ramp, dim="x", index=-4, amount=2).samples[0, 0, 0].tolist() == [6.0, 7.0]
+    assert LatentCut().run(CTX, ramp, dim="x", index=-40, amount=2).samples[0, 0, 0].tolist() == [0.0, 1.0]
+    assert LatentCut().run(CTX, ramp, dim="x", index=99, amount=2).samples[0, 0, 0].tolist() == [9.0]
+    assert LatentCut().run(CTX, ramp, dim="y", index=1, amount=9).samples.shape == (1, 4, 2, 10)
 
 
 # ------------------------------------------------------------------------ images and masks
