@@ -22,7 +22,8 @@ from nodes.diffusion.image_ops import (
     Canny, EmptyImage, ImageBatch, ImageBlend, ImageBlur, ImageFlip, ImageFromBatch, ImageQuantize, RepeatImageBatch, ImageCompositeMasked, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageSharpen, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
 from nodes.diffusion.image_ops import (
-    GetImageSize, ImageAddNoise, ImageRotate, ImageScaleToMaxDimension, ImageStitch, Morphology, ResizeAndPadImage,
+    GetImageSize, ImageAddNoise, ImageRGBToYUV, ImageRotate, ImageScaleToMaxDimension, ImageStitch, ImageYUVToRGB,
+    Morphology, ResizeAndPadImage,
 )
 from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
@@ -82,7 +83,7 @@ PACK = Pack(
         # Latent, image and mask operations of ComfyUI's built-ins (issue 11).
         LatentBatch, LatentInterpolate, LatentFlip, LatentRotate, LatentBatchSeedBehavior, LatentConcat, LatentCut,
         ImageScaleToMaxDimension, ImageRotate, ResizeAndPadImage, ImageStitch, ImageAddNoise, GetImageSize,
-        CropMask, ImageColorToMask, Morphology,
+        CropMask, ImageColorToMask, Morphology, ImageRGBToYUV, ImageYUVToRGB,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -1017,6 +1017,9 @@ MAPPINGS.update({
     "CropMask": _same("CropMask", ("mask",), ("x", "y", "width", "height"), ("mask",)),
     "ImageColorToMask": _same("ImageColorToMask", ("image",), ("color",), ("mask",)),
     "Morphology": _same("Morphology", ("image",), ("operation", "kernel_size"), ("image",)),
+    "ImageRGBToYUV": _same("ImageRGBToYUV", ("image",), (), ("y", "u", "v")),
+    "ImageYUVToRGB": Mapping((), _one_to_one("ImageYUVToRGB", {"Y": "y", "U": "u", "V": "v"}, {}, ("image",)),
+                             ("ImageYUVToRGB",)),
 })
 # ---------------------------------- end of latent, image and mask built-ins
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow import INT, Bool, Choice, Float, Int, Node, Output, RunContext, Seed, Socket, check_pixels
+from nodeflow import INT, Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Seed, Socket, check_pixels
 
 from nodes.diffusion.types import IMAGE, MASK
 
@@ -776,3 +776,50 @@ def _window_max(planes: Any, before: int, after: int) -> Any:
     padded = F.pad(planes, (before, after, before, after), value=float("-inf"))
     rows = F.max_pool2d(padded, (1, side), stride=1)
     return F.max_pool2d(rows, (side, 1), stride=1)
+
+
+class ImageRGBToYUV(Node):
+    type = "ImageRGBToYUV"
+    display_name = "Split Image into Y, U, V"
+    category = "image"
+    description = (
+        "The images' brightness (Y) and two colour-difference planes (U = Cb, V = Cr, 0.5 = no "
+        "colour), each as a grey image, by kornia's YCbCr conversion (as ComfyUI): e.g. to sharpen "
+        "or blur the brightness alone, then join them again with Join Y, U, V."
+    )
+
+    image = Socket(IMAGE)
+    outputs = (Output("y", IMAGE), Output("u", IMAGE), Output("v", IMAGE))
+
+    def run(self, ctx: RunContext, image: Any) -> tuple[Any, Any, Any]:
+        from kornia.color import rgb_to_ycbcr
+
+        planes = rgb_to_ycbcr(image.float().movedim(-1, 1)).movedim(1, -1)
+        return tuple(planes[..., i:i + 1].expand(*planes.shape[:-1], 3).contiguous() for i in range(3))
+
+
+class ImageYUVToRGB(Node):
+    type = "ImageYUVToRGB"
+    display_name = "Join Y, U, V into Image"
+    category = "image"
+    description = (
+        "RGB images from a brightness (Y) and two colour-difference (U = Cb, V = Cr) images, each "
+        "read as the mean of its channels (grey images, as Split Image into Y, U, V gives), by "
+        "kornia's YCbCr conversion (as ComfyUI), clamped to [0, 1]."
+    )
+
+    y = Socket(IMAGE, tooltip="brightness")
+    u = Socket(IMAGE, tooltip="blue difference (Cb)")
+    v = Socket(IMAGE, tooltip="red difference (Cr)")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, y: Any, u: Any, v: Any) -> Any:
+        import torch
+        from kornia.color import ycbcr_to_rgb
+
+        for name, plane in (("u", u), ("v", v)):
+            if plane.shape[:3] != y.shape[:3]:
+                raise NodeError(f"{name} is {tuple(plane.shape[:3])} (batch, height, width), y {tuple(y.shape[:3])}: "
+                                "the three must be images of one size and batch", field=name)
+        planes = torch.cat([plane.float().mean(dim=-1, keepdim=True) for plane in (y, u, v)], dim=-1)
+        return ycbcr_to_rgb(planes.movedim(-1, 1)).movedim(1, -1).clamp(0.0, 1.0).contiguous()

@@ -19,7 +19,7 @@ import nodes.diffusion.impl  # noqa: E402,F401  (torchvision shim before diffuse
 import nodeflow.api as api  # noqa: E402
 from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.diffusion.image_ops import (  # noqa: E402
-    ImageAddNoise, ImageRotate, ImageScaleToMaxDimension, ImageStitch, Morphology, ResizeAndPadImage,
+    ImageAddNoise, ImageRotate, ImageScaleToMaxDimension, ImageStitch, ImageYUVToRGB, Morphology, ResizeAndPadImage,
 )
 from nodes.diffusion.impl.sample import starting_noise  # noqa: E402
 from nodes.diffusion.latent_ops import (  # noqa: E402
@@ -198,7 +198,7 @@ def test_latent_concat_and_cut_join_and_slice_in_latent_cells_with_their_noise_m
 def test_image_and_mask_built_ins_run_from_a_ui_format_graph(input_dir, tmp_path):
     flow = api.open(FIXTURES / "image_transforms_ui_v04.json", device="cpu")
     assert flow.graph.nodes["6"].values == {"seed": 7, "strength": 0.1}  # the seed's "randomize" skipped
-    ids = [str(i) for i in range(1, 16)]
+    ids = [str(i) for i in range(1, 19)]
     result = flow.run(outputs=ids, output_dir=tmp_path / "out", input_dir=input_dir, device="cpu")
     assert result.ok, result.error or result.problems
     out = result.outputs
@@ -233,6 +233,11 @@ def test_image_and_mask_built_ins_run_from_a_ui_format_graph(input_dir, tmp_path
     assert cropped.shape == (1, 30, 12)
     assert torch.equal(cropped, out["10"]["mask"][:, 1:31, 10:22])
     assert out["15"]["images"].shape == (1, 30, 12, 3)
+    y, u, v = (out["16"][name][0] for name in ("y", "u", "v"))
+    assert torch.allclose(y[:, :16], torch.tensor(0.299).expand(32, 16, 3), atol=1e-3)  # red's brightness (BT.601)
+    assert torch.allclose(y[:, 16:], torch.tensor(0.114).expand(32, 16, 3), atol=1e-3)  # blue's
+    assert u[0, 0, 0] < 0.5 < u[0, 20, 0] and v[0, 0, 0] > 0.5 > v[0, 20, 0]  # red: Cr up; blue: Cb up
+    assert torch.allclose(out["17"]["image"], out["1"]["image"], atol=1e-4)  # split and joined: the image again
 
 
 def test_scale_to_max_dimension_and_resize_and_pad_keep_the_aspect_ratio():
@@ -281,6 +286,9 @@ def test_image_add_noise_rotate_and_mask_nodes_on_real_tensors():
     assert torch.equal(CropMask().run(CTX, mask, x=50, y=3, width=5, height=4), mask[:, 3:7, 11:])  # past the edge: the last column
     colours = torch.tensor([[[0x12, 0x34, 0x56], [0x12, 0x34, 0x57]]], dtype=torch.float32)[None] / 255.0
     assert ImageColorToMask().run(CTX, colours, color=0x123456).tolist() == [[[1.0, 0.0]]]
+    with pytest.raises(NodeError, match="of one size") as error:
+        ImageYUVToRGB().run(CTX, torch.rand(1, 4, 4, 3), torch.rand(1, 4, 5, 3), torch.rand(1, 4, 4, 3))
+    assert error.value.field == "u"
 
 
 def test_morphology_operations_on_a_speck_and_a_hole():
