@@ -21,10 +21,17 @@ from nodes.diffusion.controlnet import ControlNetApply, ControlNetApplyAdvanced,
 from nodes.diffusion.image_ops import (
     Canny, EmptyImage, ImageBatch, ImageBlend, ImageBlur, ImageFlip, ImageFromBatch, ImageQuantize, RepeatImageBatch, ImageCompositeMasked, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageSharpen, ImageScale, ImageScaleBy, ImageScaleToTotalPixels,
 )
+from nodes.diffusion.image_ops import (
+    GetImageSize, ImageAddNoise, ImageRGBToYUV, ImageRotate, ImageScaleToMaxDimension, ImageStitch, ImageYUVToRGB,
+    Morphology, ResizeAndPadImage,
+)
 from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
+from nodes.diffusion.latent_ops import (
+    LatentBatch, LatentBatchSeedBehavior, LatentConcat, LatentCut, LatentFlip, LatentInterpolate, LatentRotate,
+)
 from nodes.diffusion.latent_ops import LatentAdd, LatentBlend, LatentComposite, LatentCompositeMasked, LatentMultiply, LatentSubtract, LatentCrop, LatentFromBatch, RepeatLatentBatch, SetLatentNoiseMask
 from nodes.diffusion.model_ops import CLIPMerge, ModelMerge, ModelSampling
 from nodes.diffusion.merge_blocks import ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL
@@ -35,6 +42,7 @@ from nodes.diffusion.model_patches import (
     SelfAttentionGuidance, UNetCrossAttentionMultiply, UNetSelfAttentionMultiply,
 )
 from nodes.diffusion.masks import FeatherMask, GrowMask, ImageToMask, InvertMask, LoadImageMask, MaskComposite, MaskToImage, SolidMask, ThresholdMask
+from nodes.diffusion.masks import CropMask, ImageColorToMask
 from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.part_loaders import DualTextEncoderLoader, TextEncoderLoader
@@ -82,6 +90,10 @@ PACK = Pack(
         UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, EpsilonScale,
         # Saving merged and LoRA-baked models (issue 11).
         CheckpointSave,
+        # Latent, image and mask operations of ComfyUI's built-ins (issue 11).
+        LatentBatch, LatentInterpolate, LatentFlip, LatentRotate, LatentBatchSeedBehavior, LatentConcat, LatentCut,
+        ImageScaleToMaxDimension, ImageRotate, ResizeAndPadImage, ImageStitch, ImageAddNoise, GetImageSize,
+        CropMask, ImageColorToMask, Morphology, ImageRGBToYUV, ImageYUVToRGB,
         # How diffusion works, shown (issue 18).
         *EXPLAIN_NODES,
     ),

@@ -983,6 +983,46 @@ MAPPINGS.update({
 # error gives (docs/comfyui.md lists them; a test keeps the two in step).
 REFUSED: dict[str, str] = {}
 
+# ------------------------------------ latent, image and mask built-ins (issue 11, latentimg)
+MAPPINGS.update({
+    "LatentBatch": _same("LatentBatch", ("samples1", "samples2"), (), ("latent",)),
+    "LatentInterpolate": _same("LatentInterpolate", ("samples1", "samples2"), ("ratio",), ("latent",)),
+    "LatentFlip": Mapping(("flip_method",), _one_to_one("LatentFlip", {"samples": "latent"},
+                                                        {"flip_method": "flip_method"}, ("latent",)), ("LatentFlip",)),
+    "LatentRotate": Mapping(("rotation",), _one_to_one("LatentRotate", {"samples": "latent"}, {"rotation": "rotation"},
+                                                       ("latent",)), ("LatentRotate",)),
+    "LatentBatchSeedBehavior": Mapping(
+        ("seed_behavior",), _one_to_one("LatentBatchSeedBehavior", {"samples": "latent"},
+                                        {"seed_behavior": "seed_behavior"}, ("latent",)), ("LatentBatchSeedBehavior",)),
+    "LatentConcat": _same("LatentConcat", ("samples1", "samples2"), ("dim",), ("latent",)),
+    "LatentCut": Mapping(("dim", "index", "amount"),
+                         _one_to_one("LatentCut", {"samples": "latent"}, {n: n for n in ("dim", "index", "amount")},
+                                     ("latent",)), ("LatentCut",)),
+    "ImageScaleToMaxDimension": Mapping(
+        ("upscale_method", "largest_size"),
+        _one_to_one("ImageScaleToMaxDimension", {"image": "image"},
+                    {"upscale_method": "method", "largest_size": "largest_size"}, ("image",),
+                    {"upscale_method": IMAGE_METHODS.__getitem__}), ("ImageScaleToMaxDimension",)),
+    "ImageRotate": _same("ImageRotate", ("image",), ("rotation",), ("image",)),
+    "ResizeAndPadImage": Mapping(
+        ("target_width", "target_height", "padding_color", "interpolation"),
+        _one_to_one("ResizeAndPadImage", {"image": "image"},
+                    {"target_width": "target_width", "target_height": "target_height", "padding_color": "padding_color",
+                     "interpolation": "method"}, ("image",), {"interpolation": IMAGE_METHODS.__getitem__}),
+        ("ResizeAndPadImage",)),
+    "ImageStitch": _same("ImageStitch", ("image1", "image2"),
+                         ("direction", "match_image_size", "spacing_width", "spacing_color"), ("image",)),
+    "ImageAddNoise": _same("ImageAddNoise", ("image",), ("seed", "strength"), ("image",)),
+    "GetImageSize": _same("GetImageSize", ("image",), (), ("width", "height", "batch_size")),
+    "CropMask": _same("CropMask", ("mask",), ("x", "y", "width", "height"), ("mask",)),
+    "ImageColorToMask": _same("ImageColorToMask", ("image",), ("color",), ("mask",)),
+    "Morphology": _same("Morphology", ("image",), ("operation", "kernel_size"), ("image",)),
+    "ImageRGBToYUV": _same("ImageRGBToYUV", ("image",), (), ("y", "u", "v")),
+    "ImageYUVToRGB": Mapping((), _one_to_one("ImageYUVToRGB", {"Y": "y", "U": "u", "V": "v"}, {}, ("image",)),
+                             ("ImageYUVToRGB",)),
+})
+# ---------------------------------- end of latent, image and mask built-ins
+
 # ===================================== end of comfy-import block
 
 

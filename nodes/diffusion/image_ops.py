@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow import Bool, Choice, Float, Int, Node, Output, RunContext, Socket, check_pixels
+from nodeflow import INT, Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Seed, Socket, check_pixels
 
 from nodes.diffusion.types import IMAGE, MASK
 
@@ -525,3 +525,301 @@ class Canny(Node):
 
         _, edges = kornia.filters.canny(image.movedim(-1, 1).float(), low_threshold, high_threshold)
         return edges.expand(-1, 3, -1, -1).movedim(1, -1).contiguous()
+
+
+# ---------------------------------------------------------------- sizes, turns, stitching, noise (issue 11)
+class ImageScaleToMaxDimension(Node):
+    type = "ImageScaleToMaxDimension"
+    display_name = "Scale Image to Longest Side"
+    category = "image"
+    description = "Resizes images so that their longer side is `largest_size` pixels, keeping the aspect ratio."
+
+    image = Socket(IMAGE)
+    method = Choice(METHODS, default="area", tooltip="interpolation")
+    largest_size = Int(512, min=1, max=16384, tooltip="the longer side after resizing, in pixels (a square: both)")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, method: str, largest_size: int) -> Any:
+        h, w = image.shape[1:3]
+        if h > w:
+            height, width = largest_size, max(1, round(w / h * largest_size))
+        elif w > h:
+            height, width = max(1, round(h / w * largest_size)), largest_size
+        else:
+            height = width = largest_size
+        check_pixels("largest_size", width, height, image.shape[0], ctx.settings)
+        return resize(image, height, width, method)
+
+
+ROTATIONS = ("none", "90 degrees", "180 degrees", "270 degrees")
+
+
+class ImageRotate(Node):
+    type = "ImageRotate"
+    display_name = "Rotate Image"
+    category = "image"
+    description = "Turns the images clockwise by a quarter, a half or three quarters."
+
+    image = Socket(IMAGE)
+    rotation = Choice(ROTATIONS, default="none", tooltip="clockwise; 90 and 270 swap width and height")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, rotation: str) -> Any:
+        return image.rot90(ROTATIONS.index(rotation), dims=(2, 1)).contiguous()
+
+
+class ResizeAndPadImage(Node):
+    type = "ResizeAndPadImage"
+    display_name = "Fit Image with Padding"
+    category = "image"
+    description = (
+        "Fits the images inside target_width x target_height, keeping the aspect ratio (the "
+        "scale of the tighter side, sizes rounded down), centred on a white or black canvas "
+        "of exactly that size."
+    )
+
+    image = Socket(IMAGE)
+    target_width = Int(512, min=1, max=16384, tooltip="the result's width in pixels")
+    target_height = Int(512, min=1, max=16384, tooltip="the result's height in pixels")
+    padding_color = Choice(("white", "black"), default="white", tooltip="the colour of the borders")
+    method = Choice(METHODS, default="area", tooltip="interpolation")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, target_width: int, target_height: int, padding_color: str,
+            method: str) -> Any:
+        import torch
+
+        batch, h, w, channels = image.shape
+        check_pixels("target_width", target_width, target_height, batch, ctx.settings)
+        scale = min(target_width / w, target_height / h)
+        width, height = max(1, min(target_width, int(w * scale))), max(1, min(target_height, int(h * scale)))
+        canvas = torch.full((batch, target_height, target_width, channels), 1.0 if padding_color == "white" else 0.0,
+                            dtype=torch.float32)
+        top, left = (target_height - height) // 2, (target_width - width) // 2
+        canvas[:, top:top + height, left:left + width] = resize(image, height, width, method)
+        return canvas
+
+
+STITCH_DIRECTIONS = ("right", "down", "left", "up")
+SPACING_COLORS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "red": (1.0, 0.0, 0.0),
+                  "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
+
+
+class ImageStitch(Node):
+    type = "ImageStitch"
+    display_name = "Stitch Images"
+    category = "image"
+    description = (
+        "Puts image2 beside image1 (right, left) or above or below it (up, down), with an optional "
+        "band of colour between. `match_image_size` resizes image2 (lanczos, aspect ratio kept) to "
+        "image1's height or width; without it the smaller one is centred on a band of the spacing "
+        "colour's grey (white or black; 0 for the colours). A shorter batch repeats its last image."
+    )
+
+    image1 = Socket(IMAGE)
+    direction = Choice(STITCH_DIRECTIONS, default="right", tooltip="where image2 goes")
+    match_image_size = Bool(True, tooltip="resize image2 to image1's height (right, left) or width (down, up)")
+    spacing_width = Int(0, min=0, max=1024, step=2, tooltip="pixels between the images; an odd number is rounded up")
+    spacing_color = Choice(tuple(SPACING_COLORS), default="white")
+    image2 = Socket(IMAGE, optional=True, tooltip="none: image1 unchanged")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image1: Any, direction: str, match_image_size: bool, spacing_width: int,
+            spacing_color: str, image2: Any = None) -> Any:
+        import torch
+
+        if image2 is None:
+            return image1
+        batch = max(image1.shape[0], image2.shape[0])
+        first, second = _padded_batch(image1.float(), batch), _padded_batch(image2.float(), batch)
+        across = direction in ("right", "left")  # side by side: heights must agree
+        h1, w1 = first.shape[1:3]
+        h2, w2 = second.shape[1:3]
+        if match_image_size:
+            height, width = (h1, max(1, int(h1 * w2 / h2))) if across else (max(1, int(w1 / (w2 / h2))), w1)
+            check_pixels("match_image_size", width, height, batch, ctx.settings)
+            second = resize(second, height, width, "lanczos")
+        else:
+            grey = SPACING_COLORS[spacing_color][0] if spacing_color in ("white", "black") else 0.0
+            side = 1 if across else 2  # the axis to even out
+            size = max(first.shape[side], second.shape[side])
+            first, second = (_centred(image, side, size, grey) for image in (first, second))
+        parts = [second, first] if direction in ("left", "up") else [first, second]
+        axis = 2 if across else 1
+        if spacing_width > 0:
+            spacing_width += spacing_width % 2
+            shape = list(parts[0].shape)
+            shape[axis] = spacing_width
+            band = torch.tensor(SPACING_COLORS[spacing_color], dtype=torch.float32).expand(*shape[:3], 3)
+            parts.insert(1, band)
+        total = sum(part.shape[axis] for part in parts)
+        check_pixels("spacing_width", total if across else parts[0].shape[2], parts[0].shape[1] if across else total,
+                     batch, ctx.settings)
+        return torch.cat(parts, dim=axis).contiguous()
+
+
+def _padded_batch(images: Any, batch: int) -> Any:
+    """``images`` with its last image repeated up to ``batch`` images."""
+    import torch
+
+    if images.shape[0] >= batch:
+        return images
+    return torch.cat([images, images[-1:].expand(batch - images.shape[0], -1, -1, -1)])
+
+
+def _centred(images: Any, axis: int, size: int, value: float) -> Any:
+    """``images`` padded on both sides of ``axis`` (1 rows, 2 columns) to ``size`` (the extra
+    pixel, if odd, after), with ``value``."""
+    import torch.nn.functional as F
+
+    extra = size - images.shape[axis]
+    if extra <= 0:
+        return images
+    before, after = extra // 2, extra - extra // 2
+    pad = (0, 0, before, after) if axis == 2 else (0, 0, 0, 0, before, after)
+    return F.pad(images, pad, mode="constant", value=value)
+
+
+class ImageAddNoise(Node):
+    type = "ImageAddNoise"
+    display_name = "Add Noise to Image"
+    category = "image"
+    description = (
+        "Adds Gaussian noise times `strength` to each pixel value, clamped to [0, 1], drawn "
+        "from a CPU generator seeded with `seed` (the same seed gives the same grain)."
+    )
+
+    image = Socket(IMAGE)
+    seed = Seed(0, tooltip="0 .. 2^64-1")
+    strength = Float(0.5, min=0.0, max=1.0, step=0.01, tooltip="the noise's standard deviation")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, seed: int, strength: float) -> Any:
+        import torch
+
+        noise = torch.randn(tuple(image.shape), generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+        return (image + strength * noise.to(image)).clamp(0.0, 1.0)
+
+
+class GetImageSize(Node):
+    type = "GetImageSize"
+    display_name = "Image Size"
+    category = "image"
+    description = "The images' width, height and batch size, as numbers to wire into another node's fields."
+
+    image = Socket(IMAGE)
+    outputs = (Output("width", INT), Output("height", INT), Output("batch_size", INT))
+
+    def run(self, ctx: RunContext, image: Any) -> tuple[int, int, int]:
+        return int(image.shape[2]), int(image.shape[1]), int(image.shape[0])
+
+
+MORPHOLOGY = ("erode", "dilate", "open", "close", "gradient", "top_hat", "bottom_hat")
+
+
+class Morphology(Node):
+    type = "Morphology"
+    display_name = "Image Morphology"
+    category = "image"
+    description = (
+        "Grey-scale morphology with a kernel_size square, per channel, as ComfyUI's (kornia's, "
+        "pixel for pixel): erode (each pixel the darkest around it), dilate (the brightest), open "
+        "(erode then dilate: removes small bright specks), close (dilate then erode: fills small "
+        "dark holes), gradient (dilate - erode: the outlines), top_hat (image - open: the small "
+        "bright details), bottom_hat (close - image: the small dark details). Pixels beyond the "
+        "edge are left out."
+    )
+
+    image = Socket(IMAGE)
+    operation = Choice(MORPHOLOGY, default="erode")
+    kernel_size = Int(3, min=3, max=999, tooltip="the square's side in pixels")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, image: Any, operation: str, kernel_size: int) -> Any:
+        # Past the image's size a larger square reaches no further pixel (the edge is left out),
+        # so the result is the same with the side cut to twice the image's, parity kept.
+        longest = max(image.shape[1:3])
+        side = min(kernel_size, 2 * longest - 1 if kernel_size % 2 else 2 * longest)
+        planes = image.float().movedim(-1, 1)
+
+        def dilate(x: Any) -> Any:
+            return _window_max(x, side - 1 - side // 2, side // 2)
+
+        def erode(x: Any) -> Any:
+            return -_window_max(-x, side // 2, side - 1 - side // 2)
+
+        if operation == "erode":
+            out = erode(planes)
+        elif operation == "dilate":
+            out = dilate(planes)
+        elif operation == "open":
+            out = dilate(erode(planes))
+        elif operation == "close":
+            out = erode(dilate(planes))
+        elif operation == "gradient":
+            out = dilate(planes) - erode(planes)
+        elif operation == "top_hat":
+            out = planes - dilate(erode(planes))
+        else:
+            out = erode(dilate(planes)) - planes
+        return out.movedim(1, -1).contiguous()
+
+
+def _window_max(planes: Any, before: int, after: int) -> Any:
+    """[N, C, H, W]: each pixel the largest value of the square from ``before`` pixels before
+    it to ``after`` after it on both axes, pixels outside the image left out. A flat square
+    is separable, so two passes of one axis each (O(side) per pixel, where a 2-D window
+    costs side squared: kernel_size 999 is ComfyUI's maximum)."""
+    import torch.nn.functional as F
+
+    side = before + after + 1
+    padded = F.pad(planes, (before, after, before, after), value=float("-inf"))
+    rows = F.max_pool2d(padded, (1, side), stride=1)
+    return F.max_pool2d(rows, (side, 1), stride=1)
+
+
+class ImageRGBToYUV(Node):
+    type = "ImageRGBToYUV"
+    display_name = "Split Image into Y, U, V"
+    category = "image"
+    description = (
+        "The images' brightness (Y) and two colour-difference planes (U = Cb, V = Cr, 0.5 = no "
+        "colour), each as a grey image, by kornia's YCbCr conversion (as ComfyUI): e.g. to sharpen "
+        "or blur the brightness alone, then join them again with Join Y, U, V."
+    )
+
+    image = Socket(IMAGE)
+    outputs = (Output("y", IMAGE), Output("u", IMAGE), Output("v", IMAGE))
+
+    def run(self, ctx: RunContext, image: Any) -> tuple[Any, Any, Any]:
+        from kornia.color import rgb_to_ycbcr
+
+        planes = rgb_to_ycbcr(image.float().movedim(-1, 1)).movedim(1, -1)
+        return tuple(planes[..., i:i + 1].expand(*planes.shape[:-1], 3).contiguous() for i in range(3))
+
+
+class ImageYUVToRGB(Node):
+    type = "ImageYUVToRGB"
+    display_name = "Join Y, U, V into Image"
+    category = "image"
+    description = (
+        "RGB images from a brightness (Y) and two colour-difference (U = Cb, V = Cr) images, each "
+        "read as the mean of its channels (grey images, as Split Image into Y, U, V gives), by "
+        "kornia's YCbCr conversion (as ComfyUI), clamped to [0, 1]."
+    )
+
+    y = Socket(IMAGE, tooltip="brightness")
+    u = Socket(IMAGE, tooltip="blue difference (Cb)")
+    v = Socket(IMAGE, tooltip="red difference (Cr)")
+    outputs = (Output("image", IMAGE),)
+
+    def run(self, ctx: RunContext, y: Any, u: Any, v: Any) -> Any:
+        import torch
+        from kornia.color import ycbcr_to_rgb
+
+        for name, plane in (("u", u), ("v", v)):
+            if plane.shape[:3] != y.shape[:3]:
+                raise NodeError(f"{name} is {tuple(plane.shape[:3])} (batch, height, width), y {tuple(y.shape[:3])}: "
+                                "the three must be images of one size and batch", field=name)
+        planes = torch.cat([plane.float().mean(dim=-1, keepdim=True) for plane in (y, u, v)], dim=-1)
+        return ycbcr_to_rgb(planes.movedim(-1, 1)).movedim(1, -1).clamp(0.0, 1.0).contiguous()

@@ -134,4 +134,4 @@ class LatentUpscale(Node):
             resized = bislerp(samples, *size)
         else:
             resized = F.interpolate(samples, size=size, mode=method, align_corners=False)
-        return Latent(resized, latent.family)
+        return Latent(resized, latent.family, latent.noise_mask, latent.batch_index)  # as ComfyUI: the mask is resized when sampling

@@ -249,3 +249,44 @@ def mask_like(mask: Any, height: int, width: int) -> Any:
     if mask.ndim != 3:
         raise NodeError(f"a mask must be [batch, height, width]; got shape {tuple(mask.shape)}")
     return F.interpolate(mask.float()[:, None], size=(height, width), mode="bilinear", align_corners=False)[:, 0]
+
+
+class CropMask(Node):
+    type = "CropMask"
+    display_name = "Crop Mask"
+    category = "mask"
+    description = "The width x height rectangle of the mask at (x, y), cut to the mask where it reaches past its edge."
+
+    mask = Socket(MASK)
+    x = Int(0, min=0, max=16384, tooltip="left edge in pixels")
+    y = Int(0, min=0, max=16384, tooltip="top edge in pixels")
+    width = Int(512, min=1, max=16384)
+    height = Int(512, min=1, max=16384)
+    outputs = (Output("mask", MASK),)
+
+    def run(self, ctx: RunContext, mask: Any, x: int, y: int, width: int, height: int) -> Any:
+        planes = mask.reshape(-1, *mask.shape[-2:])
+        h, w = planes.shape[-2:]
+        x, y = min(x, w - 1), min(y, h - 1)  # at least one pixel, as Crop Image
+        return planes[:, y:y + height, x:x + width].clone()
+
+
+class ImageColorToMask(Node):
+    type = "ImageColorToMask"
+    display_name = "Colour to Mask"
+    category = "mask"
+    description = (
+        "1 where the pixel is exactly the colour 0xRRGGBB (each channel rounded to 8 bits), 0 "
+        "elsewhere: e.g. one flat colour of a segmentation map."
+    )
+
+    image = Socket(IMAGE)
+    color = Int(0, min=0, max=0xFFFFFF, tooltip="0xRRGGBB as a number: 16777215 is white")
+    outputs = (Output("mask", MASK),)
+
+    def run(self, ctx: RunContext, image: Any, color: int) -> Any:
+        import torch
+
+        levels = (image[..., :3].clamp(0.0, 1.0) * 255.0).round().to(torch.int64)
+        packed = (levels[..., 0] << 16) + (levels[..., 1] << 8) + levels[..., 2]
+        return (packed == color).float()

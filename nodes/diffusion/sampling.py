@@ -238,7 +238,7 @@ class Sampler(Node):
             raise _field_error(exc.field, str(exc)) from None
         except GuidanceError as exc:
             raise _field_error("guider", str(exc)) from None
-        return Latent(samples, guider.model.family, latent.noise_mask)
+        return Latent(samples, guider.model.family, latent.noise_mask, latent.batch_index)
 
 
 def _sd1_scheduler_config() -> dict[str, Any]:

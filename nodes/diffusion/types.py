@@ -232,6 +232,11 @@ class Latent:
     # [B or 1, H, W] in [0, 1]: where a Sampler may change the latent (1) and where it keeps
     # it (0); any size, resized to the latent's. None: everywhere (SetLatentNoiseMask).
     noise_mask: "torch.Tensor | None" = None
+    # Which starting noise of a seeded batch draw each latent gets (ComfyUI's batch_index):
+    # latent i gets draw number batch_index[i]. None is the usual draw, latent i the i-th.
+    # LatentFromBatch keeps the numbers a latent had in its batch, so one image taken from
+    # a batch samples as it did there; LatentBatchSeedBehavior "fixed" gives all the first's.
+    batch_index: tuple[int, ...] | None = None
 
 
 LATENT = DataType("LATENT", (240, 130, 200), "A batch of latent images", Latent)

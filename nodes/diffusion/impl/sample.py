@@ -158,7 +158,7 @@ def sample(
         shape = tuple(latent.samples.shape)
         generator = None if noise.seed is None else torch.Generator("cpu").manual_seed(noise.seed)
         if generator is not None:
-            initial = torch.randn(shape, generator=generator, dtype=dtype).to(device)
+            initial = starting_noise(shape, generator, dtype, latent.batch_index).to(device)
         # The last `denoise` fraction of the schedule (diffusers' img2img strength), then
         # the requested step range within the whole schedule.
         begin = 0 if denoise >= 1.0 else (steps - min(int(steps * denoise), steps)) * order
@@ -327,6 +327,21 @@ def _view_preview(view: StepView, kind: str, rgb_map: "torch.Tensor") -> Any:
     if tensor is None:  # no negative pass: nothing to show for uncond / the difference
         tensor = view.prediction * 0
     return latent_preview(tensor / tensor.std().clamp(min=1e-6) * 0.5, rgb_map)
+
+
+def starting_noise(shape: tuple[int, ...], generator: "torch.Generator", dtype: Any,
+                   batch_index: "tuple[int, ...] | None" = None) -> "torch.Tensor":
+    """The starting noise of a batch from ``generator``: one draw of the batch's shape, or,
+    when the latent says which draw each of its latents gets (``Latent.batch_index``),
+    enough latents drawn the same way (at least the batch, so draw 0 is always the first
+    latent of the usual draw) and each latent given its own. A ``batch_index`` that does
+    not match the batch (a node changed the batch without it) is ignored."""
+    import torch
+
+    if batch_index is None or len(batch_index) != shape[0] or list(batch_index) == list(range(shape[0])):
+        return torch.randn(shape, generator=generator, dtype=dtype)
+    drawn = torch.randn((max(shape[0], max(batch_index) + 1), *shape[1:]), generator=generator, dtype=dtype)
+    return drawn[torch.tensor(batch_index, dtype=torch.long)]
 
 
 def _noise_mask(latent: Latent, shape: tuple[int, ...], device: Any, dtype: Any) -> "torch.Tensor | None":
