@@ -149,6 +149,14 @@ class Node:
         return {}
 
     @classmethod
+    def check_connections(cls, values: Mapping[str, Any], connected: frozenset[str]) -> dict[str, str]:
+        """Problems between widget values and which optional inputs are connected (a
+        sampler that cannot take the list of sigmas linked to it), as ``{field: message}``;
+        ``values`` as for :meth:`check_values`, ``connected`` the names of the inputs fed by
+        a link. Must be cheap and import nothing heavy, as :meth:`check_values`."""
+        return {}
+
+    @classmethod
     def check_host(cls, values: Mapping[str, Any], ctx: RunContext) -> dict[str, str]:
         """Problems only the host can tell, as ``{field: message}``: a file the node would
         read that is missing or outside its folders, an output folder it cannot write, a

@@ -135,6 +135,9 @@ def _node_problems(graph: Graph, node_id: str, links_into: list[Link], context: 
             elif isinstance(declared, Widget) and name not in node.values and not linked:
                 checked[name] = declared.default
         own = cls.check_values(checked)
+        if not own:
+            connected = frozenset(name for name in cls.inputs if graph.link_into(node_id, name) is not None)
+            own = cls.check_connections(checked, connected)
         for name, message in own.items():
             found.append(problem(ProblemCode.INVALID_VALUE, message, name))
         if context is not None and not own:

@@ -191,6 +191,16 @@ class Sampler(Node):
         return problems
 
     @classmethod
+    def check_connections(cls, values: Mapping[str, Any], connected: frozenset[str]) -> dict[str, str]:
+        from nodes.diffusion.impl.samplers import sigma_list_samplers
+
+        takes = sigma_list_samplers()
+        if "sigmas" in connected and "sampler" in values and values["sampler"] not in takes:
+            return {"sampler": f"the {values['sampler']} sampler cannot run the list of sigmas connected to it "
+                               f"(its diffusers scheduler takes neither sigmas nor timesteps); use one of: {', '.join(takes)}"}
+        return {}
+
+    @classmethod
     def insight(cls, values: dict[str, Any], upstream: Mapping[str, Any]) -> dict[str, Any]:
         """The noise schedule of these settings with the connected model's scheduler config
         (its folder's ``scheduler_config.json``, from the loader's facts), for the editor's plot."""

@@ -324,3 +324,29 @@ def test_an_unsupported_sampler_and_schedule_pair_fails_validation_not_the_run(t
     problems = {(p.node_id, p.field): p.message for p in validate(workflow.graph)}
     assert "cannot use the karras schedule" in problems[(sampler.id, "schedule")]
     assert "eta applies only to the ddim sampler" in problems[(sampler.id, "eta")]
+
+
+def test_a_sampler_that_cannot_run_a_connected_list_of_sigmas_is_refused_before_the_run():
+    """SamplerCustom with LMS (diffusers' LMSDiscreteScheduler takes no sigma list) and a
+    Karras schedule: validation names the Sampler's field, instead of the run failing."""
+    from nodeflow.files.open import workflow_from_dict
+    from nodeflow.model.registry import default_registry
+    from nodeflow.model.validation import validate
+
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a circle", "clip": ["1", 1]}},
+        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}},
+        "4": {"class_type": "KarrasScheduler", "inputs": {"steps": 4, "sigma_max": 14.6, "sigma_min": 0.03, "rho": 7.0}},
+        "5": {"class_type": "SamplerLMS", "inputs": {"order": 4}},
+        "6": {"class_type": "SamplerCustom", "inputs": {"add_noise": True, "noise_seed": 1, "cfg": 5.0, "model": ["1", 0],
+              "positive": ["2", 0], "negative": ["2", 0], "sampler": ["5", 0], "sigmas": ["4", 0], "latent_image": ["3", 0]}},
+        "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
+        "8": {"class_type": "PreviewImage", "inputs": {"images": ["7", 0]}},
+    }
+    graph = workflow_from_dict(prompt, default_registry()).graph
+    problems = [p for p in validate(graph) if p.node_type == "Sampler"]
+    assert [p.field for p in problems] == ["sampler"]
+    assert "lms sampler cannot run the list of sigmas" in problems[0].message and "euler" in problems[0].message
+    prompt["5"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    assert not [p for p in validate(workflow_from_dict(prompt, default_registry()).graph) if p.node_type == "Sampler"]
