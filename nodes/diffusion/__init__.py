@@ -28,6 +28,7 @@ from nodes.diffusion.image_ops import (
 from nodes.diffusion.gligen import GLIGENLoader, GLIGENTextBoxApply
 from nodes.diffusion.images import LoadImage, PreviewImage, PreviewMask, SaveImage
 from nodes.diffusion.inpaint import InpaintModelConditioning, VAEEncodeForInpaint
+from nodes.diffusion.instruct_pix2pix import InstructPixToPixConditioning
 from nodes.diffusion.latent import EmptyLatent, LatentUpscale
 from nodes.diffusion.latent_ops import (
     LatentBatch, LatentBatchSeedBehavior, LatentConcat, LatentCut, LatentFlip, LatentInterpolate, LatentRotate,
@@ -73,7 +74,7 @@ PACK = Pack(
         Canny, ModelSampling, ModelMerge, CLIPMerge, ConditioningStack, ConditioningSetArea, ConditioningSetTimestepRange,
         # Models of other kinds than checkpoints (issue 11).
         VAELoader, LoRA, LoRAModelOnly, ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, SetUnionControlNetType,
-        VAEEncodeForInpaint, InpaintModelConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
+        VAEEncodeForInpaint, InpaintModelConditioning, InstructPixToPixConditioning, TextEncoderSDXL, TextEncoderSDXLRefiner,
         UpscaleModelLoader, ImageUpscaleWithModel,
         # A model's parts from their own files (issue 11).
         TextEncoderLoader, DualTextEncoderLoader,

@@ -1084,6 +1084,10 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
         _one_to_one("InpaintModelConditioning",
                     {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "image", "mask": "mask"},
                     {"noise_mask": "noise_mask"}, ("positive", "negative", "latent")), ("InpaintModelConditioning",)),
+    "InstructPixToPixConditioning": Mapping(
+        (), _one_to_one("InstructPixToPixConditioning",
+                        {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "pixels"}, {},
+                        ("positive", "negative", "latent")), ("InstructPixToPixConditioning",)),
     "CLIPTextEncodeSDXL": Mapping(
         ("width", "height", "crop_w", "crop_h", "target_width", "target_height", "text_g", "text_l"),
         _one_to_one("TextEncoderSDXL", {"clip": "clip"},

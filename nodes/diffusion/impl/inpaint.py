@@ -57,12 +57,19 @@ def fit_mask(mask: torch.Tensor, size: tuple[int, int], batch: int) -> torch.Ten
     return mask.clamp(0.0, 1.0)
 
 
-def concat_inputs(in_channels: int, latent: Latent, inpaint: InpaintInputs | None, like: torch.Tensor) -> torch.Tensor | None:
+def concat_inputs(in_channels: int, latent: Latent, inpaint: InpaintInputs | None, like: torch.Tensor,
+                  edited: torch.Tensor | None = None) -> torch.Tensor | None:
     """The extra channels an inpainting UNet takes ([B, 5, h, w]: mask, masked-image
-    latent), or None for a plain UNet. ValueError when the UNet needs them and there are none."""
+    latent), an InstructPix2Pix UNet's (the ``edited`` image's latent, [B, 4, h, w]), or None
+    for a plain UNet. ValueError when the UNet needs them and there are none."""
     channels = like.shape[1]
     if in_channels == channels:
         return None
+    if in_channels == channels * 2:
+        if edited is None:
+            raise ValueError("this is an InstructPix2Pix model (8 input channels): give it the image to edit, "
+                             "through InstructPixToPixConditioning")
+        return _fitted(edited, like, "the image to edit")
     if in_channels != channels * 2 + 1:
         raise ValueError(f"the latent has {channels} channels but the model expects {in_channels}")
     size, batch = tuple(like.shape[-2:]), like.shape[0]
@@ -75,7 +82,18 @@ def concat_inputs(in_channels: int, latent: Latent, inpaint: InpaintInputs | Non
             "this is an inpainting model (9 input channels): give it a mask, through InpaintModelConditioning "
             "or VAEEncodeForInpaint"
         )
-    masked = masked.to(device=like.device, dtype=like.dtype)
-    if masked.shape[0] != batch:
-        masked = masked.repeat_interleave(batch // masked.shape[0], dim=0)
+    masked = _fitted(masked, like, "the masked image")
     return torch.cat([fit_mask(mask, size, batch).to(like.device, like.dtype), masked], dim=1)
+
+
+def _fitted(latent: torch.Tensor, like: torch.Tensor, what: str) -> torch.Tensor:
+    """``latent`` on ``like``'s device and dtype with its batch repeated to ``like``'s."""
+    latent = latent.to(device=like.device, dtype=like.dtype)
+    if tuple(latent.shape[-2:]) != tuple(like.shape[-2:]):
+        raise ValueError(f"{what} is {latent.shape[-1]}x{latent.shape[-2]} latent cells, the latent "
+                         f"{like.shape[-1]}x{like.shape[-2]}")
+    if latent.shape[0] != like.shape[0]:
+        if like.shape[0] % latent.shape[0]:
+            raise ValueError(f"{what} has a batch of {latent.shape[0]}, which does not divide the latent's {like.shape[0]}")
+        latent = latent.repeat_interleave(like.shape[0] // latent.shape[0], dim=0)
+    return latent

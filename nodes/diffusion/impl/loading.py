@@ -433,11 +433,12 @@ def _pooled_dim(state: Mapping[str, Any]) -> int | None:
 
 
 def _refuse_inpainting(config: Mapping[str, Any]) -> None:
-    # 9 = 4 latent + 1 mask + 4 masked-image latent: an inpainting model (impl/inpaint.py).
-    if config["in_channels"] not in (4, 9):
+    # 9 = 4 latent + 1 mask + 4 masked-image latent: an inpainting model; 8 = 4 latent + the
+    # 4-channel latent of the image to edit: an InstructPix2Pix model (impl/inpaint.py).
+    if config["in_channels"] not in (4, 8, 9):
         raise CheckpointError(
-            f"the UNet takes {config['in_channels']} input channels (a special model such as an instruct-pix2pix "
-            "or depth model); text-to-image (4) and inpainting (9) models are supported"
+            f"the UNet takes {config['in_channels']} input channels (a special model such as a depth model); "
+            "text-to-image (4), InstructPix2Pix (8) and inpainting (9) models are supported"
         )
 
 
@@ -624,9 +625,10 @@ def load_unet(
 
 
 def _latent_channels(unet: Any) -> int:
-    """An inpainting UNet's 9 inputs are 4 latent channels, a mask and a 4-channel masked image."""
+    """An inpainting UNet's 9 inputs are 4 latent channels, a mask and a 4-channel masked image;
+    an InstructPix2Pix UNet's 8 are 4 latent channels and the 4 of the image it edits."""
     channels = int(unet.config.in_channels)
-    return 4 if channels == 9 else channels
+    return 4 if channels in (8, 9) else channels
 
 
 def _read_json(path: Path, files: ModelFiles) -> dict[str, Any]:

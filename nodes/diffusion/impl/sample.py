@@ -120,7 +120,8 @@ def sample(
     from nodes.diffusion.impl.inpaint import concat_inputs
 
     try:  # an inpainting UNet takes the mask and the masked image beside the latent
-        extra_channels = concat_inputs(unet.config.in_channels, latent, guider.positive.extras.get("inpaint"), latent.samples)
+        extra_channels = concat_inputs(unet.config.in_channels, latent, guider.positive.extras.get("inpaint"), latent.samples,
+                                       guider.positive.extras.get("edited_latent"))
     except ValueError as exc:
         raise SamplingError("latent", str(exc)) from None
     extra: dict[str, Any] = {}
