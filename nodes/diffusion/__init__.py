@@ -48,7 +48,7 @@ from nodes.diffusion.loaders import Checkpoint, UNet
 from nodes.diffusion.lora import LoRA, LoRAModelOnly
 from nodes.diffusion.part_loaders import DualTextEncoderLoader, TextEncoderLoader
 from nodes.diffusion.devices import DEVICES
-from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, Noise, PerpNegGuider, Sampler
+from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, DualCFGGuider, Noise, PerpNegGuider, Sampler
 from nodes.diffusion.sigmas import (
     AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, PolyexponentialScheduler, SplitSigmas, VPScheduler,
 )
@@ -87,7 +87,7 @@ PACK = Pack(
         # GLIGEN, phrases grounded to boxes (issue 11).
         GLIGENLoader, GLIGENTextBoxApply,
         # Model patches: guidance and decoder changes while sampling (issue 11).
-        RescaleCFG, FreeU, PerturbedAttentionGuidance, SelfAttentionGuidance, DifferentialDiffusion, DeepShrink, PerpNeg, PerpNegGuider,
+        RescaleCFG, FreeU, PerturbedAttentionGuidance, SelfAttentionGuidance, DifferentialDiffusion, DeepShrink, PerpNeg, PerpNegGuider, DualCFGGuider,
         UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, EpsilonScale,
         # Saving merged and LoRA-baked models (issue 11).
         CheckpointSave,

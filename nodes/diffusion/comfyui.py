@@ -1215,6 +1215,8 @@ MAPPINGS.update({
         _one_to_one("PerpNegGuider", {"model": "model", "positive": "positive", "negative": "negative",
                                       "empty_conditioning": "empty_conditioning"},
                     {"cfg": "scale", "neg_scale": "neg_scale"}, ("guider",)), ("PerpNegGuider",)),
+    "DualCFGGuider": _same("DualCFGGuider", ("model", "cond1", "cond2", "negative"),
+                           ("cfg_conds", "cfg_cond2_negative", "style"), ("guider",)),
     "PerpNeg": Mapping(
         ("neg_scale",), _one_to_one("PerpNeg", {"model": "model", "empty_conditioning": "empty_conditioning"},
                                     {"neg_scale": "neg_scale"}, ("model",)), ("PerpNeg",)),

@@ -118,6 +118,40 @@ class PerpNegGuider(Node):
         return Guider(patched, positive, negative, scale)
 
 
+class DualCFGGuider(Node):
+    type = "DualCFGGuider"
+    display_name = "Dual CFG Guider"
+    category = "sampling"
+    description = (
+        "Guidance over two positive conditionings and a negative (ComfyUI's DualCFGGuider), "
+        "e.g. an instruction and the plain image description. regular: CFG from the negative "
+        "to cond2 at cfg_cond2_negative, plus cfg_conds times cond1's difference from cond2; "
+        "nested: CFG from cond2 to cond1 at cfg_conds, then from the negative to that at "
+        "cfg_cond2_negative. Three UNet passes per step."
+    )
+
+    model = Socket(MODEL)
+    cond1 = Socket(CONDITIONING, tooltip="the first positive: pushed towards from cond2")
+    cond2 = Socket(CONDITIONING, tooltip="the second positive: pushed towards from the negative")
+    negative = Socket(CONDITIONING)
+    cfg_conds = Float(8.0, min=0.0, max=100.0, step=0.1, tooltip="guidance from cond2 towards cond1")
+    cfg_cond2_negative = Float(8.0, min=0.0, max=100.0, step=0.1, tooltip="guidance from the negative towards cond2")
+    style = Choice(("regular", "nested"), default="regular", tooltip="regular adds the two guidances; nested guides "
+                   "towards the first guided prediction")
+    outputs = (Output("guider", GUIDER),)
+    estimate_memory = classmethod(estimates.guider(2))
+
+    def run(self, ctx: RunContext, model: DiffusionModel, cond1: Conditioning, cond2: Conditioning,
+            negative: Conditioning, cfg_conds: float, cfg_cond2_negative: float, style: str) -> Any:
+        from dataclasses import replace
+
+        from nodes.diffusion.impl.guidance import Guider
+        from nodes.diffusion.types import DualGuidance
+
+        patched = replace(model, patches=model.patches + (DualGuidance(cond2, cfg_conds, style == "nested"),))
+        return Guider(patched, cond1, negative, cfg_cond2_negative)
+
+
 class BasicGuider(Node):
     type = "BasicGuider"
     display_name = "Basic Guider"

@@ -85,6 +85,19 @@ class PerpendicularNegative(ModelPatch):
     neg_scale: float = 1.0
 
 
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class DualGuidance(ModelPatch):
+    """Guidance over three conditionings (ComfyUI's DualCFGGuider): the guider's positive,
+    this ``middle`` one and the negative. regular: CFG from the negative to the middle at the
+    guider's scale, plus ``middle_scale`` times the positive's difference from the middle;
+    nested: CFG from the middle to the positive at ``middle_scale``, then from the negative
+    to that at the guider's scale."""
+
+    middle: "Conditioning"
+    middle_scale: float = 8.0
+    nested: bool = False
+
+
 @dataclass(frozen=True)
 class DeepShrink(ModelPatch):
     """Kohya's Deep Shrink (ComfyUI's PatchModelAddDownscale): while the run is between

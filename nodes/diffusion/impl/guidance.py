@@ -51,9 +51,9 @@ class Guider:  # GUIDER
     def uses_uncond(self) -> bool:
         """Whether each step predicts with the negative too: when guidance mixes it in, or
         Self-Attention Guidance needs its pass (at any scale, as ComfyUI)."""
-        from nodes.diffusion.types import PerpendicularNegative, SelfAttentionGuided
+        from nodes.diffusion.types import DualGuidance, PerpendicularNegative, SelfAttentionGuided
 
-        needed = self.model.patches_of(SelfAttentionGuided) or self.model.patches_of(PerpendicularNegative)
+        needed = [p for p in self.model.patches if isinstance(p, (SelfAttentionGuided, PerpendicularNegative, DualGuidance))]
         return self.negative is not None and (self.scale != 1.0 or bool(needed))
 
     def bind(self, latent: "torch.Tensor", tap: Tap | None = None, seed: int | None = None,
@@ -70,11 +70,11 @@ class Guider:  # GUIDER
         batch = latent.shape[0]
         if self.positive.regional or (self.uses_uncond and self.negative.regional):
             _refuse_regional_grounding(self)
-            from nodes.diffusion.types import PerpendicularNegative
+            from nodes.diffusion.types import DualGuidance, PerpendicularNegative
 
-            if self.model.patches_of(PerpendicularNegative):
-                raise GuidanceError("Perp-Neg guidance with areas, step ranges or stacked conditionings is not "
-                                    "supported yet")
+            if self.model.patches_of(PerpendicularNegative) or self.model.patches_of(DualGuidance):
+                raise GuidanceError("Perp-Neg and dual guidance with areas, step ranges or stacked conditionings are "
+                                    "not supported yet")
             positive_regions = _Regions(self.positive, self.model, latent, "positive", seed)
             if not self.uses_uncond:
                 return _tapped(self._finished(unet, positive_regions.predict, None, sigma_of=sigma_of), tap, False)
@@ -110,7 +110,7 @@ class Guider:  # GUIDER
                 extra.update(ground.negative(t))
             return unet(x, t, encoder_hidden_states=negative[0], added_cond_kwargs=negative[1], return_dict=False, **extra)[0]
 
-        predict_empty = self._empty_pass(unet, batch, pixel_size, seed)
+        predict_empty = self._extra_pass(unet, batch, pixel_size, seed)
 
         # Token lengths that differ, or grounding of one pass only: no shared batch.
         if positive[0].shape[1] != negative[0].shape[1] or (ground is not None and not ground.shares_batch):
@@ -140,17 +140,19 @@ class Guider:  # GUIDER
 
         return self._finished(unet, predict_positive, batched, tap, sigma_of, predict_negative, predict_empty)
 
-    def _empty_pass(self, unet: Any, batch: int, pixel_size: tuple[int, int], seed: int | None) -> Denoiser | None:
-        """The model call with a PerpendicularNegative patch's empty prompt (None without one)."""
-        from nodes.diffusion.types import PerpendicularNegative
+    def _extra_pass(self, unet: Any, batch: int, pixel_size: tuple[int, int], seed: int | None) -> Denoiser | None:
+        """The model call with the third conditioning of a PerpendicularNegative patch (its
+        empty prompt) or a DualGuidance patch (its middle one); None without either."""
+        from nodes.diffusion.types import DualGuidance, PerpendicularNegative
 
-        perp = self.model.patches_of(PerpendicularNegative)[-1:]
-        if not perp:
+        third = [p for p in self.model.patches if isinstance(p, (PerpendicularNegative, DualGuidance))][-1:]
+        if not third:
             return None
-        if perp[0].empty.regional:
-            raise GuidanceError("Perp-Neg's empty conditioning has areas, step ranges or stacked parts; it must be a "
+        cond, which = (third[0].empty, "empty") if isinstance(third[0], PerpendicularNegative) else (third[0].middle, "middle")
+        if cond.regional:
+            raise GuidanceError(f"the {which} conditioning has areas, step ranges or stacked parts; it must be a "
                                 "plain prompt")
-        embeds, added = _unet_inputs(perp[0].empty, self.model, batch, pixel_size, "empty", seed)
+        embeds, added = _unet_inputs(cond, self.model, batch, pixel_size, which, seed)
 
         def predict_empty(x: "torch.Tensor", t: "torch.Tensor") -> "torch.Tensor":
             return unet(x, t, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
@@ -168,18 +170,19 @@ class Guider:  # GUIDER
         pass with the identity self-attention in the middle block of ``unet`` (the one the
         passes run), and each SelfAttentionGuided patch's away from ``predict_negative`` of
         the negative's estimate blurred where that block's attention looks. A
-        PerpendicularNegative patch replaces the mix by Perp-Neg's, around ``predict_empty``."""
+        PerpendicularNegative patch replaces the mix by Perp-Neg's, around ``predict_empty`` (its
+        empty prompt's pass); a DualGuidance patch by the three-way mix with its middle pass."""
         from contextlib import nullcontext
 
         from nodes.diffusion.impl import patches
         from nodes.diffusion.types import (
-            EpsilonScaling, PerpendicularNegative, PerturbedAttention, RescaledGuidance, SelfAttentionGuided,
+            DualGuidance, EpsilonScaling, PerpendicularNegative, PerturbedAttention, RescaledGuidance, SelfAttentionGuided,
         )
 
         model = self.model
         scale, rescale = self.scale, self.rescale
         rescaled = model.patches_of(RescaledGuidance)[-1:]  # a later one replaces an earlier one
-        perp = model.patches_of(PerpendicularNegative)[-1:]
+        third = [p for p in model.patches if isinstance(p, (PerpendicularNegative, DualGuidance))][-1:]
         kind = model.scheduler_config.get("prediction_type", "epsilon")
         # After the mix, in the order the patches were applied (as ComfyUI's post-CFG functions).
         after = [p for p in model.patches if (isinstance(p, (PerturbedAttention, SelfAttentionGuided)) and p.scale != 0)
@@ -191,8 +194,8 @@ class Guider:  # GUIDER
         if (len(after) > len(shrunk)) and not patches.has_middle_self_attention(unet):
             raise GuidanceError("Perturbed-Attention and Self-Attention Guidance need self-attention in the UNet's "
                                 "middle block, which this model has none of")
-        if perp and (predictions is None or predict_empty is None):
-            raise GuidanceError("Perp-Neg guidance needs the CFG guider with a negative prompt")
+        if third and (predictions is None or predict_empty is None):
+            raise GuidanceError("Perp-Neg and dual guidance need the CFG guider with a negative prompt")
         if attended and (predictions is None or predict_negative is None):
             raise GuidanceError("Self-Attention Guidance works on the negative prompt's pass: it needs the CFG guider "
                                 "with a negative prompt that has no areas, step ranges or stacked parts")
@@ -207,8 +210,11 @@ class Guider:  # GUIDER
                     uncond, cond = predictions(x, t)
                 if tap is not None:
                     tap(uncond, cond)
-                if perp:
-                    result = patches.perpendicular_guidance(predict_empty(x, t), cond, uncond, scale, perp[0].neg_scale)
+                if third and isinstance(third[0], PerpendicularNegative):
+                    result = patches.perpendicular_guidance(predict_empty(x, t), cond, uncond, scale, third[0].neg_scale)
+                elif third:
+                    result = patches.dual_guidance(cond, predict_empty(x, t), uncond, third[0].middle_scale, scale,
+                                                   third[0].nested)
                 elif rescaled:
                     result = patches.rescaled_guidance(uncond, cond, scale, rescaled[0].multiplier, x,
                                                        sigma_of(t), kind)

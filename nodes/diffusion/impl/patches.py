@@ -318,6 +318,17 @@ def perpendicular_guidance(empty: "torch.Tensor", cond: "torch.Tensor", uncond: 
     return empty + scale * (positive - neg_scale * perpendicular)
 
 
+def dual_guidance(cond: "torch.Tensor", middle: "torch.Tensor", uncond: "torch.Tensor", middle_scale: float,
+                  scale: float, nested: bool) -> "torch.Tensor":
+    """ComfyUI's dual CFG: regular, CFG from the negative to the middle at ``scale`` plus
+    ``middle_scale`` times (positive - middle); nested, CFG from the middle to the positive at
+    ``middle_scale``, then from the negative to that at ``scale``."""
+    if nested:
+        text = middle + middle_scale * (cond - middle)
+        return uncond + scale * (text - uncond)
+    return uncond + scale * (middle - uncond) + middle_scale * (cond - middle)
+
+
 # ------------------------------------------------------------------------------ differential diffusion
 def differential_mask(mask: "torch.Tensor", timestep: float, first: float, last: float,
                       strength: float) -> "torch.Tensor":

@@ -494,3 +494,22 @@ def test_the_ui_format_reads_the_patches_widgets_in_comfyuis_order(tmp_path, mod
     assert values["DifferentialDiffusion"] == {"strength": 1.0}  # saved before it had a strength
     result = flow.run(output_dir=tmp_path, device="cpu", settings=models_settings)
     assert result.ok, result.error or result.problems
+
+
+@pytest.mark.parametrize("style", ["regular", "nested"])
+def test_dual_cfg_with_the_negative_as_its_second_positive_is_plain_cfg(parts, style):
+    from nodes.diffusion.sampling import DualCFGGuider
+
+    x, t = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(12)), torch.tensor(500)
+    dual = DualCFGGuider().run(RunContext(), parts["model"], parts["positive"], parts["negative"], parts["negative"],
+                               cfg_conds=6.0, cfg_cond2_negative=1.0 if style == "nested" else 3.0, style=style)
+    with torch.inference_mode():
+        ours = dual.bind(x)(x, t)
+        plain = CFG().run(RunContext(), parts["model"], parts["positive"], parts["negative"], 6.0, 0.0).bind(x)(x, t)
+    torch.testing.assert_close(ours, plain, atol=1e-4, rtol=1e-4)
+    encode = TextEncoder()
+    other = encode.run(RunContext(), clip=parts["clip"], text="a green triangle", clip_skip=1)
+    with torch.inference_mode():
+        three = DualCFGGuider().run(RunContext(), parts["model"], parts["positive"], other, parts["negative"],
+                                    cfg_conds=6.0, cfg_cond2_negative=3.0, style=style).bind(x)(x, t)
+    assert (three - plain).abs().max() > 1e-3
