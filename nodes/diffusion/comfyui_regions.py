@@ -113,7 +113,6 @@ REGION_MAPPINGS.update({
 _EDM_REFUSED = {
     "eps": "diffusers' EDM schedulers have no noise prediction with EDM's input scaling (their epsilon is EDM's "
            "F-prediction, ComfyUI's 'edm')",
-    "edm_playground_v2.5": "Playground v2.5 also needs its per-channel latent scaling, which nodeflow's VAE does not have",
     "cosmos_rflow": "a rectified-flow video model, not an SD-family one",
 }
 
@@ -124,7 +123,7 @@ def _build_edm(b: Builder, c: ComfyNode) -> None:
     if kind in _EDM_REFUSED:
         b.problem(c, f"sampling {kind!r} has no nodeflow equivalent: {_EDM_REFUSED[kind]}")
     else:
-        b.value(c, "sampling", values, "prediction", {"v_prediction": "v_prediction", "edm": "edm"}.__getitem__)
+        b.value(c, "sampling", values, "prediction", {"v_prediction": "v_prediction", "edm": "edm", "edm_playground_v2.5": "edm_playground_v2.5"}.__getitem__)
     b.value(c, "sigma_max", values, "sigma_max")
     b.value(c, "sigma_min", values, "sigma_min")
     node_id = b.add(c, "ModelSamplingEDM", values=values)

@@ -11,8 +11,8 @@ from dataclasses import replace
 
 from nodeflow import Choice, Float, Node, Output, RunContext, Socket
 
-from nodes.diffusion.impl.edm import EDM_KINDS, edm_config
-from nodes.diffusion.types import MODEL, DiffusionModel
+from nodes.diffusion.impl.edm import EDM_KINDS, PLAYGROUND_V2_5, edm_config
+from nodes.diffusion.types import MODEL, DiffusionModel, LatentFormat
 
 
 class ModelSamplingEDM(Node):
@@ -22,13 +22,15 @@ class ModelSamplingEDM(Node):
     description = (
         "Says the UNet was trained in continuous EDM form (Karras et al. 2022): timesteps are "
         "log(sigma) / 4 and its output is mixed with the input by EDM's preconditioning. "
-        "v_prediction is the SDXL-EDM (CosXL) kind, edm EDM's own. The Sampler then runs "
+        "v_prediction is the SDXL-EDM (CosXL) kind, edm EDM's own, edm_playground_v2.5 EDM's with "
+        "Playground v2.5's own latent space (the Sampler converts the SDXL latents in and out). The Sampler then runs "
         "euler or DPM-Solver++ as diffusers' EDM schedulers, between sigma_max and sigma_min."
     )
 
     model = Socket(MODEL)
     prediction = Choice(tuple(EDM_KINDS), default="v_prediction",
-                        tooltip="v_prediction: v with sigma_data 1 (CosXL); edm: EDM's F-prediction, sigma_data 0.5")
+                        tooltip="v_prediction: v with sigma_data 1 (CosXL); edm: EDM's F-prediction, sigma_data 0.5; "
+                        "edm_playground_v2.5: that, in Playground v2.5's latent space")
     sigma_max = Float(120.0, min=0.001, max=1000.0, step=0.001, tooltip="the noisiest level the model was trained on")
     sigma_min = Float(0.002, min=0.0001, max=1000.0, step=0.001, tooltip="the least noisy level")
     outputs = (Output("model", MODEL),)
@@ -41,4 +43,6 @@ class ModelSamplingEDM(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, prediction: str, sigma_max: float,
             sigma_min: float) -> DiffusionModel:
-        return replace(model, scheduler_config=edm_config(prediction, sigma_max, sigma_min), sampling="edm")
+        latent_format = LatentFormat(**PLAYGROUND_V2_5) if prediction == "edm_playground_v2.5" else None
+        return replace(model, scheduler_config=edm_config(prediction, sigma_max, sigma_min), sampling="edm",
+                       latent_format=latent_format)

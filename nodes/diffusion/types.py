@@ -28,6 +28,19 @@ class ModelFamily:
 
 
 @dataclass(frozen=True)
+class LatentFormat:
+    """A model whose own latent space is not its autoencoder's (Playground v2.5): per
+    channel, model = (raw - ``mean``) * ``scale`` / ``std``, where raw is the autoencoder's
+    latent and nodeflow's latents are raw times ``outside_scale`` (the family's usual VAE
+    scaling). The Sampler converts in and out; every other node sees nodeflow's latents."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    scale: float
+    outside_scale: float
+
+
+@dataclass(frozen=True)
 class ModelPatch:
     """A change to how a UNet predicts, made by a patch node (FreeU, Rescale CFG, ...).
     The UNet object is shared with the model the patch node was given, so a patch is
@@ -165,6 +178,8 @@ class DiffusionModel:
     image_stats: "tuple[torch.Tensor, torch.Tensor] | None" = None
     # Patch nodes' changes to how it predicts, in the order they were applied (ModelPatch).
     patches: tuple[ModelPatch, ...] = ()
+    # Its own latent space, when it is not its autoencoder's (Playground v2.5); None: the same.
+    latent_format: LatentFormat | None = None
 
     def patches_of(self, kind: type) -> list[Any]:
         """This model's patches of one kind, in the order they were applied."""

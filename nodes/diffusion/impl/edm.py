@@ -29,7 +29,11 @@ EDM_SAMPLERS: dict[str, SamplerSpec] = {
                                 description="DPM-Solver++(3M) SDE, EDM preconditioning"),
 }
 # ComfyUI's sampling kinds diffusers' EDM schedulers express: prediction type, sigma_data.
-EDM_KINDS = {"v_prediction": ("v_prediction", 1.0), "edm": ("epsilon", 0.5)}
+EDM_KINDS = {"v_prediction": ("v_prediction", 1.0), "edm": ("epsilon", 0.5), "edm_playground_v2.5": ("epsilon", 0.5)}
+# Playground v2.5's latent space: its VAE config's per-channel statistics and scaling
+# (playgroundai/playground-v2.5-1024px-aesthetic), on SDXL's autoencoder (scaling 0.13025).
+PLAYGROUND_V2_5 = {"mean": (-1.6574, 1.886, -1.383, 2.5155), "std": (8.4927, 5.9022, 6.5498, 5.2299), "scale": 0.5,
+                   "outside_scale": 0.13025}
 
 
 class EDMError(ValueError):

@@ -10,7 +10,7 @@ pipeline given the same seed produce the same image.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 from nodeflow import RunContext
@@ -88,11 +88,52 @@ def sample(
     sampler: str, schedule: str, steps: int, denoise: float, eta: float, steps_run: StepRange = FULL,
     preview_kind: str = "x0", trace: Callable[[StepView], None] | None = None, sigmas: "Sigmas | None" = None,
 ) -> "torch.Tensor":
-    """Run the sampler; returns the denoised latents [B, C, h, w] in model space.
+    """Run the sampler; returns the denoised latents [B, C, h, w] (nodeflow's latents: a model
+    with its own latent space, ``model.latent_format``, samples in it, converted in and out).
     ``preview_kind`` (a key of :data:`PREVIEW_KINDS`) is what the progress previews show;
     ``trace`` is called with every step's :class:`StepView`. Views are only computed when
     someone looks (previews on, or a trace). ``sigmas`` (an explicit schedule) replaces
     ``schedule``, ``steps`` and ``denoise``; its window narrows ``steps_run``."""
+    fmt = guider.model.latent_format
+    if fmt is None:
+        return _sample(ctx, noise, guider, latent, sampler, schedule, steps, denoise, eta, steps_run, preview_kind,
+                       trace, sigmas)
+    inside = replace(latent, samples=_into_model_space(latent.samples, fmt))
+    samples = _sample(ctx, noise, guider, inside, sampler, schedule, steps, denoise, eta, steps_run, preview_kind,
+                      trace, sigmas, lambda z: _out_of_model_space(z, fmt))
+    return _out_of_model_space(samples, fmt)
+
+
+def _into_model_space(samples: "torch.Tensor", fmt: Any) -> "torch.Tensor":
+    """nodeflow latents -> a model's own latent space (types.LatentFormat)."""
+    mean, std = _channel_stats(samples, fmt)
+    return (samples / fmt.outside_scale - mean) * fmt.scale / std
+
+
+def _out_of_model_space(samples: "torch.Tensor", fmt: Any) -> "torch.Tensor":
+    mean, std = _channel_stats(samples, fmt)
+    return (samples * std / fmt.scale + mean) * fmt.outside_scale
+
+
+def _channel_stats(samples: "torch.Tensor", fmt: Any) -> tuple["torch.Tensor", "torch.Tensor"]:
+    import torch
+
+    if samples.shape[1] != len(fmt.mean):
+        raise SamplingError("latent", f"the model's latent space has {len(fmt.mean)} channels, the latent "
+                            f"{samples.shape[1]}")
+    shape = (1, len(fmt.mean), 1, 1)
+    as_tensor = lambda values: torch.tensor(values, dtype=samples.dtype, device=samples.device).view(shape)  # noqa: E731
+    return as_tensor(fmt.mean), as_tensor(fmt.std)
+
+
+def _sample(
+    ctx: RunContext, noise: NoiseSource, guider: "Guider", latent: Latent,
+    sampler: str, schedule: str, steps: int, denoise: float, eta: float, steps_run: StepRange = FULL,
+    preview_kind: str = "x0", trace: Callable[[StepView], None] | None = None, sigmas: "Sigmas | None" = None,
+    outside: "Callable[[torch.Tensor], torch.Tensor] | None" = None,
+) -> "torch.Tensor":
+    """:func:`sample` in the model's latent space; ``outside`` turns a latent of it into
+    nodeflow's space for the previews (None: the same space)."""
     import torch
 
     if sampler not in SAMPLERS:
@@ -224,7 +265,10 @@ def sample(
                     trace(view)
                 preview = _view_preview(view, preview_kind, rgb_map) if previews else None
             else:
-                preview = latent_preview(_preview_x0(result, scheduler, prediction, x), rgb_map) if previews else None
+                preview = None
+                if previews:
+                    estimate = _preview_x0(result, scheduler, prediction, x)
+                    preview = latent_preview(estimate if outside is None else outside(estimate), rgb_map)
             clean = None
             if stop < len(full) and i == total - 1 and not steps_run.leftover_noise:
                 clean = _x0(result, scheduler, prediction, x)

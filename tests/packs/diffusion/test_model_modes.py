@@ -229,7 +229,7 @@ def test_comfyui_continuous_edm_imports_and_refuses_what_diffusers_lacks(tmp_pat
     path.write_text(json.dumps(data))
     node = api.open(path, device="cpu").graph.nodes["40"]
     assert (node.type, node.values["prediction"], node.values["sigma_max"]) == ("ModelSamplingEDM", "v_prediction", 120.0)
-    data["40"]["inputs"]["sampling"] = "edm_playground_v2.5"
+    data["40"]["inputs"]["sampling"] = "eps"
     path.write_text(json.dumps(data))
-    with pytest.raises(Exception, match="sampling 'edm_playground_v2.5' has no nodeflow equivalent: Playground"):
+    with pytest.raises(Exception, match="sampling 'eps' has no nodeflow equivalent: diffusers' EDM schedulers"):
         api.open(path, device="cpu")
