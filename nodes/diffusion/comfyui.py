@@ -328,6 +328,8 @@ SAMPLER_NAMES = {
 SCHEDULER_NAMES = {
     "normal": "normal", "karras": "karras", "exponential": "exponential", "simple": "simple",
     "sgm_uniform": "simple", "ddim_uniform": "normal", "linear": "linear",
+    # comfy-import: lists of sigmas over the model's own levels (run by the samplers that take a list)
+    "beta": "beta", "kl_optimal": "kl_optimal", "linear_quadratic": "linear_quadratic",
 }
 UPSCALE_METHODS = {"nearest-exact": "nearest", "bilinear": "bilinear", "bicubic": "bicubic", "area": "area",
                    "bislerp": "bislerp"}
@@ -758,7 +760,8 @@ SAMPLER_NODES: dict[str, tuple[str, dict[str, Any]]] = {
 SAMPLER_SOURCES = ("KSamplerSelect", *SAMPLER_NODES)
 SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "PolyexponentialScheduler", "VPScheduler",
                  "SDTurboScheduler", "SplitSigmas",
-                 "AlignYourStepsScheduler")
+                 "AlignYourStepsScheduler", "BetaSamplingScheduler", "LaplaceScheduler", "ManualSigmas",
+                 "SplitSigmasDenoise", "SetFirstSigma", "ExtendIntermediateSigmas")
 # KarrasScheduler / ExponentialScheduler defaults: SD's own sigma range, which the
 # Sampler's karras / exponential schedules use; other values become a list of sigmas.
 _SIGMA_RANGE = {"sigma_max": 14.614642, "sigma_min": 0.0291675}
@@ -787,10 +790,18 @@ def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input
         return False
     if needs_sigma_list(b, source):
         return True
-    if source.type == "SplitSigmas":
+    if source.type in ("SplitSigmas", "SplitSigmasDenoise"):
         _sigmas_values(b, source, values)
-        step = b.resolved(source, "step")
-        step = 0 if step is None else step
+        if source.type == "SplitSigmasDenoise":  # the split step of the schedule's own steps
+            denoise = b.resolved(source, "denoise")
+            denoise = 1.0 if denoise is None else denoise
+            if values.get("denoise", 1.0) != 1.0 or not _is_int(values.get("steps")) or not _is_number(denoise):
+                b.problem(source, "nodeflow can split by denoise only a whole schedule with a known number of steps")
+                return False
+            step = values["steps"] - round(values["steps"] * denoise)
+        else:
+            step = b.resolved(source, "step")
+            step = 0 if step is None else step
         if not _is_int(step):
             b.problem(source, "step must be a whole number")
             return False
@@ -814,6 +825,9 @@ def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input
                 values["steps"], values["denoise"] = steps_and_denoise(values["steps"], denoise)
             except ValueError:
                 b.problem(source, f"steps {_show(steps)} with denoise {_show(denoise)} have no nodeflow equivalent")
+        return False
+    if source.type == "BetaSamplingScheduler":  # alpha = beta = 0.6: the Sampler's beta schedule
+        values["schedule"] = "beta"
         return False
     # SD's own range (and rho 7): the Sampler's schedule, as diffusers computes it.
     values["schedule"] = "karras" if source.type == "KarrasScheduler" else "exponential"
@@ -1240,9 +1254,10 @@ MAPPINGS["CheckpointSave"] = Mapping(
     ("CheckpointSave",))
 
 # Regional conditioning, sigma schedules and block merges (issue 11): comfyui_regions.py.
-from nodes.diffusion.comfyui_regions import REGION_MAPPINGS  # noqa: E402  (needs the helpers above)
+from nodes.diffusion.comfyui_regions import REGION_MAPPINGS, REGION_REFUSED  # noqa: E402  (needs the helpers above)
 
 MAPPINGS.update(REGION_MAPPINGS)
+REFUSED.update(REGION_REFUSED)
 
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip;
 # TorchCompileModel compiles the model it passes on, which changes speed, not the image.

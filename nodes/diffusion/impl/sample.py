@@ -17,7 +17,10 @@ from nodeflow import RunContext
 
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map
 from nodes.diffusion.impl.views import PREVIEW_KINDS  # noqa: F401  (re-exported)
-from nodes.diffusion.impl.samplers import SAMPLERS, UnsupportedCombination, eta_unsupported_reason, make_scheduler, step_parameters
+from nodes.diffusion.impl.samplers import (
+    LIST_SCHEDULES, SAMPLERS, UnsupportedCombination, eta_unsupported_reason, listed_schedule, make_scheduler,
+    step_parameters,
+)
 from nodes.diffusion.types import DeepShrink, DifferentialMask, Latent, NoiseSource, RescaledGuidance, Sigmas
 
 if TYPE_CHECKING:
@@ -137,6 +140,11 @@ def sample(
     except UnsupportedCombination as exc:
         raise SamplingError("schedule", str(exc)) from None
 
+    if sigmas is None and schedule in LIST_SCHEDULES:  # beta, kl_optimal, ...: run as the list they are
+        if model.sampling == "edm":
+            raise SamplingError("schedule", f"the {schedule} schedule runs as a list of sigmas, which diffusers' EDM "
+                                "schedulers cannot take; use karras or exponential with this model")
+        sigmas = listed_schedule(schedule, steps, denoise, scheduler)
     timing: dict[str, Any] | None = None
     if sigmas is not None:
         timing, steps, denoise, steps_run = _explicit(sampler, spec, scheduler, sigmas, steps_run)

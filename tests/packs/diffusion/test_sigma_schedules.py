@@ -1,0 +1,261 @@
+"""ComfyUI's beta, kl_optimal and linear_quadratic schedules and its sigma-list nodes
+(issue 11), on the tiny SD model.
+
+The levels are checked against values computed here another way (the Beta quantiles
+from scipy.special's inverse incomplete beta function and, for alpha = beta = 1/2, the
+arcsine distribution's closed form; the model's levels from its betas in float64), the
+Sampler's beta schedule against the same list handed to its ``sigmas`` input, and the
+ComfyUI workflows that used to be refused for these names import and run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
+from nodes.diffusion.impl import sigmas as S  # noqa: E402
+from nodes.diffusion.impl.samplers import LIST_SCHEDULES, schedules_for, sigma_list_samplers, unsupported_reason  # noqa: E402
+from nodes.diffusion.sampling import Noise, Sampler  # noqa: E402
+from nodes.diffusion.sigmas import (  # noqa: E402
+    BetaSamplingScheduler, ExtendIntermediateSigmas, KarrasScheduler, LaplaceScheduler, ManualSigmas, SetFirstSigma,
+    SplitSigmasDenoise,
+)
+from nodes.diffusion.types import Sigmas  # noqa: E402
+from tests.packs.diffusion.test_sampling import cfg, latent_for, parts, tiny_sd  # noqa: E402,F401  (fixtures)
+from tests.support import FIXTURES  # noqa: E402
+
+CTX = RunContext()
+
+
+def _sd_levels() -> np.ndarray:
+    """SD's sigma per training step from its scaled-linear betas, in float64."""
+    betas = np.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=np.float64) ** 2
+    bar = np.cumprod(1.0 - betas)
+    return np.sqrt((1.0 - bar) / bar)
+
+
+def _run(guider, latent, sampler="euler", schedule="normal", steps=4, denoise=1.0, sigmas=None, seed=3):
+    return Sampler().run(CTX, Noise().run(CTX, seed), guider, latent, sampler, schedule, steps, denoise, 0.0,
+                         sigmas=sigmas).samples
+
+
+# ------------------------------------------------------------------- the levels
+def test_the_list_schedules_are_named_alike_for_validation_and_for_the_run():
+    assert LIST_SCHEDULES == set(S.MODEL_SCHEDULES)
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.6, 0.6), (0.5, 0.5), (2.0, 0.7)])
+def test_beta_picks_the_models_levels_at_the_beta_quantiles(alpha, beta):
+    from scipy.special import betaincinv
+
+    levels = _sd_levels()
+    steps = 12
+    quantiles = [1.0 - i / steps for i in range(steps)]
+    if alpha == beta == 0.5:  # the arcsine distribution: F^-1(p) = sin^2(pi p / 2)
+        positions = [math.sin(math.pi * q / 2) ** 2 for q in quantiles]
+    else:
+        positions = [float(betaincinv(alpha, beta, q)) for q in quantiles]
+    picked = []
+    for t in (int(np.rint(x * 999)) for x in positions):
+        if not picked or picked[-1] != t:
+            picked.append(t)
+    got = S.beta(steps, tuple(levels), alpha, beta)
+    assert got.values == pytest.approx([levels[t] for t in picked] + [0.0], rel=1e-12)
+    assert got.values[0] == pytest.approx(14.6146, rel=1e-4)  # quantile 1 is the last training step
+
+
+def test_beta_runs_a_step_once_when_two_quantiles_round_to_it():
+    # 0.6 / 0.6 puts many quantiles near the ends: at 400 steps some round to the same step
+    got = S.beta(400, tuple(_sd_levels()))
+    assert got.steps < 400 and len(set(got.values)) == len(got.values)
+
+
+def test_kl_optimal_and_linear_quadratic_levels():
+    top, bottom = 14.614642, 0.0291675
+    expected = np.tan(np.linspace(math.atan(top), math.atan(bottom), 7))
+    assert S.kl_optimal(7, top, bottom).values == pytest.approx(list(expected) + [0.0], rel=1e-12)
+    assert S.kl_optimal(1, top, bottom).values == pytest.approx((top, 0.0))
+    # 4 steps, threshold 0.025: 1 - s = 0, 0.0125 (linear), then the parabola through
+    # (2, 0.025) with the line's slope there, reaching 1 at step 4: 0.275 at step 3.
+    assert S.linear_quadratic(4, 10.0).values == pytest.approx((10.0, 9.875, 9.75, 7.25, 0.0), rel=1e-12)
+    assert S.linear_quadratic(1, 10.0).values == (10.0, 0.0)
+
+
+def test_laplace_and_the_list_edits():
+    x = np.linspace(0, 1, 5)
+    expected = np.clip(np.exp(0.0 - 0.5 * np.sign(0.5 - x) * np.log(1 - 2 * np.abs(0.5 - x) + 1e-5)), 0.0291675, 14.614642)
+    got = LaplaceScheduler().run(CTX, 5, 14.614642, 0.0291675, 0.0, 0.5)
+    assert got.values == pytest.approx(list(expected), rel=1e-12) and got.values[-1] == pytest.approx(0.0291675)
+    assert LaplaceScheduler.inputs["steps"].min == 2  # one level would be no step
+
+    assert ManualSigmas().run(CTX, "14.6, 4 ,1;0.5e-1 0").values == (14.6, 4.0, 1.0, 0.05, 0.0)
+    for bad in ("3", "1, -0.5, 0"):
+        with pytest.raises(NodeError):
+            ManualSigmas().run(CTX, bad)
+
+    whole = Sigmas((10.0, 5.0, 2.0, 1.0, 0.0))
+    assert SetFirstSigma().run(CTX, whole, 12.0) == Sigmas((12.0, 5.0, 2.0, 1.0, 0.0))
+    # the edit is of the window's first step: the low half of a split starts at 2.0
+    low = S.split(whole, 2)[1]
+    assert SetFirstSigma().run(CTX, low, 3.0) == Sigmas((3.0, 1.0, 0.0))
+    high = S.split(whole, 2)[0]
+    assert SetFirstSigma().run(CTX, high, 11.0) == Sigmas((11.0, 5.0, 2.0, 1.0, 0.0), 0, 2)
+
+    parts_ = SplitSigmasDenoise().run(CTX, whole, 0.5)  # the last round(4 x 0.5) = 2 steps
+    assert (parts_["high_sigmas"].stop, parts_["low_sigmas"].start) == (2, 2)
+
+    extended = ExtendIntermediateSigmas().run(CTX, whole, 2, -1.0, 2.0, "linear")  # the steps from 10, 5 and 2
+    assert extended == Sigmas((10.0, 7.5, 5.0, 3.5, 2.0, 1.5, 1.0, 0.0))
+    sine = ExtendIntermediateSigmas().run(CTX, Sigmas((10.0, 0.0)), 3, -1.0, 0.0, "sine")
+    assert sine.values == pytest.approx((10.0, 10 - 10 * (1 - math.cos(math.pi / 6)), 10 - 10 * (1 - math.cos(math.pi / 3)), 0.0))
+    # extending inside a window keeps the window's end on the same level
+    cut = ExtendIntermediateSigmas().run(CTX, high, 2, -1.0, 0.0, "linear")
+    assert cut.values[cut.stop] == 2.0
+
+
+# ------------------------------------------------------------ the Sampler's schedules
+def test_a_list_schedule_is_offered_only_with_the_samplers_that_take_a_list():
+    for sampler in sigma_list_samplers():
+        assert LIST_SCHEDULES <= set(schedules_for(sampler))
+    reason = unsupported_reason("lms", "beta")
+    assert "list of sigmas" in reason and "euler" in reason and "dpmpp_2m" in reason
+    assert unsupported_reason("euler", "kl_optimal") is None
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
+def test_the_samplers_beta_schedule_is_the_beta_list_of_the_models_levels(parts, sampler):
+    guider, latent = cfg(parts), latent_for(parts)
+    listed = BetaSamplingScheduler().run(CTX, parts["model"], 5, 0.6, 0.6)
+    assert listed.values == pytest.approx(S.beta(5, tuple(_sd_levels())).values, rel=1e-5)  # diffusers' float32 betas
+    expected = _run(guider, latent, sampler, sigmas=listed, steps=5)
+    got = _run(guider, latent, sampler, "beta", steps=5)
+    assert torch.equal(got, expected)
+    assert not torch.allclose(got, _run(guider, latent, sampler, "normal", steps=5), atol=1e-3)
+    # below denoise 1 the window is the last steps, as for the Sampler's other schedules
+    half = _run(guider, latent, sampler, "beta", steps=6, denoise=0.5)
+    window = Sigmas(BetaSamplingScheduler().run(CTX, parts["model"], 6, 0.6, 0.6).values, start=3)
+    assert torch.equal(half, _run(guider, latent, sampler, sigmas=window))
+
+
+def test_kl_optimal_and_linear_quadratic_run_with_euler(parts):
+    guider, latent = cfg(parts), latent_for(parts)
+    top, bottom = float(_sd_levels()[-1]), float(_sd_levels()[0])
+    kl = _run(guider, latent, "euler", "kl_optimal", steps=4)
+    assert torch.allclose(kl, _run(guider, latent, "euler", sigmas=S.kl_optimal(4, top, bottom)), atol=1e-4, rtol=1e-5)
+    lq = _run(guider, latent, "euler", "linear_quadratic", steps=4)
+    assert torch.allclose(lq, _run(guider, latent, "euler", sigmas=S.linear_quadratic(4, top)), atol=1e-4, rtol=1e-5)
+    assert not torch.allclose(kl, lq, atol=1e-3)
+
+
+def test_the_editor_plot_shows_a_list_schedules_levels(parts):
+    from nodes.diffusion.impl.samplers import schedule_sigmas
+
+    levels = schedule_sigmas("euler", "kl_optimal", 4, parts["model"].scheduler_config)
+    top, bottom = float(_sd_levels()[-1]), float(_sd_levels()[0])
+    assert levels["sigma"] == pytest.approx(S.kl_optimal(4, top, bottom).values[:-1], rel=1e-4)
+
+
+# ---------------------------------------------------------------- ComfyUI import
+def _ksampler(scheduler: str, sampler: str = "euler") -> dict:
+    data = json.loads((FIXTURES / "comfyui" / "txt2img_api.json").read_text())
+    data["3"]["inputs"].update(scheduler=scheduler, sampler_name=sampler)
+    return data
+
+
+def _custom(scheduler: dict, edit: dict | None = None) -> dict:
+    data = json.loads((FIXTURES / "comfyui" / "txt2img_api.json").read_text())
+    del data["3"]
+    data.update({
+        "30": scheduler,
+        "31": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "32": {"class_type": "RandomNoise", "inputs": {"noise_seed": 5}},
+        "33": {"class_type": "CFGGuider", "inputs": {"cfg": 5.0, "model": ["4", 0], "positive": ["6", 0],
+                                                     "negative": ["7", 0]}},
+        "3": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["32", 0], "guider": ["33", 0],
+                                                                "sampler": ["31", 0], "sigmas": ["30", 0],
+                                                                "latent_image": ["5", 0]}},
+    })
+    if edit is not None:
+        data["34"] = {**edit, "inputs": {**edit["inputs"], "sigmas": ["30", 0]}}
+        data["3"]["inputs"]["sigmas"] = ["34", 0 if edit["class_type"] != "SplitSigmasDenoise" else 1]
+    return data
+
+
+def _open(tmp_path, data):
+    import nodeflow.api as api
+
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(data))
+    return api.open(path, device="cpu")
+
+
+def _runs(flow, tiny_sd, tmp_path):
+    result = flow.run(output_dir=tmp_path / "out", device="cpu",
+                      settings=RunSettings(model_folders={"checkpoints": [tiny_sd.parent]}))
+    assert result.ok, result.error
+
+
+@pytest.mark.parametrize("scheduler", ["beta", "kl_optimal", "linear_quadratic"])
+def test_a_ksampler_with_a_list_schedule_imports_onto_the_samplers_schedule(tiny_sd, tmp_path, scheduler):
+    flow = _open(tmp_path, _ksampler(scheduler))
+    assert flow.graph.nodes["3"].values["schedule"] == scheduler
+    _runs(flow, tiny_sd, tmp_path)
+
+
+def test_a_ksampler_with_beta_and_a_sampler_that_takes_no_list_is_refused_saying_why(tmp_path):
+    from nodeflow.model.validation import validate
+
+    flow = _open(tmp_path, _ksampler("beta", "lms"))
+    problems = {p.field: p.message for p in validate(flow.graph) if p.node_id == "3"}
+    assert "list of sigmas" in problems["schedule"]
+
+
+@pytest.mark.parametrize("scheduler,edit,creates", [
+    ({"class_type": "BetaSamplingScheduler", "inputs": {"model": ["4", 0], "steps": 4, "alpha": 0.6, "beta": 0.6}},
+     None, None),
+    ({"class_type": "BetaSamplingScheduler", "inputs": {"model": ["4", 0], "steps": 4, "alpha": 0.4, "beta": 0.9}},
+     None, "BetaSamplingScheduler"),
+    ({"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "beta", "steps": 4, "denoise": 1.0}},
+     None, None),
+    ({"class_type": "LaplaceScheduler", "inputs": {"steps": 5, "sigma_max": 14.614642, "sigma_min": 0.0291675,
+                                                   "mu": 0.0, "beta": 0.5}}, None, "LaplaceScheduler"),
+    ({"class_type": "ManualSigmas", "inputs": {"sigmas": "14.6, 6, 2.5, 0.9, 0"}}, None, "ManualSigmas"),
+    ({"class_type": "KarrasScheduler", "inputs": {"steps": 4, "sigma_max": 14.614642, "sigma_min": 0.0291675,
+                                                  "rho": 7.0}},
+     {"class_type": "SetFirstSigma", "inputs": {"sigma": 20.0}}, "KarrasScheduler"),
+    ({"class_type": "ExponentialScheduler", "inputs": {"steps": 3, "sigma_max": 14.614642, "sigma_min": 0.0291675}},
+     {"class_type": "ExtendIntermediateSigmas", "inputs": {"steps": 2, "start_at_sigma": -1.0, "end_at_sigma": 1.0,
+                                                           "spacing": "cosine"}}, "ExponentialScheduler"),
+    ({"class_type": "KarrasScheduler", "inputs": {"steps": 4, "sigma_max": 10.0, "sigma_min": 0.1, "rho": 7.0}},
+     {"class_type": "SplitSigmasDenoise", "inputs": {"denoise": 0.5}}, "KarrasScheduler"),
+])
+def test_comfyui_sigma_nodes_import_and_run(tiny_sd, tmp_path, scheduler, edit, creates):
+    flow = _open(tmp_path, _custom(copy.deepcopy(scheduler), edit))
+    if creates is None:  # the Sampler's own schedule
+        assert "30" not in flow.graph.nodes and flow.graph.nodes["3"].values["schedule"] == "beta"
+    else:
+        assert flow.graph.nodes["30"].type == creates
+        feeding = "34" if edit is not None else "30"
+        assert flow.graph.link_into("3", "sigmas").source == feeding
+        if edit is not None:
+            assert flow.graph.nodes["34"].type == edit["class_type"]
+    _runs(flow, tiny_sd, tmp_path)
+
+
+def test_a_list_edit_of_a_schedule_imported_as_widgets_is_refused_saying_why(tmp_path):
+    from nodeflow.files.workflow import WorkflowError
+
+    basic = {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "karras", "steps": 4,
+                                                        "denoise": 1.0}}
+    with pytest.raises(WorkflowError, match=r"node 34 \(SetFirstSigma\): its sigmas come from BasicScheduler"):
+        _open(tmp_path, _custom(basic, {"class_type": "SetFirstSigma", "inputs": {"sigma": 20.0}}))
+
