@@ -324,6 +324,38 @@ SAMPLER_NAMES = {
     "ddim": "ddim", "lcm": "lcm", "uni_pc": "unipc_bh1", "uni_pc_bh2": "unipc_bh2",
     # comfy-import: the third-order SDE solver ("_gpu" only says where ComfyUI draws its noise)
     "dpmpp_3m_sde": "dpmpp_3m_sde", "dpmpp_3m_sde_gpu": "dpmpp_3m_sde",
+    # comfy-import: DEIS at ComfyUI's third order; the 2M SDE solver with Heun's correction
+    "deis": "deis", "dpmpp_2m_sde_heun": "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu": "dpmpp_2m_sde_heun",
+}
+# ComfyUI's other sampler names (0.8.0), and why each has no nodeflow equivalent: the
+# import error gives the reason, docs/comfyui.md lists them (a test keeps the three in step).
+_CFG_PP = ("a CFG++ sampler (Chung et al. 2024): each step also uses the unconditional prediction apart from "
+           "the guided one, and diffusers' schedulers are handed the guided prediction only")
+_NO_SCHEDULER = "has no diffusers scheduler"
+SAMPLER_REFUSED = {
+    **{name: _CFG_PP for name in ("euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp",
+                                  "dpmpp_2m_cfg_pp", "res_multistep_cfg_pp", "res_multistep_ancestral_cfg_pp",
+                                  "gradient_estimation_cfg_pp")},
+    "heunpp2": f"Heun++ (Heun's method with a third, weighted model call) {_NO_SCHEDULER}",
+    "exp_heun_2_x0": f"the exponential Heun method on the data prediction (SEEDS-2 with r = 1) {_NO_SCHEDULER}",
+    "exp_heun_2_x0_sde": f"the stochastic exponential Heun method on the data prediction {_NO_SCHEDULER}",
+    "dpm_fast": f"DPM-Solver-fast (first- to third-order single steps over its own log-sigma schedule) {_NO_SCHEDULER}",
+    "dpm_adaptive": "DPM-Solver with an adaptive step size chooses its own number of steps; diffusers has no "
+                    "adaptive-step scheduler",
+    "dpmpp_2s_ancestral": "diffusers' DPMSolverSinglestepScheduler has the DPM-Solver++(2S) steps but not their "
+                          "ancestral noise",
+    "ipndm": "diffusers' IPNDMScheduler is another method on another schedule: it walks its own continuous times "
+             "in [0, 1] (for v-objective audio models), not the model's sigmas, and takes no list of sigmas",
+    "ipndm_v": f"variable-step iPNDM {_NO_SCHEDULER} (IPNDMScheduler is a fixed-schedule method of its own)",
+    "res_multistep": f"RES multistep (a second-order exponential multistep solver) {_NO_SCHEDULER}",
+    "res_multistep_ancestral": f"RES multistep with ancestral noise {_NO_SCHEDULER}",
+    "gradient_estimation": f"the gradient-estimation sampler {_NO_SCHEDULER}",
+    "er_sde": f"ER-SDE-Solver (extended reverse-time SDE) {_NO_SCHEDULER}",
+    "seeds_2": f"SEEDS-2 (stochastic exponential derivative-free solver) {_NO_SCHEDULER}",
+    "seeds_3": f"SEEDS-3 (stochastic exponential derivative-free solver) {_NO_SCHEDULER}",
+    **{name: "diffusers' SASolverScheduler is SA-Solver, but ComfyUI's (predictor order 3, corrector order 4, "
+             "lowered near the end" + (", PECE" if name.endswith("pece") else "") + ") is not checked to give its "
+             "numbers" for name in ("sa_solver", "sa_solver_pece")},
 }
 SCHEDULER_NAMES = {
     "normal": "normal", "karras": "karras", "exponential": "exponential", "simple": "simple",
@@ -388,8 +420,9 @@ class Builder:
         if convert is not None:
             try:
                 value = convert(value)
-            except (KeyError, ValueError, TypeError):
-                self.problem(cnode, f"{comfy_input} {_show(value)} has no nodeflow equivalent")
+            except (KeyError, ValueError, TypeError) as exc:
+                why = f": {exc.reason}" if isinstance(exc, NoEquivalent) else ""
+                self.problem(cnode, f"{comfy_input} {_show(value)} has no nodeflow equivalent{why}")
                 return
         values[name] = value
 
@@ -474,7 +507,17 @@ def _image_file_name(name: Any) -> Any:
     return name
 
 
+class NoEquivalent(ValueError):
+    """A widget value nodeflow refuses for a known reason (``reason``, for the import error)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _sampler_name(name: Any) -> str:
+    if isinstance(name, str) and name in SAMPLER_REFUSED:
+        raise NoEquivalent(SAMPLER_REFUSED[name])
     return SAMPLER_NAMES[name]
 
 

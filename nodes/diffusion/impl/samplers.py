@@ -71,6 +71,13 @@ SAMPLERS: dict[str, SamplerSpec] = {
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
         description="DPM-Solver++(2M) SDE (stochastic)", variance_preserving=True, sigma_list="timesteps",
     ),
+    # ComfyUI's dpmpp_2m_sde_heun: the same solver with the Heun-type correction of the
+    # second-order term ((1 - e^-2h) / -2h + 1 rather than 1/2 of 1 - e^-2h).
+    "dpmpp_2m_sde_heun": SamplerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
+        description="DPM-Solver++(2M) SDE, Heun correction (stochastic)", variance_preserving=True, sigma_list="timesteps",
+    ),
     "dpmpp_3m_sde": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
@@ -93,6 +100,14 @@ SAMPLERS: dict[str, SamplerSpec] = {
         {"solver_type": "bh2", "solver_order": 3, "predict_x0": True, "lower_order_final": True,
          "disable_corrector": [], "final_sigmas_type": "zero"},
         description="UniPC multistep, B(h) = e^h - 1, third order (ComfyUI's uni_pc_bh2)", variance_preserving=True,
+    ),
+    # ComfyUI's deis: DEIS (Zhang & Chen 2023) third order. diffusers' is the multistep
+    # exponential integrator with its polynomial in log rho (rho = sigma), ComfyUI's the
+    # "tab" variant integrating it in VP time numerically; same order, not the same numbers.
+    "deis": SamplerSpec(
+        "DEISMultistepScheduler",
+        {"algorithm_type": "deis", "solver_type": "logrho", "solver_order": 3, "lower_order_final": True},
+        description="DEIS multistep, third order (diffusers' log-rho form of ComfyUI's deis)", variance_preserving=True,
     ),
     "lcm": SamplerSpec("LCMScheduler", sigma_schedules=False, description="LCM, for latent-consistency-distilled models",
                        variance_preserving=True),

@@ -259,3 +259,47 @@ def test_a_list_edit_of_a_schedule_imported_as_widgets_is_refused_saying_why(tmp
     with pytest.raises(WorkflowError, match=r"node 34 \(SetFirstSigma\): its sigmas come from BasicScheduler"):
         _open(tmp_path, _custom(basic, {"class_type": "SetFirstSigma", "inputs": {"sigma": 20.0}}))
 
+
+# ------------------------------------------------------------- names and reasons
+# ComfyUI 0.8.0's names (comfy/samplers.py: KSAMPLER_NAMES + ddim, uni_pc, uni_pc_bh2; SCHEDULER_NAMES).
+COMFY_SAMPLERS = (
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
+    "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+    "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm",
+    "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
+)
+COMFY_SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+                    "linear_quadratic", "kl_optimal")
+
+
+def test_every_comfyui_sampler_name_maps_or_is_refused_with_its_reason_in_the_docs():
+    from nodes.diffusion.comfyui import SAMPLER_NAMES, SAMPLER_REFUSED, SCHEDULER_NAMES
+    from tests.support import ROOT
+
+    assert set(COMFY_SCHEDULERS) <= set(SCHEDULER_NAMES)
+    assert not set(SAMPLER_NAMES) & set(SAMPLER_REFUSED)
+    assert sorted(set(COMFY_SAMPLERS) - set(SAMPLER_NAMES) - set(SAMPLER_REFUSED)) == []
+    text = (ROOT / "docs" / "comfyui.md").read_text().split("## Sampler and scheduler names", 1)[1].split("\n## ", 1)[0]
+    documented = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[1].startswith("refused: "):
+            for name in cells[0].split(", "):
+                documented[name] = cells[1][len("refused: "):]
+    assert documented == SAMPLER_REFUSED
+
+
+def test_a_refused_sampler_name_is_refused_on_import_with_its_reason(tmp_path):
+    from nodeflow.files.workflow import WorkflowError
+    from nodes.diffusion.comfyui import SAMPLER_REFUSED
+
+    with pytest.raises(WorkflowError) as error:
+        _open(tmp_path, _ksampler("normal", "ipndm"))
+    assert f"sampler_name 'ipndm' has no nodeflow equivalent: {SAMPLER_REFUSED['ipndm']}" in str(error.value)
+    flow = _open(tmp_path, _ksampler("karras", "deis"))
+    assert (flow.graph.nodes["3"].values["sampler"], flow.graph.nodes["3"].values["schedule"]) == ("deis", "karras")
+    flow = _open(tmp_path, _ksampler("normal", "dpmpp_2m_sde_heun_gpu"))
+    assert flow.graph.nodes["3"].values["sampler"] == "dpmpp_2m_sde_heun"
