@@ -815,6 +815,8 @@ def _sampler_choice(b: Builder, select: ComfyNode, values: dict[str, Any]) -> No
         b.value(select, "sampler_name", values, "sampler", _sampler_name)
         return
     sampler, defaults = SAMPLER_NODES[select.type]
+    if select.type == "SamplerDPMPP_2M_SDE" and b.resolved(select, "solver_type") == "heun":
+        sampler, defaults = "dpmpp_2m_sde_heun", {**defaults, "solver_type": "heun"}  # ComfyUI's dpmpp_2m_sde_heun
     for name, default in defaults.items():
         value = b.resolved(select, name)
         if value is not None and value != default:

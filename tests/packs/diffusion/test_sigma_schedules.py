@@ -156,6 +156,20 @@ def test_kl_optimal_and_linear_quadratic_run_with_euler(parts):
     assert not torch.allclose(kl, lq, atol=1e-3)
 
 
+def test_on_a_continuous_edm_model_the_list_schedules_are_refused_and_beta_nodes_use_its_log_levels(parts):
+    from nodes.diffusion.model_edm import ModelSamplingEDM
+
+    edm = ModelSamplingEDM().run(CTX, parts["model"], "edm", 80.0, 0.01)
+    guider = cfg({**parts, "model": edm})
+    with pytest.raises(NodeError) as refused:
+        _run(guider, latent_for(parts), "euler", "beta")
+    assert refused.value.field == "schedule" and "karras or exponential" in str(refused.value)
+    # ComfyUI stands in 1000 levels evenly spaced in log sigma for such a model
+    levels = np.exp(np.linspace(math.log(0.01), math.log(80.0), 1000))
+    got = BetaSamplingScheduler().run(CTX, edm, 3, 1.0, 1.0)  # Beta(1, 1): the quantiles themselves
+    assert got.values == pytest.approx([levels[999], levels[666], levels[333], 0.0], rel=1e-9)
+
+
 def test_the_editor_plot_shows_a_list_schedules_levels(parts):
     from nodes.diffusion.impl.samplers import schedule_sigmas
 
@@ -303,3 +317,13 @@ def test_a_refused_sampler_name_is_refused_on_import_with_its_reason(tmp_path):
     assert (flow.graph.nodes["3"].values["sampler"], flow.graph.nodes["3"].values["schedule"]) == ("deis", "karras")
     flow = _open(tmp_path, _ksampler("normal", "dpmpp_2m_sde_heun_gpu"))
     assert flow.graph.nodes["3"].values["sampler"] == "dpmpp_2m_sde_heun"
+
+
+def test_the_dpmpp_2m_sde_sampler_node_with_heuns_solver_imports_as_dpmpp_2m_sde_heun(tmp_path):
+    data = _custom({"class_type": "KarrasScheduler", "inputs": {"steps": 4, "sigma_max": 14.614642,
+                                                                "sigma_min": 0.0291675, "rho": 7.0}})
+    data["31"] = {"class_type": "SamplerDPMPP_2M_SDE", "inputs": {"solver_type": "heun", "eta": 1.0, "s_noise": 1.0,
+                                                                  "noise_device": "gpu"}}
+    assert _open(tmp_path, data).graph.nodes["3"].values["sampler"] == "dpmpp_2m_sde_heun"
+    data["31"]["inputs"]["solver_type"] = "midpoint"
+    assert _open(tmp_path, data).graph.nodes["3"].values["sampler"] == "dpmpp_2m_sde"
