@@ -140,14 +140,20 @@ def sample(
     except UnsupportedCombination as exc:
         raise SamplingError("schedule", str(exc)) from None
 
-    if sigmas is None and schedule in LIST_SCHEDULES:  # beta, kl_optimal, ...: run as the list they are
+    from_schedule = sigmas is None and schedule in LIST_SCHEDULES
+    if from_schedule:  # beta, kl_optimal, ...: run as the list they are
         if model.sampling == "edm":
             raise SamplingError("schedule", f"the {schedule} schedule runs as a list of sigmas, which diffusers' EDM "
                                 "schedulers cannot take; use karras or exponential with this model")
         sigmas = listed_schedule(schedule, steps, denoise, scheduler)
     timing: dict[str, Any] | None = None
     if sigmas is not None:
-        timing, steps, denoise, steps_run = _explicit(sampler, spec, scheduler, sigmas, steps_run)
+        try:
+            timing, steps, denoise, steps_run = _explicit(sampler, spec, scheduler, sigmas, steps_run)
+        except SamplingError as exc:  # a list the schedule made: the steps are at fault, not an input
+            if exc.field == "sigmas" and from_schedule:
+                raise SamplingError("steps", f"the {schedule} schedule at {steps} steps: {exc}") from None
+            raise
 
     from nodes.diffusion.impl.lora import active
     from nodes.diffusion.impl.patches import unet_patches

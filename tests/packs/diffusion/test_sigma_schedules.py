@@ -154,6 +154,9 @@ def test_kl_optimal_and_linear_quadratic_run_with_euler(parts):
     lq = _run(guider, latent, "euler", "linear_quadratic", steps=4)
     assert torch.allclose(lq, _run(guider, latent, "euler", sigmas=S.linear_quadratic(4, top)), atol=1e-4, rtol=1e-5)
     assert not torch.allclose(kl, lq, atol=1e-3)
+    with pytest.raises(NodeError) as collided:  # the schedule's own list: its steps are at fault
+        _run(guider, latent, "dpmpp_2m", "linear_quadratic", steps=10)
+    assert collided.value.field == "steps" and "linear_quadratic schedule at 10 steps" in str(collided.value)
 
 
 def test_on_a_continuous_edm_model_the_list_schedules_are_refused_and_beta_nodes_use_its_log_levels(parts):
@@ -176,6 +179,14 @@ def test_the_editor_plot_shows_a_list_schedules_levels(parts):
     levels = schedule_sigmas("euler", "kl_optimal", 4, parts["model"].scheduler_config)
     top, bottom = float(_sd_levels()[-1]), float(_sd_levels()[0])
     assert levels["sigma"] == pytest.approx(S.kl_optimal(4, top, bottom).values[:-1], rel=1e-4)
+    # linear_quadratic's first steps are closer than SD's training steps from 10 steps on:
+    # a sampler of training timesteps refuses it there, euler runs it
+    config = parts["model"].scheduler_config
+    assert len(schedule_sigmas("dpmpp_2m", "linear_quadratic", 9, config)["sigma"]) == 9
+    with pytest.raises(S.SigmaError, match="same training step") as collided:
+        schedule_sigmas("dpmpp_2m", "linear_quadratic", 10, config)
+    assert collided.value.field == "sigmas"
+    assert len(schedule_sigmas("euler", "linear_quadratic", 30, config)["sigma"]) == 30
 
 
 # ---------------------------------------------------------------- ComfyUI import
