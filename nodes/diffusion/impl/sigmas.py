@@ -131,7 +131,10 @@ def beta(steps: int, levels: Sequence[float], alpha: float = BETA_ALPHA, beta_: 
     last = len(levels) - 1
     picked: list[int] = []
     for i in range(steps):
-        step = int(round(float(distribution.ppf(1.0 - i / steps, alpha, beta_)) * last))  # numpy's rint: half to even
+        # i x (1 / steps), not i / steps: the quantile as numpy's linspace (and so ComfyUI)
+        # computes it, since Beta(1, 1) and others put some exactly on a half step, where
+        # the last bit decides the rounding (half to even, as numpy's rint).
+        step = int(round(float(distribution.ppf(1.0 - i * (1.0 / steps), alpha, beta_)) * last))
         if not picked or step != picked[-1]:
             picked.append(step)
     return Sigmas(tuple(float(levels[t]) for t in picked) + (0.0,))

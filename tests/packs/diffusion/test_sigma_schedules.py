@@ -53,13 +53,13 @@ def test_the_list_schedules_are_named_alike_for_validation_and_for_the_run():
     assert LIST_SCHEDULES == set(S.MODEL_SCHEDULES)
 
 
-@pytest.mark.parametrize("alpha,beta", [(0.6, 0.6), (0.5, 0.5), (2.0, 0.7)])
+@pytest.mark.parametrize("alpha,beta", [(0.6, 0.6), (0.5, 0.5), (2.0, 0.7), (1.0, 1.0)])  # 1, 1: ties at half steps
 def test_beta_picks_the_models_levels_at_the_beta_quantiles(alpha, beta):
     from scipy.special import betaincinv
 
     levels = _sd_levels()
     steps = 12
-    quantiles = [1.0 - i / steps for i in range(steps)]
+    quantiles = list(1.0 - np.linspace(0, 1, steps, endpoint=False))
     if alpha == beta == 0.5:  # the arcsine distribution: F^-1(p) = sin^2(pi p / 2)
         positions = [math.sin(math.pi * q / 2) ** 2 for q in quantiles]
     else:
@@ -71,6 +71,34 @@ def test_beta_picks_the_models_levels_at_the_beta_quantiles(alpha, beta):
     got = S.beta(steps, tuple(levels), alpha, beta)
     assert got.values == pytest.approx([levels[t] for t in picked] + [0.0], rel=1e-12)
     assert got.values[0] == pytest.approx(14.6146, rel=1e-4)  # quantile 1 is the last training step
+
+
+# Measured with ComfyUI 0.8.0's own functions, in its own venv (comfy.samplers.calculate_sigmas
+# on ModelSamplingDiscrete's SD schedule; beta_scheduler alpha = beta = 1; get_sigmas_laplace with
+# mu 0.3, beta 0.7), 7 significant digits. Ours differ by float32 rounding of the levels (ComfyUI's
+# betas are float64, diffusers' float32): under 2e-5 relative.
+COMFY_MEASURED = {
+    ("beta", 10): (14.61464, 11.54277, 7.371844, 4.372802, 2.615236, 1.618279, 1.027329, 0.6548854, 0.3955097,
+                   0.1990586, 0.0),
+    ("kl_optimal", 10): (14.61463, 4.23235, 2.393719, 1.597066, 1.132997, 0.8152444, 0.5729142, 0.3724841, 0.1952883,
+                         0.02916716, 0.0),
+    ("linear_quadratic", 10): (14.61464, 14.54157, 14.4685, 14.39542, 14.32235, 14.24928, 13.62084, 11.8817, 9.031848,
+                               5.07128, 0.0),
+}
+
+
+def test_the_levels_are_comfyuis_as_measured(parts):
+    from nodes.diffusion.impl.samplers import listed_schedule, make_scheduler
+
+    scheduler = make_scheduler("euler", "normal", parts["model"].scheduler_config)
+    for (schedule, steps), levels in COMFY_MEASURED.items():
+        assert listed_schedule(schedule, steps, 1.0, scheduler).values == pytest.approx(levels, rel=2e-5), schedule
+    uniform = BetaSamplingScheduler().run(CTX, parts["model"], 12, 1.0, 1.0)
+    assert uniform.values == pytest.approx((14.61464, 9.089005, 5.934702, 4.081729, 2.918307, 2.15049, 1.618279,
+                                            1.227063, 0.932358, 0.6957989, 0.4946969, 0.3052012, 0.0), rel=2e-5)
+    laplace = LaplaceScheduler().run(CTX, 9, 14.614642, 0.0291675, 0.3, 0.7)
+    assert laplace.values == pytest.approx((14.61464, 3.562199, 2.192822, 1.650978, 1.349859, 1.10366, 0.8309472,
+                                            0.5115152, 0.0291675), rel=2e-6)
 
 
 def test_beta_runs_a_step_once_when_two_quantiles_round_to_it():
