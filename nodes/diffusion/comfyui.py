@@ -353,9 +353,11 @@ SAMPLER_REFUSED = {
     "er_sde": f"ER-SDE-Solver (extended reverse-time SDE) {_NO_SCHEDULER}",
     "seeds_2": f"SEEDS-2 (stochastic exponential derivative-free solver) {_NO_SCHEDULER}",
     "seeds_3": f"SEEDS-3 (stochastic exponential derivative-free solver) {_NO_SCHEDULER}",
-    **{name: "diffusers' SASolverScheduler is SA-Solver, but ComfyUI's (predictor order 3, corrector order 4, "
-             "lowered near the end" + (", PECE" if name.endswith("pece") else "") + ") is not checked to give its "
-             "numbers" for name in ("sa_solver", "sa_solver_pece")},
+    "sa_solver": "diffusers' SASolverScheduler is SA-Solver but does not step as ComfyUI's: at ComfyUI's orders "
+                 "(predictor 3, corrector 4) and without noise the two end 0.17 apart on an exact Gaussian "
+                 "denoiser at 8 steps, where their euler agrees to 1e-5",
+    "sa_solver_pece": "SA-Solver in PECE mode (the model called again after each correction) has no diffusers "
+                      "scheduler",
 }
 SCHEDULER_NAMES = {
     "normal": "normal", "karras": "karras", "exponential": "exponential", "simple": "simple",
