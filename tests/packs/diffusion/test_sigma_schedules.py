@@ -420,3 +420,14 @@ def test_deis_is_another_integration_of_the_same_flow_than_comfyuis_and_sa_solve
     assert np.abs(deis - exact).max() < 0.02 < np.abs(np.array(TOY_COMFY["deis"]) - exact).max()
     sa = _toy(scheduler_class="SASolverScheduler", predictor_order=3, corrector_order=4, tau_func=lambda t: 0)
     assert np.abs(sa - TOY_COMFY["sa_solver"]).max() > 0.1
+
+
+def test_schedules_compared_draws_the_list_schedules_a_sampler_can_run(parts):
+    from nodes.diffusion.explain.schedules import ScheduleCompare
+
+    upstream = {"scheduler_config": parts["model"].scheduler_config}
+    _, visited = ScheduleCompare.insight({"sampler": "dpmpp_2m", "steps": 20, "axis": "sigma"}, upstream)["plots"]
+    drawn = {s["label"] for s in visited["series"]}
+    assert {"normal", "beta", "kl_optimal"} <= drawn and "linear_quadratic" not in drawn  # collides at 20 steps
+    _, visited = ScheduleCompare.insight({"sampler": "euler", "steps": 20, "axis": "sigma"}, upstream)["plots"]
+    assert "linear_quadratic" in {s["label"] for s in visited["series"]}
