@@ -431,3 +431,16 @@ def test_schedules_compared_draws_the_list_schedules_a_sampler_can_run(parts):
     assert {"normal", "beta", "kl_optimal"} <= drawn and "linear_quadratic" not in drawn  # collides at 20 steps
     _, visited = ScheduleCompare.insight({"sampler": "euler", "steps": 20, "axis": "sigma"}, upstream)["plots"]
     assert "linear_quadratic" in {s["label"] for s in visited["series"]}
+
+
+def test_split_by_denoise_of_a_widget_schedule_folds_into_the_samplers_step_range(tmp_path):
+    basic = {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "beta", "steps": 7,
+                                                        "denoise": 1.0}}
+    split = {"class_type": "SplitSigmasDenoise", "inputs": {"denoise": 0.6}}
+    graph = _open(tmp_path, _custom(basic, split)).graph
+    low = graph.nodes["3"].values  # low_sigmas: the last round(7 x 0.6) = 4 steps
+    assert (low["schedule"], low["steps"], low["start_step"]) == ("beta", 7, 3) and "34" not in graph.nodes
+    data = _custom(basic, split)
+    data["3"]["inputs"]["sigmas"] = ["34", 0]  # high_sigmas: the 3 before, noise left over
+    high = _open(tmp_path, data).graph.nodes["3"].values
+    assert (high["end_step"], high["leftover_noise"]) == (3, True)
