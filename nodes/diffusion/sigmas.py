@@ -238,6 +238,10 @@ class SetFirstSigma(Node):
     outputs = (Output("sigmas", SIGMAS),)
 
     def run(self, ctx: RunContext, sigmas: Sigmas, sigma: float) -> Sigmas:
+        if sigmas.start and sigma > sigmas.values[sigmas.start - 1]:
+            raise NodeError(f"this part of the schedule starts at step {sigmas.start}, after sigma "
+                            f"{sigmas.values[sigmas.start - 1]:g}; a first sigma of {sigma:g} would make the "
+                            "schedule rise there, which the Sampler cannot run", field="sigma")
         return set_first(sigmas, sigma)
 
 

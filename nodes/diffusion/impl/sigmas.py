@@ -200,47 +200,38 @@ def parse(text: str) -> Sigmas:
     return Sigmas(tuple(float(n) for n in _NUMBER.findall(text)))
 
 
-def rebased(sigmas: Sigmas) -> Sigmas:
-    """The same run with its window starting at the list's first value (the levels
-    before the window dropped), so an edit of "the first sigma" edits the window's."""
-    if sigmas.start == 0:
-        return sigmas
-    end = None if sigmas.end is None else sigmas.stop - sigmas.start
-    return Sigmas(sigmas.values[sigmas.start:], 0, end)
-
-
+# The edits act on the window only (what ComfyUI's node would get as its list) and keep
+# the levels around it: a window that starts part way starts from the input latent,
+# noised to its first level, and one that stops early hands on a noisy latent.
 def set_first(sigmas: Sigmas, sigma: float) -> Sigmas:
     """The window's first (noisiest) level replaced by ``sigma``."""
-    base = rebased(sigmas)
-    return Sigmas((sigma,) + base.values[1:], 0, base.end)
+    i = sigmas.start
+    return Sigmas(sigmas.values[:i] + (sigma,) + sigmas.values[i + 1:], sigmas.start, sigmas.end)
 
 
 def split_denoise(sigmas: Sigmas, denoise: float) -> tuple[Sigmas, Sigmas]:
     """Split so that the second part runs the last round(steps x denoise) of the window's steps."""
-    base = rebased(sigmas)
-    run = base.stop
-    return split(base, run - round(run * denoise))
+    run = sigmas.stop - sigmas.start
+    return split(sigmas, run - round(run * denoise))
 
 
 def extend(sigmas: Sigmas, steps: int, start_at: float, end_at: float, spacing: str) -> Sigmas:
-    """Each step whose first level lies in [end_at, start_at] (start_at < 0: no upper
-    bound) divided into ``steps`` steps, the new levels placed between its two along
-    ``spacing`` (linear; cosine: more near the lower; sine: more near the upper)."""
+    """Each step of the window whose first level lies in [end_at, start_at] (start_at < 0:
+    no upper bound) divided into ``steps`` steps, the new levels placed between its two
+    along ``spacing`` (linear; cosine: more near the lower; sine: more near the upper)."""
     top = math.inf if start_at < 0 else start_at
     shape = {"linear": lambda x: x, "cosine": lambda x: math.sin(x * math.pi / 2),
              "sine": lambda x: 1 - math.cos(x * math.pi / 2)}[spacing]
-    base = rebased(sigmas)
     cuts = [shape(i / steps) for i in range(1, steps)]
     out: list[float] = []
-    end = base.end
-    for i, (here, following) in enumerate(zip(base.values, base.values[1:])):
+    added = 0
+    for i, (here, following) in enumerate(zip(sigmas.values, sigmas.values[1:])):
         out.append(here)
-        if end_at <= here <= top:
+        if sigmas.start <= i < sigmas.stop and end_at <= here <= top:
             out.extend(here + c * (following - here) for c in cuts)
-            if end is not None and i < base.stop:
-                end += len(cuts)
-    out.append(base.values[-1])
-    return Sigmas(tuple(out), 0, end)
+            added += len(cuts)
+    out.append(sigmas.values[-1])
+    return Sigmas(tuple(out), sigmas.start, None if sigmas.end is None else sigmas.stop + added)
 
 
 def split(sigmas: Sigmas, step: int) -> tuple[Sigmas, Sigmas]:

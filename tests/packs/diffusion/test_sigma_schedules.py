@@ -132,9 +132,13 @@ def test_laplace_and_the_list_edits():
 
     whole = Sigmas((10.0, 5.0, 2.0, 1.0, 0.0))
     assert SetFirstSigma().run(CTX, whole, 12.0) == Sigmas((12.0, 5.0, 2.0, 1.0, 0.0))
-    # the edit is of the window's first step: the low half of a split starts at 2.0
+    # the edit is of the window's first step (the low half of a split starts at 2.0); the
+    # levels before it stay, so the run still starts part way (from the input latent)
     low = S.split(whole, 2)[1]
-    assert SetFirstSigma().run(CTX, low, 3.0) == Sigmas((3.0, 1.0, 0.0))
+    assert SetFirstSigma().run(CTX, low, 3.0) == Sigmas((10.0, 5.0, 3.0, 1.0, 0.0), 2)
+    with pytest.raises(NodeError) as rising:
+        SetFirstSigma().run(CTX, low, 6.0)
+    assert rising.value.field == "sigma"
     high = S.split(whole, 2)[0]
     assert SetFirstSigma().run(CTX, high, 11.0) == Sigmas((11.0, 5.0, 2.0, 1.0, 0.0), 0, 2)
 
@@ -145,9 +149,13 @@ def test_laplace_and_the_list_edits():
     assert extended == Sigmas((10.0, 7.5, 5.0, 3.5, 2.0, 1.5, 1.0, 0.0))
     sine = ExtendIntermediateSigmas().run(CTX, Sigmas((10.0, 0.0)), 3, -1.0, 0.0, "sine")
     assert sine.values == pytest.approx((10.0, 10 - 10 * (1 - math.cos(math.pi / 6)), 10 - 10 * (1 - math.cos(math.pi / 3)), 0.0))
-    # extending inside a window keeps the window's end on the same level
+    # only the window's steps are extended, and it keeps its ends on the same levels
     cut = ExtendIntermediateSigmas().run(CTX, high, 2, -1.0, 0.0, "linear")
-    assert cut.values[cut.stop] == 2.0
+    assert cut == Sigmas((10.0, 7.5, 5.0, 3.5, 2.0, 1.0, 0.0), 0, 4)
+    later = ExtendIntermediateSigmas().run(CTX, low, 2, -1.0, 0.0, "linear")
+    assert later == Sigmas((10.0, 5.0, 2.0, 1.5, 1.0, 0.5, 0.0), 2)
+    parts_ = SplitSigmasDenoise().run(CTX, low, 0.5)  # of the window's 2 steps, the last 1
+    assert (parts_["high_sigmas"].start, parts_["high_sigmas"].stop, parts_["low_sigmas"].start) == (2, 3, 3)
 
 
 # ------------------------------------------------------------ the Sampler's schedules
