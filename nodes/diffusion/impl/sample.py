@@ -184,14 +184,21 @@ def sample(
         if begin and hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
         vp = spec.variance_preserving
+        # A list of sigmas that starts below the model's largest, on a latent with a picture
+        # in it, starts part way, as a window of a longer list would: from the input latent
+        # noised to its first level, as ComfyUI does. An empty latent has nothing to keep and
+        # starts from pure noise, as diffusers' pipelines do (so a list of a schedule's own
+        # sigmas gives that schedule's image).
+        part_way = begin > 0 or (sigmas is not None and generator is not None and bool(latent.samples.any())
+                                 and _starts_below_max(sigmas, scheduler))
 
         if generator is None:
             # No noise (DisableNoise): the input latent is taken to be noisy already, at the
             # level of the first step that runs (k-diffusion form), so it is the starting point.
             x = latent.samples.to(device=device, dtype=dtype)
-            if begin and vp:
+            if part_way and vp:
                 x = x * _vp_alpha(scheduler, full, begin)
-        elif begin == 0:
+        elif not part_way:
             x = initial * scheduler.init_noise_sigma
         else:
             start = latent.samples.to(device=device, dtype=dtype)
@@ -260,6 +267,16 @@ def sample(
                 return clean
             return x / _vp_alpha(scheduler, full, stop) if vp else x
     return x
+
+
+def _starts_below_max(sigmas: "Sigmas", scheduler: Any) -> bool:
+    """Whether the list's first level is below the model's largest sigma (within 1e-5, as
+    ComfyUI decides whether a run starts from pure noise); EDM schedulers take no list."""
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if alphas is None:
+        return False
+    last = max(float(alphas[-1]), 2.0 ** -24)
+    return sigmas.values[0] < ((1.0 - last) / last) ** 0.5 * (1.0 - 1e-5)
 
 
 def _explicit(sampler: str, spec: Any, scheduler: Any, sigmas: "Sigmas",

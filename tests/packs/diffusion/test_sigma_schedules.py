@@ -452,3 +452,19 @@ def test_split_by_denoise_of_a_widget_schedule_folds_into_the_samplers_step_rang
     data["3"]["inputs"]["sigmas"] = ["34", 0]  # high_sigmas: the 3 before, noise left over
     high = _open(tmp_path, data).graph.nodes["3"].values
     assert (high["end_step"], high["leftover_noise"]) == (3, True)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m"])
+def test_a_list_that_starts_below_the_models_largest_sigma_starts_from_the_input_latent(parts, sampler):
+    """As ComfyUI does (and as the same levels as a window of a longer list ran already): the
+    input latent noised to the first level, not pure noise at it. (An empty latent starts
+    from pure noise, as diffusers' pipelines do: test_sigma_lists.py.)"""
+    guider = cfg(parts)
+    picture = latent_for(parts)
+    picture.samples = torch.randn(picture.samples.shape, generator=torch.Generator().manual_seed(9))
+    short = ManualSigmas().run(CTX, "5, 2, 0.5, 0")
+    window = Sigmas((14.614642, 5.0, 2.0, 0.5, 0.0), start=1)
+    got = _run(guider, picture, sampler, sigmas=short)
+    assert torch.allclose(got, _run(guider, picture, sampler, sigmas=window), atol=1e-5, rtol=1e-5)
+    other = latent_for(parts)  # an empty latent: another start, another result
+    assert not torch.allclose(got, _run(guider, other, sampler, sigmas=short), atol=1e-2)
