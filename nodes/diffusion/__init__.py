@@ -50,7 +50,8 @@ from nodes.diffusion.part_loaders import DualTextEncoderLoader, TextEncoderLoade
 from nodes.diffusion.devices import DEVICES
 from nodes.diffusion.sampling import CFG, BasicGuider, DisableNoise, DualCFGGuider, Noise, PerpNegGuider, Sampler
 from nodes.diffusion.sigmas import (
-    AlignYourStepsScheduler, ExponentialScheduler, KarrasScheduler, PolyexponentialScheduler, SplitSigmas, VPScheduler,
+    AlignYourStepsScheduler, BetaSamplingScheduler, ExponentialScheduler, ExtendIntermediateSigmas, KarrasScheduler,
+    LaplaceScheduler, ManualSigmas, PolyexponentialScheduler, SetFirstSigma, SplitSigmas, SplitSigmasDenoise, VPScheduler,
 )
 from nodes.diffusion.sdxl_text import TextEncoderSDXL, TextEncoderSDXLRefiner
 from nodes.diffusion.text import TextEncoder
@@ -80,8 +81,8 @@ PACK = Pack(
         TextEncoderLoader, DualTextEncoderLoader,
         # Regions, schedules and merges (issue 11).
         ConditioningSetAreaPercentage, ConditioningSetMask, AlignYourStepsScheduler, KarrasScheduler, ExponentialScheduler,
-        PolyexponentialScheduler, VPScheduler,
-        SplitSigmas, ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL, ModelSamplingEDM,
+        PolyexponentialScheduler, VPScheduler, BetaSamplingScheduler, LaplaceScheduler, ManualSigmas,
+        SplitSigmas, SplitSigmasDenoise, SetFirstSigma, ExtendIntermediateSigmas, ModelMergeBlocks, ModelMergeSD1, ModelMergeSDXL, ModelSamplingEDM,
         # unCLIP and CLIP vision (issue 11).
         CLIPVisionLoader, CLIPVisionEncode, UnCLIPCheckpoint, UnCLIPConditioning,
         # GLIGEN, phrases grounded to boxes (issue 11).

@@ -324,10 +324,46 @@ SAMPLER_NAMES = {
     "ddim": "ddim", "lcm": "lcm", "uni_pc": "unipc_bh1", "uni_pc_bh2": "unipc_bh2",
     # comfy-import: the third-order SDE solver ("_gpu" only says where ComfyUI draws its noise)
     "dpmpp_3m_sde": "dpmpp_3m_sde", "dpmpp_3m_sde_gpu": "dpmpp_3m_sde",
+    # comfy-import: DEIS at ComfyUI's third order; the 2M SDE solver with Heun's correction
+    "deis": "deis", "dpmpp_2m_sde_heun": "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu": "dpmpp_2m_sde_heun",
+}
+# ComfyUI's other sampler names (0.8.0), and why each has no nodeflow equivalent: the
+# import error gives the reason, docs/comfyui.md lists them (a test keeps the three in step).
+_CFG_PP = ("a CFG++ sampler (Chung et al. 2024): each step also uses the unconditional prediction apart from "
+           "the guided one, and diffusers' schedulers are handed the guided prediction only")
+_NO_SCHEDULER = "has no diffusers scheduler"
+SAMPLER_REFUSED = {
+    **{name: _CFG_PP for name in ("euler_cfg_pp", "euler_ancestral_cfg_pp", "dpmpp_2s_ancestral_cfg_pp",
+                                  "dpmpp_2m_cfg_pp", "res_multistep_cfg_pp", "res_multistep_ancestral_cfg_pp",
+                                  "gradient_estimation_cfg_pp")},
+    "heunpp2": f"Heun++ (Heun's method with a third, weighted model call) {_NO_SCHEDULER}",
+    "exp_heun_2_x0": f"the exponential Heun method on the data prediction (SEEDS-2 with r = 1) {_NO_SCHEDULER}",
+    "exp_heun_2_x0_sde": f"the stochastic exponential Heun method on the data prediction {_NO_SCHEDULER}",
+    "dpm_fast": f"DPM-Solver-fast (first- to third-order single steps over its own log-sigma schedule) {_NO_SCHEDULER}",
+    "dpm_adaptive": "DPM-Solver with an adaptive step size chooses its own number of steps; diffusers has no "
+                    "adaptive-step scheduler",
+    "dpmpp_2s_ancestral": "diffusers' DPMSolverSinglestepScheduler has the DPM-Solver++(2S) steps but not their "
+                          "ancestral noise",
+    "ipndm": "diffusers' IPNDMScheduler is another method on another schedule: it walks its own continuous times "
+             "in [0, 1] (for v-objective audio models), not the model's sigmas, and takes no list of sigmas",
+    "ipndm_v": f"variable-step iPNDM {_NO_SCHEDULER} (IPNDMScheduler is a fixed-schedule method of its own)",
+    "res_multistep": f"RES multistep (a second-order exponential multistep solver) {_NO_SCHEDULER}",
+    "res_multistep_ancestral": f"RES multistep with ancestral noise {_NO_SCHEDULER}",
+    "gradient_estimation": f"the gradient-estimation sampler {_NO_SCHEDULER}",
+    "er_sde": f"ER-SDE-Solver (extended reverse-time SDE) {_NO_SCHEDULER}",
+    "seeds_2": f"SEEDS-2 (stochastic exponential derivative-free solver) {_NO_SCHEDULER}",
+    "seeds_3": f"SEEDS-3 (stochastic exponential derivative-free solver) {_NO_SCHEDULER}",
+    "sa_solver": "diffusers' SASolverScheduler is SA-Solver but does not step as ComfyUI's: at ComfyUI's orders "
+                 "(predictor 3, corrector 4) and without noise the two end 0.17 apart on an exact Gaussian "
+                 "denoiser at 8 steps, where their euler agrees to 1e-5",
+    "sa_solver_pece": "SA-Solver in PECE mode (the model called again after each correction) has no diffusers "
+                      "scheduler",
 }
 SCHEDULER_NAMES = {
     "normal": "normal", "karras": "karras", "exponential": "exponential", "simple": "simple",
     "sgm_uniform": "simple", "ddim_uniform": "normal", "linear": "linear",
+    # comfy-import: lists of sigmas over the model's own levels (run by the samplers that take a list)
+    "beta": "beta", "kl_optimal": "kl_optimal", "linear_quadratic": "linear_quadratic",
 }
 UPSCALE_METHODS = {"nearest-exact": "nearest", "bilinear": "bilinear", "bicubic": "bicubic", "area": "area",
                    "bislerp": "bislerp"}
@@ -386,8 +422,9 @@ class Builder:
         if convert is not None:
             try:
                 value = convert(value)
-            except (KeyError, ValueError, TypeError):
-                self.problem(cnode, f"{comfy_input} {_show(value)} has no nodeflow equivalent")
+            except (KeyError, ValueError, TypeError) as exc:
+                why = f": {exc.reason}" if isinstance(exc, NoEquivalent) else ""
+                self.problem(cnode, f"{comfy_input} {_show(value)} has no nodeflow equivalent{why}")
                 return
         values[name] = value
 
@@ -472,7 +509,17 @@ def _image_file_name(name: Any) -> Any:
     return name
 
 
+class NoEquivalent(ValueError):
+    """A widget value nodeflow refuses for a known reason (``reason``, for the import error)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def _sampler_name(name: Any) -> str:
+    if isinstance(name, str) and name in SAMPLER_REFUSED:
+        raise NoEquivalent(SAMPLER_REFUSED[name])
     return SAMPLER_NAMES[name]
 
 
@@ -758,7 +805,8 @@ SAMPLER_NODES: dict[str, tuple[str, dict[str, Any]]] = {
 SAMPLER_SOURCES = ("KSamplerSelect", *SAMPLER_NODES)
 SIGMA_SOURCES = ("BasicScheduler", "KarrasScheduler", "ExponentialScheduler", "PolyexponentialScheduler", "VPScheduler",
                  "SDTurboScheduler", "SplitSigmas",
-                 "AlignYourStepsScheduler")
+                 "AlignYourStepsScheduler", "BetaSamplingScheduler", "LaplaceScheduler", "ManualSigmas",
+                 "SplitSigmasDenoise", "SetFirstSigma", "ExtendIntermediateSigmas")
 # KarrasScheduler / ExponentialScheduler defaults: SD's own sigma range, which the
 # Sampler's karras / exponential schedules use; other values become a list of sigmas.
 _SIGMA_RANGE = {"sigma_max": 14.614642, "sigma_min": 0.0291675}
@@ -769,6 +817,8 @@ def _sampler_choice(b: Builder, select: ComfyNode, values: dict[str, Any]) -> No
         b.value(select, "sampler_name", values, "sampler", _sampler_name)
         return
     sampler, defaults = SAMPLER_NODES[select.type]
+    if select.type == "SamplerDPMPP_2M_SDE" and b.resolved(select, "solver_type") == "heun":
+        sampler, defaults = "dpmpp_2m_sde_heun", {**defaults, "solver_type": "heun"}  # ComfyUI's dpmpp_2m_sde_heun
     for name, default in defaults.items():
         value = b.resolved(select, name)
         if value is not None and value != default:
@@ -787,10 +837,18 @@ def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input
         return False
     if needs_sigma_list(b, source):
         return True
-    if source.type == "SplitSigmas":
+    if source.type in ("SplitSigmas", "SplitSigmasDenoise"):
         _sigmas_values(b, source, values)
-        step = b.resolved(source, "step")
-        step = 0 if step is None else step
+        if source.type == "SplitSigmasDenoise":  # the split step of the schedule's own steps
+            denoise = b.resolved(source, "denoise")
+            denoise = 1.0 if denoise is None else denoise
+            if values.get("denoise", 1.0) != 1.0 or not _is_int(values.get("steps")) or not _is_number(denoise):
+                b.problem(source, "nodeflow can split by denoise only a whole schedule with a known number of steps")
+                return False
+            step = values["steps"] - round(values["steps"] * denoise)
+        else:
+            step = b.resolved(source, "step")
+            step = 0 if step is None else step
         if not _is_int(step):
             b.problem(source, "step must be a whole number")
             return False
@@ -814,6 +872,9 @@ def _sigmas_values(b: Builder, c: ComfyNode, values: dict[str, Any], comfy_input
                 values["steps"], values["denoise"] = steps_and_denoise(values["steps"], denoise)
             except ValueError:
                 b.problem(source, f"steps {_show(steps)} with denoise {_show(denoise)} have no nodeflow equivalent")
+        return False
+    if source.type == "BetaSamplingScheduler":  # alpha = beta = 0.6: the Sampler's beta schedule
+        values["schedule"] = "beta"
         return False
     # SD's own range (and rho 7): the Sampler's schedule, as diffusers computes it.
     values["schedule"] = "karras" if source.type == "KarrasScheduler" else "exponential"
@@ -1246,9 +1307,10 @@ MAPPINGS["CheckpointSave"] = Mapping(
     ("CheckpointSave",))
 
 # Regional conditioning, sigma schedules and block merges (issue 11): comfyui_regions.py.
-from nodes.diffusion.comfyui_regions import REGION_MAPPINGS  # noqa: E402  (needs the helpers above)
+from nodes.diffusion.comfyui_regions import REGION_MAPPINGS, REGION_REFUSED  # noqa: E402  (needs the helpers above)
 
 MAPPINGS.update(REGION_MAPPINGS)
+REFUSED.update(REGION_REFUSED)
 
 # Looked through when following a link; CLIPSetLastLayer is folded into TextEncoder.clip_skip;
 # TorchCompileModel compiles the model it passes on, which changes speed, not the image.

@@ -26,25 +26,61 @@ REGION_MAPPINGS: dict[str, Mapping] = {
 
 # ----------------------------------------------------------- explicit sigma lists
 _AYS_MODELS = {"SD1": "SD1", "SDXL": "SDXL"}  # SVD is a video model
+# Always a list: no Sampler widget says them.
+_ALWAYS_LISTS = ("AlignYourStepsScheduler", "PolyexponentialScheduler", "VPScheduler", "LaplaceScheduler", "ManualSigmas")
+# They change a list, so the schedule they read must be one (its own node) too.
+_EDITS = ("SetFirstSigma", "ExtendIntermediateSigmas")
+_SPLITS = ("SplitSigmas", "SplitSigmasDenoise")
+# The schedules imported as Sampler widgets, with no list node of their own to edit.
+_WIDGETS_ONLY = ("BasicScheduler", "SDTurboScheduler")
 
 
 def needs_sigma_list(b: Builder, source: ComfyNode) -> bool:
     """Whether the schedule ``source`` makes has no Sampler widget equivalent, so it
-    becomes nodeflow's own SIGMAS node: Align Your Steps always; Karras / exponential
-    with another than SD's own range (or rho 7); a split of either."""
-    from nodes.diffusion.comfyui import _SIGMA_RANGE, Ref, _is_number
+    becomes nodeflow's own SIGMAS node: Align Your Steps, Laplace, a typed-in list and
+    the edits of a list always; Karras / exponential with another than SD's own range
+    (or rho 7), a beta schedule with another alpha / beta than 0.6; a split of a list;
+    and any schedule a list edit reads (downstream)."""
+    return _own_list(b, source) or _edited_downstream(b, source, 0)
 
-    if source.type in ("AlignYourStepsScheduler", "PolyexponentialScheduler", "VPScheduler"):
+
+def _own_list(b: Builder, source: ComfyNode) -> bool:
+    from nodes.diffusion.comfyui import _SIGMA_RANGE, _is_number
+
+    if source.type in _ALWAYS_LISTS or source.type in _EDITS:
         return True
     if source.type in ("KarrasScheduler", "ExponentialScheduler"):
         rho = b.resolved(source, "rho") if source.type == "KarrasScheduler" else None
         return (any(_is_number(v := b.resolved(source, name)) and abs(v - default) > 1e-3
                     for name, default in _SIGMA_RANGE.items())
                 or (_is_number(rho) and rho != 7.0))
-    if source.type == "SplitSigmas":
-        ref = b.resolved(source, "sigmas")
-        inner = b.comfy.get(ref.node) if isinstance(ref, Ref) else None
-        return inner is not None and needs_sigma_list(b, inner)
+    if source.type == "BetaSamplingScheduler":
+        return any(_is_number(v := b.resolved(source, name)) and abs(v - 0.6) > 1e-9 for name in ("alpha", "beta"))
+    if source.type in _SPLITS:
+        inner = _inner(b, source)
+        return inner is not None and _own_list(b, inner)
+    return False
+
+
+def _inner(b: Builder, c: ComfyNode) -> ComfyNode | None:
+    from nodes.diffusion.comfyui import Ref
+
+    ref = b.resolved(c, "sigmas")
+    return b.comfy.get(ref.node) if isinstance(ref, Ref) else None
+
+
+def _edited_downstream(b: Builder, c: ComfyNode, depth: int) -> bool:
+    """Whether a list edit reads ``c``'s schedule, directly or through splits."""
+    from nodes.diffusion.comfyui import MAX_RESOLVE_HOPS, Ref
+
+    if depth > MAX_RESOLVE_HOPS:
+        return False
+    for other in b.comfy.values():
+        if other.type in _EDITS or other.type in _SPLITS:
+            ref = b.resolved(other, "sigmas")
+            if isinstance(ref, Ref) and ref.node == c.id and (
+                    other.type in _EDITS or _edited_downstream(b, other, depth + 1)):
+                return True
     return False
 
 
@@ -57,6 +93,35 @@ def _when_listed(build: Any) -> Any:
             build(b, c)
 
     return maybe
+
+
+def _editing(build: Any) -> Any:
+    """A list edit's builder: its schedule must be a list nodeflow has a node for."""
+
+    def checked(b: Builder, c: ComfyNode) -> None:
+        inner = _inner(b, c)
+        if inner is not None and (inner.type in _WIDGETS_ONLY or (inner.type in _SPLITS and _split_of_widgets(b, inner))):
+            b.problem(c, f"its sigmas come from {inner.type} (node {inner.id}), which nodeflow imports as the "
+                         "Sampler's own schedule, not as a list of sigmas a node could edit; use KarrasScheduler, "
+                         "ExponentialScheduler or BetaSamplingScheduler for the list")
+            return
+        build(b, c)
+
+    return checked
+
+
+def _split_of_widgets(b: Builder, split_node: ComfyNode) -> bool:
+    inner = _inner(b, split_node)
+    return inner is not None and (inner.type in _WIDGETS_ONLY or (inner.type in _SPLITS and _split_of_widgets(b, inner)))
+
+
+def _build_beta(b: Builder, c: ComfyNode) -> None:
+    values: dict[str, Any] = {}
+    for name in ("steps", "alpha", "beta"):
+        b.value(c, name, values, name)
+    node_id = b.add(c, "BetaSamplingScheduler", values=values)
+    b.link(c, "model", node_id, "model")
+    b.output(c, 0, node_id, "sigmas")
 
 
 REGION_MAPPINGS.update({
@@ -72,12 +137,30 @@ REGION_MAPPINGS.update({
         ("steps", "sigma_max", "sigma_min"),
         _when_listed(_one_to_one("ExponentialScheduler", {}, {n: n for n in ("steps", "sigma_max", "sigma_min")},
                                  ("sigmas",))), ("ExponentialScheduler",)),
+    # alpha = beta = 0.6 is the Sampler's beta schedule (widgets); others its own node.
+    "BetaSamplingScheduler": Mapping(("steps", "alpha", "beta"), _when_listed(_build_beta), ("BetaSamplingScheduler",)),
     "PolyexponentialScheduler": _same("PolyexponentialScheduler", (), ("steps", "sigma_max", "sigma_min", "rho"), ("sigmas",)),
     "VPScheduler": _same("VPScheduler", (), ("steps", "beta_d", "beta_min", "eps_s"), ("sigmas",)),
+    "LaplaceScheduler": _same("LaplaceScheduler", (), ("steps", "sigma_max", "sigma_min", "mu", "beta"), ("sigmas",)),
+    "ManualSigmas": _same("ManualSigmas", (), ("sigmas",), ("sigmas",)),
     "SplitSigmas": Mapping(
         ("step",), _when_listed(_one_to_one("SplitSigmas", {"sigmas": "sigmas"}, {"step": "step"},
                                             ("high_sigmas", "low_sigmas"))), ("SplitSigmas",)),
+    "SplitSigmasDenoise": Mapping(
+        ("denoise",), _when_listed(_one_to_one("SplitSigmasDenoise", {"sigmas": "sigmas"}, {"denoise": "denoise"},
+                                               ("high_sigmas", "low_sigmas"))), ("SplitSigmasDenoise",)),
+    "SetFirstSigma": Mapping(("sigma",), _editing(_same("SetFirstSigma", ("sigmas",), ("sigma",), ("sigmas",)).build),
+                             ("SetFirstSigma",)),
+    "ExtendIntermediateSigmas": Mapping(
+        ("steps", "start_at_sigma", "end_at_sigma", "spacing"),
+        _editing(_same("ExtendIntermediateSigmas", ("sigmas",), ("steps", "start_at_sigma", "end_at_sigma", "spacing"),
+                       ("sigmas",)).build), ("ExtendIntermediateSigmas",)),
 })
+
+REGION_REFUSED = {
+    "FlipSigmas": "a flipped schedule runs from less noise to more (unsampling an image back to noise), and "
+                  "nodeflow's Sampler runs a schedule only from more noise to less, as diffusers' schedulers do",
+}
 
 
 # ------------------------------------------------------------------ block merges

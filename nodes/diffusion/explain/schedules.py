@@ -19,6 +19,7 @@ def schedule_plots(config: Mapping[str, Any], sampler: str, steps: int, axis: st
     model's own first), and each sampling schedule's steps with this config."""
     from nodes.diffusion.explain.schedule_math import CLASSIC, alpha_bar, measure
     from nodes.diffusion.impl.samplers import schedule_sigmas
+    from nodes.diffusion.impl.sigmas import SigmaError
 
     import numpy as np
 
@@ -32,7 +33,10 @@ def schedule_plots(config: Mapping[str, Any], sampler: str, steps: int, axis: st
         series.append({"label": label, "x": ts, "y": measure(alpha_bar(classic), axis)[ts].tolist()})
     visited = []
     for schedule in schedules_for(sampler):
-        levels = schedule_sigmas(sampler, schedule, steps, config)
+        try:
+            levels = schedule_sigmas(sampler, schedule, steps, config)
+        except SigmaError:  # a list schedule this sampler cannot run at these steps (linear_quadratic): not drawn
+            continue
         a = np.asarray(levels["alpha_bar"])
         visited.append({"label": schedule, "x": list(range(1, len(a) + 1)), "y": measure(a, axis).tolist(), "marks": True})
     return [

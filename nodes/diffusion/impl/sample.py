@@ -17,7 +17,10 @@ from nodeflow import RunContext
 
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map
 from nodes.diffusion.impl.views import PREVIEW_KINDS  # noqa: F401  (re-exported)
-from nodes.diffusion.impl.samplers import SAMPLERS, UnsupportedCombination, eta_unsupported_reason, make_scheduler, step_parameters
+from nodes.diffusion.impl.samplers import (
+    LIST_SCHEDULES, SAMPLERS, UnsupportedCombination, eta_unsupported_reason, listed_schedule, make_scheduler,
+    step_parameters,
+)
 from nodes.diffusion.types import DeepShrink, DifferentialMask, Latent, NoiseSource, RescaledGuidance, Sigmas
 
 if TYPE_CHECKING:
@@ -179,9 +182,20 @@ def _sample(
     except UnsupportedCombination as exc:
         raise SamplingError("schedule", str(exc)) from None
 
+    from_schedule = sigmas is None and schedule in LIST_SCHEDULES
+    if from_schedule:  # beta, kl_optimal, ...: run as the list they are
+        if model.sampling == "edm":
+            raise SamplingError("schedule", f"the {schedule} schedule runs as a list of sigmas, which diffusers' EDM "
+                                "schedulers cannot take; use karras or exponential with this model")
+        sigmas = listed_schedule(schedule, steps, denoise, scheduler)
     timing: dict[str, Any] | None = None
     if sigmas is not None:
-        timing, steps, denoise, steps_run = _explicit(sampler, spec, scheduler, sigmas, steps_run)
+        try:
+            timing, steps, denoise, steps_run = _explicit(sampler, spec, scheduler, sigmas, steps_run)
+        except SamplingError as exc:  # a list the schedule made: the steps are at fault, not an input
+            if exc.field == "sigmas" and from_schedule:
+                raise SamplingError("steps", f"the {schedule} schedule at {steps} steps: {exc}") from None
+            raise
 
     from nodes.diffusion.impl.lora import active
     from nodes.diffusion.impl.patches import unet_patches
@@ -212,14 +226,21 @@ def _sample(
         if begin and hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
         vp = spec.variance_preserving
+        # A list of sigmas that starts below the model's largest, on a latent with a picture
+        # in it, starts part way, as a window of a longer list would: from the input latent
+        # noised to its first level, as ComfyUI does. An empty latent has nothing to keep and
+        # starts from pure noise, as diffusers' pipelines do (so a list of a schedule's own
+        # sigmas gives that schedule's image).
+        part_way = begin > 0 or (sigmas is not None and generator is not None and bool(latent.samples.any())
+                                 and _starts_below_max(sigmas, scheduler))
 
         if generator is None:
             # No noise (DisableNoise): the input latent is taken to be noisy already, at the
             # level of the first step that runs (k-diffusion form), so it is the starting point.
             x = latent.samples.to(device=device, dtype=dtype)
-            if begin and vp:
+            if part_way and vp:
                 x = x * _vp_alpha(scheduler, full, begin)
-        elif begin == 0:
+        elif not part_way:
             x = initial * scheduler.init_noise_sigma
         else:
             start = latent.samples.to(device=device, dtype=dtype)
@@ -291,6 +312,16 @@ def _sample(
                 return clean
             return x / _vp_alpha(scheduler, full, stop) if vp else x
     return x
+
+
+def _starts_below_max(sigmas: "Sigmas", scheduler: Any) -> bool:
+    """Whether the list's first level is below the model's largest sigma (within 1e-5, as
+    ComfyUI decides whether a run starts from pure noise); EDM schedulers take no list."""
+    alphas = getattr(scheduler, "alphas_cumprod", None)
+    if alphas is None:
+        return False
+    last = max(float(alphas[-1]), 2.0 ** -24)
+    return sigmas.values[0] < ((1.0 - last) / last) ** 0.5 * (1.0 - 1e-5)
 
 
 def _explicit(sampler: str, spec: Any, scheduler: Any, sigmas: "Sigmas",

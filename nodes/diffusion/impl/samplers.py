@@ -10,8 +10,12 @@ that validating a workflow needs no diffusers import; a test checks the declarat
 against the scheduler classes (diffusers' ``from_config`` would otherwise drop an unknown
 setting silently and run something else), and :func:`scheduler_overrides` re-checks it
 before every run. Gaps in diffusers 0.42: ddpm, ddim, euler_ancestral and lcm take no
-sigma schedule (karras / exponential); diffusers' ``use_beta_sigmas`` is not offered
-because it does not match the "beta" schedule other tools use.
+sigma schedule (karras / exponential). diffusers' ``use_beta_sigmas`` is not used for the
+"beta" schedule: it spreads the Beta quantiles linearly between sigma_min and sigma_max,
+while the beta schedule other tools use (ComfyUI's, the paper's) picks the model's own
+levels at the quantiles of its training steps; so beta, kl_optimal and linear_quadratic
+are computed as a list of sigmas (impl/sigmas.py, ``MODEL_SCHEDULES``) and run as one,
+with the samplers that take a list.
 
 Scheduler instances are stateful (step index, solver history): make a new one for
 every run with :func:`make_scheduler`, never cache or share one.
@@ -67,6 +71,13 @@ SAMPLERS: dict[str, SamplerSpec] = {
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 2},
         description="DPM-Solver++(2M) SDE (stochastic)", variance_preserving=True, sigma_list="timesteps",
     ),
+    # ComfyUI's dpmpp_2m_sde_heun: the same solver with the Heun-type correction of the
+    # second-order term ((1 - e^-2h) / -2h + 1 rather than 1/2 of 1 - e^-2h).
+    "dpmpp_2m_sde_heun": SamplerSpec(
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "solver_type": "heun"},
+        description="DPM-Solver++(2M) SDE, Heun correction (stochastic)", variance_preserving=True, sigma_list="timesteps",
+    ),
     "dpmpp_3m_sde": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "sde-dpmsolver++", "solver_order": 3},
@@ -90,6 +101,14 @@ SAMPLERS: dict[str, SamplerSpec] = {
          "disable_corrector": [], "final_sigmas_type": "zero"},
         description="UniPC multistep, B(h) = e^h - 1, third order (ComfyUI's uni_pc_bh2)", variance_preserving=True,
     ),
+    # ComfyUI's deis: DEIS (Zhang & Chen 2023) third order. diffusers' is the multistep
+    # exponential integrator with its polynomial in log rho (rho = sigma), ComfyUI's the
+    # "tab" variant integrating it in VP time numerically; same order, not the same numbers.
+    "deis": SamplerSpec(
+        "DEISMultistepScheduler",
+        {"algorithm_type": "deis", "solver_type": "logrho", "solver_order": 3, "lower_order_final": True},
+        description="DEIS multistep, third order (diffusers' log-rho form of ComfyUI's deis)", variance_preserving=True,
+    ),
     "lcm": SamplerSpec("LCMScheduler", sigma_schedules=False, description="LCM, for latent-consistency-distilled models",
                        variance_preserving=True),
 }
@@ -108,7 +127,15 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "exponential": {"use_exponential_sigmas": True, "timestep_spacing": "linspace"},
     "simple": {"timestep_spacing": "trailing"},  # evenly spaced, ending at the last train step
     "linear": {"timestep_spacing": "linspace"},
+    # Lists of sigmas over the model's own levels (impl/sigmas.py, MODEL_SCHEDULES): the
+    # scheduler is built as for "normal" and handed the list (SamplerSpec.sigma_list).
+    "beta": {},
+    "kl_optimal": {},
+    "linear_quadratic": {},
 }
+# Kept in step with impl/sigmas.MODEL_SCHEDULES (a test checks), named here so that
+# validation imports nothing.
+LIST_SCHEDULES = frozenset({"beta", "kl_optimal", "linear_quadratic"})
 
 
 class UnsupportedCombination(ValueError):
@@ -134,12 +161,17 @@ def sigma_list_samplers() -> list[str]:
 
 def schedules_for(sampler: str) -> list[str]:
     """The schedules ``sampler`` supports, in declaration order (no diffusers import)."""
-    takes_sigmas = SAMPLERS[sampler].sigma_schedules
-    return [name for name in SCHEDULES if takes_sigmas or name not in SIGMA_SCHEDULES]
+    spec = SAMPLERS[sampler]
+    return [name for name in SCHEDULES
+            if (spec.sigma_schedules or name not in SIGMA_SCHEDULES) and (spec.sigma_list or name not in LIST_SCHEDULES)]
 
 
 def unsupported_reason(sampler: str, schedule: str) -> str | None:
     """Why ``sampler`` cannot run with ``schedule``, for the user; None when it can."""
+    if sampler in SAMPLERS and schedule in LIST_SCHEDULES and schedule not in schedules_for(sampler):
+        return (f"the {schedule} schedule runs as a list of sigmas, which the {sampler} sampler cannot take "
+                f"(diffusers' {SAMPLERS[sampler].scheduler_class} takes neither sigmas nor timesteps); "
+                f"use one of the samplers {', '.join(sigma_list_samplers())}, or another schedule")
     if sampler in SAMPLERS and schedule in SCHEDULES and schedule not in schedules_for(sampler):
         return (f"the {sampler} sampler cannot use the {schedule} schedule (diffusers' "
                 f"{SAMPLERS[sampler].scheduler_class} does not support it); choose one of: "
@@ -155,8 +187,13 @@ def eta_unsupported_reason(sampler: str, eta: float) -> str | None:
 
 
 def settings_accepted(sampler: str, schedule: str) -> bool:
-    """Whether the installed diffusers class takes every setting ``schedule`` needs."""
-    return set(SCHEDULES[schedule]) <= _accepted_settings(SAMPLERS[sampler].scheduler_class)
+    """Whether the installed diffusers class takes every setting ``schedule`` needs (for
+    a list schedule: the list, in set_timesteps)."""
+    spec = SAMPLERS[sampler]
+    if schedule in LIST_SCHEDULES:
+        takes = inspect.signature(_scheduler_class(spec.scheduler_class).set_timesteps).parameters
+        return bool(spec.sigma_list) and spec.sigma_list in takes
+    return set(SCHEDULES[schedule]) <= _accepted_settings(spec.scheduler_class)
 
 
 def scheduler_overrides(sampler: str, schedule: str) -> dict[str, Any]:
@@ -197,7 +234,14 @@ def schedule_sigmas(sampler: str, schedule: str, steps: int, scheduler_config: M
     Read off the same scheduler :func:`make_scheduler` builds for a run, so the
     editor's plot shows exactly what sampling will use."""
     scheduler = make_scheduler(sampler, schedule, scheduler_config)
-    scheduler.set_timesteps(steps)
+    listed = listed_schedule(schedule, steps, 1.0, scheduler)
+    if listed is not None:  # the list's own levels, as the run walks them
+        from nodes.diffusion.impl.sigmas import timesteps_for
+
+        timing = timesteps_for(SAMPLERS[sampler].sigma_list, listed, scheduler.alphas_cumprod.tolist(), sampler)
+        scheduler.set_timesteps(**timing)
+    else:
+        scheduler.set_timesteps(steps)
     timesteps = [float(t) for t in scheduler.timesteps]
     sigmas = getattr(scheduler, "sigmas", None)
     if sigmas is not None and len(sigmas) >= len(timesteps):
@@ -206,3 +250,17 @@ def schedule_sigmas(sampler: str, schedule: str, steps: int, scheduler_config: M
         alphas = scheduler.alphas_cumprod
         sigma = [float(((1 - alphas[int(t)]) / alphas[int(t)]) ** 0.5) for t in timesteps]
     return {"sigma": sigma, "alpha_bar": [1.0 / (1.0 + s * s) for s in sigma], "timestep": timesteps}
+
+
+def listed_schedule(schedule: str, steps: int, denoise: float, scheduler: Any) -> Any:
+    """The list of sigmas (a ``Sigmas``) a list schedule gives over ``scheduler``'s
+    training levels, its window the last ``denoise`` share of the steps; None for the
+    schedules diffusers computes itself."""
+    if schedule not in LIST_SCHEDULES:
+        return None
+    from nodes.diffusion.impl.sigmas import for_model, model_levels
+
+    # A zero-terminal-SNR config's last alpha-bar is 0 (sigma infinite); diffusers' Euler
+    # stands in 2^-24 there, and so do we.
+    alphas = [max(float(a), 2.0 ** -24) for a in scheduler.alphas_cumprod]
+    return for_model(schedule, steps, denoise, model_levels(alphas))

@@ -8,9 +8,16 @@ plain Python (no torch, so the editor can plot them without loading anything):
 - Karras et al. 2022: sigma_i = (max^(1/rho) + i/(n-1) (min^(1/rho) - max^(1/rho)))^rho;
 - exponential: evenly spaced in log sigma from max to min;
 - Align Your Steps (Sabour et al. 2024): the 10-step schedules the paper published for
-  SD 1.5 and SDXL, log-linearly interpolated for other step counts.
+  SD 1.5 and SDXL, log-linearly interpolated for other step counts;
+- Laplace (Hang et al. 2024, "Improved Noise Schedule for Diffusion Training"): log sigma spread like a Laplace distribution around mu;
+- and three that read the model's own noise levels (``MODEL_SCHEDULES``, also the
+  Sampler's schedules of those names): beta (Lee et al. 2024, "Beta Sampling is All You
+  Need"): the training steps at the quantiles of a Beta(alpha, beta) distribution, so
+  steps cluster at both ends; kl_optimal (the AYS paper's closed form): evenly spaced in
+  arctan sigma; linear_quadratic (Mochi's): 1 - sigma/sigma_max rises linearly to a
+  threshold over the first half of the steps, then quadratically to 1.
 
-Each is followed by 0. A Sampler runs a list with a diffusers scheduler that takes one
+Each is followed by 0 (Laplace excepted: ComfyUI's ends at sigma_min, and so does ours). A Sampler runs a list with a diffusers scheduler that takes one
 (declared per sampler in ``SamplerSpec.sigma_list``): EulerDiscreteScheduler takes the
 sigmas themselves (``set_timesteps(sigmas=...)``); the DPM-Solver++, Heun and DDPM
 schedulers take training timesteps (``set_timesteps(timesteps=...)``), so each sigma
@@ -20,6 +27,7 @@ becomes the nearest training step, whose own noise level is then used.
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 from nodes.diffusion.types import Sigmas
@@ -92,6 +100,138 @@ def loglinear(levels: Sequence[float], count: int) -> tuple[float, ...]:
         share = position - low
         out.append(math.exp(logs[low] + share * (logs[low + 1] - logs[low])))
     return tuple(out)
+
+
+# ------------------------------------------------ schedules over the model's own levels
+# The Sampler's schedules that are computed here as a list (diffusers has no setting that
+# gives the same levels) and run as one; only samplers with ``SamplerSpec.sigma_list`` can.
+MODEL_SCHEDULES = ("beta", "kl_optimal", "linear_quadratic")
+# ComfyUI's BetaSamplingScheduler defaults (the paper's alpha = beta = 0.6).
+BETA_ALPHA = BETA_BETA = 0.6
+
+
+def model_levels(alphas_cumprod: Sequence[float]) -> tuple[float, ...]:
+    """The sigma of each training step, sqrt((1 - alpha-bar) / alpha-bar), step 0 first."""
+    return tuple(math.sqrt((1.0 - a) / a) for a in alphas_cumprod)
+
+
+def edm_levels(sigma_min: float, sigma_max: float, count: int = 1000) -> tuple[float, ...]:
+    """A continuous (EDM) model has no training steps; ComfyUI stands in ``count`` levels
+    evenly spaced in log sigma, smallest first, and so do we."""
+    low, high = math.log(sigma_min), math.log(sigma_max)
+    return tuple(math.exp(low + i * (high - low) / (count - 1)) for i in range(count))
+
+
+def beta(steps: int, levels: Sequence[float], alpha: float = BETA_ALPHA, beta_: float = BETA_BETA) -> Sigmas:
+    """The model's levels at the training steps nearest the Beta(alpha, beta) quantiles
+    1, 1 - 1/steps, ..., 1/steps of its step range; a step that rounds to the one before
+    it is dropped (so a large ``steps`` can give fewer steps, as in ComfyUI)."""
+    from scipy.stats import beta as distribution
+
+    last = len(levels) - 1
+    picked: list[int] = []
+    for i in range(steps):
+        # i x (1 / steps), not i / steps: the quantile as numpy's linspace (and so ComfyUI)
+        # computes it, since Beta(1, 1) and others put some exactly on a half step, where
+        # the last bit decides the rounding (half to even, as numpy's rint).
+        step = int(round(float(distribution.ppf(1.0 - i * (1.0 / steps), alpha, beta_)) * last))
+        if not picked or step != picked[-1]:
+            picked.append(step)
+    return Sigmas(tuple(float(levels[t]) for t in picked) + (0.0,))
+
+
+def kl_optimal(steps: int, sigma_max: float, sigma_min: float) -> Sigmas:
+    """Evenly spaced in arctan sigma from sigma_max to sigma_min (one step: sigma_max)."""
+    top, bottom = math.atan(sigma_max), math.atan(sigma_min)
+    return Sigmas(tuple(math.tan(top + r * (bottom - top)) for r in _ramp(steps)) + (0.0,))
+
+
+def linear_quadratic(steps: int, sigma_max: float, threshold: float = 0.025, linear_steps: int | None = None) -> Sigmas:
+    """Mochi's schedule: with s = sigma / sigma_max, 1 - s rises linearly from 0 to
+    ``threshold`` over ``linear_steps`` (half the steps), then along the parabola that
+    continues that line and reaches 1 (sigma 0) at the end."""
+    if steps == 1:
+        return Sigmas((sigma_max, 0.0))
+    linear = steps // 2 if linear_steps is None else linear_steps
+    rise = [i * threshold / linear for i in range(linear)]
+    gap = linear - threshold * steps  # what the parabola must add over the quadratic steps
+    quadratic = steps - linear
+    a = gap / (linear * quadratic ** 2)
+    b = threshold / linear - 2 * gap / quadratic ** 2
+    c = a * linear ** 2
+    rise += [a * i * i + b * i + c for i in range(linear, steps)]
+    return Sigmas(tuple((1.0 - x) * sigma_max for x in rise) + (0.0,))
+
+
+def for_model(schedule: str, steps: int, denoise: float, levels: Sequence[float]) -> Sigmas:
+    """The Sampler's ``schedule`` (one of MODEL_SCHEDULES) for ``steps`` over the model's
+    ``levels`` (smallest first); below denoise 1 the window is its last
+    int(steps x denoise) steps, as the Sampler's other schedules run."""
+    if schedule == "beta":
+        whole = beta(steps, levels)
+    elif schedule == "kl_optimal":
+        whole = kl_optimal(steps, levels[-1], levels[0])
+    elif schedule == "linear_quadratic":
+        whole = linear_quadratic(steps, levels[-1])
+    else:
+        raise ValueError(f"{schedule!r} is not a schedule over the model's levels")
+    if denoise >= 1.0:
+        return whole
+    return Sigmas(whole.values, start=max(0, whole.steps - min(int(steps * denoise), steps)))
+
+
+def laplace(steps: int, sigma_max: float, sigma_min: float, mu: float, beta_: float) -> Sigmas:
+    """log sigma = mu - beta sign(1/2 - x) log(1 - 2|1/2 - x| + 1e-5) at x evenly spaced
+    over [0, 1], clamped to [sigma_min, sigma_max]: steps gather around e^mu. ComfyUI's
+    list has ``steps`` levels and no final 0 (it ends at sigma_min, a step fewer)."""
+    out = []
+    for x in _ramp(steps):
+        side = (0.5 > x) - (0.5 < x)
+        out.append(min(max(math.exp(mu - beta_ * side * math.log(1.0 - 2.0 * abs(0.5 - x) + 1e-5)), sigma_min), sigma_max))
+    return Sigmas(tuple(out))
+
+
+# ------------------------------------------------------------ editing a list
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse(text: str) -> Sigmas:
+    """The numbers in ``text`` (commas, spaces or anything else between them), in order."""
+    return Sigmas(tuple(float(n) for n in _NUMBER.findall(text)))
+
+
+# The edits act on the window only (what ComfyUI's node would get as its list) and keep
+# the levels around it: a window that starts part way starts from the input latent,
+# noised to its first level, and one that stops early hands on a noisy latent.
+def set_first(sigmas: Sigmas, sigma: float) -> Sigmas:
+    """The window's first (noisiest) level replaced by ``sigma``."""
+    i = sigmas.start
+    return Sigmas(sigmas.values[:i] + (sigma,) + sigmas.values[i + 1:], sigmas.start, sigmas.end)
+
+
+def split_denoise(sigmas: Sigmas, denoise: float) -> tuple[Sigmas, Sigmas]:
+    """Split so that the second part runs the last round(steps x denoise) of the window's steps."""
+    run = sigmas.stop - sigmas.start
+    return split(sigmas, run - round(run * denoise))
+
+
+def extend(sigmas: Sigmas, steps: int, start_at: float, end_at: float, spacing: str) -> Sigmas:
+    """Each step of the window whose first level lies in [end_at, start_at] (start_at < 0:
+    no upper bound) divided into ``steps`` steps, the new levels placed between its two
+    along ``spacing`` (linear; cosine: more near the lower; sine: more near the upper)."""
+    top = math.inf if start_at < 0 else start_at
+    shape = {"linear": lambda x: x, "cosine": lambda x: math.sin(x * math.pi / 2),
+             "sine": lambda x: 1 - math.cos(x * math.pi / 2)}[spacing]
+    cuts = [shape(i / steps) for i in range(1, steps)]
+    out: list[float] = []
+    added = 0
+    for i, (here, following) in enumerate(zip(sigmas.values, sigmas.values[1:])):
+        out.append(here)
+        if sigmas.start <= i < sigmas.stop and end_at <= here <= top:
+            out.extend(here + c * (following - here) for c in cuts)
+            added += len(cuts)
+    out.append(sigmas.values[-1])
+    return Sigmas(tuple(out), sigmas.start, None if sigmas.end is None else sigmas.stop + added)
 
 
 def split(sigmas: Sigmas, step: int) -> tuple[Sigmas, Sigmas]:

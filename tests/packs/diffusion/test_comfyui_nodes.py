@@ -162,7 +162,8 @@ def test_model_operations_and_canny(models, input_dir, tmp_path):
 
 @pytest.mark.parametrize("node, widgets, sampler", [
     ("SamplerLMS", {"order": 4}, "lms"),
-    ("SamplerDPMPP_2M_SDE", {"solver_type": "midpoint", "eta": 1.0, "s_noise": 1.0, "noise_device": "cpu"}, "dpmpp_2m_sde"),
+    # solver_type heun is dpmpp_2m_sde_heun (test_sigma_schedules.py): eta is the setting changed here
+    ("SamplerDPMPP_2M_SDE", {"eta": 1.0, "solver_type": "midpoint", "s_noise": 1.0, "noise_device": "cpu"}, "dpmpp_2m_sde"),
     ("SamplerDPMPP_3M_SDE", {"eta": 1.0, "s_noise": 1.0, "noise_device": "gpu"}, "dpmpp_3m_sde"),
     ("SamplerDPMPP_SDE", {"eta": 1.0, "s_noise": 1.0, "r": 0.5, "noise_device": "gpu"}, "dpmpp_sde"),
 ])

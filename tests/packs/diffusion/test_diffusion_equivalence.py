@@ -121,6 +121,29 @@ def test_comfyuis_unipc_variants_equal_diffusers_unipc_so_configured_and_differ(
     assert np.abs(images["unipc"] - images["unipc_bh2"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("steps", [UNIPC_STEPS, 16])  # 16: past diffusers' lower_order_final (under 15 steps)
+def test_comfyuis_deis_equals_diffusers_deis_at_third_order(txt2img, tiny_sd, pipe, tmp_path, steps):
+    """deis (ComfyUI's deis, max order 3) runs as diffusers' DEISMultistepScheduler at
+    solver_order 3, which differs from its default second order."""
+    try:
+        txt2img.set("7.steps", steps).set("7.sampler", "deis").set("7.schedule", "normal")
+        ours = _image(txt2img.run(output_dir=tmp_path, settings=_settings(tiny_sd)))
+    finally:
+        txt2img.set("7.steps", STEPS)
+    assert np.isfinite(ours).all()
+    assert np.abs(ours - _reference(pipe, "DEISMultistepScheduler", steps=steps, solver_order=3)).max() <= TOLERANCE
+    assert np.abs(ours - _reference(pipe, "DEISMultistepScheduler", steps=steps)).max() > 1e-3
+
+
+def test_comfyuis_dpmpp_2m_sde_heun_is_diffusers_sde_solver_with_heuns_correction(txt2img, tiny_sd, pipe, tmp_path):
+    txt2img.set("7.sampler", "dpmpp_2m_sde_heun").set("7.schedule", "normal")
+    ours = _image(txt2img.run(output_dir=tmp_path, settings=_settings(tiny_sd)))
+    reference = _reference(pipe, "DPMSolverMultistepScheduler", algorithm_type="sde-dpmsolver++", solver_type="heun")
+    assert np.abs(ours - reference).max() <= TOLERANCE
+    midpoint = _reference(pipe, "DPMSolverMultistepScheduler", algorithm_type="sde-dpmsolver++")
+    assert np.abs(ours - midpoint).max() > 1e-3
+
+
 def test_img2img_equals_img2img_pipeline(tiny_sd, pipe, tmp_path):
     """VAEEncode uses the latent distribution's mean (deterministic); the pipeline is
     given that same latent, so what is compared is everything after encoding: the

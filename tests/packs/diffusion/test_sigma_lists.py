@@ -50,7 +50,7 @@ def test_the_samplers_that_take_lists_are_declared_as_diffusers_has_them():
         accepted = set(inspect.signature(make_scheduler(name, "normal", {}).set_timesteps).parameters)
         if spec.sigma_list:
             assert spec.sigma_list in accepted, name
-    assert set(sigma_list_samplers()) == {"euler", "heun", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde"}
+    assert set(sigma_list_samplers()) == {"euler", "heun", "ddpm", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_heun", "dpmpp_3m_sde"}
 
 
 @pytest.mark.parametrize("sampler,schedule", [("dpmpp_2m", "normal"), ("dpmpp_2m", "simple"), ("heun", "normal"),
