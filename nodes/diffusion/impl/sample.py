@@ -18,7 +18,7 @@ from nodeflow import RunContext
 from nodes.diffusion.impl.preview import latent_preview, latent_rgb_map
 from nodes.diffusion.impl.views import PREVIEW_KINDS  # noqa: F401  (re-exported)
 from nodes.diffusion.impl.samplers import (
-    LIST_SCHEDULES, SAMPLERS, UnsupportedCombination, eta_unsupported_reason, listed_schedule, make_scheduler,
+    SAMPLERS, UnsupportedCombination, runs_as_list, eta_unsupported_reason, listed_schedule, make_scheduler,
     step_parameters,
 )
 from nodes.diffusion.types import DeepShrink, DifferentialMask, Latent, NoiseSource, RescaledGuidance, Sigmas
@@ -178,11 +178,12 @@ def _sample(
 
             scheduler = make_edm_scheduler(sampler, schedule, model.scheduler_config)
         else:
-            scheduler = make_scheduler(sampler, "normal" if sigmas is not None else schedule, model.scheduler_config, **extra)
+            listed = sigmas is not None or runs_as_list(sampler, schedule)  # built plain, the list set on it
+            scheduler = make_scheduler(sampler, "normal" if listed else schedule, model.scheduler_config, **extra)
     except UnsupportedCombination as exc:
         raise SamplingError("schedule", str(exc)) from None
 
-    from_schedule = sigmas is None and schedule in LIST_SCHEDULES
+    from_schedule = sigmas is None and runs_as_list(sampler, schedule)
     if from_schedule:  # beta, kl_optimal, ...: run as the list they are
         if model.sampling == "edm":
             raise SamplingError("schedule", f"the {schedule} schedule runs as a list of sigmas, which diffusers' EDM "
@@ -205,6 +206,11 @@ def _sample(
         try:
             if timing is None:
                 scheduler.set_timesteps(steps, device=device)
+            elif "assigned" in timing:  # the class takes no list: its own schedule, then the list set on it
+                from nodes.diffusion.impl.sigmas import assign
+
+                scheduler.set_timesteps(len(timing["assigned"]) - 1, device=device)
+                assign(scheduler, timing["assigned"], device)
             else:
                 scheduler.set_timesteps(device=device, **timing)
         except ValueError as exc:  # e.g. lcm: more steps than the model was distilled for

@@ -46,7 +46,8 @@ class SamplerSpec:
     variance_preserving: bool = False
     # How the class takes an explicit list of sigmas (the Sampler's SIGMAS input,
     # impl/sigmas.py): "sigmas" as they are, "timesteps" as the nearest training steps,
-    # "" not at all (diffusers' set_timesteps takes neither).
+    # "assigned" set on the scheduler after its own set_timesteps (a k-diffusion-style class
+    # whose steps read only its sigmas and timesteps, impl/sigmas.assign), "" not at all.
     sigma_list: str = ""
 
 
@@ -56,11 +57,12 @@ SAMPLERS: dict[str, SamplerSpec] = {
     "ddim": SamplerSpec("DDIMScheduler", takes_eta=True, sigma_schedules=False, description="DDIM; eta 0 is deterministic, 1 is DDPM-like",
                         variance_preserving=True),
     "euler": SamplerSpec("EulerDiscreteScheduler", description="Euler (deterministic)", sigma_list="sigmas"),
-    "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_schedules=False, description="Euler ancestral (stochastic)"),
+    "euler_ancestral": SamplerSpec("EulerAncestralDiscreteScheduler", sigma_schedules=False, description="Euler ancestral (stochastic)",
+                                   sigma_list="assigned"),
     "heun": SamplerSpec("HeunDiscreteScheduler", description="Heun, 2 model calls per step", sigma_list="timesteps"),
     "dpm_2": SamplerSpec("KDPM2DiscreteScheduler", description="DPM-Solver-2, 2 model calls per step"),
     "dpm_2_ancestral": SamplerSpec("KDPM2AncestralDiscreteScheduler", description="DPM-Solver-2 ancestral"),
-    "lms": SamplerSpec("LMSDiscreteScheduler", description="linear multistep"),
+    "lms": SamplerSpec("LMSDiscreteScheduler", description="linear multistep", sigma_list="assigned"),
     "dpmpp_2m": SamplerSpec(
         "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2},
@@ -160,10 +162,21 @@ def sigma_list_samplers() -> list[str]:
 
 
 def schedules_for(sampler: str) -> list[str]:
-    """The schedules ``sampler`` supports, in declaration order (no diffusers import)."""
+    """The schedules ``sampler`` supports, in declaration order (no diffusers import): karras
+    and exponential run as lists of sigmas where the class cannot compute them itself."""
     spec = SAMPLERS[sampler]
     return [name for name in SCHEDULES
-            if (spec.sigma_schedules or name not in SIGMA_SCHEDULES) and (spec.sigma_list or name not in LIST_SCHEDULES)]
+            if (spec.sigma_schedules or spec.sigma_list == "assigned" or name not in SIGMA_SCHEDULES)
+            and (spec.sigma_list or name not in LIST_SCHEDULES)]
+
+
+def runs_as_list(sampler: str, schedule: str) -> bool:
+    """Whether ``schedule`` reaches ``sampler`` as a list of sigmas: the list schedules, and
+    karras / exponential for a class that has no setting for them."""
+    spec = SAMPLERS[sampler]
+    if schedule in SIGMA_SCHEDULES:  # only where the list is taken as it is (nearest training steps can collide)
+        return not spec.sigma_schedules and spec.sigma_list == "assigned"
+    return bool(spec.sigma_list) and schedule in LIST_SCHEDULES
 
 
 def unsupported_reason(sampler: str, schedule: str) -> str | None:
@@ -190,7 +203,9 @@ def settings_accepted(sampler: str, schedule: str) -> bool:
     """Whether the installed diffusers class takes every setting ``schedule`` needs (for
     a list schedule: the list, in set_timesteps)."""
     spec = SAMPLERS[sampler]
-    if schedule in LIST_SCHEDULES:
+    if schedule in LIST_SCHEDULES or runs_as_list(sampler, schedule):
+        if spec.sigma_list == "assigned":  # set on the scheduler after set_timesteps (impl/sigmas.assign)
+            return True
         takes = inspect.signature(_scheduler_class(spec.scheduler_class).set_timesteps).parameters
         return bool(spec.sigma_list) and spec.sigma_list in takes
     return set(SCHEDULES[schedule]) <= _accepted_settings(spec.scheduler_class)
@@ -233,13 +248,18 @@ def schedule_sigmas(sampler: str, schedule: str, steps: int, scheduler_config: M
     ``alpha_bar`` (the share of signal variance, 1 / (1 + sigma^2)) and ``timestep``.
     Read off the same scheduler :func:`make_scheduler` builds for a run, so the
     editor's plot shows exactly what sampling will use."""
-    scheduler = make_scheduler(sampler, schedule, scheduler_config)
-    listed = listed_schedule(schedule, steps, 1.0, scheduler)
+    as_list = runs_as_list(sampler, schedule)
+    scheduler = make_scheduler(sampler, "normal" if as_list else schedule, scheduler_config)
+    listed = listed_schedule(schedule, steps, 1.0, scheduler) if as_list else None
     if listed is not None:  # the list's own levels, as the run walks them
-        from nodes.diffusion.impl.sigmas import timesteps_for
+        from nodes.diffusion.impl.sigmas import assign, timesteps_for
 
         timing = timesteps_for(SAMPLERS[sampler].sigma_list, listed, scheduler.alphas_cumprod.tolist(), sampler)
-        scheduler.set_timesteps(**timing)
+        if "assigned" in timing:
+            scheduler.set_timesteps(len(listed.values) - 1)
+            assign(scheduler, timing["assigned"])
+        else:
+            scheduler.set_timesteps(**timing)
     else:
         scheduler.set_timesteps(steps)
     timesteps = [float(t) for t in scheduler.timesteps]
@@ -253,10 +273,11 @@ def schedule_sigmas(sampler: str, schedule: str, steps: int, scheduler_config: M
 
 
 def listed_schedule(schedule: str, steps: int, denoise: float, scheduler: Any) -> Any:
-    """The list of sigmas (a ``Sigmas``) a list schedule gives over ``scheduler``'s
+    """The list of sigmas (a ``Sigmas``) a list schedule (or karras / exponential, for a
+    sampler that runs them as lists: :func:`runs_as_list`) gives over ``scheduler``'s
     training levels, its window the last ``denoise`` share of the steps; None for the
-    schedules diffusers computes itself."""
-    if schedule not in LIST_SCHEDULES:
+    schedules that are no lists."""
+    if schedule not in LIST_SCHEDULES and schedule not in SIGMA_SCHEDULES:
         return None
     from nodes.diffusion.impl.sigmas import for_model, model_levels
 

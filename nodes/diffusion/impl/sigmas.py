@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 from nodes.diffusion.types import Sigmas
 
@@ -173,6 +173,10 @@ def for_model(schedule: str, steps: int, denoise: float, levels: Sequence[float]
         whole = kl_optimal(steps, levels[-1], levels[0])
     elif schedule == "linear_quadratic":
         whole = linear_quadratic(steps, levels[-1])
+    elif schedule == "karras":  # Karras et al.'s rho 7 over the model's whole range, as ComfyUI's
+        whole = karras(steps, levels[-1], levels[0], 7.0)
+    elif schedule == "exponential":
+        whole = exponential(steps, levels[-1], levels[0])
     else:
         raise ValueError(f"{schedule!r} is not a schedule over the model's levels")
     if denoise >= 1.0:
@@ -254,6 +258,8 @@ def timesteps_for(kind: str, sigmas: Sigmas, alphas_cumprod: Sequence[float], sa
         raise SigmaError("sigmas", "the sigmas must decrease from the noisiest step to the last (>= 0)")
     if kind == "sigmas":
         return {"sigmas": values}
+    if kind == "assigned":
+        return {"assigned": values}
     if kind != "timesteps":
         raise SigmaError("sampler", f"the {sampler} sampler cannot take a list of sigmas")
     if values[-1] != 0:
@@ -265,6 +271,26 @@ def timesteps_for(kind: str, sigmas: Sigmas, alphas_cumprod: Sequence[float], sa
         raise SigmaError("sigmas", f"two of the sigmas fall on the same training step, which the {sampler} sampler "
                          "cannot run twice; use fewer steps or euler")
     return {"timesteps": steps}
+
+
+def assign(scheduler: Any, values: Sequence[float], device: Any = None) -> None:
+    """Make ``scheduler`` (a k-diffusion-style diffusers class whose ``step`` reads only its
+    ``sigmas`` and ``timesteps``: Euler ancestral, LMS) walk ``values``, after its own
+    ``set_timesteps`` for as many steps: each level's timestep interpolated in log sigma
+    between the training steps, as diffusers maps its own sigmas to timesteps."""
+    import numpy as np
+    import torch
+
+    alphas = scheduler.alphas_cumprod.double().clamp(min=2.0 ** -24).numpy()
+    log_sigmas = 0.5 * np.log((1.0 - alphas) / alphas)
+    levels = np.asarray(values[:-1], dtype=np.float64)
+    timesteps = np.interp(np.log(np.maximum(levels, 1e-10)), log_sigmas, np.arange(len(log_sigmas)))
+    scheduler.sigmas = torch.tensor(list(values), dtype=torch.float32, device=device)
+    scheduler.timesteps = torch.tensor(timesteps, dtype=torch.float32, device=device)
+    scheduler.num_inference_steps = len(values) - 1
+    scheduler._step_index, scheduler._begin_index = None, None
+    if hasattr(scheduler, "derivatives"):  # LMS: the multistep history of the old schedule
+        scheduler.derivatives = []
 
 
 def _nearest_step(log_sigma: float, log_sigmas: list[float]) -> int:

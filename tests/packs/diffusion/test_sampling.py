@@ -110,7 +110,7 @@ def test_schedules_change_the_noise_levels(parts):
     assert len({tuple(v) for v in spacing.values()}) == 3
 
 
-@pytest.mark.parametrize("sampler, schedule", [("euler_ancestral", "karras"), ("ddim", "exponential"), ("lcm", "karras")])
+@pytest.mark.parametrize("sampler, schedule", [("ddpm", "karras"), ("ddim", "exponential"), ("lcm", "karras")])
 def test_unsupported_combinations_are_refused_naming_the_field(parts, sampler, schedule):
     assert schedule not in schedules_for(sampler)
     with pytest.raises(NodeError, match=rf'field "schedule".*{sampler}.*{schedule}'):
@@ -320,15 +320,16 @@ def test_an_unsupported_sampler_and_schedule_pair_fails_validation_not_the_run(t
 
     workflow = load_workflow("workflows/default.json", default_registry())
     sampler = next(n for n in workflow.graph.nodes.values() if n.type == "Sampler")
-    sampler.values.update(sampler="euler_ancestral", schedule="karras", eta=0.5)
+    sampler.values.update(sampler="ddpm", schedule="karras", eta=0.5)
     problems = {(p.node_id, p.field): p.message for p in validate(workflow.graph)}
     assert "cannot use the karras schedule" in problems[(sampler.id, "schedule")]
     assert "eta applies only to the ddim sampler" in problems[(sampler.id, "eta")]
 
 
 def test_a_sampler_that_cannot_run_a_connected_list_of_sigmas_is_refused_before_the_run():
-    """SamplerCustom with LMS (diffusers' LMSDiscreteScheduler takes no sigma list) and a
-    Karras schedule: validation names the Sampler's field, instead of the run failing."""
+    """SamplerCustom with DPM++ SDE (diffusers' DPMSolverSDEScheduler takes no sigma list and
+    interleaves its own midpoints) and a Karras schedule: validation names the Sampler's
+    field, instead of the run failing."""
     from nodeflow.files.open import workflow_from_dict
     from nodeflow.model.registry import default_registry
     from nodeflow.model.validation import validate
@@ -338,7 +339,7 @@ def test_a_sampler_that_cannot_run_a_connected_list_of_sigmas_is_refused_before_
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a circle", "clip": ["1", 1]}},
         "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 32, "height": 32, "batch_size": 1}},
         "4": {"class_type": "KarrasScheduler", "inputs": {"steps": 4, "sigma_max": 14.6, "sigma_min": 0.03, "rho": 7.0}},
-        "5": {"class_type": "SamplerLMS", "inputs": {"order": 4}},
+        "5": {"class_type": "SamplerDPMPP_SDE", "inputs": {"eta": 1.0, "s_noise": 1.0, "r": 0.5, "noise_device": "gpu"}},
         "6": {"class_type": "SamplerCustom", "inputs": {"add_noise": True, "noise_seed": 1, "cfg": 5.0, "model": ["1", 0],
               "positive": ["2", 0], "negative": ["2", 0], "sampler": ["5", 0], "sigmas": ["4", 0], "latent_image": ["3", 0]}},
         "7": {"class_type": "VAEDecode", "inputs": {"samples": ["6", 0], "vae": ["1", 2]}},
@@ -347,6 +348,6 @@ def test_a_sampler_that_cannot_run_a_connected_list_of_sigmas_is_refused_before_
     graph = workflow_from_dict(prompt, default_registry()).graph
     problems = [p for p in validate(graph) if p.node_type == "Sampler"]
     assert [p.field for p in problems] == ["sampler"]
-    assert "lms sampler cannot run the list of sigmas" in problems[0].message and "euler" in problems[0].message
+    assert "dpmpp_sde sampler cannot run the list of sigmas" in problems[0].message and "euler" in problems[0].message
     prompt["5"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
     assert not [p for p in validate(workflow_from_dict(prompt, default_registry()).graph) if p.node_type == "Sampler"]

@@ -24,12 +24,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from nodeflow import NodeError, RunContext, RunSettings  # noqa: E402
 from nodes.diffusion.impl import sigmas as S  # noqa: E402
 from nodes.diffusion.impl.samplers import LIST_SCHEDULES, schedules_for, sigma_list_samplers, unsupported_reason  # noqa: E402
-from nodes.diffusion.sampling import Noise, Sampler  # noqa: E402
+from nodes.diffusion.sampling import CFG, Noise, Sampler  # noqa: E402
 from nodes.diffusion.sigmas import (  # noqa: E402
     BetaSamplingScheduler, ExtendIntermediateSigmas, KarrasScheduler, LaplaceScheduler, ManualSigmas, SetFirstSigma,
     SplitSigmasDenoise,
 )
-from nodes.diffusion.types import Sigmas  # noqa: E402
+from nodes.diffusion.types import Latent, Sigmas  # noqa: E402
 from tests.packs.diffusion.test_sampling import cfg, latent_for, parts, tiny_sd  # noqa: E402,F401  (fixtures)
 from tests.support import FIXTURES  # noqa: E402
 
@@ -162,7 +162,7 @@ def test_laplace_and_the_list_edits():
 def test_a_list_schedule_is_offered_only_with_the_samplers_that_take_a_list():
     for sampler in sigma_list_samplers():
         assert LIST_SCHEDULES <= set(schedules_for(sampler))
-    reason = unsupported_reason("lms", "beta")
+    reason = unsupported_reason("dpm_2", "beta")
     assert "list of sigmas" in reason and "euler" in reason and "dpmpp_2m" in reason
     assert unsupported_reason("euler", "kl_optimal") is None
 
@@ -275,7 +275,7 @@ def test_a_ksampler_with_a_list_schedule_imports_onto_the_samplers_schedule(tiny
 def test_a_ksampler_with_beta_and_a_sampler_that_takes_no_list_is_refused_saying_why(tmp_path):
     from nodeflow.model.validation import validate
 
-    flow = _open(tmp_path, _ksampler("beta", "lms"))
+    flow = _open(tmp_path, _ksampler("beta", "dpm_2"))
     problems = {p.field: p.message for p in validate(flow.graph) if p.node_id == "3"}
     assert "list of sigmas" in problems["schedule"]
 
@@ -468,3 +468,43 @@ def test_a_list_that_starts_below_the_models_largest_sigma_starts_from_the_input
     assert torch.allclose(got, _run(guider, picture, sampler, sigmas=window), atol=1e-5, rtol=1e-5)
     other = latent_for(parts)  # an empty latent: another start, another result
     assert not torch.allclose(got, _run(guider, other, sampler, sigmas=short), atol=1e-2)
+
+
+# ---------------------------------------------------------------- lists set on samplers that take none
+def _own_sigmas(parts, sampler, steps):
+    from nodes.diffusion.impl.samplers import make_scheduler
+
+    scheduler = make_scheduler(sampler, "normal", parts["model"].scheduler_config)
+    scheduler.set_timesteps(steps)
+    return tuple(float(s) for s in scheduler.sigmas)
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "lms"])
+def test_a_list_of_a_samplers_own_sigmas_set_on_it_runs_as_its_own_schedule(parts, sampler):
+    """Euler ancestral and LMS take no list in diffusers' set_timesteps: the list is set on
+    the scheduler after it (impl/sigmas.assign), so a list of its own levels is its own run."""
+    from nodes.diffusion.types import Sigmas
+
+    latent = Latent(torch.zeros(1, 4, 16, 16))
+    guider = CFG().run(RunContext(), parts["model"], parts["positive"], parts["negative"], 5.0, 0.0)
+    own = Sampler().run(RunContext(), Noise().run(RunContext(), 4), guider, latent, sampler, "normal", 5, 1.0, 0.0).samples
+    listed = Sampler().run(RunContext(), Noise().run(RunContext(), 4), guider, latent, sampler, "normal", 5, 1.0, 0.0,
+                           sigmas=Sigmas(_own_sigmas(parts, sampler, 5))).samples
+    torch.testing.assert_close(listed, own, atol=1e-4, rtol=1e-4)
+
+
+def test_euler_ancestral_with_karras_walks_comfyuis_karras_levels(parts):
+    """diffusers' Euler ancestral has no Karras setting; the schedule reaches it as a list:
+    Karras's rho-7 levels over the model's whole range, as ComfyUI's KarrasScheduler gives."""
+    from nodes.diffusion.impl.sample import sample
+    from nodes.diffusion.impl.sigmas import karras, model_levels
+
+    seen = []
+    guider = CFG().run(RunContext(), parts["model"], parts["positive"], parts["negative"], 5.0, 0.0)
+    sample(RunContext(), Noise().run(RunContext(), 4), guider, Latent(torch.zeros(1, 4, 16, 16)), "euler_ancestral",
+           "karras", 6, 1.0, 0.0, trace=lambda view: seen.append(view.sigma))
+    from nodes.diffusion.impl.samplers import make_scheduler
+
+    levels = model_levels(make_scheduler("euler", "normal", parts["model"].scheduler_config).alphas_cumprod.tolist())
+    expected = karras(6, levels[-1], levels[0], 7.0).values[:-1]
+    assert seen == pytest.approx(expected, rel=1e-4)
