@@ -131,7 +131,19 @@ def _factor(what: str) -> Float:
     return Float(1.0, min=0.0, max=10.0, step=0.01, tooltip=f"multiplies the {what} projection's output; 1 leaves it")
 
 
-class UNetSelfAttentionMultiply(Node):
+class _AttentionMultiply(Node):
+    """The two attention-scaling nodes: the same fields, on attn1 or attn2 (``attention``)."""
+
+    attention = ""
+    model = Socket(MODEL)
+    q, k, v, out = _factor("query"), _factor("key"), _factor("value"), _factor("attention output")
+    outputs = (Output("model", MODEL),)
+
+    def run(self, ctx: RunContext, model: DiffusionModel, q: float, k: float, v: float, out: float) -> DiffusionModel:
+        return _patched(model, AttentionScaling(self.attention, q, k, v, out))
+
+
+class UNetSelfAttentionMultiply(_AttentionMultiply):
     type = "UNetSelfAttentionMultiply"
     display_name = "Scale UNet Self-Attention"
     category = "model_patches"
@@ -140,16 +152,10 @@ class UNetSelfAttentionMultiply(Node):
         "values, output) while sampling: sharper or softer attention between image regions. "
         "An experiment, as in ComfyUI."
     )
-
-    model = Socket(MODEL)
-    q, k, v, out = _factor("query"), _factor("key"), _factor("value"), _factor("attention output")
-    outputs = (Output("model", MODEL),)
-
-    def run(self, ctx: RunContext, model: DiffusionModel, q: float, k: float, v: float, out: float) -> DiffusionModel:
-        return _patched(model, AttentionScaling("attn1", q, k, v, out))
+    attention = "attn1"
 
 
-class UNetCrossAttentionMultiply(Node):
+class UNetCrossAttentionMultiply(_AttentionMultiply):
     type = "UNetCrossAttentionMultiply"
     display_name = "Scale UNet Cross-Attention"
     category = "model_patches"
@@ -158,13 +164,7 @@ class UNetCrossAttentionMultiply(Node):
         "image, keys and values from the prompt, output) while sampling: how strongly the "
         "prompt's tokens are attended to. An experiment, as in ComfyUI."
     )
-
-    model = Socket(MODEL)
-    q, k, v, out = _factor("query"), _factor("key"), _factor("value"), _factor("attention output")
-    outputs = (Output("model", MODEL),)
-
-    def run(self, ctx: RunContext, model: DiffusionModel, q: float, k: float, v: float, out: float) -> DiffusionModel:
-        return _patched(model, AttentionScaling("attn2", q, k, v, out))
+    attention = "attn2"
 
 
 class EpsilonScale(Node):
