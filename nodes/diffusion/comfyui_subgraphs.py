@@ -69,14 +69,20 @@ def inline_subgraphs(nodes: list[ComfyNode], definitions: dict[str, dict[str, An
             substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name)
         for slot, ref in _output_sources(definition, prefix).items():
             substitutes[(node.id, slot)] = ref
-        if not node.slots:  # an instance saved without its input list: match by the definition's names
-            for slot, entry in enumerate(_list(definition.get("inputs"))):
-                name = entry.get("name") if isinstance(entry, dict) else None
-                substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name) if isinstance(name, str) else None
+        # The definition's inputs past the instance's list (all of them for an instance saved
+        # without one; the promoted widgets' for frontends 1.2x): matched by name.
+        for slot, entry in enumerate(_list(definition.get("inputs"))):
+            if slot < len(node.slots):
+                continue
+            name = entry.get("name") if isinstance(entry, dict) else None
+            substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name) if isinstance(name, str) else None
         out.extend(inner)
     for node in out:
         for name, value in list(node.inputs.items()):
-            node.inputs[name] = _substituted(value, substitutes)
+            replaced = _substituted(value, substitutes)
+            if replaced is None and isinstance(value, Ref) and name in node.covered:
+                replaced = node.covered[name]  # the instance gives no value: the inner widget's own
+            node.inputs[name] = replaced
     return inline_subgraphs(out, definitions, depth + 1)
 
 
