@@ -207,7 +207,12 @@ def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) 
             slots = [s if isinstance(s, dict) else {} for s in _list(raw.get("inputs"))]
             node.slots = tuple(s.get("name") if isinstance(s.get("name"), str) else "" for s in slots)
             widget_names = tuple(s["name"] for s in slots if isinstance(s.get("widget"), dict) and s.get("name"))
-            if not widget_names:  # frontends 1.2x list only the instance's linkable inputs
+            properties = raw.get("properties")
+            proxied = isinstance(properties, dict) and bool(properties.get("proxyWidgets"))
+            # Frontends 1.2x list only the instance's linkable inputs. Later ones may order the
+            # values by "proxyWidgets" instead, and do not always agree with it: the inner
+            # widgets' own values are the safe reading there.
+            if not widget_names and not proxied:
                 widget_names = _promoted_widgets(subgraphs[type_name], node.slots)
         node.inputs.update(_widget_values(raw.get("widgets_values"), widget_names))
         for slot in _list(raw.get("inputs")):

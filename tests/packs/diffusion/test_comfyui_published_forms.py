@@ -326,3 +326,11 @@ def test_a_subgraph_with_promoted_widgets_runs_as_the_same_sampler_outside_it(tm
     image = _saved_image(api.from_dict(data, device="cpu"), settings, tmp_path / "sub")
     expected = _saved_image(api.from_dict(flat, device="cpu"), settings, tmp_path / "flat")
     assert np.array_equal(image, expected)
+
+
+def test_values_ordered_by_proxy_widgets_are_not_read_in_the_definitions_order():
+    data = _promoted([7.0, "heun", 9])  # as if ordered cfg, sampler_name, steps
+    (instance,) = [n for n in data["nodes"] if n["id"] == 30]
+    instance["properties"]["proxyWidgets"] = [["3", "cfg"], ["3", "sampler_name"], ["3", "steps"]]
+    graph = workflow_from_dict(data, default_registry()).graph
+    assert _sampler_settings(graph) == (3, "euler", 7.5, 1234)  # the inner node's own, not shuffled ones
