@@ -334,3 +334,18 @@ def test_values_ordered_by_proxy_widgets_are_not_read_in_the_definitions_order()
     instance["properties"]["proxyWidgets"] = [["3", "cfg"], ["3", "sampler_name"], ["3", "steps"]]
     graph = workflow_from_dict(data, default_registry()).graph
     assert _sampler_settings(graph) == (3, "euler", 7.5, 1234)  # the inner node's own, not shuffled ones
+
+
+def test_a_subgraph_instance_listing_its_inputs_in_another_order_is_matched_by_name():
+    data = _promoted()
+    (instance,) = [n for n in data["nodes"] if n["id"] == 30]
+    instance["inputs"] = [instance["inputs"][i] for i in (3, 0, 2, 1)]  # latent, model, negative, positive
+    for link in data["links"]:  # the outer links end at the listed slots
+        if link[3] == 30:
+            link[4] = [s["link"] for s in instance["inputs"]].index(link[0])
+    graph = workflow_from_dict(data, default_registry()).graph
+    assert graph.link_into("30:3.cfg", "model").source == "4"
+    assert graph.link_into("30:3.cfg", "positive").source == "6"
+    assert graph.link_into("30:3.cfg", "negative").source == "7"
+    assert graph.link_into("30:3", "latent").source == "5"
+    assert _sampler_settings(graph) == (4, "euler_ancestral", 6.5, 1234)
