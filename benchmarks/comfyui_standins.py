@@ -39,6 +39,7 @@ if str(ROOT) not in sys.path:  # the builders live in tests/support
 SDXL_TYPES = {"TextEncoderSDXL", "TextEncoderSDXLRefiner", "ModelMergeSDXL"}
 SD2_NAME = re.compile(r"v2-1|v2-0|sd2|sd_2|768-v|512-base-ema", re.I)
 SDXL_NAME = re.compile(r"xl|pony|illustrious|juggernaut|noob|animagine", re.I)
+SD1_NAME = re.compile(r"sd_?15|sd1\.5|sd-?v1|v1-5|sd1x", re.I)  # a model that says it is SD 1.x
 UNION_NAME = re.compile(r"union|promax", re.I)
 EMBEDDING = re.compile(r"embedding:([^\s,()\[\]{}:|<>]+)", re.I)
 # folder kind (a FileChoice's folder) -> its folder in a ComfyUI models tree
@@ -176,10 +177,11 @@ def _base(family: str) -> str:
 
 def family_of(graph) -> str:
     """sdxl when the graph uses SDXL prompt nodes, names an SDXL-looking model or asks for
-    SDXL-sized latents; sd2 when it names an SD 2.x checkpoint; else sd1."""
+    SDXL-sized latents, unless a model it names says it is SD 1.x (an SD1.5 ControlNet in a
+    two-pass workflow at 1024 pixels); sd2 when it names an SD 2.x checkpoint; else sd1."""
     from nodeflow.model.fields import FileChoice
 
-    sd2 = False
+    sd2 = sd1 = large = False
     for node in graph.nodes.values():
         if node.type in SDXL_TYPES:
             return "sdxl"
@@ -194,10 +196,13 @@ def family_of(graph) -> str:
             if isinstance(spec, FileChoice) and spec.folder == "checkpoints" and isinstance(value, str) \
                     and SD2_NAME.search(value):
                 sd2 = True
+            if isinstance(spec, FileChoice) and spec.folder in ("checkpoints", "loras", "controlnet") \
+                    and isinstance(value, str) and SD1_NAME.search(value):
+                sd1 = True
         width, height = node.values.get("width"), node.values.get("height")
         if node.type == "EmptyLatent" and isinstance(width, int) and isinstance(height, int) and width * height >= 900_000:
-            return "sdxl"
-    return "sd2" if sd2 else "sd1"
+            large = True
+    return "sd2" if sd2 else "sdxl" if large and not sd1 else "sd1"
 
 
 @dataclass

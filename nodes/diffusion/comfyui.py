@@ -513,6 +513,17 @@ def _image_file_name(name: Any) -> Any:
     return name
 
 
+def _output_prefix(prefix: Any) -> Any:
+    """ComfyUI's SaveImage prefix may name subfolders of the output folder ("gligen/testing")
+    and hold the editor's %...% patterns ("%date:yyyy-MM-dd%"); nodeflow writes into the
+    output folder itself, so the folders become part of the name ("gligen_testing"), as do
+    the ":" and ".." nodeflow keeps out of file names."""
+    if not isinstance(prefix, str):
+        return prefix
+    flat = re.sub(r"[/\\:]+", "_", prefix.replace("..", "_")).strip("_ ")
+    return flat or "ComfyUI"
+
+
 def _sampler_name(name: Any) -> str:
     return SAMPLER_NAMES[name]
 
@@ -714,7 +725,7 @@ MAPPINGS: dict[str, Mapping] = {
                          ("VAEEncode",)),
     "SaveImage": Mapping(
         ("filename_prefix",), _one_to_one("SaveImage", {"images": "images"}, {"filename_prefix": "filename_prefix"},
-                                          ("images",)), ("SaveImage",)),
+                                          ("images",), {"filename_prefix": _output_prefix}), ("SaveImage",)),
     "PreviewImage": Mapping((), _one_to_one("PreviewImage", {"images": "images"}, {}, ("images",)),
                             ("PreviewImage",)),
     "LoadImage": Mapping(("image", "upload"), _one_to_one("LoadImage", {}, {"image": "image"}, ("image", "mask"),

@@ -349,3 +349,24 @@ def test_a_subgraph_instance_listing_its_inputs_in_another_order_is_matched_by_n
     assert graph.link_into("30:3.cfg", "negative").source == "7"
     assert graph.link_into("30:3", "latent").source == "5"
     assert _sampler_settings(graph) == (4, "euler_ancestral", 6.5, 1234)
+
+
+@pytest.mark.parametrize("prefix, flat", [
+    ("gligen/testing", "gligen_testing"),  # the published gligen_textbox_example template
+    ("NESUPixel/Inpaint/Inpaint", "NESUPixel_Inpaint_Inpaint"),  # Krashl/NESUPixel workflows/inpaint.json
+    ("%date:yyyy-MM-dd%/img", "%date_yyyy-MM-dd%_img"),  # the editor's date pattern, a folder per day
+    ("../../etc/x", "etc_x"),
+])
+def test_a_save_prefix_with_subfolders_is_saved_flat_into_the_output_folder(prefix, flat, tmp_path_factory, tmp_path):
+    """ComfyUI writes "a/b" under output/a/; nodeflow writes into the output folder itself and
+    refused the prefix at run time, after the file had validated."""
+    import json
+
+    data = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    data["9"]["inputs"]["filename_prefix"] = prefix
+    flow = api.from_dict(data, device="cpu")
+    assert flow.graph.nodes["9"].values["filename_prefix"] == flat
+    settings = RunSettings(model_folders={"checkpoints": [shared_tiny_sd(tmp_path_factory).parent]})
+    result = flow.run(output_dir=tmp_path / "out", device="cpu", settings=settings)
+    assert result.ok, result.error or result.problems
+    assert [p.name.startswith(flat) for p in (tmp_path / "out").iterdir() if p.suffix == ".png"] == [True]

@@ -21,3 +21,20 @@ def test_every_fixture_that_validates_runs_with_stand_in_models(tmp_path):
     assert len(valid) >= 20  # the fixtures that validate today; a drop is a regression of its own
     failed = [f"{r.path.name}: {r.reason}" for r in valid if not r.ran]
     assert not failed, "\n".join(failed)
+
+
+def test_an_sd15_model_name_beats_sdxl_sized_latents_when_choosing_the_stand_in_family():
+    """The published 2_pass_pose_worship template runs SD 1.5 checkpoints and an SD1.5 pose
+    ControlNet at 1024 pixels; an SDXL stand-in for it failed in the ControlNet."""
+    from nodeflow.files.open import workflow_from_dict
+    from nodeflow.model.registry import default_registry
+
+    def graph(controlnet: str):
+        return workflow_from_dict({
+            "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "majicmixRealistic_v7.safetensors"}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 1024, "height": 1024, "batch_size": 1}},
+            "11": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet}},
+        }, default_registry()).graph
+
+    assert comfyui_standins.family_of(graph("control_v11p_sd15_openpose_fp16.safetensors")) == "sd1"
+    assert comfyui_standins.family_of(graph("openpose.safetensors")) == "sdxl"  # sizes alone still say SDXL
