@@ -151,9 +151,17 @@ class StandIns:
         save_file(network_state(tiny_esrgan()), out)
 
     def _build_clip_vision(self, out: Path, family: str) -> None:
-        from tests.support.tiny_unclip import build_tiny_vision
+        from safetensors.torch import save_file
 
-        build_tiny_vision(out)
+        from tests.support.tiny_models import TEXT2_HIDDEN
+        from tests.support.tiny_unclip import build_tiny_vision, tiny_vision_model
+
+        if family == "sdxl":  # Revision: the image embedding stands in for the 64-wide pooled prompt
+            state = tiny_vision_model(projection_dim=TEXT2_HIDDEN).state_dict()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in state.items()}, out)
+        else:
+            build_tiny_vision(out)
 
     def _build_gligen(self, out: Path, family: str) -> None:
         from safetensors.torch import save_file
