@@ -10,7 +10,7 @@ the node wants: an SD 1.x checkpoint, or an SDXL one when the graph uses SDXL pr
 its names or sizes look like SDXL, an SD 2.x one for SD 2.x names; an unCLIP checkpoint for unCLIPCheckpointLoader; kohya
 LoRAs, ControlNets, ESRGAN upscalers, VAE files, GLIGEN files, CLIP vision encoders and
 textual-inversion embeddings for that model; small PNGs for the input images. Sizes
-(``width``/``height`` fields) are capped at ``--max-side`` and steps at ``--max-steps``
+(``width``/``height`` fields, and ``megapixels`` targets) are capped at ``--max-side`` and steps at ``--max-steps``
 through the graph, after import; then the graph runs on the CPU through the executor
 ``nodeflow run`` uses. Prints per file (with ``--files``) ran / failed and the first
 error (node, field, message), then the totals. The tiny models are built once into a
@@ -288,8 +288,11 @@ def _copy(source: Path, target: Path) -> None:
 
 def cap_costs(graph, max_side: int, max_steps: int) -> None:
     """Cheap runs: sizes at most ``max_side`` (multiples of 8), steps at most ``max_steps``
-    (a step range scaled with them), batches of one; set through the graph, as a user would."""
-    from nodeflow.model.fields import Int
+    (a step range scaled with them), batches of one, a ``megapixels`` target at most
+    ``max_side`` squared; set through the graph, as a user would."""
+    from nodeflow.model.fields import Float, Int
+
+    top_megapixels = max(0.01, round(max_side * max_side / (1024 * 1024), 2))
 
     for node_id, node in graph.nodes.items():
         cls = graph.registry.get(node.type)
@@ -300,6 +303,10 @@ def cap_costs(graph, max_side: int, max_steps: int) -> None:
             value = node.values.get(name)
             if name in fields and isinstance(value, int) and value > max_side:
                 graph.set_value(node_id, name, max(8, max_side // 8 * 8))
+        megapixels = node.values.get("megapixels")
+        if isinstance(cls.inputs.get("megapixels"), Float) and isinstance(megapixels, (int, float)) \
+                and megapixels > top_megapixels:
+            graph.set_value(node_id, "megapixels", top_megapixels)
         for name in BATCH_FIELDS:
             value = node.values.get(name)
             if name in fields and isinstance(value, int) and value > 1:

@@ -38,3 +38,19 @@ def test_an_sd15_model_name_beats_sdxl_sized_latents_when_choosing_the_stand_in_
 
     assert comfyui_standins.family_of(graph("control_v11p_sd15_openpose_fp16.safetensors")) == "sd1"
     assert comfyui_standins.family_of(graph("openpose.safetensors")) == "sdxl"  # sizes alone still say SDXL
+
+
+def test_a_megapixels_target_is_capped_as_sizes_are():
+    """The published image2image template scales its input to 1 megapixel
+    (ImageScaleToTotalPixels): the run with tiny models timed out at 1024 x 1024."""
+    from nodeflow.files.open import workflow_from_dict
+    from nodeflow.model.registry import default_registry
+
+    graph = workflow_from_dict({
+        "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+        "2": {"class_type": "ImageScaleToTotalPixels", "inputs": {"image": ["1", 0], "upscale_method": "nearest-exact", "megapixels": 1.0}},
+        "3": {"class_type": "ImageScaleToTotalPixels", "inputs": {"image": ["1", 0], "upscale_method": "nearest-exact", "megapixels": 0.01}},
+    }, default_registry()).graph
+    comfyui_standins.cap_costs(graph, 128, 4)
+    assert graph.nodes["2"].values["megapixels"] == 0.02
+    assert graph.nodes["3"].values["megapixels"] == 0.01
