@@ -99,7 +99,7 @@ def measure(folder: Path, builtins: set[str] | None) -> dict:
             continue
         row["imported"] = True
         row["problems"] = structure_problems(workflow)
-        row["valid"] = not problems
+        row["valid"] = not row["problems"]
         rows.append(row)
     return {"rows": rows}
 

@@ -14,7 +14,7 @@ its CLIP feeds the refiner's prompt node; UNet files (diffusion_models) and text
 (text_encoders: CLIP-L, SD 2.x's OpenCLIP-H, SDXL's CLIP-L + OpenCLIP-G) for the split loaders; kohya
 LoRAs, ControlNets, ESRGAN upscalers, VAE files, GLIGEN files, CLIP vision encoders and
 textual-inversion embeddings for that model; small PNGs for the input images. Sizes
-(``width``/``height`` fields) are capped at ``--max-side`` and steps at ``--max-steps``
+(``width``/``height`` fields, and ``megapixels`` targets) are capped at ``--max-side`` and steps at ``--max-steps``
 through the graph, after import; then the graph runs on the CPU through the executor
 ``nodeflow run`` uses. Prints per file (with ``--files``) ran / failed and the first
 error (node, field, message), then the totals. The tiny models are built once into a
@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:  # the builders live in tests/support
 SDXL_TYPES = {"TextEncoderSDXL", "TextEncoderSDXLRefiner", "ModelMergeSDXL", "DualTextEncoderLoader"}
 SD2_NAME = re.compile(r"v2-1|v2-0|sd2|sd_2|768-v|512-base-ema", re.I)
 SDXL_NAME = re.compile(r"xl|pony|illustrious|juggernaut|noob|animagine", re.I)
+SD1_NAME = re.compile(r"sd_?15|sd1\.5|sd-?v1|v1-5|sd1x", re.I)  # a model that says it is SD 1.x
 UNION_NAME = re.compile(r"union|promax", re.I)
 INPAINT_NAME = re.compile(r"inpaint", re.I)
 REFINER_NAME = re.compile(r"refiner", re.I)
@@ -185,9 +186,17 @@ class StandIns:
         save_file(network_state(tiny_esrgan()), out)
 
     def _build_clip_vision(self, out: Path, family: str) -> None:
-        from tests.support.tiny_unclip import build_tiny_vision
+        from safetensors.torch import save_file
 
-        build_tiny_vision(out)
+        from tests.support.tiny_models import TEXT2_HIDDEN
+        from tests.support.tiny_unclip import build_tiny_vision, tiny_vision_model
+
+        if family == "sdxl":  # Revision: the image embedding stands in for the 64-wide pooled prompt
+            state = tiny_vision_model(projection_dim=TEXT2_HIDDEN).state_dict()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in state.items()}, out)
+        else:
+            build_tiny_vision(out)
 
     def _build_gligen(self, out: Path, family: str) -> None:
         from safetensors.torch import save_file
@@ -261,10 +270,11 @@ def clip_family(node, name: str, value: str, family: str) -> str:
 
 def family_of(graph) -> str:
     """sdxl when the graph uses SDXL prompt nodes, names an SDXL-looking model or asks for
-    SDXL-sized latents; sd2 when it names an SD 2.x checkpoint; else sd1."""
+    SDXL-sized latents, unless a model it names says it is SD 1.x (an SD1.5 ControlNet in a
+    two-pass workflow at 1024 pixels); sd2 when it names an SD 2.x checkpoint; else sd1."""
     from nodeflow.model.fields import FileChoice
 
-    sd2 = False
+    sd2 = sd1 = large = False
     for node in graph.nodes.values():
         if node.type in SDXL_TYPES:
             return "sdxl"
@@ -279,10 +289,13 @@ def family_of(graph) -> str:
             if isinstance(spec, FileChoice) and spec.folder in ("checkpoints", "unet", "clip") and isinstance(value, str) \
                     and SD2_NAME.search(value):
                 sd2 = True
+            if isinstance(spec, FileChoice) and spec.folder in ("checkpoints", "loras", "controlnet") \
+                    and isinstance(value, str) and SD1_NAME.search(value):
+                sd1 = True
         width, height = node.values.get("width"), node.values.get("height")
         if node.type == "EmptyLatent" and isinstance(width, int) and isinstance(height, int) and width * height >= 900_000:
-            return "sdxl"
-    return "sd2" if sd2 else "sd1"
+            large = True
+    return "sd2" if sd2 else "sdxl" if large and not sd1 else "sd1"
 
 
 @dataclass
@@ -366,8 +379,11 @@ def _copy(source: Path, target: Path) -> None:
 
 def cap_costs(graph, max_side: int, max_steps: int) -> None:
     """Cheap runs: sizes at most ``max_side`` (multiples of 8), steps at most ``max_steps``
-    (a step range scaled with them), batches of one; set through the graph, as a user would."""
-    from nodeflow.model.fields import Int
+    (a step range scaled with them), batches of one, a ``megapixels`` target at most
+    ``max_side`` squared; set through the graph, as a user would."""
+    from nodeflow.model.fields import Float, Int
+
+    top_megapixels = max(0.01, round(max_side * max_side / (1024 * 1024), 2))
 
     for node_id, node in graph.nodes.items():
         cls = graph.registry.get(node.type)
@@ -378,6 +394,10 @@ def cap_costs(graph, max_side: int, max_steps: int) -> None:
             value = node.values.get(name)
             if name in fields and isinstance(value, int) and value > max_side:
                 graph.set_value(node_id, name, max(8, max_side // 8 * 8))
+        megapixels = node.values.get("megapixels")
+        if isinstance(cls.inputs.get("megapixels"), Float) and isinstance(megapixels, (int, float)) \
+                and megapixels > top_megapixels:
+            graph.set_value(node_id, "megapixels", top_megapixels)
         for name in BATCH_FIELDS:
             value = node.values.get(name)
             if name in fields and isinstance(value, int) and value > 1:

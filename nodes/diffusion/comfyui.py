@@ -51,6 +51,9 @@ class ComfyNode:
     pos: tuple[float, float] | None = None
     inputs: dict[str, Any] = field(default_factory=dict)  # name -> literal value or Ref
     slots: tuple[str, ...] = ()  # a subgraph instance's input names, in slot order
+    # The widget values that links cover (a widget turned into an input keeps its value in
+    # widgets_values): inside a subgraph, the value to use when the instance gives none.
+    covered: dict[str, Any] = field(default_factory=dict)
     # The titles of the group node instances it was inlined from, outermost first; the
     # instances' ids are its id less as many trailing ":index" parts (comfyui_groupnodes.py).
     groups: tuple[str, ...] = ()
@@ -204,6 +207,13 @@ def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) 
             slots = [s if isinstance(s, dict) else {} for s in _list(raw.get("inputs"))]
             node.slots = tuple(s.get("name") if isinstance(s.get("name"), str) else "" for s in slots)
             widget_names = tuple(s["name"] for s in slots if isinstance(s.get("widget"), dict) and s.get("name"))
+            properties = raw.get("properties")
+            proxied = isinstance(properties, dict) and bool(properties.get("proxyWidgets"))
+            # Frontends 1.2x list only the instance's linkable inputs. Later ones may order the
+            # values by "proxyWidgets" instead, and do not always agree with it: the inner
+            # widgets' own values are the safe reading there.
+            if not widget_names and not proxied:
+                widget_names = _promoted_widgets(subgraphs[type_name], node.slots)
         node.inputs.update(_widget_values(raw.get("widgets_values"), widget_names))
         for slot in _list(raw.get("inputs")):
             if not isinstance(slot, dict):
@@ -214,10 +224,41 @@ def read_ui_graph(data: dict[str, Any], prefix: str, subgraphs: dict[str, Any]) 
             if isinstance(name, str) and isinstance(link, (int, str)) and not isinstance(link, bool):
                 if link not in links:
                     raise WorkflowError(f"ComfyUI node {node.id} input {name!r}: link {link!r} is not in 'links'")
+                if isinstance(widget, dict) and name in node.inputs:
+                    node.covered[name] = node.inputs[name]
                 # A hand-edited file may give two links one id; the one ending at this node is meant.
                 node.inputs[name] = by_target.get((link, str(node_id)), links[link])
         nodes.append(node)
     return nodes
+
+
+def _promoted_widgets(definition: dict[str, Any], listed: tuple[str, ...]) -> tuple[str, ...]:
+    """The names of a subgraph's inputs that feed inner widgets, in the definition's order,
+    less the inputs its instance lists as slots. ComfyUI's frontend (1.2x) shows these as
+    widgets on the instance and saves their values in the instance's widgets_values, in
+    this order, while its ``inputs`` list holds only the other, linkable ones."""
+    widget_slots = set()  # (inner node id, inner input slot) of the inner inputs that are widgets
+    for raw in _list(definition.get("nodes")):
+        if isinstance(raw, dict):
+            for index, slot in enumerate(_list(raw.get("inputs"))):
+                if isinstance(slot, dict) and isinstance(slot.get("widget"), dict):
+                    widget_slots.add((str(raw.get("id")), index))
+    feeds_widget = set()  # the input node's slots linked to an inner widget
+    for raw in _list(definition.get("links")):
+        if isinstance(raw, dict):
+            origin, origin_slot, target, target_slot = (raw.get(k) for k in ("origin_id", "origin_slot", "target_id", "target_slot"))
+        elif isinstance(raw, list) and len(raw) >= 5:
+            origin, origin_slot, target, target_slot = raw[1:5]
+        else:
+            continue
+        if str(origin) == "-10" and (str(target), target_slot) in widget_slots:
+            feeds_widget.add(origin_slot)
+    names = []
+    for index, entry in enumerate(_list(definition.get("inputs"))):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name not in listed and index in feeds_widget:
+            names.append(name)
+    return tuple(names)
 
 
 def _ui_links(raw_links: Any) -> dict[Any, Ref]:
@@ -517,6 +558,17 @@ class NoEquivalent(ValueError):
         self.reason = reason
 
 
+def _output_prefix(prefix: Any) -> Any:
+    """ComfyUI's SaveImage prefix may name subfolders of the output folder ("gligen/testing")
+    and hold the editor's %...% patterns ("%date:yyyy-MM-dd%"); nodeflow writes into the
+    output folder itself, so the folders become part of the name ("gligen_testing"), as do
+    the ":" and ".." nodeflow keeps out of file names."""
+    if not isinstance(prefix, str):
+        return prefix
+    flat = re.sub(r"[/\\:]+", "_", prefix.replace("..", "_")).strip("_ ")
+    return flat or "ComfyUI"
+
+
 def _sampler_name(name: Any) -> str:
     if isinstance(name, str) and name in SAMPLER_REFUSED:
         raise NoEquivalent(SAMPLER_REFUSED[name])
@@ -720,7 +772,7 @@ MAPPINGS: dict[str, Mapping] = {
                          ("VAEEncode",)),
     "SaveImage": Mapping(
         ("filename_prefix",), _one_to_one("SaveImage", {"images": "images"}, {"filename_prefix": "filename_prefix"},
-                                          ("images",)), ("SaveImage",)),
+                                          ("images",), {"filename_prefix": _output_prefix}), ("SaveImage",)),
     "PreviewImage": Mapping((), _one_to_one("PreviewImage", {"images": "images"}, {}, ("images",)),
                             ("PreviewImage",)),
     "LoadImage": Mapping(("image", "upload"), _one_to_one("LoadImage", {}, {"image": "image"}, ("image", "mask"),

@@ -65,18 +65,25 @@ def inline_subgraphs(nodes: list[ComfyNode], definitions: dict[str, dict[str, An
                 f"subgraphs gives more than {MAX_NODES} nodes, the limit (do instances of subgraphs repeat inside each other?)"
             )
         _place(inner, node, definition)
-        for slot, name in enumerate(node.slots):  # the input node's slot i is the instance's input i
-            substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name)
+        # The input node's slot i is the definition's input i: the instance's input of that
+        # name (its list may leave out the promoted widgets, frontends 1.2x, or be missing);
+        # by position only when the instance's names are not the definition's.
+        names = [e.get("name") if isinstance(e, dict) else None for e in _list(definition.get("inputs"))]
+        for slot, name in enumerate(node.slots):
+            if name not in names:
+                substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name)
+        for slot, name in enumerate(names):
+            if isinstance(name, str) and (name in node.slots or (prefix + INPUT_NODE, slot) not in substitutes):
+                substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name)
         for slot, ref in _output_sources(definition, prefix).items():
             substitutes[(node.id, slot)] = ref
-        if not node.slots:  # an instance saved without its input list: match by the definition's names
-            for slot, entry in enumerate(_list(definition.get("inputs"))):
-                name = entry.get("name") if isinstance(entry, dict) else None
-                substitutes[(prefix + INPUT_NODE, slot)] = node.inputs.get(name) if isinstance(name, str) else None
         out.extend(inner)
     for node in out:
         for name, value in list(node.inputs.items()):
-            node.inputs[name] = _substituted(value, substitutes)
+            replaced = _substituted(value, substitutes)
+            if replaced is None and isinstance(value, Ref) and name in node.covered:
+                replaced = node.covered[name]  # the instance gives no value: the inner widget's own
+            node.inputs[name] = replaced
     return inline_subgraphs(out, definitions, depth + 1)
 
 

@@ -39,10 +39,10 @@ class TextEncoder(Node):
     def check_host(cls, values: dict[str, Any], ctx: RunContext) -> dict[str, str]:
         """Before the run: the ``embedding:NAME`` files the prompt names exist (Node.check_host)."""
         from nodes.diffusion.impl.paths import missing_model
-        from nodes.diffusion.impl.prompt import EMBEDDING
+        from nodes.diffusion.impl.prompt import embedding_names
 
         text = values.get("text")
-        for name in EMBEDDING.findall(text) if isinstance(text, str) else ():
+        for name in dict.fromkeys(embedding_names(text)) if isinstance(text, str) else ():
             candidates = [name] if "." in name.rsplit("/", 1)[-1] else [f"{name}{ext}" for ext in (".safetensors", ".pt", ".bin")]
             messages = [missing_model(c, "embeddings", ctx.settings) for c in candidates]
             if all(messages):

@@ -92,6 +92,18 @@ def parse_weights(text: str, check: Callable[[], None] = lambda: None) -> list[t
     return merged or [("", 1.0)]
 
 
+def embedding_names(text: str) -> list[str]:
+    """The ``embedding:NAME`` names ``text`` holds, read as the encoder reads them: after
+    the weights are parsed, so ``(embedding:NAME:1.2)`` names ``NAME`` (the raw text
+    would give ``NAME:1.2)``)."""
+    return [
+        name
+        for part in _BREAK_SPLIT.split(text)
+        for piece, _weight in parse_weights(part)
+        for name in EMBEDDING.findall(piece)
+    ]
+
+
 def _span_products(count: int, spans: list[tuple[int, int, float, bool]]) -> list[float]:
     """For each of ``count`` runs, the product of the factors of the spans holding it.
 

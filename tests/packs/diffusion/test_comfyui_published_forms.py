@@ -271,3 +271,102 @@ def test_latent_add_subtract_and_multiply_import_and_shape_the_second_latent_lik
     with pytest.raises(NodeError, match="channels") as error:
         LatentAdd().run(None, a, Latent(torch.ones(1, 16, 4, 6)))
     assert error.value.field == "samples2"
+
+
+# A subgraph whose inputs feed inner widgets (steps, cfg, sampler_name of a KSampler), saved by
+# frontend 1.27 as in the published depth_t2i_adapter template (hanzoui/workflow-templates,
+# archived/depth_t2i_adapter.json at 8e9beab33dcd): the instance lists only its linkable inputs,
+# and the promoted widgets' values sit in its widgets_values in the definition's input order.
+# They were lost: the inner KSampler ran with nodeflow's defaults (20 steps, cfg 7, dpmpp_2m).
+PROMOTED = "subgraph_promoted_widgets_ui_v1.json"
+
+
+def _promoted(widgets_values=None) -> dict:
+    import json
+
+    data = json.loads((FIXTURES / PROMOTED).read_text())
+    if widgets_values is not None:
+        (instance,) = [n for n in data["nodes"] if n["id"] == 30]
+        instance["widgets_values"] = widgets_values
+    return data
+
+
+def _sampler_settings(graph) -> tuple:
+    sampler, cfg = graph.nodes["30:3"].values, graph.nodes["30:3.cfg"].values
+    return sampler["steps"], sampler["sampler"], cfg["scale"], graph.nodes["30:3.noise"].values["seed"]
+
+
+def test_a_subgraph_instance_gives_its_promoted_widget_values_to_the_inner_node():
+    workflow = load_workflow(FIXTURES / PROMOTED, default_registry())
+    assert _sampler_settings(workflow.graph) == (4, "euler_ancestral", 6.5, 1234)  # the seed is not promoted
+    assert [*workflow.problems, *validate(workflow.graph)] == []
+
+
+def test_a_promoted_widget_the_instance_gives_no_value_keeps_the_inner_nodes_own():
+    graph = workflow_from_dict(_promoted([]), default_registry()).graph
+    assert _sampler_settings(graph) == (3, "euler", 7.5, 1234)
+    graph = workflow_from_dict(_promoted([5]), default_registry()).graph  # a shorter list: the first only
+    assert _sampler_settings(graph) == (5, "euler", 7.5, 1234)
+
+
+def test_a_subgraph_with_promoted_widgets_runs_as_the_same_sampler_outside_it(tmp_path_factory, tmp_path):
+    """The instance's values drive the run: same image as a plain KSampler set to them."""
+    data = _promoted()
+    (definition,) = data["definitions"]["subgraphs"]
+    (sampler,) = definition["nodes"]
+    flat = {k: v for k, v in data.items() if k != "definitions"}
+    flat["nodes"] = [n for n in data["nodes"] if n["id"] != 30] + [{
+        "id": 30, "type": "KSampler", "mode": 0, "inputs": [
+            {"name": n, "type": t, "link": link} for n, t, link in
+            [("model", "MODEL", 1), ("positive", "CONDITIONING", 4), ("negative", "CONDITIONING", 6), ("latent_image", "LATENT", 2)]],
+        "outputs": [{"name": "LATENT", "type": "LATENT", "links": [7]}],
+        "widgets_values": [1234, "fixed", 4, 6.5, "euler_ancestral", "normal", 1]}]
+    assert sampler["widgets_values"][2:5] != [4, 6.5, "euler_ancestral"]  # the inner defaults differ
+    settings = RunSettings(model_folders={"checkpoints": [shared_tiny_sd(tmp_path_factory).parent]})
+    image = _saved_image(api.from_dict(data, device="cpu"), settings, tmp_path / "sub")
+    expected = _saved_image(api.from_dict(flat, device="cpu"), settings, tmp_path / "flat")
+    assert np.array_equal(image, expected)
+
+
+def test_values_ordered_by_proxy_widgets_are_not_read_in_the_definitions_order():
+    data = _promoted([7.0, "heun", 9])  # as if ordered cfg, sampler_name, steps
+    (instance,) = [n for n in data["nodes"] if n["id"] == 30]
+    instance["properties"]["proxyWidgets"] = [["3", "cfg"], ["3", "sampler_name"], ["3", "steps"]]
+    graph = workflow_from_dict(data, default_registry()).graph
+    assert _sampler_settings(graph) == (3, "euler", 7.5, 1234)  # the inner node's own, not shuffled ones
+
+
+def test_a_subgraph_instance_listing_its_inputs_in_another_order_is_matched_by_name():
+    data = _promoted()
+    (instance,) = [n for n in data["nodes"] if n["id"] == 30]
+    instance["inputs"] = [instance["inputs"][i] for i in (3, 0, 2, 1)]  # latent, model, negative, positive
+    for link in data["links"]:  # the outer links end at the listed slots
+        if link[3] == 30:
+            link[4] = [s["link"] for s in instance["inputs"]].index(link[0])
+    graph = workflow_from_dict(data, default_registry()).graph
+    assert graph.link_into("30:3.cfg", "model").source == "4"
+    assert graph.link_into("30:3.cfg", "positive").source == "6"
+    assert graph.link_into("30:3.cfg", "negative").source == "7"
+    assert graph.link_into("30:3", "latent").source == "5"
+    assert _sampler_settings(graph) == (4, "euler_ancestral", 6.5, 1234)
+
+
+@pytest.mark.parametrize("prefix, flat", [
+    ("gligen/testing", "gligen_testing"),  # the published gligen_textbox_example template
+    ("NESUPixel/Inpaint/Inpaint", "NESUPixel_Inpaint_Inpaint"),  # Krashl/NESUPixel workflows/inpaint.json
+    ("%date:yyyy-MM-dd%/img", "%date_yyyy-MM-dd%_img"),  # the editor's date pattern, a folder per day
+    ("../../etc/x", "etc_x"),
+])
+def test_a_save_prefix_with_subfolders_is_saved_flat_into_the_output_folder(prefix, flat, tmp_path_factory, tmp_path):
+    """ComfyUI writes "a/b" under output/a/; nodeflow writes into the output folder itself and
+    refused the prefix at run time, after the file had validated."""
+    import json
+
+    data = json.loads((FIXTURES / "txt2img_api.json").read_text())
+    data["9"]["inputs"]["filename_prefix"] = prefix
+    flow = api.from_dict(data, device="cpu")
+    assert flow.graph.nodes["9"].values["filename_prefix"] == flat
+    settings = RunSettings(model_folders={"checkpoints": [shared_tiny_sd(tmp_path_factory).parent]})
+    result = flow.run(output_dir=tmp_path / "out", device="cpu", settings=settings)
+    assert result.ok, result.error or result.problems
+    assert [p.name.startswith(flat) for p in (tmp_path / "out").iterdir() if p.suffix == ".png"] == [True]

@@ -72,3 +72,16 @@ def test_a_missing_or_unsafe_embedding_is_refused_naming_the_file(tiny_clip, fol
     # validate finds the missing one before a run (Node.check_host)
     assert "'embedding:nothere'" in TextEncoder.check_host({"text": "a embedding:nothere"}, RunContext(settings=settings))["text"]
     assert TextEncoder.check_host({"text": "a embedding:red_vec"}, RunContext(settings=settings)) == {}
+
+
+def test_a_weighted_embedding_is_found_before_the_run_and_encodes_as_the_weighted_word(tiny_clip, folder):
+    # ComfyUI's published workflows write "(embedding:NAME:1.2)"; the check read the raw
+    # text and looked for a file named "NAME:1.2)", so validate refused a present file
+    settings = RunSettings(model_folders={"embeddings": [folder]})
+    for text in ("(embedding:red_vec:1.2), a circle", "[embedding:red_vec]", "((embedding:red_pt.pt))", "x BREAK (embedding:red_vec:0.8)"):
+        assert TextEncoder.check_host({"text": text}, RunContext(settings=settings)) == {}, text
+    assert "'embedding:nothere'" in TextEncoder.check_host({"text": "(embedding:nothere:1.2)"}, RunContext(settings=settings))["text"]
+
+    files = EmbeddingFiles(settings)
+    word = encode_text(tiny_clip, "a (red:1.2) circle").embeds
+    assert torch.equal(encode_text(tiny_clip, "a (embedding:red_vec:1.2) circle", 1, embeddings=files).embeds, word)
