@@ -523,11 +523,13 @@ class Builder:
 
 # ---------------------------------------------------------------- node builders
 def _one_to_one(type_name: str, inputs: dict[str, str], widgets: dict[str, str], outputs: tuple[str, ...],
-                converters: dict[str, Callable[[Any], Any]] | None = None) -> Callable[[Builder, ComfyNode], None]:
-    """A ComfyUI node that is one nodeflow node: inputs, widgets and outputs renamed."""
+                converters: dict[str, Callable[[Any], Any]] | None = None,
+                fixed: dict[str, Any] | None = None) -> Callable[[Builder, ComfyNode], None]:
+    """A ComfyUI node that is one nodeflow node: inputs, widgets and outputs renamed;
+    ``fixed`` are the nodeflow values that give ComfyUI's behaviour (no widget of its own)."""
 
     def build(b: Builder, c: ComfyNode) -> None:
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(fixed or {})
         for comfy_name, ours in widgets.items():
             b.value(c, comfy_name, values, ours, (converters or {}).get(comfy_name))
         node_id = b.add(c, type_name, values=values)
@@ -768,8 +770,9 @@ MAPPINGS: dict[str, Mapping] = {
         lambda b, c: _build_ksampler(b, c, advanced=True), ("Noise", "DisableNoise", "CFG", "Sampler")),
     "VAEDecode": Mapping((), _one_to_one("VAEDecode", {"samples": "latent", "vae": "vae"}, {}, ("image",)),
                          ("VAEDecode",)),
-    "VAEEncode": Mapping((), _one_to_one("VAEEncode", {"pixels": "image", "vae": "vae"}, {}, ("latent",)),
-                         ("VAEEncode",)),
+    # ComfyUI's VAE encoders cut an image's centre to multiples of 8; nodeflow's refuse unless told to.
+    "VAEEncode": Mapping((), _one_to_one("VAEEncode", {"pixels": "image", "vae": "vae"}, {}, ("latent",),
+                                         fixed={"crop_to_fit": True}), ("VAEEncode",)),
     "SaveImage": Mapping(
         ("filename_prefix",), _one_to_one("SaveImage", {"images": "images"}, {"filename_prefix": "filename_prefix"},
                                           ("images",), {"filename_prefix": _output_prefix}), ("SaveImage",)),
@@ -1089,7 +1092,8 @@ MAPPINGS.update({
     "VAEDecodeTiled": Mapping(("tile_size", "overlap", "temporal_size", "temporal_overlap"), _build_vae_decode_tiled,
                               ("VAEDecode",)),
     "VAEEncodeTiled": Mapping(("tile_size", "overlap", "temporal_size", "temporal_overlap"),
-                              _one_to_one("VAEEncode", {"pixels": "image", "vae": "vae"}, {}, ("latent",)), ("VAEEncode",)),
+                              _one_to_one("VAEEncode", {"pixels": "image", "vae": "vae"}, {}, ("latent",),
+                                          fixed={"crop_to_fit": True}), ("VAEEncode",)),
 })
 
 # Built-in ComfyUI node types nodeflow refuses on purpose, with the reason the import
@@ -1191,12 +1195,13 @@ MODEL_MAPPINGS: dict[str, Mapping] = {
     "VAEEncodeForInpaint": Mapping(
         ("grow_mask_by",),
         _one_to_one("VAEEncodeForInpaint", {"pixels": "image", "vae": "vae", "mask": "mask"},
-                    {"grow_mask_by": "grow_mask_by"}, ("latent",)), ("VAEEncodeForInpaint",)),
+                    {"grow_mask_by": "grow_mask_by"}, ("latent",), fixed={"crop_to_fit": True}), ("VAEEncodeForInpaint",)),
     "InpaintModelConditioning": Mapping(
         ("noise_mask",),
         _one_to_one("InpaintModelConditioning",
                     {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "image", "mask": "mask"},
-                    {"noise_mask": "noise_mask"}, ("positive", "negative", "latent")), ("InpaintModelConditioning",)),
+                    {"noise_mask": "noise_mask"}, ("positive", "negative", "latent"), fixed={"crop_to_fit": True}),
+        ("InpaintModelConditioning",)),
     "InstructPixToPixConditioning": Mapping(
         (), _one_to_one("InstructPixToPixConditioning",
                         {"positive": "positive", "negative": "negative", "vae": "vae", "pixels": "pixels"}, {},

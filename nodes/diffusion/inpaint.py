@@ -20,12 +20,26 @@ def _encode(vae: Autoencoder, image: Any) -> Any:
 
     from nodes.diffusion.impl.vae import encode
 
-    factor = vae.family.vae_scale_factor
-    height, width = image.shape[1:3]
-    if height % factor or width % factor:
-        raise NodeError(f"the image is {width}x{height}; both sides must be multiples of {factor}", field="image")
+    _fitted(vae, image, False)  # the caller cut it to fit, or it must fit as it is
     with torch.inference_mode():
         return encode(vae, image)
+
+
+def _fitted(vae: Autoencoder, image: Any, crop: bool, mask: Any = None) -> tuple[Any, Any]:
+    """The image (and its pixel mask) as the VAE encodes it: whole, or with ``crop`` its
+    centre cut to multiples of the scale factor; refused naming the image otherwise."""
+    from nodes.diffusion.impl.vae import fitting_crop
+
+    try:
+        top, left, height, width = fitting_crop(*image.shape[1:3], vae.family.vae_scale_factor, crop)
+    except ValueError as error:
+        raise NodeError(str(error), field="image") from None
+    cut = (slice(None), slice(top, top + height), slice(left, left + width))
+    return image[cut], None if mask is None else mask[cut]
+
+
+CROP_TO_FIT_TOOLTIP = ("cut the image's (and mask's) centre to multiples of the VAE's scale factor (as ComfyUI does); "
+                       "off refuses such an image")
 
 
 def _pixel_mask(mask: Any, image: Any) -> Any:
@@ -52,12 +66,15 @@ class VAEEncodeForInpaint(Node):
     image = Socket(IMAGE)
     mask = Socket(MASK, tooltip="1 where the image is redrawn")
     grow_mask_by = Int(6, min=0, max=64, tooltip="pixels added around the mask, so its edge blends in")
+    crop_to_fit = Bool(False, tooltip=CROP_TO_FIT_TOOLTIP)
     outputs = (Output("latent", LATENT),)
 
-    def run(self, ctx: RunContext, vae: Autoencoder, image: Any, mask: Any, grow_mask_by: int) -> Latent:
+    def run(self, ctx: RunContext, vae: Autoencoder, image: Any, mask: Any, grow_mask_by: int,
+            crop_to_fit: bool = False) -> Latent:
         from nodes.diffusion.impl.inpaint import grey_out, grow
 
-        grown = grow(_pixel_mask(mask, image), grow_mask_by)
+        image, pixel_mask = _fitted(vae, image, crop_to_fit, _pixel_mask(mask, image))
+        grown = grow(pixel_mask, grow_mask_by)
         return Latent(_encode(vae, grey_out(image, grown)), vae.family, noise_mask=grown)
 
 
@@ -76,15 +93,16 @@ class InpaintModelConditioning(Node):
     image = Socket(IMAGE)
     mask = Socket(MASK, tooltip="1 where the image is redrawn")
     noise_mask = Bool(True, tooltip="also keep the unmasked part of the latent at every step (off: the model alone decides)")
+    crop_to_fit = Bool(False, tooltip=CROP_TO_FIT_TOOLTIP)
     outputs = (Output("positive", CONDITIONING), Output("negative", CONDITIONING), Output("latent", LATENT))
 
     def run(
         self, ctx: RunContext, positive: Conditioning, negative: Conditioning, vae: Autoencoder, image: Any,
-        mask: Any, noise_mask: bool,
+        mask: Any, noise_mask: bool, crop_to_fit: bool = False,
     ) -> dict[str, Any]:
         from nodes.diffusion.impl.inpaint import InpaintInputs, grey_out
 
-        pixel_mask = _pixel_mask(mask, image)
+        image, pixel_mask = _fitted(vae, image, crop_to_fit, _pixel_mask(mask, image))
         inputs = InpaintInputs(pixel_mask, _encode(vae, grey_out(image, pixel_mask)))
 
         def attach(cond: Conditioning) -> Conditioning:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nodeflow import Choice, Int, Node, NodeError, Output, RunContext, Socket
+from nodeflow import Bool, Choice, Int, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion import estimates
 from nodes.diffusion.types import IMAGE, LATENT, VAE, Autoencoder, Latent
@@ -77,6 +77,8 @@ class VAEEncode(Node):
 
     vae = Socket(VAE)
     image = Socket(IMAGE)
+    crop_to_fit = Bool(False, tooltip="cut the image's centre to multiples of the VAE's scale factor (as ComfyUI "
+                       "does); off refuses such an image")
     outputs = (Output("latent", LATENT),)
     estimate_memory = classmethod(estimates.vae_encode)
 
@@ -89,18 +91,15 @@ class VAEEncode(Node):
         return vae_need(inputs["vae"], batch, height, width, "image", f"encoding {batch} x {width}x{height}",
                         "use a smaller image (e.g. scale it down first)")
 
-    def run(self, ctx: RunContext, vae: Autoencoder, image: Any) -> Latent:
+    def run(self, ctx: RunContext, vae: Autoencoder, image: Any, crop_to_fit: bool = False) -> Latent:
         import torch
 
-        from nodes.diffusion.impl.vae import encode
+        from nodes.diffusion.impl.vae import encode, fitting_crop
 
-        factor = vae.family.vae_scale_factor
-        height, width = image.shape[1:3]
-        if height % factor or width % factor:
-            raise NodeError(
-                f'the image is {width}x{height}; both sides must be multiples of {factor}, '
-                "the VAE scale factor of this model",
-                field="image",
-            )
+        try:
+            top, left, height, width = fitting_crop(*image.shape[1:3], vae.family.vae_scale_factor, crop_to_fit)
+        except ValueError as error:
+            raise NodeError(str(error), field="image") from None
+        image = image[:, top:top + height, left:left + width]
         with torch.inference_mode():
             return Latent(encode(vae, image), vae.family)

@@ -92,9 +92,27 @@ def test_vae_encode_is_the_latent_mean_in_model_space(vae):
     assert torch.equal(VAEEncode().run(RunContext(), vae, pixels).samples, latent.samples)
 
 
-def test_vae_encode_refuses_sizes_off_the_grid(vae):
-    with pytest.raises(NodeError, match='field "image".*15x16.*multiples of 2'):
+def test_vae_encode_refuses_sizes_off_the_grid_unless_told_to_crop_their_centre(vae):
+    with pytest.raises(NodeError, match='field "image".*15x16.*multiples of 2.*crop_to_fit'):
         VAEEncode().run(RunContext(), vae, torch.rand(1, 16, 15, 3))
+    pixels = torch.rand(1, 19, 17, 3, generator=torch.Generator().manual_seed(2))
+    cropped = VAEEncode().run(RunContext(), vae, pixels, crop_to_fit=True)
+    # ComfyUI's cut: the centre, the odd pixel left off the far side (offsets (19 % 2) // 2 = 0)
+    assert torch.equal(cropped.samples, VAEEncode().run(RunContext(), vae, pixels[:, 0:18, 0:16]).samples)
+
+
+def test_inpaint_encoders_crop_image_and_mask_alike(vae):
+    from nodes.diffusion.inpaint import VAEEncodeForInpaint
+
+    pixels = torch.rand(1, 21, 18, 3, generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(1, 21, 18)
+    mask[:, :10] = 1.0
+    latent = VAEEncodeForInpaint().run(RunContext(), vae, pixels, mask, 0, crop_to_fit=True)
+    assert latent.samples.shape[-2:] == (10, 9) and latent.noise_mask.shape[-2:] == (20, 18)
+    assert torch.equal(latent.noise_mask, mask[:, 0:20])
+    with pytest.raises(NodeError, match="crop_to_fit") as refused:
+        VAEEncodeForInpaint().run(RunContext(), vae, pixels, mask, 0)
+    assert refused.value.field == "image"
 
 
 # ------------------------------------------------------------------ images
