@@ -54,6 +54,23 @@ class Server:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True) -> "Server":
+        """Start the server (and wait until it answers). A port another process took between
+        :func:`free_port` and the server's bind (Ray's workers bind ports too) is replaced by
+        a fresh one, at most twice: that is the machine, not the server under test."""
+        for attempt in range(3):
+            self._launch()
+            if not wait:
+                return self
+            try:
+                self.wait_up()
+                return self
+            except RuntimeError as error:
+                if "address already in use" not in str(error) or attempt == 2:
+                    raise
+                self.port = free_port()
+        return self
+
+    def _launch(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "NODEFLOW_CONFIG_DIR": str(self.data_dir)}
         env.pop("NODEFLOW_MODELS", None)
@@ -61,9 +78,6 @@ class Server:
                    "--data-dir", str(self.data_dir), *self.args]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                         stderr=open(self.log, "a"), text=True, preexec_fn=_die_with_parent)
-        if wait:
-            self.wait_up()
-        return self
 
     def wait_up(self, timeout: float = 30.0, **request_options: Any) -> None:
         deadline = time.monotonic() + timeout
