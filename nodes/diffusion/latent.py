@@ -109,7 +109,7 @@ class LatentUpscale(Node):
     def run(
         self, ctx: RunContext, latent: Latent, method: str, width: int, height: int, scale_by: float
     ) -> Latent:
-        import torch.nn.functional as F
+        from nodes.diffusion.impl.resample import resize
 
         samples = latent.samples
         h, w = samples.shape[-2:]
@@ -124,14 +124,5 @@ class LatentUpscale(Node):
             size = (new_h, new_w)
         check_pixels("scale_by" if width == 0 and height == 0 else "width", size[1] * factor, size[0] * factor,
                      samples.shape[0], ctx.settings)
-        if method == "nearest":  # torch's plain "nearest" is shifted by half a pixel
-            resized = F.interpolate(samples, size=size, mode="nearest-exact")
-        elif method == "area":
-            resized = F.interpolate(samples, size=size, mode="area")
-        elif method == "bislerp":
-            from nodes.diffusion.impl.resample import bislerp
-
-            resized = bislerp(samples, *size)
-        else:
-            resized = F.interpolate(samples, size=size, mode=method, align_corners=False)
+        resized = resize(samples, size, method)
         return Latent(resized, latent.family, latent.noise_mask, latent.batch_index)  # as ComfyUI: the mask is resized when sampling

@@ -26,6 +26,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+from nodes.diffusion.impl.resample import resize
 from nodes.diffusion.types import FreeUScaling
 
 if TYPE_CHECKING:
@@ -344,24 +345,6 @@ def differential_mask(mask: "torch.Tensor", timestep: float, first: float, last:
 
 
 # ------------------------------------------------------------------------------ Deep Shrink
-def resample(features: "torch.Tensor", size: tuple[int, int], method: str) -> "torch.Tensor":
-    """``features`` [B, C, H, W] resized to ``size`` by ``method`` (nearest, bilinear,
-    bicubic, area or bislerp)."""
-    import torch.nn.functional as F
-
-    if tuple(features.shape[-2:]) == tuple(size):
-        return features
-    if method == "bislerp":
-        from nodes.diffusion.impl.resample import bislerp
-
-        return bislerp(features, *size)
-    if method == "nearest":  # torch's plain "nearest" is shifted by half a cell
-        return F.interpolate(features, size=size, mode="nearest-exact")
-    if method == "area":
-        return F.interpolate(features, size=size, mode="area")
-    return F.interpolate(features, size=size, mode=method, align_corners=False)
-
-
 def _input_blocks(unet: Any) -> dict[int, tuple[Any, Any]]:
     """The original UNet's input block number -> (the diffusers module that makes its
     output, the module that takes that output next)."""
@@ -423,7 +406,7 @@ def deep_shrink(unet: Any, patch: Any, train_steps: int) -> Iterator[None]:
             return features
         height, width = features.shape[-2:]
         size = (max(1, round(height / patch.factor)), max(1, round(width / patch.factor)))
-        return resample(features, size, patch.downscale_method)
+        return resize(features, size, patch.downscale_method)
 
     def shrink_output(module: Any, args: tuple, output: Any) -> Any:
         return _with_first(output, shrunk(_first_tensor(output)))
@@ -444,7 +427,7 @@ def deep_shrink(unet: Any, patch: Any, train_steps: int) -> Iterator[None]:
         mine, state["skips"] = state["skips"][-count:], state["skips"][:-count]
         state["joins"] = list(reversed(mine))  # the order the block joins them
         kwargs = dict(kwargs)
-        kwargs["hidden_states"] = resample(kwargs["hidden_states"], state["joins"][0], patch.upscale_method)
+        kwargs["hidden_states"] = resize(kwargs["hidden_states"], state["joins"][0], patch.upscale_method)
         if getattr(module, "upsamplers", None) and state["skips"]:
             kwargs["upsample_size"] = state["skips"][-1]
         return args, kwargs
@@ -454,7 +437,7 @@ def deep_shrink(unet: Any, patch: Any, train_steps: int) -> Iterator[None]:
             joins = state["joins"]
             if index + 1 >= len(joins):
                 return output
-            return _with_first(output, resample(_first_tensor(output), joins[index + 1], patch.upscale_method))
+            return _with_first(output, resize(_first_tensor(output), joins[index + 1], patch.upscale_method))
 
         return grow
 

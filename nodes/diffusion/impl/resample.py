@@ -12,6 +12,23 @@ from __future__ import annotations
 import torch
 
 
+def resize(samples: torch.Tensor, size: tuple[int, int], method: str) -> torch.Tensor:
+    """``samples`` [B, C, H, W] resized to ``size`` (height, width) by ``method``: nearest
+    (torch's nearest-exact: its plain "nearest" is shifted by half a cell), bilinear, bicubic,
+    area or bislerp. The latent upscale and Deep Shrink's feature resizing share it."""
+    import torch.nn.functional as F
+
+    if tuple(samples.shape[-2:]) == tuple(size):
+        return samples
+    if method == "bislerp":
+        return bislerp(samples, *size)
+    if method == "nearest":
+        return F.interpolate(samples, size=size, mode="nearest-exact")
+    if method == "area":
+        return F.interpolate(samples, size=size, mode="area")
+    return F.interpolate(samples, size=size, mode=method, align_corners=False)
+
+
 def bislerp(samples: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``samples`` [B, C, H, W] resized to ``height`` x ``width``; vectors are along C."""
     out = _along(samples.float(), width, dim=3)
