@@ -1293,26 +1293,18 @@ MAPPINGS.update({
 # ---------------------------------------------- end of a model's parts in their own files
 
 # ------------------------------------------------ model patches (issue 11)
-def _freeu(version: str) -> Callable[[Builder, ComfyNode], None]:
-    """FreeU (the paper's first version) and FreeU_V2 are one nodeflow node with a variant
-    (whose backbone defaults are v2's: a v1 node missing them gets v1's)."""
-
-    def build(b: Builder, c: ComfyNode) -> None:
-        values: dict[str, Any] = {"variant": version, **({"b1": 1.1, "b2": 1.2} if version == "v1" else {})}
-        for name in ("b1", "b2", "s1", "s2"):
-            b.value(c, name, values, name)
-        node_id = b.add(c, "FreeU", values=values)
-        b.link(c, "model", node_id, "model")
-        b.output(c, 0, node_id, "model")
-
-    return build
+# FreeU (the paper's first version) and FreeU_V2 are one nodeflow node with a variant, whose
+# backbone defaults are v2's: a v1 node missing them gets v1's.
+_FREEU_WIDGETS = {name: name for name in ("b1", "b2", "s1", "s2")}
 
 
 MAPPINGS.update({
     "RescaleCFG": Mapping(("multiplier",), _one_to_one("RescaleCFG", {"model": "model"}, {"multiplier": "multiplier"},
                                                        ("model",)), ("RescaleCFG",)),
-    "FreeU": Mapping(("b1", "b2", "s1", "s2"), _freeu("v1"), ("FreeU",)),
-    "FreeU_V2": Mapping(("b1", "b2", "s1", "s2"), _freeu("v2"), ("FreeU",)),
+    "FreeU": Mapping(tuple(_FREEU_WIDGETS), _one_to_one("FreeU", {"model": "model"}, _FREEU_WIDGETS, ("model",),
+                                                        fixed={"variant": "v1", "b1": 1.1, "b2": 1.2}), ("FreeU",)),
+    "FreeU_V2": Mapping(tuple(_FREEU_WIDGETS), _one_to_one("FreeU", {"model": "model"}, _FREEU_WIDGETS, ("model",),
+                                                           fixed={"variant": "v2"}), ("FreeU",)),
     "PerturbedAttentionGuidance": Mapping(
         ("scale",), _one_to_one("PerturbedAttentionGuidance", {"model": "model"}, {"scale": "scale"}, ("model",)),
         ("PerturbedAttentionGuidance",)),
@@ -1351,16 +1343,19 @@ MAPPINGS.update({
 # ---------------------------------------------- end of model patches
 
 
-def _file_name_part(prefix: Any) -> Any:
-    """ComfyUI's save prefixes may name folders under its output folder ("checkpoints/ComfyUI");
-    nodeflow's CheckpointSave always writes into checkpoints/ there: the name part is kept."""
-    return prefix.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or "nodeflow" if isinstance(prefix, str) else prefix
+def _checkpoint_prefix(prefix: Any) -> Any:
+    """ComfyUI's CheckpointSave prefix names its folder too ("checkpoints/ComfyUI"); nodeflow's
+    always writes into checkpoints/, so that folder is dropped and the rest made a file name
+    as SaveImage's is (:func:`_output_prefix`)."""
+    if isinstance(prefix, str):
+        prefix = re.sub(r"^checkpoints[/\\]+", "", prefix.strip())
+    return _output_prefix(prefix)
 
 
 MAPPINGS["TorchCompileModel"] = Mapping(("backend",), _build_folded, ())
 MAPPINGS["CheckpointSave"] = Mapping(
     ("filename_prefix",), _one_to_one("CheckpointSave", {"model": "model", "clip": "clip", "vae": "vae"},
-                                      {"filename_prefix": "filename_prefix"}, (), {"filename_prefix": _file_name_part}),
+                                      {"filename_prefix": "filename_prefix"}, (), {"filename_prefix": _checkpoint_prefix}),
     ("CheckpointSave",))
 
 # Regional conditioning, sigma schedules and block merges (issue 11): comfyui_regions.py.
