@@ -20,22 +20,20 @@ def _encode(vae: Autoencoder, image: Any) -> Any:
 
     from nodes.diffusion.impl.vae import encode
 
-    _fitted(vae, image, False)  # the caller cut it to fit, or it must fit as it is
+    _cropped(vae, image, False)  # the caller cut it to fit, or it must fit as it is
     with torch.inference_mode():
         return encode(vae, image)
 
 
-def _fitted(vae: Autoencoder, image: Any, crop: bool, mask: Any = None) -> tuple[Any, Any]:
-    """The image (and its pixel mask) as the VAE encodes it: whole, or with ``crop`` its
-    centre cut to multiples of the scale factor; refused naming the image otherwise."""
-    from nodes.diffusion.impl.vae import fitting_crop
+def _cropped(vae: Autoencoder, image: Any, crop: bool, mask: Any = None) -> tuple[Any, Any]:
+    """The image (and its pixel mask) as the VAE encodes it (impl/vae.cropped_to_fit); the
+    refusal names the image."""
+    from nodes.diffusion.impl.vae import cropped_to_fit
 
     try:
-        top, left, height, width = fitting_crop(*image.shape[1:3], vae.family.vae_scale_factor, crop)
+        return cropped_to_fit(image, vae.family.vae_scale_factor, crop, mask)
     except ValueError as error:
         raise NodeError(str(error), field="image") from None
-    cut = (slice(None), slice(top, top + height), slice(left, left + width))
-    return image[cut], None if mask is None else mask[cut]
 
 
 CROP_TO_FIT_TOOLTIP = ("cut the image's (and mask's) centre to multiples of the VAE's scale factor (as ComfyUI does); "
@@ -73,7 +71,7 @@ class VAEEncodeForInpaint(Node):
             crop_to_fit: bool = False) -> Latent:
         from nodes.diffusion.impl.inpaint import grey_out, grow
 
-        image, pixel_mask = _fitted(vae, image, crop_to_fit, _pixel_mask(mask, image))
+        image, pixel_mask = _cropped(vae, image, crop_to_fit, _pixel_mask(mask, image))
         grown = grow(pixel_mask, grow_mask_by)
         return Latent(_encode(vae, grey_out(image, grown)), vae.family, noise_mask=grown)
 
@@ -102,7 +100,7 @@ class InpaintModelConditioning(Node):
     ) -> dict[str, Any]:
         from nodes.diffusion.impl.inpaint import InpaintInputs, grey_out
 
-        image, pixel_mask = _fitted(vae, image, crop_to_fit, _pixel_mask(mask, image))
+        image, pixel_mask = _cropped(vae, image, crop_to_fit, _pixel_mask(mask, image))
         inputs = InpaintInputs(pixel_mask, _encode(vae, grey_out(image, pixel_mask)))
 
         def attach(cond: Conditioning) -> Conditioning:

@@ -94,12 +94,11 @@ class VAEEncode(Node):
     def run(self, ctx: RunContext, vae: Autoencoder, image: Any, crop_to_fit: bool = False) -> Latent:
         import torch
 
-        from nodes.diffusion.impl.vae import encode, fitting_crop
+        from nodes.diffusion.impl.vae import cropped_to_fit, encode
 
         try:
-            top, left, height, width = fitting_crop(*image.shape[1:3], vae.family.vae_scale_factor, crop_to_fit)
+            image, _ = cropped_to_fit(image, vae.family.vae_scale_factor, crop_to_fit)
         except ValueError as error:
             raise NodeError(str(error), field="image") from None
-        image = image[:, top:top + height, left:left + width]
         with torch.inference_mode():
             return Latent(encode(vae, image), vae.family)

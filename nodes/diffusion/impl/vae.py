@@ -47,17 +47,21 @@ def decode_tiled(vae: Autoencoder, latents: "torch.Tensor", tile: int) -> "torch
     return _to_image(out / weight_sum)
 
 
-def fitting_crop(height: int, width: int, factor: int, crop: bool) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of the part of a ``height`` x ``width`` image an autoencoder
-    of scale ``factor`` encodes: the whole image, or with ``crop`` its centre cut to multiples
-    of the factor (ComfyUI's VAE nodes cut it so). ValueError naming the fix otherwise."""
+def cropped_to_fit(image: "torch.Tensor", factor: int, crop: bool,
+                   mask: "torch.Tensor | None" = None) -> tuple["torch.Tensor", "torch.Tensor | None"]:
+    """The image [B, H, W, 3] (and its pixel mask [B, H, W], cut alike) as an autoencoder of
+    scale ``factor`` encodes it: whole, or with ``crop`` its centre cut to multiples of the
+    factor (ComfyUI's VAE nodes cut it so). ValueError naming the fix otherwise."""
+    height, width = image.shape[1:3]
     fit_h, fit_w = height // factor * factor, width // factor * factor
     if (fit_h, fit_w) == (height, width):
-        return 0, 0, height, width
+        return image, mask
     if not crop or not fit_h or not fit_w:
         raise ValueError(f"the image is {width}x{height}; both sides must be multiples of {factor}, the VAE scale "
                          f"factor of this model" + ("" if crop else " (or turn on crop_to_fit to cut its centre to them)"))
-    return (height - fit_h) // 2, (width - fit_w) // 2, fit_h, fit_w
+    top, left = (height - fit_h) // 2, (width - fit_w) // 2
+    cut = (slice(None), slice(top, top + fit_h), slice(left, left + fit_w))
+    return image[cut], None if mask is None else mask[cut]
 
 
 def encode(vae: Autoencoder, images: "torch.Tensor") -> "torch.Tensor":
