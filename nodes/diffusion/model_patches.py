@@ -7,19 +7,13 @@ did. What each patch does is in impl/patches.py and the guider (impl/guidance.py
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from nodeflow import Bool, Choice, Float, Int, Node, NodeError, Output, RunContext, Socket
 
 from nodes.diffusion.types import (
     CONDITIONING, MODEL, AttentionScaling, Conditioning, DeepShrink as DeepShrinkPatch, DifferentialMask,
-    DiffusionModel, EpsilonScaling, FreeUScaling, ModelPatch, PerpendicularNegative, PerturbedAttention,
+    DiffusionModel, EpsilonScaling, FreeUScaling, PerpendicularNegative, PerturbedAttention,
     RescaledGuidance, SelfAttentionGuided,
 )
-
-
-def _patched(model: DiffusionModel, patch: ModelPatch) -> DiffusionModel:
-    return replace(model, patches=model.patches + (patch,))
 
 
 class RescaleCFG(Node):
@@ -39,7 +33,7 @@ class RescaleCFG(Node):
     outputs = (Output("model", MODEL),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, multiplier: float) -> DiffusionModel:
-        return _patched(model, RescaledGuidance(multiplier))
+        return model.with_patch(RescaledGuidance(multiplier))
 
 
 class FreeU(Node):
@@ -64,7 +58,7 @@ class FreeU(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, variant: str, b1: float, b2: float, s1: float,
             s2: float) -> DiffusionModel:
-        return _patched(model, FreeUScaling(b1, b2, s1, s2, adaptive=variant == "v2"))
+        return model.with_patch(FreeUScaling(b1, b2, s1, s2, adaptive=variant == "v2"))
 
 
 class PerturbedAttentionGuidance(Node):
@@ -83,7 +77,7 @@ class PerturbedAttentionGuidance(Node):
     outputs = (Output("model", MODEL),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, scale: float) -> DiffusionModel:
-        return _patched(model, PerturbedAttention(scale))
+        return model.with_patch(PerturbedAttention(scale))
 
 
 class SelfAttentionGuidance(Node):
@@ -104,7 +98,7 @@ class SelfAttentionGuidance(Node):
     outputs = (Output("model", MODEL),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, scale: float, blur_sigma: float) -> DiffusionModel:
-        return _patched(model, SelfAttentionGuided(scale, blur_sigma))
+        return model.with_patch(SelfAttentionGuided(scale, blur_sigma))
 
 
 class PerpNeg(Node):
@@ -124,7 +118,7 @@ class PerpNeg(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, empty_conditioning: Conditioning,
             neg_scale: float) -> DiffusionModel:
-        return _patched(model, PerpendicularNegative(empty_conditioning, neg_scale))
+        return model.with_patch(PerpendicularNegative(empty_conditioning, neg_scale))
 
 
 def _factor(what: str) -> Float:
@@ -140,7 +134,7 @@ class _AttentionMultiply(Node):
     outputs = (Output("model", MODEL),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, q: float, k: float, v: float, out: float) -> DiffusionModel:
-        return _patched(model, AttentionScaling(self.attention, q, k, v, out))
+        return model.with_patch(AttentionScaling(self.attention, q, k, v, out))
 
 
 class UNetSelfAttentionMultiply(_AttentionMultiply):
@@ -182,7 +176,7 @@ class EpsilonScale(Node):
     outputs = (Output("model", MODEL),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, scaling_factor: float) -> DiffusionModel:
-        return _patched(model, EpsilonScaling(scaling_factor))
+        return model.with_patch(EpsilonScaling(scaling_factor))
 
 
 _RESAMPLING = ("bicubic", "nearest", "bilinear", "area", "bislerp")
@@ -226,7 +220,7 @@ class DeepShrink(Node):
         count = input_block_count(model.unet)
         if block_number >= count:
             raise NodeError(f"this UNet has input blocks 0-{count - 1}", field="block_number")
-        return _patched(model, DeepShrinkPatch(block_number, downscale_factor, start_percent, end_percent,
+        return model.with_patch(DeepShrinkPatch(block_number, downscale_factor, start_percent, end_percent,
                                                downscale_after_skip, downscale_method, upscale_method))
 
 
@@ -247,4 +241,4 @@ class DifferentialDiffusion(Node):
     outputs = (Output("model", MODEL),)
 
     def run(self, ctx: RunContext, model: DiffusionModel, strength: float) -> DiffusionModel:
-        return _patched(model, DifferentialMask(strength))
+        return model.with_patch(DifferentialMask(strength))

@@ -181,6 +181,12 @@ class DiffusionModel:
     # Its own latent space, when it is not its autoencoder's (Playground v2.5); None: the same.
     latent_format: LatentFormat | None = None
 
+    def with_patch(self, patch: ModelPatch) -> "DiffusionModel":
+        """A new record of this model, on the same UNet, with ``patch`` applied after the others."""
+        from dataclasses import replace
+
+        return replace(self, patches=self.patches + (patch,))
+
     def patches_of(self, kind: type) -> list[Any]:
         """This model's patches of one kind, in the order they were applied."""
         return [patch for patch in self.patches if isinstance(patch, kind)]
