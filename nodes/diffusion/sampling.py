@@ -109,13 +109,10 @@ class PerpNegGuider(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, positive: Conditioning, negative: Conditioning,
             empty_conditioning: Conditioning, scale: float, neg_scale: float) -> Any:
-        from dataclasses import replace
-
         from nodes.diffusion.impl.guidance import Guider
         from nodes.diffusion.types import PerpendicularNegative
 
-        patched = replace(model, patches=model.patches + (PerpendicularNegative(empty_conditioning, neg_scale),))
-        return Guider(patched, positive, negative, scale)
+        return Guider(model.with_patch(PerpendicularNegative(empty_conditioning, neg_scale)), positive, negative, scale)
 
 
 class DualCFGGuider(Node):
@@ -143,13 +140,11 @@ class DualCFGGuider(Node):
 
     def run(self, ctx: RunContext, model: DiffusionModel, cond1: Conditioning, cond2: Conditioning,
             negative: Conditioning, cfg_conds: float, cfg_cond2_negative: float, style: str) -> Any:
-        from dataclasses import replace
-
         from nodes.diffusion.impl.guidance import Guider
         from nodes.diffusion.types import DualGuidance
 
-        patched = replace(model, patches=model.patches + (DualGuidance(cond2, cfg_conds, style == "nested"),))
-        return Guider(patched, cond1, negative, cfg_cond2_negative)
+        return Guider(model.with_patch(DualGuidance(cond2, cfg_conds, style == "nested")), cond1, negative,
+                      cfg_cond2_negative)
 
 
 class BasicGuider(Node):
@@ -226,12 +221,10 @@ class Sampler(Node):
 
     @classmethod
     def check_connections(cls, values: Mapping[str, Any], connected: frozenset[str]) -> dict[str, str]:
-        from nodes.diffusion.impl.samplers import sigma_list_samplers
+        from nodes.diffusion.impl.samplers import list_refusal, sigma_list_samplers
 
-        takes = sigma_list_samplers()
-        if "sigmas" in connected and "sampler" in values and values["sampler"] not in takes:
-            return {"sampler": f"the {values['sampler']} sampler cannot run the list of sigmas connected to it "
-                               f"(its diffusers scheduler takes neither sigmas nor timesteps); use one of: {', '.join(takes)}"}
+        if "sigmas" in connected and values.get("sampler", "euler") not in sigma_list_samplers():
+            return {"sampler": list_refusal(values["sampler"])}
         return {}
 
     @classmethod

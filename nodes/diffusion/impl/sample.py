@@ -333,13 +333,11 @@ def _starts_below_max(sigmas: "Sigmas", scheduler: Any) -> bool:
 def _explicit(sampler: str, spec: Any, scheduler: Any, sigmas: "Sigmas",
               steps_run: StepRange) -> tuple[dict[str, Any], int, float, StepRange]:
     """``set_timesteps`` arguments, steps, denoise and step range for an explicit schedule."""
-    from nodes.diffusion.impl.samplers import sigma_list_samplers
+    from nodes.diffusion.impl.samplers import list_refusal
     from nodes.diffusion.impl.sigmas import SigmaError, timesteps_for
 
     if not spec.sigma_list:
-        raise SamplingError("sampler", f"the {sampler} sampler cannot take a list of sigmas (diffusers' "
-                            f"{spec.scheduler_class} takes neither sigmas nor timesteps); use one of: "
-                            f"{', '.join(sigma_list_samplers())}")
+        raise SamplingError("sampler", list_refusal(sampler, spec.scheduler_class))
     try:
         alphas = getattr(scheduler, "alphas_cumprod", None)  # EDM schedulers have none (and take sigmas)
         timing = timesteps_for(spec.sigma_list, sigmas, [] if alphas is None else alphas.tolist(), sampler)

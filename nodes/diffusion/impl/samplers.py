@@ -161,6 +161,14 @@ def sigma_list_samplers() -> list[str]:
     return [name for name, spec in SAMPLERS.items() if spec.sigma_list]
 
 
+def list_refusal(sampler: str, scheduler_class: str | None = None) -> str:
+    """Why ``sampler`` (its diffusers class ``scheduler_class``, by default its declared one)
+    cannot run a list of sigmas: said by validation and, for the API, by the run."""
+    cls = scheduler_class or SAMPLERS[sampler].scheduler_class
+    return (f"the {sampler} sampler cannot run the list of sigmas connected to it (diffusers' {cls} takes "
+            f"neither sigmas nor timesteps); use one of: {', '.join(sigma_list_samplers())}")
+
+
 def schedules_for(sampler: str) -> list[str]:
     """The schedules ``sampler`` supports, in declaration order (no diffusers import): karras
     and exponential run as lists of sigmas where the class cannot compute them itself."""
