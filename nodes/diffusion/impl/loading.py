@@ -26,7 +26,7 @@ import torch
 
 from nodes.diffusion.impl import ldm as _ldm
 from nodes.diffusion.impl.ldm import CheckpointError
-from nodes.diffusion.impl.mapped import MappedFile, adopt_all, map_file
+from nodes.diffusion.impl.mapped import MappedFile, adopt, map_file
 from nodes.diffusion.impl.paths import ModelFileError, ModelFiles
 from nodes.diffusion.types import ModelFamily
 
@@ -256,7 +256,7 @@ def _diffusers_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, 
             model = cls.from_config(dict(config))
     except Exception as error:  # any shape of config a library chokes on: the file's fault
         raise CheckpointError(f"its config.json does not describe a {cls.__name__} ({_first_line(error)})") from None
-    weights = adopt_all(weights, device, dtype, source)
+    weights = {k: adopt(v, device, dtype, source) for k, v in weights.items()}
     missing, unexpected = _assign(model, weights, cls.__name__)
     if missing or unexpected:
         raise CheckpointError(
@@ -295,7 +295,7 @@ def _text_model(cls: Any, config: Mapping[str, Any], weights: Mapping[str, torch
             model = cls._from_config(built, dtype=dtype)
     except Exception as error:  # any shape of config transformers chokes on: the file's fault
         raise CheckpointError(f"its config.json does not describe a {cls.__name__} ({_first_line(error)})") from None
-    weights = adopt_all(weights, "cpu", dtype, source)
+    weights = {k: adopt(v, "cpu", dtype, source) for k, v in weights.items()}
     missing, unexpected = _assign(model, weights, cls.__name__)
     bad = [k for k in missing if "position_ids" not in k]
     if bad:
