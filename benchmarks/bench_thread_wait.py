@@ -25,6 +25,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.orders import balance_note, order_of_round
+
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
@@ -82,9 +84,10 @@ def main() -> None:
     try:
         print(f"model {args.model}, {args.rounds} rounds x {args.calls} calls, busy core: {args.busy}, "
               f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
+        if balance_note(variants, args.rounds):
+            print(balance_note(variants, args.rounds), flush=True)
         for round_index in range(args.rounds):
-            order = variants[round_index % len(variants):] + variants[:round_index % len(variants)]
-            for variant in order:
+            for variant in order_of_round(variants, round_index):
                 done = subprocess.run([sys.executable, "-c", CHILD, args.model, str(args.calls)], cwd=ROOT,
                                       env=environment(variant), capture_output=True, text=True, check=True)
                 measured = json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,8 +8,9 @@ shipped SD1 configs and saved as one original-layout fp16 .safetensors, about 2 
 positive and a negative prompt, one image. ``--quick``: the bundled "shapes" model instead
 (32x32, nodeflow and diffusers only: ComfyUI does not recognise a model that small).
 
-Each tool runs in its own process, the tools alternate (the order rotates every round),
-and each figure is the median of ``--repeats`` rounds:
+Each tool runs in its own process, the tools alternate (each round in another order, so
+that every tool follows every other equally often: see ``benchmarks/orders.py``), and each
+figure is the median of ``--repeats`` rounds:
 
 - nodeflow: a worker process that does what ``nodeflow run`` does (registry, settings,
   executor) on the workflow, imported from the ComfyUI prompt by nodeflow's own importer;
@@ -413,11 +414,14 @@ def main() -> None:
         tools.insert(tools.index("nodeflow") + 1, "nodeflow-before")
     if args.only:
         tools = [t for t in tools if t in args.only]
+    from benchmarks.orders import balance_note, order_of_round  # here: workers run this file from other checkouts
+
     results: dict[str, list[dict]] = {t: [] for t in tools}
     print(f"load average at start: {os.getloadavg()[0]:.2f}; {args.repeats} round(s) of {', '.join(tools)}", flush=True)
+    if balance_note(tools, args.repeats):
+        print(balance_note(tools, args.repeats), flush=True)
     for round_ in range(args.repeats):
-        order = tools[round_ % len(tools):] + tools[: round_ % len(tools)]
-        for tool in order:
+        for tool in order_of_round(tools, round_):
             if tool == "comfyui":
                 figures = measure_comfyui(Path(args.comfyui), work)
             else:
