@@ -22,6 +22,9 @@ figure is the median of ``--repeats`` rounds:
   its own venv, as a server on loopback; the prompt POSTed, node start times read from
   its WebSocket; then the same prompt again (cached re-run). Never imported here.
 
+``--drop-caches`` empties the page cache before each tool's run (root only), so the
+libraries and the checkpoint come from disk, as in a first run after the machine starts.
+
 Cold start is process start to the image on disk; load, encode (both prompts), sample
 (per step) and decode are the nodes' own times in that first run; peak RSS is the
 process's high-water mark (VmHWM); CPU is user+system seconds of the whole process.
@@ -153,6 +156,15 @@ def run_worker(kind: str, args: argparse.Namespace, work: dict) -> dict:
         raise SystemExit(f"{kind} worker failed ({proc.returncode}):\n{out[-3000:]}")
     figures = json.loads(out.strip().splitlines()[-1])
     return figures
+
+
+def drop_page_cache() -> None:
+    """Write the dirty pages out, then drop the clean page cache (needs root)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError as error:
+        raise SystemExit(f"--drop-caches: cannot drop the page cache ({error.strerror}; it needs root)") from None
 
 
 def _children_cpu() -> float:
@@ -392,6 +404,9 @@ def main() -> None:
                         "as nodeflow-before: before/after figures in one run")
     parser.add_argument("--only", action="append", choices=["nodeflow", "nodeflow-before", "diffusers", "comfyui"],
                         help="measure only these tools (repeatable)")
+    parser.add_argument("--drop-caches", action="store_true",
+                        help="empty the page cache before every tool's run (root only): a first run after boot, "
+                        "with the libraries and the checkpoint read from disk")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -422,6 +437,8 @@ def main() -> None:
         print(balance_note(tools, args.repeats), flush=True)
     for round_ in range(args.repeats):
         for tool in order_of_round(tools, round_):
+            if args.drop_caches:
+                drop_page_cache()
             if tool == "comfyui":
                 figures = measure_comfyui(Path(args.comfyui), work)
             else:
