@@ -11,7 +11,6 @@ from nodes.diffusion import estimates
 from nodes.diffusion.types import CLIP, MODEL, VAE
 
 from nodes.diffusion.impl.paths import MODEL_EXTENSIONS
-from nodes.diffusion.impl.prefetch import read_ahead
 
 def dtype_field() -> Choice:
     return Choice(
@@ -142,11 +141,10 @@ class Checkpoint(Node):
     )
 
     def run(self, ctx: RunContext, checkpoint: str, dtype: str, prediction: str, vae_dtype: str = "auto") -> dict[str, Any]:
-        path = _resolve(checkpoint, "checkpoints", ctx)
-        read_ahead(path)  # the disk reads the file while the next lines import torch and the model libraries
         from nodes.diffusion.impl.loading import load_checkpoint, resolve_dtype
         from nodes.diffusion.types import Autoencoder, DiffusionModel, TextEncoders
 
+        path = _resolve(checkpoint, "checkpoints", ctx)
         loaded = _load(load_checkpoint, path, "checkpoints", resolve_dtype(dtype, ctx.device), ctx.device, prediction, ctx)
         if vae_dtype != "auto":  # the user's choice over the loader's upcast rule
             loaded.vae.to(resolve_dtype(vae_dtype, ctx.device))
@@ -197,11 +195,10 @@ class UNet(Node):
     outputs = (Output("model", MODEL, "The denoising UNet and its noise schedule"),)
 
     def run(self, ctx: RunContext, unet: str, dtype: str, prediction: str) -> Any:
-        path = _resolve(unet, "unet", ctx)
-        read_ahead(path)
         from nodes.diffusion.impl.loading import load_unet, resolve_dtype
         from nodes.diffusion.types import DiffusionModel
 
+        path = _resolve(unet, "unet", ctx)
         torch_dtype = resolve_dtype(dtype, ctx.device)
         loaded = _load(load_unet, path, "unet", torch_dtype, ctx.device, prediction, ctx)
         return DiffusionModel(loaded.unet, loaded.family, loaded.scheduler_config, torch_dtype, str(path))

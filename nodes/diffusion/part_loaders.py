@@ -40,8 +40,10 @@ def _files_fingerprint(cls: type[Node], values: dict[str, Any], ctx: RunContext)
 def _load(ctx: RunContext, names: dict[str, str], encoder: str, dtype: str) -> Any:
     """The text encoders of the files named by ``names`` (field -> value), each read only
     inside the text encoder folders; an unreadable file fails naming its field."""
+    from nodes.diffusion.impl.ldm import CheckpointError
+    from nodes.diffusion.impl.loading import load_text_encoders, resolve_dtype
     from nodes.diffusion.impl.paths import ModelFileError, model_files, resolve_model_path
-    from nodes.diffusion.impl.prefetch import read_ahead
+    from nodes.diffusion.types import TextEncoders
 
     paths: list[Path] = []
     refused: dict[str, str] = {}
@@ -56,12 +58,6 @@ def _load(ctx: RunContext, names: dict[str, str], encoder: str, dtype: str) -> A
     if refused:  # a file named and refused says more than a field left empty
         field = next((f for f in refused if str(names[f]).strip()), next(iter(refused)))
         raise NodeError(refused[field], field=field)
-    for path in paths:
-        read_ahead(path)  # the disk reads the files while the next lines import torch and transformers
-    from nodes.diffusion.impl.ldm import CheckpointError
-    from nodes.diffusion.impl.loading import load_text_encoders, resolve_dtype
-    from nodes.diffusion.types import TextEncoders
-
     torch_dtype = resolve_dtype(dtype, ctx.device)
     try:
         loaded = load_text_encoders(paths, encoder, torch_dtype, ctx.device, model_files(paths[0], "clip", ctx.settings))
