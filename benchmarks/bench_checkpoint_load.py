@@ -126,20 +126,11 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from benchmarks.bench_vs_peers import build_checkpoint
-    from benchmarks.orders import balance_note, order_of_round
+    from benchmarks.orders import run_rounds
 
     path, _ = build_checkpoint()
     tools = ["nodeflow"] + (["nodeflow-before"] if args.before else []) + (["comfyui"] if args.comfyui else [])
-    results: dict[str, list[dict]] = {t: [] for t in tools}
-    print(f"load average at start: {os.getloadavg()[0]:.2f}; {args.rounds} rounds of {', '.join(tools)}", flush=True)
-    if balance_note(tools, args.rounds):
-        print(balance_note(tools, args.rounds), flush=True)
-    for round_ in range(args.rounds):
-        for tool in order_of_round(tools, round_):
-            figures = measure(tool, args, path)
-            results[tool].append(figures)
-            print(f"round {round_ + 1} {tool}: " + ", ".join(f"{k} {v:,.2f}" for k, v in figures.items()), flush=True)
-    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    results = run_rounds(tools, args.rounds, lambda tool: measure(tool, args, path))
     print(f"median of {args.rounds} rounds; {path.name} into fp32 on the CPU, imports excluded\n")
     print(table(results))
 

@@ -429,23 +429,14 @@ def main() -> None:
         tools.insert(tools.index("nodeflow") + 1, "nodeflow-before")
     if args.only:
         tools = [t for t in tools if t in args.only]
-    from benchmarks.orders import balance_note, order_of_round  # here: workers run this file from other checkouts
+    from benchmarks.orders import run_rounds  # here: workers run this file from other checkouts
 
-    results: dict[str, list[dict]] = {t: [] for t in tools}
-    print(f"load average at start: {os.getloadavg()[0]:.2f}; {args.repeats} round(s) of {', '.join(tools)}", flush=True)
-    if balance_note(tools, args.repeats):
-        print(balance_note(tools, args.repeats), flush=True)
-    for round_ in range(args.repeats):
-        for tool in order_of_round(tools, round_):
-            if args.drop_caches:
-                drop_page_cache()
-            if tool == "comfyui":
-                figures = measure_comfyui(Path(args.comfyui), work)
-            else:
-                figures = measure(tool, args, work)
-            results[tool].append(figures)
-            print(f"round {round_ + 1} {tool}: " + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()), flush=True)
-    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    def one(tool: str) -> dict:
+        if args.drop_caches:
+            drop_page_cache()
+        return measure_comfyui(Path(args.comfyui), work) if tool == "comfyui" else measure(tool, args, work)
+
+    results = run_rounds(tools, args.repeats, one)
     print(f"median of {args.repeats}; {'bundled model 32x32' if args.quick else 'SD 1.5 random fp16 256x256'}, "
           f"euler, {STEPS} steps, CFG {CFG_SCALE:g}\n")
     print(table(results))

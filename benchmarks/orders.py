@@ -11,7 +11,8 @@ runs in every position equally often and follows every other tool equally often.
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+import os
+from typing import Callable, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -48,3 +49,20 @@ def balance_note(items: Sequence[object], rounds: int) -> str:
         return ""
     return (f"note: {rounds} round(s) do not complete the balanced order of {len(items)} tools "
             f"(a multiple of {size} does); who-follows-whom is uneven")
+
+
+def run_rounds(tools: Sequence[str], rounds: int, measure: Callable[[str], dict[str, float]]) -> dict[str, list[dict[str, float]]]:
+    """``rounds`` rounds of ``measure(tool)`` for every tool, in the design's orders; prints
+    the load average, a warning when the rounds do not complete the design, and each
+    measurement as it comes. Each tool's figures, round by round."""
+    results: dict[str, list[dict[str, float]]] = {tool: [] for tool in tools}
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; {rounds} round(s) of {', '.join(tools)}", flush=True)
+    if balance_note(tools, rounds):
+        print(balance_note(tools, rounds), flush=True)
+    for round_index in range(rounds):
+        for tool in order_of_round(tools, round_index):
+            figures = measure(tool)
+            results[tool].append(figures)
+            print(f"round {round_index + 1} {tool}: " + ", ".join(f"{k} {v:,.3f}" for k, v in figures.items()), flush=True)
+    print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return results
