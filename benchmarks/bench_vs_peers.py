@@ -1,6 +1,6 @@
 """nodeflow side by side with diffusers and ComfyUI on the same work, stage by stage.
 
-    .venv/bin/python -m benchmarks.bench_vs_peers [--comfyui DIR] [--repeats 3] [--quick]
+    .venv/bin/python -m benchmarks.bench_vs_peers [--comfyui DIR] [--repeats 6] [--quick]
 
 The work: one SD 1.5-architecture checkpoint (random, seeded weights; built once from the
 shipped SD1 configs and saved as one original-layout fp16 .safetensors, about 2 GB, under
@@ -398,7 +398,8 @@ def _fmt(value: float | None, unit: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--comfyui", metavar="DIR", help="a ComfyUI set-up folder (setup.sh DIR); omitted: not measured")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=6,
+                        help="rounds; 6 completes the balanced order of two or three tools (about 20 minutes with ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="the bundled model only (nodeflow and diffusers)")
     parser.add_argument("--before", metavar="DIR", help="also measure nodeflow from another checkout (e.g. main), "
                         "as nodeflow-before: before/after figures in one run")
