@@ -244,13 +244,8 @@ def _promoted_widgets(definition: dict[str, Any], listed: tuple[str, ...]) -> tu
                 if isinstance(slot, dict) and isinstance(slot.get("widget"), dict):
                     widget_slots.add((str(raw.get("id")), index))
     feeds_widget = set()  # the input node's slots linked to an inner widget
-    for raw in _list(definition.get("links")):
-        if isinstance(raw, dict):
-            origin, origin_slot, target, target_slot = (raw.get(k) for k in ("origin_id", "origin_slot", "target_id", "target_slot"))
-        elif isinstance(raw, list) and len(raw) >= 5:
-            origin, origin_slot, target, target_slot = raw[1:5]
-        else:
-            continue
+    for ends in filter(None, map(link_ends, _list(definition.get("links")))):
+        origin, origin_slot, target, target_slot = ends
         if str(origin) == "-10" and (str(target), target_slot) in widget_slots:
             feeds_widget.add(origin_slot)
     names = []
@@ -330,6 +325,17 @@ def _ui_pair(value: Any) -> tuple[float, float] | None:
         value = [value.get("0"), value.get("1")]
     if isinstance(value, list) and len(value) >= 2 and all(_is_number(v) for v in value[:2]):
         return (float(value[0]), float(value[1]))
+    return None
+
+
+def link_ends(raw: Any) -> tuple[Any, Any, Any, Any] | None:
+    """(origin node, origin slot, target node, target slot) of one UI link in either schema
+    (0.4's ``[id, origin, slot, target, slot, type]`` or 1's link object), None for anything
+    else; the values are as written (callers check them)."""
+    if isinstance(raw, dict):
+        return tuple(raw.get(k) for k in ("origin_id", "origin_slot", "target_id", "target_slot"))  # type: ignore[return-value]
+    if isinstance(raw, list) and len(raw) >= 5:
+        return tuple(raw[1:5])  # type: ignore[return-value]
     return None
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from nodeflow.files.workflow import WorkflowError
 
-from nodes.diffusion.comfyui import MAX_NODES, ComfyNode, Ref, _is_int, _list, read_ui_graph
+from nodes.diffusion.comfyui import MAX_NODES, ComfyNode, Ref, _is_int, _list, link_ends, read_ui_graph
 
 INPUT_NODE, OUTPUT_NODE = "-10", "-20"
 MAX_DEPTH = 32  # subgraphs inside subgraphs; a definition that contains itself must end
@@ -98,13 +98,8 @@ def _substituted(value: Any, substitutes: dict[tuple[str, int], Any]) -> Any:
 def _output_sources(definition: dict[str, Any], prefix: str) -> dict[int, Ref]:
     """The instance's output slot j -> the inner output that feeds the output node's slot j."""
     sources: dict[int, Ref] = {}
-    for raw in _list(definition.get("links")):
-        if isinstance(raw, dict):
-            origin, origin_slot, target, target_slot = (raw.get(k) for k in ("origin_id", "origin_slot", "target_id", "target_slot"))
-        elif isinstance(raw, list) and len(raw) >= 5:
-            origin, origin_slot, target, target_slot = raw[1:5]
-        else:
-            continue
+    for ends in filter(None, map(link_ends, _list(definition.get("links")))):
+        origin, origin_slot, target, target_slot = ends
         if str(target) == OUTPUT_NODE and _is_int(target_slot) and _is_int(origin_slot):
             sources[target_slot] = Ref(prefix + str(origin), origin_slot)
     return sources
